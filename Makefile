@@ -1,0 +1,37 @@
+# `make demo` and `make test` are the whole set-up on a fresh machine:
+# they create .venv, install the project and its Jupyter kernel on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench quality lab clean-outputs venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name nqflow --display-name "Python (nqflow)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scheduler.py demo
+
+test: $(STAMP)
+	bash .ci/ensure-chromium
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_window.py
+
+quality: $(STAMP)
+	$(PY) bench/detection_quality.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-outputs:
+	rm -rf outputs/* data/state.sqlite

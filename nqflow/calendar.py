@@ -1,0 +1,88 @@
+"""CME Globex equity-options trading hours: sessions, daily halt, weekends and holidays.
+
+Uses pandas_market_calendars' CME_Equity calendar rather than hand-written hours. A
+*session* is named by its trade date and runs from 17:00 CT the evening before to
+16:00 CT (earlier on holiday half days). *Slots* are 15-minute buckets counted from the
+session open, so time-of-day baselines stay aligned across daylight-saving changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import pandas as pd
+import pandas_market_calendars as mcal
+
+from nqflow.errors import NqflowError
+
+SLOT_MINUTES = 15
+
+
+@lru_cache(maxsize=1)
+def _calendar():
+    return mcal.get_calendar("CME_Equity")
+
+
+@lru_cache(maxsize=64)
+def _schedule(first: dt.date, last: dt.date) -> pd.DataFrame:
+    schedule = _calendar().schedule(first - dt.timedelta(days=7), last + dt.timedelta(days=7), tz="UTC")
+    schedule.index = [ts.date() for ts in schedule.index]
+    return schedule[["market_open", "market_close"]]
+
+
+def sessions(first: dt.date, last: dt.date) -> pd.DataFrame:
+    """Sessions with trade dates in [first, last]: index trade_date, columns market_open/market_close (UTC)."""
+    frame = _schedule(first, last)
+    return frame[(frame.index >= first) & (frame.index <= last)]
+
+
+def trading_days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return list(sessions(first, last).index)
+
+
+def session_of(ts: pd.Timestamp) -> tuple[dt.date, pd.Timestamp, pd.Timestamp] | None:
+    """The session containing instant `ts` as (trade_date, open, close), or None if the market is closed."""
+    ts = to_utc(ts)
+    frame = _schedule(ts.date() - dt.timedelta(days=3), ts.date() + dt.timedelta(days=3))
+    hit = frame[(frame.market_open <= ts) & (ts < frame.market_close)]
+    if hit.empty:
+        return None
+    row = hit.iloc[0]
+    return hit.index[0], row.market_open, row.market_close
+
+
+def window_is_open(start: pd.Timestamp, end: pd.Timestamp) -> bool:
+    """True when any part of [start, end) lies inside a trading session."""
+    start, end = to_utc(start), to_utc(end)
+    frame = _schedule(start.date() - dt.timedelta(days=3), end.date() + dt.timedelta(days=3))
+    return bool(((frame.market_open < end) & (frame.market_close > start)).any())
+
+
+def slot_of(ts: pd.Timestamp, session_open: pd.Timestamp) -> int:
+    """Index of the 15-minute slot that `ts` falls in, counted from the session open."""
+    return int((to_utc(ts) - session_open) // pd.Timedelta(minutes=SLOT_MINUTES))
+
+
+def session_windows(trade_date: dt.date, minutes: int = SLOT_MINUTES) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """All [start, end) windows of one session, aligned to the session open."""
+    row = sessions(trade_date, trade_date)
+    if row.empty:
+        raise NqflowError(f"{trade_date} is not a CME Globex equity trading day; pick a weekday that is not a holiday")
+    open_, close = row.iloc[0].market_open, row.iloc[0].market_close
+    step = pd.Timedelta(minutes=minutes)
+    starts = pd.date_range(open_, close - step, freq=step)
+    return [(s, min(s + step, close)) for s in starts]
+
+
+def to_utc(value) -> pd.Timestamp:
+    """Parse a timestamp and insist on a timezone: naive times are ambiguous around the halt and DST."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise NqflowError(f"cannot parse timestamp {value!r}; use ISO 8601 with a zone, e.g. 2026-10-30T14:30:00Z") from exc
+    if ts is pd.NaT:
+        raise NqflowError(f"timestamp {value!r} is empty; use ISO 8601 with a zone, e.g. 2026-10-30T14:30:00Z")
+    if ts.tzinfo is None:
+        raise NqflowError(f"timestamp {value!r} has no timezone; add one, e.g. {ts.isoformat()}Z")
+    return ts.tz_convert("UTC")
