@@ -1,0 +1,338 @@
+"""Market data sources: one interface, tidy typed DataFrames out.
+
+Backends:
+- `ReplaySource`: a folder of DBN files (any names, ``.dbn`` or ``.dbn.zst``) read with
+  ``databento.DBNStore``; schema and symbology come from each file's own metadata. Only
+  the files that overlap a requested range are decoded, and decoded files are cached in
+  memory, so a 15-minute window never decodes the whole folder.
+- `nqflow.databento_source.DatabentoSource`: the Historical API, which caches what it
+  fetches as DBN files that a `ReplaySource` reads directly.
+
+Frames (all timestamps tz-aware UTC; prices in index points):
+- option trades: ts_event, instrument_id, symbol, product, expiration, strike, put_call,
+  price, size, side (B/A/N aggressor), multiplier, premium_usd
+- chain: one row per instrument (options and futures) with its definition fields
+- open interest: instrument_id, open_interest, ts_event
+- underlying: ts_event, instrument_id, symbol, price, size, side
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import databento as db
+import numpy as np
+import pandas as pd
+
+from nqflow import calendar as cal
+from nqflow.contracts import NQ_POINT_VALUE_USD
+from nqflow.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: DBN's sentinel for an undefined 32-bit integer field (e.g. contract_multiplier).
+UNDEF_INT32 = 2_147_483_647
+SCHEMAS = ("trades", "definition", "statistics")
+OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
+
+TRADE_COLUMNS = {
+    "ts_event": "datetime64[ns, UTC]", "instrument_id": "int64", "symbol": "string", "product": "string",
+    "expiration": "datetime64[ns, UTC]", "strike": "float64", "put_call": "string", "price": "float64",
+    "size": "int64", "side": "string", "multiplier": "float64", "premium_usd": "float64",
+}
+CHAIN_COLUMNS = {
+    "instrument_id": "int64", "symbol": "string", "product": "string", "instrument_class": "string",
+    "put_call": "string", "strike": "float64", "expiration": "datetime64[ns, UTC]", "underlying": "string",
+    "underlying_id": "int64", "multiplier": "float64", "multiplier_source": "string",
+}
+#: Known dollar-per-point values by product root, used only when a definition defines none.
+KNOWN_MULTIPLIERS = {"NQ": NQ_POINT_VALUE_USD, "QNE": NQ_POINT_VALUE_USD, "MNQ": 2.0, "ES": 50.0}
+
+
+def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+
+
+class DataSource(Protocol):
+    """What the monitor needs from any market-data backend."""
+
+    name: str
+
+    def option_trades(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame: ...
+    def chain(self, trade_date: dt.date) -> pd.DataFrame: ...
+    def open_interest(self, trade_date: dt.date) -> pd.DataFrame: ...
+    def underlying(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame: ...
+
+
+@dataclass
+class WindowData:
+    """Everything one window's detection needs, plus what was wrong with it."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    trade_date: dt.date | None
+    trades: pd.DataFrame
+    chain: pd.DataFrame
+    open_interest: pd.DataFrame
+    underlying: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """True when the window holds no option trades (the notes say why)."""
+        return self.trades.empty
+
+
+@dataclass(frozen=True)
+class DbnFile:
+    path: Path
+    schema: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+
+def _quiet_to_df(store: db.DBNStore) -> pd.DataFrame:
+    # databento's to_df emits a Pandas4Warning under pandas 3 from inside the client.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return store.to_df()
+
+
+def open_dbn(path: Path, expected_schema: str | None = None) -> db.DBNStore:
+    """Open a DBN file, turning every decoding failure into one clear line naming the file."""
+    try:
+        store = db.DBNStore.from_file(path)
+        schema = str(store.schema) if store.schema is not None else None
+    except FileNotFoundError:
+        raise DataError(f"DBN file {path} does not exist; check the replay folder path") from None
+    except Exception as exc:  # the decoder raises several types for bad bytes
+        raise DataError(f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
+                        f"delete it and re-download or regenerate it") from None
+    if expected_schema and schema != expected_schema:
+        raise DataError(f"DBN file {path} holds schema {schema!r}, expected {expected_schema!r}; "
+                        f"move it out of the folder or pass the right file")
+    return store
+
+
+def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
+    """Decode a whole DBN file to a DataFrame (index reset, ts_recv a column)."""
+    store = open_dbn(path, expected_schema)
+    try:
+        frame = _quiet_to_df(store)
+    except Exception as exc:
+        raise DataError(f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
+                        f"delete it and re-download or regenerate it") from None
+    return frame.reset_index()
+
+
+def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
+    """Tidy option chain from raw definition records: the latest definition per instrument.
+
+    The dollar multiplier comes from ``unit_of_measure_qty`` (dollars per index point on CME
+    equity-index products), else ``contract_multiplier``, else the product's known value with
+    a warning: never a silent constant.
+    """
+    if definitions.empty:
+        return empty_frame(CHAIN_COLUMNS)
+    latest = definitions.sort_values("ts_recv").drop_duplicates("instrument_id", keep="last")
+    uom = pd.to_numeric(latest["unit_of_measure_qty"], errors="coerce")
+    cm = pd.to_numeric(latest["contract_multiplier"], errors="coerce")
+    uom_ok = uom.notna() & (uom > 0) & (uom < 1e9)
+    cm_ok = cm.notna() & (cm > 0) & (cm != UNDEF_INT32)
+    product = latest["asset"].astype("string")
+    known = product.map(KNOWN_MULTIPLIERS).astype("float64")
+    multiplier = np.where(uom_ok, uom, np.where(cm_ok, cm, known))
+    source = np.where(uom_ok, "unit_of_measure_qty", np.where(cm_ok, "contract_multiplier", "known_product"))
+    missing = ~uom_ok & ~cm_ok
+    if missing.any():
+        unknown = sorted(set(product[missing & known.isna()].dropna()))
+        if unknown:
+            raise DataError(f"definitions give no contract multiplier for products {unknown} and none is known; "
+                            f"add them to nqflow.data.KNOWN_MULTIPLIERS")
+        log.warning("%d definitions define no multiplier; using the product's known value (e.g. NQ $20/pt)",
+                    int(missing.sum()))
+    klass = latest["instrument_class"].astype("string")
+    strike = pd.to_numeric(latest["strike_price"], errors="coerce")
+    chain = pd.DataFrame({
+        "instrument_id": latest["instrument_id"].astype("int64"),
+        "symbol": latest["raw_symbol"].astype("string"),
+        "product": product,
+        "instrument_class": klass,
+        "put_call": klass.where(klass.isin(["C", "P"])),
+        "strike": strike.where(klass.isin(["C", "P"])).astype("float64"),
+        "expiration": pd.to_datetime(latest["expiration"], utc=True),
+        "underlying": latest["underlying"].astype("string"),
+        "underlying_id": latest["underlying_id"].astype("int64"),
+        "multiplier": multiplier.astype("float64"),
+        "multiplier_source": pd.array(source, dtype="string"),
+    })
+    return chain.sort_values("instrument_id").reset_index(drop=True)
+
+
+def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
+    """Join raw trade records with the chain: one typed row per fill, premium in USD."""
+    if raw.empty:
+        return empty_frame(TRADE_COLUMNS)
+    info = chain.set_index("instrument_id")
+    joined = raw[["ts_event", "instrument_id", "price", "size", "side"]].join(
+        info[["symbol", "product", "expiration", "strike", "put_call", "multiplier"]], on="instrument_id")
+    if joined["symbol"].isna().any() and "symbol" in raw:
+        joined["symbol"] = joined["symbol"].fillna(raw["symbol"])
+    trades = pd.DataFrame({
+        "ts_event": pd.to_datetime(joined["ts_event"], utc=True),
+        "instrument_id": joined["instrument_id"].astype("int64"),
+        "symbol": joined["symbol"].astype("string"),
+        "product": joined["product"].astype("string"),
+        "expiration": pd.to_datetime(joined["expiration"], utc=True),
+        "strike": joined["strike"].astype("float64"),
+        "put_call": joined["put_call"].astype("string"),
+        "price": joined["price"].astype("float64"),
+        "size": joined["size"].astype("int64"),
+        "side": joined["side"].astype("string"),
+        "multiplier": joined["multiplier"].astype("float64"),
+    })
+    trades["premium_usd"] = trades["price"] * trades["size"] * trades["multiplier"]
+    return trades.sort_values(["ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
+
+
+class ReplaySource:
+    """A folder of DBN files, read with databento.DBNStore exactly as live data is."""
+
+    name = "replay"
+
+    def __init__(self, folder: str | Path, cache_files: int = 12):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DataError(f"replay folder {self.folder} does not exist; generate the sample with "
+                            f"`make demo` or point data.replay_dir at a folder of Databento DBN files")
+        self.files = self._scan()
+        if not self.files:
+            raise DataError(f"replay folder {self.folder} holds no .dbn or .dbn.zst files of schemas "
+                            f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`")
+        self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
+        self._cache_files = cache_files
+
+    def _scan(self) -> list[DbnFile]:
+        entries = []
+        for path in sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst"))):
+            store = open_dbn(path)
+            schema = str(store.schema) if store.schema is not None else "mixed"
+            if schema not in SCHEMAS:
+                log.warning("ignoring %s: schema %s is not one of %s", path, schema, ", ".join(SCHEMAS))
+                continue
+            meta = store.metadata
+            end = pd.Timestamp(meta.end, tz="UTC") if meta.end else pd.Timestamp.max.tz_localize("UTC")
+            entries.append(DbnFile(path, schema, pd.Timestamp(meta.start, tz="UTC"), end))
+        return entries
+
+    def _decoded(self, entry: DbnFile) -> pd.DataFrame:
+        if entry.path in self._cache:
+            self._cache.move_to_end(entry.path)
+            return self._cache[entry.path]
+        frame = read_dbn(entry.path, entry.schema)
+        self._cache[entry.path] = frame
+        if len(self._cache) > self._cache_files:
+            self._cache.popitem(last=False)
+        return frame
+
+    def _records(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        hits = [f for f in self.files if f.schema == schema and f.start < end and f.end > start]
+        frames = [self._decoded(f) for f in hits]
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    # -- the DataSource interface -------------------------------------------------
+    def chain(self, trade_date: dt.date) -> pd.DataFrame:
+        start, end = _session_bounds(trade_date)
+        return chain_from_definitions(self._records("definition", start, end))
+
+    def trades(self, start, end) -> pd.DataFrame:
+        """All trades (options and futures) in [start, end), joined with their definitions."""
+        start, end = _range(start, end)
+        raw = self._records("trades", start, end)
+        if raw.empty:
+            return empty_frame(TRADE_COLUMNS)
+        ts = pd.to_datetime(raw["ts_event"], utc=True)
+        raw = raw[(ts >= start) & (ts < end)]
+        chain = chain_from_definitions(self._records("definition", start - pd.Timedelta(days=1), end))
+        return tidy_trades(raw, chain)
+
+    def option_trades(self, start, end) -> pd.DataFrame:
+        trades = self.trades(start, end)
+        return trades[trades["put_call"].isin(["C", "P"])].reset_index(drop=True)
+
+    def underlying(self, start, end) -> pd.DataFrame:
+        trades = self.trades(start, end)
+        futures = trades[trades["put_call"].isna()]
+        return futures[["ts_event", "instrument_id", "symbol", "price", "size", "side"]].reset_index(drop=True)
+
+    def open_interest(self, trade_date: dt.date) -> pd.DataFrame:
+        start, end = _session_bounds(trade_date)
+        raw = self._records("statistics", start, end)
+        columns = {"instrument_id": "int64", "open_interest": "int64", "ts_event": "datetime64[ns, UTC]"}
+        if raw.empty:
+            return empty_frame(columns)
+        oi = raw[raw["stat_type"] == OPEN_INTEREST_STAT_TYPE].sort_values("ts_recv")
+        oi = oi.drop_duplicates("instrument_id", keep="last")
+        return pd.DataFrame({"instrument_id": oi["instrument_id"].astype("int64"),
+                             "open_interest": oi["quantity"].astype("int64"),
+                             "ts_event": pd.to_datetime(oi["ts_event"], utc=True)}).reset_index(drop=True)
+
+    def sessions_available(self) -> list[dt.date]:
+        """Trade dates whose session overlaps at least one trades file, oldest first."""
+        trade_files = [f for f in self.files if f.schema == "trades"]
+        if not trade_files:
+            return []
+        first = min(f.start for f in trade_files).date()
+        last = min(max(f.end for f in trade_files), pd.Timestamp.now(tz="UTC")).date() + dt.timedelta(days=1)
+        dates = []
+        for day, row in cal.sessions(first, last).iterrows():
+            if any(f.start < row.market_close and f.end > row.market_open for f in trade_files):
+                dates.append(day)
+        return dates
+
+
+def _range(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
+    start, end = cal.to_utc(start), cal.to_utc(end)
+    if end <= start:
+        raise DataError(f"time range end {end.isoformat()} is not after start {start.isoformat()}; swap them")
+    return start, end
+
+
+def _session_bounds(trade_date: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+    frame = cal.sessions(trade_date, trade_date)
+    if frame.empty:
+        raise DataError(f"{trade_date} is not a CME Globex trading day; pick a weekday that is not an exchange holiday")
+    return frame.iloc[0].market_open, frame.iloc[0].market_close
+
+
+def load_window(source: DataSource, start, end) -> WindowData:
+    """Load everything one window needs. An empty window is flagged with a reason, never an exception."""
+    start, end = _range(start, end)
+    session = cal.session_of(start)
+    notes: list[str] = []
+    if session is None:
+        notes.append(f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z (CME Globex equity options halt, weekend or holiday)")
+        empty = empty_frame(TRADE_COLUMNS)
+        return WindowData(start, end, None, empty, empty_frame(CHAIN_COLUMNS),
+                          empty_frame({"instrument_id": "int64", "open_interest": "int64"}),
+                          empty.iloc[:, :0], notes)
+    trade_date = session[0]
+    trades = source.option_trades(start, end)
+    chain = source.chain(trade_date)
+    oi = source.open_interest(trade_date)
+    underlying = source.underlying(start - pd.Timedelta(minutes=30), end)
+    if trades.empty:
+        notes.append(f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
+                      f"check that the data source covers this window")
+    if chain.empty:
+        notes.append(f"no instrument definitions for session {trade_date}")
+    return WindowData(start, end, trade_date, trades, chain, oi, underlying, notes)
