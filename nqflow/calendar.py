@@ -64,7 +64,8 @@ def slot_of(ts: pd.Timestamp, session_open: pd.Timestamp) -> int:
     return int((to_utc(ts) - session_open) // pd.Timedelta(minutes=SLOT_MINUTES))
 
 
-def session_windows(trade_date: dt.date, minutes: int = SLOT_MINUTES) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+@lru_cache(maxsize=256)
+def session_windows(trade_date: dt.date, minutes: int = SLOT_MINUTES) -> tuple[tuple[pd.Timestamp, pd.Timestamp], ...]:
     """All [start, end) windows of one session, aligned to the session open."""
     row = sessions(trade_date, trade_date)
     if row.empty:
@@ -72,7 +73,7 @@ def session_windows(trade_date: dt.date, minutes: int = SLOT_MINUTES) -> list[tu
     open_, close = row.iloc[0].market_open, row.iloc[0].market_close
     step = pd.Timedelta(minutes=minutes)
     starts = pd.date_range(open_, close - step, freq=step)
-    return [(s, min(s + step, close)) for s in starts]
+    return tuple((s, min(s + step, close)) for s in starts)
 
 
 def to_utc(value) -> pd.Timestamp:

@@ -217,6 +217,7 @@ class ReplaySource:
                             f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`")
         self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
         self._cache_files = cache_files
+        self._chains: dict[tuple[Path, ...], pd.DataFrame] = {}
 
     def _scan(self) -> list[DbnFile]:
         entries = []
@@ -241,8 +242,18 @@ class ReplaySource:
             self._cache.popitem(last=False)
         return frame
 
+    def _overlapping(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> list[DbnFile]:
+        return [f for f in self.files if f.schema == schema and f.start < end and f.end > start]
+
+    def _chain(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Chain from the definition files overlapping [start, end), built once per set of files."""
+        key = tuple(f.path for f in self._overlapping("definition", start, end))
+        if key not in self._chains:
+            self._chains[key] = chain_from_definitions(self._records("definition", start, end))
+        return self._chains[key]
+
     def _records(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        hits = [f for f in self.files if f.schema == schema and f.start < end and f.end > start]
+        hits = self._overlapping(schema, start, end)
         frames = [self._decoded(f) for f in hits]
         frames = [f for f in frames if not f.empty]
         if not frames:
@@ -252,7 +263,7 @@ class ReplaySource:
     # -- the DataSource interface -------------------------------------------------
     def chain(self, trade_date: dt.date) -> pd.DataFrame:
         start, end = _session_bounds(trade_date)
-        return chain_from_definitions(self._records("definition", start, end))
+        return self._chain(start, end)
 
     def trades(self, start, end) -> pd.DataFrame:
         """All trades (options and futures) in [start, end), joined with their definitions."""
@@ -262,8 +273,7 @@ class ReplaySource:
             return empty_frame(TRADE_COLUMNS)
         ts = pd.to_datetime(raw["ts_event"], utc=True)
         raw = raw[(ts >= start) & (ts < end)]
-        chain = chain_from_definitions(self._records("definition", start - pd.Timedelta(days=1), end))
-        return tidy_trades(raw, chain)
+        return tidy_trades(raw, self._chain(start - pd.Timedelta(days=1), end))
 
     def option_trades(self, start, end) -> pd.DataFrame:
         trades = self.trades(start, end)

@@ -1,0 +1,190 @@
+"""Expected volume by time-of-day slot: a SQLite store kept up to date window by window.
+
+Volumes are recorded per (level, key, session, slot) where level is ``instrument`` (key:
+instrument_id), ``expiry`` (key: the option symbol root, e.g. ``Q2NV6``) or ``product``
+(key: ``NQ``). A slot is a 15-minute bucket counted from the session open
+(`nqflow.calendar.slot_of`), so baselines survive daylight-saving changes.
+
+Baseline definition (what a "10x" is measured against): for a key and slot, take the
+slot's volume in up to N previous sessions in which that slot was recorded and the key had
+already traded (zeros where it did not trade in the slot); drop the single busiest session
+when there are at least 5 (one earlier spike must not lift the baseline); the mean of what
+is left is the expected volume, and the spread feeds the count model in `nqflow.detect`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nqflow import calendar as cal
+
+LEVELS = ("instrument", "expiry", "product")
+PRODUCT_KEY = "NQ"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS baseline_volume (
+    level TEXT NOT NULL, key TEXT NOT NULL, session TEXT NOT NULL, slot INTEGER NOT NULL,
+    volume INTEGER NOT NULL, PRIMARY KEY (level, key, session, slot));
+CREATE INDEX IF NOT EXISTS baseline_volume_slot ON baseline_volume (slot, session);
+CREATE TABLE IF NOT EXISTS baseline_slot (
+    session TEXT NOT NULL, slot INTEGER NOT NULL, PRIMARY KEY (session, slot));
+CREATE TABLE IF NOT EXISTS baseline_first_seen (
+    level TEXT NOT NULL, key TEXT NOT NULL, session TEXT NOT NULL, PRIMARY KEY (level, key));
+"""
+
+
+def expiry_key(symbol: pd.Series) -> pd.Series:
+    """Option symbol root, e.g. 'Q2NV6 C21000' -> 'Q2NV6' (one product + expiration)."""
+    return symbol.str.split(" ", n=1).str[0]
+
+
+def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFrame:
+    """Contracts traded per level, key and slot: columns level, key, slot, volume."""
+    if trades.empty:
+        return pd.DataFrame({"level": pd.Series(dtype="string"), "key": pd.Series(dtype="string"),
+                             "slot": pd.Series(dtype="int64"), "volume": pd.Series(dtype="int64")})
+    slot = ((trades["ts_event"] - session_open) // pd.Timedelta(minutes=cal.SLOT_MINUTES)).astype("int64")
+    keys = {
+        "instrument": trades["instrument_id"].astype("string"),
+        "expiry": expiry_key(trades["symbol"]).astype("string"),
+        "product": pd.Series(PRODUCT_KEY, index=trades.index, dtype="string"),
+    }
+    frames = []
+    for level, key in keys.items():
+        grouped = trades["size"].groupby([key.rename("key"), slot.rename("slot")]).sum().rename("volume").reset_index()
+        grouped.insert(0, "level", level)
+        frames.append(grouped)
+    out = pd.concat(frames, ignore_index=True)
+    out["volume"] = out["volume"].astype("int64")
+    return out
+
+
+def expected_volume(history: pd.DataFrame, max_sessions: int) -> pd.DataFrame:
+    """Summarise per-session slot volumes into the expected volume per (level, key).
+
+    `history` has columns level, key, session, volume (zeros included). Returns level, key,
+    history_sessions, expected (trimmed mean: the busiest session dropped when there are at
+    least 5), mean, and variance of the kept sessions.
+    """
+    columns = ["level", "key", "history_sessions", "expected", "mean", "variance"]
+    if history.empty:
+        return pd.DataFrame(columns=columns)
+    recent = history.sort_values("session").groupby(["level", "key"], sort=False).tail(max_sessions)
+    volume = recent["volume"].astype(float)
+    grouped = pd.DataFrame({"level": recent["level"], "key": recent["key"], "v": volume, "v2": volume ** 2}) \
+        .groupby(["level", "key"], sort=False)
+    agg = grouped.agg(n=("v", "size"), total=("v", "sum"), total2=("v2", "sum"), top=("v", "max")).reset_index()
+    trim = agg["n"] >= 5
+    kept_n = agg["n"] - trim
+    kept_sum = agg["total"] - np.where(trim, agg["top"], 0.0)
+    kept_sum2 = agg["total2"] - np.where(trim, agg["top"] ** 2, 0.0)
+    expected = kept_sum / kept_n
+    variance = np.where(kept_n > 1, (kept_sum2 - kept_n * expected ** 2) / np.maximum(kept_n - 1, 1), expected)
+    return pd.DataFrame({"level": agg["level"], "key": agg["key"], "history_sessions": agg["n"].astype(int),
+                         "expected": expected, "mean": agg["total"] / agg["n"],
+                         "variance": np.maximum(variance, 0.0)})[columns]
+
+
+class BaselineStore:
+    """Per-slot volume history in SQLite (the same file as the scheduler's state by default)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as conn, conn:
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def record(self, session: dt.date, slots: list[int], volumes: pd.DataFrame) -> None:
+        """Record the volumes of whole slots of a session. Idempotent: re-recording replaces."""
+        day = str(session)
+        with closing(self._connect()) as conn, conn:
+            conn.executemany("DELETE FROM baseline_volume WHERE session = ? AND slot = ?", [(day, s) for s in slots])
+            conn.executemany(
+                "INSERT INTO baseline_volume (level, key, session, slot, volume) VALUES (?, ?, ?, ?, ?)",
+                [(r.level, str(r.key), day, int(r.slot), int(r.volume)) for r in volumes.itertuples(index=False)
+                 if int(r.slot) in set(slots)])
+            conn.executemany("INSERT OR IGNORE INTO baseline_slot (session, slot) VALUES (?, ?)", [(day, s) for s in slots])
+            seen = volumes[["level", "key"]].drop_duplicates()
+            conn.executemany(
+                "INSERT INTO baseline_first_seen (level, key, session) VALUES (?, ?, ?) "
+                "ON CONFLICT (level, key) DO UPDATE SET session = excluded.session WHERE excluded.session < session",
+                [(r.level, str(r.key), day) for r in seen.itertuples(index=False)])
+
+    def complete_sessions(self) -> set[str]:
+        """Sessions whose every slot is recorded."""
+        with closing(self._connect()) as conn:
+            counts = dict(conn.execute("SELECT session, COUNT(*) FROM baseline_slot GROUP BY session").fetchall())
+        return {day for day, n in counts.items()
+                if n >= len(cal.session_windows(dt.date.fromisoformat(day)))}
+
+    def recorded_slots(self, session: dt.date) -> set[int]:
+        with closing(self._connect()) as conn:
+            rows = conn.execute("SELECT slot FROM baseline_slot WHERE session = ?", (str(session),)).fetchall()
+        return {r[0] for r in rows}
+
+    def history(self, session: dt.date, slot: int, max_sessions: int, keys: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Volumes of `slot` in up to `max_sessions` sessions before `session`, zeros filled.
+
+        `keys` (columns level, key) limits the answer to those keys; product is always included.
+        """
+        with closing(self._connect()) as conn:
+            sessions = [r[0] for r in conn.execute(
+                "SELECT session FROM baseline_slot WHERE slot = ? AND session < ? ORDER BY session DESC LIMIT ?",
+                (slot, str(session), max_sessions))]
+            if not sessions:
+                return pd.DataFrame(columns=["level", "key", "session", "volume"])
+            marks = ",".join("?" * len(sessions))
+            volumes = pd.read_sql_query(
+                f"SELECT level, key, session, volume FROM baseline_volume WHERE slot = ? AND session IN ({marks})",
+                conn, params=[slot, *sessions])
+            first_seen = pd.read_sql_query(
+                "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session <= ?",
+                conn, params=[max(sessions)])
+        if keys is not None:
+            wanted = pd.concat([keys[["level", "key"]].astype(str),
+                                pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})]).drop_duplicates()
+            first_seen = first_seen.merge(wanted, on=["level", "key"])
+        grid = first_seen.merge(pd.DataFrame({"session": sessions}), how="cross")
+        grid = grid[grid["session"] >= grid["first_session"]].drop(columns="first_session")
+        out = grid.merge(volumes, on=["level", "key", "session"], how="left")
+        out["volume"] = out["volume"].fillna(0).astype("int64")
+        return out
+
+
+def record_session(store: BaselineStore, source, trade_date: dt.date) -> None:
+    """Record every slot of one whole session from a data source (used to build or rebuild history)."""
+    row = cal.sessions(trade_date, trade_date).iloc[0]
+    trades = source.option_trades(row.market_open, row.market_close)
+    slots = list(range(len(cal.session_windows(trade_date))))
+    store.record(trade_date, slots, slot_volumes(trades, row.market_open))
+
+
+def ensure_history(store: BaselineStore, source, trade_date: dt.date, max_sessions: int,
+                   available: list[dt.date] | None = None) -> list[dt.date]:
+    """Make sure the `max_sessions` sessions before `trade_date` that the source has are recorded.
+
+    Sessions already recorded are not read again, so after the first call this costs one
+    SQLite query. Returns the sessions it had to read.
+    """
+    if available is None:
+        available = source.sessions_available() if hasattr(source, "sessions_available") else \
+            cal.trading_days(trade_date - dt.timedelta(days=max_sessions * 2), trade_date)
+    previous = [d for d in available if d < trade_date][-max_sessions:]
+    complete = store.complete_sessions() if previous else set()
+    filled = []
+    for day in previous:
+        if str(day) not in complete:
+            record_session(store, source, day)
+            filled.append(day)
+    return filled

@@ -1,0 +1,483 @@
+"""Detection engine: pure functions on DataFrames, no I/O.
+
+Kinds of alert
+--------------
+``large_order``  one aggressor order (fills with the same instrument, ts_event and side)
+                 whose premium >= ``large_premium_usd``.
+``sweep``        orders of one side on several strikes of one expiry and right, within
+                 ``sweep_span_ms`` of each other, whose summed premium >= ``large_premium_usd``.
+``volume_surge`` window volume at ``instrument``, ``expiry`` or ``product`` level against the
+                 expected volume for the slot (`nqflow.baseline`); tiers from ``surge_tiers``
+                 (10x / 30x / 50x). ratio = volume / max(expected, floor); a level needs
+                 ``*_min_volume`` contracts and ``min_history_sessions`` of history.
+
+One event, one alert: a finer and a coarser surge in the same window are folded into one.
+The finer one owns it when it carries >= ``dominance_share`` of the coarser level's volume (a
+single strike explains its expiry's surge); otherwise the coarser one owns it (a broad move).
+An instrument surge that is mostly (>= ``dominance_share``) one alerted order or sweep is
+folded into that order's alert. Folded alerts are named in the owner's reasons.
+
+Confidence (0-100)
+------------------
+    score = 100 * (w_s*S + w_p*P + w_i*I + w_c*C + w_v*V) / (w_s + w_p + w_i + w_c + w_v)
+
+S  statistical surprise: p = P(X >= volume) under a count model fitted to the slot's history
+   (negative binomial by moments when the history is over-dispersed, var > mean; Poisson
+   otherwise; mean floored like the ratio); S = min(1, -log10(p) / surprise_full_log10).
+   Orders use their instrument's window volume. No history -> S = 0, said in the reasons.
+P  premium: log-scaled between premium_floor_usd (0) and premium_full_usd (1).
+I  aggressor imbalance: |buy - sell| / (buy + sell) of aggressor premium (1 for one order).
+C  concentration: share of the alert's volume in its largest order (surges) or the order's
+   share of its instruments' window volume (orders and sweeps).
+V  volume / open interest, capped at 1 (volume above OI suggests new positions); 0 when OI is unknown.
+
+Labels: HIGH >= confidence.high, MEDIUM >= confidence.medium, else LOW.
+
+Direction and sentiment
+-----------------------
+direction: BUY when buyer-initiated premium is >= direction_share of aggressor premium,
+SELL when seller-initiated is, else MIXED. sentiment: calls bought and puts sold are bullish,
+calls sold and puts bought bearish; the same share decides BULLISH / BEARISH / NEUTRAL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from nqflow.baseline import PRODUCT_KEY, expected_volume, expiry_key
+from nqflow.config import Config
+from nqflow.data import WindowData
+
+ALERT_FIELDS = [
+    "alert_id", "kind", "level", "window_start", "window_end", "event_time", "symbol", "symbols",
+    "instrument_ids", "expiry", "expiration", "strike", "put_call", "direction", "sentiment",
+    "volume", "buy_volume", "sell_volume", "baseline", "ratio", "tier", "history_sessions", "p_value",
+    "premium_usd", "buy_premium_usd", "sell_premium_usd", "underlying_price", "open_interest", "volume_oi",
+    "confidence", "label", "reasons",
+]
+ORDER_KEYS = ["instrument_id", "ts_event", "side"]
+
+
+@dataclass
+class Detection:
+    """What one window's detection produced; `alerts` follows ALERT_FIELDS."""
+
+    alerts: pd.DataFrame
+    orders: pd.DataFrame
+    volumes: pd.DataFrame
+    summary: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- building blocks
+def stable_id(*parts) -> str:
+    """Same event -> same id on every re-run of the window."""
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def aggregate_orders(trades: pd.DataFrame) -> pd.DataFrame:
+    """Collapse fills into aggressor orders: same instrument, ts_event and side."""
+    if trades.empty:
+        return pd.DataFrame(columns=[*ORDER_KEYS, "symbol", "expiry", "expiration", "strike", "put_call",
+                                     "size", "premium_usd", "vwap", "fills"])
+    grouped = trades.groupby(ORDER_KEYS, sort=False, observed=True)
+    orders = grouped.agg(symbol=("symbol", "first"), expiration=("expiration", "first"), strike=("strike", "first"),
+                         put_call=("put_call", "first"), size=("size", "sum"), premium_usd=("premium_usd", "sum"),
+                         fills=("size", "size"), multiplier=("multiplier", "first")).reset_index()
+    orders["vwap"] = orders["premium_usd"] / (orders["size"] * orders["multiplier"])
+    orders["expiry"] = expiry_key(orders["symbol"])
+    return orders.sort_values(["ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
+
+
+def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int) -> pd.Series:
+    """Sweep id per order (-1 when not part of a sweep).
+
+    A sweep: aggressor orders (side B or A) on one expiry and right, the same side, each within
+    `span_ms` of the first, touching at least `min_strikes` strikes.
+    """
+    sweep = pd.Series(-1, index=orders.index, dtype="int64")
+    aggressive = orders[orders["side"].isin(["B", "A"])]
+    next_id = 0
+    span = pd.Timedelta(milliseconds=span_ms)
+    for _, group in aggressive.groupby(["expiry", "put_call", "side"], sort=False):
+        if group["strike"].nunique() < min_strikes:
+            continue
+        times = group["ts_event"].to_numpy()
+        strikes = group["strike"].to_numpy()
+        index = group.index.to_numpy()
+        start = 0
+        while start < len(group):
+            stop = int(np.searchsorted(times, times[start] + span.to_timedelta64(), side="right"))
+            if stop - start >= min_strikes and np.unique(strikes[start:stop]).size >= min_strikes:
+                sweep.loc[index[start:stop]] = next_id
+                next_id += 1
+                start = stop
+            else:
+                start += 1
+    return sweep
+
+
+def direction_of(buy: float, sell: float, share: float) -> str:
+    total = buy + sell
+    if total <= 0:
+        return "MIXED"
+    return "BUY" if buy / total >= share else "SELL" if sell / total >= share else "MIXED"
+
+
+def sentiment_of(bullish: float, bearish: float, share: float) -> str:
+    total = bullish + bearish
+    if total <= 0:
+        return "NEUTRAL"
+    return "BULLISH" if bullish / total >= share else "BEARISH" if bearish / total >= share else "NEUTRAL"
+
+
+def tier_of(ratio: float, tiers: tuple[float, ...]) -> float:
+    """Highest tier the ratio reaches, 0 when below the first."""
+    reached = [t for t in tiers if ratio >= t]
+    return float(reached[-1]) if reached else 0.0
+
+
+def tail_probability(volume, mean, variance) -> np.ndarray:
+    """P(X >= volume) under a negative binomial (over-dispersed, var > mean) or Poisson count model.
+
+    Vectorised over arrays of volumes, means and variances."""
+    volume = np.asarray(volume, dtype=float)
+    mean = np.maximum(np.asarray(mean, dtype=float), 1e-9)
+    variance = np.asarray(variance, dtype=float)
+    over = variance > mean * 1.0001
+    r = np.where(over, mean * mean / np.where(over, variance - mean, 1.0), 1.0)
+    p = r / (r + mean)
+    nb = stats.nbinom.sf(volume - 1, r, p)
+    poisson = stats.poisson.sf(volume - 1, mean)
+    return np.where(volume <= 0, 1.0, np.where(over, nb, poisson))
+
+
+def _side_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-row buyer/seller volume and premium, and bullish/bearish premium, as columns to sum."""
+    buy = (frame["side"] == "B").to_numpy()
+    sell = (frame["side"] == "A").to_numpy()
+    call = (frame["put_call"] == "C").to_numpy()
+    size = frame["size"].to_numpy(dtype=float)
+    prem = frame["premium_usd"].to_numpy(dtype=float)
+    return pd.DataFrame({
+        "buy_volume": size * buy, "sell_volume": size * sell,
+        "buy_premium_usd": prem * buy, "sell_premium_usd": prem * sell,
+        "bullish_premium_usd": prem * ((buy & call) | (sell & ~call)),
+        "bearish_premium_usd": prem * ((sell & call) | (buy & ~call)),
+    }, index=frame.index)
+
+
+SIDE_COLUMNS = ["buy_volume", "sell_volume", "buy_premium_usd", "sell_premium_usd",
+                "bullish_premium_usd", "bearish_premium_usd"]
+
+
+def window_volumes(orders: pd.DataFrame) -> pd.DataFrame:
+    """Per level and key: volume, premium, side totals and the largest order's share of the volume."""
+    if orders.empty:
+        return pd.DataFrame(columns=["level", "key", "volume"])
+    base = pd.concat([orders[["instrument_id", "symbol", "expiry", "expiration", "strike", "put_call", "size",
+                              "premium_usd", "ts_event"]], _side_columns(orders)], axis=1)
+    keys = {"instrument": base["instrument_id"].astype(str), "expiry": base["expiry"].astype(str),
+            "product": pd.Series(PRODUCT_KEY, index=base.index)}
+    frames = []
+    for level, key in keys.items():
+        grouped = base.groupby(key.rename("key"), sort=False)
+        sums = grouped[["size", "premium_usd", *SIDE_COLUMNS]].sum()
+        out = sums.rename(columns={"size": "volume"})
+        out["top_order_share"] = grouped["size"].max() / sums["size"].clip(lower=1)
+        out["instruments"] = grouped["instrument_id"].nunique()
+        out["first_ts"] = grouped["ts_event"].min()
+        first = grouped[["symbol", "expiry", "expiration", "strike", "put_call", "instrument_id"]].first()
+        if level == "instrument":
+            out = out.join(first)
+            out["instrument_ids"] = [[int(i)] for i in out["instrument_id"]]
+            out = out.drop(columns="instrument_id")
+        else:
+            out["symbol"] = out.index
+            out["expiry"] = out.index if level == "expiry" else ""
+            out["expiration"] = first["expiration"] if level == "expiry" else pd.NaT
+            out["strike"] = float("nan")
+            out["put_call"] = ""
+            out["instrument_ids"] = [[] for _ in range(len(out))]
+        out = out.reset_index()
+        out.insert(0, "level", level)
+        frames.append(out)
+    volumes = pd.concat(frames, ignore_index=True)
+    volumes["volume"] = volumes["volume"].astype("int64")
+    return volumes
+
+
+def side_totals(frame: pd.DataFrame) -> dict[str, float]:
+    """Buyer/seller-initiated volume and premium, and bullish/bearish premium, of some fills or orders."""
+    return {k: float(v) for k, v in _side_columns(frame).sum().items()}
+
+
+# --------------------------------------------------------------------------- scoring
+def score(components: dict[str, float], config: Config) -> tuple[float, str]:
+    c = config.confidence
+    weights = {"surprise": c.weight_surprise, "premium": c.weight_premium, "imbalance": c.weight_imbalance,
+               "concentration": c.weight_concentration, "volume_oi": c.weight_volume_oi}
+    total = sum(weights.values())
+    value = 100.0 * sum(weights[k] * float(np.clip(components.get(k, 0.0), 0, 1)) for k in weights) / total
+    label = "HIGH" if value >= c.high else "MEDIUM" if value >= c.medium else "LOW"
+    return round(value, 1), label
+
+
+def premium_component(premium: float, config: Config) -> float:
+    c = config.confidence
+    if premium <= c.premium_floor_usd:
+        return 0.0
+    return min(1.0, math.log(premium / c.premium_floor_usd) / math.log(c.premium_full_usd / c.premium_floor_usd))
+
+
+def surprise_component(p_value: float, config: Config) -> float:
+    return min(1.0, -math.log10(max(p_value, 1e-300)) / config.confidence.surprise_full_log10)
+
+
+def _usd(value: float) -> str:
+    return f"${value / 1e6:,.2f}M" if value >= 1e6 else f"${value / 1e3:,.0f}k"
+
+
+# --------------------------------------------------------------------------- the engine
+def detect_window(window: WindowData, history: pd.DataFrame, config: Config) -> Detection:
+    """Find large orders, sweeps and volume surges in one window.
+
+    `history` holds previous sessions' volumes for this window's slot (columns level, key,
+    session, volume; `nqflow.baseline.BaselineStore.history`).
+    """
+    t = config.thresholds
+    trades = window.trades
+    orders = aggregate_orders(trades)
+    summary = _summary(window, orders)
+    if trades.empty:
+        return Detection(pd.DataFrame(columns=ALERT_FIELDS), orders, pd.DataFrame(), summary)
+
+    orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes)
+    volumes = window_volumes(orders)
+    expected = expected_volume(history, t.baseline_sessions)
+    volumes = volumes.merge(expected, on=["level", "key"], how="left")
+    volumes["history_sessions"] = volumes["history_sessions"].fillna(0).astype(int)
+    floors = volumes["level"].map({"instrument": t.instrument_baseline_floor, "expiry": t.expiry_baseline_floor,
+                                   "product": t.product_baseline_floor})
+    volumes["baseline"] = np.maximum(volumes["expected"].fillna(0.0), floors)
+    volumes["ratio"] = volumes["volume"] / volumes["baseline"]
+    # The model's mean is floored like the ratio; its variance is never below that mean.
+    variance = np.maximum(volumes["variance"].astype(float).fillna(0.0), volumes["baseline"])
+    volumes["p_value"] = np.where(volumes["history_sessions"] > 0,
+                                  tail_probability(volumes["volume"], volumes["baseline"], variance), 1.0)
+    oi = window.open_interest.set_index("instrument_id")["open_interest"] if not window.open_interest.empty else pd.Series(dtype="int64")
+    instrument_volume = volumes[volumes["level"] == "instrument"].set_index("key")
+
+    alerts = _order_alerts(window, orders, instrument_volume, oi, config)
+    alerts += _surge_alerts(window, volumes, oi, config)
+    alerts = _fold(alerts, config)
+    frame = pd.DataFrame(alerts, columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
+    frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
+    summary["alerts"] = int(len(frame))
+    summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
+    summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
+    product = volumes[volumes["level"] == "product"]
+    if len(product):
+        summary["product_expected_volume"] = float(product["baseline"].iloc[0])
+        summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
+        summary["history_sessions"] = int(product["history_sessions"].iloc[0])
+    return Detection(frame, orders, volumes, summary)
+
+
+def _summary(window: WindowData, orders: pd.DataFrame) -> dict:
+    trades = window.trades
+    totals = side_totals(trades) if len(trades) else {}
+    return {
+        "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
+        "trade_date": str(window.trade_date) if window.trade_date else None,
+        "option_trades": int(len(trades)), "orders": int(len(orders)),
+        "contracts": int(trades["size"].sum()) if len(trades) else 0,
+        "premium_usd": float(trades["premium_usd"].sum()) if len(trades) else 0.0,
+        "buy_premium_usd": totals.get("buy_premium_usd", 0.0), "sell_premium_usd": totals.get("sell_premium_usd", 0.0),
+        "underlying_last": float(window.underlying["price"].iloc[-1]) if len(window.underlying) else None,
+        "empty": bool(window.empty), "notes": list(window.notes), "alerts": 0, "alerts_by_kind": {},
+        "max_confidence": 0.0,
+    }
+
+
+def _underlying_at(window: WindowData, ts: pd.Timestamp) -> float | None:
+    u = window.underlying
+    if u.empty:
+        return None
+    before = u[u["ts_event"] <= ts]
+    return float((before if len(before) else u)["price"].iloc[-1])
+
+
+def _base_alert(window: WindowData, **values) -> dict:
+    alert = {k: None for k in ALERT_FIELDS}
+    alert.update(window_start=window.start.isoformat(), window_end=window.end.isoformat(), reasons=[])
+    alert.update(values)
+    return alert
+
+
+def _order_alerts(window: WindowData, orders: pd.DataFrame, instrument_volume: pd.DataFrame,
+                  oi: pd.Series, config: Config) -> list[dict]:
+    t = config.thresholds
+    alerts = []
+    groups = []
+    in_sweep = orders[orders["sweep_id"] >= 0]
+    sweep_premium = in_sweep.groupby("sweep_id")["premium_usd"].sum()
+    for sweep_id in sweep_premium.index[sweep_premium >= t.large_premium_usd]:
+        groups.append(("sweep", in_sweep[in_sweep["sweep_id"] == sweep_id]))
+    single = orders[(orders["sweep_id"] < 0) & (orders["premium_usd"] >= t.large_premium_usd)]
+    for position in range(len(single)):
+        groups.append(("large_order", single.iloc[[position]]))
+    for kind, members in groups:
+        premium = float(members["premium_usd"].sum())
+        ids = sorted(int(i) for i in members["instrument_id"].unique())
+        first = members.sort_values("ts_event").iloc[0]
+        volume = int(members["size"].sum())
+        totals = side_totals(members)
+        inst_rows = instrument_volume.loc[[str(i) for i in ids]] if len(instrument_volume) else pd.DataFrame()
+        inst_volume = float(inst_rows["volume"].sum()) if len(inst_rows) else float(volume)
+        known_oi = [int(oi[i]) for i in ids if i in oi.index]
+        total_oi = sum(known_oi) if len(known_oi) == len(ids) else None
+        p_value = float(inst_rows["p_value"].min()) if len(inst_rows) and (inst_rows["history_sessions"] > 0).any() else 1.0
+        history = int(inst_rows["history_sessions"].max()) if len(inst_rows) else 0
+        strikes = sorted(members["strike"].unique())
+        components = {
+            "surprise": surprise_component(p_value, config) if history else 0.0,
+            "premium": premium_component(premium, config),
+            "imbalance": 1.0,
+            "concentration": volume / max(inst_volume, volume),
+            "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
+        }
+        confidence, label = score(components, config)
+        side = str(first["side"])
+        direction = {"B": "BUY", "A": "SELL"}.get(side, "MIXED")
+        sentiment = sentiment_of(totals["bullish_premium_usd"], totals["bearish_premium_usd"], t.direction_share)
+        right = "calls" if first["put_call"] == "C" else "puts"
+        verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded")
+        if kind == "sweep":
+            what = (f"sweep of {len(strikes)} strikes {strikes[0]:g}-{strikes[-1]:g} {first['expiry']} {right}, "
+                    f"{len(members)} orders within {(members['ts_event'].max() - members['ts_event'].min()).total_seconds() * 1000:.0f} ms")
+            alert_id = stable_id("sweep", ",".join(map(str, ids)), first["ts_event"].value, side)
+        else:
+            what = f"one aggressor order, {int(first['fills'])} fill(s) at ts {first['ts_event'].isoformat()}"
+            alert_id = stable_id("large_order", ids[0], first["ts_event"].value, side)
+        reasons = [f"{_usd(premium)} premium >= {_usd(t.large_premium_usd)} threshold ({what})",
+                   f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"]
+        if history:
+            reasons.append(f"instrument window volume {inst_volume:,.0f} vs expected "
+                           f"{float(inst_rows['baseline'].sum()):,.1f}; tail probability {p_value:.1e} "
+                           f"over {history} sessions")
+        else:
+            reasons.append("no volume history for this instrument: surprise not scored")
+        if total_oi:
+            reasons.append(f"volume/open interest {volume / total_oi:.2f}" + (" (above OI: likely new positions)" if volume > total_oi else ""))
+        else:
+            reasons.append("open interest unknown")
+        alerts.append(_base_alert(
+            window, alert_id=alert_id, kind=kind, level="instrument" if kind == "large_order" else "expiry",
+            event_time=first["ts_event"].isoformat(), symbol=str(first["symbol"]) if kind == "large_order" else
+            f"{first['expiry']} {first['put_call']}{strikes[0]:g}-{strikes[-1]:g}",
+            symbols=sorted(str(s) for s in members["symbol"].unique()), instrument_ids=ids, expiry=str(first["expiry"]),
+            expiration=pd.Timestamp(first["expiration"]).isoformat(), strike=float(strikes[0]) if len(strikes) == 1 else None,
+            put_call=str(first["put_call"]), direction=direction, sentiment=sentiment, volume=volume,
+            buy_volume=totals["buy_volume"], sell_volume=totals["sell_volume"],
+            baseline=float(inst_rows["baseline"].sum()) if len(inst_rows) else None,
+            ratio=inst_volume / float(inst_rows["baseline"].sum()) if len(inst_rows) else None, tier=None,
+            history_sessions=history, p_value=p_value, premium_usd=round(premium, 2),
+            buy_premium_usd=totals["buy_premium_usd"], sell_premium_usd=totals["sell_premium_usd"],
+            underlying_price=_underlying_at(window, first["ts_event"]), open_interest=total_oi,
+            volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
+            reasons=reasons, _owner_key=[("instrument", str(i)) for i in ids]))
+    return alerts
+
+
+def _surge_alerts(window: WindowData, volumes: pd.DataFrame, oi: pd.Series, config: Config) -> list[dict]:
+    t = config.thresholds
+    minimum = {"instrument": t.instrument_min_volume, "expiry": t.expiry_min_volume, "product": t.product_min_volume}
+    alerts = []
+    for row in volumes.itertuples(index=False):
+        tier = tier_of(row.ratio, t.surge_tiers)
+        if tier == 0 or row.volume < minimum[row.level] or row.history_sessions < t.min_history_sessions:
+            continue
+        direction = direction_of(row.buy_premium_usd, row.sell_premium_usd, t.direction_share)
+        sentiment = sentiment_of(row.bullish_premium_usd, row.bearish_premium_usd, t.direction_share)
+        aggressor = row.buy_premium_usd + row.sell_premium_usd
+        imbalance = abs(row.buy_premium_usd - row.sell_premium_usd) / aggressor if aggressor > 0 else 0.0
+        open_interest = None
+        if row.level == "instrument" and int(row.key) in oi.index:
+            open_interest = int(oi[int(row.key)])
+        components = {"surprise": surprise_component(row.p_value, config),
+                      "premium": premium_component(row.premium_usd, config), "imbalance": imbalance,
+                      "concentration": row.top_order_share,
+                      "volume_oi": min(1.0, row.volume / open_interest) if open_interest else 0.0}
+        confidence, label = score(components, config)
+        short = " (fewer than the configured sessions)" if row.history_sessions < t.baseline_sessions else ""
+        reasons = [
+            f"{row.volume:,} contracts vs expected {row.baseline:,.1f} for this time of day: {row.ratio:,.1f}x "
+            f"(tier {tier:g}x) over {row.history_sessions} sessions of history{short}",
+            f"tail probability {row.p_value:.1e} under the slot's count model",
+            f"aggressor premium {_usd(row.buy_premium_usd)} bought vs {_usd(row.sell_premium_usd)} sold: "
+            f"{direction.lower()}, reads {sentiment.lower()}",
+            f"largest single order is {row.top_order_share:.0%} of the volume",
+        ]
+        if open_interest:
+            reasons.append(f"volume/open interest {row.volume / open_interest:.2f}")
+        alerts.append(_base_alert(
+            window, alert_id=stable_id("volume_surge", row.level, row.key, window.start.isoformat()),
+            kind="volume_surge", level=row.level, event_time=row.first_ts.isoformat(), symbol=row.symbol,
+            symbols=[row.symbol] if row.level == "instrument" else [], instrument_ids=row.instrument_ids,
+            expiry=row.expiry or None, expiration=row.expiration.isoformat() if not pd.isna(row.expiration) else None,
+            strike=None if math.isnan(row.strike) else row.strike, put_call=row.put_call or None,
+            direction=direction, sentiment=sentiment, volume=int(row.volume), buy_volume=row.buy_volume,
+            sell_volume=row.sell_volume, baseline=round(float(row.baseline), 3), ratio=round(float(row.ratio), 3),
+            tier=tier, history_sessions=int(row.history_sessions), p_value=float(row.p_value),
+            premium_usd=round(row.premium_usd, 2), buy_premium_usd=row.buy_premium_usd,
+            sell_premium_usd=row.sell_premium_usd, underlying_price=_underlying_at(window, window.end),
+            open_interest=open_interest, volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
+            confidence=confidence, label=label, reasons=reasons, _owner_key=[(row.level, str(row.key))],
+            _group_volume=int(row.volume)))
+    return alerts
+
+
+def _fold(alerts: list[dict], config: Config) -> list[dict]:
+    """One event, one alert: fold nested surges and order-driven instrument surges (see module doc)."""
+    share = config.thresholds.dominance_share
+    surges = {(a["level"], a["_owner_key"][0][1]): a for a in alerts if a["kind"] == "volume_surge"}
+    dropped: set[str] = set()
+
+    def fold(loser: dict, owner: dict, why: str) -> None:
+        dropped.add(loser["alert_id"])
+        owner["reasons"].append(f"also {why}")
+
+    # instrument <-> expiry <-> product, fine to coarse
+    for fine_level, coarse_level in (("instrument", "expiry"), ("expiry", "product")):
+        for (level, key), fine in list(surges.items()):
+            if level != fine_level or fine["alert_id"] in dropped:
+                continue
+            coarse_key = (coarse_level, fine["expiry"] if coarse_level == "expiry" else PRODUCT_KEY)
+            coarse = surges.get(coarse_key)
+            if coarse is None or coarse["alert_id"] in dropped:
+                continue
+            if fine["volume"] >= share * coarse["volume"]:
+                fold(coarse, fine, f"{coarse_level} {coarse['symbol']} surged {coarse['ratio']:.1f}x, "
+                                   f"{fine['volume'] / coarse['volume']:.0%} of it on {fine['symbol']}")
+            else:
+                fold(fine, coarse, f"includes {fine_level} {fine['symbol']} at {fine['ratio']:.1f}x")
+    # instrument surges driven by an alerted order or sweep
+    for order_alert in (a for a in alerts if a["kind"] in ("large_order", "sweep")):
+        for level_key in order_alert["_owner_key"]:
+            surge = surges.get(level_key)
+            if surge is None or surge["alert_id"] in dropped:
+                continue
+            order_volume = order_alert["volume"] / max(len(order_alert["_owner_key"]), 1)
+            if order_volume >= share * surge["volume"]:
+                fold(surge, order_alert, f"{surge['symbol']} window volume {surge['volume']:,} is "
+                                         f"{surge['ratio']:.1f}x its usual (tier {surge['tier']:g}x)")
+    kept = [a for a in alerts if a["alert_id"] not in dropped]
+    for a in kept:
+        a.pop("_group_volume", None)
+    return kept

@@ -1,0 +1,78 @@
+"""One monitoring window, end to end inside the process: load data, baseline, detect, record.
+
+This is what the monitoring notebook calls; the scheduler never recomputes alerts outside
+the notebook, it reads them back from the notebook's scraps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nqflow import calendar as cal
+from nqflow.baseline import BaselineStore, ensure_history, slot_volumes
+from nqflow.config import Config
+from nqflow.data import DataSource, ReplaySource, WindowData, load_window
+from nqflow.detect import Detection, detect_window
+from nqflow.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve(path: str | Path, base: Path = REPO_ROOT) -> Path:
+    """Config paths are relative to the repository root, so notebooks and the scheduler agree."""
+    path = Path(path)
+    return path if path.is_absolute() else base / path
+
+
+def make_source(config: Config, source: str | None = None, data_dir: str | None = None) -> DataSource:
+    """The configured data source; `source` / `data_dir` override the config for one run."""
+    name = source or config.data.source
+    if name == "replay":
+        folder = resolve(data_dir or config.data.replay_dir)
+        if folder == resolve(Config().data.replay_dir) and not (folder / "ground_truth.json").exists():
+            from nqflow.sample import generate_sample_market
+            generate_sample_market(folder)
+        return ReplaySource(folder)
+    if name == "databento":
+        from nqflow.databento_source import DatabentoSource
+        return DatabentoSource(config, cache_dir=resolve(data_dir or config.data.cache_dir))
+    raise ConfigError(f"unknown data source {name!r}; use 'replay' or 'databento'")
+
+
+@dataclass
+class WindowResult:
+    window: WindowData
+    detection: Detection
+
+    @property
+    def alerts(self) -> pd.DataFrame:
+        return self.detection.alerts
+
+    @property
+    def summary(self) -> dict:
+        return self.detection.summary
+
+
+def run_window(config: Config, start, end, source: DataSource, baseline: BaselineStore | None = None,
+               record_baseline: bool = True, available: list[dt.date] | None = None) -> WindowResult:
+    """Detect one window. The window's own volumes are recorded into the baseline afterwards
+    (idempotently), so the next session's baseline is kept up to date without re-downloading."""
+    window = load_window(source, start, end)
+    if baseline is None:
+        baseline = BaselineStore(resolve(config.data.state_db))
+    history = pd.DataFrame(columns=["level", "key", "session", "volume"])
+    if window.trade_date is not None:
+        row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
+        slot = cal.slot_of(window.start, row.market_open)
+        ensure_history(baseline, source, window.trade_date, config.thresholds.baseline_sessions, available)
+        history = baseline.history(window.trade_date, slot, config.thresholds.baseline_sessions)
+    detection = detect_window(window, history, config)
+    if record_baseline and window.trade_date is not None and not window.empty:
+        whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
+        if whole_slot:
+            baseline.record(window.trade_date, [slot], slot_volumes(window.trades, row.market_open))
+    return WindowResult(window, detection)

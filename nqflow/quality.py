@@ -1,0 +1,90 @@
+"""Detection quality against the sample market's planted events (ground truth).
+
+An alert *matches* a planted event when it lies in the event's window and touches the
+event's instruments (any instrument for a product-wide surge). Recall is counted per
+planted kind for events at or above the configured thresholds; an alert that matches no
+planted event is a false alert.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from nqflow.config import Config
+
+EXPECTED_KIND = {"block": "large_order", "sweep": "sweep", "surge_instrument": "volume_surge",
+                 "surge_product": "volume_surge"}
+
+
+def expected_events(truth: dict, config: Config, sessions: list[str] | None = None) -> pd.DataFrame:
+    """Planted events the engine should alert on under `config`, with the expected kind and tier."""
+    events = pd.DataFrame(truth["events"])
+    if sessions is not None:
+        events = events[events["session"].isin(sessions)]
+    t = config.thresholds
+    premium = events.get("premium_usd", pd.Series(float("nan"), index=events.index))
+    is_order = events["kind"].isin(["block", "sweep"])
+    events = events.assign(
+        expected_kind=events["kind"].map(EXPECTED_KIND),
+        should_alert=(is_order & (premium >= t.large_premium_usd)) | (~is_order & events["ratio"].ge(t.surge_tiers[0])),
+    )
+    return events
+
+
+def _matches(alert: dict, event: pd.Series) -> bool:
+    if alert["window_start"] != event["window_start"]:
+        return False
+    if event["kind"] == "surge_product":
+        return True
+    return bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
+
+
+def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[str]) -> dict:
+    """Recall per kind, tier and direction accuracy, and false alerts per session."""
+    events = expected_events(truth, config, sessions)
+    records = alerts.to_dict("records")
+    found = []
+    for _, event in events.iterrows():
+        hits = [a for a in records if _matches(a, event)]
+        right_kind = [a for a in hits if a["kind"] == event["expected_kind"]
+                      and (event["kind"] != "surge_product" or a["level"] == "product")]
+        best = right_kind[0] if right_kind else None
+        side_direction = {"B": "BUY", "A": "SELL"}[event["side"]]
+        found.append({
+            "event_id": event["event_id"], "kind": event["kind"], "should_alert": bool(event["should_alert"]),
+            "found": best is not None, "alert_id": best["alert_id"] if best else None,
+            "direction_ok": bool(best and best["direction"] == side_direction),
+            "tier_expected": event.get("tier"), "tier_found": best["tier"] if best else None,
+            "confidence": best["confidence"] if best else None,
+        })
+    found = pd.DataFrame(found)
+    matched_ids = set()
+    for a in records:
+        if any(_matches(a, e) for _, e in events.iterrows()):
+            matched_ids.add(a["alert_id"])
+    false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
+    positives = found[found["should_alert"]]
+    recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
+    surges = positives[positives["kind"].str.startswith("surge") & positives["found"]]
+    quiet = set(truth.get("quiet_sessions", [])) & set(sessions)
+    quiet_alerts = [a for a in records if a["window_start"][:10] in quiet or _session_of(a, truth) in quiet]
+    return {
+        "sessions": len(sessions), "events": int(len(found)), "positives": int(len(positives)),
+        "recall_by_kind": {k: round(v, 3) for k, v in recall.items()},
+        "recall": round(float(positives["found"].mean()), 3) if len(positives) else None,
+        "direction_accuracy": round(float(positives[positives["found"]]["direction_ok"].mean()), 3) if positives["found"].any() else None,
+        "tier_accuracy": round(float((surges["tier_expected"] == surges["tier_found"]).mean()), 3) if len(surges) else None,
+        "below_threshold_alerted": int(found[~found["should_alert"] & found["found"]].shape[0]),
+        "alerts": len(records), "false_alerts": len(false_alerts),
+        "false_alerts_per_session": round(len(false_alerts) / max(len(sessions), 1), 3),
+        "quiet_session_alerts": len(quiet_alerts),
+        "missed": found[found["should_alert"] & ~found["found"]]["event_id"].tolist(),
+        "false_alert_ids": [a["alert_id"] for a in false_alerts],
+        "per_event": found,
+    }
+
+
+def _session_of(alert: dict, truth: dict) -> str | None:
+    from nqflow import calendar as cal
+    session = cal.session_of(pd.Timestamp(alert["window_start"]))
+    return str(session[0]) if session else None
