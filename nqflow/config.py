@@ -55,12 +55,13 @@ class Thresholds:
     surge_tiers: tuple[float, ...] = (10.0, 30.0, 50.0)
     baseline_sessions: int = 20
     min_history_sessions: int = 3
-    instrument_min_volume: int = 50
-    instrument_baseline_floor: float = 5.0
+    instrument_min_volume: int = 75
+    instrument_baseline_floor: float = 8.0
     expiry_min_volume: int = 300
     expiry_baseline_floor: float = 30.0
     product_min_volume: int = 600
     product_baseline_floor: float = 100.0
+    surge_max_order_share: float = 0.5
     dominance_share: float = 0.5
     direction_share: float = 0.65
 
@@ -211,7 +212,7 @@ def _validate(config: Config) -> Config:
     for key in ("large_premium_usd", "instrument_baseline_floor", "expiry_baseline_floor", "product_baseline_floor"):
         if getattr(t, key) <= 0:
             raise ConfigError(f"config key thresholds.{key} must be positive, got {getattr(t, key)}")
-    for key in ("dominance_share", "direction_share"):
+    for key in ("dominance_share", "direction_share", "surge_max_order_share"):
         if not 0 < getattr(t, key) <= 1:
             raise ConfigError(f"config key thresholds.{key} must be in (0, 1], got {getattr(t, key)}")
     if t.baseline_sessions < 1 or t.min_history_sessions < 1:

@@ -29,6 +29,7 @@ from typing import Protocol
 import databento as db
 import numpy as np
 import pandas as pd
+import zstandard
 
 from nqflow import calendar as cal
 from nqflow.contracts import NQ_POINT_VALUE_USD
@@ -120,9 +121,26 @@ def open_dbn(path: Path, expected_schema: str | None = None) -> db.DBNStore:
     return store
 
 
+def _check_complete(path: Path) -> None:
+    """A truncated zstd DBN file decodes silently to fewer records: refuse it instead."""
+    if not path.name.endswith(".zst"):
+        return
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                decompressor.decompress(chunk)
+    except zstandard.ZstdError as exc:
+        raise DataError(f"corrupt DBN file {path} (zstd: {exc}); delete it and re-download or regenerate it") from None
+    if not decompressor.eof:
+        raise DataError(f"truncated DBN file {path} (the zstd stream ends early); "
+                        f"delete it and re-download or regenerate it")
+
+
 def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
     """Decode a whole DBN file to a DataFrame (index reset, ts_recv a column)."""
     store = open_dbn(path, expected_schema)
+    _check_complete(path)
     try:
         frame = _quiet_to_df(store)
     except Exception as exc:

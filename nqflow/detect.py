@@ -6,10 +6,14 @@ Kinds of alert
                  whose premium >= ``large_premium_usd``.
 ``sweep``        orders of one side on several strikes of one expiry and right, within
                  ``sweep_span_ms`` of each other, whose summed premium >= ``large_premium_usd``.
+                 When one order carries >= ``dominance_share`` of the premium it is a block
+                 with small neighbours, not a sweep, and is judged as a single order.
 ``volume_surge`` window volume at ``instrument``, ``expiry`` or ``product`` level against the
                  expected volume for the slot (`nqflow.baseline`); tiers from ``surge_tiers``
                  (10x / 30x / 50x). ratio = volume / max(expected, floor); a level needs
-                 ``*_min_volume`` contracts and ``min_history_sessions`` of history.
+                 ``*_min_volume`` contracts and ``min_history_sessions`` of history, and no
+                 single order may carry more than ``surge_max_order_share`` of the volume (one
+                 print is the large-order detector's business, not a surge).
 
 One event, one alert: a finer and a coarser surge in the same window are folded into one.
 The finer one owns it when it carries >= ``dominance_share`` of the coarser level's volume (a
@@ -258,6 +262,10 @@ def detect_window(window: WindowData, history: pd.DataFrame, config: Config) -> 
         return Detection(pd.DataFrame(columns=ALERT_FIELDS), orders, pd.DataFrame(), summary)
 
     orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes)
+    # A "sweep" that is mostly one order is a block with small neighbours: judge its orders singly.
+    grouped = orders[orders["sweep_id"] >= 0].groupby("sweep_id")["premium_usd"]
+    dominated = grouped.max() >= t.dominance_share * grouped.sum()
+    orders.loc[orders["sweep_id"].isin(dominated.index[dominated]), "sweep_id"] = -1
     volumes = window_volumes(orders)
     expected = expected_volume(history, t.baseline_sessions)
     volumes = volumes.merge(expected, on=["level", "key"], how="left")
@@ -402,6 +410,8 @@ def _surge_alerts(window: WindowData, volumes: pd.DataFrame, oi: pd.Series, conf
     for row in volumes.itertuples(index=False):
         tier = tier_of(row.ratio, t.surge_tiers)
         if tier == 0 or row.volume < minimum[row.level] or row.history_sessions < t.min_history_sessions:
+            continue
+        if row.top_order_share > t.surge_max_order_share:
             continue
         direction = direction_of(row.buy_premium_usd, row.sell_premium_usd, t.direction_share)
         sentiment = sentiment_of(row.bullish_premium_usd, row.bearish_premium_usd, t.direction_share)

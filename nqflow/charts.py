@@ -1,0 +1,125 @@
+"""Charts for the monitoring notebook: each function takes a WindowResult and returns a Figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() in ("", "agg") else None
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from nqflow.config import Config  # noqa: E402
+from nqflow.monitor import WindowResult  # noqa: E402
+
+BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#57606a")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def volume_by_strike(result: WindowResult, strikes_each_side: int = 30):
+    """Contracts by strike for calls and puts, around the underlying price."""
+    fig, ax = plt.subplots(figsize=(11, 4))
+    trades = result.window.trades
+    if trades.empty:
+        _empty(ax, "no option trades in this window")
+        return fig
+    by = trades.groupby(["strike", "put_call"])["size"].sum().unstack(fill_value=0)
+    underlying = result.summary.get("underlying_last") or float(np.average(by.index, weights=by.sum(axis=1)))
+    near = by.index[np.argsort(np.abs(by.index - underlying))[: 2 * strikes_each_side]]
+    by = by.loc[sorted(near)]
+    width = (by.index[1] - by.index[0]) * 0.4 if len(by) > 1 else 10
+    ax.bar(by.index - width / 2, by.get("C", 0), width=width, color=BUY, label="calls")
+    ax.bar(by.index + width / 2, by.get("P", 0), width=width, color=SELL, label="puts")
+    ax.axvline(underlying, color="black", linestyle="--", linewidth=1, label=f"NQ {underlying:,.2f}")
+    ax.set_xlabel("strike (index points)")
+    ax.set_ylabel("contracts")
+    ax.set_title("Volume by strike, all expiries")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def premium_timeline(result: WindowResult, config: Config):
+    """Each aggressor order's premium over the window, large orders marked."""
+    fig, ax = plt.subplots(figsize=(11, 4))
+    orders = result.detection.orders
+    if orders.empty:
+        _empty(ax, "no orders in this window")
+        return fig
+    colors = orders["side"].map({"B": BUY, "A": SELL}).fillna(NEUTRAL)
+    ax.scatter(orders["ts_event"], orders["premium_usd"], s=np.clip(orders["size"], 4, 300), c=colors, alpha=0.6)
+    large = orders[orders["premium_usd"] >= config.thresholds.large_premium_usd]
+    ax.scatter(large["ts_event"], large["premium_usd"], s=260, facecolors="none", edgecolors="black",
+               linewidths=1.5, label="large order")
+    for _, order in large.iterrows():
+        ax.annotate(order["symbol"], (order["ts_event"], order["premium_usd"]), textcoords="offset points",
+                    xytext=(6, 6), fontsize=8)
+    ax.axhline(config.thresholds.large_premium_usd, color="black", linestyle=":", linewidth=1,
+               label=f"threshold ${config.thresholds.large_premium_usd / 1e6:g}M")
+    ax.set_yscale("log")
+    ax.set_ylabel("premium (USD, log)")
+    ax.set_title("Order premium over time (green: buyer-initiated, red: seller-initiated)")
+    ax.legend(loc="lower right")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def surge_ratios(result: WindowResult, config: Config, top: int = 15):
+    """The highest volume / expected ratios at each level, against the surge tiers."""
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    volumes = result.detection.volumes
+    if volumes.empty or "ratio" not in volumes:
+        _empty(ax, "no volume to compare with the baseline")
+        return fig
+    ranked = volumes[volumes["history_sessions"] > 0].sort_values("ratio", ascending=False).head(top)
+    if ranked.empty:
+        _empty(ax, "no baseline history yet for this slot")
+        return fig
+    labels = [f"{lvl}: {sym}" for lvl, sym in zip(ranked["level"], ranked["symbol"])]
+    ax.barh(labels[::-1], ranked["ratio"].to_numpy()[::-1], color="#0969da")
+    for tier in config.thresholds.surge_tiers:
+        ax.axvline(tier, color="#bf8700", linestyle="--", linewidth=1)
+        ax.text(tier, len(ranked) - 0.5, f"{tier:g}x", color="#bf8700", fontsize=8)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("window volume / expected volume for this time of day")
+    ax.set_title("Volume surges against the baseline")
+    fig.tight_layout()
+    return fig
+
+
+def aggression(result: WindowResult):
+    """Buyer- vs seller-initiated premium for calls and puts."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    trades = result.window.trades
+    if trades.empty:
+        _empty(ax, "no option trades in this window")
+        return fig
+    table = trades.groupby(["put_call", "side"])["premium_usd"].sum().unstack(fill_value=0.0) / 1e6
+    rights = [r for r in ("C", "P") if r in table.index]
+    x = np.arange(len(rights))
+    ax.bar(x - 0.2, [table.loc[r].get("B", 0.0) for r in rights], width=0.4, color=BUY, label="buyer-initiated")
+    ax.bar(x + 0.2, [table.loc[r].get("A", 0.0) for r in rights], width=0.4, color=SELL, label="seller-initiated")
+    ax.set_xticks(x, ["calls" if r == "C" else "puts" for r in rights])
+    ax.set_ylabel("premium ($M)")
+    ax.set_title("Aggressor premium")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def alerts_table(result: WindowResult) -> pd.DataFrame:
+    """The window's alerts as a readable table (strongest first)."""
+    alerts = result.alerts
+    if alerts.empty:
+        return pd.DataFrame({"alerts": ["none in this window"]})
+    table = alerts[["label", "confidence", "kind", "level", "symbol", "direction", "sentiment", "volume",
+                    "ratio", "tier", "premium_usd", "event_time"]].copy()
+    table["premium_usd"] = table["premium_usd"].map(lambda v: f"${v / 1e6:,.2f}M")
+    table["reasons"] = alerts["reasons"].map(lambda r: "; ".join(r))
+    return table

@@ -1,0 +1,120 @@
+"""Run the monitoring notebook for one window with papermill, read its scraps, write its HTML.
+
+Outputs per window: outputs/YYYY-MM-DD/<HHMM>-<HHMM>Z.ipynb (executed, errors included when it
+failed) and the same name .html (code hidden, charts embedded); outputs/index.html lists them.
+Secrets are never notebook parameters: the kernel inherits them from the environment.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import scrapbook as sb
+from nbconvert import HTMLExporter
+
+from nqflow.alerts import validate
+from nqflow.monitor import REPO_ROOT
+
+MONITOR_NOTEBOOK = REPO_ROOT / "notebooks" / "monitor.ipynb"
+KERNEL_NAME = "nqflow"
+
+
+@dataclass
+class NotebookRun:
+    notebook_path: Path
+    html_path: Path | None
+    alerts: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    error: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def window_paths(outputs_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -> tuple[Path, Path]:
+    folder = outputs_dir / f"{start:%Y-%m-%d}"
+    stem = f"{start:%H%M}-{end:%H%M}Z"
+    return folder / f"{stem}.ipynb", folder / f"{stem}.html"
+
+
+def kernel_name() -> str:
+    """The project's kernel when registered (make installs it into .venv), else python3."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, parameters: dict,
+                   notebook: Path = MONITOR_NOTEBOOK) -> NotebookRun:
+    """Execute the notebook for [start, end); a failed run still leaves its executed notebook."""
+    notebook_path, html_path = window_paths(outputs_dir, start, end)
+    notebook_path.parent.mkdir(parents=True, exist_ok=True)
+    params = {"window_start": start.isoformat(), "window_end": end.isoformat(), **parameters}
+    began = time.monotonic()
+    error = None
+    try:
+        pm.execute_notebook(str(notebook), str(notebook_path), parameters=params, kernel_name=kernel_name(),
+                            progress_bar=False, cwd=str(REPO_ROOT), log_output=False)
+    except pm.PapermillExecutionError as exc:
+        error = f"{exc.ename}: {exc.evalue}".splitlines()[0][:500]
+    except Exception as exc:  # kernel died, notebook missing, ...
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    run = NotebookRun(notebook_path, None, error=error)
+    if notebook_path.exists():
+        run.html_path = write_html(notebook_path, html_path)
+        if error is None:
+            try:
+                scraps = sb.read_notebook(str(notebook_path)).scraps
+                run.alerts = [validate(a) for a in scraps["alerts"].data]
+                run.summary = scraps["summary"].data
+            except Exception as exc:
+                run.error = f"could not read the notebook's scraps: {exc}".splitlines()[0][:500]
+    run.duration_s = time.monotonic() - began
+    return run
+
+
+def write_html(notebook_path: Path, html_path: Path) -> Path:
+    """Self-contained HTML report with the code hidden and the charts embedded as images."""
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    html_path.write_text(body, encoding="utf-8")
+    return html_path
+
+
+def write_index(outputs_dir: Path, windows: pd.DataFrame) -> Path:
+    """outputs/index.html: every window newest first, with status, alert counts and links."""
+    rows = []
+    for w in windows.sort_values("window_start", ascending=False).itertuples(index=False):
+        summary = json.loads(w.summary) if isinstance(w.summary, str) and w.summary else {}
+        link = lambda p, text: (f'<a href="{html.escape(str(Path(p).relative_to(outputs_dir)))}">{text}</a>'
+                                if isinstance(p, str) and p and Path(p).exists() else "")
+        by_kind = ", ".join(f"{k} {v}" for k, v in (summary.get("alerts_by_kind") or {}).items())
+        rows.append(
+            f'<tr class="{html.escape(w.status)}"><td>{html.escape(w.window_start)}</td>'
+            f"<td>{html.escape(w.status)}</td><td>{w.attempts}</td>"
+            f"<td>{'' if pd.isna(w.alerts) else int(w.alerts)}</td><td>{html.escape(by_kind)}</td>"
+            f"<td>{summary.get('max_confidence', '')}</td>"
+            f"<td>{link(w.html_path, 'report')}</td><td>{link(w.notebook_path, 'notebook')}</td>"
+            f"<td>{html.escape(w.last_error or '')}</td></tr>")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nqflow windows</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #d0d7de;padding:4px 8px;font-size:14px}}tr.failed td{{background:#ffebe9}}
+tr.pending td{{background:#fff8c5}}</style></head>
+<body><h1>nqflow: NQ options institutional flow</h1>
+<p>{len(windows)} windows, newest first. Generated {pd.Timestamp.now(tz="UTC"):%Y-%m-%d %H:%M:%S}Z.</p>
+<table><thead><tr><th>window start (UTC)</th><th>status</th><th>attempts</th><th>alerts</th><th>by kind</th>
+<th>max confidence</th><th>report</th><th>notebook</th><th>error</th></tr></thead>
+<tbody>{''.join(rows)}</tbody></table></body></html>"""
+    outputs_dir.mkdir(parents=True, exist_ok=True)
+    index = outputs_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

@@ -1,0 +1,135 @@
+"""Scheduler state in SQLite: windows (pending/ok/failed), alerts, and per-channel deliveries.
+
+Every alert is recorded before any delivery (the outbox); a delivery row per channel makes
+"never twice, never lost" a property of the database rather than of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (
+    window_start TEXT PRIMARY KEY, window_end TEXT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at TEXT,
+    started_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
+    alerts INTEGER, summary TEXT);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY, window_start TEXT NOT NULL, kind TEXT NOT NULL, level TEXT,
+    symbol TEXT, confidence REAL, label TEXT, event_time TEXT, payload TEXT NOT NULL, recorded_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_window ON alerts (window_start);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, next_attempt_at TEXT, delivered_at TEXT, PRIMARY KEY (alert_id, channel));
+"""
+
+
+class StateStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def connect(self):
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            with conn:
+                yield conn
+
+    # -- windows -------------------------------------------------------------------------
+    def window(self, start: str) -> dict | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM windows WHERE window_start = ?", (start,)).fetchone()
+        return dict(row) if row else None
+
+    def start_attempt(self, start: str, end: str, now: str) -> int:
+        with self.connect() as conn:
+            conn.execute("INSERT INTO windows (window_start, window_end, status) VALUES (?, ?, 'pending') "
+                         "ON CONFLICT (window_start) DO NOTHING", (start, end))
+            conn.execute("UPDATE windows SET status = 'pending', attempts = attempts + 1, started_at = ?, "
+                         "next_attempt_at = NULL WHERE window_start = ?", (now, start))
+            return conn.execute("SELECT attempts FROM windows WHERE window_start = ?", (start,)).fetchone()[0]
+
+    def finish_window(self, start: str, status: str, now: str, duration_s: float, notebook_path: str | None,
+                      html_path: str | None, alerts: int | None, summary: dict | None, error: str | None = None,
+                      next_attempt_at: str | None = None) -> None:
+        with self.connect() as conn:
+            conn.execute("UPDATE windows SET status = ?, finished_at = ?, duration_s = ?, notebook_path = ?, "
+                         "html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
+                         "WHERE window_start = ?",
+                         (status, now, duration_s, notebook_path, html_path, alerts,
+                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, start))
+
+    def windows(self, limit: int = 200) -> pd.DataFrame:
+        with self.connect() as conn:
+            return pd.read_sql_query("SELECT * FROM windows ORDER BY window_start DESC LIMIT ?", conn, params=[limit])
+
+    # -- alerts and the outbox -------------------------------------------------------------
+    def record_alerts(self, alerts: list[dict], channels: list[str], now: str) -> list[dict]:
+        """Record alerts and queue a delivery per channel; returns only alerts not seen before."""
+        new = []
+        with self.connect() as conn:
+            for alert in alerts:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO alerts (alert_id, window_start, kind, level, symbol, confidence, label, "
+                    "event_time, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (alert["alert_id"], alert["window_start"], alert["kind"], alert["level"], alert["symbol"],
+                     alert["confidence"], alert["label"], alert["event_time"], json.dumps(alert), now))
+                if cursor.rowcount:
+                    new.append(alert)
+                    conn.executemany("INSERT OR IGNORE INTO deliveries (alert_id, channel, status) VALUES (?, ?, 'pending')",
+                                     [(alert["alert_id"], channel) for channel in channels])
+        return new
+
+    def alerts(self, since: str | None = None, kind: str | None = None, min_confidence: float = 0.0,
+               window_start: str | None = None) -> list[dict]:
+        query, params = "SELECT payload FROM alerts WHERE confidence >= ?", [min_confidence]
+        if since:
+            query += " AND window_start >= ?"
+            params.append(since)
+        if kind:
+            query += " AND kind = ?"
+            params.append(kind)
+        if window_start:
+            query += " AND window_start = ?"
+            params.append(window_start)
+        with self.connect() as conn:
+            rows = conn.execute(query + " ORDER BY window_start DESC, confidence DESC", params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def due_deliveries(self, channel: str, now: str, max_attempts: int) -> list[dict]:
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT a.payload FROM deliveries d JOIN alerts a USING (alert_id) WHERE d.channel = ? AND "
+                "d.status = 'pending' AND d.attempts < ? AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?) "
+                "ORDER BY a.window_start, a.confidence DESC", (channel, max_attempts, now)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def mark_delivered(self, alert_ids: list[str], channel: str, now: str) -> None:
+        with self.connect() as conn:
+            conn.executemany("UPDATE deliveries SET status = 'sent', attempts = attempts + 1, delivered_at = ?, "
+                             "last_error = NULL WHERE alert_id = ? AND channel = ?",
+                             [(now, a, channel) for a in alert_ids])
+
+    def mark_failed(self, alert_ids: list[str], channel: str, error: str, next_attempt_at: str) -> None:
+        with self.connect() as conn:
+            conn.executemany("UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                             "WHERE alert_id = ? AND channel = ?",
+                             [(error, next_attempt_at, a, channel) for a in alert_ids])
+
+    def mark_skipped(self, alert_ids: list[str], channel: str, reason: str) -> None:
+        with self.connect() as conn:
+            conn.executemany("UPDATE deliveries SET status = 'skipped', last_error = ? WHERE alert_id = ? AND channel = ?",
+                             [(reason, a, channel) for a in alert_ids])
+
+    def deliveries(self) -> pd.DataFrame:
+        with self.connect() as conn:
+            return pd.read_sql_query("SELECT * FROM deliveries ORDER BY alert_id, channel", conn)

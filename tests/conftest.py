@@ -1,0 +1,46 @@
+"""Shared fixtures: the generated sample market (built once, reused across runs) and configs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from nqflow.config import load_config
+from nqflow.monitor import REPO_ROOT
+from nqflow.sample import generate_sample_market
+
+warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+
+SHARED_SAMPLES = REPO_ROOT.parent / "shared" / "databento-samples"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The default sample market (data/sample), generated on first use; idempotent afterwards."""
+    return generate_sample_market(REPO_ROOT / "data" / "sample")
+
+
+@pytest.fixture(scope="session")
+def truth(sample_dir) -> dict:
+    return json.loads((sample_dir / "ground_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def source(sample_dir):
+    from nqflow.data import ReplaySource
+    return ReplaySource(sample_dir)
+
+
+@pytest.fixture()
+def config():
+    return load_config()
+
+
+@pytest.fixture()
+def shared_samples() -> Path:
+    if not (SHARED_SAMPLES / "GLBX.MDP3").is_dir():
+        pytest.skip(f"{SHARED_SAMPLES} is not beside the checkout")
+    return SHARED_SAMPLES

@@ -1,0 +1,113 @@
+"""The replay data source: real Databento files, the sample market, and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import databento_dbn as dbn
+import pandas as pd
+import pytest
+
+from nqflow.data import ReplaySource, load_window, read_dbn
+from nqflow.errors import DataError, NqflowError
+
+
+def test_reads_real_databento_glbx_files(shared_samples, tmp_path):
+    folder = tmp_path / "glbx"
+    shutil.copytree(shared_samples / "GLBX.MDP3", folder)
+    source = ReplaySource(folder)
+    assert {f.schema for f in source.files} == {"trades", "definition", "statistics"}
+    chain = source.chain(dt.date(2020, 12, 28))
+    es = chain.set_index("symbol").loc["ESH1"]
+    assert es["instrument_id"] == 5482 and es["instrument_class"] == "F"
+    # contract_multiplier is undefined in the real file: the size comes from unit_of_measure_qty.
+    assert es["multiplier"] == 50.0 and es["multiplier_source"] == "unit_of_measure_qty"
+    assert es["expiration"] == pd.Timestamp("2021-03-19 13:30", tz="UTC")
+    trades = source.trades("2020-12-27T00:00Z", "2020-12-29T00:00Z")
+    assert len(trades) > 0 and set(trades["symbol"]) == {"ESH1"}
+    first = trades.iloc[0]
+    assert first["price"] == pytest.approx(3702.75) or first["price"] > 3000
+    assert first["premium_usd"] == pytest.approx(first["price"] * first["size"] * 50.0)
+    assert trades["ts_event"].dt.tz is not None
+    assert source.option_trades("2020-12-27T00:00Z", "2020-12-29T00:00Z").empty  # a future, not an option
+
+
+def test_real_statistics_file_has_no_open_interest_and_says_so_with_an_empty_frame(shared_samples):
+    source = ReplaySource(shared_samples / "GLBX.MDP3")
+    oi = source.open_interest(dt.date(2020, 12, 28))
+    assert oi.empty and list(oi.columns) == ["instrument_id", "open_interest", "ts_event"]
+
+
+def test_window_loads_typed_frames_from_the_sample(source, truth):
+    event = next(e for e in truth["events"] if e["kind"] == "block")
+    window = load_window(source, event["window_start"], event["window_end"])
+    assert not window.empty and window.trade_date == dt.date.fromisoformat(event["session"])
+    trades = window.trades
+    assert str(trades["ts_event"].dtype) == "datetime64[ns, UTC]"
+    assert trades["ts_event"].min() >= pd.Timestamp(event["window_start"])
+    assert trades["ts_event"].max() < pd.Timestamp(event["window_end"])
+    assert set(trades["put_call"]) <= {"C", "P"} and set(trades["side"]) <= {"B", "A", "N"}
+    assert (trades["premium_usd"] == trades["price"] * trades["size"] * 20.0).all()
+    assert event["instrument_ids"][0] in set(trades["instrument_id"])
+    assert window.open_interest["open_interest"].gt(0).all() and len(window.underlying) > 0
+
+
+def test_window_decodes_only_the_overlapping_files(sample_dir):
+    source = ReplaySource(sample_dir)
+    load_window(source, "2026-10-30T14:00:00Z", "2026-10-30T14:15:00Z")
+    decoded = {p.name for p in source._cache}
+    assert decoded and all("20261030" in name or "20261029" in name for name in decoded)
+    assert len(decoded) <= 4
+
+
+def test_empty_window_is_flagged_not_raised(source):
+    window = load_window(source, "2026-10-03T14:00:00Z", "2026-10-03T14:15:00Z")  # a Saturday
+    assert window.empty and "market closed" in window.notes[0]
+    window = load_window(source, "2026-10-30T20:45:00Z", "2026-10-30T21:00:00Z")  # last slot before the halt
+    assert not window.empty
+
+
+def test_missing_folder_error_names_the_folder(tmp_path):
+    with pytest.raises(DataError, match=r"replay folder .*nowhere does not exist"):
+        ReplaySource(tmp_path / "nowhere")
+
+
+def test_corrupt_and_truncated_files_are_named(sample_dir, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    good = sorted(sample_dir.glob("*.trades.dbn.zst"))[0]
+    data = good.read_bytes()
+    (folder / "truncated.trades.dbn.zst").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match=r"truncated DBN file .*truncated\.trades\.dbn\.zst"):
+        read_dbn(folder / "truncated.trades.dbn.zst")
+    (folder / "garbage.dbn").write_bytes(b"not a dbn file at all" * 10)
+    with pytest.raises(DataError, match=r"garbage\.dbn"):
+        ReplaySource(folder)
+
+
+def test_unexpected_schema_is_a_clear_error(tmp_path):
+    meta = dbn.Metadata(dataset="GLBX.MDP3", start=0, end=60_000_000_000, stype_in=dbn.SType.RAW_SYMBOL,
+                        stype_out=dbn.SType.INSTRUMENT_ID, schema=dbn.Schema.OHLCV_1M, symbols=[], partial=[],
+                        not_found=[], mappings=[])
+    bar = dbn.OHLCVMsg(0x21, 1, 1, 0, 0, 0, 0, 0, 0)
+    path = tmp_path / "bars.dbn"
+    path.write_bytes(bytes(meta) + bytes(bar))
+    with pytest.raises(DataError, match=r"bars\.dbn holds schema 'ohlcv-1m', expected 'trades'"):
+        read_dbn(path, "trades")
+    with pytest.raises(DataError, match="holds no .dbn"):  # the only file is of a schema replay ignores
+        ReplaySource(tmp_path)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("2026-10-30 14:00", "has no timezone"),
+    ("yesterday-ish", "cannot parse timestamp"),
+])
+def test_naive_or_malformed_timestamps(source, bad, message):
+    with pytest.raises(NqflowError, match=message):
+        load_window(source, bad, "2026-10-30T14:15:00Z")
+
+
+def test_end_before_start_is_rejected(source):
+    with pytest.raises(DataError, match="is not after start"):
+        load_window(source, "2026-10-30T14:15:00Z", "2026-10-30T14:00:00Z")
