@@ -1,0 +1,175 @@
+"""Command line: run | once | window | backfill | demo | status | alerts (see `scheduler.py -h`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from nqflow import calendar as cal
+from nqflow.config import load_config, parse_override
+from nqflow.errors import NqflowError
+from nqflow.monitor import REPO_ROOT, resolve
+from nqflow.scheduling import Scheduler, windows_between
+
+
+class SimulatedClock:
+    """A clock the demo moves by hand: each window is processed as if just after it closed."""
+
+    def __init__(self, now: pd.Timestamp):
+        self.current = now
+
+    def now(self) -> pd.Timestamp:
+        return self.current
+
+    def sleep(self, seconds: float) -> None:
+        self.current += pd.Timedelta(seconds=seconds)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scheduler.py", description="nqflow: NQ options institutional-flow monitor")
+    parser.add_argument("--config", help="config file (default config/monitoring.toml)")
+    parser.add_argument("--source", choices=["replay", "databento"], help="data source (default: the config's)")
+    parser.add_argument("--data-dir", help="replay folder or Databento cache (default: the config's)")
+    parser.add_argument("--outputs", help="outputs folder (default: the config's)")
+    parser.add_argument("--state-db", help="SQLite state database (default: the config's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key for this run, e.g. thresholds.large_premium_usd=5e6")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="every interval, aligned to the clock, until SIGINT/SIGTERM")
+    once = sub.add_parser("once", help="the latest complete window")
+    once.add_argument("--json", action="store_true", help="print the window's alerts as JSON")
+    window = sub.add_parser("window", help="one chosen window")
+    window.add_argument("start", help="window start, ISO 8601 with a zone, e.g. 2026-10-30T14:30Z")
+    window.add_argument("end", nargs="?", help="window end (default: start + interval)")
+    window.add_argument("--json", action="store_true", help="print the window's alerts as JSON")
+    backfill = sub.add_parser("backfill", help="every open-market window in a range, with a progress bar")
+    backfill.add_argument("start")
+    backfill.add_argument("end")
+    demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
+    demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
+    sub.add_parser("status", help="recent windows and alerts")
+    alerts = sub.add_parser("alerts", help="alert history")
+    alerts.add_argument("--since", help="window start at or after this (ISO 8601)")
+    alerts.add_argument("--kind", choices=["large_order", "sweep", "volume_surge"])
+    alerts.add_argument("--min-confidence", type=float, default=0.0)
+    alerts.add_argument("--json", action="store_true")
+    return parser
+
+
+def _scheduler(args, config, **extra) -> Scheduler:
+    overrides = dict(parse_override(o) for o in args.set)
+    return Scheduler(config, source=args.source, data_dir=args.data_dir, overrides=overrides,
+                     outputs_dir=Path(args.outputs) if args.outputs else None,
+                     state_db=Path(args.state_db) if args.state_db else None, **extra)
+
+
+def _print_runs(scheduler: Scheduler, runs, as_json: bool) -> int:
+    alerts = [a for run in runs for a in run.alerts]
+    if as_json:
+        print(json.dumps(alerts, indent=2))
+    for run in runs:
+        if not run.ok:
+            print(f"window failed: {run.error} (notebook: {run.notebook_path})", file=sys.stderr)
+    return 0 if all(r.ok for r in runs) else 1
+
+
+def demo(args, config) -> int:
+    from nqflow.sample import generate_sample_market, load_ground_truth
+    sample = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
+    truth = load_ground_truth(sample)
+    state_db = Path(args.state_db) if args.state_db else resolve("data/demo/state.sqlite")
+    for stale in state_db.parent.glob(state_db.name + "*"):
+        stale.unlink()  # a fresh demo every time: its alerts print again
+    last = truth["sessions"][-2:]
+    picks = sorted({e["window_start"] for e in truth["events"] if e["session"] in last})
+    windows = [(pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes)) for s in picks]
+    windows = windows[: args.windows]
+    clock = SimulatedClock(windows[0][1])
+    args.state_db = str(state_db)
+    args.source, args.data_dir = "replay", str(sample)
+    scheduler = _scheduler(args, config, clock=clock)
+    print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}")
+    for start, end in windows:
+        clock.current = end + pd.Timedelta(minutes=config.schedule.availability_delay_minutes)
+        print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)", flush=True)
+        run = scheduler.process(start, end)
+        scheduler.deliver()
+        print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+              + (f"; FAILED: {run.error}" if not run.ok else ""))
+    index = scheduler.refresh_index()
+    print(f"\nReport index: {index}")
+    return 0
+
+
+def status(args, config) -> int:
+    scheduler = _scheduler(args, config)
+    windows = scheduler.store.windows(limit=20)
+    if windows.empty:
+        print("no windows recorded yet")
+        return 0
+    print(windows[["window_start", "status", "attempts", "alerts", "duration_s", "last_error"]].to_string(index=False))
+    deliveries = scheduler.store.deliveries()
+    if len(deliveries):
+        print("\ndeliveries:\n" + deliveries.groupby(["channel", "status"]).size().to_string())
+    return 0
+
+
+def alerts_history(args, config) -> int:
+    scheduler = _scheduler(args, config)
+    rows = scheduler.store.alerts(since=args.since, kind=args.kind, min_confidence=args.min_confidence)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from nqflow.alerts import one_line
+        for alert in rows:
+            print(one_line(alert))
+        print(f"{len(rows)} alert(s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = dict(parse_override(o) for o in args.set)
+        config = load_config(args.config, overrides)
+        if args.command == "demo":
+            return demo(args, config)
+        if args.command == "status":
+            return status(args, config)
+        if args.command == "alerts":
+            return alerts_history(args, config)
+        scheduler = _scheduler(args, config)
+        if args.command == "run":
+            scheduler.run_forever()
+            return 0
+        if args.command == "once":
+            start, end = scheduler.latest_complete_window(scheduler.clock.now())
+            if not cal.window_is_open(start, end):
+                print(f"market closed for the latest window {start:%Y-%m-%d %H:%M}Z; nothing to do", file=sys.stderr)
+                return 0
+            return _print_runs(scheduler, scheduler.run_windows([(start, end)]), args.json)
+        if args.command == "window":
+            start = cal.to_utc(args.start)
+            end = cal.to_utc(args.end) if args.end else start + scheduler.interval
+            if not cal.window_is_open(start, end):
+                raise NqflowError(f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
+                                  f"(CME Globex equity options halt, weekend or holiday); pick an open window")
+            return _print_runs(scheduler, scheduler.run_windows([(start, end)]), args.json)
+        if args.command == "backfill":
+            windows = windows_between(cal.to_utc(args.start), cal.to_utc(args.end), config.schedule.interval_minutes)
+            return _print_runs(scheduler, scheduler.run_windows(windows, progress=True), False)
+    except NqflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Alert delivery: console, JSON-lines alert log, email (SMTP) and Slack (incoming webhook).
+
+Delivery goes through the SQLite outbox (`nqflow.store`): alerts are recorded first, then each
+channel marks what it delivered. A failed delivery is retried with backoff on later ticks and
+survives restarts; an alert is never sent twice to the same channel. Secrets (SMTP password,
+webhook URL) are read from the environment at send time and never logged.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import logging.handlers
+import os
+import smtplib
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from email.message import EmailMessage
+from pathlib import Path
+
+import pandas as pd
+
+from nqflow.alerts import one_line
+from nqflow.config import Config
+from nqflow.errors import CredentialsError
+from nqflow.store import StateStore
+
+CHANNELS = ("console", "log", "email", "slack")
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver now; the outbox retries later."""
+
+
+def enabled_channels(config: Config) -> list[str]:
+    return [name for name in CHANNELS if getattr(config.notify, name).enabled]
+
+
+def _wanted(alert: dict, settings) -> bool:
+    return alert["confidence"] >= settings.min_confidence and (not settings.kinds or alert["kind"] in settings.kinds)
+
+
+def _report_link(alert: dict, config: Config, reports: dict[str, str]) -> str:
+    path = reports.get(alert["window_start"], "")
+    base = config.notify.email.report_base_url
+    if base and path:
+        return base.rstrip("/") + "/" + Path(path).parent.name + "/" + Path(path).name
+    return path
+
+
+def send_console(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+    colour = sys.stdout.isatty()
+    codes = {"HIGH": "\033[1;31m", "MEDIUM": "\033[33m", "LOW": "\033[2m"}
+    for alert in alerts:
+        line = one_line(alert)
+        print(f"{codes[alert['label']]}{line}\033[0m" if colour else line, flush=True)
+
+
+_log_handlers: dict[str, logging.Handler] = {}
+
+
+def send_log(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+    settings = config.notify.log
+    from nqflow.monitor import resolve
+    path = resolve(settings.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _log_handlers.get(str(path))
+    if handler is None:
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=settings.max_bytes,
+                                                       backupCount=settings.backup_count, encoding="utf-8")
+        _log_handlers[str(path)] = handler
+    for alert in alerts:
+        record = logging.LogRecord("nqflow.alerts", logging.INFO, "", 0, json.dumps(alert, sort_keys=True), None, None)
+        handler.emit(record)
+    handler.flush()
+
+
+def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -> tuple[str, str, str]:
+    ranked = sorted(alerts, key=lambda a: -a["confidence"])
+    window = ranked[0]["window_start"]
+    subject = f"nqflow: {len(ranked)} alert(s) in window {window[:16]}Z, top: {ranked[0]['label']} {ranked[0]['kind']} {ranked[0]['symbol']}"
+    link = _report_link(ranked[0], config, reports)
+    text = [f"{len(ranked)} institutional-flow alert(s), strongest first.", f"Report: {link}", ""]
+    rows = []
+    for a in ranked:
+        text.append(one_line(a))
+        text.extend(f"    - {r}" for r in a["reasons"])
+        rows.append(f"<tr><td>{a['label']} {a['confidence']:.0f}</td><td>{html.escape(a['kind'])}</td>"
+                    f"<td>{html.escape(a['symbol'])}</td><td>{a['direction']}</td><td>{a['volume']:,}</td>"
+                    f"<td>${a['premium_usd'] / 1e6:,.2f}M</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td></tr>")
+    body_html = (f"<p>{len(ranked)} institutional-flow alert(s), strongest first. "
+                 f"Report: <a href=\"{html.escape(link)}\">{html.escape(link)}</a></p>"
+                 "<table border=1 cellpadding=4><tr><th>confidence</th><th>kind</th><th>instrument</th>"
+                 f"<th>direction</th><th>volume</th><th>premium</th><th>reasons</th></tr>{''.join(rows)}</table>")
+    return subject, "\n".join(text), body_html
+
+
+def send_email(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+    settings = config.notify.email
+    if not settings.recipients:
+        raise CredentialsError("notify.email.recipients is empty; list at least one address in config/monitoring.toml")
+    password = os.environ.get(settings.password_env, "")
+    if settings.user and not password:
+        raise CredentialsError(f"SMTP user is set but ${settings.password_env} is empty; export the password in the environment")
+    for window_alerts in _by_window(alerts):
+        subject, text, body_html = _email_bodies(window_alerts, config, reports)
+        message = EmailMessage()
+        message["Subject"], message["From"], message["To"] = subject, settings.sender, ", ".join(settings.recipients)
+        message.set_content(text)
+        message.add_alternative(body_html, subtype="html")
+        try:
+            if settings.security == "ssl":
+                smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout_seconds,
+                                        context=ssl.create_default_context())
+            else:
+                smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
+            with smtp:
+                if settings.security == "starttls":
+                    smtp.starttls(context=ssl.create_default_context())
+                if settings.user:
+                    smtp.login(settings.user, password)
+                smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}") from None
+
+
+def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -> dict:
+    ranked = sorted(alerts, key=lambda a: -a["confidence"])
+    blocks = [{"type": "header", "text": {"type": "plain_text",
+                                          "text": f"nqflow: {len(ranked)} alert(s), window {ranked[0]['window_start'][:16]}Z"}}]
+    for a in ranked[:20]:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a["reasons"])}})
+    link = _report_link(ranked[0], config, reports)
+    if link:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Report: {link}"}]})
+    return {"text": f"nqflow: {len(ranked)} alert(s)", "blocks": blocks}
+
+
+def send_slack(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+    settings = config.notify.slack
+    url = os.environ.get(settings.webhook_url_env, "")
+    if not url:
+        raise CredentialsError(f"Slack is enabled but ${settings.webhook_url_env} is empty; export the webhook URL in the environment")
+    for window_alerts in _by_window(alerts):
+        data = json.dumps(slack_payload(window_alerts, config, reports)).encode()
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=settings.timeout_seconds) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            raise DeliveryError(f"Slack webhook answered HTTP {exc.code}" + (f", retry after {retry_after}s" if retry_after else "")) from None
+        except (OSError, urllib.error.URLError) as exc:
+            raise DeliveryError(f"Slack webhook unreachable: {type(exc).__name__}") from None  # the URL is a secret: not echoed
+
+
+SENDERS = {"console": send_console, "log": send_log, "email": send_email, "slack": send_slack}
+
+
+def _by_window(alerts: list[dict]) -> list[list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for alert in alerts:
+        groups.setdefault(alert["window_start"], []).append(alert)
+    return list(groups.values())
+
+
+def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str] | None = None) -> dict[str, int]:
+    """Send every due delivery of every enabled channel; returns how many were sent per channel."""
+    reports = reports or {}
+    sent = {}
+    for channel in enabled_channels(config):
+        settings = getattr(config.notify, channel)
+        due = store.due_deliveries(channel, now.isoformat(), config.notify.max_delivery_attempts)
+        skipped = [a["alert_id"] for a in due if not _wanted(a, settings)]
+        if skipped:
+            store.mark_skipped(skipped, channel, "below the channel's min_confidence or not one of its kinds")
+        wanted = [a for a in due if _wanted(a, settings)]
+        if not wanted:
+            continue
+        ids = [a["alert_id"] for a in wanted]
+        try:
+            SENDERS[channel](wanted, config, reports)
+        except (DeliveryError, CredentialsError) as exc:
+            attempts = _attempts(store, ids[0], channel)
+            delay = config.notify.retry_backoff_seconds * 2 ** min(attempts, 10)
+            store.mark_failed(ids, channel, str(exc), (now + pd.Timedelta(seconds=delay)).isoformat())
+            logging.getLogger("nqflow").warning("%s delivery failed, will retry: %s", channel, exc)
+            continue
+        store.mark_delivered(ids, channel, now.isoformat())
+        sent[channel] = len(ids)
+    return sent
+
+
+def _attempts(store: StateStore, alert_id: str, channel: str) -> int:
+    with store.connect() as conn:
+        row = conn.execute("SELECT attempts FROM deliveries WHERE alert_id = ? AND channel = ?", (alert_id, channel)).fetchone()
+    return int(row[0]) if row else 0

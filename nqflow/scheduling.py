@@ -1,0 +1,179 @@
+"""The scheduler's logic: which windows are due, running them, retries, catch-up and delivery.
+
+Time comes from an injectable `Clock`, so catch-up, retries and the closed-market skip are
+tested without waiting. One instance at a time holds a file lock beside the state database.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from nqflow import calendar as cal
+from nqflow.config import Config
+from nqflow.errors import NqflowError
+from nqflow.monitor import resolve
+from nqflow.notify import deliver_pending, enabled_channels
+from nqflow.runner import NotebookRun, execute_window, write_index
+from nqflow.store import StateStore
+
+log = logging.getLogger("nqflow.scheduler")
+
+
+class Clock(Protocol):
+    def now(self) -> pd.Timestamp: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> pd.Timestamp:
+        return pd.Timestamp.now(tz="UTC")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass
+class Scheduler:
+    config: Config
+    clock: Clock = field(default_factory=SystemClock)
+    source: str | None = None
+    data_dir: str | None = None
+    overrides: dict = field(default_factory=dict)
+    outputs_dir: Path | None = None
+    state_db: Path | None = None
+    executor: object = None  # callable like runner.execute_window; tests may wrap it
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.outputs_dir = Path(self.outputs_dir or resolve(self.config.data.outputs_dir))
+        self.state_db = Path(self.state_db or resolve(self.config.data.state_db))
+        self.store = StateStore(self.state_db)
+        self.executor = self.executor or execute_window
+        self.interval = pd.Timedelta(minutes=self.config.schedule.interval_minutes)
+
+    # -- which windows -----------------------------------------------------------------
+    def latest_complete_window(self, now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+        ready = now - pd.Timedelta(minutes=self.config.schedule.availability_delay_minutes)
+        end = ready.floor(self.interval)
+        return end - self.interval, end
+
+    def due_windows(self, now: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """Open-market windows not yet done, oldest first: new ones since the last run (bounded
+        catch-up) and failed ones whose retry time has come."""
+        _, last_end = self.latest_complete_window(now)
+        windows = self.store.windows(limit=1)
+        s = self.config.schedule
+        if windows.empty:
+            first_start = last_end - self.interval
+        else:
+            first_start = pd.Timestamp(windows["window_start"].iloc[0]) + self.interval
+        first_start = max(first_start, last_end - s.max_catchup_windows * self.interval)
+        due = []
+        start = first_start
+        while start + self.interval <= last_end:
+            if cal.window_is_open(start, start + self.interval):
+                due.append((start, start + self.interval))
+            start += self.interval
+        retry = self.store.windows(limit=s.max_catchup_windows * 4)
+        retry = retry[(retry["status"] == "failed") & (retry["attempts"] < s.max_attempts)
+                      & (retry["next_attempt_at"].fillna("") <= now.isoformat())]
+        for row in retry.itertuples(index=False):
+            pair = (pd.Timestamp(row.window_start), pd.Timestamp(row.window_end))
+            if pair not in due:
+                due.append(pair)
+        return sorted(due)
+
+    # -- running -------------------------------------------------------------------------
+    def process(self, start: pd.Timestamp, end: pd.Timestamp) -> NotebookRun:
+        """Run one window's notebook, record its alerts (once) and the window's state."""
+        s = self.config.schedule
+        now = self.clock.now()
+        attempts = self.store.start_attempt(start.isoformat(), end.isoformat(), now.isoformat())
+        parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
+                      "state_db": str(self.state_db), "overrides": self.overrides}
+        run = self.executor(start, end, self.outputs_dir, parameters)
+        done = self.clock.now()
+        if run.ok:
+            self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat())
+            self.store.finish_window(start.isoformat(), "ok", done.isoformat(), run.duration_s, str(run.notebook_path),
+                                     str(run.html_path) if run.html_path else None, len(run.alerts), run.summary)
+        else:
+            retry_at = None
+            if attempts < s.max_attempts:
+                retry_at = (done + pd.Timedelta(seconds=s.retry_backoff_seconds * 2 ** (attempts - 1))).isoformat()
+            self.store.finish_window(start.isoformat(), "failed", done.isoformat(), run.duration_s,
+                                     str(run.notebook_path) if run.notebook_path.exists() else None,
+                                     str(run.html_path) if run.html_path else None, None, None, run.error, retry_at)
+            log.error("window %s failed (attempt %d/%d): %s", start.isoformat(), attempts, s.max_attempts, run.error)
+        return run
+
+    def deliver(self) -> dict[str, int]:
+        windows = self.store.windows(limit=500)
+        reports = {w.window_start: w.html_path for w in windows.itertuples(index=False) if w.html_path}
+        return deliver_pending(self.store, self.config, self.clock.now(), reports)
+
+    def refresh_index(self) -> Path:
+        return write_index(self.outputs_dir, self.store.windows(limit=2000))
+
+    def tick(self) -> list[NotebookRun]:
+        """One pass: every due window in order, then deliveries and the index."""
+        runs = []
+        for start, end in self.due_windows(self.clock.now()):
+            if self.stop_event.is_set():
+                break
+            runs.append(self.process(start, end))
+            self.deliver()
+            self.refresh_index()
+        self.deliver()
+        return runs
+
+    def run_windows(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False) -> list[NotebookRun]:
+        """Run chosen windows (window / backfill / demo), skipping closed-market ones."""
+        open_windows = [w for w in windows if cal.window_is_open(*w)]
+        iterator = open_windows
+        if progress:
+            from tqdm import tqdm
+            iterator = tqdm(open_windows, desc="windows", unit="window")
+        runs = []
+        for start, end in iterator:
+            if self.stop_event.is_set():
+                break
+            runs.append(self.process(start, end))
+            self.deliver()
+        self.refresh_index()
+        return runs
+
+    def lock(self) -> FileLock:
+        return FileLock(str(self.state_db) + ".lock")
+
+    def run_forever(self) -> None:
+        """`scheduler.py run`: tick every poll interval until SIGINT/SIGTERM, one instance at a time."""
+        lock = self.lock()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise NqflowError(f"another scheduler holds {lock.lock_file}; stop it first (one instance at a time)") from None
+        previous = {sig: signal.signal(sig, lambda *_: self.stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not self.stop_event.is_set():
+                self.tick()
+                self.stop_event.wait(self.config.schedule.poll_seconds)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            lock.release()
+
+
+def windows_between(start: pd.Timestamp, end: pd.Timestamp, minutes: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    step = pd.Timedelta(minutes=minutes)
+    first = start.floor(step)
+    return [(s, s + step) for s in pd.date_range(first, end - step, freq=step)]
