@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash .ci/ensure-chromium
-	$(PY) -m pytest
+	$(PY) -m pytest tests notebooks/monitor.ipynb --nbval-lax
 
 bench: $(STAMP)
 	$(PY) bench/bench_engine.py

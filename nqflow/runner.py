@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +85,10 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
 def write_html(notebook_path: Path, html_path: Path) -> Path:
     """Self-contained HTML report with the code hidden and the charts embedded as images."""
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    with warnings.catch_warnings():
+        # scrapbook's scrap outputs have no HTML form; they are data for the scheduler, not the reader.
+        warnings.filterwarnings("ignore", message=".*scrapbook.scrap.*")
+        body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
     html_path.write_text(body, encoding="utf-8")
     return html_path
 

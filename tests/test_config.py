@@ -1,0 +1,41 @@
+"""The TOML config and the typed defaults agree; bad keys and values are one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from nqflow.config import Config, load_config, parse_override
+from nqflow.errors import ConfigError
+
+
+def test_toml_matches_the_typed_defaults():
+    assert load_config().to_dict() == Config().to_dict()
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"thresholds.large_premium": 1}, "unknown config key thresholds.large_premium; did you mean thresholds.large_premium_usd"),
+    ({"thresholds.sweep_span_ms": "fast"}, "thresholds.sweep_span_ms must be a whole number"),
+    ({"thresholds.surge_tiers": [30, 10]}, "surge_tiers must be increasing"),
+    ({"data.source": "ftp"}, "data.source must be one of replay, databento"),
+    ({"notify.email.port": "25"}, "notify.email.port must be a whole number"),
+    ({"nonsense.key": 1}, "unknown config key nonsense"),
+])
+def test_bad_config_is_a_one_line_error_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(overrides=override)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_apply_and_cli_values_parse_as_toml():
+    config = load_config(overrides=dict([parse_override("thresholds.large_premium_usd=5e6"),
+                                         parse_override("thresholds.surge_tiers=[5, 20, 40]")]))
+    assert config.thresholds.large_premium_usd == 5e6 and config.thresholds.surge_tiers == (5.0, 20.0, 40.0)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[thresholds\nlarge_premium_usd = 1")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(bad)

@@ -1,0 +1,157 @@
+"""Detection math on small hand-made frames: aggregation, premium, sweeps, tiers, baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nqflow.baseline import expected_volume
+from nqflow.config import Config
+from nqflow.data import TRADE_COLUMNS, WindowData, empty_frame
+from nqflow.detect import aggregate_orders, assign_sweeps, detect_window, tail_probability, tier_of
+
+T0 = pd.Timestamp("2026-10-30T15:00:00Z")
+
+
+def fill(ms: int, iid: int, strike: float, side: str, price: float, size: int, put_call: str = "C",
+         root: str = "NQZ6") -> dict:
+    return {"ts_event": T0 + pd.Timedelta(milliseconds=ms), "instrument_id": iid, "symbol": f"{root} {put_call}{strike:g}",
+            "product": "NQ", "expiration": pd.Timestamp("2026-12-18T14:30Z"), "strike": strike, "put_call": put_call,
+            "price": price, "size": size, "side": side, "multiplier": 20.0, "premium_usd": price * size * 20.0}
+
+
+def window_of(rows: list[dict], oi: dict[int, int] | None = None) -> WindowData:
+    trades = pd.DataFrame(rows) if rows else empty_frame(TRADE_COLUMNS)
+    oi_frame = pd.DataFrame({"instrument_id": list((oi or {}).keys()), "open_interest": list((oi or {}).values())})
+    underlying = pd.DataFrame({"ts_event": [T0], "price": [21000.0]})
+    return WindowData(T0, T0 + pd.Timedelta(minutes=15), T0.date(), trades, pd.DataFrame(), oi_frame, underlying)
+
+
+def history(level: str, key: str, volumes: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"level": level, "key": key, "session": [f"2026-10-{i + 1:02d}" for i in range(len(volumes))],
+                         "volume": volumes})
+
+
+def test_fills_of_one_aggressor_order_are_one_order_with_usd_premium():
+    rows = [fill(0, 1, 21000, "B", 500.0, 100), fill(0, 1, 21000, "B", 500.25, 150), fill(0, 1, 21000, "A", 499.0, 5),
+            fill(1, 1, 21000, "B", 500.0, 7)]
+    orders = aggregate_orders(pd.DataFrame(rows))
+    assert len(orders) == 3
+    big = orders[(orders["side"] == "B") & (orders["size"] == 250)].iloc[0]
+    assert big["fills"] == 2
+    assert big["premium_usd"] == pytest.approx((500.0 * 100 + 500.25 * 150) * 20)
+    assert big["vwap"] == pytest.approx((500.0 * 100 + 500.25 * 150) / 250)
+
+
+def test_large_order_at_the_threshold_alerts_and_just_below_does_not():
+    config = Config()
+    at = window_of([fill(0, 1, 21000, "B", 500.0, 300)])             # 500 * 300 * 20 = $3.0M exactly
+    below = window_of([fill(0, 1, 21000, "B", 499.75, 300)])         # $2.9985M
+    alerts = detect_window(at, pd.DataFrame(columns=["level", "key", "session", "volume"]), config).alerts
+    assert list(alerts["kind"]) == ["large_order"] and alerts.iloc[0]["premium_usd"] == 3_000_000
+    assert alerts.iloc[0]["direction"] == "BUY" and alerts.iloc[0]["sentiment"] == "BULLISH"
+    assert any("no volume history" in r for r in alerts.iloc[0]["reasons"])
+    assert detect_window(below, pd.DataFrame(columns=["level", "key", "session", "volume"]), config).alerts.empty
+
+
+def test_sweep_groups_strikes_of_one_expiry_within_the_span_only():
+    rows = [fill(0, 1, 21000, "A", 200.0, 300, "P"), fill(40, 2, 21025, "A", 210.0, 300, "P"),
+            fill(90, 3, 21050, "A", 220.0, 300, "P"),
+            fill(5_000, 4, 21075, "A", 230.0, 300, "P"),                 # too late for the span
+            fill(20, 5, 21100, "B", 240.0, 300, "P")]                    # other side
+    orders = aggregate_orders(pd.DataFrame(rows))
+    sweep = assign_sweeps(orders, span_ms=500, min_strikes=2)
+    members = set(orders.loc[sweep == sweep[orders["instrument_id"] == 1].iloc[0], "instrument_id"])
+    assert members == {1, 2, 3}
+    alerts = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    sweeps = alerts[alerts["kind"] == "sweep"]
+    assert len(sweeps) == 1 and sweeps.iloc[0]["premium_usd"] == pytest.approx((200 + 210 + 220) * 300 * 20)
+    assert sweeps.iloc[0]["direction"] == "SELL" and sweeps.iloc[0]["sentiment"] == "BULLISH"  # puts sold
+
+
+@pytest.mark.parametrize("ratio, tier", [(9.99, 0), (10.0, 10), (29.9, 10), (30.0, 30), (49.99, 30), (50.0, 50), (500, 50)])
+def test_tier_edges(ratio, tier):
+    assert tier_of(ratio, (10.0, 30.0, 50.0)) == tier
+
+
+def _surge_rows(volume: int, orders: int, iid: int = 7, side: str = "B") -> list[dict]:
+    sizes = np.full(orders, volume // orders)
+    sizes[: volume - sizes.sum()] += 1
+    return [fill(i * 1000, iid, 21000, side, 100.0, int(s)) for i, s in enumerate(sizes)]
+
+
+def test_surge_tiers_use_the_floor_so_one_to_ten_is_not_ten_x():
+    config = Config()
+    hist = history("instrument", "7", [1] * 20)                       # expected 1 contract, floor 8
+    alerts = detect_window(window_of(_surge_rows(10, 10)), hist, config).alerts
+    assert alerts.empty
+    alerts = detect_window(window_of(_surge_rows(400, 40)), hist, config).alerts   # 400 / 8 = 50x
+    surge = alerts[alerts["kind"] == "volume_surge"].iloc[0]
+    assert surge["level"] == "instrument" and surge["tier"] == 50 and surge["baseline"] == 8.0
+    assert surge["ratio"] == pytest.approx(50.0) and surge["direction"] == "BUY"
+
+
+def test_one_big_print_is_not_a_surge():
+    hist = history("instrument", "7", [10] * 20)
+    alerts = detect_window(window_of([fill(0, 7, 21000, "B", 100.0, 400)]), hist, Config()).alerts
+    assert (alerts["kind"] != "volume_surge").all()
+
+
+def test_short_history_is_said_and_too_short_history_is_silent():
+    config = Config()
+    rows = _surge_rows(600, 60)
+    alerts = detect_window(window_of(rows), history("instrument", "7", [10, 12, 9, 11]), config).alerts
+    surge = alerts.iloc[0]
+    assert surge["history_sessions"] == 4 and "fewer than the configured sessions" in surge["reasons"][0]
+    silent = detect_window(window_of(rows), history("instrument", "7", [10, 12]), config).alerts
+    assert silent.empty                                                  # below min_history_sessions (3)
+
+
+def test_baseline_drops_the_busiest_session_and_keeps_zeros():
+    hist = history("instrument", "1", [0, 0, 10, 0, 200, 10])
+    row = expected_volume(hist, 20).iloc[0]
+    assert row["history_sessions"] == 6 and row["expected"] == pytest.approx(20 / 5)
+    assert expected_volume(history("instrument", "1", [3, 5]), 20).iloc[0]["expected"] == 4.0
+
+
+def test_overdispersed_history_gives_a_fatter_tail_than_poisson():
+    poisson = tail_probability([60], [10.0], [10.0])[0]
+    clustered = tail_probability([60], [10.0], [200.0])[0]
+    assert clustered > 1000 * poisson
+    assert tail_probability([0], [10.0], [10.0])[0] == 1.0
+
+
+def test_empty_window_gives_no_alerts_and_an_empty_summary():
+    detection = detect_window(window_of([]), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config())
+    assert detection.alerts.empty and detection.summary["option_trades"] == 0 and detection.summary["empty"]
+
+
+def test_window_next_to_the_daily_halt(source):
+    from nqflow.data import load_window
+    last = load_window(source, "2026-10-30T20:45:00Z", "2026-10-30T21:00:00Z")   # 15:45-16:00 CT
+    halted = load_window(source, "2026-10-30T21:00:00Z", "2026-10-30T21:15:00Z")  # the halt
+    assert not last.empty and last.trade_date.isoformat() == "2026-10-30"
+    assert halted.empty and halted.trade_date is None and "market closed" in halted.notes[0]
+    detection = detect_window(halted, pd.DataFrame(columns=["level", "key", "session", "volume"]), Config())
+    assert detection.alerts.empty
+
+
+def test_alert_ids_are_stable_and_confidence_is_bounded():
+    rows = [fill(0, 1, 21000, "B", 500.0, 400)]
+    first = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    again = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    assert list(first["alert_id"]) == list(again["alert_id"])
+    assert ((first["confidence"] >= 0) & (first["confidence"] <= 100)).all()
+    raised = dataclasses.replace(Config(), thresholds=dataclasses.replace(Config().thresholds, large_premium_usd=5e6))
+    assert detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), raised).alerts.empty
+
+
+def test_volume_above_open_interest_raises_confidence():
+    rows = [fill(0, 1, 21000, "B", 500.0, 400)]
+    none = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    small_oi = detect_window(window_of(rows, {1: 100}), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    assert small_oi.iloc[0]["confidence"] > none.iloc[0]["confidence"]
+    assert small_oi.iloc[0]["volume_oi"] == 4.0 and any("above OI" in r for r in small_oi.iloc[0]["reasons"])

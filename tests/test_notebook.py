@@ -1,0 +1,105 @@
+"""The monitoring notebook under papermill: scraps read back, HTML reports opened in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nqflow.runner import execute_window, write_index
+from nqflow.store import StateStore
+
+SECRETS = {"DATABENTO_API_KEY": "db-SECRETkey0123456789", "NQFLOW_SMTP_PASSWORD": "smtp-SECRET-pw-42",
+           "NQFLOW_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hooks/SECRET-webhook"}
+
+
+@pytest.fixture(scope="module")
+def executed(sample_dir, truth, tmp_path_factory):
+    """One real papermill run of a window holding a planted $3M+ block, with secrets in the environment."""
+    block = next(e for e in truth["events"] if e["kind"] == "block" and e["premium_usd"] > 3e6
+                 and e["session"] == truth["sessions"][-1])
+    out = tmp_path_factory.mktemp("outputs")
+    saved = {k: os.environ.get(k) for k in SECRETS}
+    os.environ.update(SECRETS)
+    try:
+        start = pd.Timestamp(block["window_start"])
+        run = execute_window(start, start + pd.Timedelta(minutes=15), out,
+                             {"data_dir": str(sample_dir), "state_db": str(out / "state.sqlite")})
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return block, run, out
+
+
+def test_papermill_run_glues_the_planted_block_as_an_alert(executed):
+    block, run, _ = executed
+    assert run.ok, run.error
+    large = [a for a in run.alerts if a["kind"] == "large_order"]
+    assert any(a["instrument_ids"] == block["instrument_ids"] for a in large)
+    alert = next(a for a in large if a["instrument_ids"] == block["instrument_ids"])
+    assert alert["premium_usd"] == pytest.approx(block["premium_usd"], rel=1e-9)
+    assert alert["direction"] == {"B": "BUY", "A": "SELL"}[block["side"]]
+    assert run.summary["alerts"] == len(run.alerts) and run.summary["option_trades"] > 0
+
+
+def test_html_report_hides_code_and_embeds_charts(executed):
+    _, run, _ = executed
+    page = run.html_path.read_text()
+    assert "run_window(" not in page and "import scrapbook" not in page
+    assert page.count("data:image/png;base64") >= 4
+
+
+def test_secrets_never_reach_notebooks_or_reports(executed):
+    _, run, out = executed
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".ipynb", ".html", ".log", ".json"):
+            text = path.read_text(errors="ignore")
+            for secret in SECRETS.values():
+                assert secret not in text, f"{secret} leaked into {path}"
+
+
+def test_failed_run_keeps_its_executed_notebook(sample_dir, tmp_path):
+    start = pd.Timestamp("2026-10-30T15:00Z")
+    run = execute_window(start, start + pd.Timedelta(minutes=15), tmp_path,
+                         {"data_dir": str(tmp_path / "missing"), "state_db": str(tmp_path / "s.sqlite")})
+    assert not run.ok and "replay folder" in run.error and "does not exist" in run.error
+    assert run.notebook_path.exists() and "does not exist" in run.notebook_path.read_text()
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if not path:
+        pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
+    return path
+
+
+def test_index_and_report_render_in_headless_chromium(executed, tmp_path):
+    _, run, out = executed
+    store = StateStore(out / "state.sqlite")
+    start = run.summary["window_start"]
+    store.start_attempt(start, run.summary["window_end"], start)
+    store.finish_window(start, "ok", start, run.duration_s, str(run.notebook_path), str(run.html_path),
+                        len(run.alerts), run.summary)
+    index = write_index(out, store.windows())
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=_chromium(), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(index.as_uri())
+        links = page.eval_on_selector_all("a", "els => els.map(e => e.href)")
+        assert len(links) == 2 and all(Path(l.removeprefix("file://")).exists() for l in links)
+        report = next(l for l in links if l.endswith(".html"))
+        page.goto(report)
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+        assert len(images) >= 4 and all(done and width > 100 for done, width in images)
+        assert "Alerts" in page.inner_text("body")
+        page.screenshot(path=str(out / "report.png"), full_page=False)
+        browser.close()
