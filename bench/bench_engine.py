@@ -1,0 +1,64 @@
+"""Engine speed and memory: one 15-minute window, one full session, 20 sessions.
+
+Reports rows (option fills) per second and peak traced memory; numbers, never assertions.
+Run: make bench   (or .venv/bin/python bench/bench_engine.py)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nqflow import calendar as cal  # noqa: E402
+from nqflow.baseline import BaselineStore  # noqa: E402
+from nqflow.config import load_config  # noqa: E402
+from nqflow.data import ReplaySource, load_window  # noqa: E402
+from nqflow.detect import detect_window  # noqa: E402
+from nqflow.monitor import REPO_ROOT  # noqa: E402
+from nqflow.sample import generate_sample_market  # noqa: E402
+
+
+def measure(label: str, windows, source, store, config) -> None:
+    tracemalloc.start()
+    rows, engine_s, load_s = 0, 0.0, 0.0
+    for start, end, session in windows:
+        t0 = time.perf_counter()
+        data = load_window(source, start, end)
+        row = cal.sessions(session, session).iloc[0]
+        history = store.history(session, cal.slot_of(start, row.market_open), config.thresholds.baseline_sessions)
+        t1 = time.perf_counter()
+        detect_window(data, history, config)
+        engine_s += time.perf_counter() - t1
+        load_s += t1 - t0
+        rows += len(data.trades)
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    print(f"{label:<12} windows {len(windows):>5}  fills {rows:>9,}  engine {engine_s:7.2f}s "
+          f"({rows / max(engine_s, 1e-9):>9,.0f} fills/s, {engine_s / len(windows) * 1000:6.1f} ms/window)  "
+          f"load {load_s:7.2f}s  peak traced {peak:7.1f} MB")
+
+
+def main() -> None:
+    config = load_config()
+    source = ReplaySource(generate_sample_market(REPO_ROOT / "data" / "sample"))
+    sessions = source.sessions_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = BaselineStore(Path(tmp) / "baseline.sqlite")
+        from nqflow.baseline import ensure_history
+        ensure_history(store, source, sessions[-1], config.thresholds.baseline_sessions, sessions)
+        last = sessions[-1]
+        windows = lambda days: [(s, e, d) for d in days for s, e in cal.session_windows(d)]
+        one = [w for w in windows([last]) if w[0].hour == 15][:1]
+        measure("1 window", one, source, store, config)
+        measure("1 session", windows([last]), source, store, config)
+        measure("20 sessions", windows(sessions[-20:]), source, store, config)
+
+
+if __name__ == "__main__":
+    main()
