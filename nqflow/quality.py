@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from nqflow import calendar as cal
 from nqflow.config import Config
 
 EXPECTED_KIND = {"block": "large_order", "sweep": "sweep", "surge_instrument": "volume_surge",
@@ -67,7 +68,7 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
     surges = positives[positives["kind"].str.startswith("surge") & positives["found"]]
     quiet = set(truth.get("quiet_sessions", [])) & set(sessions)
-    quiet_alerts = [a for a in records if a["window_start"][:10] in quiet or _session_of(a, truth) in quiet]
+    quiet_alerts = [a for a in records if a["window_start"][:10] in quiet or _session_of(a) in quiet]
     return {
         "sessions": len(sessions), "events": int(len(found)), "positives": int(len(positives)),
         "recall_by_kind": {k: round(v, 3) for k, v in recall.items()},
@@ -84,7 +85,6 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     }
 
 
-def _session_of(alert: dict, truth: dict) -> str | None:
-    from nqflow import calendar as cal
+def _session_of(alert: dict) -> str | None:
     session = cal.session_of(pd.Timestamp(alert["window_start"]))
     return str(session[0]) if session else None

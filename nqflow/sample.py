@@ -42,6 +42,7 @@ from nqflow.contracts import (
     listed_expiries,
     month_code,
     option_raw_symbol,
+    option_tick,
     round_to_tick,
     smile_vol,
     third_friday,
@@ -334,7 +335,7 @@ class _Generator:
         fill_size[single] = np.asarray(size)[rep[single]]
         # Later pieces of a buy walk up the book one tick, of a sell down.
         level = np.arange(rep.size) - np.searchsorted(rep, rep)
-        tick = np.where(np.asarray(price)[rep] < 5.0, 0.05, 0.25)
+        tick = option_tick(np.asarray(price)[rep])
         direction = np.where(np.asarray(side)[rep] == "B", 1.0, np.where(np.asarray(side)[rep] == "A", -1.0, 0.0))
         fill_price = np.maximum(np.asarray(price)[rep] + direction * np.minimum(level, 2) * tick, 0.05)
         sess.add(np.asarray(ts)[rep], np.asarray(iids)[rep], np.round(fill_price, 2), fill_size, np.asarray(side)[rep])
