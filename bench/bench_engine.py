@@ -6,7 +6,6 @@ Run: make bench   (or .venv/bin/python bench/bench_engine.py)
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import tempfile
 import time

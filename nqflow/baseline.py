@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from nqflow import calendar as cal
+from nqflow.data import option_fills
 
 LEVELS = ("instrument", "expiry", "product")
 PRODUCT_KEY = "NQ"
@@ -165,7 +166,7 @@ class BaselineStore:
 def record_session(store: BaselineStore, source, trade_date: dt.date) -> None:
     """Record every slot of one whole session from a data source (used to build or rebuild history)."""
     row = cal.sessions(trade_date, trade_date).iloc[0]
-    trades = source.option_trades(row.market_open, row.market_close)
+    trades = option_fills(source.trades(row.market_open, row.market_close))
     slots = list(range(len(cal.session_windows(trade_date))))
     store.record(trade_date, slots, slot_volumes(trades, row.market_open))
 
@@ -182,9 +183,9 @@ def ensure_history(store: BaselineStore, source, trade_date: dt.date, max_sessio
             cal.trading_days(trade_date - dt.timedelta(days=max_sessions * 2), trade_date)
     previous = [d for d in available if d < trade_date][-max_sessions:]
     complete = store.complete_sessions() if previous else set()
-    filled = []
-    for day in previous:
-        if str(day) not in complete:
-            record_session(store, source, day)
-            filled.append(day)
-    return filled
+    missing = [day for day in previous if str(day) not in complete]
+    if missing and hasattr(source, "prepare_sessions"):
+        source.prepare_sessions(missing)  # a paid source prices the whole build first, and may refuse it
+    for day in missing:
+        record_session(store, source, day)
+    return missing

@@ -1,4 +1,4 @@
-"""Command line: run | once | window | backfill | demo | status | alerts (see `scheduler.py -h`)."""
+"""Command line: run | once | window | backfill | cost | demo | status | alerts (see `scheduler.py -h`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 from nqflow import calendar as cal
 from nqflow.config import load_config, parse_override
 from nqflow.errors import NqflowError
-from nqflow.monitor import REPO_ROOT, resolve
+from nqflow.monitor import resolve
 from nqflow.scheduling import Scheduler, windows_between
 
 
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser("backfill", help="every open-market window in a range, with a progress bar")
     backfill.add_argument("start")
     backfill.add_argument("end")
+    cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
+    cost.add_argument("start")
+    cost.add_argument("end")
     demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
     demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
     sub.add_parser("status", help="recent windows and alerts")
@@ -107,6 +110,20 @@ def demo(args, config) -> int:
     return 0
 
 
+def cost(args, config) -> int:
+    from nqflow.monitor import make_source
+    source = make_source(config, "databento", args.data_dir)
+    start, end = cal.to_utc(args.start), cal.to_utc(args.end)
+    total = 0.0
+    for schema in ("trades", "definition", "statistics"):
+        dollars = source.estimate_cost(schema, start, end)
+        total += dollars
+        print(f"{schema:<11} ${dollars:,.2f}")
+    print(f"{'total':<11} ${total:,.2f}  ({config.universe.dataset}, {', '.join(source.symbols)}; "
+          f"{start:%Y-%m-%d %H:%M}Z-{end:%Y-%m-%d %H:%M}Z; budget per pull ${config.databento.budget_usd:,.2f})")
+    return 0
+
+
 def status(args, config) -> int:
     scheduler = _scheduler(args, config)
     windows = scheduler.store.windows(limit=20)
@@ -141,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         if args.command == "demo":
             return demo(args, config)
+        if args.command == "cost":
+            return cost(args, config)
         if args.command == "status":
             return status(args, config)
         if args.command == "alerts":

@@ -134,6 +134,10 @@ class DatabentoSettings:
     budget_usd: float = 25.0
     gateway: str = ""
     max_retries: int = 4
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    timeout_seconds: float = 60.0
+    range_cache_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ not live in config/monitoring.toml.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 

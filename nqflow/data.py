@@ -65,10 +65,24 @@ class DataSource(Protocol):
 
     name: str
 
-    def option_trades(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame: ...
+    def trades(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Option and future fills in [start, end), joined with their definitions (TRADE_COLUMNS)."""
     def chain(self, trade_date: dt.date) -> pd.DataFrame: ...
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame: ...
-    def underlying(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame: ...
+    def sessions_available(self) -> list[dt.date]: ...
+
+
+UNDERLYING_COLUMNS = ["ts_event", "instrument_id", "symbol", "price", "size", "side"]
+
+
+def option_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """The option rows of a tidy trades frame."""
+    return trades[trades["put_call"].isin(["C", "P"])].reset_index(drop=True)
+
+
+def future_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """The futures rows of a tidy trades frame, in the underlying frame's columns."""
+    return trades.loc[trades["put_call"].isna(), UNDERLYING_COLUMNS].reset_index(drop=True)
 
 
 @dataclass
@@ -224,13 +238,15 @@ class ReplaySource:
 
     name = "replay"
 
-    def __init__(self, folder: str | Path, cache_files: int = 12):
+    def __init__(self, folder: str | Path, cache_files: int = 12, allow_empty: bool = False):
         self.folder = Path(folder)
+        if allow_empty:
+            self.folder.mkdir(parents=True, exist_ok=True)
         if not self.folder.is_dir():
             raise DataError(f"replay folder {self.folder} does not exist; generate the sample with "
                             f"`make demo` or point data.replay_dir at a folder of Databento DBN files")
         self.files = self._scan()
-        if not self.files:
+        if not self.files and not allow_empty:
             raise DataError(f"replay folder {self.folder} holds no .dbn or .dbn.zst files of schemas "
                             f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`")
         self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
@@ -238,17 +254,14 @@ class ReplaySource:
         self._chains: dict[tuple[Path, ...], pd.DataFrame] = {}
 
     def _scan(self) -> list[DbnFile]:
-        entries = []
-        for path in sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst"))):
-            store = open_dbn(path)
-            schema = str(store.schema) if store.schema is not None else "mixed"
-            if schema not in SCHEMAS:
-                log.warning("ignoring %s: schema %s is not one of %s", path, schema, ", ".join(SCHEMAS))
-                continue
-            meta = store.metadata
-            end = pd.Timestamp(meta.end, tz="UTC") if meta.end else pd.Timestamp.max.tz_localize("UTC")
-            entries.append(DbnFile(path, schema, pd.Timestamp(meta.start, tz="UTC"), end))
-        return entries
+        paths = sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst")))
+        return [entry for entry in map(_describe, paths) if entry is not None]
+
+    def add(self, path: Path) -> None:
+        """Take in a file written after the folder was scanned (the Databento cache does this)."""
+        entry = _describe(Path(path))
+        if entry is not None and entry not in self.files:
+            self.files.append(entry)
 
     def _decoded(self, entry: DbnFile) -> pd.DataFrame:
         if entry.path in self._cache:
@@ -276,7 +289,13 @@ class ReplaySource:
         frames = [f for f in frames if not f.empty]
         if not frames:
             return pd.DataFrame()
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if len(frames) == 1:
+            return frames[0]
+        merged = pd.concat(frames, ignore_index=True)
+        if schema == "trades":
+            # Files may overlap (a cached whole session beside cached windows): count each fill once.
+            merged = merged.drop_duplicates(["ts_recv", "instrument_id", "sequence", "price", "size", "side"])
+        return merged
 
     # -- the DataSource interface -------------------------------------------------
     def chain(self, trade_date: dt.date) -> pd.DataFrame:
@@ -294,13 +313,10 @@ class ReplaySource:
         return tidy_trades(raw, self._chain(start - pd.Timedelta(days=1), end))
 
     def option_trades(self, start, end) -> pd.DataFrame:
-        trades = self.trades(start, end)
-        return trades[trades["put_call"].isin(["C", "P"])].reset_index(drop=True)
+        return option_fills(self.trades(start, end))
 
     def underlying(self, start, end) -> pd.DataFrame:
-        trades = self.trades(start, end)
-        futures = trades[trades["put_call"].isna()]
-        return futures[["ts_event", "instrument_id", "symbol", "price", "size", "side"]].reset_index(drop=True)
+        return future_fills(self.trades(start, end))
 
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame:
         start, end = _session_bounds(trade_date)
@@ -326,6 +342,18 @@ class ReplaySource:
             if any(f.start < row.market_close and f.end > row.market_open for f in trade_files):
                 dates.append(day)
         return dates
+
+
+def _describe(path: Path) -> DbnFile | None:
+    """Schema and time range of a DBN file from its metadata (no records decoded)."""
+    store = open_dbn(path)
+    schema = str(store.schema) if store.schema is not None else "mixed"
+    if schema not in SCHEMAS:
+        log.warning("ignoring %s: schema %s is not one of %s", path, schema, ", ".join(SCHEMAS))
+        return None
+    meta = store.metadata
+    end = pd.Timestamp(meta.end, tz="UTC") if meta.end else pd.Timestamp.max.tz_localize("UTC")
+    return DbnFile(path, schema, pd.Timestamp(meta.start, tz="UTC"), end)
 
 
 def _range(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -354,13 +382,22 @@ def load_window(source: DataSource, start, end) -> WindowData:
                           empty_frame({"instrument_id": "int64", "open_interest": "int64"}),
                           empty.iloc[:, :0], notes)
     trade_date = session[0]
-    trades = source.option_trades(start, end)
+    fills = source.trades(start, end)
+    trades = option_fills(fills)
     chain = source.chain(trade_date)
     oi = source.open_interest(trade_date)
-    underlying = source.underlying(start - pd.Timedelta(minutes=30), end)
+    underlying = _front_future(future_fills(fills))
     if trades.empty:
         notes.append(f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
                       f"check that the data source covers this window")
     if chain.empty:
         notes.append(f"no instrument definitions for session {trade_date}")
     return WindowData(start, end, trade_date, trades, chain, oi, underlying, notes)
+
+
+def _front_future(futures: pd.DataFrame) -> pd.DataFrame:
+    """Fills of the most traded future in the window: the one whose price the options track."""
+    if futures.empty:
+        return futures
+    front = futures.groupby("instrument_id")["size"].sum().idxmax()
+    return futures[futures["instrument_id"] == front].reset_index(drop=True)

@@ -116,6 +116,31 @@ class Scheduler:
             log.error("window %s failed (attempt %d/%d): %s", start.isoformat(), attempts, s.max_attempts, run.error)
         return run
 
+    # -- the data source, as far as the scheduler needs it ------------------------------
+    @property
+    def source_name(self) -> str:
+        return self.source or self.config.data.source
+
+    def databento(self):
+        """The Databento source (for availability and cost only; the notebook pulls the data)."""
+        if getattr(self, "_databento", None) is None:
+            from nqflow.monitor import make_source
+            self._databento = make_source(self.config, "databento", self.data_dir)
+        return self._databento
+
+    def published(self, end: pd.Timestamp) -> bool:
+        """False while the data provider has not published up to `end`: such a window waits
+        without spending one of its attempts, and is never run as if it were empty."""
+        if self.source_name != "databento":
+            return True
+        return end <= self.databento().available_end("trades")
+
+    def check_budget(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]]) -> float:
+        """Price a backfill before pulling it; refused above databento.budget_usd."""
+        if self.source_name != "databento" or not windows:
+            return 0.0
+        return self.databento().check_budget([("trades", windows[0][0], windows[-1][1])])
+
     def deliver(self) -> dict[str, int]:
         windows = self.store.windows(limit=500)
         reports = {w.window_start: w.html_path for w in windows.itertuples(index=False) if w.html_path}
@@ -130,6 +155,9 @@ class Scheduler:
         for start, end in self.due_windows(self.clock.now()):
             if self.stop_event.is_set():
                 break
+            if not self.published(end):
+                log.info("window %s is not published by the data provider yet; waiting", start.isoformat())
+                break
             runs.append(self.process(start, end))
             self.deliver()
             self.refresh_index()
@@ -139,6 +167,7 @@ class Scheduler:
     def run_windows(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False) -> list[NotebookRun]:
         """Run chosen windows (window / backfill / demo), skipping closed-market ones."""
         open_windows = [w for w in windows if cal.window_is_open(*w)]
+        self.check_budget(open_windows)
         iterator = open_windows
         if progress:
             from tqdm import tqdm

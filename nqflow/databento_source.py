@@ -1,0 +1,303 @@
+"""The Databento Historical API as a data source, behind an on-disk DBN cache.
+
+Every pull is written as a zstd DBN file under ``<cache_dir>/<dataset>/<schema>/<trade date>/``
+and read back by the same `ReplaySource` that reads the bundled sample, so a window, a
+threshold-lab replay or a re-run never pays for the same data twice, and
+``--source replay --data-dir <cache_dir>`` replays what was fetched with no key at all.
+
+What is pulled (``stype_in="parent"``, all of ``universe.option_parents`` plus
+``universe.underlying_parent`` in one request):
+- trades: per window (or per session when the baseline is built);
+- definitions and open-interest statistics: once per trading day, from the start of the
+  UTC day the session opens on, because Databento replays the full definition set at the
+  start of each UTC day. Definitions are topped up when a window trades an instrument the
+  cached ones do not know (an option listed during the session).
+
+Guards:
+- nothing past the dataset's available end (``metadata.get_dataset_range``) is requested:
+  such a window raises `DataNotYetAvailable` and is tried again later, never read as empty;
+- a pull longer than one schedule interval is priced first (``metadata.get_cost``) and
+  refused above ``databento.budget_usd``;
+- 429 (honouring Retry-After), 5xx, timeouts and dropped connections are retried with
+  exponential backoff and full jitter (tenacity); 401/403 and other 4xx are one-line errors;
+- zero option trades in a window while CME Globex is open is a data problem (a wrong
+  symbol, a missing entitlement, a feed gap), not a quiet market.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import databento as db
+import pandas as pd
+import requests
+from databento.common.error import BentoError, BentoHttpError, BentoWarning
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from nqflow import calendar as cal
+from nqflow.config import Config
+from nqflow.data import ReplaySource, _check_complete, _range, _session_bounds, option_fills
+from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
+
+log = logging.getLogger(__name__)
+
+KEYS_URL = "https://databento.com/portal/keys"
+
+
+def _status(exc: BaseException) -> int | None:
+    return exc.http_status if isinstance(exc, BentoHttpError) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: rate limits, server errors, timeouts, connections dropped mid-answer."""
+    status = _status(exc)
+    if status is not None:
+        return status in (408, 429) or status >= 500
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    # The client wraps a connection dropped while streaming as a plain BentoError.
+    return isinstance(exc, BentoError) and "streaming" in str(exc).lower()
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The server's Retry-After (seconds form) on a 429/503, if it sent one."""
+    headers = getattr(exc, "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def describe(exc: BaseException) -> str:
+    """One line for any client failure, without the response body's noise."""
+    status = _status(exc)
+    if status is not None:
+        message = getattr(exc, "message", None) or getattr(exc, "json_body", None) or ""
+        return f"HTTP {status} {message}".strip()
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+
+
+class DatabentoSource:
+    """`DataSource` over ``databento.Historical`` with a DBN file cache (see the module docstring)."""
+
+    name = "databento"
+
+    def __init__(self, config: Config, cache_dir: str | Path, client: db.Historical | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        self.settings = config.databento
+        self.dataset = config.universe.dataset
+        self.symbols = [*config.universe.option_parents, config.universe.underlying_parent]
+        self.client = client or self._client()
+        for api in (self.client.timeseries, self.client.metadata):
+            api.TIMEOUT = self.settings.timeout_seconds  # the client's default is 100 s
+        self.cache_dir = Path(cache_dir) / self.dataset
+        self.replay = ReplaySource(self.cache_dir, allow_empty=True)
+        self._sleep = sleep
+        self._range: tuple[float, dict] | None = None
+        self._warned: set[str] = set()
+        self.requests = 0  # HTTP requests made (all endpoints), for tests and the status line
+
+    def _client(self) -> db.Historical:
+        env = self.settings.api_key_env
+        key = os.environ.get(env, "").strip()
+        if not key:
+            raise CredentialsError(f"{env} is not set; export {env}=db-... with a key from {KEYS_URL} "
+                                   f"(or use --source replay for the bundled sample)")
+        try:
+            return db.Historical(key=key, gateway=self.settings.gateway or db.HistoricalGateway.BO1)
+        except ValueError as exc:
+            raise CredentialsError(f"cannot use the key in {env} or gateway {self.settings.gateway!r}: {exc}") from None
+
+    # -- HTTP with retries ----------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = wait_random_exponential(multiplier=self.settings.retry_base_seconds,
+                                          max=self.settings.retry_max_seconds)(state)
+        server = retry_after_seconds(state.outcome.exception()) if state.outcome else None
+        return min(max(server, backoff), self.settings.retry_max_seconds) if server is not None else backoff
+
+    def _call(self, what: str, func: Callable, *args, **kwargs):
+        """One API call with retries; every failure leaves as a one-line nqflow error."""
+        def before_sleep(state: RetryCallState) -> None:
+            log.warning("Databento %s failed (%s); retry %d of %d in %.1fs", what,
+                        describe(state.outcome.exception()), state.attempt_number, self.settings.max_retries,
+                        state.next_action.sleep if state.next_action else 0.0)
+
+        def attempt():
+            self.requests += 1
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", BentoWarning)
+                result = func(*args, **kwargs)
+            for warning in caught:
+                self._warn_once(f"Databento {what}: {warning.message}")
+            return result
+
+        retrying = Retrying(retry=retry_if_exception(is_transient), wait=self._wait, sleep=self._sleep,
+                            stop=stop_after_attempt(self.settings.max_retries + 1), reraise=True,
+                            before_sleep=before_sleep)
+        env = self.settings.api_key_env
+        try:
+            return retrying(attempt)
+        except (BentoError, requests.RequestException) as exc:
+            status = _status(exc)
+            if status in (401, 403):
+                raise CredentialsError(f"Databento rejected the key in {env} ({describe(exc)}); "
+                                       f"set {env} to a valid key from {KEYS_URL}") from None
+            if is_transient(exc):
+                raise DataError(f"Databento {what} still failing after {self.settings.max_retries + 1} tries "
+                                f"({describe(exc)}); the window will be retried on a later tick") from None
+            raise DataError(f"Databento refused {what} ({describe(exc)}); check universe.option_parents "
+                            f"and the date range") from None
+
+    def _warn_once(self, message: str) -> None:
+        """Server warnings (e.g. a parent symbol that resolves to nothing) go to the log once each."""
+        key = message.split(": ", 1)[-1]
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+    # -- availability and cost ------------------------------------------------------
+    def available_end(self, schema: str) -> pd.Timestamp:
+        """The dataset's available end for `schema`, asked at most every `range_cache_seconds`."""
+        now = time.monotonic()
+        if self._range is None or now - self._range[0] > self.settings.range_cache_seconds:
+            answer = self._call("get_dataset_range", self.client.metadata.get_dataset_range, dataset=self.dataset)
+            self._range = (now, answer)
+        answer = self._range[1]
+        per_schema = answer.get("schema") or {}
+        end = (per_schema.get(schema) or {}).get("end") or answer["end"]
+        return pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
+
+    def estimate_cost(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
+        """Dollars Databento would bill for this pull (``metadata.get_cost``)."""
+        return float(self._call("get_cost", self.client.metadata.get_cost, dataset=self.dataset,
+                                symbols=self.symbols, stype_in="parent", schema=schema, start=start, end=end))
+
+    def check_budget(self, pulls: Iterable[tuple[str, pd.Timestamp, pd.Timestamp]]) -> float:
+        """Price a set of pulls; refuse the lot when it is over ``databento.budget_usd``."""
+        pulls = [p for p in pulls if not self._cached(*p)]
+        total = sum(self.estimate_cost(*p) for p in pulls)
+        if total > self.settings.budget_usd:
+            first, last = min(p[1] for p in pulls), max(p[2] for p in pulls)
+            raise BudgetExceeded(f"Databento pull of {', '.join(sorted({p[0] for p in pulls}))} "
+                                 f"{first:%Y-%m-%d %H:%M}Z-{last:%Y-%m-%d %H:%M}Z is estimated at ${total:,.2f}, "
+                                 f"above databento.budget_usd=${self.settings.budget_usd:,.2f}; raise the budget "
+                                 f"in config/monitoring.toml or pull a shorter range")
+        return total
+
+    def prepare_sessions(self, days: Iterable[dt.date]) -> float:
+        """Price (and refuse if over budget) the whole-session pulls a baseline build needs."""
+        pulls = []
+        for day in days:
+            open_, close = _session_bounds(day)
+            pulls += [("trades", open_, close), *(self._day_pull(s, day) for s in ("definition", "statistics"))]
+        return self.check_budget(pulls)
+
+    # -- the cache --------------------------------------------------------------------
+    def _cached(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> bool:
+        return any(f.schema == schema and f.start <= start and f.end >= end for f in self.replay.files)
+
+    def _day_cached(self, schema: str, trade_date: dt.date) -> bool:
+        folder = self.cache_dir / schema / str(trade_date)
+        return folder.is_dir() and any(folder.glob("*.dbn.zst"))
+
+    def _day_pull(self, schema: str, trade_date: dt.date) -> tuple[str, pd.Timestamp, pd.Timestamp]:
+        open_, close = _session_bounds(trade_date)
+        return schema, open_.floor("D"), close
+
+    def _fetch(self, schema: str, start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date) -> Path:
+        """Pull [start, end) of one schema into the cache (atomically) and register the file."""
+        available = self.available_end(schema)
+        if end > available:
+            raise DataNotYetAvailable(f"Databento {self.dataset} {schema} is published up to {available:%Y-%m-%d %H:%M:%S}Z; "
+                                      f"{start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z is not available yet and will be tried again")
+        if end - start > pd.Timedelta(minutes=self.config.schedule.interval_minutes):
+            self.check_budget([(schema, start, end)])
+        folder = self.cache_dir / schema / str(trade_date)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.dbn.zst"
+        partial = folder / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
+
+        def pull():
+            partial.unlink(missing_ok=True)  # the client refuses to overwrite, and a retry starts over
+            return self.client.timeseries.get_range(
+                dataset=self.dataset, symbols=self.symbols, stype_in="parent", schema=schema,
+                start=start, end=end, path=partial)
+
+        try:
+            self._call(f"{schema} {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z", pull)
+            _check_complete(partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        self.replay.add(path)
+        log.info("cached Databento %s %s", schema, path.relative_to(self.cache_dir))
+        return path
+
+    def _ensure_day(self, schema: str, trade_date: dt.date) -> None:
+        if self._day_cached(schema, trade_date):
+            return
+        _, start, close = self._day_pull(schema, trade_date)
+        available = self.available_end(schema)
+        # Today's session is still open: take what is published; definitions are topped up later.
+        self._fetch(schema, start, min(close, available) if available > start else close, trade_date)
+
+    def _top_up_definitions(self, trade_date: dt.date, until: pd.Timestamp) -> None:
+        known = [f for f in self.replay.files if f.schema == "definition"
+                 and f.path.parent.name == str(trade_date)]
+        since = max(f.end for f in known)
+        if until > since:
+            self._fetch("definition", since, until, trade_date)
+
+    # -- the DataSource interface ----------------------------------------------------
+    def trades(self, start, end) -> pd.DataFrame:
+        start, end = _range(start, end)
+        session = cal.session_of(start)
+        trade_date = session[0] if session else start.date()
+        if session:
+            self._ensure_day("definition", trade_date)
+        if not self._cached("trades", start, end):
+            self._fetch("trades", start, end, trade_date)
+        fills = self.replay.trades(start, end)
+        unknown = fills["product"].isna()
+        if session and unknown.any():
+            log.info("%d fills of instruments without a cached definition; fetching new definitions", int(unknown.sum()))
+            self._top_up_definitions(trade_date, end)
+            fills = self.replay.trades(start, end)
+        if session and cal.window_is_open(start, end) and option_fills(fills).empty:
+            futures = int(fills["put_call"].isna().sum())
+            raise DataError(f"Databento returned no NQ option trades for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
+                            f"while CME Globex was open ({futures} futures trades); this is a data problem, not a "
+                            f"quiet market: check universe.option_parents and your GLBX.MDP3 options entitlement")
+        return fills
+
+    def chain(self, trade_date: dt.date) -> pd.DataFrame:
+        self._ensure_day("definition", trade_date)
+        return self.replay.chain(trade_date)
+
+    def open_interest(self, trade_date: dt.date) -> pd.DataFrame:
+        self._ensure_day("statistics", trade_date)
+        return self.replay.open_interest(trade_date)
+
+    def sessions_available(self) -> list[dt.date]:
+        """Trading days of the last 60 days held whole by the dataset (open after its start,
+        closed before its available end)."""
+        end = self.available_end("trades")
+        start = pd.Timestamp(self._range[1]["start"])
+        start = start.tz_convert("UTC") if start.tzinfo else start.tz_localize("UTC")
+        days = cal.sessions(end.date() - dt.timedelta(days=60), end.date())
+        return [day for day, row in days.iterrows() if row.market_open >= start and row.market_close <= end]

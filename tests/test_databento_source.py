@@ -1,0 +1,197 @@
+"""The real `databento` client against a stand-in Historical gateway on 127.0.0.1 (HTTPS).
+
+The gateway serves the sample market's own DBN records, so what the Databento source
+returns can be compared with the replay source record for record; faults are injected
+per request (401, 422, 429 with Retry-After, 500/503, slow answers, dropped connections).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+import trustme
+from standin_gateway import Fault, StandInGateway
+
+from nqflow.baseline import BaselineStore, ensure_history
+from nqflow.cli import SimulatedClock
+from nqflow.config import Config, load_config
+from nqflow.data import ReplaySource, load_window
+from nqflow.databento_source import DatabentoSource
+from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
+from nqflow.scheduling import Scheduler
+
+KEY = "db-TESTkey-standin-0123456789"
+#: A window of the sample's last session, well inside regular trading hours.
+WINDOW = (pd.Timestamp("2026-10-29T14:15Z"), pd.Timestamp("2026-10-29T14:30Z"))
+
+
+@pytest.fixture(scope="module")
+def gateway(sample_dir, tmp_path_factory):
+    ca = trustme.CA()
+    bundle = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    saved = os.environ.get("REQUESTS_CA_BUNDLE")
+    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)  # requests trusts the test CA, and only for this module
+    try:
+        with StandInGateway(sample_dir, KEY, ca.issue_cert("127.0.0.1")) as gw:
+            yield gw
+    finally:
+        os.environ.pop("REQUESTS_CA_BUNDLE") if saved is None else os.environ.__setitem__("REQUESTS_CA_BUNDLE", saved)
+
+
+@pytest.fixture()
+def gw(gateway, monkeypatch):
+    """The shared gateway, reset: no queued faults, an empty request log, the full range available."""
+    gateway.faults.clear()
+    gateway.log.clear()
+    gateway.available_end = gateway.market.end
+    gateway.cost_multiplier = 1.0
+    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+    return gateway
+
+
+def make_config(gw, **databento) -> Config:
+    base = Config()
+    settings = {"gateway": gw.url, "retry_base_seconds": 0.02, "retry_max_seconds": 1.0, "timeout_seconds": 3.0,
+                "range_cache_seconds": 0.0, **databento}
+    return dataclasses.replace(base, databento=dataclasses.replace(base.databento, **settings))
+
+
+def test_frames_match_the_replay_of_the_same_records(gw, source, tmp_path):
+    live = load_window(DatabentoSource(make_config(gw), tmp_path), *WINDOW)
+    replay = load_window(source, *WINDOW)
+    assert len(live.trades) > 500
+    pdt.assert_frame_equal(live.trades, replay.trades)
+    pdt.assert_frame_equal(live.underlying, replay.underlying)
+    pdt.assert_frame_equal(live.open_interest, replay.open_interest)
+    chain_ids = set(live.chain["instrument_id"])
+    assert set(live.trades["instrument_id"]) <= chain_ids
+    # every request asked for the configured parents by parent symbology
+    pulls = gw.requests("get_range")
+    assert {r.params["schema"] for r in pulls} == {"trades", "definition", "statistics"}
+    assert all(r.params["stype_in"] == "parent" and "NQ.FUT" in r.params["symbols"].split(",")
+               and "NQ.OPT" in r.params["symbols"].split(",") for r in pulls)
+
+
+def test_second_run_is_served_from_the_cache_and_replay_reads_it(gw, source, tmp_path):
+    first = load_window(DatabentoSource(make_config(gw), tmp_path), *WINDOW)
+    pulls = len(gw.requests("get_range"))
+    again = load_window(DatabentoSource(make_config(gw), tmp_path), *WINDOW)  # a new process, same cache
+    assert len(gw.requests("get_range")) == pulls
+    pdt.assert_frame_equal(first.trades, again.trades)
+    offline = load_window(ReplaySource(tmp_path), *WINDOW)  # no key, no network: the cache is a replay folder
+    pdt.assert_frame_equal(first.trades, offline.trades)
+
+
+def test_transient_faults_are_retried_then_succeed(gw, source, tmp_path):
+    databento = DatabentoSource(make_config(gw, max_retries=5), tmp_path)
+    databento.chain(WINDOW[0].date())
+    databento.open_interest(WINDOW[0].date())
+    gw.log.clear()
+    gw.inject(Fault("get_range", status=429, detail="rate limited", headers={"Retry-After": "0.4"}),
+              Fault("get_range", status=500), Fault("get_range", status=503),
+              Fault("get_range", delay=4.0),  # longer than timeout_seconds=3
+              Fault("get_range", drop=True))
+    trades = databento.trades(*WINDOW)
+    pulls = gw.requests("get_range", "trades")
+    assert len(pulls) == 6
+    assert pulls[1].at - pulls[0].at >= 0.4  # the server's Retry-After was honoured
+    pdt.assert_frame_equal(trades, source.trades(*WINDOW))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+
+
+def test_a_persistent_outage_is_a_clear_error_and_caches_nothing(gw, tmp_path):
+    databento = DatabentoSource(make_config(gw, max_retries=2), tmp_path)
+    databento.chain(WINDOW[0].date())
+    gw.inject(*[Fault("get_range", status=502, detail="bad gateway")] * 3)
+    with pytest.raises(DataError, match=r"still failing after 3 tries \(HTTP 502 bad gateway\).*retried") as err:
+        databento.trades(*WINDOW)
+    assert "\n" not in str(err.value)
+    assert not [p for p in (tmp_path / "GLBX.MDP3" / "trades").rglob("*") if p.is_file()]
+
+
+def test_a_client_error_is_not_retried(gw, tmp_path):
+    databento = DatabentoSource(make_config(gw), tmp_path)
+    gw.inject(Fault("get_range", status=422, detail="symbology_invalid_symbol: bad symbol"))
+    with pytest.raises(DataError, match="refused.*HTTP 422 symbology_invalid_symbol.*option_parents"):
+        databento.chain(WINDOW[0].date())
+    assert len(gw.requests("get_range")) == 1
+
+
+def test_missing_or_rejected_key_says_how_to_set_it(gw, tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABENTO_API_KEY")
+    with pytest.raises(CredentialsError, match="DATABENTO_API_KEY is not set; export DATABENTO_API_KEY="):
+        DatabentoSource(make_config(gw), tmp_path)
+    monkeypatch.setenv("DATABENTO_API_KEY", "db-wrong-key")
+    with pytest.raises(CredentialsError, match="rejected the key in DATABENTO_API_KEY.*HTTP 401") as err:
+        DatabentoSource(make_config(gw), tmp_path).chain(WINDOW[0].date())
+    assert "db-wrong-key" not in str(err.value)
+    assert len(gw.requests("get_dataset_range")) == 1  # a 401 is not retried
+
+
+def test_a_window_past_the_available_end_is_not_yet_available(gw, tmp_path):
+    gw.available_end = WINDOW[1] - pd.Timedelta(minutes=3)
+    databento = DatabentoSource(make_config(gw), tmp_path)
+    with pytest.raises(DataNotYetAvailable, match="published up to 2026-10-29 14:27:00Z.*tried again"):
+        databento.trades(*WINDOW)
+    assert not gw.requests("get_range", "trades")  # never requested, so never mistaken for an empty window
+    gw.available_end = gw.market.end
+    assert len(databento.trades(*WINDOW)) > 500
+
+
+def test_an_over_budget_baseline_build_is_refused_before_any_pull(gw, tmp_path):
+    gw.cost_multiplier = 1e4
+    databento = DatabentoSource(make_config(gw, budget_usd=5.0), tmp_path)
+    store = BaselineStore(tmp_path / "baseline.sqlite")
+    with pytest.raises(BudgetExceeded, match=r"estimated at \$[\d,.]+, above databento.budget_usd=\$5.00"):
+        ensure_history(store, databento, WINDOW[0].date(), 3)
+    assert gw.requests("get_cost") and not gw.requests("get_range")
+    assert store.complete_sessions() == set()
+
+
+def test_a_baseline_build_within_budget_pulls_each_session_once(gw, tmp_path):
+    databento = DatabentoSource(make_config(gw), tmp_path)
+    store = BaselineStore(tmp_path / "baseline.sqlite")
+    filled = ensure_history(store, databento, WINDOW[0].date(), 2)
+    assert len(filled) == 2 and {str(d) for d in filled} <= store.complete_sessions()
+    assert len(gw.requests("get_range", "trades")) == 2
+    ensure_history(store, databento, WINDOW[0].date(), 2)
+    assert len(gw.requests("get_range", "trades")) == 2
+
+
+def test_no_option_records_while_the_market_is_open_is_a_data_problem(gw, tmp_path):
+    config = make_config(gw)
+    config = dataclasses.replace(config, universe=dataclasses.replace(config.universe, option_parents=("ZZ.OPT",)))
+    with pytest.raises(DataError, match="no NQ option trades .* while CME Globex was open .* not a quiet market"):
+        DatabentoSource(config, tmp_path).trades(*WINDOW)
+
+
+def test_scheduler_waits_for_publication_then_runs_the_notebook_on_live_data(gw, tmp_path, truth):
+    """End to end: scheduler -> papermill -> notebook -> DatabentoSource -> stand-in gateway."""
+    block = next(e for e in truth["events"] if e["kind"] == "block" and e["premium_usd"] > 3e6
+                 and e["session"] == truth["sessions"][-1])
+    start = pd.Timestamp(block["window_start"])
+    end = start + pd.Timedelta(minutes=15)
+    overrides = {"databento.gateway": gw.url, "databento.retry_base_seconds": 0.02, "databento.range_cache_seconds": 0.0,
+                 "thresholds.baseline_sessions": 3, "notify.log.path": str(tmp_path / "alerts.log")}
+    scheduler = Scheduler(load_config(overrides=overrides), clock=SimulatedClock(end + pd.Timedelta(minutes=3)),
+                          source="databento", data_dir=str(tmp_path / "cache"), overrides=overrides,
+                          outputs_dir=tmp_path / "out", state_db=tmp_path / "state.sqlite")
+    gw.available_end = end - pd.Timedelta(minutes=1)  # Databento is a minute behind
+    assert scheduler.tick() == [] and scheduler.store.windows().empty
+    assert not gw.requests("get_range")
+
+    gw.available_end = gw.market.end
+    runs = scheduler.tick()
+    assert [r.ok for r in runs] == [True], runs[0].error if runs else "no run"
+    large = [a for a in runs[0].alerts if a["kind"] == "large_order"]
+    assert any(a["instrument_ids"] == block["instrument_ids"] for a in large)
+    assert scheduler.store.windows()["status"].tolist() == ["ok"]
+    assert len(gw.requests("get_range", "trades")) == 1 + 3  # the window, and three baseline sessions
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in (".ipynb", ".html", ".log", ".json", ".sqlite"):
+            assert KEY.encode() not in path.read_bytes(), path
