@@ -120,6 +120,7 @@ class SlackChannel(Channel):
 @dataclass(frozen=True)
 class Notify:
     cooldown_minutes: float = 60.0
+    escalation_confidence_gain: float = 10.0
     retry_backoff_seconds: float = 30.0
     max_delivery_attempts: int = 20
     console: Channel = field(default_factory=Channel)

@@ -32,7 +32,49 @@ CHANNELS = ("console", "log", "email", "slack")
 
 
 class DeliveryError(Exception):
-    """A channel could not deliver now; the outbox retries later."""
+    """A channel could not deliver now; the outbox retries later (not before `retry_after` s)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def surge_key(alert: dict) -> tuple[str, str]:
+    """What a repeated surge is the same surge of: its level and its instrument / expiry / product."""
+    return alert["level"], alert["symbol"]
+
+
+def repeats_to_suppress(new: list[dict], already_sent: list[dict], cooldown_minutes: float,
+                        confidence_gain: float) -> dict[str, str]:
+    """Surges that repeat one already sent within the cooldown without escalating.
+
+    A surge on the same level and key whose window starts within `cooldown_minutes` of a
+    sent one is sent again only with a higher tier, or a confidence at least `confidence_gain`
+    points above the highest sent. Other kinds (orders, sweeps) are separate events and always
+    go. Returns alert_id -> the reason, worded for the history.
+    """
+    cooldown = pd.Timedelta(minutes=cooldown_minutes)
+    sent: dict[tuple[str, str], list[dict]] = {}
+    for alert in already_sent:
+        sent.setdefault(surge_key(alert), []).append(alert)
+    suppressed = {}
+    for alert in sorted(new, key=lambda a: a["window_start"]):
+        if alert["kind"] != "volume_surge":
+            continue
+        start = pd.Timestamp(alert["window_start"])
+        recent = [a for a in sent.get(surge_key(alert), [])
+                  if start - cooldown <= pd.Timestamp(a["window_start"]) < start]
+        if recent:
+            tier = max(a["tier"] or 0 for a in recent)
+            confidence = max(a["confidence"] for a in recent)
+            if (alert["tier"] or 0) <= tier and alert["confidence"] < confidence + confidence_gain:
+                suppressed[alert["alert_id"]] = (
+                    f"cooldown: {alert['level']} {alert['symbol']} already alerted at {tier:g}x / confidence "
+                    f"{confidence:.0f} within {cooldown_minutes:g} min; this {alert['tier'] or 0:g}x / "
+                    f"{alert['confidence']:.0f} does not escalate")
+                continue
+        sent.setdefault(surge_key(alert), []).append(alert)
+    return suppressed
 
 
 def enabled_channels(config: Config) -> list[str]:
@@ -88,13 +130,15 @@ def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -
     for a in ranked:
         text.append(one_line(a))
         text.extend(f"    - {r}" for r in a["reasons"])
+        text.append(f"    id {a['alert_id']}")
         rows.append(f"<tr><td>{a['label']} {a['confidence']:.0f}</td><td>{html.escape(a['kind'])}</td>"
                     f"<td>{html.escape(a['symbol'])}</td><td>{a['direction']}</td><td>{a['volume']:,}</td>"
-                    f"<td>${a['premium_usd'] / 1e6:,.2f}M</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td></tr>")
+                    f"<td>${a['premium_usd'] / 1e6:,.2f}M</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td>"
+                    f"<td>{html.escape(a['alert_id'])}</td></tr>")
     body_html = (f"<p>{len(ranked)} institutional-flow alert(s), strongest first. "
                  f"Report: <a href=\"{html.escape(link)}\">{html.escape(link)}</a></p>"
                  "<table border=1 cellpadding=4><tr><th>confidence</th><th>kind</th><th>instrument</th>"
-                 f"<th>direction</th><th>volume</th><th>premium</th><th>reasons</th></tr>{''.join(rows)}</table>")
+                 f"<th>direction</th><th>volume</th><th>premium</th><th>reasons</th><th>id</th></tr>{''.join(rows)}</table>")
     return subject, "\n".join(text), body_html
 
 
@@ -132,7 +176,8 @@ def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -
     blocks = [{"type": "header", "text": {"type": "plain_text",
                                           "text": f"nqflow: {len(ranked)} alert(s), window {ranked[0]['window_start'][:16]}Z"}}]
     for a in ranked[:20]:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a["reasons"])}})
+        blocks.append({"type": "section", "block_id": a["alert_id"][:255],
+                       "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a["reasons"])}})
     link = _report_link(ranked[0], config, reports)
     if link:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Report: {link}"}]})
@@ -151,10 +196,19 @@ def send_slack(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
             with urllib.request.urlopen(request, timeout=settings.timeout_seconds) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            retry_after = exc.headers.get("Retry-After") if exc.headers else None
-            raise DeliveryError(f"Slack webhook answered HTTP {exc.code}" + (f", retry after {retry_after}s" if retry_after else "")) from None
+            retry_after = _seconds(exc.headers.get("Retry-After") if exc.headers else None)
+            raise DeliveryError(f"Slack webhook answered HTTP {exc.code}"
+                                + (f", retry after {retry_after:g}s" if retry_after is not None else ""),
+                                retry_after) from None
         except (OSError, urllib.error.URLError) as exc:
             raise DeliveryError(f"Slack webhook unreachable: {type(exc).__name__}") from None  # the URL is a secret: not echoed
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date Retry-After: fall back to our own backoff
 
 
 SENDERS = {"console": send_console, "log": send_log, "email": send_email, "slack": send_slack}
@@ -186,6 +240,7 @@ def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, report
         except (DeliveryError, CredentialsError) as exc:
             attempts = _attempts(store, ids[0], channel)
             delay = config.notify.retry_backoff_seconds * 2 ** min(attempts, 10)
+            delay = max(delay, getattr(exc, "retry_after", None) or 0.0)  # the server's Retry-After wins
             store.mark_failed(ids, channel, str(exc), (now + pd.Timedelta(seconds=delay)).isoformat())
             logging.getLogger("nqflow").warning("%s delivery failed, will retry: %s", channel, exc)
             continue

@@ -21,7 +21,7 @@ from nqflow import calendar as cal
 from nqflow.config import Config
 from nqflow.errors import NqflowError
 from nqflow.monitor import resolve
-from nqflow.notify import deliver_pending, enabled_channels
+from nqflow.notify import deliver_pending, enabled_channels, repeats_to_suppress
 from nqflow.runner import NotebookRun, execute_window, write_index
 from nqflow.store import StateStore
 
@@ -103,7 +103,11 @@ class Scheduler:
         run = self.executor(start, end, self.outputs_dir, parameters)
         done = self.clock.now()
         if run.ok:
-            self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat())
+            n = self.config.notify
+            since = (start - pd.Timedelta(minutes=n.cooldown_minutes)).isoformat()
+            suppressed = repeats_to_suppress(run.alerts, self.store.surges_sent_since(since), n.cooldown_minutes,
+                                             n.escalation_confidence_gain)
+            self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat(), suppressed)
             self.store.finish_window(start.isoformat(), "ok", done.isoformat(), run.duration_s, str(run.notebook_path),
                                      str(run.html_path) if run.html_path else None, len(run.alerts), run.summary)
         else:

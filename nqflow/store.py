@@ -73,8 +73,12 @@ class StateStore:
             return pd.read_sql_query("SELECT * FROM windows ORDER BY window_start DESC LIMIT ?", conn, params=[limit])
 
     # -- alerts and the outbox -------------------------------------------------------------
-    def record_alerts(self, alerts: list[dict], channels: list[str], now: str) -> list[dict]:
-        """Record alerts and queue a delivery per channel; returns only alerts not seen before."""
+    def record_alerts(self, alerts: list[dict], channels: list[str], now: str,
+                      suppressed: dict[str, str] | None = None) -> list[dict]:
+        """Record alerts and queue a delivery per channel, in one transaction; returns only alerts
+        not seen before. Alerts in `suppressed` (id -> reason) are kept in the history but their
+        deliveries are recorded as 'suppressed' instead of queued."""
+        suppressed = suppressed or {}
         new = []
         with self.connect() as conn:
             for alert in alerts:
@@ -85,9 +89,22 @@ class StateStore:
                      alert["confidence"], alert["label"], alert["event_time"], json.dumps(alert), now))
                 if cursor.rowcount:
                     new.append(alert)
-                    conn.executemany("INSERT OR IGNORE INTO deliveries (alert_id, channel, status) VALUES (?, ?, 'pending')",
-                                     [(alert["alert_id"], channel) for channel in channels])
+                    reason = suppressed.get(alert["alert_id"])
+                    conn.executemany("INSERT OR IGNORE INTO deliveries (alert_id, channel, status, last_error) "
+                                     "VALUES (?, ?, ?, ?)",
+                                     [(alert["alert_id"], channel, "suppressed" if reason else "pending", reason)
+                                      for channel in channels])
         return new
+
+    def surges_sent_since(self, since: str) -> list[dict]:
+        """Volume-surge alerts from windows starting at or after `since` that were queued for
+        delivery on some channel (not suppressed as repeats): what escalation compares against."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT a.payload FROM alerts a WHERE a.kind = 'volume_surge' AND a.window_start >= ? AND EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.status != 'suppressed') "
+                "ORDER BY a.window_start", (since,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def alerts(self, since: str | None = None, kind: str | None = None, min_confidence: float = 0.0,
                window_start: str | None = None) -> list[dict]:

@@ -1,0 +1,309 @@
+"""Alert delivery through real servers on 127.0.0.1: SMTP (aiosmtpd, STARTTLS + AUTH) and an
+HTTP endpoint standing in for a Slack incoming webhook. Outages, Retry-After, a process
+killed mid-delivery, escalation/cooldown, and secrets kept out of messages and logs."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from email import policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from nqflow.config import load_config
+from nqflow.detect import ALERT_FIELDS
+from nqflow.notify import deliver_pending, enabled_channels, repeats_to_suppress
+from nqflow.store import StateStore
+
+SMTP_PASSWORD = "smtp-SECRET-pw-7731"
+WEBHOOK_PATH = "/services/T000/B000/SECRET-hook-token"
+T0 = pd.Timestamp("2026-10-29T14:32:00Z")
+
+
+def make_alert(n: int, window_start: str = "2026-10-29T14:15:00+00:00", kind: str = "large_order",
+               confidence: float = 50.0, tier: float | None = None, symbol: str | None = None) -> dict:
+    alert = {field: None for field in ALERT_FIELDS}
+    alert.update(alert_id=f"{kind}-{window_start[:16]}-{n:03d}", kind=kind, window_start=window_start,
+                 window_end=(pd.Timestamp(window_start) + pd.Timedelta(minutes=15)).isoformat(),
+                 event_time=window_start, level="instrument", symbol=symbol or f"NQZ6 C{21000 + 25 * n}",
+                 direction="BUY", sentiment="bullish", volume=400 + n, premium_usd=3.2e6 + n * 1e5,
+                 confidence=confidence, label="HIGH" if confidence >= 70 else "MEDIUM" if confidence >= 40 else "LOW",
+                 tier=tier, ratio=tier, reasons=[f"reason one of alert {n}", "second reason"])
+    return alert
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- servers
+class Inbox:
+    """aiosmtpd handler keeping every accepted message; `hold` makes DATA hang until released."""
+
+    def __init__(self, hold: threading.Event | None = None):
+        self.messages: list[email.message.EmailMessage] = []
+        self.hold, self.in_data = hold, threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.in_data.set()
+        if self.hold is not None:
+            while not self.hold.is_set():
+                import asyncio
+                await asyncio.sleep(0.05)
+            return "451 try again later"
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"desk" and auth_data.password == SMTP_PASSWORD.encode()
+    return AuthResult(success=ok)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    ca = trustme.CA()
+    bundle = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return bundle, context
+
+
+def smtp_server(tls, inbox: Inbox, port: int) -> Controller:
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=tls[1], require_starttls=True,
+                            authenticator=authenticator, auth_require_tls=True)
+    controller.start()
+    return controller
+
+
+class Webhook:
+    """A loopback HTTP endpoint that answers like Slack's incoming webhook, with scripted failures."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.script: list[tuple[int, dict]] = []  # (status, headers) for the next requests
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status, headers = hook.script.pop(0) if hook.script else (200, {})
+                if status == 200 and self.path == WEBHOOK_PATH:
+                    hook.bodies.append(json.loads(body))
+                payload = b"ok" if status == 200 else b"rate_limited" if status == 429 else b"error"
+                self.send_response(status if self.path == WEBHOOK_PATH else 404)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{WEBHOOK_PATH}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture()
+def env(monkeypatch, tls, webhook):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))  # smtplib's default context trusts the test CA
+    monkeypatch.setenv("NQFLOW_SMTP_PASSWORD", SMTP_PASSWORD)
+    monkeypatch.setenv("NQFLOW_SLACK_WEBHOOK_URL", webhook.url)
+    return webhook
+
+
+def channel_config(tmp_path, smtp_port: int, **extra):
+    return load_config(overrides={
+        "notify.console.enabled": False, "notify.log.path": str(tmp_path / "alerts.log"),
+        "notify.email.enabled": True, "notify.email.host": "127.0.0.1", "notify.email.port": smtp_port,
+        "notify.email.user": "desk", "notify.email.recipients": ["desk@example.test"], "notify.email.min_confidence": 0,
+        "notify.email.timeout_seconds": 5, "notify.slack.enabled": True, "notify.slack.min_confidence": 0,
+        "notify.slack.timeout_seconds": 5, "notify.email.report_base_url": "https://reports.example.test/nqflow",
+        "notify.retry_backoff_seconds": 30, **extra})
+
+
+def ids_in_slack(webhook) -> list[str]:
+    return [b["block_id"] for body in webhook.bodies for b in body["blocks"] if b["type"] == "section"]
+
+
+def ids_in_mail(inbox) -> list[str]:
+    return [line.split()[-1] for m in inbox.messages for line in m.get_body(("plain",)).get_content().splitlines()
+            if line.strip().startswith("id ")]
+
+
+# --------------------------------------------------------------------------- tests
+def test_email_digest_and_slack_message_contents(tmp_path, tls, env):
+    inbox, port = Inbox(), free_port()
+    server = smtp_server(tls, inbox, port)
+    try:
+        config = channel_config(tmp_path, port)
+        store = StateStore(tmp_path / "state.sqlite")
+        alerts = [make_alert(1, confidence=45), make_alert(2, confidence=88), make_alert(3, confidence=61)]
+        store.record_alerts(alerts, enabled_channels(config), T0.isoformat())
+        report = str(tmp_path / "out" / "2026-10-29" / "1415-1430Z.html")
+        sent = deliver_pending(store, config, T0, {alerts[0]["window_start"]: report})
+    finally:
+        server.stop()
+    assert sent == {"log": 3, "email": 3, "slack": 3}
+    [message] = inbox.messages  # one digest per window
+    assert message["Subject"].startswith("nqflow: 3 alert(s) in window 2026-10-29T14:15Z, top: HIGH large_order")
+    assert message["To"] == "desk@example.test"
+    plain = message.get_body(("plain",)).get_content()
+    html_part = message.get_body(("html",)).get_content()
+    assert ids_in_mail(inbox) == [alerts[1]["alert_id"], alerts[2]["alert_id"], alerts[0]["alert_id"]]  # strongest first
+    assert "https://reports.example.test/nqflow/2026-10-29/1415-1430Z.html" in plain
+    assert "reason one of alert 2" in plain and "<table" in html_part and "reason one of alert 3" in html_part
+    assert SMTP_PASSWORD not in message.as_string()
+
+    [body] = env.bodies
+    sections = [b for b in body["blocks"] if b["type"] == "section"]
+    assert body["blocks"][0]["type"] == "header" and "3 alert(s)" in body["blocks"][0]["text"]["text"]
+    assert [s["block_id"] for s in sections] == [alerts[1]["alert_id"], alerts[2]["alert_id"], alerts[0]["alert_id"]]
+    assert sections[0]["text"]["text"].startswith("*[HIGH 88] large_order") and "• reason one of alert 2" in sections[0]["text"]["text"]
+    assert body["blocks"][-1]["elements"][0]["text"].endswith("/2026-10-29/1415-1430Z.html")
+    log_lines = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
+    assert sorted(a["alert_id"] for a in log_lines) == sorted(a["alert_id"] for a in alerts)
+
+
+def test_outage_then_recovery_delivers_every_alert_exactly_once(tmp_path, tls, env, caplog):
+    port = free_port()
+    config = channel_config(tmp_path, port)
+    store = StateStore(tmp_path / "state.sqlite")
+    first = [make_alert(i) for i in range(3)]
+    store.record_alerts(first, enabled_channels(config), T0.isoformat())
+
+    # SMTP is down (connection refused) and Slack answers 503, then 429 with Retry-After.
+    env.script = [(503, {}), (429, {"Retry-After": "300"})]
+    assert deliver_pending(store, config, T0) == {"log": 3}
+    assert deliver_pending(store, config, T0 + pd.Timedelta(seconds=10)) == {}  # backoff: not due yet
+    now = T0 + pd.Timedelta(seconds=31)
+    assert deliver_pending(store, config, now) == {}  # email refused again; Slack gets the 429
+    slack_rows = store.deliveries().query("channel == 'slack'")
+    assert (pd.to_datetime(slack_rows["next_attempt_at"]) >= now + pd.Timedelta(seconds=300)).all()  # Retry-After honoured
+    assert "retry after 300s" in slack_rows["last_error"].iloc[0]
+
+    # A second window's alerts arrive during the outage; then the process restarts and SMTP comes back.
+    second = [make_alert(i, window_start="2026-10-29T14:30:00+00:00") for i in range(2)]
+    store.record_alerts(second, enabled_channels(config), now.isoformat())
+    inbox = Inbox()
+    server = smtp_server(tls, inbox, port)
+    try:
+        restarted = StateStore(tmp_path / "state.sqlite")
+        for minutes in (2, 6, 12, 30, 60):
+            deliver_pending(restarted, config, now + pd.Timedelta(minutes=minutes))
+        deliver_pending(restarted, config, now + pd.Timedelta(minutes=90))  # nothing left: sends nothing
+    finally:
+        server.stop()
+    every = sorted(a["alert_id"] for a in first + second)
+    assert sorted(ids_in_mail(inbox)) == every and len(inbox.messages) == 2  # one digest per window
+    assert sorted(ids_in_slack(env)) == every
+    assert set(restarted.deliveries()["status"]) == {"sent"}
+    logged = caplog.text + (tmp_path / "alerts.log").read_text()
+    assert "slack delivery failed" in caplog.text and "email delivery failed" in caplog.text
+    assert SMTP_PASSWORD not in logged and "SECRET-hook-token" not in logged
+
+
+KILLED_DELIVERY = """
+import pandas as pd, sys
+from nqflow.config import load_config
+from nqflow.notify import deliver_pending
+from nqflow.store import StateStore
+config = load_config(overrides={{"notify.console.enabled": False, "notify.log.enabled": False,
+    "notify.email.enabled": True, "notify.email.host": "127.0.0.1", "notify.email.port": {port},
+    "notify.email.user": "desk", "notify.email.recipients": ["desk@example.test"],
+    "notify.email.min_confidence": 0, "notify.email.timeout_seconds": 60}})
+deliver_pending(StateStore(sys.argv[1]), config, pd.Timestamp("{now}"))
+"""
+
+
+def test_a_process_killed_mid_delivery_loses_nothing(tmp_path, tls, env):
+    port = free_port()
+    store = StateStore(tmp_path / "state.sqlite")
+    alerts = [make_alert(i) for i in range(4)]
+    store.record_alerts(alerts, ["email"], T0.isoformat())
+    hold = threading.Event()
+    hanging = Inbox(hold)
+    server = smtp_server(tls, hanging, port)
+    process = subprocess.Popen([sys.executable, "-c", KILLED_DELIVERY.format(port=port, now=T0.isoformat()),
+                                str(tmp_path / "state.sqlite")], env=os.environ.copy())
+    try:
+        assert hanging.in_data.wait(60), "the delivery never reached SMTP DATA"
+        process.send_signal(signal.SIGKILL)  # killed while the server holds the message
+        process.wait(30)
+    finally:
+        hold.set()
+        server.stop()
+    assert process.returncode == -signal.SIGKILL
+    assert set(StateStore(tmp_path / "state.sqlite").deliveries()["status"]) == {"pending"}  # nothing marked sent
+
+    inbox = Inbox()
+    server = smtp_server(tls, inbox, port)
+    try:
+        config = channel_config(tmp_path, port, **{"notify.slack.enabled": False, "notify.log.enabled": False})
+        assert deliver_pending(StateStore(tmp_path / "state.sqlite"), config, T0 + pd.Timedelta(minutes=1)) == {"email": 4}
+    finally:
+        server.stop()
+    assert sorted(ids_in_mail(inbox)) == sorted(a["alert_id"] for a in alerts)
+
+
+def surge(n: int, minute: int, tier: float, confidence: float, symbol: str = "NQZ6 C21000") -> dict:
+    start = (pd.Timestamp("2026-10-29T14:00Z") + pd.Timedelta(minutes=minute)).isoformat()
+    return make_alert(n, window_start=start, kind="volume_surge", confidence=confidence, tier=tier, symbol=symbol)
+
+
+def test_a_repeated_surge_is_sent_again_only_when_it_escalates():
+    sent = [surge(0, 0, 10, 55)]
+    new = [surge(1, 15, 10, 60),                    # same tier, +5 confidence: suppressed
+           surge(2, 30, 30, 58),                    # higher tier: sent
+           surge(3, 45, 30, 69),                    # +11 over the 30x one's 58: sent
+           surge(4, 45, 10, 50, symbol="NQZ6 P20000"),  # another strike: sent
+           surge(5, 150, 10, 40),                   # after the 60-minute cooldown: sent
+           make_alert(6, window_start=sent[0]["window_start"])]  # an order is never a repeat
+    suppressed = repeats_to_suppress(new, sent, cooldown_minutes=60, confidence_gain=10)
+    assert list(suppressed) == [new[0]["alert_id"]]
+    assert "already alerted at 10x / confidence 55 within 60 min" in suppressed[new[0]["alert_id"]]
+
+
+def test_suppressed_repeats_stay_in_the_history_but_are_not_delivered(tmp_path, env):
+    config = channel_config(tmp_path, free_port(), **{"notify.email.enabled": False})
+    store = StateStore(tmp_path / "state.sqlite")
+    first, repeat = surge(0, 0, 10, 55), surge(1, 15, 10, 57)
+    store.record_alerts([first], enabled_channels(config), T0.isoformat())
+    since = (pd.Timestamp(repeat["window_start"]) - pd.Timedelta(minutes=60)).isoformat()
+    suppressed = repeats_to_suppress([repeat], store.surges_sent_since(since), 60, 10)
+    store.record_alerts([repeat], enabled_channels(config), T0.isoformat(), suppressed)
+    deliver_pending(store, config, T0)
+    assert ids_in_slack(env) == [first["alert_id"]]
+    assert {a["alert_id"] for a in store.alerts()} == {first["alert_id"], repeat["alert_id"]}
+    rows = store.deliveries().set_index(["alert_id", "channel"])
+    assert rows.loc[(repeat["alert_id"], "slack"), "status"] == "suppressed"
+    assert store.surges_sent_since(since) == [first]
