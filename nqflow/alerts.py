@@ -23,6 +23,8 @@ def plain(value: Any) -> Any:
     """Recursively turn numpy/pandas scalars into JSON-safe Python values."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
     return _plain(value)
 
 

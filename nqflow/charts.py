@@ -1,4 +1,5 @@
-"""Charts for the monitoring notebook: each function takes a WindowResult and returns a Figure."""
+"""Charts for the notebooks: monitoring charts take a WindowResult, threshold-lab charts take
+backtest tables; each returns a Figure."""
 
 from __future__ import annotations
 
@@ -123,3 +124,51 @@ def alerts_table(result: WindowResult) -> pd.DataFrame:
     table["premium_usd"] = table["premium_usd"].map(lambda v: f"${v / 1e6:,.2f}M")
     table["reasons"] = alerts["reasons"].map(lambda r: "; ".join(r))
     return table
+
+
+# --------------------------------------------------------------------------- threshold lab
+KIND_COLOURS = {"large_order": "#0969da", "sweep": "#8250df", "volume_surge": "#bf8700"}
+
+
+def alerts_per_session(counts: pd.DataFrame):
+    """Stacked bars: alerts per session by kind (a BacktestResult.counts() table)."""
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    if counts.empty or counts.to_numpy().sum() == 0:
+        _empty(ax, "no alerts in these sessions")
+        return fig
+    bottom = np.zeros(len(counts))
+    for kind in counts.columns:
+        ax.bar(counts.index.astype(str), counts[kind], bottom=bottom, label=kind, color=KIND_COLOURS.get(kind))
+        bottom += counts[kind].to_numpy()
+    ax.set_ylabel("alerts")
+    ax.set_title("Alerts per session")
+    ax.tick_params(axis="x", rotation=60)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def threshold_curves(curves: pd.DataFrame, current: dict[str, float]):
+    """One panel per threshold: alerts (and true alerts) against its value; precision and recall
+    on the right axis when ground truth exists; the configured value as a dashed line."""
+    names = list(dict.fromkeys(curves["curve"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        curve = curves[curves["curve"] == name]
+        ax.plot(curve["value"], curve["alerts"], marker="o", color="#0969da", label="alerts")
+        if "true_alerts" in curve:
+            ax.plot(curve["value"], curve["true_alerts"], marker="o", color=BUY, label="true alerts")
+            right = ax.twinx()
+            right.plot(curve["value"], curve["precision"], linestyle=":", color="#57606a", label="precision")
+            right.plot(curve["value"], curve["recall"], linestyle="--", color="#cf222e", label="recall")
+            right.set_ylim(0, 1.05)
+            right.legend(loc="center right", frameon=False, fontsize=8)
+        if name in current:
+            ax.axvline(current[name], color="black", linestyle="--", linewidth=1)
+        if name == "large_premium_usd":
+            ax.set_xscale("log")
+        ax.set_title(name)
+        ax.set_ylabel("alerts")
+        ax.legend(loc="upper right", frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

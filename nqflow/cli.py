@@ -1,4 +1,4 @@
-"""Command line: run | once | window | backfill | cost | demo | status | alerts (see `scheduler.py -h`)."""
+"""Command line: run | once | window | backfill | backtest | cost | demo | status | alerts (see `scheduler.py -h`)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser("backfill", help="every open-market window in a range, with a progress bar")
     backfill.add_argument("start")
     backfill.add_argument("end")
+    bt = sub.add_parser("backtest", help="every window of sessions FROM..TO (dates) in parallel with Dask; Parquet out")
+    bt.add_argument("start", help="first trade date, e.g. 2026-10-05")
+    bt.add_argument("end", help="last trade date (inclusive)")
+    bt.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (ignored with --scheduler)")
+    bt.add_argument("--scheduler", help="address of a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
+    bt.add_argument("--out", help="folder for alerts.parquet and windows.parquet (default outputs/backtests/FROM_TO)")
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
     cost.add_argument("end")
@@ -110,6 +116,26 @@ def demo(args, config) -> int:
     return 0
 
 
+def run_backtest(args, config) -> int:
+    import datetime as dt
+
+    from nqflow.backtest import backtest
+    try:
+        first, last = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    except ValueError:
+        raise NqflowError(f"backtest takes trade dates like 2026-10-05, not {args.start!r} / {args.end!r}") from None
+    data_dir = resolve(args.data_dir or config.data.replay_dir)
+    if (args.source or config.data.source) == "databento":
+        data_dir = resolve(args.data_dir or config.data.cache_dir) / config.universe.dataset  # what was fetched
+    result = backtest(config, first, last, data_dir, workers=args.workers, scheduler_address=args.scheduler)
+    out = Path(args.out) if args.out else resolve(config.data.outputs_dir) / "backtests" / f"{first}_{last}"
+    alerts_path, windows_path = result.to_parquet(out)
+    print(result.counts().to_string())
+    print(f"\n{len(result.alerts)} alert(s) in {len(result.windows)} windows of {len(result.sessions)} sessions")
+    print(f"{alerts_path}\n{windows_path}")
+    return 0
+
+
 def cost(args, config) -> int:
     from nqflow.monitor import make_source
     source = make_source(config, "databento", args.data_dir)
@@ -158,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         if args.command == "demo":
             return demo(args, config)
+        if args.command == "backtest":
+            return run_backtest(args, config)
         if args.command == "cost":
             return cost(args, config)
         if args.command == "status":

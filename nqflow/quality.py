@@ -32,7 +32,7 @@ def expected_events(truth: dict, config: Config, sessions: list[str] | None = No
     return events
 
 
-def _matches(alert: dict, event: pd.Series) -> bool:
+def matches(alert: dict, event: pd.Series) -> bool:
     if alert["window_start"] != event["window_start"]:
         return False
     if event["kind"] == "surge_product":
@@ -46,7 +46,7 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     records = alerts.to_dict("records")
     found = []
     for _, event in events.iterrows():
-        hits = [a for a in records if _matches(a, event)]
+        hits = [a for a in records if matches(a, event)]
         right_kind = [a for a in hits if a["kind"] == event["expected_kind"]
                       and (event["kind"] != "surge_product" or a["level"] == "product")]
         best = right_kind[0] if right_kind else None
@@ -61,7 +61,7 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     found = pd.DataFrame(found)
     matched_ids = set()
     for a in records:
-        if any(_matches(a, e) for _, e in events.iterrows()):
+        if any(matches(a, e) for _, e in events.iterrows()):
             matched_ids.add(a["alert_id"])
     false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
     positives = found[found["should_alert"]]
