@@ -21,11 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash .ci/ensure-chromium
-	$(PY) -m pytest tests notebooks/monitor.ipynb --nbval-lax
+	$(PY) -m pytest tests notebooks/monitor.ipynb notebooks/threshold_lab.ipynb --nbval-lax
 
 bench: $(STAMP)
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_window.py
+	$(PY) bench/bench_backtest.py
 
 quality: $(STAMP)
 	$(PY) bench/detection_quality.py

@@ -72,7 +72,7 @@ def session_volumes(data_dir: str, trade_date: dt.date) -> pd.DataFrame:
 
 
 def session_alerts(config: Config, data_dir: str, baseline_path: str, trade_date: dt.date,
-                   available: list[dt.date], window_filter: WindowFilter | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   available: list[dt.date], window_filter: WindowFilter | None = None) -> tuple[list[dict], pd.DataFrame]:
     """Every (selected) window of one session through `run_window`, against a read-only baseline."""
     source, baseline = _source(data_dir), BaselineStore(baseline_path)
     alerts, windows = [], []
@@ -85,9 +85,7 @@ def session_alerts(config: Config, data_dir: str, baseline_path: str, trade_date
         windows.append({"trade_date": str(trade_date), "window_start": start.isoformat(), "window_end": end.isoformat(),
                         "option_trades": summary["option_trades"], "contracts": summary["contracts"],
                         "premium_usd": summary["premium_usd"], "alerts": len(result.alerts)})
-    frame = pd.DataFrame(alerts, columns=ALERT_FIELDS)
-    frame.insert(0, "trade_date", str(trade_date))
-    return frame, pd.DataFrame(windows, columns=WINDOW_COLUMNS)
+    return [{"trade_date": str(trade_date), **a} for a in alerts], pd.DataFrame(windows, columns=WINDOW_COLUMNS)
 
 
 _SOURCES: dict[str, ReplaySource] = {}
@@ -163,6 +161,6 @@ def backtest(config: Config, first: dt.date, last: dt.date, data_dir: str | Path
         tasks = [client.submit(session_alerts, config, data_dir, baseline_path, d, available, window_filter, pure=False)
                  for d in sessions]
         results = _gather(client, tasks, "sessions", progress)
-    alerts = pd.concat([r[0] for r in results], ignore_index=True) if results else pd.DataFrame(columns=ALERT_FIELDS)
+    alerts = pd.DataFrame([a for r in results for a in r[0]], columns=["trade_date", *ALERT_FIELDS])
     windows = pd.concat([r[1] for r in results], ignore_index=True)
     return BacktestResult(alerts.sort_values(["window_start", "alert_id"], ignore_index=True), windows, sessions)

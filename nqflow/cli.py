@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("end", help="last trade date (inclusive)")
     bt.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (ignored with --scheduler)")
     bt.add_argument("--scheduler", help="address of a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
+    bt.add_argument("--baseline", help="SQLite file for the range's volume baseline; on a remote cluster put it "
+                                       "on storage every worker reads (default: a temporary file)")
     bt.add_argument("--out", help="folder for alerts.parquet and windows.parquet (default outputs/backtests/FROM_TO)")
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
@@ -127,7 +129,8 @@ def run_backtest(args, config) -> int:
     data_dir = resolve(args.data_dir or config.data.replay_dir)
     if (args.source or config.data.source) == "databento":
         data_dir = resolve(args.data_dir or config.data.cache_dir) / config.universe.dataset  # what was fetched
-    result = backtest(config, first, last, data_dir, workers=args.workers, scheduler_address=args.scheduler)
+    result = backtest(config, first, last, data_dir, workers=args.workers, scheduler_address=args.scheduler,
+                      baseline_path=args.baseline)
     out = Path(args.out) if args.out else resolve(config.data.outputs_dir) / "backtests" / f"{first}_{last}"
     alerts_path, windows_path = result.to_parquet(out)
     print(result.counts().to_string())

@@ -1,0 +1,38 @@
+"""Backtest throughput: sessions per second with 1 and 2 Dask workers (every window of each session).
+
+Prints figures, never asserts. Run: make bench   (or .venv/bin/python bench/bench_backtest.py [SESSIONS])
+The baseline build is timed apart from detection, since a re-run over the same range pays it once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nqflow.backtest import backtest, dask_client  # noqa: E402
+from nqflow.config import load_config  # noqa: E402
+from nqflow.data import ReplaySource  # noqa: E402
+from nqflow.monitor import REPO_ROOT  # noqa: E402
+from nqflow.sample import generate_sample_market  # noqa: E402
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    config = load_config()
+    folder = generate_sample_market(REPO_ROOT / "data" / "sample")
+    sessions = ReplaySource(folder).sessions_available()[-count:]
+    for workers in (1, 2):
+        with dask_client(workers, None) as client:
+            t0 = time.perf_counter()
+            result = backtest(config, sessions[0], sessions[-1], folder, client=client, progress=False)
+            elapsed = time.perf_counter() - t0
+        print(f"workers {workers}: {len(sessions)} sessions, {len(result.windows)} windows, {len(result.alerts)} alerts "
+              f"in {elapsed:6.1f}s  ->  {len(sessions) / elapsed:.3f} sessions/s "
+              f"({len(result.windows) / elapsed:.1f} windows/s, baseline build included)")
+
+
+if __name__ == "__main__":
+    main()

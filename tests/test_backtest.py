@@ -1,0 +1,76 @@
+"""The Dask backtest gives exactly the alerts that running the same windows one by one gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from nqflow import calendar as cal
+from nqflow.alerts import to_records
+from nqflow.backtest import backtest
+from nqflow.baseline import BaselineStore
+from nqflow.config import load_config
+from nqflow.monitor import REPO_ROOT, run_window
+
+QUIET_HOUR_UTC = 15  # one ordinary RTH window per session, besides the planted ones
+
+
+@pytest.fixture(scope="module")
+def twenty_sessions(sample_dir, truth, tmp_path_factory):
+    """20 sessions; per session the windows holding planted events plus the 15:00Z window.
+
+    Every window of 20 sessions would take minutes twice over (once per path); the selection
+    keeps all the planted events and a quiet window of every session, and it is the same
+    selection on both paths.
+    """
+    from nqflow.data import ReplaySource
+    config = load_config()
+    source = ReplaySource(sample_dir)
+    available = source.sessions_available()
+    sessions = available[-20:]
+    planted = {pd.Timestamp(e["window_start"]) for e in truth["events"]}
+
+    def chosen(start: pd.Timestamp, end: pd.Timestamp) -> bool:
+        return start in planted or (start.hour == QUIET_HOUR_UTC and start.minute == 0)
+
+    result = backtest(config, sessions[0], sessions[-1], sample_dir, workers=2, window_filter=chosen, progress=False)
+    store = BaselineStore(tmp_path_factory.mktemp("serial") / "baseline.sqlite")
+    serial = [a for day in sessions for start, end in cal.session_windows(day) if chosen(start, end)
+              for a in to_records(run_window(config, start, end, source, store, available=available).alerts)]
+    windows = [start.isoformat() for day in sessions for start, end in cal.session_windows(day) if chosen(start, end)]
+    return sessions, windows, result, serial
+
+
+def test_backtest_equals_window_by_window(twenty_sessions):
+    sessions, windows, result, serial = twenty_sessions
+    assert result.sessions == sessions and len(sessions) == 20
+    assert result.windows["window_start"].tolist() == windows and len(windows) > 40
+    backtested = result.alerts.drop(columns="trade_date")
+    expected = pd.DataFrame(serial, columns=backtested.columns).sort_values(["window_start", "alert_id"], ignore_index=True)
+    assert len(expected) > 20  # the planted events are found on both paths
+    pdt.assert_frame_equal(backtested.reset_index(drop=True), expected, check_dtype=False)
+
+
+def test_counts_cover_every_session_and_parquet_round_trips(twenty_sessions, tmp_path):
+    sessions, _, result, _ = twenty_sessions
+    counts = result.counts()
+    assert list(counts.index) == [str(d) for d in sessions]
+    assert counts.to_numpy().sum() == len(result.alerts)
+    alerts_path, windows_path = result.to_parquet(tmp_path)
+    pdt.assert_frame_equal(pd.read_parquet(alerts_path), result.alerts, check_dtype=False)
+    assert pd.read_parquet(windows_path)["alerts"].sum() == len(result.alerts)
+
+
+def test_backtest_cli_names_the_available_range_for_a_bad_one(sample_dir):
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scheduler.py"), "--data-dir", str(sample_dir),
+                          "backtest", "2025-01-06", "2025-01-10", "--workers", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: no sessions between 2025-01-06 and 2025-01-10") and "pick dates inside" in line
+    assert str(dt.date(2026, 10, 1)) in line
