@@ -52,7 +52,7 @@ from nqflow.contracts import (
 DATASET = "GLBX.MDP3"
 PUBLISHER_ID = 1  # GLBX.MDP3 on CME Globex
 FIXED = 1_000_000_000  # DBN fixed-point prices: 1e-9 units
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: strikes listed around the market session by session
 #: Background orders stay below this premium so that only planted events cross $3M.
 BACKGROUND_MAX_PREMIUM_USD = 1_200_000.0
 #: Surges are planted only on instrument slots with at least this baseline, so that any
@@ -94,40 +94,67 @@ def _ns(ts: pd.Timestamp | dt.datetime) -> int:
 
 
 # --------------------------------------------------------------------------- universe
-def build_universe(spec: SampleSpec, session_dates: list[dt.date]) -> tuple[list[Instrument], dict[str, Instrument]]:
-    """Futures and every option listed during the sample, with deterministic instrument ids."""
+#: An expiry is listed (and traded) this many calendar days before it expires.
+HORIZON_DAYS = {"weekly": 36, "eom": 70, "monthly": 100, "quarterly": 200}
+
+
+@dataclass
+class Universe:
+    """Futures, option expiries, and the options listed so far (strikes are added as the market moves)."""
+
+    expiries: list[OptionExpiry]
+    futures: dict[str, Instrument]
+    options: list[Instrument] = field(default_factory=list)
+    next_id: int = 100_000
+    grids: dict[str, tuple[float, float]] = field(default_factory=dict)  # expiry root -> (step, width)
+    strikes: dict[str, set[float]] = field(default_factory=dict)
+
+
+def build_universe(spec: SampleSpec, session_dates: list[dt.date]) -> Universe:
+    """Futures and the option expiries of the sample; options are listed session by session."""
     first, last = session_dates[0], session_dates[-1]
-    horizon_days = {"weekly": 36, "eom": 70, "monthly": 100, "quarterly": 200}
     all_days = set(cal.trading_days(first, last + dt.timedelta(days=220)))
     expiries = [e for e in listed_expiries(first, last + dt.timedelta(days=200), all_days)
-                if (e.expiry_date - first).days <= horizon_days[e.style]]
+                if (e.expiry_date - last).days <= HORIZON_DAYS[e.style]]
     futures: dict[str, Instrument] = {}
     for i, (year, month) in enumerate([(2026, 12), (2027, 3), (2027, 6)]):
         root = f"NQ{month_code(year, month)}"
         expiry = dt.datetime.combine(third_friday(year, month), dt.time(8, 30), tzinfo=CHICAGO)
         futures[root] = Instrument(1000 + i, root, "F", _ns(expiry))
-    options: list[Instrument] = []
-    next_id = 100_000
-    for expiry in expiries:
-        days = (expiry.expiry_date - first).days
-        fwd0 = spec.start_forward
-        step, width = (25.0, 0.07) if days <= 45 else (100.0, 0.14)
-        low = math.floor(fwd0 * (1 - width) / step) * step
-        high = math.ceil(fwd0 * (1 + width) / step) * step
+    return Universe(expiries, futures)
+
+
+def list_strikes(universe: Universe, session_date: dt.date, level: float) -> list[Instrument]:
+    """List the strikes each live expiry needs around `level` (the prior close), as CME does:
+    a new expiry gets a grid centred on the market, and a live one gets new strikes when the
+    market moves past its listed range. Listed strikes are never withdrawn. Returns the new options."""
+    new: list[Instrument] = []
+    for expiry in universe.expiries:
+        days = (expiry.expiry_date - session_date).days
+        if days < 0 or days > HORIZON_DAYS[expiry.style]:
+            continue
+        root = expiry.symbol_root
+        step, width = universe.grids.setdefault(root, (25.0, 0.07) if days <= 45 else (100.0, 0.14))
+        listed = universe.strikes.setdefault(root, set())
+        low = math.floor(level * (1 - width) / step) * step
+        high = math.ceil(level * (1 + width) / step) * step
         for strike in np.arange(low, high + step / 2, step):
+            if float(strike) in listed:
+                continue
+            listed.add(float(strike))
             for put_call in ("C", "P"):
-                options.append(Instrument(
-                    next_id, option_raw_symbol(expiry.symbol_root, put_call, float(strike)), put_call,
+                new.append(Instrument(
+                    universe.next_id, option_raw_symbol(root, put_call, float(strike)), put_call,
                     _ns(expiry.expiration), float(strike), expiry, expiry.underlying,
-                    futures[expiry.underlying].instrument_id))
-                next_id += 1
-    return options, futures
+                    universe.futures[expiry.underlying].instrument_id))
+                universe.next_id += 1
+    universe.options.extend(new)
+    return new
 
 
 def _listed(options: list[Instrument], session_open_ns: int, session_date: dt.date) -> list[Instrument]:
-    horizon = {"weekly": 36, "eom": 70, "monthly": 100, "quarterly": 200}
     return [o for o in options if o.expiration_ns > session_open_ns
-            and (o.expiry.expiry_date - session_date).days <= horizon[o.expiry.style]]
+            and (o.expiry.expiry_date - session_date).days <= HORIZON_DAYS[o.expiry.style]]
 
 
 # --------------------------------------------------------------------------- intraday shape
@@ -227,9 +254,9 @@ class _Generator:
         if len(self.schedule) < spec.n_sessions:
             raise ValueError("calendar returned fewer sessions than requested")
         dates = list(self.schedule.index)
-        self.options, self.futures = build_universe(spec, dates)
-        self.by_id: dict[int, Instrument] = {o.instrument_id: o for o in self.options}
-        self.by_id.update({f.instrument_id: f for f in self.futures.values()})
+        self.universe = build_universe(spec, dates)
+        self.options, self.futures = self.universe.options, self.universe.futures
+        self.by_id: dict[int, Instrument] = {f.instrument_id: f for f in self.futures.values()}
         self.front = self.futures["NQZ6"]
         self.level = spec.start_forward
         self.events: list[dict] = []
@@ -256,6 +283,7 @@ class _Generator:
         minutes = int((close_ns - open_ns) // 60_000_000_000)
         profile = intensity_profile(np.arange(minutes, dtype=float))
         minute_sigma = 0.22 / math.sqrt(252 * 1380) * np.sqrt(profile / profile.mean())
+        self.by_id.update({o.instrument_id: o for o in list_strikes(self.universe, trade_date, self.level)})
         gap = self.rng.normal(0.0, 0.004) if index and (trade_date - self.schedule.index[index - 1]).days > 1 else 0.0
         path = self.level * np.exp(gap + np.cumsum(self.rng.normal(0.0, minute_sigma)))
         self.level = float(path[-1])

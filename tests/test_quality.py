@@ -44,7 +44,7 @@ def runs(source, truth, tmp_path_factory):
 def test_every_planted_event_above_threshold_is_found_with_kind_tier_and_direction(runs, truth):
     config, sessions, alerts, _ = runs
     result = evaluate(alerts, truth, config, sessions)
-    assert result["positives"] >= 30
+    assert result["positives"] >= 25  # enough planted events above threshold for recall to mean something
     assert result["missed"] == []
     assert set(result["recall_by_kind"]) == {"block", "sweep", "surge_instrument", "surge_product"}
     assert result["direction_accuracy"] == 1.0
