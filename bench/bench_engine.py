@@ -43,6 +43,21 @@ def measure(label: str, windows, source, store, config) -> None:
           f"load {load_s:7.2f}s  peak traced {peak:7.1f} MB")
 
 
+def measure_sessions(label: str, days, source, store, config, available) -> None:
+    """The whole-session path (`run_session`, what backtests use): data and baseline read once per session."""
+    from nqflow.monitor import run_session
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    results = [r for day in days for r in run_session(config, day, source, store, available)]
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    rows = sum(len(r.window.trades) for r in results)
+    print(f"{label:<12} session path: {len(results):>5} windows  fills {rows:>9,}  {elapsed:7.2f}s "
+          f"({rows / elapsed:>9,.0f} fills/s, {elapsed / len(days):5.2f} s/session, load and baseline included)  "
+          f"peak traced {peak:7.1f} MB")
+
+
 def main() -> None:
     config = load_config()
     source = ReplaySource(generate_sample_market(REPO_ROOT / "data" / "sample"))
@@ -57,6 +72,8 @@ def main() -> None:
         measure("1 window", one, source, store, config)
         measure("1 session", windows([last]), source, store, config)
         measure("20 sessions", windows(sessions[-20:]), source, store, config)
+        measure_sessions("1 session", [last], source, store, config, sessions)
+        measure_sessions("20 sessions", sessions[-20:], source, store, config, sessions)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Multi-session backtests: every window of many sessions through the monitor, in parallel with Dask.
 
-A backtest runs exactly what the scheduler's notebook runs for each window
-(`nqflow.monitor.run_window`), so its alerts are the alerts the live monitor would have
-raised with the same thresholds. Work is split by session:
+A backtest runs the monitor's detection over every window (`nqflow.monitor.run_session`,
+which reads each session's data and baseline once and gives exactly what the notebook's
+`run_window` gives window by window; the tests hold it to that), so its alerts are the
+alerts the live monitor would have raised with the same thresholds. Work is split by session:
 
 1. the volume baseline of every session the range needs (the range and the
    ``baseline_sessions`` before it) is computed in parallel and written once to one SQLite
@@ -33,7 +34,7 @@ from nqflow.config import Config
 from nqflow.data import ReplaySource, option_fills
 from nqflow.detect import ALERT_FIELDS
 from nqflow.errors import NqflowError
-from nqflow.monitor import run_window
+from nqflow.monitor import run_session
 
 WindowFilter = Callable[[pd.Timestamp, pd.Timestamp], bool]
 WINDOW_COLUMNS = ["trade_date", "window_start", "window_end", "option_trades", "contracts", "premium_usd", "alerts"]
@@ -76,11 +77,8 @@ def session_alerts(config: Config, data_dir: str, baseline_path: str, trade_date
     """Every (selected) window of one session through `run_window`, against a read-only baseline."""
     source, baseline = _source(data_dir), BaselineStore(baseline_path)
     alerts, windows = [], []
-    for start, end in cal.session_windows(trade_date, config.schedule.interval_minutes):
-        if window_filter is not None and not window_filter(start, end):
-            continue
-        result = run_window(config, start, end, source, baseline, record_baseline=False, available=available)
-        summary = result.summary
+    for result in run_session(config, trade_date, source, baseline, available, window_filter):
+        start, end, summary = result.window.start, result.window.end, result.summary
         alerts.extend(to_records(result.alerts))
         windows.append({"trade_date": str(trade_date), "window_start": start.isoformat(), "window_end": end.isoformat(),
                         "option_trades": summary["option_trades"], "contracts": summary["contracts"],

@@ -66,6 +66,13 @@ def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFra
     return out
 
 
+def window_keys(trades: pd.DataFrame) -> pd.DataFrame:
+    """The (level, key) pairs some fills touch: all a window's detection needs from the baseline."""
+    keys = [pd.DataFrame({"level": "instrument", "key": trades["instrument_id"].astype(str).unique()}),
+            pd.DataFrame({"level": "expiry", "key": expiry_key(trades["symbol"]).astype(str).unique()})]
+    return pd.concat(keys, ignore_index=True)
+
+
 def expected_volume(history: pd.DataFrame, max_sessions: int) -> pd.DataFrame:
     """Summarise per-session slot volumes into the expected volume per (level, key).
 
@@ -139,29 +146,45 @@ class BaselineStore:
 
         `keys` (columns level, key) limits the answer to those keys; product is always included.
         """
-        with closing(self._connect()) as conn:
-            sessions = [r[0] for r in conn.execute(
-                "SELECT session FROM baseline_slot WHERE slot = ? AND session < ? ORDER BY session DESC LIMIT ?",
-                (slot, str(session), max_sessions))]
-            if not sessions:
-                return pd.DataFrame(columns=["level", "key", "session", "volume"])
-            marks = ",".join("?" * len(sessions))
-            volumes = pd.read_sql_query(
-                f"SELECT level, key, session, volume FROM baseline_volume WHERE slot = ? AND session IN ({marks})",
-                conn, params=[slot, *sessions])
-            first_seen = pd.read_sql_query(
-                "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session <= ?",
-                conn, params=[max(sessions)])
-        if keys is not None:
-            wanted = pd.concat([keys[["level", "key"]].astype(str),
-                                pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})]).drop_duplicates()
-            first_seen = first_seen.merge(wanted, on=["level", "key"])
-        grid = first_seen.merge(pd.DataFrame({"session": sessions}), how="cross")
-        grid = grid[grid["session"] >= grid["first_session"]].drop(columns="first_session")
-        out = grid.merge(volumes, on=["level", "key", "session"], how="left")
-        out["volume"] = out["volume"].fillna(0).astype("int64")
-        return out
+        return self.histories(session, [slot], max_sessions, None if keys is None else {slot: keys})[slot]
 
+    def histories(self, session: dt.date, slots: list[int], max_sessions: int,
+                  keys: dict[int, pd.DataFrame] | None = None) -> dict[int, pd.DataFrame]:
+        """`history` for several slots of one session in three queries (the whole-session path);
+        `keys` maps a slot to the (level, key) pairs wanted there."""
+        day = str(session)
+        with closing(self._connect()) as conn:
+            recorded = pd.read_sql_query("SELECT slot, session FROM baseline_slot WHERE session < ?", conn, params=[day])
+            recorded = recorded[recorded["slot"].isin(slots)].sort_values("session", ascending=False)
+            chosen = recorded.groupby("slot").head(max_sessions)
+            if chosen.empty:
+                return {slot: pd.DataFrame(columns=["level", "key", "session", "volume"]) for slot in slots}
+            marks = ",".join("?" * len(set(chosen["slot"])))
+            volumes = pd.read_sql_query(
+                f"SELECT level, key, session, slot, volume FROM baseline_volume WHERE slot IN ({marks}) AND session >= ? "
+                f"AND session < ?", conn, params=[*sorted(set(int(x) for x in chosen["slot"])), chosen["session"].min(), day])
+            first_seen = pd.read_sql_query(
+                "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session < ?", conn, params=[day])
+        by_slot = dict(tuple(volumes.groupby("slot")))
+        out = {}
+        for slot in slots:
+            sessions = chosen.loc[chosen["slot"] == slot, "session"].tolist()
+            if not sessions:
+                out[slot] = pd.DataFrame(columns=["level", "key", "session", "volume"])
+                continue
+            seen = first_seen[first_seen["first_session"] <= max(sessions)]
+            if keys is not None and slot in keys:
+                wanted = pd.concat([keys[slot][["level", "key"]].astype(str),
+                                    pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})]).drop_duplicates()
+                seen = seen.merge(wanted, on=["level", "key"])
+            grid = seen.merge(pd.DataFrame({"session": sessions}), how="cross")
+            grid = grid[grid["session"] >= grid["first_session"]].drop(columns="first_session")
+            slot_volumes_ = by_slot.get(slot, volumes.iloc[:0])
+            slot_volumes_ = slot_volumes_[slot_volumes_["session"].isin(sessions)].drop(columns="slot")
+            frame = grid.merge(slot_volumes_, on=["level", "key", "session"], how="left")
+            frame["volume"] = frame["volume"].fillna(0).astype("int64")
+            out[slot] = frame
+        return out
 
 def record_session(store: BaselineStore, source, trade_date: dt.date) -> None:
     """Record every slot of one whole session from a data source (used to build or rebuild history)."""

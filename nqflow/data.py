@@ -382,10 +382,16 @@ def load_window(source: DataSource, start, end) -> WindowData:
                           empty_frame({"instrument_id": "int64", "open_interest": "int64"}),
                           empty.iloc[:, :0], notes)
     trade_date = session[0]
-    fills = source.trades(start, end)
+    return window_from(start, end, trade_date, source.trades(start, end), source.chain(trade_date),
+                       source.open_interest(trade_date))
+
+
+def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fills: pd.DataFrame,
+                chain: pd.DataFrame, oi: pd.DataFrame) -> WindowData:
+    """One open-market window from its fills (options and futures, [start, end) only) and the
+    session's chain and open interest; `load_window` and the whole-session path share it."""
+    notes: list[str] = []
     trades = option_fills(fills)
-    chain = source.chain(trade_date)
-    oi = source.open_interest(trade_date)
     underlying = _front_future(future_fills(fills))
     if trades.empty:
         notes.append(f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "

@@ -10,12 +10,13 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nqflow import calendar as cal
-from nqflow.baseline import BaselineStore, ensure_history, slot_volumes
+from nqflow.baseline import BaselineStore, ensure_history, slot_volumes, window_keys
 from nqflow.config import Config
-from nqflow.data import DataSource, ReplaySource, WindowData, load_window
+from nqflow.data import DataSource, ReplaySource, WindowData, load_window, window_from
 from nqflow.detect import Detection, detect_window
 from nqflow.errors import ConfigError
 
@@ -69,10 +70,37 @@ def run_window(config: Config, start, end, source: DataSource, baseline: Baselin
         row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
         slot = cal.slot_of(window.start, row.market_open)
         ensure_history(baseline, source, window.trade_date, config.thresholds.baseline_sessions, available)
-        history = baseline.history(window.trade_date, slot, config.thresholds.baseline_sessions)
+        history = baseline.history(window.trade_date, slot, config.thresholds.baseline_sessions, window_keys(window.trades))
     detection = detect_window(window, history, config)
     if record_baseline and window.trade_date is not None and not window.empty:
         whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
         if whole_slot:
             baseline.record(window.trade_date, [slot], slot_volumes(window.trades, row.market_open))
     return WindowResult(window, detection)
+
+
+def run_session(config: Config, trade_date: dt.date, source: DataSource, baseline: BaselineStore,
+                available: list[dt.date] | None = None, window_filter=None) -> list[WindowResult]:
+    """Every window of one session, with the session's data and baseline read once.
+
+    The backtest path: it gives exactly what `run_window(..., record_baseline=False)` gives
+    window by window (tests compare them), without re-reading the data and the baseline for
+    each of the session's ~92 windows. `window_filter(start, end)` picks windows.
+    """
+    row = cal.sessions(trade_date, trade_date).iloc[0]
+    windows = [(s, e) for s, e in cal.session_windows(trade_date, config.schedule.interval_minutes)
+               if window_filter is None or window_filter(s, e)]
+    if not windows:
+        return []
+    n = config.thresholds.baseline_sessions
+    ensure_history(baseline, source, trade_date, n, available)
+    fills = source.trades(row.market_open, row.market_close)
+    chain, oi = source.chain(trade_date), source.open_interest(trade_date)
+    times = fills["ts_event"].to_numpy(dtype="datetime64[ns]")  # fills are sorted by ts_event
+    loaded = {}
+    for start, end in windows:
+        lo, hi = times.searchsorted(np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]"))
+        window = window_from(start, end, trade_date, fills.iloc[lo:hi].reset_index(drop=True), chain, oi)
+        loaded[cal.slot_of(start, row.market_open)] = window
+    histories = baseline.histories(trade_date, list(loaded), n, {slot: window_keys(w.trades) for slot, w in loaded.items()})
+    return [WindowResult(w, detect_window(w, histories[slot], config)) for slot, w in loaded.items()]

@@ -16,7 +16,7 @@ from nqflow.monitor import run_window
 from nqflow.quality import evaluate
 
 #: Stated bound for false alerts on a quiet session (92 windows) with the default thresholds.
-MAX_QUIET_SESSION_ALERTS = 8
+MAX_QUIET_SESSION_ALERTS = 3
 
 
 @pytest.fixture(scope="module")
