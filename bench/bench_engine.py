@@ -1,6 +1,9 @@
 """Engine speed and memory: one 15-minute window, one full session, 20 sessions.
 
-Reports rows (option fills) per second and peak traced memory; numbers, never assertions.
+Reports rows (option fills) per second and peak memory; numbers, never assertions. Memory is
+the process's peak resident set (ru_maxrss) after each scenario; scenarios run smallest first,
+so each figure is the peak of that scenario and those before it. (tracemalloc is not used: it
+slows pandas-heavy code about twofold and would distort the timings.)
 Run: make bench   (or .venv/bin/python bench/bench_engine.py)
 """
 
@@ -9,13 +12,13 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import tracemalloc
+import resource
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nqflow import calendar as cal  # noqa: E402
-from nqflow.baseline import BaselineStore  # noqa: E402
+from nqflow.baseline import BaselineStore, window_keys  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
 from nqflow.data import ReplaySource, load_window  # noqa: E402
 from nqflow.detect import detect_window  # noqa: E402
@@ -23,39 +26,42 @@ from nqflow.monitor import REPO_ROOT  # noqa: E402
 from nqflow.sample import generate_sample_market  # noqa: E402
 
 
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def measure(label: str, windows, source, store, config) -> None:
-    tracemalloc.start()
+    """The per-window path (what each scheduled notebook runs): load, baseline history, detect."""
     rows, engine_s, load_s = 0, 0.0, 0.0
     for start, end, session in windows:
         t0 = time.perf_counter()
         data = load_window(source, start, end)
         row = cal.sessions(session, session).iloc[0]
-        history = store.history(session, cal.slot_of(start, row.market_open), config.thresholds.baseline_sessions)
+        history = store.history(session, cal.slot_of(start, row.market_open), config.thresholds.baseline_sessions,
+                                window_keys(data.trades))
         t1 = time.perf_counter()
         detect_window(data, history, config)
         engine_s += time.perf_counter() - t1
         load_s += t1 - t0
         rows += len(data.trades)
-    peak = tracemalloc.get_traced_memory()[1] / 1e6
-    tracemalloc.stop()
-    print(f"{label:<12} windows {len(windows):>5}  fills {rows:>9,}  engine {engine_s:7.2f}s "
+    print(f"{label:<12} window path:  {len(windows):>5} windows  fills {rows:>9,}  engine {engine_s:7.2f}s "
           f"({rows / max(engine_s, 1e-9):>9,.0f} fills/s, {engine_s / len(windows) * 1000:6.1f} ms/window)  "
-          f"load {load_s:7.2f}s  peak traced {peak:7.1f} MB")
+          f"load+baseline {load_s:7.2f}s  peak RSS {peak_mb():7.1f} MB")
 
 
 def measure_sessions(label: str, days, source, store, config, available) -> None:
     """The whole-session path (`run_session`, what backtests use): data and baseline read once per session."""
     from nqflow.monitor import run_session
-    tracemalloc.start()
     t0 = time.perf_counter()
-    results = [r for day in days for r in run_session(config, day, source, store, available)]
+    rows = windows = 0
+    for day in days:  # keep only counts: a backtest keeps alerts, not every window's frames
+        results = run_session(config, day, source, store, available)
+        rows += sum(len(r.window.trades) for r in results)
+        windows += len(results)
     elapsed = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1] / 1e6
-    tracemalloc.stop()
-    rows = sum(len(r.window.trades) for r in results)
-    print(f"{label:<12} session path: {len(results):>5} windows  fills {rows:>9,}  {elapsed:7.2f}s "
+    print(f"{label:<12} session path: {windows:>5} windows  fills {rows:>9,}  {elapsed:7.2f}s "
           f"({rows / elapsed:>9,.0f} fills/s, {elapsed / len(days):5.2f} s/session, load and baseline included)  "
-          f"peak traced {peak:7.1f} MB")
+          f"peak RSS {peak_mb():7.1f} MB")
 
 
 def main() -> None:
@@ -71,9 +77,10 @@ def main() -> None:
         one = [w for w in windows([last]) if w[0].hour == 15][:1]
         measure("1 window", one, source, store, config)
         measure("1 session", windows([last]), source, store, config)
-        measure("20 sessions", windows(sessions[-20:]), source, store, config)
         measure_sessions("1 session", [last], source, store, config, sessions)
         measure_sessions("20 sessions", sessions[-20:], source, store, config, sessions)
+        if "--all" in sys.argv:  # the per-window path over 20 sessions takes a few minutes more
+            measure("20 sessions", windows(sessions[-20:]), source, store, config)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ class BaselineStore:
 
     def histories(self, session: dt.date, slots: list[int], max_sessions: int,
                   keys: dict[int, pd.DataFrame] | None = None) -> dict[int, pd.DataFrame]:
-        """`history` for several slots of one session in three queries (the whole-session path);
+        """`history` for several slots of one session on one connection (the whole-session path);
         `keys` maps a slot to the (level, key) pairs wanted there."""
         day = str(session)
         with closing(self._connect()) as conn:
@@ -159,31 +159,29 @@ class BaselineStore:
             chosen = recorded.groupby("slot").head(max_sessions)
             if chosen.empty:
                 return {slot: pd.DataFrame(columns=["level", "key", "session", "volume"]) for slot in slots}
-            marks = ",".join("?" * len(set(chosen["slot"])))
-            volumes = pd.read_sql_query(
-                f"SELECT level, key, session, slot, volume FROM baseline_volume WHERE slot IN ({marks}) AND session >= ? "
-                f"AND session < ?", conn, params=[*sorted(set(int(x) for x in chosen["slot"])), chosen["session"].min(), day])
             first_seen = pd.read_sql_query(
                 "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session < ?", conn, params=[day])
-        by_slot = dict(tuple(volumes.groupby("slot")))
-        out = {}
-        for slot in slots:
-            sessions = chosen.loc[chosen["slot"] == slot, "session"].tolist()
-            if not sessions:
-                out[slot] = pd.DataFrame(columns=["level", "key", "session", "volume"])
-                continue
-            seen = first_seen[first_seen["first_session"] <= max(sessions)]
-            if keys is not None and slot in keys:
-                wanted = pd.concat([keys[slot][["level", "key"]].astype(str),
-                                    pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})]).drop_duplicates()
-                seen = seen.merge(wanted, on=["level", "key"])
-            grid = seen.merge(pd.DataFrame({"session": sessions}), how="cross")
-            grid = grid[grid["session"] >= grid["first_session"]].drop(columns="first_session")
-            slot_volumes_ = by_slot.get(slot, volumes.iloc[:0])
-            slot_volumes_ = slot_volumes_[slot_volumes_["session"].isin(sessions)].drop(columns="slot")
-            frame = grid.merge(slot_volumes_, on=["level", "key", "session"], how="left")
-            frame["volume"] = frame["volume"].fillna(0).astype("int64")
-            out[slot] = frame
+            out = {}
+            for slot in slots:
+                sessions = chosen.loc[chosen["slot"] == slot, "session"].tolist()
+                if not sessions:
+                    out[slot] = pd.DataFrame(columns=["level", "key", "session", "volume"])
+                    continue
+                # One slot at a time (indexed by slot, session): all slots at once costs ~200 MB.
+                marks = ",".join("?" * len(sessions))
+                volumes = pd.read_sql_query(
+                    f"SELECT level, key, session, volume FROM baseline_volume WHERE slot = ? AND session IN ({marks})",
+                    conn, params=[slot, *sessions])
+                seen = first_seen[first_seen["first_session"] <= max(sessions)]
+                if keys is not None and slot in keys:
+                    wanted = pd.concat([keys[slot][["level", "key"]].astype(str),
+                                        pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})]).drop_duplicates()
+                    seen = seen.merge(wanted, on=["level", "key"])
+                grid = seen.merge(pd.DataFrame({"session": sessions}), how="cross")
+                grid = grid[grid["session"] >= grid["first_session"]].drop(columns="first_session")
+                frame = grid.merge(volumes, on=["level", "key", "session"], how="left")
+                frame["volume"] = frame["volume"].fillna(0).astype("int64")
+                out[slot] = frame
         return out
 
 def record_session(store: BaselineStore, source, trade_date: dt.date) -> None:
