@@ -284,18 +284,15 @@ class ReplaySource:
         return self._chains[key]
 
     def _records(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        hits = self._overlapping(schema, start, end)
-        frames = [self._decoded(f) for f in hits]
-        frames = [f for f in frames if not f.empty]
-        if not frames:
+        pairs = [(f, self._decoded(f)) for f in self._overlapping(schema, start, end)]
+        pairs = [(f, frame) for f, frame in pairs if not frame.empty]
+        if not pairs:
             return pd.DataFrame()
-        if len(frames) == 1:
-            return frames[0]
-        merged = pd.concat(frames, ignore_index=True)
+        if len(pairs) == 1:
+            return pairs[0][1]
         if schema == "trades":
-            # Files may overlap (a cached whole session beside cached windows): count each fill once.
-            merged = merged.drop_duplicates(["ts_recv", "instrument_id", "sequence", "price", "size", "side"])
-        return merged
+            pairs = _without_overlap(pairs)
+        return pd.concat([frame for _, frame in pairs], ignore_index=True)
 
     # -- the DataSource interface -------------------------------------------------
     def chain(self, trade_date: dt.date) -> pd.DataFrame:
@@ -342,6 +339,21 @@ class ReplaySource:
             if any(f.start < row.market_close and f.end > row.market_open for f in trade_files):
                 dates.append(day)
         return dates
+
+
+def _without_overlap(pairs: list[tuple[DbnFile, pd.DataFrame]]) -> list[tuple[DbnFile, pd.DataFrame]]:
+    """Trade files may overlap in time (a cached whole session beside cached windows): keep each
+    instant from the earliest-starting file that covers it, so every fill counts once. By time
+    range, not by record content: two genuine fills can be identical field for field."""
+    kept, covered = [], None
+    for entry, frame in sorted(pairs, key=lambda pair: (pair[0].start, -pair[0].end.value)):
+        if covered is not None and entry.end <= covered:
+            continue
+        if covered is not None and entry.start < covered:
+            frame = frame[pd.to_datetime(frame["ts_recv"], utc=True) >= covered]
+        kept.append((entry, frame))
+        covered = entry.end if covered is None else max(covered, entry.end)
+    return kept
 
 
 def _describe(path: Path) -> DbnFile | None:

@@ -140,8 +140,9 @@ class Scheduler:
         return end <= self.databento().available_end("trades")
 
     def check_budget(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]]) -> float:
-        """Price a backfill before pulling it; refused above databento.budget_usd."""
-        if self.source_name != "databento" or not windows:
+        """Price a backfill before pulling it; refused above databento.budget_usd. A single
+        window is not priced: it is small, and pricing it would double its requests."""
+        if self.source_name != "databento" or len(windows) < 2:
             return 0.0
         return self.databento().check_budget([("trades", windows[0][0], windows[-1][1])])
 

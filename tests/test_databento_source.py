@@ -195,3 +195,12 @@ def test_scheduler_waits_for_publication_then_runs_the_notebook_on_live_data(gw,
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".html", ".log", ".json", ".sqlite"):
             assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_overlapping_cached_pulls_count_every_fill_once(gw, source, tmp_path):
+    databento = DatabentoSource(make_config(gw), tmp_path)
+    databento.trades(*WINDOW)
+    shifted = (WINDOW[0] + pd.Timedelta(minutes=5), WINDOW[1] + pd.Timedelta(minutes=15))  # overlaps the first pull
+    pdt.assert_frame_equal(databento.trades(*shifted), source.trades(*shifted))
+    hour = (WINDOW[0] - pd.Timedelta(minutes=15), WINDOW[1] + pd.Timedelta(minutes=30))
+    pdt.assert_frame_equal(DatabentoSource(make_config(gw), tmp_path).trades(*hour), source.trades(*hour))
