@@ -9,10 +9,10 @@ Run: make bench   (or .venv/bin/python bench/bench_engine.py)
 
 from __future__ import annotations
 
+import resource
 import sys
 import tempfile
 import time
-import resource
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -51,6 +51,7 @@ from nqflow import calendar as cal
 from nqflow.config import Config
 from nqflow.data import ReplaySource, _check_complete, _range, _session_bounds, option_fills
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
+from nqflow.retry import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,6 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # The client wraps a connection dropped while streaming as a plain BentoError.
     return isinstance(exc, BentoError) and "streaming" in str(exc).lower()
-
-
-def retry_after_seconds(exc: BaseException) -> float | None:
-    """The server's Retry-After (seconds form) on a 429/503, if it sent one."""
-    headers = getattr(exc, "headers", None) or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def describe(exc: BaseException) -> str:
@@ -127,7 +118,8 @@ class DatabentoSource:
     def _wait(self, state: RetryCallState) -> float:
         backoff = wait_random_exponential(multiplier=self.settings.retry_base_seconds,
                                           max=self.settings.retry_max_seconds)(state)
-        server = retry_after_seconds(state.outcome.exception()) if state.outcome else None
+        headers = getattr(state.outcome.exception(), "headers", None) if state.outcome else None
+        server = retry_after_seconds(headers.get("Retry-After")) if headers else None
         return min(max(server, backoff), self.settings.retry_max_seconds) if server is not None else backoff
 
     def _call(self, what: str, func: Callable, *args, **kwargs):

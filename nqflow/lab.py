@@ -26,7 +26,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from nqflow.config import Config
-from nqflow.quality import matches, evaluate, expected_events
+from nqflow.quality import evaluate, expected_events, matches
 
 #: Overrides for the one loose run the curves are read from (each below its default).
 LOOSE = {"thresholds.large_premium_usd": 1_000_000.0, "thresholds.surge_tiers": [5.0, 30.0, 50.0],

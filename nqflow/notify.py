@@ -26,6 +26,7 @@ import pandas as pd
 from nqflow.alerts import one_line
 from nqflow.config import Config
 from nqflow.errors import CredentialsError
+from nqflow.retry import retry_after_seconds
 from nqflow.store import StateStore
 
 CHANNELS = ("console", "log", "email", "slack")
@@ -196,19 +197,12 @@ def send_slack(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
             with urllib.request.urlopen(request, timeout=settings.timeout_seconds) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            retry_after = _seconds(exc.headers.get("Retry-After") if exc.headers else None)
+            retry_after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
             raise DeliveryError(f"Slack webhook answered HTTP {exc.code}"
                                 + (f", retry after {retry_after:g}s" if retry_after is not None else ""),
                                 retry_after) from None
         except (OSError, urllib.error.URLError) as exc:
             raise DeliveryError(f"Slack webhook unreachable: {type(exc).__name__}") from None  # the URL is a secret: not echoed
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date Retry-After: fall back to our own backoff
 
 
 SENDERS = {"console": send_console, "log": send_log, "email": send_email, "slack": send_slack}

@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
