@@ -27,11 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from nqflow import calendar as cal
 from nqflow.alerts import to_records
-from nqflow.baseline import BaselineStore, slot_volumes
+from nqflow.baseline import BaselineStore, session_slot_volumes
 from nqflow.config import Config
-from nqflow.data import ReplaySource, option_fills
+from nqflow.data import ReplaySource
 from nqflow.detect import ALERT_FIELDS
 from nqflow.errors import NqflowError
 from nqflow.monitor import run_session
@@ -65,11 +64,9 @@ class BacktestResult:
 
 
 # --------------------------------------------------------------------------- tasks (run on workers)
-def session_volumes(data_dir: str, trade_date: dt.date) -> pd.DataFrame:
-    """Per-slot volumes of one whole session (what `baseline.record_session` records)."""
-    source = _source(data_dir)
-    open_, close = cal.sessions(trade_date, trade_date).iloc[0][["market_open", "market_close"]]
-    return slot_volumes(option_fills(source.trades(open_, close)), open_)
+def session_volumes(data_dir: str, trade_date: dt.date) -> tuple[list[int], pd.DataFrame]:
+    """A whole session's slots and volumes, computed on a worker; the driver records them."""
+    return session_slot_volumes(_source(data_dir), trade_date)
 
 
 def session_alerts(config: Config, data_dir: str, baseline_path: str, trade_date: dt.date,
@@ -154,8 +151,8 @@ def backtest(config: Config, first: dt.date, last: dt.date, data_dir: str | Path
         todo = [d for d in needed if str(d) not in store.complete_sessions()]
         volumes = _gather(client, [client.submit(session_volumes, data_dir, d, pure=False) for d in todo],
                           "baseline", progress)
-        for day, frame in zip(todo, volumes):
-            store.record(day, list(range(len(cal.session_windows(day)))), frame)
+        for day, (slots, frame) in zip(todo, volumes):
+            store.record(day, slots, frame)
         tasks = [client.submit(session_alerts, config, data_dir, baseline_path, d, available, window_filter, pure=False)
                  for d in sessions]
         results = _gather(client, tasks, "sessions", progress)

@@ -184,12 +184,16 @@ class BaselineStore:
                 out[slot] = frame
         return out
 
-def record_session(store: BaselineStore, source, trade_date: dt.date) -> None:
-    """Record every slot of one whole session from a data source (used to build or rebuild history)."""
+def session_slot_volumes(source, trade_date: dt.date) -> tuple[list[int], pd.DataFrame]:
+    """Every slot of one whole session and its volumes (`slot_volumes`), read from a data source."""
     row = cal.sessions(trade_date, trade_date).iloc[0]
     trades = option_fills(source.trades(row.market_open, row.market_close))
-    slots = list(range(len(cal.session_windows(trade_date))))
-    store.record(trade_date, slots, slot_volumes(trades, row.market_open))
+    return list(range(len(cal.session_windows(trade_date)))), slot_volumes(trades, row.market_open)
+
+
+def record_session(store: BaselineStore, source, trade_date: dt.date) -> None:
+    """Record every slot of one whole session from a data source (used to build or rebuild history)."""
+    store.record(trade_date, *session_slot_volumes(source, trade_date))
 
 
 def ensure_history(store: BaselineStore, source, trade_date: dt.date, max_sessions: int,
