@@ -45,19 +45,23 @@ def expiry_key(symbol: pd.Series) -> pd.Series:
     return symbol.str.split(" ", n=1).str[0]
 
 
+def level_keys(fills: pd.DataFrame) -> dict[str, pd.Series]:
+    """The baseline key of every fill (or order) at each level, as text: the one place a fill is
+    mapped to what the baseline store and the detector count it under. Uses an ``expiry``
+    column when the frame has one (orders do), else derives it from the symbol."""
+    expiry = fills["expiry"] if "expiry" in fills else expiry_key(fills["symbol"])
+    return {"instrument": fills["instrument_id"].astype(str), "expiry": expiry.astype(str),
+            "product": pd.Series(PRODUCT_KEY, index=fills.index, dtype=str)}
+
+
 def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFrame:
     """Contracts traded per level, key and slot: columns level, key, slot, volume."""
     if trades.empty:
-        return pd.DataFrame({"level": pd.Series(dtype="string"), "key": pd.Series(dtype="string"),
+        return pd.DataFrame({"level": pd.Series(dtype=str), "key": pd.Series(dtype=str),
                              "slot": pd.Series(dtype="int64"), "volume": pd.Series(dtype="int64")})
     slot = ((trades["ts_event"] - session_open) // pd.Timedelta(minutes=cal.SLOT_MINUTES)).astype("int64")
-    keys = {
-        "instrument": trades["instrument_id"].astype("string"),
-        "expiry": expiry_key(trades["symbol"]).astype("string"),
-        "product": pd.Series(PRODUCT_KEY, index=trades.index, dtype="string"),
-    }
     frames = []
-    for level, key in keys.items():
+    for level, key in level_keys(trades).items():
         grouped = trades["size"].groupby([key.rename("key"), slot.rename("slot")]).sum().rename("volume").reset_index()
         grouped.insert(0, "level", level)
         frames.append(grouped)
@@ -68,25 +72,26 @@ def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFra
 
 def window_keys(trades: pd.DataFrame) -> pd.DataFrame:
     """The (level, key) pairs some fills touch: all a window's detection needs from the baseline."""
-    keys = [pd.DataFrame({"level": "instrument", "key": trades["instrument_id"].astype(str).unique()}),
-            pd.DataFrame({"level": "expiry", "key": expiry_key(trades["symbol"]).astype(str).unique()})]
-    return pd.concat(keys, ignore_index=True)
+    keys = level_keys(trades)
+    return pd.concat([pd.DataFrame({"level": level, "key": keys[level].unique()}) for level in ("instrument", "expiry")],
+                     ignore_index=True)
 
 
-def expected_volume(history: pd.DataFrame, max_sessions: int) -> pd.DataFrame:
+def expected_volume(history: pd.DataFrame, max_sessions: int, by: tuple[str, ...] = ()) -> pd.DataFrame:
     """Summarise per-session slot volumes into the expected volume per (level, key).
 
-    `history` has columns level, key, session, volume (zeros included). Returns level, key,
-    history_sessions, expected (trimmed mean: the busiest session dropped when there are at
-    least 5), mean, and variance of the kept sessions.
+    `history` has columns level, key, session, volume (zeros included), plus the `by` columns
+    when several windows' histories are summarised at once. Returns the `by` columns, level,
+    key, history_sessions, expected (trimmed mean: the busiest session dropped when there are
+    at least 5), mean, and variance of the kept sessions.
     """
-    columns = ["level", "key", "history_sessions", "expected", "mean", "variance"]
+    keys = [*by, "level", "key"]
+    columns = [*keys, "history_sessions", "expected", "mean", "variance"]
     if history.empty:
-        return pd.DataFrame(columns=columns)
-    recent = history.sort_values("session").groupby(["level", "key"], sort=False).tail(max_sessions)
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in by else object) for c in columns})
+    recent = history.sort_values("session", kind="stable").groupby(keys, sort=False).tail(max_sessions)
     volume = recent["volume"].astype(float)
-    grouped = pd.DataFrame({"level": recent["level"], "key": recent["key"], "v": volume, "v2": volume ** 2}) \
-        .groupby(["level", "key"], sort=False)
+    grouped = pd.DataFrame({**{k: recent[k] for k in keys}, "v": volume, "v2": volume ** 2}).groupby(keys, sort=False)
     agg = grouped.agg(n=("v", "size"), total=("v", "sum"), total2=("v2", "sum"), top=("v", "max")).reset_index()
     trim = agg["n"] >= 5
     kept_n = agg["n"] - trim
@@ -94,7 +99,7 @@ def expected_volume(history: pd.DataFrame, max_sessions: int) -> pd.DataFrame:
     kept_sum2 = agg["total2"] - np.where(trim, agg["top"] ** 2, 0.0)
     expected = kept_sum / kept_n
     variance = np.where(kept_n > 1, (kept_sum2 - kept_n * expected ** 2) / np.maximum(kept_n - 1, 1), expected)
-    return pd.DataFrame({"level": agg["level"], "key": agg["key"], "history_sessions": agg["n"].astype(int),
+    return pd.DataFrame({**{k: agg[k] for k in keys}, "history_sessions": agg["n"].astype(int),
                          "expected": expected, "mean": agg["total"] / agg["n"],
                          "variance": np.maximum(variance, 0.0)})[columns]
 

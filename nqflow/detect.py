@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nqflow.baseline import PRODUCT_KEY, expected_volume, expiry_key
+from nqflow.baseline import PRODUCT_KEY, expected_volume, expiry_key, level_keys
 from nqflow.config import Config
 from nqflow.data import WindowData
 
@@ -84,46 +85,57 @@ def stable_id(*parts) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
-def aggregate_orders(trades: pd.DataFrame) -> pd.DataFrame:
-    """Collapse fills into aggressor orders: same instrument, ts_event and side."""
+def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Collapse fills into aggressor orders: same instrument, ts_event and side (and `by` columns,
+    e.g. the window of a batch). Sorted by `by`, event time and instrument."""
+    keys = [*by, *ORDER_KEYS]
     if trades.empty:
-        return pd.DataFrame(columns=[*ORDER_KEYS, "symbol", "expiry", "expiration", "strike", "put_call",
+        return pd.DataFrame(columns=[*keys, "symbol", "expiry", "expiration", "strike", "put_call",
                                      "size", "premium_usd", "vwap", "fills"])
-    grouped = trades.groupby(ORDER_KEYS, sort=False, observed=True)
+    grouped = trades.groupby(keys, sort=False, observed=True)
     orders = grouped.agg(symbol=("symbol", "first"), expiration=("expiration", "first"), strike=("strike", "first"),
                          put_call=("put_call", "first"), size=("size", "sum"), premium_usd=("premium_usd", "sum"),
                          fills=("size", "size"), multiplier=("multiplier", "first")).reset_index()
     orders["vwap"] = orders["premium_usd"] / (orders["size"] * orders["multiplier"])
     orders["expiry"] = expiry_key(orders["symbol"])
-    return orders.sort_values(["ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
+    return orders.sort_values([*by, "ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
 
 
-def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int) -> pd.Series:
+def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tuple[str, ...] = ()) -> pd.Series:
     """Sweep id per order (-1 when not part of a sweep).
 
-    A sweep: aggressor orders (side B or A) on one expiry and right, the same side, each within
-    `span_ms` of the first, touching at least `min_strikes` strikes.
+    A sweep: aggressor orders (side B or A) on one expiry and right, the same side (and the same
+    `by` values), each within `span_ms` of the first, touching at least `min_strikes` strikes.
+    Scanning in time order, a sweep starts at the first order whose next `span_ms` hold enough
+    strikes, and the scan resumes after it. `orders` must be in time order within each group.
     """
-    sweep = pd.Series(-1, index=orders.index, dtype="int64")
-    aggressive = orders[orders["side"].isin(["B", "A"])]
-    next_id = 0
-    span = pd.Timedelta(milliseconds=span_ms)
-    for _, group in aggressive.groupby(["expiry", "put_call", "side"], sort=False):
-        if group["strike"].nunique() < min_strikes:
+    sweep = np.full(len(orders), -1, dtype="int64")
+    aggressive = np.flatnonzero(orders["side"].isin(["B", "A"]).to_numpy())
+    if len(aggressive) < min_strikes:
+        return pd.Series(sweep, index=orders.index)
+    candidates = orders.iloc[aggressive]
+    group = candidates.groupby([*by, "expiry", "put_call", "side"], sort=False).ngroup().to_numpy()
+    in_groups = np.argsort(group, kind="stable")  # each group contiguous, still in time order
+    group, rows = group[in_groups], aggressive[in_groups]
+    times = candidates["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")[in_groups]
+    strikes = candidates["strike"].to_numpy(dtype=float)[in_groups]
+    span = int(span_ms) * 1_000_000
+    # A sweep can only start where the order min_strikes - 1 places on is in the same group and
+    # within the span; only those starts (few) are examined one by one.
+    reach = min_strikes - 1
+    starts = np.flatnonzero((group[reach:] == group[:len(group) - reach]) &
+                            (times[reach:] - times[:len(group) - reach] <= span))
+    group_ends = np.append(np.flatnonzero(np.diff(group)) + 1, len(group))
+    next_id, resume = 0, 0
+    for start in starts:
+        if start < resume:
             continue
-        times = group["ts_event"].to_numpy()
-        strikes = group["strike"].to_numpy()
-        index = group.index.to_numpy()
-        start = 0
-        while start < len(group):
-            stop = int(np.searchsorted(times, times[start] + span.to_timedelta64(), side="right"))
-            if stop - start >= min_strikes and np.unique(strikes[start:stop]).size >= min_strikes:
-                sweep.loc[index[start:stop]] = next_id
-                next_id += 1
-                start = stop
-            else:
-                start += 1
-    return sweep
+        end = group_ends[np.searchsorted(group_ends, start, side="right")]
+        stop = start + int(np.searchsorted(times[start:end], times[start] + span, side="right"))
+        if np.unique(strikes[start:stop]).size >= min_strikes:
+            sweep[rows[start:stop]] = next_id
+            next_id, resume = next_id + 1, stop
+    return pd.Series(sweep, index=orders.index)
 
 
 def direction_of(buy: float, sell: float, share: float) -> str:
@@ -180,31 +192,29 @@ SIDE_COLUMNS = ["buy_volume", "sell_volume", "buy_premium_usd", "sell_premium_us
                 "bullish_premium_usd", "bearish_premium_usd"]
 
 
-def window_volumes(orders: pd.DataFrame) -> pd.DataFrame:
-    """Per level and key: volume, premium, side totals and the largest order's share of the volume."""
+def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per level and key (and `by` values): volume, premium, side totals and the largest order's
+    share of the volume. Rows come by `by`, then level (instrument, expiry, product), then first trade."""
     if orders.empty:
-        return pd.DataFrame(columns=["level", "key", "volume"])
-    base = pd.concat([orders[["instrument_id", "symbol", "expiry", "expiration", "strike", "put_call", "size",
+        return pd.DataFrame(columns=["level", *by, "key", "volume"])
+    base = pd.concat([orders[[*by, "instrument_id", "symbol", "expiry", "expiration", "strike", "put_call", "size",
                               "premium_usd", "ts_event"]], _side_columns(orders)], axis=1)
-    keys = {"instrument": base["instrument_id"].astype(str), "expiry": base["expiry"].astype(str),
-            "product": pd.Series(PRODUCT_KEY, index=base.index)}
     frames = []
-    for level, key in keys.items():
-        grouped = base.groupby(key.rename("key"), sort=False)
+    for level, key in level_keys(orders).items():
+        grouped = base.groupby([*(base[b] for b in by), key.rename("key")], sort=False)
         sums = grouped[["size", "premium_usd", *SIDE_COLUMNS]].sum()
         out = sums.rename(columns={"size": "volume"})
         out["top_order_share"] = grouped["size"].max() / sums["size"].clip(lower=1)
         out["instruments"] = grouped["instrument_id"].nunique()
         out["first_ts"] = grouped["ts_event"].min()
-        first = grouped[["symbol", "expiry", "expiration", "strike", "put_call", "instrument_id"]].first()
+        key_values = out.index.get_level_values("key")
         if level == "instrument":
-            out = out.join(first)
-            out["instrument_ids"] = [[int(i)] for i in out["instrument_id"]]
-            out = out.drop(columns="instrument_id")
+            out = out.join(grouped[["symbol", "expiry", "expiration", "strike", "put_call"]].first())
+            out["instrument_ids"] = [[int(i)] for i in key_values]
         else:
-            out["symbol"] = out.index
-            out["expiry"] = out.index if level == "expiry" else ""
-            out["expiration"] = first["expiration"] if level == "expiry" else pd.NaT
+            out["symbol"] = key_values
+            out["expiry"] = key_values if level == "expiry" else ""
+            out["expiration"] = grouped["expiration"].first() if level == "expiry" else pd.NaT
             out["strike"] = float("nan")
             out["put_call"] = ""
             out["instrument_ids"] = [[] for _ in range(len(out))]
@@ -212,6 +222,8 @@ def window_volumes(orders: pd.DataFrame) -> pd.DataFrame:
         out.insert(0, "level", level)
         frames.append(out)
     volumes = pd.concat(frames, ignore_index=True)
+    if by:
+        volumes = volumes.sort_values(list(by), kind="stable", ignore_index=True)
     volumes["volume"] = volumes["volume"].astype("int64")
     return volumes
 
@@ -248,65 +260,116 @@ def _usd(value: float) -> str:
 
 
 # --------------------------------------------------------------------------- the engine
+WINDOW = "window"  # column naming a window's position in a batch given to `detect_windows`
+
+
 def detect_window(window: WindowData, history: pd.DataFrame, config: Config) -> Detection:
     """Find large orders, sweeps and volume surges in one window.
 
     `history` holds previous sessions' volumes for this window's slot (columns level, key,
     session, volume; `nqflow.baseline.BaselineStore.history`).
     """
-    t = config.thresholds
-    trades = window.trades
-    orders = aggregate_orders(trades)
-    summary = _summary(window, orders)
-    if trades.empty:
-        return Detection(pd.DataFrame(columns=ALERT_FIELDS), orders, pd.DataFrame(), summary)
+    return detect_windows([window], [history], config)[0]
 
-    orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes)
+
+def detect_windows(windows: Sequence[WindowData], histories: Sequence[pd.DataFrame], config: Config) -> list[Detection]:
+    """`detect_window` for many windows at once (a whole session, in a backtest), one Detection each.
+
+    Windows are independent: orders, sweeps, volumes and baselines never cross windows (every
+    grouping is also by window), so each result equals what `detect_window` gives for that
+    window alone. Batching only saves pandas' per-call overhead, which dominates 15-minute
+    windows. `histories[i]` is window i's `history`.
+    """
+    if len(windows) != len(histories):
+        raise ValueError(f"{len(windows)} windows but {len(histories)} histories")
+    t = config.thresholds
+    busy = [i for i, w in enumerate(windows) if not w.trades.empty]
+    results: list[Detection | None] = [None] * len(windows)
+    for i, w in enumerate(windows):
+        if w.trades.empty:
+            results[i] = Detection(pd.DataFrame(columns=ALERT_FIELDS), aggregate_orders(w.trades),
+                                   pd.DataFrame(), _summary(w, 0, {}))
+    if not busy:
+        return results
+    by = (WINDOW,)
+    trades = pd.concat([windows[i].trades for i in busy], ignore_index=True)
+    trades[WINDOW] = np.repeat(busy, [len(windows[i].trades) for i in busy])
+    orders = aggregate_orders(trades, by)
+    orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes, by)
+    # Sweep ids are numbered across the batch; each window's are renumbered from 0 as if alone.
+    first_sweep = orders[orders["sweep_id"] >= 0].groupby(WINDOW)["sweep_id"].min()
     # A "sweep" that is mostly one order is a block with small neighbours: judge its orders singly.
     grouped = orders[orders["sweep_id"] >= 0].groupby("sweep_id")["premium_usd"]
     dominated = grouped.max() >= t.dominance_share * grouped.sum()
     orders.loc[orders["sweep_id"].isin(dominated.index[dominated]), "sweep_id"] = -1
-    volumes = window_volumes(orders)
-    expected = expected_volume(history, t.baseline_sessions)
-    volumes = volumes.merge(expected, on=["level", "key"], how="left")
+    volumes = _scored_volumes(window_volumes(orders, by), [(i, histories[i]) for i in busy], config)
+
+    alerts = _order_alerts(windows, orders, volumes, config) + _surge_alerts(windows, volumes, config)
+    by_window: dict[int, list[dict]] = {i: [] for i in busy}
+    for alert in alerts:
+        by_window[alert.pop("_window")].append(alert)
+    trade_totals = pd.concat([_side_columns(trades), trades[["size", "premium_usd"]]], axis=1) \
+        .groupby(trades[WINDOW]).agg({**{c: "sum" for c in ("size", "premium_usd", "buy_premium_usd",
+                                                          "sell_premium_usd")}})
+    trade_totals["option_trades"] = trades.groupby(WINDOW).size()
+    order_bounds = _bounds(orders[WINDOW], busy)
+    volume_bounds = _bounds(volumes[WINDOW], busy)
+    for i in busy:
+        window_orders = orders.iloc[slice(*order_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
+        if i in first_sweep.index:
+            window_orders.loc[window_orders["sweep_id"] >= 0, "sweep_id"] -= first_sweep[i]
+        window_volumes_ = volumes.iloc[slice(*volume_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
+        frame = pd.DataFrame(_fold(by_window[i], config), columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
+        frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
+        summary = _summary(windows[i], len(window_orders), trade_totals.loc[i].to_dict())
+        summary["alerts"] = int(len(frame))
+        summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
+        summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
+        product = window_volumes_[window_volumes_["level"] == "product"]
+        if len(product):
+            summary["product_expected_volume"] = float(product["baseline"].iloc[0])
+            summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
+            summary["history_sessions"] = int(product["history_sessions"].iloc[0])
+        results[i] = Detection(frame, window_orders, window_volumes_, summary)
+    return results
+
+
+def _bounds(window_column: pd.Series, windows: list[int]) -> dict[int, tuple[int, int]]:
+    """Row range of each window in a frame sorted by window."""
+    values = window_column.to_numpy()
+    lo = np.searchsorted(values, windows, side="left")
+    hi = np.searchsorted(values, windows, side="right")
+    return {w: (int(a), int(b)) for w, a, b in zip(windows, lo, hi)}
+
+
+def _scored_volumes(volumes: pd.DataFrame, histories: list[tuple[int, pd.DataFrame]], config: Config) -> pd.DataFrame:
+    """Window volumes with their slot's expected volume, floored baseline, ratio and tail probability."""
+    t = config.thresholds
+    history = [h.assign(**{WINDOW: i}) for i, h in histories if len(h)]
+    history = pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=["level", "key", "session", "volume"])
+    expected = expected_volume(history, t.baseline_sessions, by=(WINDOW,))
+    volumes = volumes.merge(expected, on=[WINDOW, "level", "key"], how="left")
     volumes["history_sessions"] = volumes["history_sessions"].fillna(0).astype(int)
     floors = volumes["level"].map({"instrument": t.instrument_baseline_floor, "expiry": t.expiry_baseline_floor,
                                    "product": t.product_baseline_floor})
-    volumes["baseline"] = np.maximum(volumes["expected"].fillna(0.0), floors)
+    volumes["baseline"] = np.maximum(volumes["expected"].astype(float).fillna(0.0), floors)
     volumes["ratio"] = volumes["volume"] / volumes["baseline"]
     # The model's mean is floored like the ratio; its variance is never below that mean.
     variance = np.maximum(volumes["variance"].astype(float).fillna(0.0), volumes["baseline"])
     volumes["p_value"] = np.where(volumes["history_sessions"] > 0,
                                   tail_probability(volumes["volume"], volumes["baseline"], variance), 1.0)
-    oi = window.open_interest.set_index("instrument_id")["open_interest"] if not window.open_interest.empty else pd.Series(dtype="int64")
-    instrument_volume = volumes[volumes["level"] == "instrument"].set_index("key")
-
-    alerts = _order_alerts(window, orders, instrument_volume, oi, config)
-    alerts += _surge_alerts(window, volumes, oi, config)
-    alerts = _fold(alerts, config)
-    frame = pd.DataFrame(alerts, columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
-    frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
-    summary["alerts"] = int(len(frame))
-    summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
-    summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
-    product = volumes[volumes["level"] == "product"]
-    if len(product):
-        summary["product_expected_volume"] = float(product["baseline"].iloc[0])
-        summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
-        summary["history_sessions"] = int(product["history_sessions"].iloc[0])
-    return Detection(frame, orders, volumes, summary)
+    return volumes
 
 
-def _summary(window: WindowData, orders: pd.DataFrame) -> dict:
-    trades = window.trades
-    totals = side_totals(trades) if len(trades) else {}
+def _summary(window: WindowData, orders: int, totals: dict) -> dict:
+    """What a window held: `totals` are its option fills' size, premium_usd, buy/sell premium and count."""
     return {
         "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
         "trade_date": str(window.trade_date) if window.trade_date else None,
-        "option_trades": int(len(trades)), "orders": int(len(orders)),
-        "contracts": int(trades["size"].sum()) if len(trades) else 0,
-        "premium_usd": float(trades["premium_usd"].sum()) if len(trades) else 0.0,
-        "buy_premium_usd": totals.get("buy_premium_usd", 0.0), "sell_premium_usd": totals.get("sell_premium_usd", 0.0),
+        "option_trades": int(totals.get("option_trades", 0)), "orders": int(orders),
+        "contracts": int(totals.get("size", 0)), "premium_usd": float(totals.get("premium_usd", 0.0)),
+        "buy_premium_usd": float(totals.get("buy_premium_usd", 0.0)),
+        "sell_premium_usd": float(totals.get("sell_premium_usd", 0.0)),
         "underlying_last": float(window.underlying["price"].iloc[-1]) if len(window.underlying) else None,
         "empty": bool(window.empty), "notes": list(window.notes), "alerts": 0, "alerts_by_kind": {},
         "max_confidence": 0.0,
@@ -328,9 +391,24 @@ def _base_alert(window: WindowData, **values) -> dict:
     return alert
 
 
-def _order_alerts(window: WindowData, orders: pd.DataFrame, instrument_volume: pd.DataFrame,
-                  oi: pd.Series, config: Config) -> list[dict]:
+class _OpenInterest:
+    """Open interest by instrument, per window, built only for windows that have an alert."""
+
+    def __init__(self, windows: Sequence[WindowData]):
+        self.windows, self.cache = windows, {}
+
+    def __getitem__(self, window: int) -> pd.Series:
+        if window not in self.cache:
+            oi = self.windows[window].open_interest
+            self.cache[window] = oi.set_index("instrument_id")["open_interest"] if not oi.empty else pd.Series(dtype="int64")
+        return self.cache[window]
+
+
+def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: pd.DataFrame,
+                  config: Config) -> list[dict]:
     t = config.thresholds
+    instrument_volume = volumes[volumes["level"] == "instrument"].set_index([WINDOW, "key"])
+    oi_by_window = _OpenInterest(windows)
     alerts = []
     groups = []
     in_sweep = orders[orders["sweep_id"] >= 0]
@@ -341,12 +419,14 @@ def _order_alerts(window: WindowData, orders: pd.DataFrame, instrument_volume: p
     for position in range(len(single)):
         groups.append(("large_order", single.iloc[[position]]))
     for kind, members in groups:
+        index = int(members[WINDOW].iloc[0])
+        window, oi = windows[index], oi_by_window[index]
         premium = float(members["premium_usd"].sum())
         ids = sorted(int(i) for i in members["instrument_id"].unique())
         first = members.sort_values("ts_event").iloc[0]
         volume = int(members["size"].sum())
         totals = side_totals(members)
-        inst_rows = instrument_volume.loc[[str(i) for i in ids]] if len(instrument_volume) else pd.DataFrame()
+        inst_rows = instrument_volume.loc[[(index, str(i)) for i in ids]]
         inst_volume = float(inst_rows["volume"].sum()) if len(inst_rows) else float(volume)
         known_oi = [int(oi[i]) for i in ids if i in oi.index]
         total_oi = sum(known_oi) if len(known_oi) == len(ids) else None
@@ -399,20 +479,23 @@ def _order_alerts(window: WindowData, orders: pd.DataFrame, instrument_volume: p
             buy_premium_usd=totals["buy_premium_usd"], sell_premium_usd=totals["sell_premium_usd"],
             underlying_price=_underlying_at(window, first["ts_event"]), open_interest=total_oi,
             volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
-            reasons=reasons, _owner_key=[("instrument", str(i)) for i in ids]))
+            reasons=reasons, _owner_key=[("instrument", str(i)) for i in ids], _window=index))
     return alerts
 
 
-def _surge_alerts(window: WindowData, volumes: pd.DataFrame, oi: pd.Series, config: Config) -> list[dict]:
+def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[dict]:
     t = config.thresholds
-    minimum = {"instrument": t.instrument_min_volume, "expiry": t.expiry_min_volume, "product": t.product_min_volume}
+    minimum = volumes["level"].map({"instrument": t.instrument_min_volume, "expiry": t.expiry_min_volume,
+                                    "product": t.product_min_volume})
+    surging = volumes[(volumes["ratio"] >= t.surge_tiers[0]) & (volumes["volume"] >= minimum)
+                      & (volumes["history_sessions"] >= t.min_history_sessions)
+                      # one print is the large-order detector's business, not a surge
+                      & (volumes["top_order_share"] <= t.surge_max_order_share)]
+    oi_by_window = _OpenInterest(windows)
     alerts = []
-    for row in volumes.itertuples(index=False):
+    for row in surging.itertuples(index=False):
+        window, oi = windows[row.window], oi_by_window[row.window]
         tier = tier_of(row.ratio, t.surge_tiers)
-        if tier == 0 or row.volume < minimum[row.level] or row.history_sessions < t.min_history_sessions:
-            continue
-        if row.top_order_share > t.surge_max_order_share:
-            continue
         direction = direction_of(row.buy_premium_usd, row.sell_premium_usd, t.direction_share)
         sentiment = sentiment_of(row.bullish_premium_usd, row.bearish_premium_usd, t.direction_share)
         aggressor = row.buy_premium_usd + row.sell_premium_usd
@@ -448,7 +531,7 @@ def _surge_alerts(window: WindowData, volumes: pd.DataFrame, oi: pd.Series, conf
             premium_usd=round(row.premium_usd, 2), buy_premium_usd=row.buy_premium_usd,
             sell_premium_usd=row.sell_premium_usd, underlying_price=_underlying_at(window, window.end),
             open_interest=open_interest, volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
-            confidence=confidence, label=label, reasons=reasons, _owner_key=[(row.level, str(row.key))],
+            confidence=confidence, label=label, reasons=reasons, _owner_key=[(row.level, str(row.key))], _window=int(row.window),
             _group_volume=int(row.volume)))
     return alerts
 

@@ -17,7 +17,7 @@ from nqflow import calendar as cal
 from nqflow.baseline import BaselineStore, ensure_history, slot_volumes, window_keys
 from nqflow.config import Config
 from nqflow.data import DataSource, ReplaySource, WindowData, load_window, window_from
-from nqflow.detect import Detection, detect_window
+from nqflow.detect import Detection, detect_window, detect_windows
 from nqflow.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -103,4 +103,5 @@ def run_session(config: Config, trade_date: dt.date, source: DataSource, baselin
         window = window_from(start, end, trade_date, fills.iloc[lo:hi].reset_index(drop=True), chain, oi)
         loaded[cal.slot_of(start, row.market_open)] = window
     histories = baseline.histories(trade_date, list(loaded), n, {slot: window_keys(w.trades) for slot, w in loaded.items()})
-    return [WindowResult(w, detect_window(w, histories[slot], config)) for slot, w in loaded.items()]
+    detections = detect_windows(list(loaded.values()), [histories[slot] for slot in loaded], config)
+    return [WindowResult(w, d) for w, d in zip(loaded.values(), detections)]
