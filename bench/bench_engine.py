@@ -37,10 +37,10 @@ def measure(label: str, windows, source, store, config) -> None:
         t0 = time.perf_counter()
         data = load_window(source, start, end)
         row = cal.sessions(session, session).iloc[0]
-        history = store.history(session, cal.slot_of(start, row.market_open), config.thresholds.baseline_sessions,
-                                window_keys(data.trades))
+        slot = cal.slot_of(start, row.market_open)
+        expected = store.expected(session, [slot], config.thresholds.baseline_sessions, {slot: window_keys(data.trades)})
         t1 = time.perf_counter()
-        detect_window(data, history, config)
+        detect_window(data, expected[slot], config)
         engine_s += time.perf_counter() - t1
         load_s += t1 - t0
         rows += len(data.trades)

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS baseline_volume (
     level TEXT NOT NULL, key TEXT NOT NULL, session TEXT NOT NULL, slot INTEGER NOT NULL,
     volume INTEGER NOT NULL, PRIMARY KEY (level, key, session, slot));
 CREATE INDEX IF NOT EXISTS baseline_volume_slot ON baseline_volume (slot, session);
+CREATE INDEX IF NOT EXISTS baseline_volume_slot_key ON baseline_volume (slot, level, key, session);
 CREATE TABLE IF NOT EXISTS baseline_slot (
     session TEXT NOT NULL, slot INTEGER NOT NULL, PRIMARY KEY (session, slot));
 CREATE TABLE IF NOT EXISTS baseline_first_seen (
@@ -77,31 +78,47 @@ def window_keys(trades: pd.DataFrame) -> pd.DataFrame:
                      ignore_index=True)
 
 
-def expected_volume(history: pd.DataFrame, max_sessions: int, by: tuple[str, ...] = ()) -> pd.DataFrame:
+EXPECTED_COLUMNS = ["level", "key", "history_sessions", "expected", "mean", "variance"]
+
+
+def expected_volume(history: pd.DataFrame, max_sessions: int) -> pd.DataFrame:
     """Summarise per-session slot volumes into the expected volume per (level, key).
 
-    `history` has columns level, key, session, volume (zeros included), plus the `by` columns
-    when several windows' histories are summarised at once. Returns the `by` columns, level,
-    key, history_sessions, expected (trimmed mean: the busiest session dropped when there are
-    at least 5), mean, and variance of the kept sessions.
+    `history` has columns level, key, session, volume (zeros included: one row per session
+    the key counts in). Uses each key's latest `max_sessions` sessions. Returns
+    EXPECTED_COLUMNS (`summarise`).
     """
-    keys = [*by, "level", "key"]
-    columns = [*keys, "history_sessions", "expected", "mean", "variance"]
     if history.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in by else object) for c in columns})
-    recent = history.sort_values("session", kind="stable").groupby(keys, sort=False).tail(max_sessions)
+        return summarise(pd.DataFrame(columns=["level", "key", "n", "total", "total2", "top"]))
+    recent = history.sort_values("session", kind="stable").groupby(["level", "key"], sort=False).tail(max_sessions)
     volume = recent["volume"].astype(float)
-    grouped = pd.DataFrame({**{k: recent[k] for k in keys}, "v": volume, "v2": volume ** 2}).groupby(keys, sort=False)
-    agg = grouped.agg(n=("v", "size"), total=("v", "sum"), total2=("v2", "sum"), top=("v", "max")).reset_index()
-    trim = agg["n"] >= 5
-    kept_n = agg["n"] - trim
-    kept_sum = agg["total"] - np.where(trim, agg["top"], 0.0)
-    kept_sum2 = agg["total2"] - np.where(trim, agg["top"] ** 2, 0.0)
+    grouped = pd.DataFrame({"level": recent["level"], "key": recent["key"], "v": volume, "v2": volume ** 2}) \
+        .groupby(["level", "key"], sort=False)
+    return summarise(grouped.agg(n=("v", "size"), total=("v", "sum"), total2=("v2", "sum"), top=("v", "max")).reset_index())
+
+
+def summarise(moments: pd.DataFrame) -> pd.DataFrame:
+    """Expected volume from a key's slot-volume moments over its n sessions of history.
+
+    `moments`: level, key, n (sessions, zeros included), total, total2 (sum of squares) and top
+    (largest). Returns level, key, history_sessions (n), expected (trimmed mean: the busiest
+    session dropped when n >= 5), mean, and variance of the kept sessions. The one definition
+    of the baseline: `expected_volume` (from rows) and `BaselineStore.expected` (sums taken in
+    SQLite) both end here.
+    """
+    if moments.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS})
+    n = moments["n"].to_numpy(dtype=float)
+    total, total2, top = (moments[c].to_numpy(dtype=float) for c in ("total", "total2", "top"))
+    trim = n >= 5
+    kept_n = n - trim
+    kept_sum = total - np.where(trim, top, 0.0)
+    kept_sum2 = total2 - np.where(trim, top ** 2, 0.0)
     expected = kept_sum / kept_n
     variance = np.where(kept_n > 1, (kept_sum2 - kept_n * expected ** 2) / np.maximum(kept_n - 1, 1), expected)
-    return pd.DataFrame({**{k: agg[k] for k in keys}, "history_sessions": agg["n"].astype(int),
-                         "expected": expected, "mean": agg["total"] / agg["n"],
-                         "variance": np.maximum(variance, 0.0)})[columns]
+    return pd.DataFrame({"level": moments["level"].to_numpy(), "key": moments["key"].to_numpy(),
+                         "history_sessions": n.astype(int), "expected": expected, "mean": total / n,
+                         "variance": np.maximum(variance, 0.0)})
 
 
 class BaselineStore:
@@ -146,48 +163,61 @@ class BaselineStore:
             rows = conn.execute("SELECT slot FROM baseline_slot WHERE session = ?", (str(session),)).fetchall()
         return {r[0] for r in rows}
 
-    def history(self, session: dt.date, slot: int, max_sessions: int, keys: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Volumes of `slot` in up to `max_sessions` sessions before `session`, zeros filled.
+    def expected(self, session: dt.date, slots: list[int], max_sessions: int,
+                 keys: dict[int, pd.DataFrame] | None = None) -> dict[int, pd.DataFrame]:
+        """Expected volume (EXPECTED_COLUMNS) per slot of `session`, from up to `max_sessions`
+        earlier sessions in which the slot was recorded (the module doc's definition).
 
-        `keys` (columns level, key) limits the answer to those keys; product is always included.
+        `keys` maps a slot to the (level, key) pairs wanted there (product is always added); a
+        slot it leaves out gets every key seen before. A key counts the sessions from the one it
+        first traded in, zeros included. The sums are taken in SQLite over the wanted keys only,
+        so a whole session's slots cost one query and little memory.
         """
-        return self.histories(session, [slot], max_sessions, None if keys is None else {slot: keys})[slot]
-
-    def histories(self, session: dt.date, slots: list[int], max_sessions: int,
-                  keys: dict[int, pd.DataFrame] | None = None) -> dict[int, pd.DataFrame]:
-        """`history` for several slots of one session on one connection (the whole-session path);
-        `keys` maps a slot to the (level, key) pairs wanted there."""
         day = str(session)
         with closing(self._connect()) as conn:
             recorded = pd.read_sql_query("SELECT slot, session FROM baseline_slot WHERE session < ?", conn, params=[day])
-            recorded = recorded[recorded["slot"].isin(slots)].sort_values("session", ascending=False)
-            chosen = recorded.groupby("slot").head(max_sessions)
-            if chosen.empty:
-                return {slot: pd.DataFrame(columns=["level", "key", "session", "volume"]) for slot in slots}
+            chosen = recorded[recorded["slot"].isin(slots)].sort_values("session", ascending=False) \
+                .groupby("slot").head(max_sessions)
             first_seen = pd.read_sql_query(
                 "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session < ?", conn, params=[day])
-            out = {}
-            for slot in slots:
-                sessions = chosen.loc[chosen["slot"] == slot, "session"].tolist()
-                if not sessions:
-                    out[slot] = pd.DataFrame(columns=["level", "key", "session", "volume"])
-                    continue
-                # One slot at a time (indexed by slot, session): all slots at once costs ~200 MB.
-                marks = ",".join("?" * len(sessions))
-                volumes = pd.read_sql_query(
-                    f"SELECT level, key, session, volume FROM baseline_volume WHERE slot = ? AND session IN ({marks})",
-                    conn, params=[slot, *sessions])
-                seen = first_seen[first_seen["first_session"] <= max(sessions)]
-                if keys is not None and slot in keys:
-                    wanted = pd.concat([keys[slot][["level", "key"]].astype(str),
-                                        pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})]).drop_duplicates()
-                    seen = seen.merge(wanted, on=["level", "key"])
-                grid = seen.merge(pd.DataFrame({"session": sessions}), how="cross")
-                grid = grid[grid["session"] >= grid["first_session"]].drop(columns="first_session")
-                frame = grid.merge(volumes, on=["level", "key", "session"], how="left")
-                frame["volume"] = frame["volume"].fillna(0).astype("int64")
-                out[slot] = frame
-        return out
+            keys = keys or {}
+            wanted = [keys[slot][["level", "key"]].astype(str).assign(slot=slot) for slot in slots if slot in keys]
+            wanted.append(pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keys]}))
+            every_key = [slot for slot in slots if slot not in keys]
+            if every_key:
+                wanted.append(first_seen[["level", "key"]].merge(pd.DataFrame({"slot": every_key}), how="cross"))
+            wanted = pd.concat(wanted, ignore_index=True).drop_duplicates()
+            wanted = wanted[wanted["slot"].isin(chosen["slot"])].merge(first_seen, on=["level", "key"])
+            wanted["n"] = _sessions_since(chosen, wanted)
+            wanted = wanted[wanted["n"] > 0].reset_index(drop=True)
+            # A slot's chosen sessions are its latest recorded ones, so they are exactly the
+            # recorded sessions from the oldest chosen one on: one index range per wanted key.
+            since = chosen.groupby("slot")["session"].min()
+            conn.execute("CREATE TEMP TABLE wanted (row INTEGER PRIMARY KEY, slot INTEGER, level TEXT, key TEXT, since TEXT)")
+            # Plain lists: iterating Arrow-backed columns row by row is slow.
+            conn.executemany("INSERT INTO wanted VALUES (?, ?, ?, ?, ?)",
+                             zip(range(len(wanted)), wanted["slot"].tolist(), wanted["level"].tolist(),
+                                 wanted["key"].tolist(), wanted["slot"].map(since).tolist()))
+            # CROSS JOIN keeps the planner scanning `wanted` and seeking the index for each row.
+            sums = pd.read_sql_query(
+                "SELECT w.row, SUM(v.volume) AS total, SUM(v.volume * v.volume) AS total2, MAX(v.volume) AS top "
+                "FROM wanted w CROSS JOIN baseline_volume v INDEXED BY baseline_volume_slot_key "
+                "WHERE v.slot = w.slot AND v.level = w.level AND v.key = w.key AND v.session >= w.since "
+                "AND v.session < ? GROUP BY w.row", conn, params=[day]).set_index("row")
+        moments = wanted.join(sums).fillna({"total": 0, "total2": 0, "top": 0})  # no rows: zero in every session
+        return {slot: summarise(moments[moments["slot"] == slot]) for slot in slots}
+
+
+def _sessions_since(chosen: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:
+    """For each wanted (slot, first_session): how many of the slot's chosen sessions are on or after it."""
+    def day_number(text: pd.Series) -> np.ndarray:
+        return pd.to_datetime(text, format="%Y-%m-%d").to_numpy(dtype="datetime64[D]").astype("int64")
+    span = 1_000_000  # > any day number, so slot * span + day orders by slot, then day
+    marks = np.sort(chosen["slot"].to_numpy(dtype="int64") * span + day_number(chosen["session"]))
+    slot = wanted["slot"].to_numpy(dtype="int64")
+    return (np.searchsorted(marks, slot * span + span - 1, side="right")
+            - np.searchsorted(marks, slot * span + day_number(wanted["first_session"]), side="left"))
+
 
 def session_slot_volumes(source, trade_date: dt.date) -> tuple[list[int], pd.DataFrame]:
     """Every slot of one whole session and its volumes (`slot_volumes`), read from a data source."""

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nqflow.baseline import PRODUCT_KEY, expected_volume, expiry_key, level_keys
+from nqflow.baseline import EXPECTED_COLUMNS, PRODUCT_KEY, expiry_key, level_keys
 from nqflow.config import Config
 from nqflow.data import WindowData
 
@@ -263,25 +263,27 @@ def _usd(value: float) -> str:
 WINDOW = "window"  # column naming a window's position in a batch given to `detect_windows`
 
 
-def detect_window(window: WindowData, history: pd.DataFrame, config: Config) -> Detection:
+def detect_window(window: WindowData, expected: pd.DataFrame | None, config: Config) -> Detection:
     """Find large orders, sweeps and volume surges in one window.
 
-    `history` holds previous sessions' volumes for this window's slot (columns level, key,
-    session, volume; `nqflow.baseline.BaselineStore.history`).
+    `expected` is the expected volume of this window's slot per (level, key)
+    (`nqflow.baseline.BaselineStore.expected`, or `expected_volume` of a history); None or
+    empty when there is no history yet.
     """
-    return detect_windows([window], [history], config)[0]
+    return detect_windows([window], [expected], config)[0]
 
 
-def detect_windows(windows: Sequence[WindowData], histories: Sequence[pd.DataFrame], config: Config) -> list[Detection]:
+def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None],
+                   config: Config) -> list[Detection]:
     """`detect_window` for many windows at once (a whole session, in a backtest), one Detection each.
 
     Windows are independent: orders, sweeps, volumes and baselines never cross windows (every
     grouping is also by window), so each result equals what `detect_window` gives for that
     window alone. Batching only saves pandas' per-call overhead, which dominates 15-minute
-    windows. `histories[i]` is window i's `history`.
+    windows. `expected[i]` is window i's expected volume.
     """
-    if len(windows) != len(histories):
-        raise ValueError(f"{len(windows)} windows but {len(histories)} histories")
+    if len(windows) != len(expected):
+        raise ValueError(f"{len(windows)} windows but {len(expected)} expected-volume frames")
     t = config.thresholds
     busy = [i for i, w in enumerate(windows) if not w.trades.empty]
     results: list[Detection | None] = [None] * len(windows)
@@ -302,7 +304,7 @@ def detect_windows(windows: Sequence[WindowData], histories: Sequence[pd.DataFra
     grouped = orders[orders["sweep_id"] >= 0].groupby("sweep_id")["premium_usd"]
     dominated = grouped.max() >= t.dominance_share * grouped.sum()
     orders.loc[orders["sweep_id"].isin(dominated.index[dominated]), "sweep_id"] = -1
-    volumes = _scored_volumes(window_volumes(orders, by), [(i, histories[i]) for i in busy], config)
+    volumes = _scored_volumes(window_volumes(orders, by), [(i, expected[i]) for i in busy], config)
 
     alerts = _order_alerts(windows, orders, volumes, config) + _surge_alerts(windows, volumes, config)
     by_window: dict[int, list[dict]] = {i: [] for i in busy}
@@ -342,13 +344,13 @@ def _bounds(window_column: pd.Series, windows: list[int]) -> dict[int, tuple[int
     return {w: (int(a), int(b)) for w, a, b in zip(windows, lo, hi)}
 
 
-def _scored_volumes(volumes: pd.DataFrame, histories: list[tuple[int, pd.DataFrame]], config: Config) -> pd.DataFrame:
+def _scored_volumes(volumes: pd.DataFrame, expected: list[tuple[int, pd.DataFrame | None]], config: Config) -> pd.DataFrame:
     """Window volumes with their slot's expected volume, floored baseline, ratio and tail probability."""
     t = config.thresholds
-    history = [h.assign(**{WINDOW: i}) for i, h in histories if len(h)]
-    history = pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=["level", "key", "session", "volume"])
-    expected = expected_volume(history, t.baseline_sessions, by=(WINDOW,))
-    volumes = volumes.merge(expected, on=[WINDOW, "level", "key"], how="left")
+    known = [e.assign(**{WINDOW: i}) for i, e in expected if e is not None and len(e)]
+    known = pd.concat(known, ignore_index=True) if known else \
+        pd.DataFrame({WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}})
+    volumes = volumes.merge(known[[WINDOW, *EXPECTED_COLUMNS]], on=[WINDOW, "level", "key"], how="left")
     volumes["history_sessions"] = volumes["history_sessions"].fillna(0).astype(int)
     floors = volumes["level"].map({"instrument": t.instrument_baseline_floor, "expiry": t.expiry_baseline_floor,
                                    "product": t.product_baseline_floor})

@@ -65,13 +65,14 @@ def run_window(config: Config, start, end, source: DataSource, baseline: Baselin
     window = load_window(source, start, end)
     if baseline is None:
         baseline = BaselineStore(resolve(config.data.state_db))
-    history = pd.DataFrame(columns=["level", "key", "session", "volume"])
+    expected = None
     if window.trade_date is not None:
         row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
         slot = cal.slot_of(window.start, row.market_open)
         ensure_history(baseline, source, window.trade_date, config.thresholds.baseline_sessions, available)
-        history = baseline.history(window.trade_date, slot, config.thresholds.baseline_sessions, window_keys(window.trades))
-    detection = detect_window(window, history, config)
+        expected = baseline.expected(window.trade_date, [slot], config.thresholds.baseline_sessions,
+                                     {slot: window_keys(window.trades)})[slot]
+    detection = detect_window(window, expected, config)
     if record_baseline and window.trade_date is not None and not window.empty:
         whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
         if whole_slot:
@@ -102,6 +103,6 @@ def run_session(config: Config, trade_date: dt.date, source: DataSource, baselin
         lo, hi = times.searchsorted(np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]"))
         window = window_from(start, end, trade_date, fills.iloc[lo:hi].reset_index(drop=True), chain, oi)
         loaded[cal.slot_of(start, row.market_open)] = window
-    histories = baseline.histories(trade_date, list(loaded), n, {slot: window_keys(w.trades) for slot, w in loaded.items()})
-    detections = detect_windows(list(loaded.values()), [histories[slot] for slot in loaded], config)
+    expected = baseline.expected(trade_date, list(loaded), n, {slot: window_keys(w.trades) for slot, w in loaded.items()})
+    detections = detect_windows(list(loaded.values()), [expected[slot] for slot in loaded], config)
     return [WindowResult(w, d) for w, d in zip(loaded.values(), detections)]

@@ -35,6 +35,11 @@ def history(level: str, key: str, volumes: list[int]) -> pd.DataFrame:
                          "volume": volumes})
 
 
+def expected(level: str, key: str, volumes: list[int]) -> pd.DataFrame:
+    """The expected volume a slot with this history gives (what the baseline store hands detection)."""
+    return expected_volume(history(level, key, volumes), 20)
+
+
 def test_fills_of_one_aggressor_order_are_one_order_with_usd_premium():
     rows = [fill(0, 1, 21000, "B", 500.0, 100), fill(0, 1, 21000, "B", 500.25, 150), fill(0, 1, 21000, "A", 499.0, 5),
             fill(1, 1, 21000, "B", 500.0, 7)]
@@ -50,11 +55,11 @@ def test_large_order_at_the_threshold_alerts_and_just_below_does_not():
     config = Config()
     at = window_of([fill(0, 1, 21000, "B", 500.0, 300)])             # 500 * 300 * 20 = $3.0M exactly
     below = window_of([fill(0, 1, 21000, "B", 499.75, 300)])         # $2.9985M
-    alerts = detect_window(at, pd.DataFrame(columns=["level", "key", "session", "volume"]), config).alerts
+    alerts = detect_window(at, None, config).alerts
     assert list(alerts["kind"]) == ["large_order"] and alerts.iloc[0]["premium_usd"] == 3_000_000
     assert alerts.iloc[0]["direction"] == "BUY" and alerts.iloc[0]["sentiment"] == "BULLISH"
     assert any("no volume history" in r for r in alerts.iloc[0]["reasons"])
-    assert detect_window(below, pd.DataFrame(columns=["level", "key", "session", "volume"]), config).alerts.empty
+    assert detect_window(below, None, config).alerts.empty
 
 
 def test_sweep_groups_strikes_of_one_expiry_within_the_span_only():
@@ -66,7 +71,7 @@ def test_sweep_groups_strikes_of_one_expiry_within_the_span_only():
     sweep = assign_sweeps(orders, span_ms=500, min_strikes=2)
     members = set(orders.loc[sweep == sweep[orders["instrument_id"] == 1].iloc[0], "instrument_id"])
     assert members == {1, 2, 3}
-    alerts = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    alerts = detect_window(window_of(rows), None, Config()).alerts
     sweeps = alerts[alerts["kind"] == "sweep"]
     assert len(sweeps) == 1 and sweeps.iloc[0]["premium_usd"] == pytest.approx((200 + 210 + 220) * 300 * 20)
     assert sweeps.iloc[0]["direction"] == "SELL" and sweeps.iloc[0]["sentiment"] == "BULLISH"  # puts sold
@@ -85,7 +90,7 @@ def _surge_rows(volume: int, orders: int, iid: int = 7, side: str = "B") -> list
 
 def test_surge_tiers_use_the_floor_so_one_to_ten_is_not_ten_x():
     config = Config()
-    hist = history("instrument", "7", [1] * 20)                       # expected 1 contract, floor 8
+    hist = expected("instrument", "7", [1] * 20)                       # expected 1 contract, floor 8
     alerts = detect_window(window_of(_surge_rows(10, 10)), hist, config).alerts
     assert alerts.empty
     alerts = detect_window(window_of(_surge_rows(400, 40)), hist, config).alerts   # 400 / 8 = 50x
@@ -95,7 +100,7 @@ def test_surge_tiers_use_the_floor_so_one_to_ten_is_not_ten_x():
 
 
 def test_one_big_print_is_not_a_surge():
-    hist = history("instrument", "7", [10] * 20)
+    hist = expected("instrument", "7", [10] * 20)
     alerts = detect_window(window_of([fill(0, 7, 21000, "B", 100.0, 400)]), hist, Config()).alerts
     assert (alerts["kind"] != "volume_surge").all()
 
@@ -103,10 +108,10 @@ def test_one_big_print_is_not_a_surge():
 def test_short_history_is_said_and_too_short_history_is_silent():
     config = Config()
     rows = _surge_rows(600, 60)
-    alerts = detect_window(window_of(rows), history("instrument", "7", [10, 12, 9, 11]), config).alerts
+    alerts = detect_window(window_of(rows), expected("instrument", "7", [10, 12, 9, 11]), config).alerts
     surge = alerts.iloc[0]
     assert surge["history_sessions"] == 4 and "fewer than the configured sessions" in surge["reasons"][0]
-    silent = detect_window(window_of(rows), history("instrument", "7", [10, 12]), config).alerts
+    silent = detect_window(window_of(rows), expected("instrument", "7", [10, 12]), config).alerts
     assert silent.empty                                                  # below min_history_sessions (3)
 
 
@@ -125,7 +130,7 @@ def test_overdispersed_history_gives_a_fatter_tail_than_poisson():
 
 
 def test_empty_window_gives_no_alerts_and_an_empty_summary():
-    detection = detect_window(window_of([]), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config())
+    detection = detect_window(window_of([]), None, Config())
     assert detection.alerts.empty and detection.summary["option_trades"] == 0 and detection.summary["empty"]
 
 
@@ -135,23 +140,23 @@ def test_window_next_to_the_daily_halt(source):
     halted = load_window(source, "2026-10-30T21:00:00Z", "2026-10-30T21:15:00Z")  # the halt
     assert not last.empty and last.trade_date.isoformat() == "2026-10-30"
     assert halted.empty and halted.trade_date is None and "market closed" in halted.notes[0]
-    detection = detect_window(halted, pd.DataFrame(columns=["level", "key", "session", "volume"]), Config())
+    detection = detect_window(halted, None, Config())
     assert detection.alerts.empty
 
 
 def test_alert_ids_are_stable_and_confidence_is_bounded():
     rows = [fill(0, 1, 21000, "B", 500.0, 400)]
-    first = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
-    again = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    first = detect_window(window_of(rows), None, Config()).alerts
+    again = detect_window(window_of(rows), None, Config()).alerts
     assert list(first["alert_id"]) == list(again["alert_id"])
     assert ((first["confidence"] >= 0) & (first["confidence"] <= 100)).all()
     raised = dataclasses.replace(Config(), thresholds=dataclasses.replace(Config().thresholds, large_premium_usd=5e6))
-    assert detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), raised).alerts.empty
+    assert detect_window(window_of(rows), None, raised).alerts.empty
 
 
 def test_volume_above_open_interest_raises_confidence():
     rows = [fill(0, 1, 21000, "B", 500.0, 400)]
-    none = detect_window(window_of(rows), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
-    small_oi = detect_window(window_of(rows, {1: 100}), pd.DataFrame(columns=["level", "key", "session", "volume"]), Config()).alerts
+    none = detect_window(window_of(rows), None, Config()).alerts
+    small_oi = detect_window(window_of(rows, {1: 100}), None, Config()).alerts
     assert small_oi.iloc[0]["confidence"] > none.iloc[0]["confidence"]
     assert small_oi.iloc[0]["volume_oi"] == 4.0 and any("above OI" in r for r in small_oi.iloc[0]["reasons"])
