@@ -136,20 +136,21 @@ class BaselineStore:
         return conn
 
     def record(self, session: dt.date, slots: list[int], volumes: pd.DataFrame) -> None:
-        """Record the volumes of whole slots of a session. Idempotent: re-recording replaces."""
+        """Record the volumes of whole slots of a session. Idempotent: re-recording replaces.
+        Rows of `volumes` outside `slots` are ignored, also for when a key was first seen."""
         day = str(session)
+        volumes = volumes[volumes["slot"].isin(slots)]
+        level, key = volumes["level"].astype(str).tolist(), volumes["key"].astype(str).tolist()
         with closing(self._connect()) as conn, conn:
             conn.executemany("DELETE FROM baseline_volume WHERE session = ? AND slot = ?", [(day, s) for s in slots])
             conn.executemany(
                 "INSERT INTO baseline_volume (level, key, session, slot, volume) VALUES (?, ?, ?, ?, ?)",
-                [(r.level, str(r.key), day, int(r.slot), int(r.volume)) for r in volumes.itertuples(index=False)
-                 if int(r.slot) in set(slots)])
+                zip(level, key, [day] * len(level), volumes["slot"].astype(int).tolist(), volumes["volume"].astype(int).tolist()))
             conn.executemany("INSERT OR IGNORE INTO baseline_slot (session, slot) VALUES (?, ?)", [(day, s) for s in slots])
-            seen = volumes[["level", "key"]].drop_duplicates()
             conn.executemany(
                 "INSERT INTO baseline_first_seen (level, key, session) VALUES (?, ?, ?) "
                 "ON CONFLICT (level, key) DO UPDATE SET session = excluded.session WHERE excluded.session < session",
-                [(r.level, str(r.key), day) for r in seen.itertuples(index=False)])
+                [(lv, k, day) for lv, k in dict.fromkeys(zip(level, key))])
 
     def complete_sessions(self) -> set[str]:
         """Sessions whose every slot is recorded."""

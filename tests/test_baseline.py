@@ -1,0 +1,92 @@
+"""The baseline store's expected volumes equal the module's definition, computed from raw fills."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from nqflow import calendar as cal
+from nqflow.baseline import BaselineStore, expected_volume, record_session, slot_volumes, window_keys
+from nqflow.data import option_fills
+
+MAX_SESSIONS = 4
+PARTIAL_SLOTS = list(range(10))  # the latest session is recorded only this far (a live day cut short)
+
+
+def oracle(source, recorded: dict, session, slot: int, max_sessions: int) -> pd.DataFrame:
+    """The definition, from fills: the slot's volume in up to N earlier sessions where the slot was
+    recorded and the key had already traded (in any recorded slot), zeros filled."""
+    volumes = {}
+    for day, slots in recorded.items():
+        row = cal.sessions(day, day).iloc[0]
+        fills = option_fills(source.trades(row.market_open, row.market_close))
+        by_slot = slot_volumes(fills, row.market_open)
+        volumes[day] = by_slot[by_slot["slot"].isin(slots)]
+    first_seen: dict[tuple[str, str], object] = {}
+    for day in sorted(volumes):
+        for key in volumes[day][["level", "key"]].itertuples(index=False, name=None):
+            first_seen.setdefault(key, day)
+    sessions = sorted((d for d, slots in recorded.items() if slot in slots and d < session), reverse=True)[:max_sessions]
+    rows = []
+    for key, first in first_seen.items():
+        for day in sessions:
+            if day >= first:
+                here = volumes[day][(volumes[day]["slot"] == slot) & (volumes[day]["level"] == key[0])
+                                    & (volumes[day]["key"] == key[1])]["volume"]
+                rows.append({"level": key[0], "key": key[1], "session": str(day), "volume": int(here.sum())})
+    return expected_volume(pd.DataFrame(rows, columns=["level", "key", "session", "volume"]), max_sessions)
+
+
+@pytest.fixture(scope="module")
+def store_and_record(source, tmp_path_factory):
+    days = source.sessions_available()[:7]
+    store = BaselineStore(tmp_path_factory.mktemp("baseline") / "baseline.sqlite")
+    recorded = {}
+    for day in days[:5]:
+        record_session(store, source, day)
+        recorded[day] = list(range(len(cal.session_windows(day))))
+    # the sixth session only partly: its first slots, recorded window by window as the monitor does
+    row = cal.sessions(days[5], days[5]).iloc[0]
+    partial = option_fills(source.trades(row.market_open, row.market_close))
+    store.record(days[5], PARTIAL_SLOTS, slot_volumes(partial, row.market_open))
+    recorded[days[5]] = PARTIAL_SLOTS
+    return store, recorded, days[6]
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype({"level": str, "key": str}).sort_values(["level", "key"], ignore_index=True)
+
+
+@pytest.mark.parametrize("slot", [PARTIAL_SLOTS[-1], 40])
+def test_store_expected_volume_equals_the_definition_from_raw_fills(source, store_and_record, slot):
+    store, recorded, session = store_and_record
+    got = store.expected(session, [slot], MAX_SESSIONS)[slot]
+    want = oracle(source, recorded, session, slot, MAX_SESSIONS)
+    assert len(want) > 100 and (want["expected"] > 0).any()
+    assert set(want["history_sessions"]) <= set(range(1, MAX_SESSIONS + 1))
+    pdt.assert_frame_equal(_sorted(got), _sorted(want), check_dtype=False)
+
+
+def test_store_limits_to_the_keys_a_window_trades_and_always_has_the_product(source, store_and_record):
+    store, recorded, session = store_and_record
+    row = cal.sessions(session, session).iloc[0]
+    slot = 40
+    start = row.market_open + pd.Timedelta(minutes=cal.SLOT_MINUTES * slot)
+    fills = option_fills(source.trades(start, start + pd.Timedelta(minutes=cal.SLOT_MINUTES)))
+    keys = window_keys(fills)
+    got = store.expected(session, [slot, 41], MAX_SESSIONS, {slot: keys})
+    everything = _sorted(store.expected(session, [slot], MAX_SESSIONS)[slot])
+    wanted = pd.concat([keys, pd.DataFrame({"level": ["product"], "key": ["NQ"]})]).astype(str)
+    limited = _sorted(got[slot])
+    assert set(zip(limited["level"], limited["key"])) <= set(zip(wanted["level"], wanted["key"]))
+    assert ("product", "NQ") in set(zip(limited["level"], limited["key"]))
+    pdt.assert_frame_equal(limited, everything.merge(limited[["level", "key"]], on=["level", "key"]), check_dtype=False)
+    assert len(got[41]) > len(limited)  # a slot without keys gets every key seen before
+
+
+def test_store_with_no_earlier_session_expects_nothing(source, store_and_record):
+    store, recorded, _ = store_and_record
+    first = min(recorded)
+    got = store.expected(first, [0, 1], MAX_SESSIONS)
+    assert list(got) == [0, 1] and all(frame.empty for frame in got.values())
