@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nqflow.config import Config  # noqa: E402
+from nqflow.detect import watch_list  # noqa: E402
 from nqflow.monitor import WindowResult  # noqa: E402
 
 BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
@@ -121,9 +122,26 @@ def alerts_table(result: WindowResult) -> pd.DataFrame:
         return pd.DataFrame({"alerts": ["none in this window"]})
     table = alerts[["label", "confidence", "kind", "level", "symbol", "direction", "sentiment", "volume",
                     "ratio", "tier", "premium_usd", "event_time"]].copy()
-    table["premium_usd"] = table["premium_usd"].map(lambda v: f"${v / 1e6:,.2f}M")
+    table["premium_usd"] = table["premium_usd"].map(_millions)
     table["reasons"] = alerts["reasons"].map(lambda r: "; ".join(r))
     return table
+
+
+def watch_table(result: WindowResult, config: Config) -> pd.DataFrame:
+    """Orders and sweeps between the watch level and the alert level (`detect.watch_list`)."""
+    watch = config.thresholds.watch_premium_usd
+    if watch <= 0:
+        return pd.DataFrame({"watch list": ["off (thresholds.watch_premium_usd = 0)"]})
+    table = watch_list(result.detection.orders, config)
+    if table.empty:
+        return pd.DataFrame({"watch list": [f"no order between {_millions(watch)} and "
+                                            f"{_millions(config.thresholds.large_premium_usd)} in this window"]})
+    table["premium_usd"] = table["premium_usd"].map(_millions)
+    return table
+
+
+def _millions(value: float) -> str:
+    return f"${value / 1e6:,.2f}M"
 
 
 # --------------------------------------------------------------------------- threshold lab

@@ -49,7 +49,7 @@ class Universe:
 @dataclass(frozen=True)
 class Thresholds:
     large_premium_usd: float = 3_000_000.0
-    watch_premium_usd: float = 0.0
+    watch_premium_usd: float = 1_000_000.0
     sweep_span_ms: int = 500
     sweep_min_strikes: int = 2
     surge_tiers: tuple[float, ...] = (10.0, 30.0, 50.0)
@@ -63,6 +63,7 @@ class Thresholds:
     product_baseline_floor: float = 100.0
     surge_max_order_share: float = 0.5
     dominance_share: float = 0.5
+    sweep_block_share: float = 0.8
     direction_share: float = 0.65
 
 
@@ -217,7 +218,9 @@ def _validate(config: Config) -> Config:
     for key in ("large_premium_usd", "instrument_baseline_floor", "expiry_baseline_floor", "product_baseline_floor"):
         if getattr(t, key) <= 0:
             raise ConfigError(f"config key thresholds.{key} must be positive, got {getattr(t, key)}")
-    for key in ("dominance_share", "direction_share", "surge_max_order_share"):
+    if t.watch_premium_usd < 0:
+        raise ConfigError(f"config key thresholds.watch_premium_usd must be 0 (off) or positive, got {t.watch_premium_usd}")
+    for key in ("dominance_share", "sweep_block_share", "direction_share", "surge_max_order_share"):
         if not 0 < getattr(t, key) <= 1:
             raise ConfigError(f"config key thresholds.{key} must be in (0, 1], got {getattr(t, key)}")
     if t.baseline_sessions < 1 or t.min_history_sessions < 1:

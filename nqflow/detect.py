@@ -6,7 +6,7 @@ Kinds of alert
                  whose premium >= ``large_premium_usd``.
 ``sweep``        orders of one side on several strikes of one expiry and right, within
                  ``sweep_span_ms`` of each other, whose summed premium >= ``large_premium_usd``.
-                 When one order carries >= ``dominance_share`` of the premium it is a block
+                 When one order carries >= ``sweep_block_share`` of the premium it is a block
                  with small neighbours, not a sweep, and is judged as a single order.
 ``volume_surge`` window volume at ``instrument``, ``expiry`` or ``product`` level against the
                  expected volume for the slot (`nqflow.baseline`); tiers from ``surge_tiers``
@@ -302,7 +302,7 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
     first_sweep = orders[orders["sweep_id"] >= 0].groupby(WINDOW)["sweep_id"].min()
     # A "sweep" that is mostly one order is a block with small neighbours: judge its orders singly.
     grouped = orders[orders["sweep_id"] >= 0].groupby("sweep_id")["premium_usd"]
-    dominated = grouped.max() >= t.dominance_share * grouped.sum()
+    dominated = grouped.max() >= t.sweep_block_share * grouped.sum()
     orders.loc[orders["sweep_id"].isin(dominated.index[dominated]), "sweep_id"] = -1
     volumes = _scored_volumes(window_volumes(orders, by), [(i, expected[i]) for i in busy], config)
 
@@ -334,6 +334,30 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
             summary["history_sessions"] = int(product["history_sessions"].iloc[0])
         results[i] = Detection(frame, window_orders, window_volumes_, summary)
     return results
+
+
+def watch_list(orders: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Orders and sweeps worth watching: premium at or above ``watch_premium_usd`` but below
+    ``large_premium_usd`` (those are alerts). Empty when the watch level is 0 (off).
+
+    `orders` is a Detection's orders (with sweep_id); a sweep is listed once, as its summed
+    premium. Largest premium first.
+    """
+    t = config.thresholds
+    columns = ["kind", "event_time", "symbol", "side", "size", "premium_usd", "orders"]
+    if t.watch_premium_usd <= 0 or orders.empty:
+        return pd.DataFrame(columns=columns)
+    sweep = orders["sweep_id"] if "sweep_id" in orders else pd.Series(-1, index=orders.index)
+    group = np.where(sweep >= 0, -1 - sweep.to_numpy(), np.arange(len(orders)))  # a sweep's orders share a group
+    grouped = orders.assign(group=group).groupby("group", sort=False)
+    listed = grouped.agg(event_time=("ts_event", "min"), symbol=("symbol", "first"), side=("side", "first"),
+                         size=("size", "sum"), premium_usd=("premium_usd", "sum"), orders=("size", "size"),
+                         strikes=("strike", "nunique"), expiry=("expiry", "first"), put_call=("put_call", "first"))
+    is_sweep = listed.index < 0
+    listed["kind"] = np.where(is_sweep, "sweep", "order")
+    listed.loc[is_sweep, "symbol"] = listed["expiry"] + " " + listed["put_call"] + " x" + listed["strikes"].astype(str) + " strikes"
+    listed = listed[(listed["premium_usd"] >= t.watch_premium_usd) & (listed["premium_usd"] < t.large_premium_usd)]
+    return listed.sort_values("premium_usd", ascending=False)[columns].reset_index(drop=True)
 
 
 def _bounds(window_column: pd.Series, windows: list[int]) -> dict[int, tuple[int, int]]:

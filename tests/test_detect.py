@@ -11,7 +11,7 @@ import pytest
 from nqflow.baseline import expected_volume
 from nqflow.config import Config
 from nqflow.data import TRADE_COLUMNS, WindowData, empty_frame
-from nqflow.detect import aggregate_orders, assign_sweeps, detect_window, tail_probability, tier_of
+from nqflow.detect import aggregate_orders, assign_sweeps, detect_window, tail_probability, tier_of, watch_list
 
 T0 = pd.Timestamp("2026-10-30T15:00:00Z")
 
@@ -160,3 +160,19 @@ def test_volume_above_open_interest_raises_confidence():
     small_oi = detect_window(window_of(rows, {1: 100}), None, Config()).alerts
     assert small_oi.iloc[0]["confidence"] > none.iloc[0]["confidence"]
     assert small_oi.iloc[0]["volume_oi"] == 4.0 and any("above OI" in r for r in small_oi.iloc[0]["reasons"])
+
+
+def test_watch_list_holds_orders_and_sweeps_between_the_watch_and_alert_levels():
+    config = Config()
+    rows = [fill(0, 1, 21000, "B", 200.0, 300),                                   # $1.2M order: watched
+            fill(10_000, 2, 21000, "B", 100.0, 300),                              # $0.6M: below the watch level
+            fill(20_000, 3, 21000, "A", 600.0, 300),                              # $3.6M: an alert, not watched
+            fill(30_000, 4, 21100, "B", 150.0, 300, "P"), fill(30_100, 5, 21200, "B", 160.0, 300, "P")]  # $1.86M sweep
+    detection = detect_window(window_of(rows), None, config)
+    assert list(detection.alerts["kind"]) == ["large_order"]
+    watch = watch_list(detection.orders, config)
+    assert list(watch["kind"]) == ["sweep", "order"]
+    assert watch["premium_usd"].tolist() == pytest.approx([(150 + 160) * 300 * 20, 200 * 300 * 20])
+    assert watch.iloc[0]["orders"] == 2 and watch.iloc[0]["symbol"] == "NQZ6 P x2 strikes"
+    off = dataclasses.replace(config, thresholds=dataclasses.replace(config.thresholds, watch_premium_usd=0.0))
+    assert watch_list(detection.orders, off).empty
