@@ -1,7 +1,11 @@
 """Charts for the notebooks: monitoring charts take a WindowResult, threshold-lab charts take
-backtest tables; each returns a Figure."""
+backtest tables. Each returns a `Chart`: the matplotlib Figure plus a description in words,
+which HTML reports carry as the image's alternative text."""
 
 from __future__ import annotations
+
+import base64
+import io
 
 import matplotlib
 
@@ -17,19 +21,38 @@ from nqflow.monitor import WindowResult  # noqa: E402
 BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
 
 
+class Chart:
+    """A drawn chart and what it shows, in words. Displayed as a PNG whose metadata carries
+    the description as alternative text (the report template puts it on the <img>); the
+    Figure stays available as `.figure` for further work."""
+
+    def __init__(self, figure, alt: str):
+        self.figure, self.alt = figure, alt
+        plt.close(figure)  # displayed once, through _repr_mimebundle_, not again by the inline backend
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", bbox_inches="tight")
+        png = base64.b64encode(buffer.getvalue()).decode("ascii")
+        return {"image/png": png, "text/plain": self.alt}, {"image/png": {"alt": self.alt}}
+
+    def savefig(self, *args, **kwargs) -> None:
+        self.figure.savefig(*args, **kwargs)
+
+
 def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#57606a")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def volume_by_strike(result: WindowResult, strikes_each_side: int = 30):
+def volume_by_strike(result: WindowResult, strikes_each_side: int = 30) -> Chart:
     """Contracts by strike for calls and puts, around the underlying price."""
     fig, ax = plt.subplots(figsize=(11, 4))
     trades = result.window.trades
     if trades.empty:
         _empty(ax, "no option trades in this window")
-        return fig
+        return Chart(fig, "Volume by strike: no option trades in this window.")
     by = trades.groupby(["strike", "put_call"])["size"].sum().unstack(fill_value=0)
     underlying = result.summary.get("underlying_last") or float(np.average(by.index, weights=by.sum(axis=1)))
     near = by.index[np.argsort(np.abs(by.index - underlying))[: 2 * strikes_each_side]]
@@ -43,16 +66,20 @@ def volume_by_strike(result: WindowResult, strikes_each_side: int = 30):
     ax.set_title("Volume by strike, all expiries")
     ax.legend()
     fig.tight_layout()
-    return fig
+    busiest = by.stack().idxmax()
+    return Chart(fig, f"Bar chart of contracts traded by strike, calls and puts, for the {len(by)} strikes nearest "
+                      f"NQ {underlying:,.2f}: {int(by.get('C', pd.Series(0)).sum()):,} call and "
+                      f"{int(by.get('P', pd.Series(0)).sum()):,} put contracts; busiest the {busiest[0]:g} "
+                      f"{'calls' if busiest[1] == 'C' else 'puts'} with {int(by.loc[busiest]):,}.")
 
 
-def premium_timeline(result: WindowResult, config: Config):
+def premium_timeline(result: WindowResult, config: Config) -> Chart:
     """Each aggressor order's premium over the window, large orders marked."""
     fig, ax = plt.subplots(figsize=(11, 4))
     orders = result.detection.orders
     if orders.empty:
         _empty(ax, "no orders in this window")
-        return fig
+        return Chart(fig, "Order premium over time: no orders in this window.")
     colors = orders["side"].map({"B": BUY, "A": SELL}).fillna(NEUTRAL)
     ax.scatter(orders["ts_event"], orders["premium_usd"], s=np.clip(orders["size"], 4, 300), c=colors, alpha=0.6)
     large = orders[orders["premium_usd"] >= config.thresholds.large_premium_usd]
@@ -69,20 +96,23 @@ def premium_timeline(result: WindowResult, config: Config):
     ax.legend(loc="lower right")
     fig.autofmt_xdate()
     fig.tight_layout()
-    return fig
+    top = orders.loc[orders["premium_usd"].idxmax()]
+    return Chart(fig, f"Scatter of the premium of {len(orders):,} aggressor orders over the window, log scale, against "
+                      f"the {_millions(config.thresholds.large_premium_usd)} threshold: {len(large)} at or above it; the "
+                      f"largest {_millions(top['premium_usd'])} on {top['symbol']}.")
 
 
-def surge_ratios(result: WindowResult, config: Config, top: int = 15):
+def surge_ratios(result: WindowResult, config: Config, top: int = 15) -> Chart:
     """The highest volume / expected ratios at each level, against the surge tiers."""
     fig, ax = plt.subplots(figsize=(11, 4.5))
     volumes = result.detection.volumes
     if volumes.empty or "ratio" not in volumes:
         _empty(ax, "no volume to compare with the baseline")
-        return fig
+        return Chart(fig, "Volume surges: no volume to compare with the baseline.")
     ranked = volumes[volumes["history_sessions"] > 0].sort_values("ratio", ascending=False).head(top)
     if ranked.empty:
         _empty(ax, "no baseline history yet for this slot")
-        return fig
+        return Chart(fig, "Volume surges: no baseline history yet for this slot.")
     labels = [f"{lvl}: {sym}" for lvl, sym in zip(ranked["level"], ranked["symbol"])]
     ax.barh(labels[::-1], ranked["ratio"].to_numpy()[::-1], color="#0969da")
     for tier in config.thresholds.surge_tiers:
@@ -92,16 +122,19 @@ def surge_ratios(result: WindowResult, config: Config, top: int = 15):
     ax.set_xlabel("window volume / expected volume for this time of day")
     ax.set_title("Volume surges against the baseline")
     fig.tight_layout()
-    return fig
+    first = ranked.iloc[0]
+    return Chart(fig, f"Horizontal bars of the {len(ranked)} highest ratios of window volume to the expected volume "
+                      f"for this time of day, against tiers {', '.join(f'{t:g}x' for t in config.thresholds.surge_tiers)}: "
+                      f"highest {first['level']} {first['symbol']} at {first['ratio']:,.1f}x.")
 
 
-def aggression(result: WindowResult):
+def aggression(result: WindowResult) -> Chart:
     """Buyer- vs seller-initiated premium for calls and puts."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     trades = result.window.trades
     if trades.empty:
         _empty(ax, "no option trades in this window")
-        return fig
+        return Chart(fig, "Aggressor premium: no option trades in this window.")
     table = trades.groupby(["put_call", "side"])["premium_usd"].sum().unstack(fill_value=0.0) / 1e6
     rights = [r for r in ("C", "P") if r in table.index]
     x = np.arange(len(rights))
@@ -112,7 +145,9 @@ def aggression(result: WindowResult):
     ax.set_title("Aggressor premium")
     ax.legend()
     fig.tight_layout()
-    return fig
+    words = [f"{'calls' if r == 'C' else 'puts'} {_millions(table.loc[r].get('B', 0.0) * 1e6)} bought and "
+             f"{_millions(table.loc[r].get('A', 0.0) * 1e6)} sold" for r in rights]
+    return Chart(fig, "Bars of buyer- and seller-initiated premium: " + "; ".join(words) + ".")
 
 
 def alerts_table(result: WindowResult) -> pd.DataFrame:
@@ -148,12 +183,12 @@ def _millions(value: float) -> str:
 KIND_COLOURS = {"large_order": "#0969da", "sweep": "#8250df", "volume_surge": "#bf8700"}
 
 
-def alerts_per_session(counts: pd.DataFrame):
+def alerts_per_session(counts: pd.DataFrame) -> Chart:
     """Stacked bars: alerts per session by kind (a BacktestResult.counts() table)."""
     fig, ax = plt.subplots(figsize=(10, 3.5))
     if counts.empty or counts.to_numpy().sum() == 0:
         _empty(ax, "no alerts in these sessions")
-        return fig
+        return Chart(fig, "Alerts per session: none in these sessions.")
     bottom = np.zeros(len(counts))
     for kind in counts.columns:
         ax.bar(counts.index.astype(str), counts[kind], bottom=bottom, label=kind, color=KIND_COLOURS.get(kind))
@@ -163,10 +198,13 @@ def alerts_per_session(counts: pd.DataFrame):
     ax.tick_params(axis="x", rotation=60)
     ax.legend(frameon=False)
     fig.tight_layout()
-    return fig
+    by_kind = ", ".join(f"{kind} {int(counts[kind].sum())}" for kind in counts.columns)
+    busiest = counts.sum(axis=1)
+    return Chart(fig, f"Stacked bars of alerts per session by kind over {len(counts)} sessions: {by_kind}; "
+                      f"most on {busiest.idxmax()} ({int(busiest.max())}).")
 
 
-def threshold_curves(curves: pd.DataFrame, current: dict[str, float]):
+def threshold_curves(curves: pd.DataFrame, current: dict[str, float]) -> Chart:
     """One panel per threshold: alerts (and true alerts) against its value; precision and recall
     on the right axis when ground truth exists; the configured value as a dashed line."""
     names = list(dict.fromkeys(curves["curve"]))
@@ -189,4 +227,6 @@ def threshold_curves(curves: pd.DataFrame, current: dict[str, float]):
         ax.set_ylabel("alerts")
         ax.legend(loc="upper right", frameon=False, fontsize=8)
     fig.tight_layout()
-    return fig
+    return Chart(fig, f"Line charts of the alerts each threshold would raise across its values ({', '.join(names)}), "
+                      f"with true alerts, precision and recall where ground truth exists; a dashed line marks "
+                      f"each configured value.")

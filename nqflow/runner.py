@@ -82,9 +82,14 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
     return run
 
 
+#: nbconvert templates shipped with nqflow: `nqflow_report` is the lab template plus chart descriptions as alt text.
+REPORT_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
 def write_html(notebook_path: Path, html_path: Path) -> Path:
     """Self-contained HTML report with the code hidden and the charts embedded as images."""
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(template_name="nqflow_report", extra_template_basedirs=[str(REPORT_TEMPLATES)],
+                            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     with warnings.catch_warnings():
         # scrapbook's scrap outputs have no HTML form; they are data for the scheduler, not the reader.
         warnings.filterwarnings("ignore", message=".*scrapbook.scrap.*")
