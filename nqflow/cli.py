@@ -84,9 +84,17 @@ def _print_runs(scheduler: Scheduler, runs, as_json: bool) -> int:
     alerts = [a for run in runs for a in run.alerts]
     if as_json:
         print(json.dumps(alerts, indent=2))
+    report = sys.stderr if as_json else sys.stdout  # with --json, stdout holds only the JSON
     for run in runs:
         if not run.ok:
             print(f"window failed: {run.error} (notebook: {run.notebook_path})", file=sys.stderr)
+        elif len(runs) <= 10:
+            print(f"window {run.summary.get('window_start', '?')}: {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; "
+                  f"report {run.html_path}", file=report)
+    if len(runs) > 10:
+        failed = sum(not r.ok for r in runs)
+        print(f"{len(runs)} windows: {len(runs) - failed} ok, {failed} failed, {len(alerts)} alert(s); "
+              f"index {scheduler.outputs_dir / 'index.html'}", file=report)
     return 0 if all(r.ok for r in runs) else 1
 
 

@@ -19,9 +19,14 @@ import pandas as pd
 import papermill as pm
 import scrapbook as sb
 from nbconvert import HTMLExporter
+from traitlets.config import Config
 
 from nqflow.alerts import validate
 from nqflow.monitor import REPO_ROOT
+
+#: The kernel's sockets are encrypted with CurveZMQ when its kernelspec supports it (ipykernel 7.4
+#: does): the kernel runs over TCP on this machine, and other local users could otherwise read it.
+KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 
 MONITOR_NOTEBOOK = REPO_ROOT / "notebooks" / "monitor.ipynb"
 KERNEL_NAME = "nqflow"
@@ -63,7 +68,7 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
     error = None
     try:
         pm.execute_notebook(str(notebook), str(notebook_path), parameters=params, kernel_name=kernel_name(),
-                            progress_bar=False, cwd=str(REPO_ROOT), log_output=False)
+                            progress_bar=False, cwd=str(REPO_ROOT), log_output=False, config=KERNEL_CONFIG)
     except pm.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}".splitlines()[0][:500]
     except Exception as exc:  # kernel died, notebook missing, ...

@@ -7,7 +7,13 @@ import pandas.testing as pdt
 import pytest
 
 from nqflow import calendar as cal
-from nqflow.baseline import BaselineStore, expected_volume, record_session, slot_volumes, window_keys
+from nqflow.baseline import (
+    BaselineStore,
+    expected_volume,
+    record_session,
+    slot_volumes,
+    window_keys,
+)
 from nqflow.data import option_fills
 
 MAX_SESSIONS = 4

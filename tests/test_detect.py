@@ -11,7 +11,14 @@ import pytest
 from nqflow.baseline import expected_volume
 from nqflow.config import Config
 from nqflow.data import TRADE_COLUMNS, WindowData, empty_frame
-from nqflow.detect import aggregate_orders, assign_sweeps, detect_window, tail_probability, tier_of, watch_list
+from nqflow.detect import (
+    aggregate_orders,
+    assign_sweeps,
+    detect_window,
+    tail_probability,
+    tier_of,
+    watch_list,
+)
 
 T0 = pd.Timestamp("2026-10-30T15:00:00Z")
 
