@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nqflow.config import Config  # noqa: E402
-from nqflow.detect import watch_list  # noqa: E402
+from nqflow.detect import surge_gate, watch_list  # noqa: E402
 from nqflow.monitor import WindowResult  # noqa: E402
 
 BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
@@ -113,19 +113,28 @@ def surge_ratios(result: WindowResult, config: Config, top: int = 15) -> Chart:
     if ranked.empty:
         _empty(ax, "no baseline history yet for this slot")
         return Chart(fig, "Volume surges: no baseline history yet for this slot.")
+    gate = surge_gate(ranked, config)
     labels = [f"{lvl}: {sym}" for lvl, sym in zip(ranked["level"], ranked["symbol"])]
-    ax.barh(labels[::-1], ranked["ratio"].to_numpy()[::-1], color="#0969da")
+    ratios = ranked["ratio"].to_numpy()
+    colours = np.where(gate == "", "#0969da", NEUTRAL)
+    ax.barh(labels[::-1], ratios[::-1], color=colours[::-1])
+    for position, (ratio, why) in enumerate(zip(ratios[::-1], gate.to_numpy()[::-1])):
+        if why and why != "below the first tier":  # say why a bar past a tier raised nothing
+            ax.text(ratio, position, f"  {why}", va="center", fontsize=8, color="#57606a")
     for tier in config.thresholds.surge_tiers:
         ax.axvline(tier, color="#bf8700", linestyle="--", linewidth=1)
         ax.text(tier, len(ranked) - 0.5, f"{tier:g}x", color="#bf8700", fontsize=8)
     ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("window volume / expected volume for this time of day")
+    ax.set_xlabel("window volume / expected volume for this time of day (grey: cannot alert, reason at the bar's end)")
     ax.set_title("Volume surges against the baseline")
     fig.tight_layout()
     first = ranked.iloc[0]
+    held = [f"{sym} ({why})" for sym, why in zip(ranked["symbol"], gate)
+            if why and why != "below the first tier"]
     return Chart(fig, f"Horizontal bars of the {len(ranked)} highest ratios of window volume to the expected volume "
                       f"for this time of day, against tiers {', '.join(f'{t:g}x' for t in config.thresholds.surge_tiers)}: "
-                      f"highest {first['level']} {first['symbol']} at {first['ratio']:,.1f}x.")
+                      f"highest {first['level']} {first['symbol']} at {first['ratio']:,.1f}x"
+                      + (f"; past a tier but unable to alert: {', '.join(held)}" if held else "") + ".")
 
 
 def aggression(result: WindowResult) -> Chart:
@@ -158,6 +167,9 @@ def alerts_table(result: WindowResult) -> pd.DataFrame:
     table = alerts[["label", "confidence", "kind", "level", "symbol", "direction", "sentiment", "volume",
                     "ratio", "tier", "premium_usd", "event_time"]].copy()
     table["premium_usd"] = table["premium_usd"].map(_millions)
+    table["ratio"] = table["ratio"].map(lambda r: "" if pd.isna(r) else f"{r:,.1f}x")
+    table["tier"] = table["tier"].map(lambda t: "" if pd.isna(t) or not t else f"{t:g}x")
+    table["event_time"] = _clock(table["event_time"])
     table["reasons"] = alerts["reasons"].map(lambda r: "; ".join(r))
     return table
 
@@ -172,11 +184,17 @@ def watch_table(result: WindowResult, config: Config) -> pd.DataFrame:
         return pd.DataFrame({"watch list": [f"no order between {_millions(watch)} and "
                                             f"{_millions(config.thresholds.large_premium_usd)} in this window"]})
     table["premium_usd"] = table["premium_usd"].map(_millions)
+    table["event_time"] = _clock(table["event_time"])
     return table
 
 
 def _millions(value: float) -> str:
     return f"${value / 1e6:,.2f}M"
+
+
+def _clock(times: pd.Series) -> pd.Series:
+    """UTC time of day to the millisecond: a report covers one window, so the date is in its title."""
+    return pd.to_datetime(times, utc=True).dt.strftime("%H:%M:%S.%f").str[:-3] + "Z"
 
 
 # --------------------------------------------------------------------------- threshold lab

@@ -509,14 +509,26 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
     return alerts
 
 
-def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[dict]:
+def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
+    """Why each row of scored window volumes cannot be a surge alert, or "" when it can.
+
+    The reasons, first that applies: "below the first tier", "thin" (under the level's
+    minimum volume), "short history" (under ``min_history_sessions``), "one order" (its
+    largest order holds more than ``surge_max_order_share``: one print is the large-order
+    detector's business, not a surge). Rows that pass may still be folded into another alert.
+    """
     t = config.thresholds
     minimum = volumes["level"].map({"instrument": t.instrument_min_volume, "expiry": t.expiry_min_volume,
                                     "product": t.product_min_volume})
-    surging = volumes[(volumes["ratio"] >= t.surge_tiers[0]) & (volumes["volume"] >= minimum)
-                      & (volumes["history_sessions"] >= t.min_history_sessions)
-                      # one print is the large-order detector's business, not a surge
-                      & (volumes["top_order_share"] <= t.surge_max_order_share)]
+    return pd.Series(np.select(
+        [volumes["ratio"] < t.surge_tiers[0], volumes["volume"] < minimum,
+         volumes["history_sessions"] < t.min_history_sessions, volumes["top_order_share"] > t.surge_max_order_share],
+        ["below the first tier", "thin", "short history", "one order"], default=""), index=volumes.index)
+
+
+def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[dict]:
+    t = config.thresholds
+    surging = volumes[surge_gate(volumes, config) == ""]
     oi_by_window = _OpenInterest(windows)
     alerts = []
     for row in surging.itertuples(index=False):

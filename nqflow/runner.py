@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -108,7 +109,8 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame) -> Path:
     rows = []
     for w in windows.sort_values("window_start", ascending=False).itertuples(index=False):
         summary = json.loads(w.summary) if isinstance(w.summary, str) and w.summary else {}
-        link = lambda p, text: (f'<a href="{html.escape(str(Path(p).relative_to(outputs_dir)))}">{text}</a>'
+        # relpath, not relative_to: a report written under an earlier outputs folder still links
+        link = lambda p, text: (f'<a href="{html.escape(Path(os.path.relpath(p, outputs_dir)).as_posix())}">{text}</a>'
                                 if isinstance(p, str) and p and Path(p).exists() else "")
         by_kind = ", ".join(f"{k} {v}" for k, v in (summary.get("alerts_by_kind") or {}).items())
         rows.append(

@@ -15,6 +15,7 @@ from nqflow.detect import (
     aggregate_orders,
     assign_sweeps,
     detect_window,
+    surge_gate,
     tail_probability,
     tier_of,
     watch_list,
@@ -183,3 +184,16 @@ def test_watch_list_holds_orders_and_sweeps_between_the_watch_and_alert_levels()
     assert watch.iloc[0]["orders"] == 2 and watch.iloc[0]["symbol"] == "NQZ6 P x2 strikes"
     off = dataclasses.replace(config, thresholds=dataclasses.replace(config.thresholds, watch_premium_usd=0.0))
     assert watch_list(detection.orders, off).empty
+
+
+def test_surge_gate_names_why_a_ratio_past_a_tier_cannot_alert():
+    config = Config()
+    t = config.thresholds
+    volumes = pd.DataFrame({
+        "level": ["instrument", "instrument", "instrument", "instrument", "expiry"],
+        "ratio": [12.0, 12.0, 12.0, 9.0, 40.0],
+        "volume": [t.instrument_min_volume, t.instrument_min_volume - 1, 500, 500, t.expiry_min_volume],
+        "history_sessions": [20, 20, 20, 20, t.min_history_sessions - 1],
+        "top_order_share": [t.surge_max_order_share, 0.1, t.surge_max_order_share + 0.01, 0.1, 0.1],
+    })
+    assert surge_gate(volumes, config).tolist() == ["", "thin", "one order", "below the first tier", "short history"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,18 @@ def test_index_and_report_render_in_headless_chromium(executed, tmp_path):
         assert "Alerts" in page.inner_text("body")
         page.screenshot(path=str(out / "report.png"), full_page=False)
         browser.close()
+
+
+def test_index_links_reports_kept_in_an_earlier_outputs_folder(tmp_path):
+    """Changing data.outputs_dir must not break the index: older reports stay linked where they are."""
+    old = tmp_path / "old-outputs" / "2026-10-30"
+    old.mkdir(parents=True)
+    report = old / "1500-1515Z.html"
+    report.write_text("<html>report</html>")
+    store = StateStore(tmp_path / "state.sqlite")
+    start, end = "2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00"
+    store.start_attempt(start, end, start)
+    store.finish_window(start, "ok", start, 1.0, None, str(report), 0, {"alerts_by_kind": {}})
+    index = write_index(tmp_path / "new-outputs", store.windows())
+    href = re.search(r'href="([^"]+)">report<', index.read_text()).group(1)
+    assert (index.parent / href).resolve() == report.resolve()
