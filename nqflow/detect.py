@@ -310,29 +310,28 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
     by_window: dict[int, list[dict]] = {i: [] for i in busy}
     for alert in alerts:
         by_window[alert.pop("_window")].append(alert)
-    trade_totals = pd.concat([_side_columns(trades), trades[["size", "premium_usd"]]], axis=1) \
-        .groupby(trades[WINDOW]).agg({**{c: "sum" for c in ("size", "premium_usd", "buy_premium_usd",
-                                                          "sell_premium_usd")}})
+    sides = _side_columns(trades)[["buy_premium_usd", "sell_premium_usd"]]
+    trade_totals = pd.concat([trades[["size", "premium_usd"]], sides], axis=1).groupby(trades[WINDOW]).sum()
     trade_totals["option_trades"] = trades.groupby(WINDOW).size()
     order_bounds = _bounds(orders[WINDOW], busy)
     volume_bounds = _bounds(volumes[WINDOW], busy)
     for i in busy:
-        window_orders = orders.iloc[slice(*order_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
+        own_orders = orders.iloc[slice(*order_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
         if i in first_sweep.index:
-            window_orders.loc[window_orders["sweep_id"] >= 0, "sweep_id"] -= first_sweep[i]
-        window_volumes_ = volumes.iloc[slice(*volume_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
+            own_orders.loc[own_orders["sweep_id"] >= 0, "sweep_id"] -= first_sweep[i]
+        own_volumes = volumes.iloc[slice(*volume_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
         frame = pd.DataFrame(_fold(by_window[i], config), columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
         frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
-        summary = _summary(windows[i], len(window_orders), trade_totals.loc[i].to_dict())
+        summary = _summary(windows[i], len(own_orders), trade_totals.loc[i].to_dict())
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
-        product = window_volumes_[window_volumes_["level"] == "product"]
+        product = own_volumes[own_volumes["level"] == "product"]
         if len(product):
             summary["product_expected_volume"] = float(product["baseline"].iloc[0])
             summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
             summary["history_sessions"] = int(product["history_sessions"].iloc[0])
-        results[i] = Detection(frame, window_orders, window_volumes_, summary)
+        results[i] = Detection(frame, own_orders, own_volumes, summary)
     return results
 
 
