@@ -52,7 +52,7 @@ from nqflow.contracts import (
 DATASET = "GLBX.MDP3"
 PUBLISHER_ID = 1  # GLBX.MDP3 on CME Globex
 FIXED = 1_000_000_000  # DBN fixed-point prices: 1e-9 units
-GENERATOR_VERSION = 2  # 2: strikes listed around the market session by session
+GENERATOR_VERSION = 3  # 2: strikes listed around the market session by session; 3: two-leg sweeps
 #: Background orders stay below this premium so that only planted events cross $3M.
 BACKGROUND_MAX_PREMIUM_USD = 1_200_000.0
 #: Surges are planted only on instrument slots with at least this baseline, so that any
@@ -428,7 +428,7 @@ class _Generator:
             by_expiry.setdefault(o.expiry.symbol_root, []).append(o)
         root = sorted(k for k, v in by_expiry.items() if len(v) >= 6)[int(rng.integers(0, 2))]
         chain = sorted(by_expiry[root], key=lambda o: o.strike)
-        legs_n = max(3, int(math.ceil(premium_usd / 2_400_000.0)))
+        legs_n = max(2, int(math.ceil(premium_usd / 2_400_000.0)))  # two legs below $4.8M
         first = int(rng.integers(0, len(chain) - legs_n + 1))
         legs = chain[first:first + legs_n]
         side = str(rng.choice(["B", "A"]))
