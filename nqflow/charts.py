@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nqflow.config import Config  # noqa: E402
-from nqflow.detect import surge_gate, watch_list  # noqa: E402
+from nqflow.detect import BELOW_FIRST_TIER, surge_gate, watch_list  # noqa: E402
 from nqflow.monitor import WindowResult  # noqa: E402
 
 BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
@@ -113,13 +113,13 @@ def surge_ratios(result: WindowResult, config: Config, top: int = 15) -> Chart:
     if ranked.empty:
         _empty(ax, "no baseline history yet for this slot")
         return Chart(fig, "Volume surges: no baseline history yet for this slot.")
-    gate = surge_gate(ranked, config)
+    gate = surge_gate(ranked, config).to_numpy()
+    held = (gate != "") & (gate != BELOW_FIRST_TIER)  # past a tier, yet no surge alert: say why
     labels = [f"{lvl}: {sym}" for lvl, sym in zip(ranked["level"], ranked["symbol"])]
     ratios = ranked["ratio"].to_numpy()
-    colours = np.where(gate == "", "#0969da", NEUTRAL)
-    ax.barh(labels[::-1], ratios[::-1], color=colours[::-1])
-    for position, (ratio, why) in enumerate(zip(ratios[::-1], gate.to_numpy()[::-1])):
-        if why and why != "below the first tier":  # say why a bar past a tier raised nothing
+    ax.barh(labels[::-1], ratios[::-1], color=np.where(gate == "", "#0969da", NEUTRAL)[::-1])
+    for position, ratio, why, said in zip(range(len(ratios)), ratios[::-1], gate[::-1], held[::-1]):
+        if said:
             ax.text(ratio, position, f"  {why}", va="center", fontsize=8, color="#57606a")
     for tier in config.thresholds.surge_tiers:
         ax.axvline(tier, color="#bf8700", linestyle="--", linewidth=1)
@@ -129,12 +129,11 @@ def surge_ratios(result: WindowResult, config: Config, top: int = 15) -> Chart:
     ax.set_title("Volume surges against the baseline")
     fig.tight_layout()
     first = ranked.iloc[0]
-    held = [f"{sym} ({why})" for sym, why in zip(ranked["symbol"], gate)
-            if why and why != "below the first tier"]
+    held_words = [f"{sym} ({why})" for sym, why in zip(ranked["symbol"][held], gate[held])]
     return Chart(fig, f"Horizontal bars of the {len(ranked)} highest ratios of window volume to the expected volume "
                       f"for this time of day, against tiers {', '.join(f'{t:g}x' for t in config.thresholds.surge_tiers)}: "
                       f"highest {first['level']} {first['symbol']} at {first['ratio']:,.1f}x"
-                      + (f"; past a tier but unable to alert: {', '.join(held)}" if held else "") + ".")
+                      + (f"; past a tier but unable to alert: {', '.join(held_words)}" if held_words else "") + ".")
 
 
 def aggression(result: WindowResult) -> Chart:

@@ -508,6 +508,9 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
     return alerts
 
 
+BELOW_FIRST_TIER = "below the first tier"
+
+
 def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
     """Why each row of scored window volumes cannot be a surge alert, or "" when it can.
 
@@ -522,7 +525,7 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
     return pd.Series(np.select(
         [volumes["ratio"] < t.surge_tiers[0], volumes["volume"] < minimum,
          volumes["history_sessions"] < t.min_history_sessions, volumes["top_order_share"] > t.surge_max_order_share],
-        ["below the first tier", "thin", "short history", "one order"], default=""), index=volumes.index)
+        [BELOW_FIRST_TIER, "thin", "short history", "one order"], default=""), index=volumes.index)
 
 
 def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[dict]:
