@@ -82,7 +82,13 @@ def option_fills(trades: pd.DataFrame) -> pd.DataFrame:
 
 def future_fills(trades: pd.DataFrame) -> pd.DataFrame:
     """The futures rows of a tidy trades frame, in the underlying frame's columns."""
-    return trades.loc[trades["put_call"].isna(), UNDERLYING_COLUMNS].reset_index(drop=True)
+    return trades.loc[trades["put_call"].isna() & trades["product"].notna(), UNDERLYING_COLUMNS].reset_index(drop=True)
+
+
+def undefined_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a tidy trades frame whose instrument has no definition: neither option nor future
+    is known, nor a multiplier, so they cannot be priced or counted."""
+    return trades[trades["product"].isna()]
 
 
 @dataclass
@@ -114,9 +120,11 @@ class DbnFile:
 
 def _quiet_to_df(store: db.DBNStore) -> pd.DataFrame:
     # databento's to_df emits a Pandas4Warning under pandas 3 from inside the client.
+    # Symbols come from the definitions (raw_symbol), so the symbology mapping, which costs
+    # four fifths of decoding a trades file, is skipped.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return store.to_df()
+        return store.to_df(map_symbols=False)
 
 
 def open_dbn(path: Path, expected_schema: str | None = None) -> db.DBNStore:
@@ -214,8 +222,6 @@ def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
     info = chain.set_index("instrument_id")
     joined = raw[["ts_event", "instrument_id", "price", "size", "side"]].join(
         info[["symbol", "product", "expiration", "strike", "put_call", "multiplier"]], on="instrument_id")
-    if joined["symbol"].isna().any() and "symbol" in raw:
-        joined["symbol"] = joined["symbol"].fillna(raw["symbol"])
     trades = pd.DataFrame({
         "ts_event": pd.to_datetime(joined["ts_event"], utc=True),
         "instrument_id": joined["instrument_id"].astype("int64"),
@@ -405,6 +411,12 @@ def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fil
     notes: list[str] = []
     trades = option_fills(fills)
     underlying = _front_future(future_fills(fills))
+    unknown = undefined_fills(fills)
+    if len(unknown):
+        ids = sorted(unknown["instrument_id"].unique())
+        notes.append(f"{len(unknown):,} fills on {len(ids)} instrument(s) without a definition were left out "
+                     f"(instrument_id {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''}); "
+                     f"add the definition records for session {trade_date} to the data folder")
     if trades.empty:
         notes.append(f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
                       f"check that the data source covers this window")

@@ -9,7 +9,15 @@ import databento_dbn as dbn
 import pandas as pd
 import pytest
 
-from nqflow.data import ReplaySource, load_window, read_dbn
+from nqflow.data import (
+    ReplaySource,
+    future_fills,
+    load_window,
+    option_fills,
+    read_dbn,
+    tidy_trades,
+    window_from,
+)
 from nqflow.errors import DataError, NqflowError
 
 
@@ -111,3 +119,22 @@ def test_naive_or_malformed_timestamps(source, bad, message):
 def test_end_before_start_is_rejected(source):
     with pytest.raises(DataError, match="is not after start"):
         load_window(source, "2026-10-30T14:15:00Z", "2026-10-30T14:00:00Z")
+
+
+def test_fills_without_a_definition_are_left_out_and_said(source):
+    """An option with no definition has no multiplier, strike or class: its fills are neither
+    options nor the underlying (they used to pass for futures), and the window says so."""
+    day = dt.date(2026, 10, 30)
+    start, end = pd.Timestamp("2026-10-30T15:00Z"), pd.Timestamp("2026-10-30T15:15Z")
+    full = source.trades(start, end)
+    busiest = int(option_fills(full)["size"].groupby(option_fills(full)["instrument_id"]).sum().idxmax())
+    chain = source.chain(day)
+    partial = chain[chain["instrument_id"] != busiest]
+    fills = tidy_trades(full[["ts_event", "instrument_id", "price", "size", "side"]], partial)
+    window = window_from(start, end, day, fills, partial, source.open_interest(day))
+    dropped = int((full["instrument_id"] == busiest).sum())
+    assert busiest not in set(window.trades["instrument_id"]) and busiest not in set(future_fills(fills)["instrument_id"])
+    assert len(window.trades) == len(option_fills(full)) - dropped
+    assert window.underlying["instrument_id"].nunique() == 1 and window.underlying["symbol"].iloc[0].startswith("NQ")
+    note = next(n for n in window.notes if "without a definition" in n)
+    assert f"{dropped:,} fills on 1 instrument(s)" in note and str(busiest) in note and "2026-10-30" in note
