@@ -49,7 +49,15 @@ from tenacity import (
 
 from nqflow import calendar as cal
 from nqflow.config import Config
-from nqflow.data import ReplaySource, _check_complete, _range, _session_bounds, option_fills
+from nqflow.data import (
+    ReplaySource,
+    _check_complete,
+    _range,
+    _session_bounds,
+    future_fills,
+    option_fills,
+    undefined_fills,
+)
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
 from nqflow.retry import retry_after_seconds
 
@@ -265,15 +273,16 @@ class DatabentoSource:
         if not self._cached("trades", start, end):
             self._fetch("trades", start, end, trade_date)
         fills = self.replay.trades(start, end)
-        unknown = fills["product"].isna()
-        if session and unknown.any():
-            log.info("%d fills of instruments without a cached definition; fetching new definitions", int(unknown.sum()))
+        unknown = undefined_fills(fills)
+        if session and len(unknown):
+            log.info("%d fills of instruments without a cached definition; fetching new definitions", len(unknown))
             self._top_up_definitions(trade_date, end)
             fills = self.replay.trades(start, end)
         if session and cal.window_is_open(start, end) and option_fills(fills).empty:
-            futures = int(fills["put_call"].isna().sum())
+            futures, unknown = len(future_fills(fills)), len(undefined_fills(fills))
             raise DataError(f"Databento returned no NQ option trades for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
-                            f"while CME Globex was open ({futures} futures trades); this is a data problem, not a "
+                            f"while CME Globex was open ({futures} futures trades, {unknown} on instruments without "
+                            f"a definition); this is a data problem, not a "
                             f"quiet market: check universe.option_parents and your GLBX.MDP3 options entitlement")
         return fills
 
