@@ -30,7 +30,9 @@ S  statistical surprise: p = P(X >= volume) under a count model fitted to the sl
    otherwise; mean floored like the ratio); S = min(1, -log10(p) / surprise_full_log10).
    Orders use their instrument's window volume. No history -> S = 0, said in the reasons.
 P  premium: log-scaled between premium_floor_usd (0) and premium_full_usd (1).
-I  aggressor imbalance: |buy - sell| / (buy + sell) of aggressor premium (1 for one order).
+I  aggressor imbalance: |buy - sell| / (buy + sell) of aggressor premium (1 for one order whose
+   aggressor is known, 0 when no premium has a known aggressor, side N). The alert's
+   ``imbalance`` field keeps the sign: +1 all buyer-initiated, -1 all seller-initiated.
 C  concentration: share of the alert's volume in its largest order (surges) or the order's
    share of its instruments' window volume (orders and sweeps).
 V  volume / open interest, capped at 1 (volume above OI suggests new positions); 0 when OI is unknown.
@@ -63,7 +65,7 @@ ALERT_FIELDS = [
     "alert_id", "kind", "level", "window_start", "window_end", "event_time", "symbol", "symbols",
     "instrument_ids", "expiry", "expiration", "strike", "put_call", "direction", "sentiment",
     "volume", "buy_volume", "sell_volume", "baseline", "ratio", "tier", "history_sessions", "p_value",
-    "premium_usd", "buy_premium_usd", "sell_premium_usd", "underlying_price", "open_interest", "volume_oi",
+    "premium_usd", "buy_premium_usd", "sell_premium_usd", "imbalance", "underlying_price", "open_interest", "volume_oi",
     "confidence", "label", "reasons",
 ]
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
@@ -136,6 +138,12 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
             sweep[rows[start:stop]] = next_id
             next_id, resume = next_id + 1, stop
     return pd.Series(sweep, index=orders.index)
+
+
+def imbalance_of(buy: float, sell: float) -> float:
+    """(buy - sell) / (buy + sell) of aggressor premium, in [-1, 1]; 0 when there is none."""
+    total = buy + sell
+    return (buy - sell) / total if total > 0 else 0.0
 
 
 def direction_of(buy: float, sell: float, share: float) -> str:
@@ -461,7 +469,7 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
         components = {
             "surprise": surprise_component(p_value, config) if history else 0.0,
             "premium": premium_component(premium, config),
-            "imbalance": 1.0,
+            "imbalance": abs(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"])),
             "concentration": volume / max(inst_volume, volume),
             "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
         }
@@ -479,7 +487,9 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
             what = f"one aggressor order, {int(first['fills'])} fill(s) at ts {first['ts_event'].isoformat()}"
             alert_id = stable_id("large_order", ids[0], first["ts_event"].value, side)
         reasons = [f"{_usd(premium)} premium >= {_usd(t.large_premium_usd)} threshold ({what})",
-                   f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"]
+                   f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"
+                   if side in ("B", "A") else
+                   f"{volume:,} {right} with no known aggressor (side {side}): direction and sentiment unknown"]
         if history:
             reasons.append(f"instrument window volume {inst_volume:,.0f} vs expected "
                            f"{float(inst_rows['baseline'].sum()):,.1f}; tail probability {p_value:.1e} "
@@ -502,6 +512,7 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
             ratio=inst_volume / float(inst_rows["baseline"].sum()) if len(inst_rows) else None, tier=None,
             history_sessions=history, p_value=p_value, premium_usd=round(premium, 2),
             buy_premium_usd=totals["buy_premium_usd"], sell_premium_usd=totals["sell_premium_usd"],
+            imbalance=round(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"]), 4),
             underlying_price=_underlying_at(window, first["ts_event"]), open_interest=total_oi,
             volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
             reasons=reasons, _owner_key=[("instrument", str(i)) for i in ids], _window=index))
@@ -538,13 +549,12 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
         tier = tier_of(row.ratio, t.surge_tiers)
         direction = direction_of(row.buy_premium_usd, row.sell_premium_usd, t.direction_share)
         sentiment = sentiment_of(row.bullish_premium_usd, row.bearish_premium_usd, t.direction_share)
-        aggressor = row.buy_premium_usd + row.sell_premium_usd
-        imbalance = abs(row.buy_premium_usd - row.sell_premium_usd) / aggressor if aggressor > 0 else 0.0
+        imbalance = imbalance_of(row.buy_premium_usd, row.sell_premium_usd)
         open_interest = None
         if row.level == "instrument" and int(row.key) in oi.index:
             open_interest = int(oi[int(row.key)])
         components = {"surprise": surprise_component(row.p_value, config),
-                      "premium": premium_component(row.premium_usd, config), "imbalance": imbalance,
+                      "premium": premium_component(row.premium_usd, config), "imbalance": abs(imbalance),
                       "concentration": row.top_order_share,
                       "volume_oi": min(1.0, row.volume / open_interest) if open_interest else 0.0}
         confidence, label = score(components, config)
@@ -569,7 +579,8 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
             sell_volume=row.sell_volume, baseline=round(float(row.baseline), 3), ratio=round(float(row.ratio), 3),
             tier=tier, history_sessions=int(row.history_sessions), p_value=float(row.p_value),
             premium_usd=round(row.premium_usd, 2), buy_premium_usd=row.buy_premium_usd,
-            sell_premium_usd=row.sell_premium_usd, underlying_price=_underlying_at(window, window.end),
+            sell_premium_usd=row.sell_premium_usd, imbalance=round(imbalance, 4),
+            underlying_price=_underlying_at(window, window.end),
             open_interest=open_interest, volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
             confidence=confidence, label=label, reasons=reasons, _owner_key=[(row.level, str(row.key))], _window=int(row.window),
             _group_volume=int(row.volume)))

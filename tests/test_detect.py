@@ -197,3 +197,22 @@ def test_surge_gate_names_why_a_ratio_past_a_tier_cannot_alert():
         "top_order_share": [t.surge_max_order_share, 0.1, t.surge_max_order_share + 0.01, 0.1, 0.1],
     })
     assert surge_gate(volumes, config).tolist() == ["", "thin", "one order", "below the first tier", "short history"]
+
+
+def test_an_order_without_a_known_aggressor_scores_no_imbalance_and_says_so():
+    config = Config()
+    bought = detect_window(window_of([fill(0, 1, 21000, "B", 500.0, 400)]), None, config).alerts.iloc[0]
+    sold = detect_window(window_of([fill(0, 1, 21000, "A", 500.0, 400)]), None, config).alerts.iloc[0]
+    unknown = detect_window(window_of([fill(0, 1, 21000, "N", 500.0, 400)]), None, config).alerts.iloc[0]
+    assert (bought["imbalance"], sold["imbalance"], unknown["imbalance"]) == (1.0, -1.0, 0.0)
+    assert unknown["direction"] == "MIXED" and "no known aggressor" in unknown["reasons"][1]
+    weight = config.confidence.weight_imbalance / sum(
+        getattr(config.confidence, f"weight_{k}") for k in ("surprise", "premium", "imbalance", "concentration", "volume_oi"))
+    assert bought["confidence"] - unknown["confidence"] == pytest.approx(100 * weight, abs=0.11)
+
+
+def test_surge_imbalance_is_signed_by_the_aggressor_side():
+    hist = expected("instrument", "7", [8] * 20)
+    sold = detect_window(window_of(_surge_rows(400, 40, side="A")), hist, Config()).alerts
+    surge = sold[sold["kind"] == "volume_surge"].iloc[0]
+    assert surge["imbalance"] == -1.0 and surge["direction"] == "SELL"
