@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from nqflow import calendar as cal
-from nqflow.config import load_config, parse_override
+from nqflow.config import Config, load_config, parse_override
 from nqflow.errors import NqflowError
 from nqflow.monitor import resolve
 from nqflow.scheduling import Scheduler, windows_between
@@ -99,6 +99,7 @@ def _print_runs(scheduler: Scheduler, runs, as_json: bool) -> int:
 
 
 def demo(args, config) -> int:
+    from nqflow.quality import expected_events
     from nqflow.sample import generate_sample_market, load_ground_truth
     sample = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
     truth = load_ground_truth(sample)
@@ -113,10 +114,15 @@ def demo(args, config) -> int:
     args.state_db = str(state_db)
     args.source, args.data_dir = "replay", str(sample)
     scheduler = _scheduler(args, config, clock=clock)
-    print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}")
+    planted = expected_events(truth, config, last)
+    print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
+          f"planted in it (ground truth), then what the monitor found")
     for start, end in windows:
         clock.current = end + pd.Timedelta(minutes=config.schedule.availability_delay_minutes)
-        print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)", flush=True)
+        print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)")
+        for event in planted[planted["window_start"] == start.isoformat()].itertuples(index=False):
+            print(f"   planted: {_planted(event, config)}")
+        sys.stdout.flush()
         run = scheduler.process(start, end)
         scheduler.deliver()
         print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
@@ -124,6 +130,18 @@ def demo(args, config) -> int:
     index = scheduler.refresh_index()
     print(f"\nReport index: {index}")
     return 0
+
+
+def _planted(event, config: Config) -> str:
+    """One planted event in words, and whether the configured thresholds should alert on it."""
+    side = {"B": "bought", "A": "sold"}.get(event.side, "traded")
+    if event.kind in ("block", "sweep"):
+        what = f"{event.kind} of {event.size:,} contracts {side}, ${event.premium_usd / 1e6:,.2f}M premium"
+    else:
+        what = f"{event.kind.replace('_', ' ')} of {event.size:,} contracts, {event.ratio:,.1f}x the usual volume"
+    if event.should_alert:
+        return f"{what}: expect a {event.expected_kind} alert"
+    return f"{what}: below the thresholds, no alert expected"
 
 
 def run_backtest(args, config) -> int:

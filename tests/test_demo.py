@@ -1,0 +1,33 @@
+"""`make demo` (scheduler.py demo): the README's first command, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from nqflow.monitor import REPO_ROOT
+
+
+def test_demo_finds_in_each_window_what_it_says_was_planted(sample_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABENTO", "NQFLOW_"))}
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scheduler.py"), "--outputs", str(tmp_path / "outputs"),
+         "--state-db", str(tmp_path / "state.sqlite"), "--set", f"notify.log.path={tmp_path / 'alerts.log'}",
+         "demo", "--windows", "3"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    windows = run.stdout.split("\n== window ")[1:]
+    assert len(windows) == 3
+    for block in windows:
+        planted = re.findall(r"planted: .*?: (expect an? (\w+) alert|below the thresholds, no alert expected)", block)
+        assert planted, block
+        printed = re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\] (\w+)", block, flags=re.M)
+        expected = [kind for _, kind in planted if kind]
+        assert set(expected) <= set(printed) if expected else not printed, block
+        report = re.search(r"report (\S+\.html)", block).group(1)
+        assert report.startswith(str(tmp_path / "outputs")) and os.path.exists(report)
+    assert run.stdout.rstrip().endswith(str(tmp_path / "outputs" / "index.html"))
+    assert (tmp_path / "alerts.log").read_text().count("alert_id") == sum(
+        len(re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\]", block, flags=re.M)) for block in windows)
