@@ -7,7 +7,9 @@ Kinds of alert
 ``sweep``        orders of one side on several strikes of one expiry and right, within
                  ``sweep_span_ms`` of each other, whose summed premium >= ``large_premium_usd``.
                  When one order carries >= ``sweep_block_share`` of the premium it is a block
-                 with small neighbours, not a sweep, and is judged as a single order.
+                 with small neighbours, not a sweep, and is judged as a single order. Windows
+                 are judged alone, so a sweep straddling a window edge (a few hundred ms in
+                 900 s: rare) is seen as two parts.
 ``volume_surge`` window volume at ``instrument``, ``expiry`` or ``product`` level against the
                  expected volume for the slot (`nqflow.baseline`); tiers from ``surge_tiers``
                  (10x / 30x / 50x). ratio = volume / max(expected, floor); a level needs
