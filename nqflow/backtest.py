@@ -71,7 +71,8 @@ def session_volumes(data_dir: str, trade_date: dt.date) -> tuple[list[int], pd.D
 
 def session_alerts(config: Config, data_dir: str, baseline_path: str, trade_date: dt.date,
                    available: list[dt.date], window_filter: WindowFilter | None = None) -> tuple[list[dict], pd.DataFrame]:
-    """Every (selected) window of one session through `run_window`, against a read-only baseline."""
+    """Every (selected) window of one session through `run_session` (what `run_window` gives, window by
+    window), against a read-only baseline."""
     source, baseline = _source(data_dir), BaselineStore(baseline_path)
     alerts, windows = [], []
     for result in run_session(config, trade_date, source, baseline, available, window_filter):
