@@ -8,6 +8,7 @@ webhook URL) are read from the environment at send time and never logged.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
@@ -19,6 +20,7 @@ import sys
 import urllib.error
 import urllib.request
 from email.message import EmailMessage
+from email.utils import parseaddr
 from pathlib import Path
 
 import pandas as pd
@@ -154,6 +156,7 @@ def send_email(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
         subject, text, body_html = _email_bodies(window_alerts, config, reports)
         message = EmailMessage()
         message["Subject"], message["From"], message["To"] = subject, settings.sender, ", ".join(settings.recipients)
+        message["Message-ID"] = message_id(window_alerts, settings.sender)
         message.set_content(text)
         message.add_alternative(body_html, subtype="html")
         try:
@@ -170,6 +173,14 @@ def send_email(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
                 smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}") from None
+
+
+def message_id(alerts: list[dict], sender: str) -> str:
+    """The same digest gets the same Message-ID: if a crash between the server's acceptance and
+    our record makes us send it again, mail systems that drop repeated Message-IDs drop it."""
+    digest = hashlib.sha1("|".join(sorted(a["alert_id"] for a in alerts)).encode()).hexdigest()[:24]
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "nqflow.invalid"
+    return f"<nqflow.{digest}@{domain}>"
 
 
 def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -> dict:
@@ -228,18 +239,26 @@ def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, report
         wanted = [a for a in due if _wanted(a, settings)]
         if not wanted:
             continue
-        ids = [a["alert_id"] for a in wanted]
-        try:
-            SENDERS[channel](wanted, config, reports)
-        except (DeliveryError, CredentialsError) as exc:
-            attempts = _attempts(store, ids[0], channel)
-            delay = config.notify.retry_backoff_seconds * 2 ** min(attempts, 10)
-            delay = max(delay, getattr(exc, "retry_after", None) or 0.0)  # the server's Retry-After wins
-            store.mark_failed(ids, channel, str(exc), (now + pd.Timedelta(seconds=delay)).isoformat())
-            logging.getLogger("nqflow").warning("%s delivery failed, will retry: %s", channel, exc)
-            continue
-        store.mark_delivered(ids, channel, now.isoformat())
-        sent[channel] = len(ids)
+        # One message per window, recorded as it goes: when a later window's message fails, the
+        # earlier ones stay delivered and are not sent again.
+        failure: tuple[str, str] | None = None  # (error, retry at) once the channel failed in this pass
+        for window_alerts in _by_window(wanted):
+            ids = [a["alert_id"] for a in window_alerts]
+            if failure is not None:  # not hammering a channel that is down: these wait with the rest
+                store.mark_failed(ids, channel, f"not tried: {failure[0]}", failure[1])
+                continue
+            try:
+                SENDERS[channel](window_alerts, config, reports)
+            except (DeliveryError, CredentialsError) as exc:
+                attempts = _attempts(store, ids[0], channel)
+                delay = config.notify.retry_backoff_seconds * 2 ** min(attempts, 10)
+                delay = max(delay, getattr(exc, "retry_after", None) or 0.0)  # the server's Retry-After wins
+                failure = (str(exc), (now + pd.Timedelta(seconds=delay)).isoformat())
+                store.mark_failed(ids, channel, *failure)
+                logging.getLogger("nqflow").warning("%s delivery failed, will retry: %s", channel, exc)
+                continue
+            store.mark_delivered(ids, channel, now.isoformat())
+            sent[channel] = sent.get(channel, 0) + len(ids)
     return sent
 
 

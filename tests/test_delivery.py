@@ -306,3 +306,41 @@ def test_suppressed_repeats_stay_in_the_history_but_are_not_delivered(tmp_path, 
     rows = store.deliveries().set_index(["alert_id", "channel"])
     assert rows.loc[(repeat["alert_id"], "slack"), "status"] == "suppressed"
     assert store.surges_sent_since(since) == [first]
+
+
+def test_a_failure_on_a_later_window_does_not_resend_the_earlier_ones(tmp_path, env):
+    """Two windows pending; Slack takes the first message and fails the second. Only the second
+    is sent again: each window's delivery is recorded as it happens."""
+    config = channel_config(tmp_path, free_port(), **{"notify.email.enabled": False})
+    store = StateStore(tmp_path / "state.sqlite")
+    early = [make_alert(i) for i in range(2)]
+    late = [make_alert(i, window_start="2026-10-29T14:30:00+00:00") for i in range(2)]
+    store.record_alerts(early + late, enabled_channels(config), T0.isoformat())
+    env.script = [(200, {}), (500, {})]
+    assert deliver_pending(store, config, T0) == {"log": 4, "slack": 2}
+    slack = store.deliveries().query("channel == 'slack'").set_index("alert_id")["status"]
+    assert all(slack[a["alert_id"]] == "sent" for a in early) and all(slack[a["alert_id"]] != "sent" for a in late)
+    assert deliver_pending(store, config, T0 + pd.Timedelta(minutes=5)) == {"slack": 2}
+    assert sorted(ids_in_slack(env)) == sorted(a["alert_id"] for a in early + late)  # each once
+    assert [len(body["blocks"]) for body in env.bodies] == [3, 3]  # one message per window: header, two alerts
+
+
+def test_a_digest_sent_again_keeps_its_message_id(tmp_path, tls, env):
+    """Re-sent after a crash (another outbox with the same alerts), a digest carries the same
+    Message-ID, which mail systems use to drop the repeat; another digest has another one."""
+    inbox, port = Inbox(), free_port()
+    server = smtp_server(tls, inbox, port)
+    try:
+        config = channel_config(tmp_path, port, **{"notify.slack.enabled": False})
+        alerts = [make_alert(i) for i in range(3)]
+        for name in ("first", "again"):
+            store = StateStore(tmp_path / f"{name}.sqlite")
+            store.record_alerts(alerts, enabled_channels(config), T0.isoformat())
+            deliver_pending(store, config, T0)
+        other = StateStore(tmp_path / "other.sqlite")
+        other.record_alerts(alerts[:2], enabled_channels(config), T0.isoformat())
+        deliver_pending(other, config, T0)
+    finally:
+        server.stop()
+    first, again, different = (m["Message-ID"] for m in inbox.messages)
+    assert first == again and first != different and first.startswith("<nqflow.") and first.endswith(">")
