@@ -2,7 +2,8 @@
 
 Backends:
 - `ReplaySource`: a folder of DBN files (any names, ``.dbn`` or ``.dbn.zst``) read with
-  ``databento.DBNStore``; schema and symbology come from each file's own metadata. Only
+  ``databento.DBNStore``; schema and time range come from each file's own metadata, symbols
+  from the definition records (fills of an instrument without one are left out, and said). Only
   the files that overlap a requested range are decoded, and decoded files are cached in
   memory, so a 15-minute window never decodes the whole folder.
 - `nqflow.databento_source.DatabentoSource`: the Historical API, which caches what it
