@@ -39,6 +39,9 @@ class Chart:
     def savefig(self, *args, **kwargs) -> None:
         self.figure.savefig(*args, **kwargs)
 
+    def __repr__(self) -> str:  # outside Jupyter (a terminal, a log), the description stands in
+        return f"<Chart: {self.alt}>"
+
 
 def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#57606a")
