@@ -11,8 +11,8 @@ import pandas as pd
 from nqflow.detect import ALERT_FIELDS
 from nqflow.errors import DataError
 
-KINDS = ("large_order", "sweep", "volume_surge")
-LEVELS = ("instrument", "expiry", "product")
+KINDS = ("large_order", "sweep", "strategy", "volume_surge")
+LEVELS = ("instrument", "expiry", "product", "package")
 LABELS = ("LOW", "MEDIUM", "HIGH")
 REQUIRED = {"alert_id": str, "kind": str, "level": str, "window_start": str, "window_end": str,
             "event_time": str, "symbol": str, "direction": str, "volume": int, "premium_usd": float,
@@ -74,6 +74,8 @@ def validate(alert: dict) -> dict:
 def one_line(alert: dict) -> str:
     """A readable one-line summary (console, log lines, message subjects)."""
     tier = f" {alert['tier']:g}x" if alert.get("tier") else ""
+    if alert.get("zero_dte"):
+        tier += " 0DTE"
     ratio = f" ratio {alert['ratio']:.1f}x" if alert.get("ratio") and alert["kind"] == "volume_surge" else ""
     return (f"[{alert['label']} {alert['confidence']:.0f}] {alert['kind']}{tier} {alert['level']} {alert['symbol']} "
             f"{alert['direction']} {alert.get('sentiment') or ''} vol {alert['volume']:,} "

@@ -1,9 +1,16 @@
 """Expected volume by time-of-day slot: a SQLite store kept up to date window by window.
 
 Volumes are recorded per (level, key, session, slot) where level is ``instrument`` (key:
-instrument_id), ``expiry`` (key: the option symbol root, e.g. ``Q2NV6``) or ``product``
-(key: ``NQ``). A slot is a 15-minute bucket counted from the session open
-(`nqflow.calendar.slot_of`), so baselines survive daylight-saving changes.
+instrument_id), ``expiry`` or ``product`` (key: ``NQ``). A slot is a 15-minute bucket counted
+from the session open (`nqflow.calendar.slot_of`), so baselines survive daylight-saving
+changes and half days (a half day simply has fewer slots).
+
+The expiry key is the option symbol root (e.g. ``NQZ6``, ``Q2DX6``) while the expiry is more
+than `SHORT_DATED_DAYS` calendar days away, and the days to expiry (``0DTE`` .. ``4DTE``)
+from then on. An option's volume grows several-fold in its last days, so against its own
+history every expiring weekly would "surge" each day; the usual volume of *the day's expiry*
+(0DTE) at this time of day is what a desk compares with. Options that close to expiry are
+not judged against their own instrument history either (`nqflow.detect.surge_gate`).
 
 Baseline definition (what a "10x" is measured against): for a key and slot, take the
 slot's volume in up to N previous sessions in which that slot was recorded and the key had
@@ -23,10 +30,15 @@ import numpy as np
 import pandas as pd
 
 from nqflow import calendar as cal
+from nqflow.contracts import CHICAGO
 from nqflow.data import option_fills
 
 LEVELS = ("instrument", "expiry", "product")
 PRODUCT_KEY = "NQ"
+#: Calendar days to expiry at or below which an expiry is keyed by its days to expiry (see the
+#: module doc). Part of the baseline's definition, so not a per-run threshold: changing it
+#: changes the keys recorded history is stored under.
+SHORT_DATED_DAYS = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS baseline_volume (
@@ -46,12 +58,31 @@ def expiry_key(symbol: pd.Series) -> pd.Series:
     return symbol.str.split(" ", n=1).str[0]
 
 
+def days_to_expiry(ts_event: pd.Series, expiration: pd.Series) -> pd.Series:
+    """Calendar days from each fill's trade date to its option's expiry date (both in Chicago).
+
+    A Globex session opens at 17:00 CT the evening before its trade date, so the trade date is
+    the Chicago date 7 hours after the fill."""
+    trade = (ts_event.dt.tz_convert(CHICAGO) + pd.Timedelta(hours=7)).dt.tz_localize(None).dt.normalize()
+    expiry = expiration.dt.tz_convert(CHICAGO).dt.tz_localize(None).dt.normalize()
+    return (expiry - trade).dt.days
+
+
+def expiry_level_key(fills: pd.DataFrame) -> pd.Series:
+    """The expiry-level baseline key of each fill or order: its symbol root, or ``<n>DTE`` when
+    the expiry is at most `SHORT_DATED_DAYS` away. Uses ``days_to_expiry`` / ``expiry`` columns
+    when the frame has them."""
+    root = fills["expiry"] if "expiry" in fills else expiry_key(fills["symbol"])
+    dte = fills["days_to_expiry"] if "days_to_expiry" in fills else days_to_expiry(fills["ts_event"], fills["expiration"])
+    short = dte.to_numpy() <= SHORT_DATED_DAYS
+    return pd.Series(np.where(short, dte.astype(str).to_numpy(dtype=object) + "DTE", root.astype(str).to_numpy(dtype=object)),
+                     index=fills.index, dtype=object)
+
+
 def level_keys(fills: pd.DataFrame) -> dict[str, pd.Series]:
     """The baseline key of every fill (or order) at each level, as text: the one place a fill is
-    mapped to what the baseline store and the detector count it under. Uses an ``expiry``
-    column when the frame has one (orders do), else derives it from the symbol."""
-    expiry = fills["expiry"] if "expiry" in fills else expiry_key(fills["symbol"])
-    return {"instrument": fills["instrument_id"].astype(str), "expiry": expiry.astype(str),
+    mapped to what the baseline store and the detector count it under (`expiry_level_key`)."""
+    return {"instrument": fills["instrument_id"].astype(str), "expiry": expiry_level_key(fills).astype(str),
             "product": pd.Series(PRODUCT_KEY, index=fills.index, dtype=str)}
 
 

@@ -181,7 +181,7 @@ def watch_table(result: WindowResult, config: Config) -> pd.DataFrame:
     watch = config.thresholds.watch_premium_usd
     if watch <= 0:
         return pd.DataFrame({"watch list": ["off (thresholds.watch_premium_usd = 0)"]})
-    table = watch_list(result.detection.orders, config)
+    table = watch_list(result.detection.orders, config, result.detection.packages)
     if table.empty:
         return pd.DataFrame({"watch list": [f"no order between {_millions(watch)} and "
                                             f"{_millions(config.thresholds.large_premium_usd)} in this window"]})

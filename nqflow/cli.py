@@ -8,9 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nqflow import calendar as cal
+from nqflow.alerts import KINDS
 from nqflow.config import Config, load_config, parse_override
 from nqflow.errors import NqflowError
 from nqflow.monitor import resolve
@@ -67,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="recent windows and alerts")
     alerts = sub.add_parser("alerts", help="alert history")
     alerts.add_argument("--since", help="window start at or after this (ISO 8601)")
-    alerts.add_argument("--kind", choices=["large_order", "sweep", "volume_surge"])
+    alerts.add_argument("--kind", choices=list(KINDS))
     alerts.add_argument("--min-confidence", type=float, default=0.0)
     alerts.add_argument("--json", action="store_true")
     return parser
@@ -106,15 +108,21 @@ def demo(args, config) -> int:
     state_db = Path(args.state_db) if args.state_db else resolve("data/demo/state.sqlite")
     for stale in state_db.parent.glob(state_db.name + "*"):
         stale.unlink()  # a fresh demo every time: its alerts print again
-    last = truth["sessions"][-2:]
-    picks = sorted({e["window_start"] for e in truth["events"] if e["session"] in last})
-    windows = [(pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes)) for s in picks]
-    windows = windows[: args.windows]
+    last = truth["sessions"][-3:]
+    planted = expected_events(truth, config, last)
+    # One window per kind of event first (a strategy package and a 0DTE order lead), then the rest.
+    priority = {"strategy": 0, "block_0dte": 1, "block": 2, "sweep": 3, "surge_expiry": 4, "surge_instrument": 5,
+                "surge_product": 6}
+    kinds = planted["kind"] + np.where(planted.get("zero_dte", False).fillna(False).astype(bool), "_0dte", "")
+    order = planted.assign(rank=kinds.map(priority).fillna(9), seen=kinds.duplicated())
+    order = order.sort_values(["seen", "rank", "window_start"], ascending=[True, True, False])
+    picks = list(dict.fromkeys(order["window_start"]))[: args.windows]
+    windows = sorted((pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes))
+                     for s in picks)
     clock = SimulatedClock(windows[0][1])
     args.state_db = str(state_db)
     args.source, args.data_dir = "replay", str(sample)
     scheduler = _scheduler(args, config, clock=clock)
-    planted = expected_events(truth, config, last)
     print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
           f"planted in it (ground truth), then what the monitor found")
     for start, end in windows:
@@ -135,8 +143,12 @@ def demo(args, config) -> int:
 def _planted(event, config: Config) -> str:
     """One planted event in words, and whether the configured thresholds should alert on it."""
     side = {"B": "bought", "A": "sold"}.get(event.side, "traded")
-    if event.kind in ("block", "sweep"):
-        what = f"{event.kind} of {event.size:,} contracts {side}, ${event.premium_usd / 1e6:,.2f}M premium"
+    if event.kind == "strategy":
+        what = (f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, ${event.premium_usd / 1e6:,.2f}M "
+                f"gross premium, reads {event.sentiment.lower()}")
+    elif event.kind in ("block", "sweep"):
+        zero = " 0DTE" if getattr(event, "zero_dte", False) is True else ""
+        what = f"{event.kind}{zero} of {event.size:,} contracts {side}, ${event.premium_usd / 1e6:,.2f}M premium"
     else:
         what = f"{event.kind.replace('_', ' ')} of {event.size:,} contracts, {event.ratio:,.1f}x the usual volume"
     if event.should_alert:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nqflow.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
 from nqflow.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "monitoring.toml"
@@ -42,8 +43,19 @@ class Data:
 @dataclass(frozen=True)
 class Universe:
     dataset: str = "GLBX.MDP3"
-    option_parents: tuple[str, ...] = ("NQ.OPT", "QNE.OPT", "Q1N.OPT", "Q2N.OPT", "Q3N.OPT", "Q4N.OPT", "Q5N.OPT")
+    option_parents: tuple[str, ...] = NQ_OPTION_PARENTS
+    micro_option_parents: tuple[str, ...] = ()
     underlying_parent: str = "NQ.FUT"
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """Every watched option parent: the NQ products, then any opted-in micro products."""
+        return (*self.option_parents, *self.micro_option_parents)
+
+    @property
+    def products(self) -> frozenset[str]:
+        """Watched product codes as definitions name them (``asset``)."""
+        return frozenset(product_of_parent(p) for p in self.parents)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class Thresholds:
     dominance_share: float = 0.5
     sweep_block_share: float = 0.8
     direction_share: float = 0.65
+    delta_neutral_share: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,9 @@ def _validate(config: Config) -> Config:
     for key in ("dominance_share", "sweep_block_share", "direction_share", "surge_max_order_share"):
         if not 0 < getattr(t, key) <= 1:
             raise ConfigError(f"config key thresholds.{key} must be in (0, 1], got {getattr(t, key)}")
+    _validate_parents(config.universe)
+    if not 0 < t.delta_neutral_share < 1:
+        raise ConfigError(f"config key thresholds.delta_neutral_share must be in (0, 1), got {t.delta_neutral_share}")
     if t.baseline_sessions < 1 or t.min_history_sessions < 1:
         raise ConfigError("config keys thresholds.baseline_sessions and min_history_sessions must be at least 1")
     if not 0 <= c.medium <= c.high <= 100:
@@ -230,6 +246,19 @@ def _validate(config: Config) -> Config:
     if config.schedule.interval_minutes <= 0 or 60 % config.schedule.interval_minutes:
         raise ConfigError(f"config key schedule.interval_minutes must divide 60, got {config.schedule.interval_minutes}")
     return config
+
+
+def _validate_parents(universe: Universe) -> None:
+    """Only NQ option products (and, opted in, micro NQ products) are watched: a typo such as
+    Q1N.OPT would otherwise resolve to nothing on Databento and fail quietly."""
+    for key, parents, valid in (("option_parents", universe.option_parents, NQ_OPTION_PRODUCTS),
+                                ("micro_option_parents", universe.micro_option_parents, MICRO_NQ_OPTION_PRODUCTS)):
+        bad = [p for p in parents if not p.endswith(".OPT") or product_of_parent(p) not in valid]
+        if bad:
+            raise ConfigError(f"config key universe.{key} lists {', '.join(bad)}, not NQ option products; "
+                              f"use Databento parents <code>.OPT with codes from {', '.join(valid)}")
+        if len(set(parents)) != len(parents):
+            raise ConfigError(f"config key universe.{key} lists a parent twice; remove the repeat")
 
 
 def _nest(overrides: dict[str, Any]) -> dict[str, Any]:

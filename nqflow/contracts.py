@@ -22,10 +22,29 @@ NQ_POINT_VALUE_USD = 20.0
 MONTH_CODES = "FGHJKMNQUVXZ"
 QUARTERLY_MONTHS = (3, 6, 9, 12)
 
-#: Databento parent symbols (stype_in="parent") of the NQ option products nqflow watches:
-#: quarterly + serial monthly options (NQ), end-of-month (QNE) and Friday weeklies (Q1N-Q5N).
-NQ_OPTION_PARENTS = ("NQ.OPT", "QNE.OPT", "Q1N.OPT", "Q2N.OPT", "Q3N.OPT", "Q4N.OPT", "Q5N.OPT")
+#: Monday..Thursday weekly product letters (CME Globex codes Q1A..Q5D: week of the month, then day).
+WEEKDAY_LETTERS = {0: "A", 1: "B", 2: "C", 3: "D"}
+
+#: The 26 CME option products on E-mini Nasdaq-100 futures (CME Globex codes): ``NQ`` quarterly
+#: and serial months (American), ``QNE`` end of month, ``QN1``-``QN4`` Friday weeklies and
+#: ``Q1A``-``Q5D`` Monday-to-Thursday weeklies (European). A weekly lives under its own code.
+NQ_OPTION_PRODUCTS: tuple[str, ...] = (
+    "NQ", "QNE", "QN1", "QN2", "QN3", "QN4",
+    *(f"Q{week}{letter}" for letter in WEEKDAY_LETTERS.values() for week in range(1, 6)),
+)
+#: Micro E-mini Nasdaq-100 options ($2 a point): watched only when listed in
+#: ``universe.micro_option_parents``.
+MICRO_NQ_OPTION_PRODUCTS: tuple[str, ...] = ("MNQ", "MQE", "MQ1", "MQ2", "MQ3", "MQ4")
+MICRO_NQ_POINT_VALUE_USD = 2.0
+
+#: Databento parent symbols (stype_in="parent") of every NQ option product.
+NQ_OPTION_PARENTS = tuple(f"{code}.OPT" for code in NQ_OPTION_PRODUCTS)
 NQ_FUTURE_PARENT = "NQ.FUT"
+
+
+def product_of_parent(parent: str) -> str:
+    """'Q2D.OPT' -> 'Q2D' (the definition's ``asset``)."""
+    return parent.removesuffix(".OPT")
 
 
 def month_code(year: int, month: int) -> str:
@@ -40,8 +59,8 @@ def third_friday(year: int, month: int) -> dt.date:
 
 
 def option_tick(price_points: np.ndarray | float) -> np.ndarray | float:
-    """NQ option tick: 0.05 index points below 5.00 (reduced tick), 0.25 above."""
-    return np.where(np.asarray(price_points) < 5.0, 0.05, 0.25)
+    """NQ option tick: 0.05 index points at or below 5.00 (reduced tick), 0.25 above."""
+    return np.where(np.asarray(price_points) <= 5.0, 0.05, 0.25)
 
 
 def round_to_tick(price_points: np.ndarray) -> np.ndarray:
@@ -53,9 +72,9 @@ def round_to_tick(price_points: np.ndarray) -> np.ndarray:
 class OptionExpiry:
     """One listed expiration of an NQ option product."""
 
-    product: str          # CME option product root, e.g. "NQ", "QNE", "Q2N"
-    parent: str           # Databento parent symbol, e.g. "NQ.OPT"
-    symbol_root: str      # e.g. "NQZ6", "Q2NV6"
+    product: str          # CME Globex product code, e.g. "NQ", "QNE", "QN1", "Q2D"
+    parent: str           # Databento parent symbol, e.g. "Q2D.OPT"
+    symbol_root: str      # e.g. "NQZ6", "Q2DX6"
     expiration: dt.datetime  # UTC, tz-aware
     underlying: str       # the NQ future it exercises into, e.g. "NQZ6"
     style: str            # "quarterly" | "monthly" | "eom" | "weekly"
@@ -65,9 +84,15 @@ class OptionExpiry:
         return self.expiration.astimezone(CHICAGO).date()
 
 
-def underlying_future(expiry: dt.date) -> str:
-    """Options on NQ exercise into the next quarterly future at or after the expiry month."""
+def underlying_future(expiry: dt.date, am_quarterly: bool = False) -> str:
+    """The quarterly NQ future an option expiring on `expiry` exercises into: the quarter month's
+    future until it expires (08:30 CT on its third Friday; the AM quarterly option itself still
+    exercises into it), the next quarter's after."""
     year, month = expiry.year, expiry.month
+    if month in QUARTERLY_MONTHS:
+        tf = third_friday(year, month)
+        if expiry > tf or (expiry == tf and not am_quarterly):
+            month += 1
     while month not in QUARTERLY_MONTHS:
         month += 1
         if month > 12:
@@ -79,40 +104,59 @@ def _at_chicago(day: dt.date, hour: int, minute: int) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=CHICAGO).astimezone(dt.UTC)
 
 
-def listed_expiries(first: dt.date, last: dt.date, trading_days: set[dt.date]) -> list[OptionExpiry]:
+def listed_expiries(first: dt.date, last: dt.date, closes: dict[dt.date, dt.datetime]) -> list[OptionExpiry]:
     """Every NQ option expiry between `first` and `last` (inclusive), by CME's listing rules.
 
-    Quarterly options are AM-settled (trading ends 08:30 CT); serial monthly, end-of-month
-    and weekly options end at 15:00 CT. `trading_days` decides the last business day of a month.
+    `closes` maps each trading day to its session close (UTC): it decides trading days, the
+    last business day of a month and early closes. Rules:
+
+    - ``NQ``: third Friday; quarterly months AM-settled (trading ends 08:30 CT), serial months
+      PM (15:00 CT).
+    - ``QNE``: last business day of the month, 15:00 CT. No weekly is listed on that day.
+    - ``QN1``, ``QN2``, ``QN4``: first, second and fourth Friday; ``QN3`` the third Friday of
+      quarterly months only (serial months have the ``NQ`` monthly there). A fifth Friday that
+      is not the month's last business day gets no Friday weekly here (CME has no ``QN5``).
+    - ``Q<n>A``..``Q<n>D``: the n-th Monday..Thursday of the month, 15:00 CT.
+    - PM expiries end at the session close when that is earlier (holiday half days). A date
+      that is not a trading day lists nothing.
     """
     expiries: dict[tuple[str, dt.date], OptionExpiry] = {}
+
+    def pm(day: dt.date) -> dt.datetime:
+        end = _at_chicago(day, 15, 0)
+        return min(end, closes[day]) if day in closes else end
+
+    def add(product: str, day: dt.date, expiration: dt.datetime, style: str, code: str) -> None:
+        if day not in closes:
+            return
+        expiries[(product, day)] = OptionExpiry(product, f"{product}.OPT", f"{product}{code}", expiration,
+                                                underlying_future(day, style == "quarterly"), style)
+
     month_start = dt.date(first.year, first.month, 1)
     while month_start <= last:
         y, m = month_start.year, month_start.month
         code = month_code(y, m)
+        next_month = dt.date(y + (m == 12), m % 12 + 1, 1)
         tf = third_friday(y, m)
         if m in QUARTERLY_MONTHS:
-            expiries[("NQ", tf)] = OptionExpiry("NQ", "NQ.OPT", f"NQ{code}", _at_chicago(tf, 8, 30),
-                                                underlying_future(tf), "quarterly")
+            add("NQ", tf, _at_chicago(tf, 8, 30), "quarterly", code)
         else:
-            expiries[("NQ", tf)] = OptionExpiry("NQ", "NQ.OPT", f"NQ{code}", _at_chicago(tf, 15, 0),
-                                                underlying_future(tf), "monthly")
-        next_month = dt.date(y + (m == 12), m % 12 + 1, 1)
-        month_days = [d for d in trading_days if month_start <= d < next_month]
-        if month_days:
-            eom = max(month_days)
-            expiries[("QNE", eom)] = OptionExpiry("QNE", "QNE.OPT", f"QNE{code}", _at_chicago(eom, 15, 0),
-                                                  underlying_future(eom), "eom")
-        friday = month_start + dt.timedelta(days=(4 - month_start.weekday()) % 7)
-        week = 1
-        while friday < next_month:
-            if friday != tf:
-                product = f"Q{week}N"
-                expiries[(product, friday)] = OptionExpiry(
-                    product, f"{product}.OPT", f"{product}{code}", _at_chicago(friday, 15, 0),
-                    underlying_future(friday), "weekly")
-            friday += dt.timedelta(days=7)
-            week += 1
+            add("NQ", tf, pm(tf), "monthly", code)
+        month_days = [d for d in closes if month_start <= d < next_month]
+        eom = max(month_days) if month_days else None
+        if eom is not None:
+            add("QNE", eom, pm(eom), "eom", code)
+        for weekday in range(5):
+            day = month_start + dt.timedelta(days=(weekday - month_start.weekday()) % 7)
+            week = 1
+            while day < next_month:
+                if day != eom:
+                    if weekday < 4:
+                        add(f"Q{week}{WEEKDAY_LETTERS[weekday]}", day, pm(day), "weekly", code)
+                    elif week in (1, 2, 4) or (week == 3 and m in QUARTERLY_MONTHS):
+                        add(f"QN{week}", day, pm(day), "weekly", code)
+                day += dt.timedelta(days=7)
+                week += 1
         month_start = next_month
     return sorted((e for e in expiries.values() if first <= e.expiry_date <= last),
                   key=lambda e: (e.expiration, e.product))
@@ -144,6 +188,30 @@ def smile_vol(forward: np.ndarray, strike: np.ndarray, years: np.ndarray) -> np.
     atm = 0.19 + 0.04 * np.exp(-np.asarray(years) * 24.0)
     scale = 1.0 / np.sqrt(np.maximum(years, 1.0 / 365.0) * 12.0)  # skew steepens near expiry
     return np.clip(atm - 0.55 * k * np.minimum(scale, 3.0) + 1.8 * k * k * scale, 0.08, 1.2)
+
+
+def black76_delta(forward, strike, years, vol, is_call) -> np.ndarray:
+    """Black-76 delta (undiscounted) of European options on a future: dV/dF per unit of the future."""
+    forward, strike, vol = map(np.asarray, (forward, strike, vol))
+    sd = np.maximum(vol * np.sqrt(np.maximum(np.asarray(years), 1e-6)), 1e-9)
+    d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
+    return np.where(is_call, ndtr(d1), ndtr(d1) - 1.0)
+
+
+def implied_vol(price, forward, strike, years, is_call, low: float = 0.005, high: float = 5.0,
+                iterations: int = 60) -> np.ndarray:
+    """Black-76 implied volatility by bisection, vectorised. A price at or below intrinsic value
+    gives `low` (the option is all intrinsic: its delta is then about 1 or 0, which is right)."""
+    price, forward, strike, years = (np.asarray(x, dtype=float) for x in (price, forward, strike, years))
+    is_call = np.asarray(is_call, dtype=bool)
+    lo = np.full(np.broadcast(price, forward).shape, low)
+    hi = np.full_like(lo, high)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        too_high = black76(forward, strike, years, mid, is_call) > price
+        hi = np.where(too_high, mid, hi)
+        lo = np.where(too_high, lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def years_between(start_ns: np.ndarray | int, end_ns: np.ndarray | int) -> np.ndarray:

@@ -10,9 +10,12 @@ Backends:
   fetches as DBN files that a `ReplaySource` reads directly.
 
 Frames (all timestamps tz-aware UTC; prices in index points):
-- option trades: ts_event, instrument_id, symbol, product, expiration, strike, put_call,
-  price, size, side (B/A/N aggressor), multiplier, premium_usd
-- chain: one row per instrument (options and futures) with its definition fields
+- option trades: ts_event, instrument_id, symbol, product, instrument_class, expiration,
+  strike, put_call, price, size, side (B/A/N aggressor), multiplier, premium_usd
+- spread trades: the same columns, for spread instruments (instrument_class T option spread,
+  M mixed such as options against futures); a spread's price is its net price and may be negative
+- chain: one row per instrument (options, futures and spreads) with its definition fields
+- spread legs: one row per leg of each spread whose definition lists them (`spread_legs`)
 - open interest: instrument_id, open_interest, ts_event
 - underlying: ts_event, instrument_id, symbol, price, size, side
 """
@@ -33,7 +36,12 @@ import pandas as pd
 import zstandard
 
 from nqflow import calendar as cal
-from nqflow.contracts import NQ_POINT_VALUE_USD
+from nqflow.contracts import (
+    MICRO_NQ_OPTION_PRODUCTS,
+    MICRO_NQ_POINT_VALUE_USD,
+    NQ_OPTION_PRODUCTS,
+    NQ_POINT_VALUE_USD,
+)
 from nqflow.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,7 @@ OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
 
 TRADE_COLUMNS = {
     "ts_event": "datetime64[ns, UTC]", "instrument_id": "int64", "symbol": "string", "product": "string",
-    "expiration": "datetime64[ns, UTC]", "strike": "float64", "put_call": "string", "price": "float64",
+    "instrument_class": "string", "expiration": "datetime64[ns, UTC]", "strike": "float64", "put_call": "string", "price": "float64",
     "size": "int64", "side": "string", "multiplier": "float64", "premium_usd": "float64",
 }
 CHAIN_COLUMNS = {
@@ -53,8 +61,14 @@ CHAIN_COLUMNS = {
     "put_call": "string", "strike": "float64", "expiration": "datetime64[ns, UTC]", "underlying": "string",
     "underlying_id": "int64", "multiplier": "float64", "multiplier_source": "string",
 }
-#: Known dollar-per-point values by product root, used only when a definition defines none.
-KNOWN_MULTIPLIERS = {"NQ": NQ_POINT_VALUE_USD, "QNE": NQ_POINT_VALUE_USD, "MNQ": 2.0, "ES": 50.0}
+LEG_COLUMNS = {
+    "spread_id": "int64", "leg_index": "int64", "leg_instrument_id": "int64", "leg_sign": "int64",
+    "leg_ratio": "int64", "leg_price": "float64", "leg_delta": "float64",
+}
+SPREAD_CLASSES = ("T", "M")
+#: Known dollar-per-point values by product code, used only when a definition defines none.
+KNOWN_MULTIPLIERS = {**{code: NQ_POINT_VALUE_USD for code in NQ_OPTION_PRODUCTS},
+                     **{code: MICRO_NQ_POINT_VALUE_USD for code in MICRO_NQ_OPTION_PRODUCTS}, "ES": 50.0}
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
@@ -69,6 +83,7 @@ class DataSource(Protocol):
     def trades(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         """Option and future fills in [start, end), joined with their definitions (TRADE_COLUMNS)."""
     def chain(self, trade_date: dt.date) -> pd.DataFrame: ...
+    def spread_legs(self, trade_date: dt.date) -> pd.DataFrame: ...
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame: ...
     def sessions_available(self) -> list[dt.date]: ...
 
@@ -77,13 +92,18 @@ UNDERLYING_COLUMNS = ["ts_event", "instrument_id", "symbol", "price", "size", "s
 
 
 def option_fills(trades: pd.DataFrame) -> pd.DataFrame:
-    """The option rows of a tidy trades frame."""
+    """The option rows of a tidy trades frame (leg prints of spreads included: their contracts traded)."""
     return trades[trades["put_call"].isin(["C", "P"])].reset_index(drop=True)
+
+
+def spread_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """The prints on spread instruments (T, M) of a tidy trades frame: one per spread trade."""
+    return trades[trades["instrument_class"].isin(SPREAD_CLASSES)].reset_index(drop=True)
 
 
 def future_fills(trades: pd.DataFrame) -> pd.DataFrame:
     """The futures rows of a tidy trades frame, in the underlying frame's columns."""
-    return trades.loc[trades["put_call"].isna() & trades["product"].notna(), UNDERLYING_COLUMNS].reset_index(drop=True)
+    return trades.loc[trades["instrument_class"] == "F", UNDERLYING_COLUMNS].reset_index(drop=True)
 
 
 def undefined_fills(trades: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +114,11 @@ def undefined_fills(trades: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class WindowData:
-    """Everything one window's detection needs, plus what was wrong with it."""
+    """Everything one window's detection needs, plus what was wrong with it.
+
+    `trades` are option fills (spread legs included), `spreads` the prints on spread
+    instruments, `legs` the leg definitions of the session's spreads, `futures` every futures
+    fill (covered packages have a futures leg) and `underlying` the front future's fills."""
 
     start: pd.Timestamp
     end: pd.Timestamp
@@ -104,6 +128,9 @@ class WindowData:
     open_interest: pd.DataFrame
     underlying: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    spreads: pd.DataFrame = field(default_factory=lambda: empty_frame(TRADE_COLUMNS))
+    legs: pd.DataFrame = field(default_factory=lambda: empty_frame(LEG_COLUMNS))
+    futures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNDERLYING_COLUMNS))
 
     @property
     def empty(self) -> bool:
@@ -181,6 +208,7 @@ def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
     """
     if definitions.empty:
         return empty_frame(CHAIN_COLUMNS)
+    # A spread has one record per leg: any of them gives the spread's own fields.
     latest = definitions.sort_values("ts_recv").drop_duplicates("instrument_id", keep="last")
     uom = pd.to_numeric(latest["unit_of_measure_qty"], errors="coerce")
     cm = pd.to_numeric(latest["contract_multiplier"], errors="coerce")
@@ -216,18 +244,43 @@ def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
     return chain.sort_values("instrument_id").reset_index(drop=True)
 
 
+def legs_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
+    """The legs of every spread whose definition lists them (``leg_count`` > 0): one row per leg
+    with the leg's instrument, its sign when the spread is bought (+1 bought, -1 sold; from
+    ``leg_side``), its ratio, and the price and delta the definition carries. Spreads whose
+    definitions carry no legs are absent: their legs are inferred from the prints."""
+    if definitions.empty or "leg_count" not in definitions:
+        return empty_frame(LEG_COLUMNS)
+    rows = definitions[pd.to_numeric(definitions["leg_count"], errors="coerce").fillna(0) > 0]
+    rows = rows.sort_values("ts_recv").drop_duplicates(["instrument_id", "leg_index"], keep="last")
+    if rows.empty:
+        return empty_frame(LEG_COLUMNS)
+    ratio = pd.to_numeric(rows["leg_ratio_qty_numerator"], errors="coerce").fillna(1)
+    denominator = pd.to_numeric(rows["leg_ratio_qty_denominator"], errors="coerce").fillna(1).replace(0, 1)
+    legs = pd.DataFrame({
+        "spread_id": rows["instrument_id"].astype("int64"), "leg_index": rows["leg_index"].astype("int64"),
+        "leg_instrument_id": rows["leg_instrument_id"].astype("int64"),
+        "leg_sign": np.where(rows["leg_side"].astype(str) == "A", -1, 1).astype("int64"),
+        "leg_ratio": np.maximum((ratio / denominator).round(), 1).astype("int64"),
+        "leg_price": pd.to_numeric(rows["leg_price"], errors="coerce").astype("float64"),
+        "leg_delta": pd.to_numeric(rows["leg_delta"], errors="coerce").astype("float64"),
+    })
+    return legs.sort_values(["spread_id", "leg_index"]).reset_index(drop=True)
+
+
 def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
     """Join raw trade records with the chain: one typed row per fill, premium in USD."""
     if raw.empty:
         return empty_frame(TRADE_COLUMNS)
     info = chain.set_index("instrument_id")
     joined = raw[["ts_event", "instrument_id", "price", "size", "side"]].join(
-        info[["symbol", "product", "expiration", "strike", "put_call", "multiplier"]], on="instrument_id")
+        info[["symbol", "product", "instrument_class", "expiration", "strike", "put_call", "multiplier"]], on="instrument_id")
     trades = pd.DataFrame({
         "ts_event": pd.to_datetime(joined["ts_event"], utc=True),
         "instrument_id": joined["instrument_id"].astype("int64"),
         "symbol": joined["symbol"].astype("string"),
         "product": joined["product"].astype("string"),
+        "instrument_class": joined["instrument_class"].astype("string"),
         "expiration": pd.to_datetime(joined["expiration"], utc=True),
         "strike": joined["strike"].astype("float64"),
         "put_call": joined["put_call"].astype("string"),
@@ -258,7 +311,7 @@ class ReplaySource:
                             f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`")
         self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
         self._cache_files = cache_files
-        self._chains: dict[tuple[Path, ...], pd.DataFrame] = {}
+        self._chains: dict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame]] = {}
 
     def _scan(self) -> list[DbnFile]:
         paths = sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst")))
@@ -285,9 +338,13 @@ class ReplaySource:
 
     def _chain(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         """Chain from the definition files overlapping [start, end), built once per set of files."""
+        return self._chain_and_legs(start, end)[0]
+
+    def _chain_and_legs(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
         key = tuple(f.path for f in self._overlapping("definition", start, end))
         if key not in self._chains:
-            self._chains[key] = chain_from_definitions(self._records("definition", start, end))
+            definitions = self._records("definition", start, end)
+            self._chains[key] = (chain_from_definitions(definitions), legs_from_definitions(definitions))
         return self._chains[key]
 
     def _records(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -305,6 +362,11 @@ class ReplaySource:
     def chain(self, trade_date: dt.date) -> pd.DataFrame:
         start, end = _session_bounds(trade_date)
         return self._chain(start, end)
+
+    def spread_legs(self, trade_date: dt.date) -> pd.DataFrame:
+        """Leg definitions of the session's spreads (`legs_from_definitions`)."""
+        start, end = _session_bounds(trade_date)
+        return self._chain_and_legs(start, end)[1]
 
     def trades(self, start, end) -> pd.DataFrame:
         """All trades (options and futures) in [start, end), joined with their definitions."""
@@ -340,7 +402,10 @@ class ReplaySource:
         if not trade_files:
             return []
         first = min(f.start for f in trade_files).date()
-        last = min(max(f.end for f in trade_files), pd.Timestamp.now(tz="UTC")).date() + dt.timedelta(days=1)
+        last = max(f.end for f in trade_files)
+        if last > pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=366):  # an open-ended file: up to now
+            last = pd.Timestamp.now(tz="UTC")
+        last = last.date() + dt.timedelta(days=1)
         dates = []
         for day, row in cal.sessions(first, last).iterrows():
             if any(f.start < row.market_close and f.end > row.market_open for f in trade_files):
@@ -389,8 +454,9 @@ def _session_bounds(trade_date: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
     return frame.iloc[0].market_open, frame.iloc[0].market_close
 
 
-def load_window(source: DataSource, start, end) -> WindowData:
-    """Load everything one window needs. An empty window is flagged with a reason, never an exception."""
+def load_window(source: DataSource, start, end, watched: frozenset[str] | None = None) -> WindowData:
+    """Load everything one window needs. An empty window is flagged with a reason, never an exception.
+    `watched` product codes (the universe) filter the options; None keeps every product."""
     start, end = _range(start, end)
     session = cal.session_of(start)
     notes: list[str] = []
@@ -402,16 +468,38 @@ def load_window(source: DataSource, start, end) -> WindowData:
                           empty.iloc[:, :0], notes)
     trade_date = session[0]
     return window_from(start, end, trade_date, source.trades(start, end), source.chain(trade_date),
-                       source.open_interest(trade_date))
+                       source.open_interest(trade_date), source.spread_legs(trade_date), watched)
+
+
+_reported_unwatched: set[str] = set()
+
+
+def unwatched_products(fills: pd.DataFrame, watched: frozenset[str]) -> list[str]:
+    """Products of option fills (on NQ futures) that the universe does not watch."""
+    options = fills[fills["put_call"].isin(["C", "P"])]
+    return sorted(set(options["product"].dropna().unique()) - set(watched))
 
 
 def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fills: pd.DataFrame,
-                chain: pd.DataFrame, oi: pd.DataFrame) -> WindowData:
-    """One open-market window from its fills (options and futures, [start, end) only) and the
-    session's chain and open interest; `load_window` and the whole-session path share it."""
+                chain: pd.DataFrame, oi: pd.DataFrame, legs: pd.DataFrame | None = None,
+                watched: frozenset[str] | None = None) -> WindowData:
+    """One open-market window from its fills (options, spreads and futures, [start, end) only)
+    and the session's chain, open interest and spread legs; `load_window` and the whole-session
+    path share it. Options of products outside `watched` are left out, and said once."""
     notes: list[str] = []
+    if watched is not None:
+        unwatched = unwatched_products(fills, watched)
+        if unwatched:
+            fills = fills[~(fills["put_call"].isin(["C", "P"]) & fills["product"].isin(unwatched))]
+            new = [p for p in unwatched if p not in _reported_unwatched]
+            if new:
+                _reported_unwatched.update(new)
+                log.warning("options of %s on NQ futures trade but are not watched; add %s to "
+                            "universe.option_parents in config/monitoring.toml to watch them",
+                            ", ".join(new), ", ".join(f'"{p}.OPT"' for p in new))
     trades = option_fills(fills)
-    underlying = _front_future(future_fills(fills))
+    futures = future_fills(fills)
+    underlying = _front_future(futures)
     unknown = undefined_fills(fills)
     if len(unknown):
         ids = sorted(unknown["instrument_id"].unique())
@@ -423,7 +511,8 @@ def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fil
                       f"check that the data source covers this window")
     if chain.empty:
         notes.append(f"no instrument definitions for session {trade_date}")
-    return WindowData(start, end, trade_date, trades, chain, oi, underlying, notes)
+    return WindowData(start, end, trade_date, trades, chain, oi, underlying, notes, spread_fills(fills),
+                      legs if legs is not None else empty_frame(LEG_COLUMNS), futures)
 
 
 def _front_future(futures: pd.DataFrame) -> pd.DataFrame:

@@ -100,7 +100,7 @@ class DatabentoSource:
         self.config = config
         self.settings = config.databento
         self.dataset = config.universe.dataset
-        self.symbols = [*config.universe.option_parents, config.universe.underlying_parent]
+        self.symbols = [*config.universe.parents, config.universe.underlying_parent]
         self.client = client or self._client()
         for api in (self.client.timeseries, self.client.metadata):
             api.TIMEOUT = self.settings.timeout_seconds  # the client's default is 100 s
@@ -289,6 +289,10 @@ class DatabentoSource:
     def chain(self, trade_date: dt.date) -> pd.DataFrame:
         self._ensure_day("definition", trade_date)
         return self.replay.chain(trade_date)
+
+    def spread_legs(self, trade_date: dt.date) -> pd.DataFrame:
+        self._ensure_day("definition", trade_date)
+        return self.replay.spread_legs(trade_date)
 
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame:
         self._ensure_day("statistics", trade_date)

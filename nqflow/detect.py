@@ -4,6 +4,12 @@ Kinds of alert
 --------------
 ``large_order``  one aggressor order (fills with the same instrument, ts_event and side)
                  whose premium >= ``large_premium_usd``.
+``strategy``     a strategy package (`nqflow.strategies`: a spread print and its leg prints, or
+                 several strikes printed in one nanosecond) whose gross premium (summed over
+                 its option legs) >= ``large_premium_usd``: one alert with its legs, ratios,
+                 strategy name, net premium (debit / credit) and net delta. Its legs are never
+                 large orders, sweeps or a watch-list order of their own; their contracts
+                 still count in volumes, and a surge they dominate folds into the package.
 ``sweep``        orders of one side on several strikes of one expiry and right, within
                  ``sweep_span_ms`` of each other, whose summed premium >= ``large_premium_usd``.
                  When one order carries >= ``sweep_block_share`` of the premium it is a block
@@ -39,13 +45,21 @@ C  concentration: share of the alert's volume in its largest order (surges) or t
    share of its instruments' window volume (orders and sweeps).
 V  volume / open interest, capped at 1 (volume above OI suggests new positions); 0 when OI is unknown.
 
+Packages score imbalance 1 when the package's aggressor is known (one side took it all).
+
 Labels: HIGH >= confidence.high, MEDIUM >= confidence.medium, else LOW.
+
+Every alert on an expiry carries ``days_to_expiry`` (calendar days from the trade date, in
+Chicago) and ``zero_dte``; an expiry-level surge within `nqflow.baseline.SHORT_DATED_DAYS`
+is keyed ``0DTE``, ``1DTE``, ... and compared with the usual volume of that day's expiry.
 
 Direction and sentiment
 -----------------------
 direction: BUY when buyer-initiated premium is >= direction_share of aggressor premium,
 SELL when seller-initiated is, else MIXED. sentiment: calls bought and puts sold are bullish,
 calls sold and puts bought bearish; the same share decides BULLISH / BEARISH / NEUTRAL.
+A package's direction is what its aggressor did (BUY / SELL); its sentiment comes from its net
+delta: VOLATILITY when delta-neutral (``delta_neutral_share``), else BULLISH / BEARISH.
 """
 
 from __future__ import annotations
@@ -59,16 +73,25 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nqflow.baseline import EXPECTED_COLUMNS, PRODUCT_KEY, expiry_key, level_keys
+from nqflow.baseline import (
+    EXPECTED_COLUMNS,
+    PRODUCT_KEY,
+    SHORT_DATED_DAYS,
+    days_to_expiry,
+    expiry_key,
+    expiry_level_key,
+    level_keys,
+)
 from nqflow.config import Config
 from nqflow.data import WindowData
+from nqflow.strategies import find_packages, read_package
 
 ALERT_FIELDS = [
     "alert_id", "kind", "level", "window_start", "window_end", "event_time", "symbol", "symbols",
     "instrument_ids", "expiry", "expiration", "strike", "put_call", "direction", "sentiment",
     "volume", "buy_volume", "sell_volume", "baseline", "ratio", "tier", "history_sessions", "p_value",
     "premium_usd", "buy_premium_usd", "sell_premium_usd", "imbalance", "underlying_price", "open_interest", "volume_oi",
-    "confidence", "label", "reasons",
+    "confidence", "label", "reasons", "days_to_expiry", "zero_dte", "strategy", "legs", "net_premium_usd", "net_delta",
 ]
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
 
@@ -81,6 +104,7 @@ class Detection:
     orders: pd.DataFrame
     volumes: pd.DataFrame
     summary: dict = field(default_factory=dict)
+    packages: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -95,13 +119,17 @@ def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataF
     keys = [*by, *ORDER_KEYS]
     if trades.empty:
         return pd.DataFrame(columns=[*keys, "symbol", "expiry", "expiration", "strike", "put_call",
-                                     "size", "premium_usd", "vwap", "fills"])
+                                     "size", "premium_usd", "vwap", "fills", "package_id", "days_to_expiry"])
+    if "package_id" not in trades:
+        trades = trades.assign(package_id=-1)
     grouped = trades.groupby(keys, sort=False, observed=True)
     orders = grouped.agg(symbol=("symbol", "first"), expiration=("expiration", "first"), strike=("strike", "first"),
                          put_call=("put_call", "first"), size=("size", "sum"), premium_usd=("premium_usd", "sum"),
-                         fills=("size", "size"), multiplier=("multiplier", "first")).reset_index()
+                         fills=("size", "size"), multiplier=("multiplier", "first"),
+                         package_id=("package_id", "max")).reset_index()
     orders["vwap"] = orders["premium_usd"] / (orders["size"] * orders["multiplier"])
     orders["expiry"] = expiry_key(orders["symbol"])
+    orders["days_to_expiry"] = days_to_expiry(orders["ts_event"], orders["expiration"]).astype("int64")
     return orders.sort_values([*by, "ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
 
 
@@ -114,7 +142,9 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
     strikes, and the scan resumes after it. `orders` must be in time order within each group.
     """
     sweep = np.full(len(orders), -1, dtype="int64")
-    aggressive = np.flatnonzero(orders["side"].isin(["B", "A"]).to_numpy())
+    # Legs of a package are one trade with their package, never separate orders of a sweep.
+    free = orders["package_id"].to_numpy() < 0 if "package_id" in orders else np.ones(len(orders), dtype=bool)
+    aggressive = np.flatnonzero(orders["side"].isin(["B", "A"]).to_numpy() & free)
     if len(aggressive) < min_strikes:
         return pd.Series(sweep, index=orders.index)
     candidates = orders.iloc[aggressive]
@@ -208,9 +238,11 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
     if orders.empty:
         return pd.DataFrame(columns=["level", *by, "key", "volume"])
     base = pd.concat([orders[[*by, "instrument_id", "symbol", "expiry", "expiration", "strike", "put_call", "size",
-                              "premium_usd", "ts_event"]], _side_columns(orders)], axis=1)
+                              "premium_usd", "ts_event", "days_to_expiry"]], _side_columns(orders)], axis=1)
+    keys = level_keys(orders)
+    base["expiry_key"] = keys["expiry"]
     frames = []
-    for level, key in level_keys(orders).items():
+    for level, key in keys.items():
         grouped = base.groupby([*(base[b] for b in by), key.rename("key")], sort=False)
         sums = grouped[["size", "premium_usd", *SIDE_COLUMNS]].sum()
         out = sums.rename(columns={"size": "volume"})
@@ -219,12 +251,15 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
         out["first_ts"] = grouped["ts_event"].min()
         key_values = out.index.get_level_values("key")
         if level == "instrument":
-            out = out.join(grouped[["symbol", "expiry", "expiration", "strike", "put_call"]].first())
+            out = out.join(grouped[["symbol", "expiry", "expiration", "strike", "put_call", "days_to_expiry",
+                                    "expiry_key"]].first())
             out["instrument_ids"] = [[int(i)] for i in key_values]
         else:
             out["symbol"] = key_values
-            out["expiry"] = key_values if level == "expiry" else ""
+            out["expiry"] = grouped["expiry"].first() if level == "expiry" else ""
             out["expiration"] = grouped["expiration"].first() if level == "expiry" else pd.NaT
+            out["days_to_expiry"] = grouped["days_to_expiry"].min() if level == "expiry" else np.nan
+            out["expiry_key"] = key_values if level == "expiry" else ""
             out["strike"] = float("nan")
             out["put_call"] = ""
             out["instrument_ids"] = [[] for _ in range(len(out))]
@@ -300,12 +335,14 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
     for i, w in enumerate(windows):
         if w.trades.empty:
             results[i] = Detection(pd.DataFrame(columns=ALERT_FIELDS), aggregate_orders(w.trades),
-                                   pd.DataFrame(), _summary(w, 0, {}))
+                                   pd.DataFrame(), _summary(w, 0, {}), pd.DataFrame())
     if not busy:
         return results
     by = (WINDOW,)
     trades = pd.concat([windows[i].trades for i in busy], ignore_index=True)
     trades[WINDOW] = np.repeat(busy, [len(windows[i].trades) for i in busy])
+    packages = _packages(windows, busy, trades)
+    trades["package_id"] = packages.attrs.pop("package_of")
     orders = aggregate_orders(trades, by)
     orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes, by)
     # Sweep ids are numbered across the batch; each window's are renumbered from 0 as if alone.
@@ -316,7 +353,8 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
     orders.loc[orders["sweep_id"].isin(dominated.index[dominated]), "sweep_id"] = -1
     volumes = _scored_volumes(window_volumes(orders, by), [(i, expected[i]) for i in busy], config)
 
-    alerts = _order_alerts(windows, orders, volumes, config) + _surge_alerts(windows, volumes, config)
+    alerts = (_order_alerts(windows, orders, volumes, config) + _strategy_alerts(windows, packages, volumes, config)
+              + _surge_alerts(windows, volumes, config))
     by_window: dict[int, list[dict]] = {i: [] for i in busy}
     for alert in alerts:
         by_window[alert.pop("_window")].append(alert)
@@ -333,6 +371,11 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
         frame = pd.DataFrame(_fold(by_window[i], config), columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
         frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
         summary = _summary(windows[i], len(own_orders), trade_totals.loc[i].to_dict())
+        own_packages = packages[packages["window"] == i]
+        summary["packages"] = int(len(own_packages))
+        summary["packages_by_strategy"] = own_packages["strategy"].value_counts().to_dict() if len(own_packages) else {}
+        zero = own_orders["days_to_expiry"] == 0
+        summary["zero_dte_contract_share"] = round(float(own_orders.loc[zero, "size"].sum() / max(own_orders["size"].sum(), 1)), 4)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
@@ -341,21 +384,50 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
             summary["product_expected_volume"] = float(product["baseline"].iloc[0])
             summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
             summary["history_sessions"] = int(product["history_sessions"].iloc[0])
-        results[i] = Detection(frame, own_orders, own_volumes, summary)
+        results[i] = Detection(frame, own_orders, own_volumes, summary,
+                               own_packages.drop(columns="window").reset_index(drop=True))
     return results
 
 
-def watch_list(orders: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Orders and sweeps worth watching: premium at or above ``watch_premium_usd`` but below
-    ``large_premium_usd`` (those are alerts). Empty when the watch level is 0 (off).
+def _packages(windows: Sequence[WindowData], busy: list[int], trades: pd.DataFrame) -> pd.DataFrame:
+    """Strategy packages of a batch of windows (`nqflow.strategies.find_packages`); the package id of
+    every option fill rides along in ``attrs["package_of"]``."""
+    def stacked(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.Series]:
+        frames = [(i, f) for i, f in frames if len(f)]
+        if not frames:
+            return pd.DataFrame(columns=["ts_event", "instrument_id", "price", "size", "side", "symbol"]), pd.Series(dtype="int64")
+        return (pd.concat([f for _, f in frames], ignore_index=True),
+                pd.Series(np.repeat([i for i, _ in frames], [len(f) for _, f in frames])))
+    spreads, spread_window = stacked([(i, windows[i].spreads) for i in busy])
+    futures, futures_window = stacked([(i, windows[i].futures) for i in busy])
+    underlying, _ = stacked([(i, windows[i].underlying) for i in busy])
+    legs_frames = {id(windows[i].legs): windows[i].legs for i in busy if len(windows[i].legs)}
+    legs = pd.concat(legs_frames.values(), ignore_index=True).drop_duplicates(["spread_id", "leg_index"]) \
+        if legs_frames else pd.DataFrame(columns=["spread_id"])
+    packages, package_of = find_packages(trades, futures, spreads, legs, underlying, trades[WINDOW], spread_window,
+                                         futures_window)
+    # Numbered from 0 in each window, as if the window were detected alone.
+    local = packages.groupby("window").cumcount().to_numpy() if len(packages) else np.empty(0, dtype=np.int64)
+    package_of = np.where(package_of >= 0, local[np.maximum(package_of, 0)] if len(local) else -1, -1)
+    packages = packages.assign(package_id=local)
+    packages.attrs["package_of"] = package_of
+    return packages
+
+
+def watch_list(orders: pd.DataFrame, config: Config, packages: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Orders, sweeps and packages worth watching: premium at or above ``watch_premium_usd`` but
+    below ``large_premium_usd`` (those are alerts). Empty when the watch level is 0 (off).
 
     `orders` is a Detection's orders (with sweep_id); a sweep is listed once, as its summed
-    premium. Largest premium first.
+    premium, a package once, as its gross premium (its legs are not listed as orders).
+    Largest premium first.
     """
     t = config.thresholds
     columns = ["kind", "event_time", "symbol", "side", "size", "premium_usd", "orders"]
     if t.watch_premium_usd <= 0 or orders.empty:
         return pd.DataFrame(columns=columns)
+    if "package_id" in orders:
+        orders = orders[orders["package_id"] < 0]  # a package's legs are listed as the package
     sweep = orders["sweep_id"] if "sweep_id" in orders else pd.Series(-1, index=orders.index)
     group = np.where(sweep >= 0, -1 - sweep.to_numpy(), np.arange(len(orders)))  # a sweep's orders share a group
     grouped = orders.assign(group=group).groupby("group", sort=False)
@@ -365,6 +437,12 @@ def watch_list(orders: pd.DataFrame, config: Config) -> pd.DataFrame:
     is_sweep = listed.index < 0
     listed["kind"] = np.where(is_sweep, "sweep", "order")
     listed.loc[is_sweep, "symbol"] = listed["expiry"] + " " + listed["put_call"] + " x" + listed["strikes"].astype(str) + " strikes"
+    if packages is not None and len(packages):
+        listed = pd.concat([listed, pd.DataFrame({
+            "kind": "package", "event_time": pd.to_datetime(packages["ts_event"], utc=True),
+            "symbol": packages["strategy"] + " " + packages["expiry"], "side": packages["side"],
+            "size": packages["quantity"], "premium_usd": packages["gross_premium_usd"],
+            "orders": packages["legs"].map(len)})], ignore_index=True)
     listed = listed[(listed["premium_usd"] >= t.watch_premium_usd) & (listed["premium_usd"] < t.large_premium_usd)]
     return listed.sort_values("premium_usd", ascending=False)[columns].reset_index(drop=True)
 
@@ -450,7 +528,7 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
     sweep_premium = in_sweep.groupby("sweep_id")["premium_usd"].sum()
     for sweep_id in sweep_premium.index[sweep_premium >= t.large_premium_usd]:
         groups.append(("sweep", in_sweep[in_sweep["sweep_id"] == sweep_id]))
-    single = orders[(orders["sweep_id"] < 0) & (orders["premium_usd"] >= t.large_premium_usd)]
+    single = orders[(orders["sweep_id"] < 0) & (orders["package_id"] < 0) & (orders["premium_usd"] >= t.large_premium_usd)]
     for position in range(len(single)):
         groups.append(("large_order", single.iloc[[position]]))
     for kind, members in groups:
@@ -517,11 +595,103 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
             imbalance=round(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"]), 4),
             underlying_price=_underlying_at(window, first["ts_event"]), open_interest=total_oi,
             volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
-            reasons=reasons, _owner_key=[("instrument", str(i)) for i in ids], _window=index))
+            reasons=reasons + _dte_reason(int(members["days_to_expiry"].min())),
+            days_to_expiry=int(members["days_to_expiry"].min()), zero_dte=bool(members["days_to_expiry"].min() == 0),
+            _owner_key=[("instrument", str(i)) for i in ids], _expiry_keys=set(expiry_level_key(members)),
+            _window=index))
     return alerts
 
 
+def _dte_reason(days: int | None) -> list[str]:
+    if days is None or pd.isna(days):
+        return []
+    return ["0DTE: expires today" if days == 0 else f"{days} day(s) to expiry"]
+
+
+def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volumes: pd.DataFrame,
+                     config: Config) -> list[dict]:
+    """A package whose gross premium reaches ``large_premium_usd`` is one alert of kind ``strategy``."""
+    t = config.thresholds
+    big = packages[packages["gross_premium_usd"] >= t.large_premium_usd] if len(packages) else packages
+    if big.empty:
+        return []
+    instrument_volume = volumes[volumes["level"] == "instrument"].set_index([WINDOW, "key"])
+    oi_by_window = _OpenInterest(windows)
+    alerts = []
+    for package in big.itertuples(index=False):
+        index = int(package.window)
+        window, oi = windows[index], oi_by_window[index]
+        row = pd.Series(package._asdict())
+        direction, sentiment, net_delta = read_package(row, t.delta_neutral_share)
+        ids = package.option_leg_ids
+        inst_rows = instrument_volume.loc[[k for k in ((index, str(i)) for i in ids) if k in instrument_volume.index]]
+        history = int(inst_rows["history_sessions"].max()) if len(inst_rows) else 0
+        p_value = float(inst_rows["p_value"].min()) if history else 1.0
+        volume = int(sum(leg["size"] for leg in package.legs if leg["put_call"] != "F"))
+        inst_volume = float(inst_rows["volume"].sum()) if len(inst_rows) else float(volume)
+        known_oi = [int(oi[i]) for i in ids if i in oi.index]
+        total_oi = sum(known_oi) if len(known_oi) == len(ids) else None
+        premium = float(package.gross_premium_usd)
+        components = {
+            "surprise": surprise_component(p_value, config) if history else 0.0,
+            "premium": premium_component(premium, config),
+            "imbalance": 1.0 if package.side in ("B", "A") else 0.0,  # one aggressor took the whole package
+            "concentration": volume / max(inst_volume, volume),
+            "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
+        }
+        confidence, label = score(components, config)
+        days = int(min(days_to_expiry(pd.Series(pd.to_datetime([package.ts_event] * len(ids), utc=True)),
+                                      pd.Series(pd.to_datetime([leg["expiration"] for leg in package.legs
+                                                                if leg["put_call"] != "F"], utc=True)))))
+        event_time = pd.Timestamp(package.ts_event, tz="UTC")
+        legs_text = ", ".join(f"{'+' if leg['sign'] > 0 else '-'}{leg['ratio']} {leg['symbol']}" for leg in package.legs)
+        net = float(package.net_premium_usd)
+        verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded (aggressor unknown)")
+        source = {"definition": "legs from the spread's definition",
+                  "prints": "legs inferred from the prints at its ts_event (the definition lists none)",
+                  "no spread instrument": "no spread instrument: legs printed together at one ts_event"}[package.source]
+        reasons = [
+            f"{package.strategy.replace('_', ' ')} package {verb}: {_usd(premium)} gross premium >= "
+            f"{_usd(t.large_premium_usd)} threshold, net {_usd(abs(net))} {'debit' if net >= 0 else 'credit'} "
+            f"per the buyer; {package.quantity:,} x ({legs_text})",
+            f"net delta {net_delta:+,.0f} futures-equivalent for the aggressor: "
+            + ("delta-neutral, a volatility trade" if sentiment == "VOLATILITY" else f"reads {sentiment.lower()}"),
+            f"one trade, not {len(package.legs)} bets: {source}; its legs are not reported as orders or sweeps",
+        ]
+        reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
+        alerts.append(_base_alert(
+            window, alert_id=stable_id("strategy", package.spread_id, ",".join(map(str, package.leg_instrument_ids)),
+                                       package.ts_event, package.side),
+            kind="strategy", level="package", event_time=event_time.isoformat(),
+            symbol=f"{package.strategy} {package.expiry}" + (f" {package.spread_symbol}" if package.spread_symbol else ""),
+            symbols=[leg["symbol"] for leg in package.legs], instrument_ids=list(package.leg_instrument_ids),
+            expiry=str(package.expiry), expiration=pd.Timestamp(package.expiration, tz="UTC").isoformat(),
+            strike=None, put_call=package.put_call, direction=direction, sentiment=sentiment, volume=volume,
+            buy_volume=float(volume if package.side == "B" else 0), sell_volume=float(volume if package.side == "A" else 0),
+            baseline=None, ratio=None, tier=None, history_sessions=history, p_value=p_value,
+            premium_usd=round(premium, 2), buy_premium_usd=premium if package.side == "B" else 0.0,
+            sell_premium_usd=premium if package.side == "A" else 0.0,
+            imbalance=1.0 if package.side == "B" else -1.0 if package.side == "A" else 0.0,
+            underlying_price=_underlying_at(window, event_time), open_interest=total_oi,
+            volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
+            reasons=reasons + _dte_reason(days), days_to_expiry=days, zero_dte=days == 0, strategy=package.strategy,
+            legs=[{k: leg[k] for k in ("instrument_id", "symbol", "put_call", "strike", "ratio", "sign", "size",
+                                       "price", "delta")} for leg in package.legs],
+            net_premium_usd=round(net, 2), net_delta=round(float(net_delta), 2),
+            _owner_key=[("instrument", str(i)) for i in ids], _expiry_keys=_package_expiry_keys(package), _window=index))
+    return alerts
+
+
+def _package_expiry_keys(package) -> set[str]:
+    options = [leg for leg in package.legs if leg["put_call"] != "F"]
+    frame = pd.DataFrame({"ts_event": pd.to_datetime([package.ts_event] * len(options), utc=True),
+                          "expiration": pd.to_datetime([leg["expiration"] for leg in options], utc=True),
+                          "symbol": [leg["symbol"] for leg in options]})
+    return set(expiry_level_key(frame))
+
+
 BELOW_FIRST_TIER = "below the first tier"
+SHORT_DATED = "short-dated: judged at its days-to-expiry level"
 
 
 def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
@@ -530,15 +700,20 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
     The reasons, first that applies: "below the first tier", "thin" (under the level's
     minimum volume), "short history" (under ``min_history_sessions``), "one order" (its
     largest order holds more than ``surge_max_order_share``: one print is the large-order
-    detector's business, not a surge). Rows that pass may still be folded into another alert.
+    detector's business, not a surge), "short-dated: ..." (an option within
+    `nqflow.baseline.SHORT_DATED_DAYS` of expiry: its own history grows toward expiry, so it is
+    judged at its days-to-expiry level, e.g. 0DTE). Rows that pass may still be folded into another alert.
     """
     t = config.thresholds
     minimum = volumes["level"].map({"instrument": t.instrument_min_volume, "expiry": t.expiry_min_volume,
                                     "product": t.product_min_volume})
+    dte = volumes["days_to_expiry"].astype(float) if "days_to_expiry" in volumes else pd.Series(np.nan, index=volumes.index)
+    short_dated = (volumes["level"] == "instrument") & (dte <= SHORT_DATED_DAYS)
     return pd.Series(np.select(
         [volumes["ratio"] < t.surge_tiers[0], volumes["volume"] < minimum,
-         volumes["history_sessions"] < t.min_history_sessions, volumes["top_order_share"] > t.surge_max_order_share],
-        [BELOW_FIRST_TIER, "thin", "short history", "one order"], default=""), index=volumes.index)
+         volumes["history_sessions"] < t.min_history_sessions, volumes["top_order_share"] > t.surge_max_order_share,
+         short_dated],
+        [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], default=""), index=volumes.index)
 
 
 def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[dict]:
@@ -571,6 +746,7 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
         ]
         if open_interest:
             reasons.append(f"volume/open interest {row.volume / open_interest:.2f}")
+        dte = None if pd.isna(row.days_to_expiry) else int(row.days_to_expiry)
         alerts.append(_base_alert(
             window, alert_id=stable_id("volume_surge", row.level, row.key, window.start.isoformat()),
             kind="volume_surge", level=row.level, event_time=row.first_ts.isoformat(), symbol=row.symbol,
@@ -584,7 +760,9 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
             sell_premium_usd=row.sell_premium_usd, imbalance=round(imbalance, 4),
             underlying_price=_underlying_at(window, window.end),
             open_interest=open_interest, volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
-            confidence=confidence, label=label, reasons=reasons, _owner_key=[(row.level, str(row.key))], _window=int(row.window),
+            confidence=confidence, label=label, reasons=reasons + _dte_reason(dte), days_to_expiry=dte,
+            zero_dte=dte == 0 if dte is not None else None, _expiry_key=row.expiry_key,
+            _owner_key=[(row.level, str(row.key))], _window=int(row.window),
             _group_volume=int(row.volume)))
     return alerts
 
@@ -604,7 +782,7 @@ def _fold(alerts: list[dict], config: Config) -> list[dict]:
         for (level, key), fine in list(surges.items()):
             if level != fine_level or fine["alert_id"] in dropped:
                 continue
-            coarse_key = (coarse_level, fine["expiry"] if coarse_level == "expiry" else PRODUCT_KEY)
+            coarse_key = (coarse_level, fine["_expiry_key"] if coarse_level == "expiry" else PRODUCT_KEY)
             coarse = surges.get(coarse_key)
             if coarse is None or coarse["alert_id"] in dropped:
                 continue
@@ -614,7 +792,7 @@ def _fold(alerts: list[dict], config: Config) -> list[dict]:
             else:
                 fold(fine, coarse, f"includes {fine_level} {fine['symbol']} at {fine['ratio']:.1f}x")
     # instrument surges driven by an alerted order or sweep
-    for order_alert in (a for a in alerts if a["kind"] in ("large_order", "sweep")):
+    for order_alert in (a for a in alerts if a["kind"] in ("large_order", "sweep", "strategy")):
         for level_key in order_alert["_owner_key"]:
             surge = surges.get(level_key)
             if surge is None or surge["alert_id"] in dropped:
@@ -623,7 +801,16 @@ def _fold(alerts: list[dict], config: Config) -> list[dict]:
             if order_volume >= share * surge["volume"]:
                 fold(surge, order_alert, f"{surge['symbol']} window volume {surge['volume']:,} is "
                                          f"{surge['ratio']:.1f}x its usual (tier {surge['tier']:g}x)")
+        # ... and expiry surges that are mostly this order, sweep or package
+        for key in sorted(order_alert.get("_expiry_keys", ())):
+            surge = surges.get(("expiry", key))
+            if surge is not None and surge["alert_id"] not in dropped and order_alert["volume"] >= share * surge["volume"]:
+                fold(surge, order_alert, f"expiry {surge['symbol']} window volume {surge['volume']:,} is "
+                                         f"{surge['ratio']:.1f}x its usual (tier {surge['tier']:g}x), "
+                                         f"{order_alert['volume'] / surge['volume']:.0%} of it this {order_alert['kind'].replace('_', ' ')}")
     kept = [a for a in alerts if a["alert_id"] not in dropped]
     for a in kept:
         a.pop("_group_volume", None)
+        a.pop("_expiry_key", None)
+        a.pop("_expiry_keys", None)
     return kept

@@ -5,7 +5,7 @@ alerts by filtering: every rule that a threshold controls is a ">= threshold" te
 column the alert carries, so raising a threshold above the loose value removes exactly the
 alerts that fail it:
 
-- ``large_premium_usd`` -> ``premium_usd`` of large_order / sweep alerts;
+- ``large_premium_usd`` -> ``premium_usd`` of large_order / sweep / strategy alerts (a package: its gross premium);
 - the first surge tier -> ``ratio`` of volume_surge alerts;
 - ``instrument_min_volume`` -> ``volume`` of instrument-level surges;
 - a confidence cut -> ``confidence`` of every alert.
@@ -34,7 +34,7 @@ LOOSE = {"thresholds.large_premium_usd": 1_000_000.0, "thresholds.surge_tiers": 
 
 #: Curve name -> (alert column, kinds it filters, level it filters or None, threshold it stands for).
 CURVES = {
-    "large_premium_usd": ("premium_usd", ("large_order", "sweep"), None, "large_premium_usd"),
+    "large_premium_usd": ("premium_usd", ("large_order", "sweep", "strategy"), None, "large_premium_usd"),
     "surge_ratio": ("ratio", ("volume_surge",), None, "surge_tiers"),
     "instrument_min_volume": ("volume", ("volume_surge",), "instrument", None),
     "confidence": ("confidence", None, None, None),

@@ -62,7 +62,7 @@ def run_window(config: Config, start, end, source: DataSource, baseline: Baselin
                record_baseline: bool = True, available: list[dt.date] | None = None) -> WindowResult:
     """Detect one window. The window's own volumes are recorded into the baseline afterwards
     (idempotently), so the next session's baseline is kept up to date without re-downloading."""
-    window = load_window(source, start, end)
+    window = load_window(source, start, end, config.universe.products)
     if baseline is None:
         baseline = BaselineStore(resolve(config.data.state_db))
     expected = None
@@ -96,12 +96,13 @@ def run_session(config: Config, trade_date: dt.date, source: DataSource, baselin
     n = config.thresholds.baseline_sessions
     ensure_history(baseline, source, trade_date, n, available)
     fills = source.trades(row.market_open, row.market_close)
-    chain, oi = source.chain(trade_date), source.open_interest(trade_date)
+    chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
     times = fills["ts_event"].to_numpy(dtype="datetime64[ns]")  # fills are sorted by ts_event
     loaded = {}
     for start, end in windows:
         lo, hi = times.searchsorted(np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]"))
-        window = window_from(start, end, trade_date, fills.iloc[lo:hi].reset_index(drop=True), chain, oi)
+        window = window_from(start, end, trade_date, fills.iloc[lo:hi].reset_index(drop=True), chain, oi, legs,
+                             config.universe.products)
         loaded[cal.slot_of(start, row.market_open)] = window
     expected = baseline.expected(trade_date, list(loaded), n, {slot: window_keys(w.trades) for slot, w in loaded.items()})
     detections = detect_windows(list(loaded.values()), [expected[slot] for slot in loaded], config)

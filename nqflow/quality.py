@@ -1,9 +1,14 @@
 """Detection quality against the sample market's planted events (ground truth).
 
 An alert *matches* a planted event when it lies in the event's window and touches the
-event's instruments (any instrument for a product-wide surge). Recall is counted per
-planted kind for events at or above the configured thresholds; an alert that matches no
-planted event is a false alert.
+event's instruments (any instrument for a product-wide or 0DTE-wide surge). Recall is
+counted per planted kind for events at or above the configured thresholds; an alert that
+matches no planted event is a false alert.
+
+Strategy packages are also checked for how they were read: the strategy named right, the
+sentiment right (a delta-neutral package is a volatility trade), and never *misread*: a
+package's legs reported as directional single-leg alerts (a large order, a sweep or an
+instrument surge on a leg, in the package's window).
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import pandas as pd
 from nqflow import calendar as cal
 from nqflow.config import Config
 
-EXPECTED_KIND = {"block": "large_order", "sweep": "sweep", "surge_instrument": "volume_surge",
-                 "surge_product": "volume_surge"}
+EXPECTED_KIND = {"block": "large_order", "sweep": "sweep", "strategy": "strategy", "surge_instrument": "volume_surge",
+                 "surge_expiry": "volume_surge", "surge_product": "volume_surge"}
+ORDER_KINDS = ("block", "sweep", "strategy")
+EXPECTED_LEVEL = {"surge_product": "product", "surge_expiry": "expiry"}
 
 
 def expected_events(truth: dict, config: Config, sessions: list[str] | None = None) -> pd.DataFrame:
@@ -24,7 +31,7 @@ def expected_events(truth: dict, config: Config, sessions: list[str] | None = No
         events = events[events["session"].isin(sessions)]
     t = config.thresholds
     premium = events.get("premium_usd", pd.Series(float("nan"), index=events.index))
-    is_order = events["kind"].isin(["block", "sweep"])
+    is_order = events["kind"].isin(ORDER_KINDS)
     events = events.assign(
         expected_kind=events["kind"].map(EXPECTED_KIND),
         should_alert=(is_order & (premium >= t.large_premium_usd)) | (~is_order & events["ratio"].ge(t.surge_tiers[0])),
@@ -37,7 +44,18 @@ def matches(alert: dict, event: pd.Series) -> bool:
         return False
     if event["kind"] == "surge_product":
         return True
+    if event["kind"] == "surge_expiry":
+        return alert["kind"] != "volume_surge" or alert["level"] != "expiry" or alert["symbol"] == event["expiry"] \
+            or bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
     return bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
+
+
+def misread(alert: dict, event: pd.Series) -> bool:
+    """A planted package's leg reported as a directional single-leg alert in its window."""
+    return (event["kind"] == "strategy" and alert["window_start"] == event["window_start"]
+            and (alert["kind"] in ("large_order", "sweep")
+                 or (alert["kind"] == "volume_surge" and alert["level"] == "instrument"))
+            and bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"])))
 
 
 def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[str]) -> dict:
@@ -48,15 +66,20 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     for _, event in events.iterrows():
         hits = [a for a in records if matches(a, event)]
         right_kind = [a for a in hits if a["kind"] == event["expected_kind"]
-                      and (event["kind"] != "surge_product" or a["level"] == "product")]
+                      and a["level"] == EXPECTED_LEVEL.get(event["kind"], a["level"])]
         best = right_kind[0] if right_kind else None
         side_direction = {"B": "BUY", "A": "SELL"}[event["side"]]
+        is_strategy = event["kind"] == "strategy"
         found.append({
             "event_id": event["event_id"], "kind": event["kind"], "should_alert": bool(event["should_alert"]),
             "found": best is not None, "alert_id": best["alert_id"] if best else None,
             "direction_ok": bool(best and best["direction"] == side_direction),
             "tier_expected": event.get("tier"), "tier_found": best["tier"] if best else None,
             "confidence": best["confidence"] if best else None,
+            "zero_dte": bool(event.get("zero_dte") is True),
+            "strategy_ok": bool(best and best.get("strategy") == event["strategy"]) if is_strategy else None,
+            "sentiment_ok": bool(best and best.get("sentiment") == event["sentiment"]) if is_strategy else None,
+            "misread": any(misread(a, event) for a in records) if is_strategy else None,
         })
     found = pd.DataFrame(found)
     matched_ids = set()
@@ -69,8 +92,15 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     surges = positives[positives["kind"].str.startswith("surge") & positives["found"]]
     quiet = set(truth.get("quiet_sessions", [])) & set(sessions)
     quiet_alerts = [a for a in records if a["window_start"][:10] in quiet or _session_of(a) in quiet]
+    strategies = found[found["kind"] == "strategy"]
+    found_strategies = strategies[strategies["found"]]
+    zero_dte = positives[positives["zero_dte"]]
     return {
         "sessions": len(sessions), "events": int(len(found)), "positives": int(len(positives)),
+        "strategy_named_right": round(float(found_strategies["strategy_ok"].mean()), 3) if len(found_strategies) else None,
+        "strategy_sentiment_right": round(float(found_strategies["sentiment_ok"].mean()), 3) if len(found_strategies) else None,
+        "misread_rate": round(float(strategies["misread"].mean()), 3) if len(strategies) else None,
+        "zero_dte_recall": round(float(zero_dte["found"].mean()), 3) if len(zero_dte) else None,
         "recall_by_kind": {k: round(v, 3) for k, v in recall.items()},
         "recall": round(float(positives["found"].mean()), 3) if len(positives) else None,
         "direction_accuracy": round(float(positives[positives["found"]]["direction_ok"].mean()), 3) if positives["found"].any() else None,

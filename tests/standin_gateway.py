@@ -92,7 +92,7 @@ class SampleMarket:
             order = np.argsort(ts, kind="stable")
             self.schemas[schema] = _Schema(records[order], ts[order], iid[order], mappings)
         definitions = db.DBNStore.from_bytes(self._dbn("definition", 0, 2**63 - 1, None)).to_df()
-        kind = np.where(definitions["instrument_class"].isin(["C", "P"]), "OPT", "FUT")
+        kind = np.where(definitions["instrument_class"] == "F", "FUT", "OPT")  # spreads live under the options parent
         parents = definitions["asset"].astype(str) + "." + kind
         self.parent_of = dict(zip(definitions["instrument_id"].astype(int), parents))
         self.start = pd.Timestamp(int(min(s.ts_recv.min() for s in self.schemas.values())), tz="UTC")

@@ -39,3 +39,27 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("[thresholds\nlarge_premium_usd = 1")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(bad)
+
+
+def test_default_universe_is_the_26_nq_option_products():
+    universe = load_config().universe
+    assert len(universe.option_parents) == 26 and universe.micro_option_parents == ()
+    assert {"NQ", "QNE", "QN1", "QN4", "Q1A", "Q5A", "Q3B", "Q2D", "Q5D"} <= universe.products
+    assert not any(p.startswith(("Q1N", "Q5N")) for p in universe.option_parents)  # no such CME product
+
+
+@pytest.mark.parametrize("override, names, valid", [
+    ({"universe.option_parents": ["NQ.OPT", "Q1N.OPT"]}, "Q1N.OPT", "Q1A"),
+    ({"universe.option_parents": ["ES.OPT"]}, "ES.OPT", "QN4"),
+    ({"universe.option_parents": ["Q2D"]}, "Q2D", "Q5D"),
+    ({"universe.micro_option_parents": ["NQ.OPT"]}, "NQ.OPT", "MNQ"),
+])
+def test_a_parent_that_is_not_an_nq_option_product_is_refused_with_the_valid_codes(override, names, valid):
+    with pytest.raises(ConfigError, match=f"lists {names}, not NQ option products") as info:
+        load_config(overrides=override)
+    assert valid in str(info.value) and "\n" not in str(info.value)
+
+
+def test_micro_products_are_opt_in():
+    universe = load_config(overrides={"universe.micro_option_parents": ["MNQ.OPT", "MQ2.OPT"]}).universe
+    assert universe.parents[-2:] == ("MNQ.OPT", "MQ2.OPT") and "MQ2" in universe.products

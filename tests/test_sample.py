@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nqflow.contracts import NQ_POINT_VALUE_USD, black76, smile_vol, years_between
+from nqflow.contracts import (
+    NQ_OPTION_PRODUCTS,
+    NQ_POINT_VALUE_USD,
+    black76,
+    smile_vol,
+    years_between,
+)
 from nqflow.sample import SampleSpec, generate_sample_market
 
 warnings.filterwarnings("ignore")
@@ -24,14 +30,14 @@ def _df(path) -> pd.DataFrame:
 
 
 def test_same_seed_gives_identical_files(tmp_path):
-    spec = SampleSpec(n_sessions=2, option_trades_per_session=2_000, future_trades_per_session=300)
+    spec = SampleSpec(n_sessions=2, option_trades_per_session=2_000, future_trades_per_session=300, spreads_per_session=30)
     first = generate_sample_market(tmp_path / "a", spec)
     second = generate_sample_market(tmp_path / "b", spec)
     digests = lambda folder: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.dbn.zst")}
     assert digests(first) == digests(second)
     assert len(digests(first)) == 6
     other = generate_sample_market(tmp_path / "c", SampleSpec(seed=7, n_sessions=2, option_trades_per_session=2_000,
-                                                              future_trades_per_session=300))
+                                                              future_trades_per_session=300, spreads_per_session=30))
     assert digests(other) != digests(first)
 
 
@@ -60,16 +66,89 @@ def test_symbols_expiries_strikes_and_multiplier_in_definitions(sample_dir, trut
     day = truth["sessions"][-1].replace("-", "")
     defs = _df(sample_dir / f"glbx-mdp3-{day}.definition.dbn.zst")
     options = defs[defs["instrument_class"].isin(["C", "P"])]
-    assert set(options["asset"]) >= {"NQ", "QNE"} and any(a.startswith("Q") and a.endswith("N") for a in options["asset"])
     row = options[options["raw_symbol"] == "NQZ6 C21000"].iloc[0]
     assert row["strike_price"] == 21000.0 and row["instrument_class"] == "C" and row["underlying"] == "NQZ6"
     # NQZ6 options: AM-settled quarterly, third Friday of December 2026 at 08:30 Chicago.
     assert row["expiration"] == pd.Timestamp("2026-12-18 14:30", tz="UTC")
     assert row["unit_of_measure_qty"] == 20.0
-    assert (options["strike_price"] % 25 == 0).all()
+    assert (options["strike_price"] % 10 == 0).all() and (options["strike_price"] % 100 != 0).any()  # 10-point strikes
     assert (options["symbol"] == options["raw_symbol"]).all()   # metadata mappings give to_df symbols
-    kinds = {"weekly": options["asset"].str.match(r"Q\dN").any(), "eom": (options["asset"] == "QNE").any()}
-    assert all(kinds.values())
+    # Real CME format: <product><month><year> <C|P><strike>, the product in `asset`.
+    assert options["raw_symbol"].str.fullmatch(r"(NQ|QNE|QN[1-4]|Q[1-5][A-D])[FGHJKMNQUVXZ]\d [CP]\d+").all()
+    assert (options["raw_symbol"].str.split(" ").str[0].str[:-2] == options["asset"]).all()
+
+
+def test_every_product_family_is_listed_on_its_real_schedule(sample_dir, truth):
+    products, expiries = set(), {}
+    for day in truth["sessions"]:
+        defs = _df(sample_dir / f"glbx-mdp3-{day.replace('-', '')}.definition.dbn.zst")
+        options = defs[defs["instrument_class"].isin(["C", "P"])]
+        products |= set(options["asset"])
+        for asset, expiration in options.groupby("asset")["expiration"].unique().items():
+            expiries.setdefault(asset, set()).update(pd.Timestamp(e) for e in expiration)
+    assert products <= set(NQ_OPTION_PRODUCTS) and len(products) >= 22
+    assert {"NQ", "QNE", "QN1", "QN2", "QN4", "Q1A", "Q2B", "Q3C", "Q4D", "Q5D"} <= products
+    chicago = "America/Chicago"
+    for code, weekday in (("Q", None), ("A", 0), ("B", 1), ("C", 2), ("D", 3)):
+        for asset in [p for p in products if len(p) == 3 and p[0] == "Q" and p[2] == code and p[1].isdigit()]:
+            days = {e.tz_convert(chicago) for e in expiries[asset]}
+            assert {d.weekday() for d in days} == {weekday}, asset
+            assert all(d.day // 7 + (d.day % 7 > 0) == int(asset[1]) for d in days), asset  # n-th weekday of the month
+    assert {e.tz_convert(chicago).weekday() for p in ("QN1", "QN2", "QN4") for e in expiries[p]} == {4}
+    # End of month: the last business day, 15:00 CT (October 30 and November 30, 2026).
+    assert {e.tz_convert(chicago).strftime("%m-%d %H:%M") for e in expiries["QNE"]} >= {"10-30 15:00", "11-30 15:00"}
+    # A weekly that would expire on the end-of-month day is not listed (QNE covers it).
+    assert not any(e.tz_convert(chicago).date() == dt.date(2026, 10, 30) for p in products if p != "QNE"
+                   for e in expiries[p])
+
+
+def test_zero_and_one_dte_carry_most_of_the_volume(truth):
+    stats = pd.DataFrame(truth["session_stats"])
+    assert stats["zero_dte_contract_share"].median() > 0.3
+    assert stats["one_dte_or_less_contract_share"].median() > 0.5
+
+
+def test_sessions_span_the_dst_change_and_the_thanksgiving_half_days(truth):
+    from nqflow import calendar as cal
+    sessions = [dt.date.fromisoformat(d) for d in truth["sessions"]]
+    assert sessions[0] <= dt.date(2026, 10, 30) and sessions[-1] == dt.date(2026, 11, 27)
+    opens = {d: cal.sessions(d, d).iloc[0] for d in (dt.date(2026, 10, 30), dt.date(2026, 11, 2), dt.date(2026, 11, 27))}
+    assert opens[dt.date(2026, 10, 30)].market_open.hour == 22 and opens[dt.date(2026, 11, 2)].market_open.hour == 23
+    assert opens[dt.date(2026, 11, 27)].market_close == pd.Timestamp("2026-11-27 18:00", tz="UTC")  # 12:00 CT
+
+
+def test_spreads_have_leg_definitions_and_print_with_their_legs(sample_dir, truth):
+    day = truth["sessions"][-1].replace("-", "")
+    defs = _df(sample_dir / f"glbx-mdp3-{day}.definition.dbn.zst")
+    spreads = defs[defs["instrument_class"].isin(["T", "M"])]
+    with_legs = spreads[spreads["leg_count"] > 0]
+    assert len(with_legs) and (spreads["leg_count"] == 0).any()           # some feeds carry no legs
+    assert (with_legs.groupby("instrument_id").size() == with_legs.groupby("instrument_id")["leg_count"].first()).all()
+    assert set(with_legs["leg_side"]) == {"B", "A"} and spreads["raw_symbol"].str.startswith("UD:1V: ").all()
+    assert (spreads["instrument_class"] == "M").any()                        # covered: options against futures
+    trades = _df(sample_dir / f"glbx-mdp3-{day}.trades.dbn.zst")
+    prints = trades[trades["instrument_id"].isin(with_legs["instrument_id"])]
+    assert len(prints) and set(prints["side"]) <= {"B", "A"}
+    assert (prints["price"] < 0).any()                                       # credit spreads print negative
+    for spread in prints.head(50).itertuples():
+        legs = with_legs[with_legs["instrument_id"] == spread.instrument_id]
+        at = trades[(trades["ts_event"] == spread.ts_event) & trades["instrument_id"].isin(legs["leg_instrument_id"])]
+        sizes = at.groupby("instrument_id")["size"].sum()
+        ratios = legs.set_index("leg_instrument_id")["leg_ratio_qty_numerator"]
+        assert (sizes.reindex(ratios.index) == ratios * spread.size).all()
+
+
+def test_next_day_statistics_carry_settlement_and_cleared_volume(sample_dir, truth):
+    first, second = (d.replace("-", "") for d in truth["sessions"][-3:-1])
+    stats = _df(sample_dir / f"glbx-mdp3-{second}.statistics.dbn.zst")
+    assert {3, 6, 9} <= set(stats["stat_type"])
+    cleared = stats[stats["stat_type"] == 6]
+    assert (cleared["ts_ref"] == pd.Timestamp(truth["sessions"][-3], tz="UTC")).all()
+    trades = _df(sample_dir / f"glbx-mdp3-{first}.trades.dbn.zst")
+    defs = _df(sample_dir / f"glbx-mdp3-{first}.definition.dbn.zst")
+    options = trades[trades["instrument_id"].isin(defs.loc[defs["instrument_class"].isin(["C", "P"]), "instrument_id"])]
+    screen = options.groupby("instrument_id")["size"].sum()
+    assert cleared.set_index("instrument_id")["quantity"].reindex(screen.index).eq(screen).all()
 
 
 def test_open_interest_statistics(sample_dir, truth):
@@ -93,7 +172,7 @@ def test_known_strike_volume_matches_trades_file(sample_dir, truth, source):
 
 
 def test_intraday_u_shape_heavy_tails_sides_and_black76_prices(source, truth):
-    day = dt.date.fromisoformat(truth["sessions"][-2])
+    day = dt.date.fromisoformat(truth["sessions"][-4])  # a whole day (the last two are half days)
     from nqflow import calendar as cal
     row = cal.sessions(day, day).iloc[0]
     trades = source.option_trades(row.market_open, row.market_close)
@@ -117,7 +196,13 @@ def test_intraday_u_shape_heavy_tails_sides_and_black76_prices(source, truth):
 
 def test_ground_truth_lists_every_kind_and_quiet_sessions(truth):
     kinds = {e["kind"] for e in truth["events"]}
-    assert kinds == {"block", "sweep", "surge_instrument", "surge_product"}
+    assert kinds == {"block", "sweep", "strategy", "surge_instrument", "surge_expiry", "surge_product"}
+    strategies = [e for e in truth["events"] if e["kind"] == "strategy"]
+    assert {e["strategy"] for e in strategies} == {"vertical", "covered", "risk_reversal", "calendar"}
+    assert any(not e["legs_in_definition"] for e in strategies)
+    assert all(abs(e["net_delta_share"]) < 0.05 for e in strategies if e["sentiment"] == "VOLATILITY")
+    assert any(e["kind"] == "block" and e["zero_dte"] and e["premium_usd"] > 3e6 for e in truth["events"])
+    assert any(e["kind"] == "surge_expiry" and e["expiry"] == "0DTE" for e in truth["events"])
     tiers = {e["tier"] for e in truth["events"] if e["kind"].startswith("surge")}
     assert tiers == {10, 30, 50}
     assert truth["quiet_sessions"] and not [e for e in truth["events"] if e["session"] in truth["quiet_sessions"]]
