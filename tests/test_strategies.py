@@ -135,3 +135,19 @@ def test_zero_dte_orders_say_so_and_short_dated_strikes_are_judged_at_their_dte_
                             "ratio": [40.0, 40.0, 40.0], "volume": [900, 900, 900], "history_sessions": [20] * 3,
                             "top_order_share": [0.1] * 3})
     assert list(surge_gate(volumes, Config())) == ["short-dated: judged at its days-to-expiry level", "", ""]
+
+
+def test_options_of_an_unwatched_product_are_left_out_and_named_once(caplog):
+    from nqflow import data
+    from nqflow.data import window_from
+    rows = [option(0, 71, "C", 21000, "B", 5), option(1, 72, "C", 21000, "B", 5, root="Q3BX6")]
+    fills = pd.DataFrame(rows)
+    data._reported_unwatched.discard("Q3B")
+    with caplog.at_level("WARNING", logger="nqflow.data"):
+        w = window_from(T0, T0 + pd.Timedelta(minutes=15), T0.date(), fills, pd.DataFrame(),
+                        pd.DataFrame({"instrument_id": [], "open_interest": []}), watched=frozenset({"Q4C"}))
+        window_from(T0, T0 + pd.Timedelta(minutes=15), T0.date(), fills, pd.DataFrame(),
+                    pd.DataFrame({"instrument_id": [], "open_interest": []}), watched=frozenset({"Q4C"}))
+    assert set(w.trades["instrument_id"]) == {71}
+    warnings = [r.getMessage() for r in caplog.records if "not watched" in r.getMessage()]
+    assert len(warnings) == 1 and '"Q3B.OPT"' in warnings[0] and "universe.option_parents" in warnings[0]
