@@ -55,7 +55,10 @@ CREATE TABLE IF NOT EXISTS baseline_first_seen (
 
 def expiry_key(symbol: pd.Series) -> pd.Series:
     """Option symbol root, e.g. 'Q2NV6 C21000' -> 'Q2NV6' (one product + expiration)."""
-    return symbol.str.split(" ", n=1).str[0]
+    # Split each distinct symbol once: a session repeats a few thousand symbols over ~40k fills.
+    codes, distinct = pd.factorize(symbol.astype(object), use_na_sentinel=False)
+    roots = np.array([text.split(" ", 1)[0] if isinstance(text, str) else text for text in distinct], dtype=object)
+    return pd.Series(roots[codes] if len(roots) else np.empty(0, dtype=object), index=symbol.index, dtype=object)
 
 
 def days_to_expiry(ts_event: pd.Series, expiration: pd.Series) -> pd.Series:
@@ -102,11 +105,23 @@ def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFra
     return out
 
 
+NO_KEYS = pd.DataFrame({"level": pd.Series(dtype=object), "key": pd.Series(dtype=object)})
+
+
 def window_keys(trades: pd.DataFrame) -> pd.DataFrame:
     """The (level, key) pairs some fills touch: all a window's detection needs from the baseline."""
+    return window_keys_by(trades, np.zeros(len(trades), dtype=np.int64)).get(0, NO_KEYS)
+
+
+def window_keys_by(trades: pd.DataFrame, group: np.ndarray) -> dict[int, pd.DataFrame]:
+    """`window_keys` of every group of fills at once (a session's windows); fills in group -1 are
+    ignored. Keys are mapped once for all fills, instead of once per window."""
+    keep = np.asarray(group) >= 0
+    trades, group = trades[keep], np.asarray(group)[keep]
     keys = level_keys(trades)
-    return pd.concat([pd.DataFrame({"level": level, "key": keys[level].unique()}) for level in ("instrument", "expiry")],
-                     ignore_index=True)
+    pairs = pd.concat([pd.DataFrame({"group": group, "level": level, "key": keys[level].to_numpy(dtype=object)})
+                       for level in ("instrument", "expiry")], ignore_index=True).drop_duplicates()
+    return {int(g): frame[["level", "key"]].reset_index(drop=True) for g, frame in pairs.groupby("group", sort=False)}
 
 
 EXPECTED_COLUMNS = ["level", "key", "history_sessions", "expected", "mean", "variance"]
@@ -237,7 +252,9 @@ class BaselineStore:
                 "WHERE v.slot = w.slot AND v.level = w.level AND v.key = w.key AND v.session >= w.since "
                 "AND v.session < ? GROUP BY w.row", conn, params=[day]).set_index("row")
         moments = wanted.join(sums).fillna({"total": 0, "total2": 0, "top": 0})  # no rows: zero in every session
-        return {slot: summarise(moments[moments["slot"] == slot]) for slot in slots}
+        expected = summarise(moments)
+        rows = moments.groupby("slot").indices if len(moments) else {}
+        return {slot: expected.take(rows.get(slot, [])).reset_index(drop=True) for slot in slots}
 
 
 def _sessions_since(chosen: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:

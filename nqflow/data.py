@@ -311,7 +311,9 @@ class ReplaySource:
                             f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`")
         self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
         self._cache_files = cache_files
-        self._chains: dict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame]] = {}
+        # Built chains are kept for the few latest days only: a backtest walks forward in time.
+        self._chains: OrderedDict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
+        self._chain_days = 4
 
     def _scan(self) -> list[DbnFile]:
         paths = sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst")))
@@ -342,9 +344,13 @@ class ReplaySource:
 
     def _chain_and_legs(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
         key = tuple(f.path for f in self._overlapping("definition", start, end))
-        if key not in self._chains:
-            definitions = self._records("definition", start, end)
-            self._chains[key] = (chain_from_definitions(definitions), legs_from_definitions(definitions))
+        if key in self._chains:
+            self._chains.move_to_end(key)
+            return self._chains[key]
+        definitions = self._records("definition", start, end)
+        self._chains[key] = (chain_from_definitions(definitions), legs_from_definitions(definitions))
+        if len(self._chains) > self._chain_days:
+            self._chains.popitem(last=False)
         return self._chains[key]
 
     def _records(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -480,13 +486,28 @@ def unwatched_products(fills: pd.DataFrame, watched: frozenset[str]) -> list[str
     return sorted(set(options["product"].dropna().unique()) - set(watched))
 
 
-def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fills: pd.DataFrame,
-                chain: pd.DataFrame, oi: pd.DataFrame, legs: pd.DataFrame | None = None,
-                watched: frozenset[str] | None = None) -> WindowData:
-    """One open-market window from its fills (options, spreads and futures, [start, end) only)
-    and the session's chain, open interest and spread legs; `load_window` and the whole-session
-    path share it. Options of products outside `watched` are left out, and said once."""
-    notes: list[str] = []
+@dataclass
+class ClassifiedFills:
+    """A stretch of tidy fills split by what they are (`classify_fills`); each part keeps time order."""
+
+    options: pd.DataFrame
+    spreads: pd.DataFrame
+    futures: pd.DataFrame
+    undefined: pd.DataFrame
+
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> "ClassifiedFills":
+        """The fills in [start, end): a binary search per part, no copy of the rest."""
+        bounds = np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]")
+
+        def cut(frame: pd.DataFrame) -> pd.DataFrame:
+            lo, hi = frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(bounds)
+            return frame.iloc[lo:hi].reset_index(drop=True)
+        return ClassifiedFills(cut(self.options), cut(self.spreads), cut(self.futures), cut(self.undefined))
+
+
+def classify_fills(fills: pd.DataFrame, watched: frozenset[str] | None = None) -> ClassifiedFills:
+    """Split tidy fills into options, spread prints, futures and fills with no definition.
+    Options of products outside `watched` are left out, and said once per process."""
     if watched is not None:
         unwatched = unwatched_products(fills, watched)
         if unwatched:
@@ -497,22 +518,32 @@ def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fil
                 log.warning("options of %s on NQ futures trade but are not watched; add %s to "
                             "universe.option_parents in config/monitoring.toml to watch them",
                             ", ".join(new), ", ".join(f'"{p}.OPT"' for p in new))
-    trades = option_fills(fills)
-    futures = future_fills(fills)
-    underlying = _front_future(futures)
-    unknown = undefined_fills(fills)
+    return ClassifiedFills(option_fills(fills), spread_fills(fills), future_fills(fills),
+                           undefined_fills(fills).reset_index(drop=True))
+
+
+def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fills: pd.DataFrame | ClassifiedFills,
+                chain: pd.DataFrame, oi: pd.DataFrame, legs: pd.DataFrame | None = None,
+                watched: frozenset[str] | None = None) -> WindowData:
+    """One open-market window from its fills (options, spreads and futures, [start, end) only)
+    and the session's chain, open interest and spread legs; `load_window` and the whole-session
+    path share it. `fills` may come classified already (the session path classifies a whole
+    session once and cuts it per window); `watched` applies to unclassified fills."""
+    parts = fills if isinstance(fills, ClassifiedFills) else classify_fills(fills, watched)
+    notes: list[str] = []
+    unknown = parts.undefined
     if len(unknown):
         ids = sorted(unknown["instrument_id"].unique())
         notes.append(f"{len(unknown):,} fills on {len(ids)} instrument(s) without a definition were left out "
                      f"(instrument_id {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''}); "
                      f"add the definition records for session {trade_date} to the data folder")
-    if trades.empty:
+    if parts.options.empty:
         notes.append(f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
                       f"check that the data source covers this window")
     if chain.empty:
         notes.append(f"no instrument definitions for session {trade_date}")
-    return WindowData(start, end, trade_date, trades, chain, oi, underlying, notes, spread_fills(fills),
-                      legs if legs is not None else empty_frame(LEG_COLUMNS), futures)
+    return WindowData(start, end, trade_date, parts.options, chain, oi, _front_future(parts.futures), notes,
+                      parts.spreads, legs if legs is not None else empty_frame(LEG_COLUMNS), parts.futures)
 
 
 def _front_future(futures: pd.DataFrame) -> pd.DataFrame:

@@ -361,21 +361,32 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
     sides = _side_columns(trades)[["buy_premium_usd", "sell_premium_usd"]]
     trade_totals = pd.concat([trades[["size", "premium_usd"]], sides], axis=1).groupby(trades[WINDOW]).sum()
     trade_totals["option_trades"] = trades.groupby(WINDOW).size()
+    # Cut the batch back into windows by row ranges; the window column is dropped once, not per window.
     order_bounds = _bounds(orders[WINDOW], busy)
     volume_bounds = _bounds(volumes[WINDOW], busy)
+    package_rows = packages.groupby("window").indices if len(packages) else {}  # packages are not sorted by window
+    orders, volumes, packages = orders.drop(columns=WINDOW), volumes.drop(columns=WINDOW), packages.drop(columns="window")
+    totals_of = trade_totals.to_dict("index")
+    no_alerts = pd.DataFrame(columns=ALERT_FIELDS)
+    zero_dte = (orders["days_to_expiry"] == 0).to_numpy()
     for i in busy:
-        own_orders = orders.iloc[slice(*order_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
+        own_orders = orders.iloc[slice(*order_bounds[i])].reset_index(drop=True)
         if i in first_sweep.index:
             own_orders.loc[own_orders["sweep_id"] >= 0, "sweep_id"] -= first_sweep[i]
-        own_volumes = volumes.iloc[slice(*volume_bounds[i])].drop(columns=WINDOW).reset_index(drop=True)
-        frame = pd.DataFrame(_fold(by_window[i], config), columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
-        frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
-        summary = _summary(windows[i], len(own_orders), trade_totals.loc[i].to_dict())
-        own_packages = packages[packages["window"] == i]
+        own_volumes = volumes.iloc[slice(*volume_bounds[i])].reset_index(drop=True)
+        folded = _fold(by_window[i], config)
+        if folded:
+            frame = pd.DataFrame(folded, columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
+            frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
+        else:
+            frame = no_alerts.copy()
+        summary = _summary(windows[i], len(own_orders), totals_of[i])
+        own_packages = packages.take(package_rows.get(i, [])).reset_index(drop=True)
         summary["packages"] = int(len(own_packages))
         summary["packages_by_strategy"] = own_packages["strategy"].value_counts().to_dict() if len(own_packages) else {}
-        zero = own_orders["days_to_expiry"] == 0
-        summary["zero_dte_contract_share"] = round(float(own_orders.loc[zero, "size"].sum() / max(own_orders["size"].sum(), 1)), 4)
+        size = own_orders["size"].to_numpy()
+        zero = zero_dte[slice(*order_bounds[i])]
+        summary["zero_dte_contract_share"] = round(float(size[zero].sum() / max(size.sum(), 1)), 4)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
@@ -384,8 +395,7 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
             summary["product_expected_volume"] = float(product["baseline"].iloc[0])
             summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
             summary["history_sessions"] = int(product["history_sessions"].iloc[0])
-        results[i] = Detection(frame, own_orders, own_volumes, summary,
-                               own_packages.drop(columns="window").reset_index(drop=True))
+        results[i] = Detection(frame, own_orders, own_volumes, summary, own_packages)
     return results
 
 

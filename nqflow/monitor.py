@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from nqflow import calendar as cal
-from nqflow.baseline import BaselineStore, ensure_history, slot_volumes, window_keys
+from nqflow.baseline import NO_KEYS, BaselineStore, ensure_history, slot_volumes, window_keys, window_keys_by
 from nqflow.config import Config
-from nqflow.data import DataSource, ReplaySource, WindowData, load_window, window_from
+from nqflow.data import DataSource, ReplaySource, WindowData, classify_fills, load_window, window_from
 from nqflow.detect import Detection, detect_window, detect_windows
 from nqflow.errors import ConfigError
 
@@ -95,15 +95,23 @@ def run_session(config: Config, trade_date: dt.date, source: DataSource, baselin
         return []
     n = config.thresholds.baseline_sessions
     ensure_history(baseline, source, trade_date, n, available)
-    fills = source.trades(row.market_open, row.market_close)
+    # Classified once for the session, then cut per window: the same frames `load_window` gives.
+    session_fills = classify_fills(source.trades(row.market_open, row.market_close), config.universe.products)
     chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
-    times = fills["ts_event"].to_numpy(dtype="datetime64[ns]")  # fills are sorted by ts_event
-    loaded = {}
-    for start, end in windows:
-        lo, hi = times.searchsorted(np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]"))
-        window = window_from(start, end, trade_date, fills.iloc[lo:hi].reset_index(drop=True), chain, oi, legs,
-                             config.universe.products)
-        loaded[cal.slot_of(start, row.market_open)] = window
-    expected = baseline.expected(trade_date, list(loaded), n, {slot: window_keys(w.trades) for slot, w in loaded.items()})
-    detections = detect_windows(list(loaded.values()), [expected[slot] for slot in loaded], config)
-    return [WindowResult(w, d) for w, d in zip(loaded.values(), detections)]
+    loaded = [window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs)
+              for start, end in windows]
+    slots = [cal.slot_of(start, row.market_open) for start, _ in windows]
+    keys = window_keys_by(session_fills.options, _window_of(session_fills.options, windows, slots))
+    expected = baseline.expected(trade_date, sorted(set(slots)), n, {slot: keys.get(slot, NO_KEYS) for slot in slots})
+    detections = detect_windows(loaded, [expected[slot] for slot in slots], config)
+    return [WindowResult(w, d) for w, d in zip(loaded, detections)]
+
+
+def _window_of(fills: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]], labels: list[int]) -> np.ndarray:
+    """The label of the window each fill falls in (windows sorted, not overlapping), -1 for none."""
+    starts = np.array([s.tz_convert(None) for s, _ in windows], dtype="datetime64[ns]")
+    ends = np.array([e.tz_convert(None) for _, e in windows], dtype="datetime64[ns]")
+    ts = fills["ts_event"].to_numpy(dtype="datetime64[ns]")
+    index = starts.searchsorted(ts, side="right") - 1
+    inside = (index >= 0) & (ts < ends[np.maximum(index, 0)])
+    return np.where(inside, np.asarray(labels)[np.maximum(index, 0)], -1)
