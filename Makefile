@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench quality lab clean-outputs venv
+.PHONY: demo test bench quality lab sample clean-outputs venv
 
 venv: $(STAMP)
 
@@ -31,7 +31,11 @@ bench: $(STAMP)
 quality: $(STAMP)
 	$(PY) bench/detection_quality.py
 
-lab: $(STAMP)
+# The sample market is an explicit step (about a minute, ~35 MB); demo, test and bench make it too.
+sample: $(STAMP)
+	$(PY) scheduler.py sample
+
+lab: $(STAMP) sample
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean-outputs:

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nqflow.backtest import backtest, dask_client  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
-from nqflow.data import ReplaySource  # noqa: E402
 from nqflow.monitor import REPO_ROOT  # noqa: E402
 from nqflow.sample import generate_sample_market  # noqa: E402
+from nqflow.sources.replay import ReplaySource  # noqa: E402
 
 
 def main() -> None:

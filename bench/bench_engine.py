@@ -17,13 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow import calendar as cal  # noqa: E402
+from nqflow import market_hours as cal  # noqa: E402
 from nqflow.baseline import BaselineStore, window_keys  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
-from nqflow.data import ReplaySource, load_window  # noqa: E402
+from nqflow.data import load_window
 from nqflow.detect import detect_window  # noqa: E402
 from nqflow.monitor import REPO_ROOT  # noqa: E402
 from nqflow.sample import generate_sample_market  # noqa: E402
+from nqflow.sources.replay import ReplaySource  # noqa: E402
 
 
 def peak_mb() -> float:

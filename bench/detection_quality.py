@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nqflow.backtest import backtest  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
-from nqflow.data import ReplaySource  # noqa: E402
 from nqflow.lab import summary_table  # noqa: E402
 from nqflow.monitor import REPO_ROOT  # noqa: E402
 from nqflow.quality import evaluate  # noqa: E402
 from nqflow.sample import generate_sample_market, load_ground_truth  # noqa: E402
+from nqflow.sources.replay import ReplaySource  # noqa: E402
 
 
 def main() -> None:

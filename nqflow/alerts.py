@@ -1,22 +1,204 @@
-"""The alert record: JSON-safe conversion for scrapbook, and validation when read back."""
+"""The alert: one typed record, its vocabularies, and its one JSON form.
+
+An `Alert` is what every part of nqflow passes around once detection is done: the notebook
+glues `Alert.to_json()` dicts with scrapbook, the runner reads them back with
+`Alert.from_json` (the check at the boundary: a malformed scrap is a one-line error), the
+SQLite history stores that JSON, and the console, log, email and Slack render it. The enums
+below are the only lists of kinds, levels, labels, directions and sentiments; CLI choices,
+quality, the lab and the charts derive theirs from them.
+
+This module imports nothing from the engine, so the scheduler process can use alerts without
+loading detection or scipy.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
 
-from nqflow.detect import ALERT_FIELDS
 from nqflow.errors import DataError
 
-KINDS = ("large_order", "sweep", "strategy", "volume_surge")
-LEVELS = ("instrument", "expiry", "product", "package")
-LABELS = ("LOW", "MEDIUM", "HIGH")
-REQUIRED = {"alert_id": str, "kind": str, "level": str, "window_start": str, "window_end": str,
-            "event_time": str, "symbol": str, "direction": str, "volume": int, "premium_usd": float,
-            "confidence": float, "label": str, "reasons": list}
+
+class Kind(StrEnum):
+    """What was seen: an aggressor order, a multi-strike sweep, a strategy package, or a volume surge."""
+
+    LARGE_ORDER = "large_order"
+    SWEEP = "sweep"
+    STRATEGY = "strategy"
+    VOLUME_SURGE = "volume_surge"
+
+
+class Level(StrEnum):
+    """What an alert is about: one instrument, one expiry (or days-to-expiry bucket), the whole product, a package."""
+
+    INSTRUMENT = "instrument"
+    EXPIRY = "expiry"
+    PRODUCT = "product"
+    PACKAGE = "package"
+
+
+class Label(StrEnum):
+    """The confidence band (thresholds.confidence_medium / confidence_high)."""
+
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+
+class Direction(StrEnum):
+    """What the aggressor did: bought, sold, or both / unknown."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+    MIXED = "MIXED"
+
+
+class Sentiment(StrEnum):
+    """How the flow reads: on the index's direction, or on volatility (a delta-neutral package)."""
+
+    BULLISH = "BULLISH"
+    BEARISH = "BEARISH"
+    NEUTRAL = "NEUTRAL"
+    VOLATILITY = "VOLATILITY"
+
+
+KINDS: tuple[str, ...] = tuple(Kind)
+LEVELS: tuple[str, ...] = tuple(Level)
+LABELS: tuple[str, ...] = tuple(Label)
+#: Kinds that are one trading event (an order, a sweep, a package) rather than a volume surge.
+EVENT_KINDS: tuple[str, ...] = (Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY)
+
+
+@dataclass
+class Alert:
+    """One alert. Times are ISO 8601 text in UTC; money in USD; prices in index points.
+
+    Optional fields are None where they do not apply (a product surge has no strike, an order
+    has no tier) or are unknown (open interest not published)."""
+
+    alert_id: str
+    kind: Kind
+    level: Level
+    window_start: str
+    window_end: str
+    event_time: str
+    symbol: str
+    direction: Direction
+    volume: int
+    premium_usd: float
+    confidence: float
+    label: Label
+    reasons: list[str] = field(default_factory=list)
+    symbols: list[str] | None = None
+    instrument_ids: list[int] | None = None
+    expiry: str | None = None
+    expiration: str | None = None
+    strike: float | None = None
+    put_call: str | None = None
+    sentiment: Sentiment | None = None
+    buy_volume: int | None = None
+    sell_volume: int | None = None
+    baseline: float | None = None
+    ratio: float | None = None
+    tier: float | None = None
+    history_sessions: int | None = None
+    p_value: float | None = None
+    buy_premium_usd: float | None = None
+    sell_premium_usd: float | None = None
+    imbalance: float | None = None
+    underlying_price: float | None = None
+    open_interest: int | None = None
+    volume_oi: float | None = None
+    days_to_expiry: int | None = None
+    zero_dte: bool | None = None
+    strategy: str | None = None
+    legs: list[dict] | None = None
+    net_premium_usd: float | None = None
+    net_delta: float | None = None
+
+    def __post_init__(self) -> None:
+        name = self.alert_id if isinstance(self.alert_id, str) else "<no id>"
+        for spec in dataclasses.fields(self):
+            setattr(self, spec.name, _checked(name, spec.name, getattr(self, spec.name)))
+        if not 0 <= self.confidence <= 100:
+            raise DataError(f"alert {name} confidence {self.confidence} is outside [0, 100]")
+
+    # -- the one JSON form ----------------------------------------------------------------
+    def to_json(self) -> dict:
+        """A JSON-safe dict in `ALERT_FIELDS` order (enums as their text)."""
+        return {name: _json_value(getattr(self, name)) for name in ALERT_FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Alert:
+        """An alert from its JSON dict (a scrap, a history row); a malformed one is a one-line error."""
+        if not isinstance(data, dict):
+            raise DataError("an alert is not a JSON object; the notebook must glue a list of dicts "
+                            "(nqflow.alerts.to_records)")
+        name = data.get("alert_id", "<no id>")
+        missing = [k for k in ALERT_FIELDS if k not in data]
+        if missing:
+            raise DataError(f"alert {name} lacks fields {missing}; glue nqflow.alerts.to_records(...) in the notebook")
+        unknown = sorted(set(data) - set(ALERT_FIELDS))
+        if unknown:
+            raise DataError(f"alert {name} has unknown fields {unknown}; glue nqflow.alerts.to_records(...) in the notebook")
+        return cls(**{k: data[k] for k in ALERT_FIELDS})
+
+    @property
+    def is_event(self) -> bool:
+        """An order, sweep or package (one trading event), not a surge."""
+        return self.kind in EVENT_KINDS
+
+
+# The record's column order, as tables show it (the dataclass must list required fields first).
+ALERT_FIELDS: list[str] = [
+    "alert_id", "kind", "level", "window_start", "window_end", "event_time", "symbol", "symbols",
+    "instrument_ids", "expiry", "expiration", "strike", "put_call", "direction", "sentiment",
+    "volume", "buy_volume", "sell_volume", "baseline", "ratio", "tier", "history_sessions", "p_value",
+    "premium_usd", "buy_premium_usd", "sell_premium_usd", "imbalance", "underlying_price", "open_interest", "volume_oi",
+    "confidence", "label", "reasons", "days_to_expiry", "zero_dte", "strategy", "legs", "net_premium_usd", "net_delta",
+]
+assert sorted(ALERT_FIELDS) == sorted(spec.name for spec in dataclasses.fields(Alert))
+
+_ENUMS = {"kind": Kind, "level": Level, "label": Label, "direction": Direction, "sentiment": Sentiment}
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list[str]": list, "list[int]": list,
+                           "list[dict]": list}
+
+
+def _checked(name: str, key: str, value: Any) -> Any:
+    """`value` normalised to field `key`'s type (numpy scalars to Python, text to enums), or a one-line error."""
+    annotation = Alert.__dataclass_fields__[key].type
+    optional = annotation.endswith("| None")
+    base = annotation.removesuffix(" | None")
+    value = _plain(value)
+    if value is None:
+        if optional:
+            return None
+        raise DataError(f"alert {name} field {key} is missing (None); it is required")
+    if key in _ENUMS:
+        try:
+            return _ENUMS[key](value)
+        except ValueError:
+            raise DataError(f"alert {name} has unknown {key} {value!r}; expected one of "
+                            f"{', '.join(_ENUMS[key])}") from None
+    expected = _TYPES[base]
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif expected is int:
+        if isinstance(value, float) and value.is_integer():  # a count that went through a float column
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise DataError(f"alert {name} field {key} should be {base}, got {value!r}")
+    return value
 
 
 def plain(value: Any) -> Any:
@@ -29,6 +211,8 @@ def plain(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating, float)):
@@ -46,37 +230,79 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def to_records(alerts: pd.DataFrame) -> list[dict]:
+def _json_value(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+class WindowSummary(TypedDict, total=False):
+    """What one window held, as the notebook glues it (``summary``) and the state database keeps it."""
+
+    window_start: str
+    window_end: str
+    trade_date: str | None
+    option_trades: int
+    orders: int
+    contracts: int
+    premium_usd: float
+    buy_premium_usd: float
+    sell_premium_usd: float
+    underlying_last: float | None
+    empty: bool
+    notes: list[str]
+    alerts: int
+    alerts_by_kind: dict[str, int]
+    max_confidence: float
+    packages: int
+    packages_by_strategy: dict[str, int]
+    zero_dte_contract_share: float
+    product_expected_volume: float
+    product_ratio: float
+    history_sessions: int
+
+
+#: Summary fields every window has, with their JSON types (the rest appear when they apply).
+SUMMARY_REQUIRED: dict[str, tuple[type, ...]] = {
+    "window_start": (str,), "window_end": (str,), "option_trades": (int,), "contracts": (int,),
+    "premium_usd": (int, float), "empty": (bool,), "notes": (list,), "alerts": (int,), "max_confidence": (int, float),
+}
+
+
+def check_summary(data: Any) -> WindowSummary:
+    """A window summary read back from a notebook's scraps; a malformed one is a one-line error."""
+    if not isinstance(data, dict):
+        raise DataError("the window summary is not a JSON object; the notebook must glue plain(result.summary)")
+    for key, types in SUMMARY_REQUIRED.items():
+        if key not in data:
+            raise DataError(f"the window summary lacks {key!r}; glue plain(result.summary) in the notebook")
+        if not isinstance(data[key], types) or (bool not in types and isinstance(data[key], bool)):
+            raise DataError(f"the window summary's {key} should be {types[0].__name__}, got {data[key]!r}")
+    return data  # type: ignore[return-value]
+
+
+def to_alerts(frame: pd.DataFrame) -> list[Alert]:
+    """A Detection's alerts frame (ALERT_FIELDS columns) as typed alerts."""
+    return [Alert(**{k: row.get(k) for k in ALERT_FIELDS}) for row in frame.to_dict("records")]
+
+
+def to_records(frame: pd.DataFrame) -> list[dict]:
     """Alerts as plain JSON-safe dicts in ALERT_FIELDS order (what the notebook glues)."""
-    return [{field: _plain(row.get(field)) for field in ALERT_FIELDS} for row in alerts.to_dict("records")]
+    return [alert.to_json() for alert in to_alerts(frame)]
 
 
 def validate(alert: dict) -> dict:
-    """Check one alert read back from a notebook's scraps; a bad one is a one-line error."""
-    name = alert.get("alert_id", "<no id>") if isinstance(alert, dict) else "<not a dict>"
-    if not isinstance(alert, dict):
-        raise DataError(f"alert {name} is not a JSON object; the notebook must glue a list of dicts")
-    missing = [k for k in ALERT_FIELDS if k not in alert]
-    if missing:
-        raise DataError(f"alert {name} lacks fields {missing}; glue nqflow.alerts.to_records(...) in the notebook")
-    for key, kind in REQUIRED.items():
-        value = alert[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, kind)
-        if not ok:
-            raise DataError(f"alert {name} field {key} should be {kind.__name__}, got {value!r}")
-    if alert["kind"] not in KINDS or alert["level"] not in LEVELS or alert["label"] not in LABELS:
-        raise DataError(f"alert {name} has unknown kind/level/label {alert['kind']}/{alert['level']}/{alert['label']}")
-    if not 0 <= alert["confidence"] <= 100:
-        raise DataError(f"alert {name} confidence {alert['confidence']} is outside [0, 100]")
-    return alert
+    """One alert's JSON read back (a scrap, a history row), checked and normalised."""
+    return Alert.from_json(alert).to_json()
 
 
-def one_line(alert: dict) -> str:
+def one_line(alert: dict | Alert) -> str:
     """A readable one-line summary (console, log lines, message subjects)."""
-    tier = f" {alert['tier']:g}x" if alert.get("tier") else ""
-    if alert.get("zero_dte"):
+    a = alert.to_json() if isinstance(alert, Alert) else alert
+    tier = f" {a['tier']:g}x" if a.get("tier") else ""
+    if a.get("zero_dte"):
         tier += " 0DTE"
-    ratio = f" ratio {alert['ratio']:.1f}x" if alert.get("ratio") and alert["kind"] == "volume_surge" else ""
-    return (f"[{alert['label']} {alert['confidence']:.0f}] {alert['kind']}{tier} {alert['level']} {alert['symbol']} "
-            f"{alert['direction']} {alert.get('sentiment') or ''} vol {alert['volume']:,} "
-            f"premium ${alert['premium_usd'] / 1e6:,.2f}M{ratio} @ {alert['event_time'][:19]}Z").replace("  ", " ")
+    ratio = f" ratio {a['ratio']:.1f}x" if a.get("ratio") and a["kind"] == Kind.VOLUME_SURGE else ""
+    return (f"[{a['label']} {a['confidence']:.0f}] {a['kind']}{tier} {a['level']} {a['symbol']} "
+            f"{a['direction']} {a.get('sentiment') or ''} vol {a['volume']:,} "
+            f"premium ${a['premium_usd'] / 1e6:,.2f}M{ratio} @ {a['event_time'][:19]}Z").replace("  ", " ")

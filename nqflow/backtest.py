@@ -27,13 +27,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from nqflow.alerts import to_records
+from nqflow.alerts import ALERT_FIELDS, to_records
 from nqflow.baseline import BaselineStore, session_slot_volumes
 from nqflow.config import Config
-from nqflow.data import ReplaySource
-from nqflow.detect import ALERT_FIELDS
 from nqflow.errors import NqflowError
 from nqflow.monitor import run_session
+from nqflow.sources.replay import ReplaySource
 
 WindowFilter = Callable[[pd.Timestamp, pd.Timestamp], bool]
 WINDOW_COLUMNS = ["trade_date", "window_start", "window_end", "option_trades", "contracts", "premium_usd", "alerts"]

@@ -1,11 +1,13 @@
 """Charts for the notebooks: monitoring charts take a WindowResult, threshold-lab charts take
-backtest tables. Each returns a `Chart`: the matplotlib Figure plus a description in words,
+backtest tables. Charts only draw: what they show (the surge gate, the watch list) comes from
+the engine. Each returns a `Chart`: the matplotlib Figure plus a description in words,
 which HTML reports carry as the image's alternative text."""
 
 from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -14,9 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from nqflow.alerts import Kind  # noqa: E402
 from nqflow.config import Config  # noqa: E402
-from nqflow.detect import BELOW_FIRST_TIER, surge_gate, watch_list  # noqa: E402
-from nqflow.monitor import WindowResult  # noqa: E402
+from nqflow.detect import BELOW_FIRST_TIER  # noqa: E402
+
+if TYPE_CHECKING:
+    from nqflow.monitor import WindowResult
 
 BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
 
@@ -116,7 +121,7 @@ def surge_ratios(result: WindowResult, config: Config, top: int = 15) -> Chart:
     if ranked.empty:
         _empty(ax, "no baseline history yet for this slot")
         return Chart(fig, "Volume surges: no baseline history yet for this slot.")
-    gate = surge_gate(ranked, config).to_numpy()
+    gate = ranked["gate"].to_numpy()
     held = (gate != "") & (gate != BELOW_FIRST_TIER)  # past a tier, yet no surge alert: say why
     labels = [f"{lvl}: {sym}" for lvl, sym in zip(ranked["level"], ranked["symbol"])]
     ratios = ranked["ratio"].to_numpy()
@@ -181,7 +186,7 @@ def watch_table(result: WindowResult, config: Config) -> pd.DataFrame:
     watch = config.thresholds.watch_premium_usd
     if watch <= 0:
         return pd.DataFrame({"watch list": ["off (thresholds.watch_premium_usd = 0)"]})
-    table = watch_list(result.detection.orders, config, result.detection.packages)
+    table = result.detection.watch.copy()
     if table.empty:
         return pd.DataFrame({"watch list": [f"no order between {_millions(watch)} and "
                                             f"{_millions(config.thresholds.large_premium_usd)} in this window"]})
@@ -200,7 +205,9 @@ def _clock(times: pd.Series) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- threshold lab
-KIND_COLOURS = {"large_order": "#0969da", "sweep": "#8250df", "volume_surge": "#bf8700"}
+# Okabe-Ito colours (colour-blind safe), one per alert kind.
+KIND_COLOURS = {Kind.LARGE_ORDER: "#0072B2", Kind.SWEEP: "#CC79A7", Kind.STRATEGY: "#009E73", Kind.VOLUME_SURGE: "#E69F00"}
+assert set(KIND_COLOURS) == set(Kind), "every alert kind needs a colour"
 
 
 def alerts_per_session(counts: pd.DataFrame) -> Chart:

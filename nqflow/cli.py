@@ -8,34 +8,19 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
 from nqflow.alerts import KINDS
-from nqflow.config import Config, load_config, parse_override
+from nqflow.config import load_config, parse_override
 from nqflow.errors import NqflowError
-from nqflow.monitor import resolve
+from nqflow.paths import resolve
 from nqflow.scheduling import Scheduler, windows_between
-
-
-class SimulatedClock:
-    """A clock the demo moves by hand: each window is processed as if just after it closed."""
-
-    def __init__(self, now: pd.Timestamp):
-        self.current = now
-
-    def now(self) -> pd.Timestamp:
-        return self.current
-
-    def sleep(self, seconds: float) -> None:
-        self.current += pd.Timedelta(seconds=seconds)
+from nqflow.sources import SOURCE_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scheduler.py", description="nqflow: NQ options institutional-flow monitor")
     parser.add_argument("--config", help="config file (default config/monitoring.toml)")
-    parser.add_argument("--source", choices=["replay", "databento"], help="data source (default: the config's)")
+    parser.add_argument("--source", choices=list(SOURCE_NAMES), help="data source (default: the config's)")
     parser.add_argument("--data-dir", help="replay folder or Databento cache (default: the config's)")
     parser.add_argument("--outputs", help="outputs folder (default: the config's)")
     parser.add_argument("--state-db", help="SQLite state database (default: the config's)")
@@ -56,14 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     bt = sub.add_parser("backtest", help="every window of sessions FROM..TO (dates) in parallel with Dask; Parquet out")
     bt.add_argument("start", help="first trade date, e.g. 2026-10-05")
     bt.add_argument("end", help="last trade date (inclusive)")
-    bt.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (ignored with --scheduler)")
-    bt.add_argument("--scheduler", help="address of a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
+    bt.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (ignored with --dask-scheduler)")
+    bt.add_argument("--dask-scheduler", help="address of a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
     bt.add_argument("--baseline", help="SQLite file for the range's volume baseline; on a remote cluster put it "
                                        "on storage every worker reads (default: a temporary file)")
     bt.add_argument("--out", help="folder for alerts.parquet and windows.parquet (default outputs/backtests/FROM_TO)")
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
     cost.add_argument("end")
+    sub.add_parser("sample", help="generate the sample market (data.replay_dir) if it is missing or stale")
     demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
     demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
     sub.add_parser("status", help="recent windows and alerts")
@@ -100,62 +86,6 @@ def _print_runs(scheduler: Scheduler, runs, as_json: bool) -> int:
     return 0 if all(r.ok for r in runs) else 1
 
 
-def demo(args, config) -> int:
-    from nqflow.quality import expected_events
-    from nqflow.sample import generate_sample_market, load_ground_truth
-    sample = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
-    truth = load_ground_truth(sample)
-    state_db = Path(args.state_db) if args.state_db else resolve("data/demo/state.sqlite")
-    for stale in state_db.parent.glob(state_db.name + "*"):
-        stale.unlink()  # a fresh demo every time: its alerts print again
-    last = truth["sessions"][-3:]
-    planted = expected_events(truth, config, last)
-    # One window per kind of event first (a strategy package and a 0DTE order lead), then the rest.
-    priority = {"strategy": 0, "block_0dte": 1, "block": 2, "sweep": 3, "surge_expiry": 4, "surge_instrument": 5,
-                "surge_product": 6}
-    kinds = planted["kind"] + np.where(planted.get("zero_dte", False).fillna(False).astype(bool), "_0dte", "")
-    order = planted.assign(rank=kinds.map(priority).fillna(9), seen=kinds.duplicated())
-    order = order.sort_values(["seen", "rank", "window_start"], ascending=[True, True, False])
-    picks = list(dict.fromkeys(order["window_start"]))[: args.windows]
-    windows = sorted((pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes))
-                     for s in picks)
-    clock = SimulatedClock(windows[0][1])
-    args.state_db = str(state_db)
-    args.source, args.data_dir = "replay", str(sample)
-    scheduler = _scheduler(args, config, clock=clock)
-    print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
-          f"planted in it (ground truth), then what the monitor found")
-    for start, end in windows:
-        clock.current = end + pd.Timedelta(minutes=config.schedule.availability_delay_minutes)
-        print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)")
-        for event in planted[planted["window_start"] == start.isoformat()].itertuples(index=False):
-            print(f"   planted: {_planted(event, config)}")
-        sys.stdout.flush()
-        run = scheduler.process(start, end)
-        scheduler.deliver()
-        print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
-              + (f"; FAILED: {run.error}" if not run.ok else ""))
-    index = scheduler.refresh_index()
-    print(f"\nReport index: {index}")
-    return 0
-
-
-def _planted(event, config: Config) -> str:
-    """One planted event in words, and whether the configured thresholds should alert on it."""
-    side = {"B": "bought", "A": "sold"}.get(event.side, "traded")
-    if event.kind == "strategy":
-        what = (f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, ${event.premium_usd / 1e6:,.2f}M "
-                f"gross premium, reads {event.sentiment.lower()}")
-    elif event.kind in ("block", "sweep"):
-        zero = " 0DTE" if getattr(event, "zero_dte", False) is True else ""
-        what = f"{event.kind}{zero} of {event.size:,} contracts {side}, ${event.premium_usd / 1e6:,.2f}M premium"
-    else:
-        what = f"{event.kind.replace('_', ' ')} of {event.size:,} contracts, {event.ratio:,.1f}x the usual volume"
-    if event.should_alert:
-        return f"{what}: expect a {event.expected_kind} alert"
-    return f"{what}: below the thresholds, no alert expected"
-
-
 def run_backtest(args, config) -> int:
     import datetime as dt
 
@@ -167,7 +97,7 @@ def run_backtest(args, config) -> int:
     data_dir = resolve(args.data_dir or config.data.replay_dir)
     if (args.source or config.data.source) == "databento":
         data_dir = resolve(args.data_dir or config.data.cache_dir) / config.universe.dataset  # what was fetched
-    result = backtest(config, first, last, data_dir, workers=args.workers, scheduler_address=args.scheduler,
+    result = backtest(config, first, last, data_dir, workers=args.workers, scheduler_address=args.dask_scheduler,
                       baseline_path=args.baseline)
     out = Path(args.out) if args.out else resolve(config.data.outputs_dir) / "backtests" / f"{first}_{last}"
     alerts_path, windows_path = result.to_parquet(out)
@@ -178,7 +108,7 @@ def run_backtest(args, config) -> int:
 
 
 def cost(args, config) -> int:
-    from nqflow.monitor import make_source
+    from nqflow.sources import make_source
     source = make_source(config, "databento", args.data_dir)
     start, end = cal.to_utc(args.start), cal.to_utc(args.end)
     total = 0.0
@@ -217,46 +147,63 @@ def alerts_history(args, config) -> int:
     return 0
 
 
+def once(args, config) -> int:
+    scheduler = _scheduler(args, config)
+    start, end = scheduler.latest_complete_window(scheduler.clock.now())
+    if not cal.window_is_open(start, end):
+        print(f"market closed for the latest window {start:%Y-%m-%d %H:%M}Z; nothing to do", file=sys.stderr)
+        return 0
+    return _print_runs(scheduler, scheduler.process_windows([(start, end)]), args.json)
+
+
+def window(args, config) -> int:
+    scheduler = _scheduler(args, config)
+    start = cal.to_utc(args.start)
+    end = cal.to_utc(args.end) if args.end else start + scheduler.interval
+    if not cal.window_is_open(start, end):
+        raise NqflowError(f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
+                          f"(CME Globex equity options halt, weekend or holiday); pick an open window")
+    return _print_runs(scheduler, scheduler.process_windows([(start, end)]), args.json)
+
+
+def backfill(args, config) -> int:
+    scheduler = _scheduler(args, config)
+    windows = windows_between(cal.to_utc(args.start), cal.to_utc(args.end), config.schedule.interval_minutes)
+    return _print_runs(scheduler, scheduler.process_windows(windows, progress=True), False)
+
+
+def run(args, config) -> int:
+    _scheduler(args, config).run_forever()
+    return 0
+
+
+def demo(args, config) -> int:
+    from nqflow.demo import demo as run_demo
+    return run_demo(args, config, _scheduler)
+
+
+def sample(args, config) -> int:
+    from nqflow.sample import generate_sample_market
+    folder = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
+    print(f"sample market ready in {folder}")
+    return 0
+
+
+#: Subcommand -> handler(args, config) -> exit code.
+COMMANDS = {"run": run, "once": once, "window": window, "backfill": backfill, "backtest": run_backtest,
+            "cost": cost, "demo": demo, "sample": sample, "status": status, "alerts": alerts_history}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         overrides = dict(parse_override(o) for o in args.set)
         config = load_config(args.config, overrides)
-        if args.command == "demo":
-            return demo(args, config)
-        if args.command == "backtest":
-            return run_backtest(args, config)
-        if args.command == "cost":
-            return cost(args, config)
-        if args.command == "status":
-            return status(args, config)
-        if args.command == "alerts":
-            return alerts_history(args, config)
-        scheduler = _scheduler(args, config)
-        if args.command == "run":
-            scheduler.run_forever()
-            return 0
-        if args.command == "once":
-            start, end = scheduler.latest_complete_window(scheduler.clock.now())
-            if not cal.window_is_open(start, end):
-                print(f"market closed for the latest window {start:%Y-%m-%d %H:%M}Z; nothing to do", file=sys.stderr)
-                return 0
-            return _print_runs(scheduler, scheduler.run_windows([(start, end)]), args.json)
-        if args.command == "window":
-            start = cal.to_utc(args.start)
-            end = cal.to_utc(args.end) if args.end else start + scheduler.interval
-            if not cal.window_is_open(start, end):
-                raise NqflowError(f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
-                                  f"(CME Globex equity options halt, weekend or holiday); pick an open window")
-            return _print_runs(scheduler, scheduler.run_windows([(start, end)]), args.json)
-        if args.command == "backfill":
-            windows = windows_between(cal.to_utc(args.start), cal.to_utc(args.end), config.schedule.interval_minutes)
-            return _print_runs(scheduler, scheduler.run_windows(windows, progress=True), False)
+        return COMMANDS[args.command](args, config)
     except NqflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

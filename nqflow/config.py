@@ -17,8 +17,10 @@ from typing import Any
 
 from nqflow.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
 from nqflow.errors import ConfigError
+from nqflow.paths import CONFIG_PATH
+from nqflow.sources import SOURCE_NAMES
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "monitoring.toml"
+DEFAULT_CONFIG_PATH = CONFIG_PATH
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ class Config:
         return out
 
 
-_CHOICES = {"data.source": ("replay", "databento"), "notify.email.security": ("starttls", "ssl", "none")}
+_CHOICES = {"data.source": SOURCE_NAMES, "notify.email.security": ("starttls", "ssl", "none")}
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from scipy.special import ndtr
 
 CHICAGO = ZoneInfo("America/Chicago")
 
@@ -166,52 +165,6 @@ def option_raw_symbol(symbol_root: str, put_call: str, strike: float) -> str:
     """CME Globex option symbol as Databento's raw_symbol shows it, e.g. 'NQZ6 C21000'."""
     strike_text = f"{strike:g}" if strike != int(strike) else str(int(strike))
     return f"{symbol_root} {put_call}{strike_text}"
-
-
-def black76(forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray,
-            is_call: np.ndarray, rate: float = 0.0) -> np.ndarray:
-    """Black-76 price of European options on a future, in the future's price units."""
-    forward, strike, years, vol = map(np.asarray, (forward, strike, years, vol))
-    years = np.maximum(years, 1e-6)
-    sd = vol * np.sqrt(years)
-    d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
-    d2 = d1 - sd
-    discount = np.exp(-rate * years)
-    call = discount * (forward * ndtr(d1) - strike * ndtr(d2))
-    put = discount * (strike * ndtr(-d2) - forward * ndtr(-d1))
-    return np.where(is_call, call, put)
-
-
-def smile_vol(forward: np.ndarray, strike: np.ndarray, years: np.ndarray) -> np.ndarray:
-    """A simple equity-index smile: downside skew plus curvature, higher for short dates."""
-    k = np.log(np.asarray(strike) / np.asarray(forward))
-    atm = 0.19 + 0.04 * np.exp(-np.asarray(years) * 24.0)
-    scale = 1.0 / np.sqrt(np.maximum(years, 1.0 / 365.0) * 12.0)  # skew steepens near expiry
-    return np.clip(atm - 0.55 * k * np.minimum(scale, 3.0) + 1.8 * k * k * scale, 0.08, 1.2)
-
-
-def black76_delta(forward, strike, years, vol, is_call) -> np.ndarray:
-    """Black-76 delta (undiscounted) of European options on a future: dV/dF per unit of the future."""
-    forward, strike, vol = map(np.asarray, (forward, strike, vol))
-    sd = np.maximum(vol * np.sqrt(np.maximum(np.asarray(years), 1e-6)), 1e-9)
-    d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
-    return np.where(is_call, ndtr(d1), ndtr(d1) - 1.0)
-
-
-def implied_vol(price, forward, strike, years, is_call, low: float = 0.005, high: float = 5.0,
-                iterations: int = 60) -> np.ndarray:
-    """Black-76 implied volatility by bisection, vectorised. A price at or below intrinsic value
-    gives `low` (the option is all intrinsic: its delta is then about 1 or 0, which is right)."""
-    price, forward, strike, years = (np.asarray(x, dtype=float) for x in (price, forward, strike, years))
-    is_call = np.asarray(is_call, dtype=bool)
-    lo = np.full(np.broadcast(price, forward).shape, low)
-    hi = np.full_like(lo, high)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        too_high = black76(forward, strike, years, mid, is_call) > price
-        hi = np.where(too_high, mid, hi)
-        lo = np.where(too_high, lo, mid)
-    return 0.5 * (lo + hi)
 
 
 def years_between(start_ns: np.ndarray | int, end_ns: np.ndarray | int) -> np.ndarray:

@@ -1,13 +1,9 @@
-"""Market data sources: one interface, tidy typed DataFrames out.
+"""Market data as tidy typed DataFrames: the DataSource interface, the frames every source
+gives, and one window's data (`WindowData`) assembled from them.
 
-Backends:
-- `ReplaySource`: a folder of DBN files (any names, ``.dbn`` or ``.dbn.zst``) read with
-  ``databento.DBNStore``; schema and time range come from each file's own metadata, symbols
-  from the definition records (fills of an instrument without one are left out, and said). Only
-  the files that overlap a requested range are decoded, and decoded files are cached in
-  memory, so a 15-minute window never decodes the whole folder.
-- `nqflow.databento_source.DatabentoSource`: the Historical API, which caches what it
-  fetches as DBN files that a `ReplaySource` reads directly.
+The sources themselves live in `nqflow.sources` (a registry): `nqflow.sources.replay` reads a
+folder of DBN files, `nqflow.sources.databento_historical` pulls the Historical API and caches
+what it fetches as DBN files that the replay source reads.
 
 Frames (all timestamps tz-aware UTC; prices in index points):
 - option trades: ts_event, instrument_id, symbol, product, instrument_class, expiration,
@@ -24,18 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
-import databento as db
 import numpy as np
 import pandas as pd
-import zstandard
 
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
 from nqflow.contracts import (
     MICRO_NQ_OPTION_PRODUCTS,
     MICRO_NQ_POINT_VALUE_USD,
@@ -48,7 +39,6 @@ log = logging.getLogger(__name__)
 
 #: DBN's sentinel for an undefined 32-bit integer field (e.g. contract_multiplier).
 UNDEF_INT32 = 2_147_483_647
-SCHEMAS = ("trades", "definition", "statistics")
 OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
 
 TRADE_COLUMNS = {
@@ -86,6 +76,10 @@ class DataSource(Protocol):
     def spread_legs(self, trade_date: dt.date) -> pd.DataFrame: ...
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame: ...
     def sessions_available(self) -> list[dt.date]: ...
+    def published(self, end: pd.Timestamp) -> bool:
+        """Whether the provider has published everything before `end` (a later window waits)."""
+    def check_budget(self, pulls: list[tuple[str, pd.Timestamp, pd.Timestamp]]) -> float:
+        """The price of these (schema, start, end) pulls; raises BudgetExceeded over the budget."""
 
 
 UNDERLYING_COLUMNS = ["ts_event", "instrument_id", "symbol", "price", "size", "side"]
@@ -136,67 +130,6 @@ class WindowData:
     def empty(self) -> bool:
         """True when the window holds no option trades (the notes say why)."""
         return self.trades.empty
-
-
-@dataclass(frozen=True)
-class DbnFile:
-    path: Path
-    schema: str
-    start: pd.Timestamp
-    end: pd.Timestamp
-
-
-def _quiet_to_df(store: db.DBNStore) -> pd.DataFrame:
-    # databento's to_df emits a Pandas4Warning under pandas 3 from inside the client.
-    # Symbols come from the definitions (raw_symbol), so the symbology mapping, which costs
-    # four fifths of decoding a trades file, is skipped.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return store.to_df(map_symbols=False)
-
-
-def open_dbn(path: Path, expected_schema: str | None = None) -> db.DBNStore:
-    """Open a DBN file, turning every decoding failure into one clear line naming the file."""
-    try:
-        store = db.DBNStore.from_file(path)
-        schema = str(store.schema) if store.schema is not None else None
-    except FileNotFoundError:
-        raise DataError(f"DBN file {path} does not exist; check the replay folder path") from None
-    except Exception as exc:  # the decoder raises several types for bad bytes
-        raise DataError(f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
-                        f"delete it and re-download or regenerate it") from None
-    if expected_schema and schema != expected_schema:
-        raise DataError(f"DBN file {path} holds schema {schema!r}, expected {expected_schema!r}; "
-                        f"move it out of the folder or pass the right file")
-    return store
-
-
-def _check_complete(path: Path) -> None:
-    """A truncated zstd DBN file decodes silently to fewer records: refuse it instead."""
-    if not path.name.endswith(".zst"):
-        return
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                decompressor.decompress(chunk)
-    except zstandard.ZstdError as exc:
-        raise DataError(f"corrupt DBN file {path} (zstd: {exc}); delete it and re-download or regenerate it") from None
-    if not decompressor.eof:
-        raise DataError(f"truncated DBN file {path} (the zstd stream ends early); "
-                        f"delete it and re-download or regenerate it")
-
-
-def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
-    """Decode a whole DBN file to a DataFrame (index reset, ts_recv a column)."""
-    store = open_dbn(path, expected_schema)
-    _check_complete(path)
-    try:
-        frame = _quiet_to_df(store)
-    except Exception as exc:
-        raise DataError(f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
-                        f"delete it and re-download or regenerate it") from None
-    return frame.reset_index()
 
 
 def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
@@ -293,167 +226,14 @@ def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
     return trades.sort_values(["ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
 
 
-class ReplaySource:
-    """A folder of DBN files, read with databento.DBNStore exactly as live data is."""
-
-    name = "replay"
-
-    def __init__(self, folder: str | Path, cache_files: int = 12, allow_empty: bool = False):
-        self.folder = Path(folder)
-        if allow_empty:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        if not self.folder.is_dir():
-            raise DataError(f"replay folder {self.folder} does not exist; generate the sample with "
-                            f"`make demo` or point data.replay_dir at a folder of Databento DBN files")
-        self.files = self._scan()
-        if not self.files and not allow_empty:
-            raise DataError(f"replay folder {self.folder} holds no .dbn or .dbn.zst files of schemas "
-                            f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`")
-        self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
-        self._cache_files = cache_files
-        # Built chains are kept for the few latest days only: a backtest walks forward in time.
-        self._chains: OrderedDict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
-        self._chain_days = 4
-
-    def _scan(self) -> list[DbnFile]:
-        paths = sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst")))
-        return [entry for entry in map(_describe, paths) if entry is not None]
-
-    def add(self, path: Path) -> None:
-        """Take in a file written after the folder was scanned (the Databento cache does this)."""
-        entry = _describe(Path(path))
-        if entry is not None and entry not in self.files:
-            self.files.append(entry)
-
-    def _decoded(self, entry: DbnFile) -> pd.DataFrame:
-        if entry.path in self._cache:
-            self._cache.move_to_end(entry.path)
-            return self._cache[entry.path]
-        frame = read_dbn(entry.path, entry.schema)
-        self._cache[entry.path] = frame
-        if len(self._cache) > self._cache_files:
-            self._cache.popitem(last=False)
-        return frame
-
-    def _overlapping(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> list[DbnFile]:
-        return [f for f in self.files if f.schema == schema and f.start < end and f.end > start]
-
-    def _chain(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        """Chain from the definition files overlapping [start, end), built once per set of files."""
-        return self._chain_and_legs(start, end)[0]
-
-    def _chain_and_legs(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-        key = tuple(f.path for f in self._overlapping("definition", start, end))
-        if key in self._chains:
-            self._chains.move_to_end(key)
-            return self._chains[key]
-        definitions = self._records("definition", start, end)
-        self._chains[key] = (chain_from_definitions(definitions), legs_from_definitions(definitions))
-        if len(self._chains) > self._chain_days:
-            self._chains.popitem(last=False)
-        return self._chains[key]
-
-    def _records(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        pairs = [(f, self._decoded(f)) for f in self._overlapping(schema, start, end)]
-        pairs = [(f, frame) for f, frame in pairs if not frame.empty]
-        if not pairs:
-            return pd.DataFrame()
-        if len(pairs) == 1:
-            return pairs[0][1]
-        if schema == "trades":
-            pairs = _without_overlap(pairs)
-        return pd.concat([frame for _, frame in pairs], ignore_index=True)
-
-    # -- the DataSource interface -------------------------------------------------
-    def chain(self, trade_date: dt.date) -> pd.DataFrame:
-        start, end = _session_bounds(trade_date)
-        return self._chain(start, end)
-
-    def spread_legs(self, trade_date: dt.date) -> pd.DataFrame:
-        """Leg definitions of the session's spreads (`legs_from_definitions`)."""
-        start, end = _session_bounds(trade_date)
-        return self._chain_and_legs(start, end)[1]
-
-    def trades(self, start, end) -> pd.DataFrame:
-        """All trades (options and futures) in [start, end), joined with their definitions."""
-        start, end = _range(start, end)
-        raw = self._records("trades", start, end)
-        if raw.empty:
-            return empty_frame(TRADE_COLUMNS)
-        ts = pd.to_datetime(raw["ts_event"], utc=True)
-        raw = raw[(ts >= start) & (ts < end)]
-        return tidy_trades(raw, self._chain(start - pd.Timedelta(days=1), end))
-
-    def option_trades(self, start, end) -> pd.DataFrame:
-        return option_fills(self.trades(start, end))
-
-    def underlying(self, start, end) -> pd.DataFrame:
-        return future_fills(self.trades(start, end))
-
-    def open_interest(self, trade_date: dt.date) -> pd.DataFrame:
-        start, end = _session_bounds(trade_date)
-        raw = self._records("statistics", start, end)
-        columns = {"instrument_id": "int64", "open_interest": "int64", "ts_event": "datetime64[ns, UTC]"}
-        if raw.empty:
-            return empty_frame(columns)
-        oi = raw[raw["stat_type"] == OPEN_INTEREST_STAT_TYPE].sort_values("ts_recv")
-        oi = oi.drop_duplicates("instrument_id", keep="last")
-        return pd.DataFrame({"instrument_id": oi["instrument_id"].astype("int64"),
-                             "open_interest": oi["quantity"].astype("int64"),
-                             "ts_event": pd.to_datetime(oi["ts_event"], utc=True)}).reset_index(drop=True)
-
-    def sessions_available(self) -> list[dt.date]:
-        """Trade dates whose session overlaps at least one trades file, oldest first."""
-        trade_files = [f for f in self.files if f.schema == "trades"]
-        if not trade_files:
-            return []
-        first = min(f.start for f in trade_files).date()
-        last = max(f.end for f in trade_files)
-        if last > pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=366):  # an open-ended file: up to now
-            last = pd.Timestamp.now(tz="UTC")
-        last = last.date() + dt.timedelta(days=1)
-        dates = []
-        for day, row in cal.sessions(first, last).iterrows():
-            if any(f.start < row.market_close and f.end > row.market_open for f in trade_files):
-                dates.append(day)
-        return dates
-
-
-def _without_overlap(pairs: list[tuple[DbnFile, pd.DataFrame]]) -> list[tuple[DbnFile, pd.DataFrame]]:
-    """Trade files may overlap in time (a cached whole session beside cached windows): keep each
-    instant from the earliest-starting file that covers it, so every fill counts once. By time
-    range, not by record content: two genuine fills can be identical field for field."""
-    kept, covered = [], None
-    for entry, frame in sorted(pairs, key=lambda pair: (pair[0].start, -pair[0].end.value)):
-        if covered is not None and entry.end <= covered:
-            continue
-        if covered is not None and entry.start < covered:
-            frame = frame[pd.to_datetime(frame["ts_recv"], utc=True) >= covered]
-        kept.append((entry, frame))
-        covered = entry.end if covered is None else max(covered, entry.end)
-    return kept
-
-
-def _describe(path: Path) -> DbnFile | None:
-    """Schema and time range of a DBN file from its metadata (no records decoded)."""
-    store = open_dbn(path)
-    schema = str(store.schema) if store.schema is not None else "mixed"
-    if schema not in SCHEMAS:
-        log.warning("ignoring %s: schema %s is not one of %s", path, schema, ", ".join(SCHEMAS))
-        return None
-    meta = store.metadata
-    end = pd.Timestamp(meta.end, tz="UTC") if meta.end else pd.Timestamp.max.tz_localize("UTC")
-    return DbnFile(path, schema, pd.Timestamp(meta.start, tz="UTC"), end)
-
-
-def _range(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
+def time_range(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
     start, end = cal.to_utc(start), cal.to_utc(end)
     if end <= start:
         raise DataError(f"time range end {end.isoformat()} is not after start {start.isoformat()}; swap them")
     return start, end
 
 
-def _session_bounds(trade_date: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+def session_bounds(trade_date: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
     frame = cal.sessions(trade_date, trade_date)
     if frame.empty:
         raise DataError(f"{trade_date} is not a CME Globex trading day; pick a weekday that is not an exchange holiday")
@@ -463,7 +243,7 @@ def _session_bounds(trade_date: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
 def load_window(source: DataSource, start, end, watched: frozenset[str] | None = None) -> WindowData:
     """Load everything one window needs. An empty window is flagged with a reason, never an exception.
     `watched` product codes (the universe) filter the options; None keeps every product."""
-    start, end = _range(start, end)
+    start, end = time_range(start, end)
     session = cal.session_of(start)
     notes: list[str] = []
     if session is None:
@@ -495,7 +275,7 @@ class ClassifiedFills:
     futures: pd.DataFrame
     undefined: pd.DataFrame
 
-    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> "ClassifiedFills":
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> ClassifiedFills:
         """The fills in [start, end): a binary search per part, no copy of the rest."""
         bounds = np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]")
 

@@ -68,12 +68,16 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nqflow.baseline import (
+from nqflow.alerts import ALERT_FIELDS, Alert, Kind, Level
+from nqflow.config import Config
+from nqflow.data import WindowData
+from nqflow.levels import (
     EXPECTED_COLUMNS,
     PRODUCT_KEY,
     SHORT_DATED_DAYS,
@@ -82,17 +86,8 @@ from nqflow.baseline import (
     expiry_level_key,
     level_keys,
 )
-from nqflow.config import Config
-from nqflow.data import WindowData
 from nqflow.strategies import find_packages, read_package
 
-ALERT_FIELDS = [
-    "alert_id", "kind", "level", "window_start", "window_end", "event_time", "symbol", "symbols",
-    "instrument_ids", "expiry", "expiration", "strike", "put_call", "direction", "sentiment",
-    "volume", "buy_volume", "sell_volume", "baseline", "ratio", "tier", "history_sessions", "p_value",
-    "premium_usd", "buy_premium_usd", "sell_premium_usd", "imbalance", "underlying_price", "open_interest", "volume_oi",
-    "confidence", "label", "reasons", "days_to_expiry", "zero_dte", "strategy", "legs", "net_premium_usd", "net_delta",
-]
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
 
 
@@ -105,6 +100,15 @@ class Detection:
     volumes: pd.DataFrame
     summary: dict = field(default_factory=dict)
     packages: pd.DataFrame = field(default_factory=pd.DataFrame)
+    config: Config | None = field(default=None, repr=False)
+
+    @cached_property
+    def watch(self) -> pd.DataFrame:
+        """Orders, sweeps and packages worth watching below the alert level (`watch_list`); built
+        on first use, since a backtest's thousands of windows never look at it."""
+        if self.config is None:
+            raise ValueError("this Detection was made without its config; the watch list needs its thresholds")
+        return watch_list(self.orders, self.config, self.packages)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -335,7 +339,7 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
     for i, w in enumerate(windows):
         if w.trades.empty:
             results[i] = Detection(pd.DataFrame(columns=ALERT_FIELDS), aggregate_orders(w.trades),
-                                   pd.DataFrame(), _summary(w, 0, {}), pd.DataFrame())
+                                   pd.DataFrame(), _summary(w, 0, {}), pd.DataFrame(), config)
     if not busy:
         return results
     by = (WINDOW,)
@@ -352,12 +356,13 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
     dominated = grouped.max() >= t.sweep_block_share * grouped.sum()
     orders.loc[orders["sweep_id"].isin(dominated.index[dominated]), "sweep_id"] = -1
     volumes = _scored_volumes(window_volumes(orders, by), [(i, expected[i]) for i in busy], config)
+    volumes["gate"] = surge_gate(volumes, config)  # "" where a surge may alert, else why not (charts show it)
 
     alerts = (_order_alerts(windows, orders, volumes, config) + _strategy_alerts(windows, packages, volumes, config)
               + _surge_alerts(windows, volumes, config))
-    by_window: dict[int, list[dict]] = {i: [] for i in busy}
-    for alert in alerts:
-        by_window[alert.pop("_window")].append(alert)
+    by_window: dict[int, list[_Candidate]] = {i: [] for i in busy}
+    for candidate in alerts:
+        by_window[candidate.window].append(candidate)
     sides = _side_columns(trades)[["buy_premium_usd", "sell_premium_usd"]]
     trade_totals = pd.concat([trades[["size", "premium_usd"]], sides], axis=1).groupby(trades[WINDOW]).sum()
     trade_totals["option_trades"] = trades.groupby(WINDOW).size()
@@ -376,7 +381,7 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
         own_volumes = volumes.iloc[slice(*volume_bounds[i])].reset_index(drop=True)
         folded = _fold(by_window[i], config)
         if folded:
-            frame = pd.DataFrame(folded, columns=ALERT_FIELDS + ["_owner_key"]).drop(columns="_owner_key")
+            frame = pd.DataFrame([alert.to_json() for alert in folded], columns=ALERT_FIELDS)
             frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
         else:
             frame = no_alerts.copy()
@@ -395,7 +400,7 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
             summary["product_expected_volume"] = float(product["baseline"].iloc[0])
             summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
             summary["history_sessions"] = int(product["history_sessions"].iloc[0])
-        results[i] = Detection(frame, own_orders, own_volumes, summary, own_packages)
+        results[i] = Detection(frame, own_orders, own_volumes, summary, own_packages, config)
     return results
 
 
@@ -507,11 +512,22 @@ def _underlying_at(window: WindowData, ts: pd.Timestamp) -> float | None:
     return float((before if len(before) else u)["price"].iloc[-1])
 
 
-def _base_alert(window: WindowData, **values) -> dict:
-    alert = {k: None for k in ALERT_FIELDS}
-    alert.update(window_start=window.start.isoformat(), window_end=window.end.isoformat(), reasons=[])
-    alert.update(values)
-    return alert
+@dataclass
+class _Candidate:
+    """An alert before folding, with the bookkeeping the fold needs beside it (never inside it):
+    the batch window it came from, the (level, key) volumes it owns, and its expiry-level keys."""
+
+    alert: Alert
+    window: int
+    owns: list[tuple[str, str]]
+    expiry_key: str | None = None  # a surge's own expiry-level key
+    expiry_keys: set[str] = field(default_factory=set)  # an order's, sweep's or package's expiry-level keys
+
+
+def _candidate(window: WindowData, index: int, owns: list[tuple[str, str]], expiry_key: str | None = None,
+               expiry_keys: set[str] | None = None, **values) -> _Candidate:
+    alert = Alert(window_start=window.start.isoformat(), window_end=window.end.isoformat(), **values)
+    return _Candidate(alert, index, owns, expiry_key, set(expiry_keys or ()))
 
 
 class _OpenInterest:
@@ -528,7 +544,7 @@ class _OpenInterest:
 
 
 def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: pd.DataFrame,
-                  config: Config) -> list[dict]:
+                  config: Config) -> list[_Candidate]:
     t = config.thresholds
     instrument_volume = volumes[volumes["level"] == "instrument"].set_index([WINDOW, "key"])
     oi_by_window = _OpenInterest(windows)
@@ -590,8 +606,9 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
             reasons.append(f"volume/open interest {volume / total_oi:.2f}" + (" (above OI: likely new positions)" if volume > total_oi else ""))
         else:
             reasons.append("open interest unknown")
-        alerts.append(_base_alert(
-            window, alert_id=alert_id, kind=kind, level="instrument" if kind == "large_order" else "expiry",
+        alerts.append(_candidate(
+            window, index, [("instrument", str(i)) for i in ids], expiry_keys=set(expiry_level_key(members)),
+            alert_id=alert_id, kind=kind, level="instrument" if kind == "large_order" else "expiry",
             event_time=first["ts_event"].isoformat(), symbol=str(first["symbol"]) if kind == "large_order" else
             f"{first['expiry']} {first['put_call']}{strikes[0]:g}-{strikes[-1]:g}",
             symbols=sorted(str(s) for s in members["symbol"].unique()), instrument_ids=ids, expiry=str(first["expiry"]),
@@ -606,9 +623,7 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
             underlying_price=_underlying_at(window, first["ts_event"]), open_interest=total_oi,
             volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
             reasons=reasons + _dte_reason(int(members["days_to_expiry"].min())),
-            days_to_expiry=int(members["days_to_expiry"].min()), zero_dte=bool(members["days_to_expiry"].min() == 0),
-            _owner_key=[("instrument", str(i)) for i in ids], _expiry_keys=set(expiry_level_key(members)),
-            _window=index))
+            days_to_expiry=int(members["days_to_expiry"].min()), zero_dte=bool(members["days_to_expiry"].min() == 0)))
     return alerts
 
 
@@ -619,7 +634,7 @@ def _dte_reason(days: int | None) -> list[str]:
 
 
 def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volumes: pd.DataFrame,
-                     config: Config) -> list[dict]:
+                     config: Config) -> list[_Candidate]:
     """A package whose gross premium reaches ``large_premium_usd`` is one alert of kind ``strategy``."""
     t = config.thresholds
     big = packages[packages["gross_premium_usd"] >= t.large_premium_usd] if len(packages) else packages
@@ -669,8 +684,9 @@ def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volu
             f"one trade, not {len(package.legs)} bets: {source}; its legs are not reported as orders or sweeps",
         ]
         reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
-        alerts.append(_base_alert(
-            window, alert_id=stable_id("strategy", package.spread_id, ",".join(map(str, package.leg_instrument_ids)),
+        alerts.append(_candidate(
+            window, index, [("instrument", str(i)) for i in ids], expiry_keys=_package_expiry_keys(package),
+            alert_id=stable_id("strategy", package.spread_id, ",".join(map(str, package.leg_instrument_ids)),
                                        package.ts_event, package.side),
             kind="strategy", level="package", event_time=event_time.isoformat(),
             symbol=f"{package.strategy} {package.expiry}" + (f" {package.spread_symbol}" if package.spread_symbol else ""),
@@ -687,8 +703,7 @@ def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volu
             reasons=reasons + _dte_reason(days), days_to_expiry=days, zero_dte=days == 0, strategy=package.strategy,
             legs=[{k: leg[k] for k in ("instrument_id", "symbol", "put_call", "strike", "ratio", "sign", "size",
                                        "price", "delta")} for leg in package.legs],
-            net_premium_usd=round(net, 2), net_delta=round(float(net_delta), 2),
-            _owner_key=[("instrument", str(i)) for i in ids], _expiry_keys=_package_expiry_keys(package), _window=index))
+            net_premium_usd=round(net, 2), net_delta=round(float(net_delta), 2)))
     return alerts
 
 
@@ -726,9 +741,9 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
         [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], default=""), index=volumes.index)
 
 
-def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[dict]:
+def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[_Candidate]:
     t = config.thresholds
-    surging = volumes[surge_gate(volumes, config) == ""]
+    surging = volumes[volumes["gate"] == ""]
     oi_by_window = _OpenInterest(windows)
     alerts = []
     for row in surging.itertuples(index=False):
@@ -757,8 +772,9 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
         if open_interest:
             reasons.append(f"volume/open interest {row.volume / open_interest:.2f}")
         dte = None if pd.isna(row.days_to_expiry) else int(row.days_to_expiry)
-        alerts.append(_base_alert(
-            window, alert_id=stable_id("volume_surge", row.level, row.key, window.start.isoformat()),
+        alerts.append(_candidate(
+            window, int(row.window), [(row.level, str(row.key))], expiry_key=row.expiry_key,
+            alert_id=stable_id("volume_surge", row.level, row.key, window.start.isoformat()),
             kind="volume_surge", level=row.level, event_time=row.first_ts.isoformat(), symbol=row.symbol,
             symbols=[row.symbol] if row.level == "instrument" else [], instrument_ids=row.instrument_ids,
             expiry=row.expiry or None, expiration=row.expiration.isoformat() if not pd.isna(row.expiration) else None,
@@ -771,56 +787,51 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
             underlying_price=_underlying_at(window, window.end),
             open_interest=open_interest, volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
             confidence=confidence, label=label, reasons=reasons + _dte_reason(dte), days_to_expiry=dte,
-            zero_dte=dte == 0 if dte is not None else None, _expiry_key=row.expiry_key,
-            _owner_key=[(row.level, str(row.key))], _window=int(row.window),
-            _group_volume=int(row.volume)))
+            zero_dte=dte == 0 if dte is not None else None))
     return alerts
 
 
-def _fold(alerts: list[dict], config: Config) -> list[dict]:
+def _fold(candidates: list[_Candidate], config: Config) -> list[Alert]:
     """One event, one alert: fold nested surges and order-driven instrument surges (see module doc)."""
     share = config.thresholds.dominance_share
-    surges = {(a["level"], a["_owner_key"][0][1]): a for a in alerts if a["kind"] == "volume_surge"}
+    surges = {c.owns[0]: c.alert for c in candidates if c.alert.kind == Kind.VOLUME_SURGE}
+    surge_expiry_key = {c.alert.alert_id: c.expiry_key for c in candidates if c.alert.kind == Kind.VOLUME_SURGE}
     dropped: set[str] = set()
 
-    def fold(loser: dict, owner: dict, why: str) -> None:
-        dropped.add(loser["alert_id"])
-        owner["reasons"].append(f"also {why}")
+    def fold(loser: Alert, owner: Alert, why: str) -> None:
+        dropped.add(loser.alert_id)
+        owner.reasons.append(f"also {why}")
 
     # instrument <-> expiry <-> product, fine to coarse
-    for fine_level, coarse_level in (("instrument", "expiry"), ("expiry", "product")):
+    for fine_level, coarse_level in ((Level.INSTRUMENT, Level.EXPIRY), (Level.EXPIRY, Level.PRODUCT)):
         for (level, key), fine in list(surges.items()):
-            if level != fine_level or fine["alert_id"] in dropped:
+            if level != fine_level or fine.alert_id in dropped:
                 continue
-            coarse_key = (coarse_level, fine["_expiry_key"] if coarse_level == "expiry" else PRODUCT_KEY)
+            coarse_key = (coarse_level.value, surge_expiry_key[fine.alert_id] if coarse_level == Level.EXPIRY else PRODUCT_KEY)
             coarse = surges.get(coarse_key)
-            if coarse is None or coarse["alert_id"] in dropped:
+            if coarse is None or coarse.alert_id in dropped:
                 continue
-            if fine["volume"] >= share * coarse["volume"]:
-                fold(coarse, fine, f"{coarse_level} {coarse['symbol']} surged {coarse['ratio']:.1f}x, "
-                                   f"{fine['volume'] / coarse['volume']:.0%} of it on {fine['symbol']}")
+            if fine.volume >= share * coarse.volume:
+                fold(coarse, fine, f"{coarse_level} {coarse.symbol} surged {coarse.ratio:.1f}x, "
+                                   f"{fine.volume / coarse.volume:.0%} of it on {fine.symbol}")
             else:
-                fold(fine, coarse, f"includes {fine_level} {fine['symbol']} at {fine['ratio']:.1f}x")
-    # instrument surges driven by an alerted order or sweep
-    for order_alert in (a for a in alerts if a["kind"] in ("large_order", "sweep", "strategy")):
-        for level_key in order_alert["_owner_key"]:
+                fold(fine, coarse, f"includes {fine_level} {fine.symbol} at {fine.ratio:.1f}x")
+    # instrument surges driven by an alerted order, sweep or package
+    for candidate in (c for c in candidates if c.alert.is_event):
+        event = candidate.alert
+        for level_key in candidate.owns:
             surge = surges.get(level_key)
-            if surge is None or surge["alert_id"] in dropped:
+            if surge is None or surge.alert_id in dropped:
                 continue
-            order_volume = order_alert["volume"] / max(len(order_alert["_owner_key"]), 1)
-            if order_volume >= share * surge["volume"]:
-                fold(surge, order_alert, f"{surge['symbol']} window volume {surge['volume']:,} is "
-                                         f"{surge['ratio']:.1f}x its usual (tier {surge['tier']:g}x)")
+            order_volume = event.volume / max(len(candidate.owns), 1)
+            if order_volume >= share * surge.volume:
+                fold(surge, event, f"{surge.symbol} window volume {surge.volume:,} is "
+                                   f"{surge.ratio:.1f}x its usual (tier {surge.tier:g}x)")
         # ... and expiry surges that are mostly this order, sweep or package
-        for key in sorted(order_alert.get("_expiry_keys", ())):
+        for key in sorted(candidate.expiry_keys):
             surge = surges.get(("expiry", key))
-            if surge is not None and surge["alert_id"] not in dropped and order_alert["volume"] >= share * surge["volume"]:
-                fold(surge, order_alert, f"expiry {surge['symbol']} window volume {surge['volume']:,} is "
-                                         f"{surge['ratio']:.1f}x its usual (tier {surge['tier']:g}x), "
-                                         f"{order_alert['volume'] / surge['volume']:.0%} of it this {order_alert['kind'].replace('_', ' ')}")
-    kept = [a for a in alerts if a["alert_id"] not in dropped]
-    for a in kept:
-        a.pop("_group_volume", None)
-        a.pop("_expiry_key", None)
-        a.pop("_expiry_keys", None)
-    return kept
+            if surge is not None and surge.alert_id not in dropped and event.volume >= share * surge.volume:
+                fold(surge, event, f"expiry {surge.symbol} window volume {surge.volume:,} is "
+                                   f"{surge.ratio:.1f}x its usual (tier {surge.tier:g}x), "
+                                   f"{event.volume / surge.volume:.0%} of it this {event.kind.replace('_', ' ')}")
+    return [c.alert for c in candidates if c.alert.alert_id not in dropped]

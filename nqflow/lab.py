@@ -25,6 +25,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from nqflow.alerts import EVENT_KINDS, Kind, Level
 from nqflow.config import Config
 from nqflow.quality import evaluate, expected_events, matches
 
@@ -34,9 +35,9 @@ LOOSE = {"thresholds.large_premium_usd": 1_000_000.0, "thresholds.surge_tiers": 
 
 #: Curve name -> (alert column, kinds it filters, level it filters or None, threshold it stands for).
 CURVES = {
-    "large_premium_usd": ("premium_usd", ("large_order", "sweep", "strategy"), None, "large_premium_usd"),
-    "surge_ratio": ("ratio", ("volume_surge",), None, "surge_tiers"),
-    "instrument_min_volume": ("volume", ("volume_surge",), "instrument", None),
+    "large_premium_usd": ("premium_usd", EVENT_KINDS, None, "large_premium_usd"),
+    "surge_ratio": ("ratio", (Kind.VOLUME_SURGE,), None, "surge_tiers"),
+    "instrument_min_volume": ("volume", (Kind.VOLUME_SURGE,), Level.INSTRUMENT, None),
     "confidence": ("confidence", None, None, None),
 }
 

@@ -8,40 +8,30 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from nqflow import calendar as cal
-from nqflow.baseline import NO_KEYS, BaselineStore, ensure_history, slot_volumes, window_keys, window_keys_by
+from nqflow import market_hours as cal
+from nqflow.baseline import (
+    NO_KEYS,
+    BaselineStore,
+    ensure_history,
+    slot_volumes,
+    window_keys,
+    window_keys_by,
+)
 from nqflow.config import Config
-from nqflow.data import DataSource, ReplaySource, WindowData, classify_fills, load_window, window_from
+from nqflow.data import (
+    DataSource,
+    WindowData,
+    classify_fills,
+    load_window,
+    window_from,
+)
 from nqflow.detect import Detection, detect_window, detect_windows
-from nqflow.errors import ConfigError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def resolve(path: str | Path, base: Path = REPO_ROOT) -> Path:
-    """Config paths are relative to the repository root, so notebooks and the scheduler agree."""
-    path = Path(path)
-    return path if path.is_absolute() else base / path
-
-
-def make_source(config: Config, source: str | None = None, data_dir: str | None = None) -> DataSource:
-    """The configured data source; `source` / `data_dir` override the config for one run."""
-    name = source or config.data.source
-    if name == "replay":
-        folder = resolve(data_dir or config.data.replay_dir)
-        if folder == resolve(Config().data.replay_dir) and not (folder / "ground_truth.json").exists():
-            from nqflow.sample import generate_sample_market
-            generate_sample_market(folder)
-        return ReplaySource(folder)
-    if name == "databento":
-        from nqflow.databento_source import DatabentoSource
-        return DatabentoSource(config, cache_dir=resolve(data_dir or config.data.cache_dir))
-    raise ConfigError(f"unknown data source {name!r}; use 'replay' or 'databento'")
+from nqflow.paths import REPO_ROOT, resolve  # noqa: F401  (re-exported for notebooks)
+from nqflow.sources import make_source  # noqa: F401  (re-exported for notebooks)
 
 
 @dataclass

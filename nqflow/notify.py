@@ -19,19 +19,21 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from nqflow.alerts import one_line
 from nqflow.config import Config
 from nqflow.errors import CredentialsError
-from nqflow.retry import retry_after_seconds
+from nqflow.paths import resolve
+from nqflow.retry import backoff_seconds, honour_retry_after, retry_after_seconds
 from nqflow.store import StateStore
-
-CHANNELS = ("console", "log", "email", "slack")
 
 
 class DeliveryError(Exception):
@@ -42,46 +44,8 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
-def surge_key(alert: dict) -> tuple[str, str]:
-    """What a repeated surge is the same surge of: its level and its instrument / expiry / product."""
-    return alert["level"], alert["symbol"]
-
-
-def repeats_to_suppress(new: list[dict], already_sent: list[dict], cooldown_minutes: float,
-                        confidence_gain: float) -> dict[str, str]:
-    """Surges that repeat one already sent within the cooldown without escalating.
-
-    A surge on the same level and key whose window starts within `cooldown_minutes` of a
-    sent one is sent again only with a higher tier, or a confidence at least `confidence_gain`
-    points above the highest sent. Other kinds (orders, sweeps) are separate events and always
-    go. Returns alert_id -> the reason, worded for the history.
-    """
-    cooldown = pd.Timedelta(minutes=cooldown_minutes)
-    sent: dict[tuple[str, str], list[dict]] = {}
-    for alert in already_sent:
-        sent.setdefault(surge_key(alert), []).append(alert)
-    suppressed = {}
-    for alert in sorted(new, key=lambda a: a["window_start"]):
-        if alert["kind"] != "volume_surge":
-            continue
-        start = pd.Timestamp(alert["window_start"])
-        recent = [a for a in sent.get(surge_key(alert), [])
-                  if start - cooldown <= pd.Timestamp(a["window_start"]) < start]
-        if recent:
-            tier = max(a["tier"] or 0 for a in recent)
-            confidence = max(a["confidence"] for a in recent)
-            if (alert["tier"] or 0) <= tier and alert["confidence"] < confidence + confidence_gain:
-                suppressed[alert["alert_id"]] = (
-                    f"cooldown: {alert['level']} {alert['symbol']} already alerted at {tier:g}x / confidence "
-                    f"{confidence:.0f} within {cooldown_minutes:g} min; this {alert['tier'] or 0:g}x / "
-                    f"{alert['confidence']:.0f} does not escalate")
-                continue
-        sent.setdefault(surge_key(alert), []).append(alert)
-    return suppressed
-
-
 def enabled_channels(config: Config) -> list[str]:
-    return [name for name in CHANNELS if getattr(config.notify, name).enabled]
+    return [name for name, channel in CHANNELS.items() if channel.settings(config).enabled]
 
 
 def _wanted(alert: dict, settings) -> bool:
@@ -109,7 +73,6 @@ _log_handlers: dict[str, logging.Handler] = {}
 
 def send_log(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
     settings = config.notify.log
-    from nqflow.monitor import resolve
     path = resolve(settings.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = _log_handlers.get(str(path))
@@ -216,7 +179,23 @@ def send_slack(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
             raise DeliveryError(f"Slack webhook unreachable: {type(exc).__name__}") from None  # the URL is a secret: not echoed
 
 
-SENDERS = {"console": send_console, "log": send_log, "email": send_email, "slack": send_slack}
+@dataclass(frozen=True)
+class Channel:
+    """A way alerts leave nqflow: its name (the config section under ``notify``), where its
+    settings are, and how it sends one window's alerts (raising DeliveryError to be retried)."""
+
+    name: str
+    settings: Callable[[Config], Any]
+    send: Callable[[list[dict], Config, dict[str, str]], None]
+
+
+#: Every channel, in delivery order; config sections, CLI and the outbox all come from here.
+CHANNELS: dict[str, Channel] = {channel.name: channel for channel in (
+    Channel("console", lambda config: config.notify.console, send_console),
+    Channel("log", lambda config: config.notify.log, send_log),
+    Channel("email", lambda config: config.notify.email, send_email),
+    Channel("slack", lambda config: config.notify.slack, send_slack),
+)}
 
 
 def _by_window(alerts: list[dict]) -> list[list[dict]]:
@@ -231,7 +210,7 @@ def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, report
     reports = reports or {}
     sent = {}
     for channel in enabled_channels(config):
-        settings = getattr(config.notify, channel)
+        settings = CHANNELS[channel].settings(config)
         due = store.due_deliveries(channel, now.isoformat(), config.notify.max_delivery_attempts)
         skipped = [a["alert_id"] for a in due if not _wanted(a, settings)]
         if skipped:
@@ -248,11 +227,11 @@ def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, report
                 store.mark_failed(ids, channel, f"not tried: {failure[0]}", failure[1])
                 continue
             try:
-                SENDERS[channel](window_alerts, config, reports)
+                CHANNELS[channel].send(window_alerts, config, reports)
             except (DeliveryError, CredentialsError) as exc:
                 attempts = _attempts(store, ids[0], channel)
-                delay = config.notify.retry_backoff_seconds * 2 ** min(attempts, 10)
-                delay = max(delay, getattr(exc, "retry_after", None) or 0.0)  # the server's Retry-After wins
+                delay = honour_retry_after(backoff_seconds(config.notify.retry_backoff_seconds, attempts),
+                                           getattr(exc, "retry_after", None))
                 failure = (str(exc), (now + pd.Timedelta(seconds=delay)).isoformat())
                 store.mark_failed(ids, channel, *failure)
                 logging.getLogger("nqflow").warning("%s delivery failed, will retry: %s", channel, exc)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
+from nqflow.alerts import Kind, Level
 from nqflow.config import Config
 
-EXPECTED_KIND = {"block": "large_order", "sweep": "sweep", "strategy": "strategy", "surge_instrument": "volume_surge",
-                 "surge_expiry": "volume_surge", "surge_product": "volume_surge"}
+EXPECTED_KIND = {"block": Kind.LARGE_ORDER, "sweep": Kind.SWEEP, "strategy": Kind.STRATEGY,
+                 "surge_instrument": Kind.VOLUME_SURGE, "surge_expiry": Kind.VOLUME_SURGE, "surge_product": Kind.VOLUME_SURGE}
 ORDER_KINDS = ("block", "sweep", "strategy")
-EXPECTED_LEVEL = {"surge_product": "product", "surge_expiry": "expiry"}
+EXPECTED_LEVEL = {"surge_product": Level.PRODUCT, "surge_expiry": Level.EXPIRY}
 
 
 def expected_events(truth: dict, config: Config, sessions: list[str] | None = None) -> pd.DataFrame:
@@ -45,7 +46,7 @@ def matches(alert: dict, event: pd.Series) -> bool:
     if event["kind"] == "surge_product":
         return True
     if event["kind"] == "surge_expiry":
-        return alert["kind"] != "volume_surge" or alert["level"] != "expiry" or alert["symbol"] == event["expiry"] \
+        return alert["kind"] != Kind.VOLUME_SURGE or alert["level"] != Level.EXPIRY or alert["symbol"] == event["expiry"] \
             or bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
     return bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
 
@@ -53,8 +54,8 @@ def matches(alert: dict, event: pd.Series) -> bool:
 def misread(alert: dict, event: pd.Series) -> bool:
     """A planted package's leg reported as a directional single-leg alert in its window."""
     return (event["kind"] == "strategy" and alert["window_start"] == event["window_start"]
-            and (alert["kind"] in ("large_order", "sweep")
-                 or (alert["kind"] == "volume_surge" and alert["level"] == "instrument"))
+            and (alert["kind"] in (Kind.LARGE_ORDER, Kind.SWEEP)
+                 or (alert["kind"] == Kind.VOLUME_SURGE and alert["level"] == Level.INSTRUMENT))
             and bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"])))
 
 

@@ -22,14 +22,13 @@ import scrapbook as sb
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
-from nqflow.alerts import validate
-from nqflow.monitor import REPO_ROOT
+from nqflow.alerts import check_summary, validate
+from nqflow.paths import MONITOR_NOTEBOOK, REPO_ROOT, REPORT_TEMPLATES
 
 #: The kernel's sockets are encrypted with CurveZMQ when its kernelspec supports it (ipykernel 7.4
 #: does): the kernel runs over TCP on this machine, and other local users could otherwise read it.
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 
-MONITOR_NOTEBOOK = REPO_ROOT / "notebooks" / "monitor.ipynb"
 KERNEL_NAME = "nqflow"
 
 
@@ -81,7 +80,7 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
             try:
                 scraps = sb.read_notebook(str(notebook_path)).scraps
                 run.alerts = [validate(a) for a in scraps["alerts"].data]
-                run.summary = scraps["summary"].data
+                run.summary = check_summary(scraps["summary"].data)
             except Exception as exc:
                 run.error = f"could not read the notebook's scraps: {exc}".splitlines()[0][:500]
     run.duration_s = time.monotonic() - began
@@ -89,7 +88,6 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
 
 
 #: nbconvert templates shipped with nqflow: `nqflow_report` is the lab template plus chart descriptions as alt text.
-REPORT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def write_html(notebook_path: Path, html_path: Path) -> Path:

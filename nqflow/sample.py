@@ -48,23 +48,21 @@ import numpy as np
 import pandas as pd
 import zstandard
 
-from nqflow import calendar as cal
-from nqflow.baseline import SHORT_DATED_DAYS, slot_volumes
+from nqflow import market_hours as cal
 from nqflow.contracts import (
     CHICAGO,
     NQ_POINT_VALUE_USD,
     OptionExpiry,
-    black76,
-    black76_delta,
     listed_expiries,
     month_code,
     option_raw_symbol,
     option_tick,
     round_to_tick,
-    smile_vol,
     third_friday,
     years_between,
 )
+from nqflow.levels import SHORT_DATED_DAYS, slot_volumes
+from nqflow.pricing import black76, black76_delta, smile_vol
 
 DATASET = "GLBX.MDP3"
 PUBLISHER_ID = 1  # GLBX.MDP3 on CME Globex
@@ -512,7 +510,7 @@ class _Generator:
         wing = width_points or max(step, round(fwd * 0.004 * math.sqrt(max(days, 0.3)) / step) * step)
         right = str(rng.choice(["C", "P"]))
         atm = round(fwd / step) * step
-        pick = lambda pc, k: self._option(chain, pc, k)  # noqa: E731
+        pick = lambda pc, k: self._option(chain, pc, k)
         if strategy == "vertical":
             low = atm + (0 if right == "C" else -wing)
             legs = [Leg(pick(right, low), 1, 1), Leg(pick(right, low + wing), 1, -1)]
@@ -682,7 +680,7 @@ class _Generator:
         fills = sess.frame().iloc[before:]
         self._event(sess, "block", window, ts_event=pd.Timestamp(ts, tz="UTC").isoformat(),
                     instrument_ids=[inst.instrument_id], symbols=[inst.raw_symbol], side=side,
-                    size=int(fills["size"].sum()), fills=int(len(fills)), zero_dte=zero_dte,
+                    size=int(fills["size"].sum()), fills=len(fills), zero_dte=zero_dte,
                     days_to_expiry=self._days_to_expiry(sess, inst),
                     premium_usd=round(float((fills["price"] * fills["size"]).sum() * NQ_POINT_VALUE_USD), 2))
 
@@ -718,7 +716,7 @@ class _Generator:
         fills = sess.frame().iloc[before:]
         self._event(sess, "sweep", window, ts_event=pd.Timestamp(int(ts[0]), tz="UTC").isoformat(),
                     instrument_ids=[int(i) for i in ids], symbols=[o.raw_symbol for o in legs], side=side,
-                    size=int(fills["size"].sum()), fills=int(len(fills)), expiry=root, put_call=put_call,
+                    size=int(fills["size"].sum()), fills=len(fills), expiry=root, put_call=put_call,
                     premium_usd=round(float((fills["price"] * fills["size"]).sum() * NQ_POINT_VALUE_USD), 2))
 
     #: Planted strategy -> (sentiment when bought, expected strategy name, whether the definition lists the legs)
@@ -1019,7 +1017,7 @@ class _Generator:
         zero_dte = np.array([self._days_to_expiry(sess, self.by_id[i]) == 0 for i in options["iid"].to_numpy()])
         one_dte = np.array([self._days_to_expiry(sess, self.by_id[i]) <= 1 for i in options["iid"].to_numpy()])
         self.previous = sess
-        return {"trade_date": str(sess.trade_date), "option_trades": int(len(options)),
+        return {"trade_date": str(sess.trade_date), "option_trades": len(options),
                 "option_contracts": int(options["size"].sum()), "future_trades": int((frame.iid < 100_000).sum()),
                 "listed_options": len(sess.listed), "products": len({o.product for o in sess.listed}),
                 "spreads": len(sess.spreads), "spreads_without_legs": sum(not s.legs_in_definition for s in sess.spreads),

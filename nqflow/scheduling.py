@@ -17,13 +17,16 @@ from typing import Protocol
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
 from nqflow.config import Config
 from nqflow.errors import NqflowError
-from nqflow.monitor import resolve
-from nqflow.notify import deliver_pending, enabled_channels, repeats_to_suppress
+from nqflow.notify import deliver_pending, enabled_channels
+from nqflow.paths import resolve
+from nqflow.retry import backoff_seconds
 from nqflow.runner import NotebookRun, execute_window, write_index
+from nqflow.sources import SourceSpec, make_source, source_spec
 from nqflow.store import StateStore
+from nqflow.suppression import repeats_to_suppress
 
 log = logging.getLogger("nqflow.scheduler")
 
@@ -39,6 +42,19 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+class SimulatedClock:
+    """A clock the demo moves by hand: each window is processed as if just after it closed."""
+
+    def __init__(self, now: pd.Timestamp):
+        self.current = now
+
+    def now(self) -> pd.Timestamp:
+        return self.current
+
+    def sleep(self, seconds: float) -> None:
+        self.current += pd.Timedelta(seconds=seconds)
 
 
 @dataclass
@@ -113,7 +129,7 @@ class Scheduler:
         else:
             retry_at = None
             if attempts < s.max_attempts:
-                retry_at = (done + pd.Timedelta(seconds=s.retry_backoff_seconds * 2 ** (attempts - 1))).isoformat()
+                retry_at = (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat()
             self.store.finish_window(start.isoformat(), "failed", done.isoformat(), run.duration_s,
                                      str(run.notebook_path) if run.notebook_path.exists() else None,
                                      str(run.html_path) if run.html_path else None, None, None, run.error, retry_at)
@@ -122,29 +138,26 @@ class Scheduler:
 
     # -- the data source, as far as the scheduler needs it ------------------------------
     @property
-    def source_name(self) -> str:
-        return self.source or self.config.data.source
+    def source_spec(self) -> SourceSpec:
+        return source_spec(self.source or self.config.data.source)
 
-    def databento(self):
-        """The Databento source (for availability and cost only; the notebook pulls the data)."""
-        if getattr(self, "_databento", None) is None:
-            from nqflow.monitor import make_source
-            self._databento = make_source(self.config, "databento", self.data_dir)
-        return self._databento
+    def data_source(self):
+        """The configured source, for its availability and prices only (the notebook pulls the data)."""
+        if getattr(self, "_data_source", None) is None:
+            self._data_source = make_source(self.config, self.source, self.data_dir)
+        return self._data_source
 
     def published(self, end: pd.Timestamp) -> bool:
         """False while the data provider has not published up to `end`: such a window waits
         without spending one of its attempts, and is never run as if it were empty."""
-        if self.source_name != "databento":
-            return True
-        return end <= self.databento().available_end("trades")
+        return not self.source_spec.publishes_late or self.data_source().published(end)
 
     def check_budget(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]]) -> float:
-        """Price a backfill before pulling it; refused above databento.budget_usd. A single
+        """Price a backfill before pulling it; refused above the source's budget. A single
         window is not priced: it is small, and pricing it would double its requests."""
-        if self.source_name != "databento" or len(windows) < 2:
+        if not self.source_spec.priced or len(windows) < 2:
             return 0.0
-        return self.databento().check_budget([("trades", windows[0][0], windows[-1][1])])
+        return self.data_source().check_budget([("trades", windows[0][0], windows[-1][1])])
 
     def deliver(self) -> dict[str, int]:
         windows = self.store.windows(limit=500)
@@ -169,7 +182,7 @@ class Scheduler:
         self.deliver()
         return runs
 
-    def run_windows(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False) -> list[NotebookRun]:
+    def process_windows(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False) -> list[NotebookRun]:
         """Run chosen windows (window / backfill / demo), skipping closed-market ones."""
         open_windows = [w for w in windows if cal.window_is_open(*w)]
         self.check_budget(open_windows)

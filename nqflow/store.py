@@ -7,11 +7,12 @@ Every alert is recorded before any delivery (the outbox); a delivery row per cha
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from nqflow import sqlite
+from nqflow.alerts import Alert
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
@@ -36,13 +37,9 @@ class StateStore:
         with self.connect() as conn:
             conn.executescript(_SCHEMA)
 
-    @contextmanager
     def connect(self):
-        with closing(sqlite3.connect(self.path, timeout=30)) as conn:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            with conn:
-                yield conn
+        """A transaction on the state database (`nqflow.sqlite.connect`), rows readable by name."""
+        return sqlite.connect(self.path, rows_as_mappings=True)
 
     # -- windows -------------------------------------------------------------------------
     def window(self, start: str) -> dict | None:
@@ -73,15 +70,17 @@ class StateStore:
             return pd.read_sql_query("SELECT * FROM windows ORDER BY window_start DESC LIMIT ?", conn, params=[limit])
 
     # -- alerts and the outbox -------------------------------------------------------------
-    def record_alerts(self, alerts: list[dict], channels: list[str], now: str,
+    def record_alerts(self, alerts: list[Alert | dict], channels: list[str], now: str,
                       suppressed: dict[str, str] | None = None) -> list[dict]:
         """Record alerts and queue a delivery per channel, in one transaction; returns only alerts
-        not seen before. Alerts in `suppressed` (id -> reason) are kept in the history but their
-        deliveries are recorded as 'suppressed' instead of queued."""
+        not seen before (as JSON dicts). Alerts in `suppressed` (id -> reason) are kept in the
+        history but their deliveries are recorded as 'suppressed' instead of queued. Every alert
+        is checked and stored in its one JSON form (`Alert.to_json`)."""
         suppressed = suppressed or {}
         new = []
+        records = [a.to_json() if isinstance(a, Alert) else Alert.from_json(a).to_json() for a in alerts]
         with self.connect() as conn:
-            for alert in alerts:
+            for alert in records:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO alerts (alert_id, window_start, kind, level, symbol, confidence, label, "
                     "event_time, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -33,7 +33,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from nqflow.contracts import black76_delta, implied_vol
+from nqflow.pricing import black76_delta, implied_vol
 
 STRATEGIES = ("vertical", "straddle", "strangle", "risk_reversal", "butterfly", "condor", "calendar",
               "diagonal", "ratio", "covered", "other")

@@ -30,7 +30,7 @@ def truth(sample_dir) -> dict:
 
 @pytest.fixture(scope="session")
 def source(sample_dir):
-    from nqflow.data import ReplaySource
+    from nqflow.sources.replay import ReplaySource
     return ReplaySource(sample_dir)
 
 

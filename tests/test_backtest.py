@@ -10,7 +10,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
 from nqflow.alerts import to_records
 from nqflow.backtest import backtest
 from nqflow.baseline import BaselineStore
@@ -28,7 +28,7 @@ def twenty_sessions(sample_dir, truth, tmp_path_factory):
     keeps all the planted events and a quiet window of every session, and it is the same
     selection on both paths.
     """
-    from nqflow.data import ReplaySource
+    from nqflow.sources.replay import ReplaySource
     config = load_config()
     source = ReplaySource(sample_dir)
     available = source.sessions_available()

@@ -6,7 +6,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
 from nqflow.baseline import (
     BaselineStore,
     expected_volume,

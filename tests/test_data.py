@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 from nqflow.data import (
-    ReplaySource,
     future_fills,
     load_window,
     option_fills,
-    read_dbn,
     tidy_trades,
     window_from,
 )
 from nqflow.errors import DataError, NqflowError
+from nqflow.sources.dbn import read_dbn
+from nqflow.sources.replay import ReplaySource
 
 
 def test_reads_real_databento_glbx_files(shared_samples, tmp_path):

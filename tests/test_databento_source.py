@@ -17,12 +17,12 @@ import trustme
 from standin_gateway import Fault, StandInGateway
 
 from nqflow.baseline import BaselineStore, ensure_history
-from nqflow.cli import SimulatedClock
 from nqflow.config import Config, load_config
-from nqflow.data import ReplaySource, load_window
-from nqflow.databento_source import DatabentoSource
+from nqflow.data import load_window
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
-from nqflow.scheduling import Scheduler
+from nqflow.scheduling import Scheduler, SimulatedClock
+from nqflow.sources.databento_historical import DatabentoSource
+from nqflow.sources.replay import ReplaySource
 
 KEY = "db-TESTkey-standin-0123456789"
 #: A window of the sample's last session, well inside regular trading hours.

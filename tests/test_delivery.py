@@ -22,10 +22,11 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from nqflow.alerts import ALERT_FIELDS
 from nqflow.config import load_config
-from nqflow.detect import ALERT_FIELDS
-from nqflow.notify import deliver_pending, enabled_channels, repeats_to_suppress
+from nqflow.notify import deliver_pending, enabled_channels
 from nqflow.store import StateStore
+from nqflow.suppression import repeats_to_suppress
 
 SMTP_PASSWORD = "smtp-SECRET-pw-7731"
 WEBHOOK_PATH = "/services/T000/B000/SECRET-hook-token"
@@ -38,7 +39,7 @@ def make_alert(n: int, window_start: str = "2026-10-29T14:15:00+00:00", kind: st
     alert.update(alert_id=f"{kind}-{window_start[:16]}-{n:03d}", kind=kind, window_start=window_start,
                  window_end=(pd.Timestamp(window_start) + pd.Timedelta(minutes=15)).isoformat(),
                  event_time=window_start, level="instrument", symbol=symbol or f"NQZ6 C{21000 + 25 * n}",
-                 direction="BUY", sentiment="bullish", volume=400 + n, premium_usd=3.2e6 + n * 1e5,
+                 direction="BUY", sentiment="BULLISH", volume=400 + n, premium_usd=3.2e6 + n * 1e5,
                  confidence=confidence, label="HIGH" if confidence >= 70 else "MEDIUM" if confidence >= 40 else "LOW",
                  tier=tier, ratio=tier, reasons=[f"reason one of alert {n}", "second reason"])
     return alert

@@ -10,7 +10,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
 from nqflow.baseline import BaselineStore
 from nqflow.monitor import run_window
 from nqflow.quality import evaluate

@@ -13,7 +13,7 @@ import pytest
 
 from nqflow.alerts import to_records
 from nqflow.baseline import BaselineStore
-from nqflow.cli import SimulatedClock
+from nqflow.scheduling import SimulatedClock
 from nqflow.config import load_config
 from nqflow.errors import NqflowError
 from nqflow.monitor import REPO_ROOT, run_window
@@ -99,9 +99,9 @@ def test_running_a_window_again_never_duplicates_alerts_or_deliveries(make_sched
     start = pd.Timestamp(block["window_start"])
     scheduler = make_scheduler(str(start + pd.Timedelta(minutes=20)))
     window = [(start, start + pd.Timedelta(minutes=15))]
-    scheduler.run_windows(window)
+    scheduler.process_windows(window)
     first = capsys.readouterr().out
-    scheduler.run_windows(window)
+    scheduler.process_windows(window)
     second = capsys.readouterr().out
     alerts = scheduler.store.alerts()
     assert alerts and len({a["alert_id"] for a in alerts}) == len(alerts)

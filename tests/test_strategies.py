@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from nqflow.config import Config
-from nqflow.contracts import black76
+from nqflow.pricing import black76
 from nqflow.data import LEG_COLUMNS, TRADE_COLUMNS, WindowData, empty_frame
 from nqflow.detect import detect_window, surge_gate
 from nqflow.strategies import infer_signs, name_strategy

@@ -44,22 +44,21 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_random_exponential,
 )
 
-from nqflow import calendar as cal
+from nqflow import market_hours as cal
 from nqflow.config import Config
 from nqflow.data import (
-    ReplaySource,
-    _check_complete,
-    _range,
-    _session_bounds,
     future_fills,
     option_fills,
+    session_bounds,
+    time_range,
     undefined_fills,
 )
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
-from nqflow.retry import retry_after_seconds
+from nqflow.retry import backoff_seconds, honour_retry_after, retry_after_seconds
+from nqflow.sources.dbn import check_complete_dbn
+from nqflow.sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +123,11 @@ class DatabentoSource:
 
     # -- HTTP with retries ----------------------------------------------------------
     def _wait(self, state: RetryCallState) -> float:
-        backoff = wait_random_exponential(multiplier=self.settings.retry_base_seconds,
-                                          max=self.settings.retry_max_seconds)(state)
+        backoff = backoff_seconds(self.settings.retry_base_seconds, state.attempt_number - 1,
+                                  self.settings.retry_max_seconds, jitter=True)
         headers = getattr(state.outcome.exception(), "headers", None) if state.outcome else None
         server = retry_after_seconds(headers.get("Retry-After")) if headers else None
-        return min(max(server, backoff), self.settings.retry_max_seconds) if server is not None else backoff
+        return honour_retry_after(backoff, server, self.settings.retry_max_seconds)
 
     def _call(self, what: str, func: Callable, *args, **kwargs):
         """One API call with retries; every failure leaves as a one-line nqflow error."""
@@ -182,6 +181,10 @@ class DatabentoSource:
         end = (per_schema.get(schema) or {}).get("end") or answer["end"]
         return pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
 
+    def published(self, end: pd.Timestamp) -> bool:
+        """Whether Databento has published trades up to `end` (`available_end`)."""
+        return end <= self.available_end("trades")
+
     def estimate_cost(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
         """Dollars Databento would bill for this pull (``metadata.get_cost``)."""
         return float(self._call("get_cost", self.client.metadata.get_cost, dataset=self.dataset,
@@ -203,7 +206,7 @@ class DatabentoSource:
         """Price (and refuse if over budget) the whole-session pulls a baseline build needs."""
         pulls = []
         for day in days:
-            open_, close = _session_bounds(day)
+            open_, close = session_bounds(day)
             pulls += [("trades", open_, close), *(self._day_pull(s, day) for s in ("definition", "statistics"))]
         return self.check_budget(pulls)
 
@@ -216,7 +219,7 @@ class DatabentoSource:
         return folder.is_dir() and any(folder.glob("*.dbn.zst"))
 
     def _day_pull(self, schema: str, trade_date: dt.date) -> tuple[str, pd.Timestamp, pd.Timestamp]:
-        open_, close = _session_bounds(trade_date)
+        open_, close = session_bounds(trade_date)
         return schema, open_.floor("D"), close
 
     def _fetch(self, schema: str, start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date) -> Path:
@@ -240,7 +243,7 @@ class DatabentoSource:
 
         try:
             self._call(f"{schema} {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z", pull)
-            _check_complete(partial)
+            check_complete_dbn(partial)
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)
@@ -265,7 +268,7 @@ class DatabentoSource:
 
     # -- the DataSource interface ----------------------------------------------------
     def trades(self, start, end) -> pd.DataFrame:
-        start, end = _range(start, end)
+        start, end = time_range(start, end)
         session = cal.session_of(start)
         trade_date = session[0] if session else start.date()
         if session:

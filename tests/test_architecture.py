@@ -1,0 +1,103 @@
+"""The module boundaries the README's "How it works" promises, and the typed alert record."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nqflow.alerts import (
+    ALERT_FIELDS,
+    KINDS,
+    LABELS,
+    LEVELS,
+    Alert,
+    Direction,
+    Kind,
+    Level,
+    to_records,
+    validate,
+)
+from nqflow.errors import DataError
+
+
+def test_the_scheduler_process_loads_neither_the_engine_nor_scipy():
+    code = ("import sys, nqflow.scheduling, nqflow.cli; "
+            "print(sorted(m for m in sys.modules if m in ('scipy', 'nqflow.detect', 'nqflow.strategies', 'nqflow.monitor')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def alert_json(**changes) -> dict:
+    record = {field: None for field in ALERT_FIELDS}
+    record.update(alert_id="a1", kind="large_order", level="instrument", window_start="2026-11-02T15:00:00+00:00",
+                  window_end="2026-11-02T15:15:00+00:00", event_time="2026-11-02T15:03:00+00:00",
+                  symbol="NQZ6 C21000", direction="BUY", sentiment="BULLISH", volume=400, premium_usd=3.2e6,
+                  confidence=72.5, label="HIGH", reasons=["why"], instrument_ids=[42], open_interest=1500.0)
+    record.update(changes)
+    return record
+
+
+def test_alert_json_round_trip_normalises_types_and_enums():
+    alert = Alert.from_json(alert_json())
+    assert alert.kind is Kind.LARGE_ORDER and alert.level is Level.INSTRUMENT and alert.direction is Direction.BUY
+    assert alert.open_interest == 1500 and isinstance(alert.open_interest, int)  # a count through a float column
+    again = Alert.from_json(json.loads(json.dumps(alert.to_json())))
+    assert again == alert
+    assert list(alert.to_json()) == ALERT_FIELDS and alert.to_json()["kind"] == "large_order"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"kind": "block"}, "unknown kind 'block'"),
+    ({"label": "URGENT"}, "unknown label"),
+    ({"volume": "400"}, "field volume should be int"),
+    ({"volume": 400.5}, "field volume should be int"),
+    ({"confidence": 140.0}, "outside [0, 100]"),
+    ({"symbol": None}, "field symbol is missing"),
+    ({"extra": 1}, "unknown fields ['extra']"),
+])
+def test_a_malformed_alert_is_a_one_line_error_naming_the_field(changes, message):
+    with pytest.raises(DataError) as error:
+        validate(alert_json(**changes))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_fields_are_named():
+    record = alert_json()
+    del record["reasons"], record["tier"]
+    with pytest.raises(DataError, match=r"lacks fields \['tier', 'reasons'\]"):
+        Alert.from_json(record)
+
+
+def test_every_list_of_kinds_and_levels_derives_from_the_enums():
+    from nqflow import cli, lab
+    from nqflow.charts import KIND_COLOURS
+    assert KINDS == tuple(Kind) and LEVELS == tuple(Level) and LABELS == ("LOW", "MEDIUM", "HIGH")
+    kind_option = next(a for a in cli._parser()._subparsers._group_actions[0].choices["alerts"]._actions
+                       if a.dest == "kind")
+    assert tuple(kind_option.choices) == KINDS
+    assert set(KIND_COLOURS) == set(Kind)
+    assert set(lab.CURVES["large_premium_usd"][1]) == {Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY}
+
+
+def test_to_records_checks_what_the_notebook_glues():
+    import pandas as pd
+    frame = pd.DataFrame([alert_json(open_interest=float("nan"), tier=None)], columns=ALERT_FIELDS)
+    (record,) = to_records(frame)
+    assert record["open_interest"] is None and record["kind"] == "large_order"
+    with pytest.raises(DataError, match="unknown direction"):
+        to_records(pd.DataFrame([alert_json(direction="UP")], columns=ALERT_FIELDS))
+
+
+def test_a_window_summary_is_checked_where_it_is_read_back():
+    from nqflow.alerts import check_summary
+    good = {"window_start": "2026-11-02T15:00:00+00:00", "window_end": "2026-11-02T15:15:00+00:00",
+            "option_trades": 10, "contracts": 50, "premium_usd": 1.5e5, "empty": False, "notes": [],
+            "alerts": 0, "max_confidence": 0.0}
+    assert check_summary(good) is good
+    with pytest.raises(DataError, match="lacks 'alerts'"):
+        check_summary({k: v for k, v in good.items() if k != "alerts"})
+    with pytest.raises(DataError, match="contracts should be int"):
+        check_summary({**good, "contracts": True})
