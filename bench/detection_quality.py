@@ -1,8 +1,9 @@
 """Detection quality over the whole sample market: recall per kind, false alerts per session.
 
 Backtests every window of every session with at least 5 sessions of history (the same
-`run_window` the notebook runs, spread over Dask workers) and compares with
-ground_truth.json. Prints figures only. Run: make quality  [WORKERS, default 2]
+`run_window` the notebook runs, spread over Dask workers), reads each session's off-book
+volume from the next day's statistics, and compares both with ground_truth.json. Prints
+figures, and the alerts that match no planted event. Run: make quality  [WORKERS, default 2]
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nqflow.backtest import backtest  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
 from nqflow.lab import summary_table  # noqa: E402
 from nqflow.monitor import REPO_ROOT  # noqa: E402
+from nqflow.offbook import read_off_book_days  # noqa: E402
 from nqflow.quality import evaluate  # noqa: E402
 from nqflow.sample import generate_sample_market, load_ground_truth  # noqa: E402
 from nqflow.sources.replay import ReplaySource  # noqa: E402
@@ -29,12 +33,17 @@ def main() -> None:
     truth = load_ground_truth(folder)
     sessions = ReplaySource(folder).sessions_available()[5:]
     result = backtest(config, sessions[0], sessions[-1], folder, workers=workers)
+    off_book = read_off_book_days(ReplaySource(folder), sessions, config)
+    alerts = pd.concat([result.alerts.drop(columns="trade_date"), off_book], ignore_index=True)
     days = [str(d) for d in sessions]
-    figures = evaluate(result.alerts, truth, config, days)
+    figures = evaluate(alerts, truth, config, days)
     figures.pop("per_event")
-    figures.pop("false_alert_ids")
-    figures["precision"] = summary_table(result.alerts, truth, config, days)["precision"]
+    false_ids = set(figures.pop("false_alert_ids"))
+    figures["precision"] = summary_table(alerts, truth, config, days)["precision"]
     print(json.dumps(figures, indent=2))
+    for alert in alerts[alerts["alert_id"].isin(false_ids)].to_dict("records"):
+        print(f"no planted event: {alert['window_start'][:16]} {alert['kind']} {alert['level']} {alert['symbol']} "
+              f"ratio {alert['ratio'] or 0:.1f} tier {alert['tier'] or 0:g} volume {alert['volume']:,}")
 
 
 if __name__ == "__main__":

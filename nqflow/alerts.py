@@ -32,6 +32,7 @@ class Kind(StrEnum):
     SWEEP = "sweep"
     STRATEGY = "strategy"
     VOLUME_SURGE = "volume_surge"
+    OFF_BOOK = "off_book"  # blocks and other trades away from the book, from next-day statistics
 
 
 class Level(StrEnum):

@@ -22,6 +22,7 @@ from nqflow.detect import BELOW_FIRST_TIER  # noqa: E402
 
 if TYPE_CHECKING:
     from nqflow.monitor import WindowResult
+    from nqflow.offbook import OffBookDay
 
 BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
 
@@ -206,7 +207,8 @@ def _clock(times: pd.Series) -> pd.Series:
 
 # --------------------------------------------------------------------------- threshold lab
 # Okabe-Ito colours (colour-blind safe), one per alert kind.
-KIND_COLOURS = {Kind.LARGE_ORDER: "#0072B2", Kind.SWEEP: "#CC79A7", Kind.STRATEGY: "#009E73", Kind.VOLUME_SURGE: "#E69F00"}
+KIND_COLOURS = {Kind.LARGE_ORDER: "#0072B2", Kind.SWEEP: "#CC79A7", Kind.STRATEGY: "#009E73", Kind.VOLUME_SURGE: "#E69F00",
+                Kind.OFF_BOOK: "#56B4E9"}
 assert set(KIND_COLOURS) == set(Kind), "every alert kind needs a colour"
 
 
@@ -257,3 +259,25 @@ def threshold_curves(curves: pd.DataFrame, current: dict[str, float]) -> Chart:
     return Chart(fig, f"Line charts of the alerts each threshold would raise across its values ({', '.join(names)}), "
                       f"with true alerts, precision and recall where ground truth exists; a dashed line marks "
                       f"each configured value.")
+
+
+def off_book_by_strike(day: OffBookDay, top: int = 20) -> Chart:
+    """Off-book premium by option, calls and puts, the largest first (`nqflow.offbook`)."""
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    off = day.volumes[day.volumes["off_book_volume"] > 0].nlargest(top, "premium_usd")
+    if off.empty:
+        _empty(ax, f"no off-book volume in session {day.trade_date}")
+        return Chart(fig, f"Off-book premium: none in session {day.trade_date} (cleared volume equals screen volume).")
+    labels = off["symbol"].tolist()
+    colours = np.where(off["put_call"] == "C", BUY, SELL)
+    ax.barh(labels[::-1], (off["premium_usd"] / 1e6).to_numpy()[::-1], color=colours[::-1])
+    for position, (volume, change) in enumerate(zip(off["off_book_volume"][::-1], off["oi_change"][::-1])):
+        note = f"  {volume:,.0f} contracts" + ("" if pd.isna(change) else f", OI {change:+,.0f}")
+        ax.text(0, position, note, va="center", fontsize=8, color="#24292f")
+    ax.set_xlabel("off-book premium at settlement ($M); green calls, red puts")
+    ax.set_title(f"Traded off the order book in session {day.trade_date} (from next-day cleared volume)")
+    fig.tight_layout()
+    words = "; ".join(f"{s} {v:,.0f} contracts {_millions(p)}" for s, v, p in
+                      zip(off["symbol"][:5], off["off_book_volume"][:5], off["premium_usd"][:5]))
+    return Chart(fig, f"Horizontal bars of off-book premium by option in session {day.trade_date}, largest first: "
+                      f"{words}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -46,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--baseline", help="SQLite file for the range's volume baseline; on a remote cluster put it "
                                        "on storage every worker reads (default: a temporary file)")
     bt.add_argument("--out", help="folder for alerts.parquet and windows.parquet (default outputs/backtests/FROM_TO)")
+    offbook = sub.add_parser("offbook", help="one session's blocks and other off-book trades, from the next day's "
+                                               "statistics (runs notebooks/offbook.ipynb; alerts go out once)")
+    offbook.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
+    offbook.add_argument("--json", action="store_true", help="print only the session's off-book alerts as JSON")
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
     cost.add_argument("end")
@@ -172,6 +177,33 @@ def backfill(args, config) -> int:
     return _print_runs(scheduler, scheduler.process_windows(windows, progress=True), False)
 
 
+def offbook(args, config) -> int:
+    import datetime as dt
+    try:
+        day = dt.date.fromisoformat(args.date)
+    except ValueError:
+        raise NqflowError(f"offbook takes a trade date like 2026-11-05, not {args.date!r}") from None
+    if not cal.trading_days(day, day):
+        raise NqflowError(f"{day} is not a CME Globex trading day; pick a session date")
+    scheduler = _scheduler(args, config)
+    run = scheduler.process_off_book(day)
+    report = sys.stderr if args.json else sys.stdout  # with --json, stdout holds only the JSON
+    with contextlib.redirect_stdout(report):  # the console channel prints there too
+        scheduler.deliver()
+    scheduler.refresh_index()
+    if args.json:
+        print(json.dumps(run.alerts, indent=2))
+    if run.waiting:
+        print(f"not yet: {run.error.split(': ', 1)[-1]}", file=sys.stderr)
+        return 3
+    if not run.ok:
+        print(f"off-book reading failed: {run.error} (notebook: {run.notebook_path})", file=sys.stderr)
+        return 1
+    print(f"session {day}: {run.summary.get('off_book_contracts', 0):,} contracts off the book, "
+          f"{len(run.alerts)} alert(s); report {run.html_path}", file=report)
+    return 0
+
+
 def run(args, config) -> int:
     _scheduler(args, config).run_forever()
     return 0
@@ -191,7 +223,7 @@ def sample(args, config) -> int:
 
 #: Subcommand -> handler(args, config) -> exit code.
 COMMANDS = {"run": run, "once": once, "window": window, "backfill": backfill, "backtest": run_backtest,
-            "cost": cost, "demo": demo, "sample": sample, "status": status, "alerts": alerts_history}
+            "cost": cost, "offbook": offbook, "demo": demo, "sample": sample, "status": status, "alerts": alerts_history}
 
 
 def main(argv: list[str] | None = None) -> int:

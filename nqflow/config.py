@@ -31,6 +31,9 @@ class Schedule:
     max_attempts: int = 4
     retry_backoff_seconds: float = 60.0
     poll_seconds: float = 20.0
+    off_book: bool = True
+    off_book_lookback_sessions: int = 5
+    off_book_wait_minutes: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class Thresholds:
     sweep_block_share: float = 0.8
     direction_share: float = 0.65
     delta_neutral_share: float = 0.15
+    off_book_premium_usd: float = 3_000_000.0
+    off_book_package_max_ratio: int = 4
 
 
 @dataclass(frozen=True)

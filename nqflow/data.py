@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: DBN's sentinel for an undefined 32-bit integer field (e.g. contract_multiplier).
 UNDEF_INT32 = 2_147_483_647
 OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
+STATISTICS_COLUMNS = {"instrument_id": "int64", "stat_type": "int64", "price": "float64", "quantity": "float64",
+                      "stat_flags": "int64", "ts_event": "datetime64[ns, UTC]", "ts_ref": "datetime64[ns, UTC]"}
 
 TRADE_COLUMNS = {
     "ts_event": "datetime64[ns, UTC]", "instrument_id": "int64", "symbol": "string", "product": "string",
@@ -75,6 +77,9 @@ class DataSource(Protocol):
     def chain(self, trade_date: dt.date) -> pd.DataFrame: ...
     def spread_legs(self, trade_date: dt.date) -> pd.DataFrame: ...
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame: ...
+    def statistics(self, trade_date: dt.date) -> pd.DataFrame:
+        """Every statistics record published during the session (STATISTICS_COLUMNS): its own open
+        interest, and the previous session's settlement and cleared volume (``ts_ref``)."""
     def sessions_available(self) -> list[dt.date]: ...
     def published(self, end: pd.Timestamp) -> bool:
         """Whether the provider has published everything before `end` (a later window waits)."""
@@ -83,6 +88,19 @@ class DataSource(Protocol):
 
 
 UNDERLYING_COLUMNS = ["ts_event", "instrument_id", "symbol", "price", "size", "side"]
+
+
+def tidy_statistics(raw: pd.DataFrame) -> pd.DataFrame:
+    """Statistics records as STATISTICS_COLUMNS; undefined prices and quantities become NaN."""
+    if raw.empty:
+        return empty_frame(STATISTICS_COLUMNS)
+    quantity = raw["quantity"].astype("float64")
+    quantity[raw["quantity"] >= 2_147_483_647] = np.nan  # DBN's undefined quantity (32- or 64-bit max)
+    return pd.DataFrame({
+        "instrument_id": raw["instrument_id"].astype("int64"), "stat_type": raw["stat_type"].astype("int64"),
+        "price": raw["price"].astype("float64"), "quantity": quantity, "stat_flags": raw["stat_flags"].astype("int64"),
+        "ts_event": pd.to_datetime(raw["ts_event"], utc=True), "ts_ref": pd.to_datetime(raw["ts_ref"], utc=True),
+    }).sort_values("ts_event", kind="stable").reset_index(drop=True)
 
 
 def option_fills(trades: pd.DataFrame) -> pd.DataFrame:

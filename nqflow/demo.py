@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def demo(args, config: Config, make_scheduler) -> int:
     for stale in state_db.parent.glob(state_db.name + "*"):
         stale.unlink()  # a fresh demo every time: its alerts print again
     last = truth["sessions"][-3:]
+    every = expected_events(truth, config)
+    off_book = every[(every["kind"] == "off_book") & every["should_alert"]]
     planted = expected_events(truth, config, last)
+    planted = planted[planted["kind"] != "off_book"]  # session-wide, read from the next day: shown last
     # One window per kind of event first (a strategy package and a 0DTE order lead), then the rest.
     priority = {"strategy": 0, "block_0dte": 1, "block": 2, "sweep": 3, "surge_expiry": 4, "surge_instrument": 5,
                 "surge_product": 6}
@@ -51,6 +55,17 @@ def demo(args, config: Config, make_scheduler) -> int:
         scheduler.deliver()
         print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
               + (f"; FAILED: {run.error}" if not run.ok else ""))
+    if len(off_book):
+        event = off_book.iloc[-1]  # the latest session whose next-day statistics the sample holds
+        day = dt.date.fromisoformat(event["session"])
+        print(f"\n== session {day}: off the order book (blocks), read from the next day's statistics")
+        print(f"   planted: {_planted(event, config)}")
+        sys.stdout.flush()
+        clock.current = pd.Timestamp(event["published"]) + pd.Timedelta(minutes=5)
+        run = scheduler.process_off_book(day)
+        scheduler.deliver()
+        print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+              + (f"; FAILED: {run.error}" if not run.ok else ""))
     index = scheduler.refresh_index()
     print(f"\nReport index: {index}")
     return 0
@@ -58,8 +73,13 @@ def demo(args, config: Config, make_scheduler) -> int:
 
 def _planted(event, config: Config) -> str:
     """One planted event in words, and whether the configured thresholds should alert on it."""
-    side = {"B": "bought", "A": "sold"}.get(event.side, "traded")
-    if event.kind == "strategy":
+    side = {"B": "bought", "A": "sold"}.get(getattr(event, "side", None), "traded")
+    if event.kind == "off_book":
+        legs = " + ".join(f"{size:,} {symbol}" for size, symbol in zip(event.sizes, event.symbols))
+        name = event.strategy if isinstance(event.strategy, str) else "block"
+        what = (f"off-book {name} of {legs}, ${event.premium_usd / 1e6:,.2f}M at settlement, "
+                f"never on the screen")
+    elif event.kind == "strategy":
         what = (f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, ${event.premium_usd / 1e6:,.2f}M "
                 f"gross premium, reads {event.sentiment.lower()}")
     elif event.kind in ("block", "sweep"):
@@ -68,5 +88,6 @@ def _planted(event, config: Config) -> str:
     else:
         what = f"{event.kind.replace('_', ' ')} of {event.size:,} contracts, {event.ratio:,.1f}x the usual volume"
     if event.should_alert:
-        return f"{what}: expect a {event.expected_kind} alert"
+        article = "an" if str(event.expected_kind)[0] in "aeiou" else "a"
+        return f"{what}: expect {article} {event.expected_kind} alert"
     return f"{what}: below the thresholds, no alert expected"

@@ -41,6 +41,11 @@ def trading_days(first: dt.date, last: dt.date) -> list[dt.date]:
     return list(sessions(first, last).index)
 
 
+def next_trading_day(trade_date: dt.date) -> dt.date:
+    """The trading day after `trade_date` (a Friday's is Monday, whose session opens on Sunday evening)."""
+    return trading_days(trade_date + dt.timedelta(days=1), trade_date + dt.timedelta(days=10))[0]
+
+
 def session_of(ts: pd.Timestamp) -> tuple[dt.date, pd.Timestamp, pd.Timestamp] | None:
     """The session containing instant `ts` as (trade_date, open, close), or None if the market is closed."""
     ts = to_utc(ts)

@@ -11,6 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = REPO_ROOT / "config" / "monitoring.toml"
 NOTEBOOKS = REPO_ROOT / "notebooks"
 MONITOR_NOTEBOOK = NOTEBOOKS / "monitor.ipynb"
+OFF_BOOK_NOTEBOOK = NOTEBOOKS / "offbook.ipynb"
 REPORT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 

@@ -20,8 +20,9 @@ from nqflow.alerts import Kind, Level
 from nqflow.config import Config
 
 EXPECTED_KIND = {"block": Kind.LARGE_ORDER, "sweep": Kind.SWEEP, "strategy": Kind.STRATEGY,
-                 "surge_instrument": Kind.VOLUME_SURGE, "surge_expiry": Kind.VOLUME_SURGE, "surge_product": Kind.VOLUME_SURGE}
-ORDER_KINDS = ("block", "sweep", "strategy")
+                 "surge_instrument": Kind.VOLUME_SURGE, "surge_expiry": Kind.VOLUME_SURGE, "surge_product": Kind.VOLUME_SURGE,
+                 "off_book": Kind.OFF_BOOK}
+ORDER_KINDS = ("block", "sweep", "strategy")  # alert at large_premium_usd
 EXPECTED_LEVEL = {"surge_product": Level.PRODUCT, "surge_expiry": Level.EXPIRY}
 
 
@@ -33,15 +34,20 @@ def expected_events(truth: dict, config: Config, sessions: list[str] | None = No
     t = config.thresholds
     premium = events.get("premium_usd", pd.Series(float("nan"), index=events.index))
     is_order = events["kind"].isin(ORDER_KINDS)
+    off_book = events["kind"] == "off_book"
+    ratio = events.get("ratio", pd.Series(float("nan"), index=events.index))
     events = events.assign(
         expected_kind=events["kind"].map(EXPECTED_KIND),
-        should_alert=(is_order & (premium >= t.large_premium_usd)) | (~is_order & events["ratio"].ge(t.surge_tiers[0])),
+        should_alert=(is_order & (premium >= t.large_premium_usd)) | (off_book & (premium >= t.off_book_premium_usd))
+        | (~is_order & ~off_book & ratio.ge(t.surge_tiers[0])),
     )
     return events
 
 
 def matches(alert: dict, event: pd.Series) -> bool:
     if alert["window_start"] != event["window_start"]:
+        return False
+    if (event["kind"] == "off_book") != (alert["kind"] == Kind.OFF_BOOK):  # a session-wide alert, not a window's
         return False
     if event["kind"] == "surge_product":
         return True
@@ -66,10 +72,14 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     found = []
     for _, event in events.iterrows():
         hits = [a for a in records if matches(a, event)]
-        right_kind = [a for a in hits if a["kind"] == event["expected_kind"]
-                      and a["level"] == EXPECTED_LEVEL.get(event["kind"], a["level"])]
+        level = EXPECTED_LEVEL.get(event["kind"])
+        if event["kind"] == "off_book":
+            package = event.get("package")
+            level = Level.PACKAGE if package is not None and pd.notna(package) and bool(package) else Level.INSTRUMENT
+        right_kind = [a for a in hits if a["kind"] == event["expected_kind"] and a["level"] == (level or a["level"])]
         best = right_kind[0] if right_kind else None
-        side_direction = {"B": "BUY", "A": "SELL"}[event["side"]]
+        # Off-book trades carry no aggressor: the right direction is "unknown" (MIXED).
+        side_direction = {"B": "BUY", "A": "SELL"}.get(event.get("side"), "MIXED")
         is_strategy = event["kind"] == "strategy"
         found.append({
             "event_id": event["event_id"], "kind": event["kind"], "should_alert": bool(event["should_alert"]),
@@ -92,7 +102,8 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
     surges = positives[positives["kind"].str.startswith("surge") & positives["found"]]
     quiet = set(truth.get("quiet_sessions", [])) & set(sessions)
-    quiet_alerts = [a for a in records if a["window_start"][:10] in quiet or _session_of(a) in quiet]
+    # By session, not by the UTC date of window_start: a session opens the evening before its trade date.
+    quiet_alerts = [a for a in records if _session_of(a) in quiet]
     strategies = found[found["kind"] == "strategy"]
     found_strategies = strategies[strategies["found"]]
     zero_dte = positives[positives["zero_dte"]]

@@ -69,7 +69,7 @@ PUBLISHER_ID = 1  # GLBX.MDP3 on CME Globex
 FIXED = 1_000_000_000  # DBN fixed-point prices: 1e-9 units
 #: 2: strikes listed around the market session by session; 3: two-leg sweeps; 4: the real CME
 #: product set and schedule, 0DTE-heavy volume, spreads with leg prints, planted strategies.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 #: Background orders stay below this premium so that only planted events cross $3M.
 BACKGROUND_MAX_PREMIUM_USD = 1_200_000.0
 #: Background spreads stay below this gross premium (sum over legs).
@@ -115,6 +115,11 @@ class SampleSpec:
     product_surges: dict[int, int] = field(default_factory=lambda: {9: 10, 15: 30, 21: 50})
     #: session index -> planted 0DTE expiry-wide surge tier (overnight)
     zero_dte_surges: dict[int, int] = field(default_factory=lambda: {8: 10, 17: 30, 24: 10})
+    #: session index -> off-book trade planted in its next-day cleared volume: a "block" on one
+    #: option, a "vertical" or "calendar" package, or a "small" block below the alert level.
+    #: (The last session has no next day, so nothing is planted there.)
+    off_book: dict[int, str] = field(default_factory=lambda: {
+        6: "block", 9: "vertical", 11: "small", 14: "calendar", 17: "block", 20: "vertical", 23: "block"})
 
 
 @dataclass
@@ -360,6 +365,8 @@ class _Generator:
         self.slot_volume: list[pd.DataFrame] = []
         self.first_seen: dict[tuple[str, str], int] = {}
         self.previous: _Session | None = None
+        #: open interest written for the previous session, so a planted block's OI change is real
+        self.previous_oi: dict[int, int] = {}
         self._chains: dict[tuple, dict[str, list[Instrument]]] = {}
 
     # ------------------------------------------------------------------ prices
@@ -962,10 +969,15 @@ class _Generator:
         ts_stats = sess.open_ns + 30 * 60_000_000_000
         recv_delay = 150_000
         stats = []
+        off_book = self.plant_off_book(self.previous, sess) if self.previous is not None else {}
+        written_oi = {}
         for o in sess.listed:
             years = max((o.expiration_ns - sess.open_ns) / (365.25 * 86400e9), 1 / 365)
             z = math.log(o.strike / fwd) / (0.2 * math.sqrt(years) + 0.01)
             oi = int(rng.lognormal(math.log(40 + 3000 * math.exp(-0.5 * z * z) * min(years * 12, 1.5)), 0.5))
+            if o.instrument_id in off_book:  # the block opened positions: OI grows by its size overnight
+                oi = self.previous_oi.get(o.instrument_id, oi) + off_book[o.instrument_id]
+            written_oi[o.instrument_id] = oi
             stats.append(dbn.StatMsg(PUBLISHER_ID, o.instrument_id, ts_stats, ts_stats + recv_delay,
                                      _ns(pd.Timestamp(sess.trade_date, tz="UTC")), dbn.UNDEF_PRICE, oi,
                                      dbn.StatType.OPEN_INTEREST, update_action=dbn.StatUpdateAction.NEW))
@@ -975,6 +987,8 @@ class _Generator:
             frame = previous.frame()
             options = frame[_is_option_id(frame["iid"].to_numpy())]
             cleared = options.groupby("iid")["size"].sum()
+            for iid, size in off_book.items():  # blocks clear, but never print on the screen
+                cleared[iid] = int(cleared.get(iid, 0)) + size
             alive = [o for o in previous.listed if o.expiration_ns > previous.close_ns]
             settle = self.option_prices(np.array([o.instrument_id for o in alive], dtype=np.int64),
                                         np.full(len(alive), previous.close_ns - 60_000_000_000), previous) if alive else []
@@ -987,7 +1001,47 @@ class _Generator:
                 stats.append(dbn.StatMsg(PUBLISHER_ID, int(iid), ts_stats, ts_stats + recv_delay, ts_ref,
                                          dbn.UNDEF_PRICE, int(volume), dbn.StatType.CLEARED_VOLUME,
                                          update_action=dbn.StatUpdateAction.NEW))
+        self.previous_oi = written_oi
         return stats
+
+    def plant_off_book(self, traded: _Session, published: _Session) -> dict[int, int]:
+        """Off-book contracts (instrument -> size) of session `traded`, which clear and show in the
+        next-day statistics that `published` carries, and never in the trades. Drawn from a random
+        stream of their own, so the on-screen market stays the same draw for draw."""
+        kind = self.spec.off_book.get(traded.index)
+        if kind is None:
+            return {}
+        rng = np.random.default_rng(self.spec.seed + 7919 * (traded.index + 1))
+        ts = traded.close_ns - 60_000_000_000
+        pool = [o for o in self._liquid_options(traded, ts, 0.03, 6.0) if o.expiration_ns > published.close_ns]
+        prices = dict(zip([o.instrument_id for o in pool],
+                          self.option_prices(np.array([o.instrument_id for o in pool], dtype=np.int64),
+                                             np.full(len(pool), ts), traded)))
+        pool = [o for o in pool if prices[o.instrument_id] >= 40.0]
+        first = pool[int(rng.integers(len(pool)))]
+        members, ratios, strategy = [first], [1], None
+        if kind == "vertical":  # same expiry and right, the next strike 50-150 points away, 1:1
+            others = [o for o in pool if o.expiry.symbol_root == first.expiry.symbol_root and o.kind == first.kind
+                      and 50 <= abs(o.strike - first.strike) <= 150]
+            if others:
+                members, ratios, strategy = [first, others[int(rng.integers(len(others)))]], [1, 1], "vertical"
+        elif kind == "calendar":  # same strike and right, a later expiry, 1:1
+            others = [o for o in pool if o.strike == first.strike and o.kind == first.kind
+                      and o.expiration_ns > first.expiration_ns]
+            if others:
+                members, ratios, strategy = [first, others[int(rng.integers(len(others)))]], [1, 1], "calendar"
+        target = float(rng.uniform(1.0e6, 1.8e6)) if kind == "small" else float(rng.uniform(4e6, 9e6))
+        unit = sum(prices[o.instrument_id] * r for o, r in zip(members, ratios)) * NQ_POINT_VALUE_USD
+        quantity = max(int(round(target / unit)), 1)
+        sizes = {o.instrument_id: quantity * r for o, r in zip(members, ratios)}
+        settle = {o.instrument_id: float(round_to_tick(np.array([prices[o.instrument_id]]))[0]) for o in members}
+        self._event(traded, "off_book", (traded.open_ns, traded.close_ns),
+                    instrument_ids=[o.instrument_id for o in members], symbols=[o.raw_symbol for o in members],
+                    sizes=[sizes[o.instrument_id] for o in members], size=int(sum(sizes.values())),
+                    strategy=strategy, package=len(members) > 1, opening=True,
+                    premium_usd=round(sum(sizes[i] * settle[i] for i in sizes) * NQ_POINT_VALUE_USD, 2),
+                    published=pd.Timestamp(published.open_ns + 30 * 60_000_000_000, tz="UTC").isoformat())
+        return sizes
 
     def write_session(self, sess: _Session, folder: Path) -> dict:
         frame = sess.frame().sort_values(["ts", "iid"], kind="stable").reset_index(drop=True)

@@ -8,6 +8,7 @@ per request (401, 422, 429 with Retry-After, 500/503, slow answers, dropped conn
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 
 import pandas as pd
@@ -204,3 +205,16 @@ def test_overlapping_cached_pulls_count_every_fill_once(gw, source, tmp_path):
     pdt.assert_frame_equal(databento.trades(*shifted), source.trades(*shifted))
     hour = (WINDOW[0] - pd.Timedelta(minutes=15), WINDOW[1] + pd.Timedelta(minutes=30))
     pdt.assert_frame_equal(DatabentoSource(make_config(gw), tmp_path).trades(*hour), source.trades(*hour))
+
+
+def test_off_book_reading_through_the_gateway_equals_the_replay(gw, source, truth, tmp_path):
+    """Statistics take the same cache, cost guard and retries as trades: the same alerts as the replay."""
+    from nqflow.offbook import read_off_book
+    day = dt.date.fromisoformat(next(e["session"] for e in truth["events"]
+                                     if e["kind"] == "off_book" and e["premium_usd"] >= 3e6))
+    config = make_config(gw)
+    live = read_off_book(DatabentoSource(config, tmp_path), day, config)
+    replay = read_off_book(source, day, config)
+    assert len(live.alerts) == 1
+    pdt.assert_frame_equal(live.alerts, replay.alerts)
+    assert (tmp_path / "GLBX.MDP3" / "statistics").is_dir()  # cached like every other pull

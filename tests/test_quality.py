@@ -13,6 +13,7 @@ import pytest
 from nqflow import market_hours as cal
 from nqflow.baseline import BaselineStore
 from nqflow.monitor import run_window
+from nqflow.offbook import read_off_book_days
 from nqflow.quality import evaluate
 
 #: Stated bound for false alerts on a quiet session (92 windows) with the default thresholds.
@@ -26,7 +27,9 @@ def runs(source, truth, tmp_path_factory):
     baseline = BaselineStore(tmp_path_factory.mktemp("quality") / "baseline.sqlite")
     available = source.sessions_available()
     sessions = [str(d) for d in available[5:]]
-    event_windows = sorted({e["window_start"] for e in truth["events"] if e["session"] in sessions})
+    # Off-book events are session-wide, read from the next day's statistics, not from a window.
+    event_windows = sorted({e["window_start"] for e in truth["events"] if e["session"] in sessions
+                            and e["kind"] != "off_book"})
     quiet = truth["quiet_sessions"][-1]
     alerts = []
     for start in event_windows:
@@ -38,6 +41,7 @@ def runs(source, truth, tmp_path_factory):
     for start, end in cal.session_windows(dt.date.fromisoformat(quiet)):
         quiet_alerts.append(run_window(config, start, end, source, baseline, record_baseline=False,
                                        available=available).alerts)
+    alerts.append(read_off_book_days(source, [dt.date.fromisoformat(s) for s in sessions], config))
     return config, sessions, pd.concat(alerts, ignore_index=True), pd.concat(quiet_alerts, ignore_index=True)
 
 
@@ -47,7 +51,7 @@ def test_every_planted_event_above_threshold_is_found_with_kind_tier_and_directi
     assert result["positives"] >= 40  # enough planted events above threshold for recall to mean something
     assert result["missed"] == []
     assert set(result["recall_by_kind"]) == {"block", "sweep", "strategy", "surge_instrument", "surge_expiry",
-                                             "surge_product"}
+                                             "surge_product", "off_book"}
     assert result["direction_accuracy"] == 1.0
     assert result["tier_accuracy"] == 1.0
     assert result["zero_dte_recall"] == 1.0

@@ -147,7 +147,11 @@ def test_next_day_statistics_carry_settlement_and_cleared_volume(sample_dir, tru
     defs = _df(sample_dir / f"glbx-mdp3-{first}.definition.dbn.zst")
     options = trades[trades["instrument_id"].isin(defs.loc[defs["instrument_class"].isin(["C", "P"]), "instrument_id"])]
     screen = options.groupby("instrument_id")["size"].sum()
-    assert cleared.set_index("instrument_id")["quantity"].reindex(screen.index).eq(screen).all()
+    # cleared = screen volume, plus the contracts of any off-book trade planted that session
+    planted = {i: size for e in truth["events"] if e["kind"] == "off_book" and e["session"] == truth["sessions"][-3]
+               for i, size in zip(e["instrument_ids"], e["sizes"])}
+    expected = screen.add(pd.Series(planted, dtype="int64"), fill_value=0)
+    assert cleared.set_index("instrument_id")["quantity"].reindex(expected.index).eq(expected).all()
 
 
 def test_open_interest_statistics(sample_dir, truth):
@@ -195,7 +199,11 @@ def test_intraday_u_shape_heavy_tails_sides_and_black76_prices(source, truth):
 
 def test_ground_truth_lists_every_kind_and_quiet_sessions(truth):
     kinds = {e["kind"] for e in truth["events"]}
-    assert kinds == {"block", "sweep", "strategy", "surge_instrument", "surge_expiry", "surge_product"}
+    assert kinds == {"block", "sweep", "strategy", "surge_instrument", "surge_expiry", "surge_product", "off_book"}
+    off_book = [e for e in truth["events"] if e["kind"] == "off_book"]
+    assert {e["strategy"] for e in off_book if e["package"]} == {"vertical", "calendar"}
+    assert min(e["premium_usd"] for e in off_book) < 3e6 < max(e["premium_usd"] for e in off_book)
+    assert all(sum(e["sizes"]) == e["size"] and e["opening"] for e in off_book)
     strategies = [e for e in truth["events"] if e["kind"] == "strategy"]
     assert {e["strategy"] for e in strategies} == {"vertical", "covered", "risk_reversal", "calendar"}
     assert any(not e["legs_in_definition"] for e in strategies)

@@ -260,11 +260,14 @@ class DatabentoSource:
         self._fetch(schema, start, min(close, available) if available > start else close, trade_date)
 
     def _top_up_definitions(self, trade_date: dt.date, until: pd.Timestamp) -> None:
-        known = [f for f in self.replay.files if f.schema == "definition"
-                 and f.path.parent.name == str(trade_date)]
+        self._top_up("definition", trade_date, until)
+
+    def _top_up(self, schema: str, trade_date: dt.date, until: pd.Timestamp) -> None:
+        """Pull what a day's cache lacks up to `until` (a day first cached while it was still going)."""
+        known = [f for f in self.replay.files if f.schema == schema and f.path.parent.name == str(trade_date)]
         since = max(f.end for f in known)
         if until > since:
-            self._fetch("definition", since, until, trade_date)
+            self._fetch(schema, since, until, trade_date)
 
     # -- the DataSource interface ----------------------------------------------------
     def trades(self, start, end) -> pd.DataFrame:
@@ -300,6 +303,14 @@ class DatabentoSource:
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame:
         self._ensure_day("statistics", trade_date)
         return self.replay.open_interest(trade_date)
+
+    def statistics(self, trade_date: dt.date) -> pd.DataFrame:
+        """The session's statistics; a day cached before its next-morning statistics were published
+        is topped up to what is published now, so off-book readings never wait on a stale cache."""
+        self._ensure_day("statistics", trade_date)
+        _, _, close = self._day_pull("statistics", trade_date)
+        self._top_up("statistics", trade_date, min(close, self.available_end("statistics")))
+        return self.replay.statistics(trade_date)
 
     def sessions_available(self) -> list[dt.date]:
         """Trading days of the last 60 days held whole by the dataset (open after its start,

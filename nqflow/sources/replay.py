@@ -10,7 +10,9 @@ never decodes the whole folder. The Databento source writes its cache in this fo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from nqflow.data import (
     legs_from_definitions,
     option_fills,
     session_bounds,
+    tidy_statistics,
     tidy_trades,
     time_range,
 )
@@ -33,6 +36,9 @@ from nqflow.errors import DataError
 from nqflow.sources.dbn import SCHEMAS, DbnFile, describe_dbn, read_dbn
 
 log = logging.getLogger(__name__)
+
+#: What the folder scan learned of each file (see `ReplaySource._scan`).
+INDEX_NAME = ".nqflow-dbn-index.json"
 
 
 class ReplaySource:
@@ -58,8 +64,39 @@ class ReplaySource:
         self._chain_days = 4
 
     def _scan(self) -> list[DbnFile]:
+        """Every DBN file's schema and time range. Reading a file's metadata means opening its zstd
+        stream (about 20 ms), and every window's notebook is a new process, so what was read is
+        kept in `INDEX_NAME` beside the files, keyed by name, size and modification time: a
+        changed or new file is read again, and an unwritable folder just goes without."""
         paths = sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst")))
-        return [entry for entry in map(describe_dbn, paths) if entry is not None]
+        index_path = self.folder / INDEX_NAME
+        try:
+            known = json.loads(index_path.read_text()) if index_path.exists() else {}
+        except (OSError, ValueError):
+            known = {}
+        entries, index = [], {}
+        for path in paths:
+            stat = path.stat()
+            key = path.relative_to(self.folder).as_posix()
+            stamp = [stat.st_size, stat.st_mtime_ns]
+            cached = known.get(key)
+            if cached and cached["stamp"] == stamp:
+                entry = DbnFile(path, cached["schema"], pd.Timestamp(cached["start"]), pd.Timestamp(cached["end"])) \
+                    if cached["schema"] else None
+            else:
+                entry = describe_dbn(path)
+            index[key] = {"stamp": stamp, "schema": entry.schema if entry else None,
+                          "start": entry.start.isoformat() if entry else None, "end": entry.end.isoformat() if entry else None}
+            if entry is not None:
+                entries.append(entry)
+        if index != known:
+            try:
+                partial = index_path.with_suffix(f".{os.getpid()}.partial")
+                partial.write_text(json.dumps(index))
+                partial.replace(index_path)  # atomic: a reader never sees half an index
+            except OSError:
+                pass
+        return entries
 
     def add(self, path: Path) -> None:
         """Take in a file written after the folder was scanned (the Databento cache does this)."""
@@ -143,6 +180,14 @@ class ReplaySource:
         return pd.DataFrame({"instrument_id": oi["instrument_id"].astype("int64"),
                              "open_interest": oi["quantity"].astype("int64"),
                              "ts_event": pd.to_datetime(oi["ts_event"], utc=True)}).reset_index(drop=True)
+
+    def statistics(self, trade_date: dt.date) -> pd.DataFrame:
+        start, end = session_bounds(trade_date)
+        raw = self._records("statistics", start, end)
+        if not raw.empty:
+            ts = pd.to_datetime(raw["ts_event"], utc=True)
+            raw = raw[(ts >= start) & (ts < end)]
+        return tidy_statistics(raw)
 
     def published(self, end: pd.Timestamp) -> bool:
         """Files on disk are all there is: nothing is waiting to be published."""
