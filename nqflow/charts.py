@@ -261,23 +261,41 @@ def threshold_curves(curves: pd.DataFrame, current: dict[str, float]) -> Chart:
                       f"each configured value.")
 
 
-def off_book_by_strike(day: OffBookDay, top: int = 20) -> Chart:
-    """Off-book premium by option, calls and puts, the largest first (`nqflow.offbook`)."""
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    off = day.volumes[day.volumes["off_book_volume"] > 0].nlargest(top, "premium_usd")
+def off_book_by_strike(day: OffBookDay) -> Chart:
+    """Off-book premium at settlement by strike (calls beside puts) and by expiry (`nqflow.offbook`)."""
+    fig, (by_strike_ax, by_expiry_ax) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    off = day.volumes[day.volumes["off_book_volume"] > 0]
     if off.empty:
-        _empty(ax, f"no off-book volume in session {day.trade_date}")
+        for ax in (by_strike_ax, by_expiry_ax):
+            _empty(ax, f"no off-book volume in session {day.trade_date}")
         return Chart(fig, f"Off-book premium: none in session {day.trade_date} (cleared volume equals screen volume).")
-    labels = off["symbol"].tolist()
-    colours = np.where(off["put_call"] == "C", BUY, SELL)
-    ax.barh(labels[::-1], (off["premium_usd"] / 1e6).to_numpy()[::-1], color=colours[::-1])
-    for position, (volume, change) in enumerate(zip(off["off_book_volume"][::-1], off["oi_change"][::-1])):
-        note = f"  {volume:,.0f} contracts" + ("" if pd.isna(change) else f", OI {change:+,.0f}")
-        ax.text(0, position, note, va="center", fontsize=8, color="#24292f")
-    ax.set_xlabel("off-book premium at settlement ($M); green calls, red puts")
-    ax.set_title(f"Traded off the order book in session {day.trade_date} (from next-day cleared volume)")
+    millions = off.assign(premium_musd=off["premium_usd"] / 1e6, expiry=off["symbol"].str.split(" ").str[0])
+    by_strike = millions.groupby(["strike", "put_call"])["premium_musd"].sum().unstack(fill_value=0.0)
+    strikes = np.arange(len(by_strike))  # evenly spaced: off-book strikes can lie thousands of points apart
+    for offset, right, colour, name in ((-0.2, "C", BUY, "calls"), (0.2, "P", SELL, "puts")):
+        if right in by_strike:
+            by_strike_ax.bar(strikes + offset, by_strike[right], width=0.4, color=colour, label=name)
+    by_strike_ax.set_xticks(strikes, [f"{k:,.0f}" for k in by_strike.index], rotation=45 if len(strikes) > 8 else 0)
+    by_strike_ax.set_xlabel("strike (index points)")
+    by_strike_ax.set_ylabel("off-book premium at settlement ($M)")
+    by_strike_ax.set_title("By strike, all expiries")
+    by_strike_ax.legend()
+    order = millions.sort_values("expiration").drop_duplicates("expiry")["expiry"].tolist()
+    by_expiry = millions.groupby(["expiry", "put_call"])["premium_musd"].sum().unstack(fill_value=0.0).reindex(order)
+    bottom = np.zeros(len(by_expiry))
+    for right, colour in (("C", BUY), ("P", SELL)):
+        if right in by_expiry:
+            by_expiry_ax.bar(by_expiry.index, by_expiry[right], bottom=bottom, color=colour)
+            bottom += by_expiry[right].to_numpy()
+    contracts = millions.groupby("expiry")["off_book_volume"].sum().reindex(order)
+    for position, (total, volume) in enumerate(zip(bottom, contracts)):
+        by_expiry_ax.annotate(f"{volume:,.0f} contracts", (position, total), ha="center", va="bottom", fontsize=8)
+    by_expiry_ax.set_xlabel("expiry (nearest first)")
+    by_expiry_ax.set_title("By expiry, calls and puts stacked")
+    fig.suptitle(f"Traded off the order book in session {day.trade_date} (next-day cleared volume minus screen volume)")
     fig.tight_layout()
+    largest = off.nlargest(5, "premium_usd")
     words = "; ".join(f"{s} {v:,.0f} contracts {_millions(p)}" for s, v, p in
-                      zip(off["symbol"][:5], off["off_book_volume"][:5], off["premium_usd"][:5]))
-    return Chart(fig, f"Horizontal bars of off-book premium by option in session {day.trade_date}, largest first: "
-                      f"{words}.")
+                      zip(largest["symbol"], largest["off_book_volume"], largest["premium_usd"]))
+    return Chart(fig, f"Bar charts of off-book premium at settlement in session {day.trade_date}, by strike (calls "
+                      f"beside puts) and by expiry ({', '.join(order)}); the largest: {words}.")

@@ -160,7 +160,9 @@ def test_offbook_report_renders_in_headless_chromium(sample_dir, truth, tmp_path
         page.wait_for_load_state("load")
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
         assert images and all(done and width > 100 for done, width, _ in images)
-        assert any(alt.startswith("Horizontal bars of off-book premium") for _, _, alt in images)
+        (alt,) = [alt for _, _, alt in images if alt.startswith("Bar charts of off-book premium")]
+        planted = planted_off_book(truth)[day]
+        assert all(symbol.split(" ")[0] in alt and symbol in alt for symbol in planted["symbols"])
         assert "def " not in page.inner_text("body")  # code hidden
         page.screenshot(path=str(tmp_path / "offbook.png"))
         browser.close()
