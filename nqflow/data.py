@@ -284,6 +284,17 @@ def unwatched_products(fills: pd.DataFrame, watched: frozenset[str]) -> list[str
     return sorted(set(options["product"].dropna().unique()) - set(watched))
 
 
+def unwatched_message(products: list[str], what: str) -> str:
+    """One line naming NQ option products seen but not watched, with the fix."""
+    micro = [p for p in products if p in MICRO_NQ_OPTION_PRODUCTS]
+    quoted = [f'"{p}.OPT"' for p in products]
+    keys = " / ".join(key for key, listed in (("universe.option_parents", len(micro) < len(products)),
+                                              ("universe.micro_option_parents", bool(micro))) if listed)
+    return (f"options of {', '.join(products)} on NQ futures {what} but are not watched; add "
+            f"{', '.join(quoted)} to {keys} in config/monitoring.toml "
+            f"to watch them")
+
+
 @dataclass
 class ClassifiedFills:
     """A stretch of tidy fills split by what they are (`classify_fills`); each part keeps time order."""
@@ -313,9 +324,7 @@ def classify_fills(fills: pd.DataFrame, watched: frozenset[str] | None = None) -
             new = [p for p in unwatched if p not in _reported_unwatched]
             if new:
                 _reported_unwatched.update(new)
-                log.warning("options of %s on NQ futures trade but are not watched; add %s to "
-                            "universe.option_parents in config/monitoring.toml to watch them",
-                            ", ".join(new), ", ".join(f'"{p}.OPT"' for p in new))
+                log.warning("%s", unwatched_message(new, "trade"))
     return ClassifiedFills(option_fills(fills), spread_fills(fills), future_fills(fills),
                            undefined_fills(fills).reset_index(drop=True))
 

@@ -89,6 +89,13 @@ def test_corrupt_and_truncated_files_are_named(sample_dir, tmp_path):
     (folder / "truncated.trades.dbn.zst").write_bytes(data[: len(data) // 3])
     with pytest.raises(DataError, match=r"truncated DBN file .*truncated\.trades\.dbn\.zst"):
         read_dbn(folder / "truncated.trades.dbn.zst")
+    # a download is checked before it is renamed into place, by its bytes, not its name
+    from nqflow.sources.dbn import check_complete_dbn
+    (folder / ".pull.a1b2.part").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match=r"truncated DBN file .*\.pull\.a1b2\.part"):
+        check_complete_dbn(folder / ".pull.a1b2.part")
+    (folder / "whole.part").write_bytes(data)
+    check_complete_dbn(folder / "whole.part")
     (folder / "garbage.dbn").write_bytes(b"not a dbn file at all" * 10)
     with pytest.raises(DataError, match=r"garbage\.dbn"):
         ReplaySource(folder)

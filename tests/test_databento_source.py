@@ -19,6 +19,7 @@ from standin_gateway import Fault, StandInGateway
 
 from nqflow.baseline import BaselineStore, ensure_history
 from nqflow.config import Config, load_config
+from nqflow.contracts import MICRO_NQ_OPTION_PRODUCTS
 from nqflow.data import load_window
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
 from nqflow.scheduling import Scheduler, SimulatedClock
@@ -71,11 +72,15 @@ def test_frames_match_the_replay_of_the_same_records(gw, source, tmp_path):
     pdt.assert_frame_equal(live.open_interest, replay.open_interest)
     chain_ids = set(live.chain["instrument_id"])
     assert set(live.trades["instrument_id"]) <= chain_ids
-    # every request asked for the configured parents by parent symbology
+    # every data request asked for the configured parents by parent symbology; the day's one
+    # universe check asked for exactly the NQ option products not watched (the micro ones)
     pulls = gw.requests("get_range")
-    assert {r.params["schema"] for r in pulls} == {"trades", "definition", "statistics"}
-    assert all(r.params["stype_in"] == "parent" and "NQ.FUT" in r.params["symbols"].split(",")
-               and "NQ.OPT" in r.params["symbols"].split(",") for r in pulls)
+    data = [r for r in pulls if "NQ.OPT" in r.params["symbols"].split(",")]
+    assert {r.params["schema"] for r in data} == {"trades", "definition", "statistics"}
+    assert all(r.params["stype_in"] == "parent" and "NQ.FUT" in r.params["symbols"].split(",") for r in data)
+    (check,) = [r for r in pulls if r not in data]
+    assert check.params["schema"] == "definition" and check.params["stype_in"] == "parent"
+    assert sorted(check.params["symbols"].split(",")) == sorted(f"{p}.OPT" for p in MICRO_NQ_OPTION_PRODUCTS)
 
 
 def test_second_run_is_served_from_the_cache_and_replay_reads_it(gw, source, tmp_path):
@@ -218,3 +223,26 @@ def test_off_book_reading_through_the_gateway_equals_the_replay(gw, source, trut
     assert len(live.alerts) == 1
     pdt.assert_frame_equal(live.alerts, replay.alerts)
     assert (tmp_path / "GLBX.MDP3" / "statistics").is_dir()  # cached like every other pull
+
+
+def test_products_listed_but_not_watched_are_named_once_a_day(gw, tmp_path, caplog):
+    """Each day's first definitions pull also asks for the NQ option products the universe leaves
+    out; one that lists options is named with the fix, once per day across processes."""
+    watched = tuple(p for p in Config().universe.option_parents if p != "QN1.OPT")
+    base = make_config(gw)
+    config = dataclasses.replace(base, universe=dataclasses.replace(base.universe, option_parents=watched))
+    day = WINDOW[0].date()
+    with caplog.at_level("WARNING", logger="nqflow.sources.databento_historical"):
+        chain = DatabentoSource(config, tmp_path).chain(day)
+    assert "QN1" not in set(chain["product"])  # the check's definitions are not data
+    (check,) = [r for r in gw.requests("get_range") if "NQ.OPT" not in r.params["symbols"].split(",")]
+    assert set(check.params["symbols"].split(",")) == {"QN1.OPT", "MNQ.OPT", "MQE.OPT", "MQ1.OPT", "MQ2.OPT",
+                                                       "MQ3.OPT", "MQ4.OPT"}
+    (line,) = [r.getMessage() for r in caplog.records if "not watched" in r.getMessage()]
+    assert line.startswith(f"{day}: options of QN1 on NQ futures are listed") and '"QN1.OPT"' in line
+    assert "universe.option_parents" in line and "micro" not in line
+    pulls, caplog.records[:] = len(gw.requests("get_range")), []
+    DatabentoSource(config, tmp_path).chain(day)  # a new process, same cache
+    assert len(gw.requests("get_range")) == pulls and not caplog.records
+    everything = DatabentoSource(make_config(gw), tmp_path / "all")
+    assert everything.check_universe(day, *everything._day_pull("definition", day)[1:]) == []

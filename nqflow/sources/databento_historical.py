@@ -13,6 +13,12 @@ What is pulled (``stype_in="parent"``, all of ``universe.option_parents`` plus
   start of each UTC day. Definitions are topped up when a window trades an instrument the
   cached ones do not know (an option listed during the session).
 
+Universe check: the first time a trading day's definitions are pulled, the definitions of every
+NQ option product *not* watched (the rest of the 26, and the micro products unless opted in) are
+asked for too, in a request of their own that is not cached as data. Products that list options
+that day are named once, with the line to add to config/monitoring.toml; a marker under
+``<cache_dir>/<dataset>/universe/`` keeps the check to once per day across processes.
+
 Guards:
 - nothing past the dataset's available end (``metadata.get_dataset_range``) is requested:
   such a window raises `DataNotYetAvailable` and is tried again later, never read as empty;
@@ -27,6 +33,7 @@ Guards:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import time
@@ -48,16 +55,18 @@ from tenacity import (
 
 from nqflow import market_hours as cal
 from nqflow.config import Config
+from nqflow.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
 from nqflow.data import (
     future_fills,
     option_fills,
     session_bounds,
     time_range,
     undefined_fills,
+    unwatched_message,
 )
-from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
+from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable, NqflowError
 from nqflow.retry import backoff_seconds, honour_retry_after, retry_after_seconds
-from nqflow.sources.dbn import check_complete_dbn
+from nqflow.sources.dbn import check_complete_dbn, read_dbn
 from nqflow.sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
@@ -129,8 +138,9 @@ class DatabentoSource:
         server = retry_after_seconds(headers.get("Retry-After")) if headers else None
         return honour_retry_after(backoff, server, self.settings.retry_max_seconds)
 
-    def _call(self, what: str, func: Callable, *args, **kwargs):
-        """One API call with retries; every failure leaves as a one-line nqflow error."""
+    def _call(self, what: str, func: Callable, *args, server_warnings: bool = True, **kwargs):
+        """One API call with retries; every failure leaves as a one-line nqflow error. Server
+        warnings go to the log unless `server_warnings` is off (an answer expected to warn)."""
         def before_sleep(state: RetryCallState) -> None:
             log.warning("Databento %s failed (%s); retry %d of %d in %.1fs", what,
                         describe(state.outcome.exception()), state.attempt_number, self.settings.max_retries,
@@ -141,7 +151,7 @@ class DatabentoSource:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", BentoWarning)
                 result = func(*args, **kwargs)
-            for warning in caught:
+            for warning in caught if server_warnings else ():
                 self._warn_once(f"Databento {what}: {warning.message}")
             return result
 
@@ -222,6 +232,24 @@ class DatabentoSource:
         open_, close = session_bounds(trade_date)
         return schema, open_.floor("D"), close
 
+    def _pull(self, what: str, path: Path, schema: str, start: pd.Timestamp, end: pd.Timestamp,
+              symbols: list[str], server_warnings: bool = True) -> None:
+        """One ``timeseries.get_range`` into `path` (written whole or not at all), with retries."""
+        partial = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
+
+        def pull():
+            partial.unlink(missing_ok=True)  # the client refuses to overwrite, and a retry starts over
+            return self.client.timeseries.get_range(
+                dataset=self.dataset, symbols=symbols, stype_in="parent", schema=schema,
+                start=start, end=end, path=partial)
+
+        try:
+            self._call(what, pull, server_warnings=server_warnings)
+            check_complete_dbn(partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+
     def _fetch(self, schema: str, start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date) -> Path:
         """Pull [start, end) of one schema into the cache (atomically) and register the file."""
         available = self.available_end(schema)
@@ -233,20 +261,7 @@ class DatabentoSource:
         folder = self.cache_dir / schema / str(trade_date)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.dbn.zst"
-        partial = folder / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
-
-        def pull():
-            partial.unlink(missing_ok=True)  # the client refuses to overwrite, and a retry starts over
-            return self.client.timeseries.get_range(
-                dataset=self.dataset, symbols=self.symbols, stype_in="parent", schema=schema,
-                start=start, end=end, path=partial)
-
-        try:
-            self._call(f"{schema} {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z", pull)
-            check_complete_dbn(partial)
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
+        self._pull(f"{schema} {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z", path, schema, start, end, self.symbols)
         self.replay.add(path)
         log.info("cached Databento %s %s", schema, path.relative_to(self.cache_dir))
         return path
@@ -257,7 +272,45 @@ class DatabentoSource:
         _, start, close = self._day_pull(schema, trade_date)
         available = self.available_end(schema)
         # Today's session is still open: take what is published; definitions are topped up later.
-        self._fetch(schema, start, min(close, available) if available > start else close, trade_date)
+        end = min(close, available) if available > start else close
+        self._fetch(schema, start, end, trade_date)
+        if schema == "definition":
+            self.check_universe(trade_date, start, end)
+
+    def unwatched_parents(self) -> list[str]:
+        """Parents of the NQ option products (micro ones included) that the universe leaves out."""
+        watched = self.config.universe.products
+        return [f"{code}.OPT" for code in (*NQ_OPTION_PRODUCTS, *MICRO_NQ_OPTION_PRODUCTS) if code not in watched]
+
+    def check_universe(self, trade_date: dt.date, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+        """Products not watched that list options on `trade_date` (see the module docstring),
+        named in the log once per day. Best effort: a failure here never fails the window, and
+        the check is made again by the next process."""
+        marker = self.cache_dir / "universe" / f"{trade_date}.json"
+        if marker.exists():
+            return json.loads(marker.read_text())["listed_unwatched"]
+        parents = self.unwatched_parents()
+        listed: list[str] = []
+        if parents:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            path = marker.with_name(f"{trade_date}.definition.check")  # not *.dbn.zst: never read as data
+            try:
+                # parents that list nothing that day answer with a "not found" warning: expected here
+                self._pull(f"universe check {trade_date}", path, "definition", start, end, parents,
+                           server_warnings=False)
+                definitions = read_dbn(path, "definition")
+            except NqflowError as exc:
+                log.warning("could not check %s for NQ option products not watched (%s)", trade_date, exc)
+                return []
+            finally:
+                path.unlink(missing_ok=True)
+            if len(definitions):
+                options = definitions[definitions["instrument_class"].isin(["C", "P"])]
+                listed = sorted(set(options["asset"].astype(str)) - set(self.config.universe.products))
+            if listed:
+                log.warning("%s: %s", trade_date, unwatched_message(listed, "are listed"))
+        marker.write_text(json.dumps({"checked": parents, "listed_unwatched": listed}))
+        return listed
 
     def _top_up_definitions(self, trade_date: dt.date, until: pd.Timestamp) -> None:
         self._top_up("definition", trade_date, until)

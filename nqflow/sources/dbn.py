@@ -17,6 +17,7 @@ from nqflow.errors import DataError
 log = logging.getLogger(__name__)
 
 SCHEMAS = ("trades", "definition", "statistics")
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first four bytes of every zstd frame
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,11 @@ def open_dbn(path: Path, expected_schema: str | None = None) -> db.DBNStore:
 
 
 def check_complete_dbn(path: Path) -> None:
-    """A truncated zstd DBN file decodes silently to fewer records: refuse it instead."""
-    if not path.name.endswith(".zst"):
-        return
+    """A truncated zstd DBN file decodes silently to fewer records: refuse it instead. Known by
+    its magic number, not its name: a download is checked while it is still a ``.part`` file."""
+    with path.open("rb") as handle:
+        if handle.read(4) != ZSTD_MAGIC:
+            return
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
         with path.open("rb") as handle:
