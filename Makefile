@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash .ci/ensure-chromium
-	$(PY) -m pytest tests notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb --nbval-lax
+	$(PY) -m pytest tests notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb notebooks/session.ipynb --nbval-lax
 
 bench: $(STAMP)
 	$(PY) bench/bench_engine.py

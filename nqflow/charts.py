@@ -23,8 +23,11 @@ from nqflow.detect import BELOW_FIRST_TIER  # noqa: E402
 if TYPE_CHECKING:
     from nqflow.monitor import WindowResult
     from nqflow.offbook import OffBookDay
+    from nqflow.session_flow import SessionFlow
 
-BUY, SELL, NEUTRAL = "#1a7f37", "#cf222e", "#8c959f"
+# Okabe-Ito (colour-blind safe): blue for bought / calls, vermillion for sold / puts.
+BUY, SELL, NEUTRAL = "#0072B2", "#D55E00", "#8c959f"
+CALLS, PUTS = BUY, SELL
 
 
 class Chart:
@@ -202,7 +205,7 @@ def _millions(value: float) -> str:
 
 def _clock(times: pd.Series) -> pd.Series:
     """UTC time of day to the millisecond: a report covers one window, so the date is in its title."""
-    return pd.to_datetime(times, utc=True).dt.strftime("%H:%M:%S.%f").str[:-3] + "Z"
+    return pd.to_datetime(times, utc=True, format="ISO8601").dt.strftime("%H:%M:%S.%f").str[:-3] + "Z"
 
 
 # --------------------------------------------------------------------------- threshold lab
@@ -299,3 +302,127 @@ def off_book_by_strike(day: OffBookDay) -> Chart:
                       zip(largest["symbol"], largest["off_book_volume"], largest["premium_usd"]))
     return Chart(fig, f"Bar charts of off-book premium at settlement in session {day.trade_date}, by strike (calls "
                       f"beside puts) and by expiry ({', '.join(order)}); the largest: {words}.")
+
+
+# --------------------------------------------------------------------------- session report
+def _bought_sold_bars(ax, table: pd.DataFrame, labels: list[str]) -> None:
+    """Bought premium up, sold premium down ($M), calls beside puts, one group per label."""
+    x = np.arange(len(table))
+    for offset, right, colour, name in ((-0.2, "calls", CALLS, "calls"), (0.2, "puts", PUTS, "puts")):
+        ax.bar(x + offset, table[f"{right}_bought"] / 1e6, width=0.4, color=colour, label=f"{name} bought")
+        ax.bar(x + offset, -table[f"{right}_sold"] / 1e6, width=0.4, color=colour, alpha=0.45, hatch="//",
+               label=f"{name} sold")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, labels, rotation=60 if len(x) > 12 else 0, fontsize=8)
+    ax.set_ylabel("premium by the aggressor ($M): bought up, sold down")
+    ax.legend(fontsize=8, ncols=2)
+
+
+def session_premium_by_strike(flow: SessionFlow, strikes: int = 30) -> Chart:
+    """Premium bought and sold by the aggressor at the session's busiest strikes, calls beside puts."""
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    table = flow.by_strike()
+    if table.empty:
+        _empty(ax, f"no option trades in session {flow.trade_date}")
+        return Chart(fig, f"Premium by strike: no option trades in session {flow.trade_date}.")
+    busiest = table.sum(axis=1).nlargest(strikes).index
+    table = table.loc[sorted(busiest)]
+    _bought_sold_bars(ax, table, [f"{k:,.0f}" for k in table.index])
+    ax.set_xlabel("strike (index points), all expiries")
+    ax.set_title(f"Session {flow.trade_date}: premium by strike, the {len(table)} busiest strikes")
+    fig.tight_layout()
+    net = (table["calls_bought"] - table["calls_sold"]) + (table["puts_bought"] - table["puts_sold"])
+    return Chart(fig, f"Bar chart of option premium bought (up) and sold (down) by the aggressor at the {len(table)} "
+                      f"busiest strikes of session {flow.trade_date}, calls beside puts; the most net bought is "
+                      f"{net.idxmax():,.0f} ({_millions(net.max())}), the most net sold {net.idxmin():,.0f} "
+                      f"({_millions(net.min())}).")
+
+
+def session_premium_by_expiry(flow: SessionFlow, expiries: int = 14) -> Chart:
+    """Premium bought and sold by the aggressor per expiry, nearest first, calls beside puts."""
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    table = flow.by_expiry().head(expiries)
+    if table.empty:
+        _empty(ax, f"no option trades in session {flow.trade_date}")
+        return Chart(fig, f"Premium by expiry: no option trades in session {flow.trade_date}.")
+    _bought_sold_bars(ax, table, list(table.index))
+    ax.set_xlabel("expiry (nearest first)")
+    ax.set_title(f"Session {flow.trade_date}: premium by expiry, the {len(table)} nearest")
+    fig.tight_layout()
+    total = table.sum(axis=1)
+    return Chart(fig, f"Bar chart of option premium bought (up) and sold (down) by the aggressor for the {len(table)} "
+                      f"nearest expiries of session {flow.trade_date}, calls beside puts; the busiest is "
+                      f"{total.idxmax()} with {_millions(total.max())}.")
+
+
+def session_cumulative_premium(flow: SessionFlow) -> Chart:
+    """Net call and net put premium summed through the session, against the NQ future's price."""
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    series = flow.cumulative()
+    if series.empty:
+        _empty(ax, f"no option trades in session {flow.trade_date}")
+        return Chart(fig, f"Cumulative premium: no option trades in session {flow.trade_date}.")
+    ax.plot(series.index, series["net_call_premium_usd"] / 1e6, color=CALLS, label="net call premium (bought - sold)")
+    ax.plot(series.index, series["net_put_premium_usd"] / 1e6, color=PUTS, linestyle="--",
+            label="net put premium (bought - sold)")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("cumulative net premium ($M)")
+    ax.set_xlabel("time (UTC)")
+    future = ax.twinx()
+    future.plot(series.index, series["future_price"], color=NEUTRAL, linewidth=1, label="NQ future (right axis)")
+    future.set_ylabel("NQ future price (index points)")
+    lines = ax.get_legend_handles_labels()
+    more = future.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+    ax.set_title(f"Session {flow.trade_date}: net premium through the session against the NQ future")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    last = series.iloc[-1]
+    price = "" if pd.isna(last["future_price"]) else f"; the NQ future ended at {last['future_price']:,.2f}"
+    return Chart(fig, f"Line chart of net call and net put premium (bought minus sold by the aggressor) summed through "
+                      f"session {flow.trade_date}, ending at {_millions(last['net_call_premium_usd'])} for calls and "
+                      f"{_millions(last['net_put_premium_usd'])} for puts{price}.")
+
+
+def session_headline(summary: dict) -> str:
+    """The session report's first lines (Markdown): volume, premium, put/call, 0DTE, alerts."""
+    ratio = summary["put_call_premium_ratio"]
+    off = summary["previous_off_book_contracts"]
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["alerts_by_kind"].items())) or "none"
+    return (f"**Session** {summary['trade_date']} | **contracts** {summary['contracts']:,} | **premium** "
+            f"{_millions(summary['premium_usd'])} (calls {_millions(summary['call_premium_usd'])}, puts "
+            f"{_millions(summary['put_premium_usd'])}) | **put/call premium ratio** "
+            f"{'n/a' if ratio is None else f'{ratio:.2f}'} | **0DTE share of contracts** "
+            f"{summary['zero_dte_share']:.0%} | **packages** {summary['packages']:,}\n\n"
+            f"**Net premium by the aggressor** calls {_millions(summary['net_call_premium_usd'])}, puts "
+            f"{_millions(summary['net_put_premium_usd'])} | **alerts recorded** {summary['alerts']} ({kinds}) | "
+            f"**previous session off the book** "
+            f"{'not published yet' if off is None else f'{off:,} contracts'}"
+            + "".join(f"\n\n> {note}" for note in summary["notes"]))
+
+
+def session_alerts_table(flow: SessionFlow) -> pd.DataFrame:
+    """Every alert recorded for the session, in time order, readable."""
+    alerts = flow.alerts
+    if alerts.empty:
+        return pd.DataFrame({"alerts": [f"none recorded for session {flow.trade_date}"]})
+    alerts = alerts.sort_values("event_time", kind="stable")
+    table = alerts[["event_time", "label", "confidence", "kind", "level", "symbol", "direction", "sentiment",
+                    "days_to_expiry", "volume", "premium_usd"]].copy()
+    table["event_time"] = _clock(table["event_time"])
+    table["premium_usd"] = table["premium_usd"].map(_millions)
+    table["reasons"] = alerts["reasons"].map(lambda r: "; ".join(r))
+    return table.rename(columns={"event_time": "time (UTC)", "premium_usd": "premium"}).reset_index(drop=True)
+
+
+def money_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame for reading: dollar columns as $M, times as UTC clock times, sizes with separators."""
+    table = frame.copy()
+    for column in [c for c in table.columns if c.endswith("_usd")]:
+        table[column] = table[column].map(_millions)
+    if "ts_event" in table:
+        table["ts_event"] = _clock(table["ts_event"])
+    for column in ("size", "quantity"):
+        if column in table:
+            table[column] = table[column].map(lambda v: f"{int(v):,}")
+    return table.rename(columns=lambda c: c.replace("_usd", "").replace("ts_event", "time (UTC)").replace("_", " "))

@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                                                "statistics (runs notebooks/offbook.ipynb; alerts go out once)")
     offbook.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
     offbook.add_argument("--json", action="store_true", help="print only the session's off-book alerts as JSON")
+    session = sub.add_parser("session", help="one session's flow report (runs notebooks/session.ipynb; "
+                                             "outputs/YYYY-MM-DD/session.html)")
+    session.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
+    session.add_argument("--json", action="store_true", help="print only the session's figures as JSON")
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
     cost.add_argument("end")
@@ -177,31 +181,47 @@ def backfill(args, config) -> int:
     return _print_runs(scheduler, scheduler.process_windows(windows, progress=True), False)
 
 
-def offbook(args, config) -> int:
+def _trade_date(text: str, command: str):
     import datetime as dt
     try:
-        day = dt.date.fromisoformat(args.date)
+        day = dt.date.fromisoformat(text)
     except ValueError:
-        raise NqflowError(f"offbook takes a trade date like 2026-11-05, not {args.date!r}") from None
+        raise NqflowError(f"{command} takes a trade date like 2026-11-05, not {text!r}") from None
     if not cal.trading_days(day, day):
         raise NqflowError(f"{day} is not a CME Globex trading day; pick a session date")
+    return day
+
+
+def _daily(args, config, job: str, done) -> int:
+    """Run one session's `job` notebook now, deliver what it found, and report in one line
+    (`done(run)`); with --json, stdout holds only the JSON."""
+    day = _trade_date(args.date, {"off_book": "offbook"}.get(job, job))
     scheduler = _scheduler(args, config)
-    run = scheduler.process_off_book(day)
-    report = sys.stderr if args.json else sys.stdout  # with --json, stdout holds only the JSON
+    run = scheduler.process_daily(job, day)
+    report = sys.stderr if args.json else sys.stdout
     with contextlib.redirect_stdout(report):  # the console channel prints there too
         scheduler.deliver()
     scheduler.refresh_index()
     if args.json:
-        print(json.dumps(run.alerts, indent=2))
+        print(json.dumps(run.alerts if job == "off_book" else run.summary, indent=2))
     if run.waiting:
         print(f"not yet: {run.error.split(': ', 1)[-1]}", file=sys.stderr)
         return 3
     if not run.ok:
-        print(f"off-book reading failed: {run.error} (notebook: {run.notebook_path})", file=sys.stderr)
+        print(f"{job} {day} failed: {run.error} (notebook: {run.notebook_path})", file=sys.stderr)
         return 1
-    print(f"session {day}: {run.summary.get('off_book_contracts', 0):,} contracts off the book, "
-          f"{len(run.alerts)} alert(s); report {run.html_path}", file=report)
+    print(f"session {day}: {done(run)}; report {run.html_path}", file=report)
     return 0
+
+
+def offbook(args, config) -> int:
+    return _daily(args, config, "off_book", lambda run: f"{run.summary.get('off_book_contracts', 0):,} contracts off "
+                                                        f"the book, {len(run.alerts)} alert(s)")
+
+
+def session(args, config) -> int:
+    return _daily(args, config, "session", lambda run: f"{run.summary.get('contracts', 0):,} contracts, "
+                                                       f"{run.summary.get('alerts', 0)} alert(s) recorded")
 
 
 def run(args, config) -> int:
@@ -223,7 +243,7 @@ def sample(args, config) -> int:
 
 #: Subcommand -> handler(args, config) -> exit code.
 COMMANDS = {"run": run, "once": once, "window": window, "backfill": backfill, "backtest": run_backtest,
-            "cost": cost, "offbook": offbook, "demo": demo, "sample": sample, "status": status, "alerts": alerts_history}
+            "cost": cost, "offbook": offbook, "session": session, "demo": demo, "sample": sample, "status": status, "alerts": alerts_history}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,10 @@ class Schedule:
     max_attempts: int = 4
     retry_backoff_seconds: float = 60.0
     poll_seconds: float = 20.0
+    session_reports: bool = True
     off_book: bool = True
-    off_book_lookback_sessions: int = 5
-    off_book_wait_minutes: float = 30.0
+    daily_lookback_sessions: int = 5
+    daily_wait_minutes: float = 30.0
 
 
 @dataclass(frozen=True)

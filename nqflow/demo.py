@@ -62,12 +62,20 @@ def demo(args, config: Config, make_scheduler) -> int:
         print(f"   planted: {_planted(event, config)}")
         sys.stdout.flush()
         clock.current = pd.Timestamp(event["published"]) + pd.Timedelta(minutes=5)
-        run = scheduler.process_off_book(day)
+        run = scheduler.process_daily("off_book", day)
         scheduler.deliver()
         print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
               + (f"; FAILED: {run.error}" if not run.ok else ""))
+    from nqflow import market_hours as cal
+    for day in sorted({cal.session_of(start)[0] for start, _ in windows}):
+        print(f"\n== session {day}: the session report (every alert, premium by strike and expiry, largest prints)")
+        sys.stdout.flush()
+        clock.current = max(clock.current, scheduler.ready_at("session", day))
+        run = scheduler.process_daily("session", day)
+        print(f"   {run.summary.get('alerts', 0) if run.summary else 0} alert(s) recorded in the session; "
+              f"report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else ""))
     index = scheduler.refresh_index()
-    print(f"\nReport index: {index}")
+    print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
     return 0
 
 

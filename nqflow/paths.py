@@ -12,6 +12,7 @@ CONFIG_PATH = REPO_ROOT / "config" / "monitoring.toml"
 NOTEBOOKS = REPO_ROOT / "notebooks"
 MONITOR_NOTEBOOK = NOTEBOOKS / "monitor.ipynb"
 OFF_BOOK_NOTEBOOK = NOTEBOOKS / "offbook.ipynb"
+SESSION_NOTEBOOK = NOTEBOOKS / "session.ipynb"
 REPORT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 

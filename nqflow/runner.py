@@ -23,7 +23,7 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 from nqflow.alerts import check_summary, validate
-from nqflow.paths import MONITOR_NOTEBOOK, OFF_BOOK_NOTEBOOK, REPO_ROOT, REPORT_TEMPLATES
+from nqflow.paths import MONITOR_NOTEBOOK, OFF_BOOK_NOTEBOOK, REPO_ROOT, REPORT_TEMPLATES, SESSION_NOTEBOOK
 
 #: The kernel's sockets are encrypted with CurveZMQ when its kernelspec supports it (ipykernel 7.4
 #: does): the kernel runs over TCP on this machine, and other local users could otherwise read it.
@@ -71,15 +71,21 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
     return execute_notebook(notebook, notebook_path, html_path, params)
 
 
-def off_book_paths(outputs_dir: Path, trade_date) -> tuple[Path, Path]:
+#: Notebooks run once per session: job -> (notebook, file name under outputs/YYYY-MM-DD/).
+DAILY_NOTEBOOKS = {"off_book": (OFF_BOOK_NOTEBOOK, "offbook"), "session": (SESSION_NOTEBOOK, "session")}
+
+
+def daily_paths(outputs_dir: Path, job: str, trade_date) -> tuple[Path, Path]:
+    name = DAILY_NOTEBOOKS[job][1]
     folder = outputs_dir / f"{trade_date}"
-    return folder / "offbook.ipynb", folder / "offbook.html"
+    return folder / f"{name}.ipynb", folder / f"{name}.html"
 
 
-def execute_off_book(trade_date, outputs_dir: Path, parameters: dict, notebook: Path = OFF_BOOK_NOTEBOOK) -> NotebookRun:
-    """Execute the off-book notebook for one session (`nqflow.offbook`), like a window's."""
-    notebook_path, html_path = off_book_paths(outputs_dir, trade_date)
-    return execute_notebook(notebook, notebook_path, html_path, {"trade_date": str(trade_date), **parameters})
+def execute_daily(job: str, trade_date, outputs_dir: Path, parameters: dict) -> NotebookRun:
+    """Execute one session's notebook of `job` (`DAILY_NOTEBOOKS`), like a window's."""
+    notebook_path, html_path = daily_paths(outputs_dir, job, trade_date)
+    return execute_notebook(DAILY_NOTEBOOKS[job][0], notebook_path, html_path,
+                            {"trade_date": str(trade_date), **parameters})
 
 
 def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, params: dict) -> NotebookRun:
@@ -122,50 +128,3 @@ def write_html(notebook_path: Path, html_path: Path) -> Path:
         body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
     html_path.write_text(body, encoding="utf-8")
     return html_path
-
-
-def write_index(outputs_dir: Path, windows: pd.DataFrame, off_book_days: pd.DataFrame | None = None) -> Path:
-    """outputs/index.html: every window newest first, with status, alert counts and links; then
-    each session's off-book reading (from next-day statistics) with its report."""
-    rows = []
-
-    def link(path, text: str) -> str:
-        # relpath, not relative_to: a report written under an earlier outputs folder still links
-        return (f'<a href="{html.escape(Path(os.path.relpath(path, outputs_dir)).as_posix())}">{text}</a>'
-                if isinstance(path, str) and path and Path(path).exists() else "")
-    for w in windows.sort_values("window_start", ascending=False).itertuples(index=False):
-        summary = json.loads(w.summary) if isinstance(w.summary, str) and w.summary else {}
-        by_kind = ", ".join(f"{k} {v}" for k, v in (summary.get("alerts_by_kind") or {}).items())
-        rows.append(
-            f'<tr class="{html.escape(w.status)}"><td>{html.escape(w.window_start)}</td>'
-            f"<td>{html.escape(w.status)}</td><td>{w.attempts}</td>"
-            f"<td>{'' if pd.isna(w.alerts) else int(w.alerts)}</td><td>{html.escape(by_kind)}</td>"
-            f"<td>{summary.get('max_confidence', '')}</td>"
-            f"<td>{link(w.html_path, 'report')}</td><td>{link(w.notebook_path, 'notebook')}</td>"
-            f"<td>{html.escape(w.last_error or '')}</td></tr>")
-    off_rows = []
-    for d in (off_book_days if off_book_days is not None else pd.DataFrame()).itertuples(index=False):
-        summary = json.loads(d.summary) if isinstance(d.summary, str) and d.summary else {}
-        off_rows.append(
-            f'<tr class="{html.escape(d.status)}"><td>{html.escape(d.trade_date)}</td><td>{html.escape(d.status)}</td>'
-            f"<td>{'' if pd.isna(d.alerts) else int(d.alerts)}</td>"
-            f"<td>{summary.get('off_book_contracts', '')}</td><td>{html.escape(str(summary.get('published_at') or ''))}</td>"
-            f"<td>{link(d.html_path, 'report')}</td><td>{html.escape(d.last_error or '')}</td></tr>")
-    off_book = "" if not off_rows else f"""
-<h2>Off the order book (blocks and negotiated trades, from next-day statistics)</h2>
-<table><thead><tr><th>session</th><th>status</th><th>alerts</th><th>off-book contracts</th><th>published</th>
-<th>report</th><th>error</th></tr></thead><tbody>{''.join(off_rows)}</tbody></table>"""
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>nqflow windows</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #d0d7de;padding:4px 8px;font-size:14px}}tr.failed td{{background:#ffebe9}}
-tr.pending td{{background:#fff8c5}}</style></head>
-<body><h1>nqflow: NQ options institutional flow</h1>
-<p>{len(windows)} windows, newest first. Generated {pd.Timestamp.now(tz="UTC"):%Y-%m-%d %H:%M:%S}Z.</p>
-<table><thead><tr><th>window start (UTC)</th><th>status</th><th>attempts</th><th>alerts</th><th>by kind</th>
-<th>max confidence</th><th>report</th><th>notebook</th><th>error</th></tr></thead>
-<tbody>{''.join(rows)}</tbody></table>{off_book}</body></html>"""
-    outputs_dir.mkdir(parents=True, exist_ok=True)
-    index = outputs_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index

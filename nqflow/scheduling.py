@@ -24,7 +24,8 @@ from nqflow.errors import NqflowError
 from nqflow.notify import deliver_pending, enabled_channels
 from nqflow.paths import resolve
 from nqflow.retry import backoff_seconds
-from nqflow.runner import NotebookRun, execute_off_book, execute_window, write_index
+from nqflow.report_index import write_index
+from nqflow.runner import NotebookRun, execute_daily, execute_window
 from nqflow.sources import SourceSpec, make_source, source_spec
 from nqflow.store import StateStore
 from nqflow.suppression import repeats_to_suppress
@@ -68,7 +69,7 @@ class Scheduler:
     outputs_dir: Path | None = None
     state_db: Path | None = None
     executor: object = None  # callable like runner.execute_window; tests may wrap it
-    off_book_executor: object = None  # callable like runner.execute_off_book
+    daily_executor: object = None  # callable like runner.execute_daily
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -76,7 +77,7 @@ class Scheduler:
         self.state_db = Path(self.state_db or resolve(self.config.data.state_db))
         self.store = StateStore(self.state_db)
         self.executor = self.executor or execute_window
-        self.off_book_executor = self.off_book_executor or execute_off_book
+        self.daily_executor = self.daily_executor or execute_daily
         self.interval = pd.Timedelta(minutes=self.config.schedule.interval_minutes)
 
     # -- which windows -----------------------------------------------------------------
@@ -162,47 +163,61 @@ class Scheduler:
             return 0.0
         return self.data_source().check_budget([("trades", windows[0][0], windows[-1][1])])
 
-    # -- off-book volume, once a day per watched session ---------------------------------
-    def process_off_book(self, trade_date: dt.date) -> NotebookRun:
-        """Read one session's off-book volume (notebooks/offbook.ipynb) and record its alerts once.
-        Statistics not published yet leave the day 'waiting' without spending an attempt."""
+    # -- once a day per watched session: the session report, then its off-book reading --------
+    def daily_jobs(self) -> list[str]:
+        """The jobs `run` does once per watched session (`DAILY_JOBS`), as configured."""
+        s = self.config.schedule
+        return [job for job, on in (("session", s.session_reports), ("off_book", s.off_book)) if on]
+
+    def process_daily(self, job: str, trade_date: dt.date) -> NotebookRun:
+        """Run one session's `job` notebook (`runner.DAILY_NOTEBOOKS`) and record its alerts once.
+        Data not published yet leaves the day 'waiting' without spending an attempt."""
         s = self.config.schedule
         parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
                       "state_db": str(self.state_db), "overrides": self.overrides}
-        run = self.off_book_executor(trade_date, self.outputs_dir, parameters)
+        run = self.daily_executor(job, trade_date, self.outputs_dir, parameters)
         done, day = self.clock.now(), str(trade_date)
         paths = (str(run.notebook_path) if run.notebook_path.exists() else None,
                  str(run.html_path) if run.html_path else None)
         if run.ok:
             self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat())
-            self.store.record_off_book_day(day, "ok", done.isoformat(), run.duration_s, *paths, len(run.alerts), run.summary)
+            self.store.record_daily_run(job, day, "ok", done.isoformat(), run.duration_s, *paths, len(run.alerts),
+                                        run.summary)
         elif run.waiting:
-            retry_at = (done + pd.Timedelta(minutes=s.off_book_wait_minutes)).isoformat()
-            self.store.record_off_book_day(day, "waiting", done.isoformat(), run.duration_s, *paths, None, None,
-                                           run.error, retry_at, attempt=False)
-            log.info("off-book statistics for %s are not published yet; looking again at %s", day, retry_at)
+            retry_at = (done + pd.Timedelta(minutes=s.daily_wait_minutes)).isoformat()
+            self.store.record_daily_run(job, day, "waiting", done.isoformat(), run.duration_s, *paths, None, None,
+                                        run.error, retry_at, attempt=False)
+            log.info("%s %s: data not published yet; looking again at %s", job, day, retry_at)
         else:
-            attempts = int((self.store.off_book_day(day) or {}).get("attempts") or 0) + 1
+            attempts = int((self.store.daily_run(job, day) or {}).get("attempts") or 0) + 1
             retry_at = (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat() \
                 if attempts < s.max_attempts else None
-            self.store.record_off_book_day(day, "failed", done.isoformat(), run.duration_s, *paths, None, None,
-                                           run.error, retry_at)
-            log.error("off-book reading of %s failed (attempt %d/%d): %s", day, attempts, s.max_attempts, run.error)
+            self.store.record_daily_run(job, day, "failed", done.isoformat(), run.duration_s, *paths, None, None,
+                                        run.error, retry_at)
+            log.error("%s %s failed (attempt %d/%d): %s", job, day, attempts, s.max_attempts, run.error)
         return run
 
-    def off_book_due(self, now: pd.Timestamp) -> list[dt.date]:
-        """Watched sessions (windows recorded) whose off-book reading is not done and may be now: the
-        next session has opened (the statistics come in its first hour), and any retry time has come."""
+    def ready_at(self, job: str, trade_date: dt.date) -> pd.Timestamp:
+        """When a session's `job` may first run: its report once its last window is due; its
+        off-book reading once the next session has opened (the statistics come in its first hour)."""
+        if job == "off_book":
+            following = cal.next_trading_day(trade_date)
+            return cal.sessions(following, following).iloc[0].market_open
+        close = cal.sessions(trade_date, trade_date).iloc[0].market_close
+        return close + pd.Timedelta(minutes=self.config.schedule.availability_delay_minutes)
+
+    def daily_due(self, job: str, now: pd.Timestamp) -> list[dt.date]:
+        """Watched sessions (windows recorded) whose `job` is not done and may run now
+        (`ready_at`, and any retry time has come), oldest first."""
         s = self.config.schedule
         windows = self.store.windows(limit=s.max_catchup_windows * 8)
         sessions = sorted({found[0] for found in (cal.session_of(pd.Timestamp(w)) for w in windows["window_start"])
-                           if found is not None})[-s.off_book_lookback_sessions:]
+                           if found is not None})[-s.daily_lookback_sessions:]
         due = []
         for day in sessions:
-            following = cal.sessions(cal.next_trading_day(day), cal.next_trading_day(day)).iloc[0]
-            if now < following.market_open:
+            if now < self.ready_at(job, day):
                 continue
-            record = self.store.off_book_day(str(day))
+            record = self.store.daily_run(job, str(day))
             if record is not None and (record["status"] == "ok"
                                        or (record["status"] == "failed" and record["attempts"] >= s.max_attempts)
                                        or (record["next_attempt_at"] or "") > now.isoformat()):
@@ -210,14 +225,15 @@ class Scheduler:
             due.append(day)
         return due
 
-    def off_book_tick(self) -> list[NotebookRun]:
-        """Every due off-book day (`off_book_due`), then deliveries and the index."""
+    def daily_tick(self) -> list[NotebookRun]:
+        """Every due daily run (`daily_due`, per job of `daily_jobs`), then deliveries and the index."""
         runs = []
-        for day in self.off_book_due(self.clock.now()):
-            if self.stop_event.is_set():
-                break
-            runs.append(self.process_off_book(day))
-            self.deliver()
+        for job in self.daily_jobs():
+            for day in self.daily_due(job, self.clock.now()):
+                if self.stop_event.is_set():
+                    break
+                runs.append(self.process_daily(job, day))
+                self.deliver()
         if runs:
             self.refresh_index()
         return runs
@@ -228,7 +244,8 @@ class Scheduler:
         return deliver_pending(self.store, self.config, self.clock.now(), reports)
 
     def refresh_index(self) -> Path:
-        return write_index(self.outputs_dir, self.store.windows(limit=2000), self.store.off_book_days(limit=400))
+        return write_index(self.outputs_dir, self.store.windows(limit=2000), self.store.daily_runs(limit=800),
+                           self.store.alerts())
 
     def tick(self) -> list[NotebookRun]:
         """One pass: every due window in order, then deliveries and the index."""
@@ -276,8 +293,7 @@ class Scheduler:
         try:
             while not self.stop_event.is_set():
                 self.tick()
-                if self.config.schedule.off_book:
-                    self.off_book_tick()
+                self.daily_tick()
                 self.stop_event.wait(self.config.schedule.poll_seconds)
         finally:
             for sig, handler in previous.items():

@@ -24,10 +24,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, window_start TEXT NOT NULL, kind TEXT NOT NULL, level TEXT,
     symbol TEXT, confidence REAL, label TEXT, event_time TEXT, payload TEXT NOT NULL, recorded_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_window ON alerts (window_start);
-CREATE TABLE IF NOT EXISTS off_book_days (
-    trade_date TEXT PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
-    next_attempt_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
-    alerts INTEGER, summary TEXT);
+CREATE TABLE IF NOT EXISTS daily_runs (
+    job TEXT NOT NULL, trade_date TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, next_attempt_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
+    alerts INTEGER, summary TEXT, PRIMARY KEY (job, trade_date));
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT, next_attempt_at TEXT, delivered_at TEXT, PRIMARY KEY (alert_id, channel));
@@ -73,29 +73,32 @@ class StateStore:
         with self.connect() as conn:
             return pd.read_sql_query("SELECT * FROM windows ORDER BY window_start DESC LIMIT ?", conn, params=[limit])
 
-    # -- off-book days (one run per session, once its next-day statistics are out) ----------
-    def off_book_day(self, trade_date: str) -> dict | None:
+    # -- daily runs: one notebook per session and job (off_book, session), see scheduling.DAILY_JOBS --
+    def daily_run(self, job: str, trade_date: str) -> dict | None:
         with self.connect() as conn:
-            row = conn.execute("SELECT * FROM off_book_days WHERE trade_date = ?", (trade_date,)).fetchone()
+            row = conn.execute("SELECT * FROM daily_runs WHERE job = ? AND trade_date = ?", (job, trade_date)).fetchone()
         return dict(row) if row else None
 
-    def record_off_book_day(self, trade_date: str, status: str, now: str, duration_s: float,
-                            notebook_path: str | None, html_path: str | None, alerts: int | None,
-                            summary: dict | None, error: str | None = None, next_attempt_at: str | None = None,
-                            attempt: bool = True) -> None:
-        """`status`: ok, waiting (statistics not published: no attempt spent) or failed."""
+    def record_daily_run(self, job: str, trade_date: str, status: str, now: str, duration_s: float,
+                         notebook_path: str | None, html_path: str | None, alerts: int | None,
+                         summary: dict | None, error: str | None = None, next_attempt_at: str | None = None,
+                         attempt: bool = True) -> None:
+        """`status`: ok, waiting (the data is not published: no attempt spent) or failed."""
         with self.connect() as conn:
-            conn.execute("INSERT INTO off_book_days (trade_date, status) VALUES (?, ?) ON CONFLICT (trade_date) DO NOTHING",
-                         (trade_date, status))
-            conn.execute("UPDATE off_book_days SET status = ?, attempts = attempts + ?, finished_at = ?, duration_s = ?, "
+            conn.execute("INSERT INTO daily_runs (job, trade_date, status) VALUES (?, ?, ?) "
+                         "ON CONFLICT (job, trade_date) DO NOTHING", (job, trade_date, status))
+            conn.execute("UPDATE daily_runs SET status = ?, attempts = attempts + ?, finished_at = ?, duration_s = ?, "
                          "notebook_path = ?, html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
-                         "WHERE trade_date = ?",
+                         "WHERE job = ? AND trade_date = ?",
                          (status, int(attempt), now, duration_s, notebook_path, html_path, alerts,
-                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, trade_date))
+                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, job, trade_date))
 
-    def off_book_days(self, limit: int = 200) -> pd.DataFrame:
+    def daily_runs(self, job: str | None = None, limit: int = 400) -> pd.DataFrame:
+        query, params = "SELECT * FROM daily_runs", []
+        if job:
+            query, params = query + " WHERE job = ?", [job]
         with self.connect() as conn:
-            return pd.read_sql_query("SELECT * FROM off_book_days ORDER BY trade_date DESC LIMIT ?", conn, params=[limit])
+            return pd.read_sql_query(query + " ORDER BY trade_date DESC LIMIT ?", conn, params=[*params, limit])
 
     # -- alerts and the outbox -------------------------------------------------------------
     def record_alerts(self, alerts: list[Alert | dict], channels: list[str], now: str,
@@ -134,11 +137,15 @@ class StateStore:
         return [json.loads(r[0]) for r in rows]
 
     def alerts(self, since: str | None = None, kind: str | None = None, min_confidence: float = 0.0,
-               window_start: str | None = None) -> list[dict]:
+               window_start: str | None = None, until: str | None = None) -> list[dict]:
+        """Recorded alerts, newest window first; `since` / `until` bound window_start ([since, until))."""
         query, params = "SELECT payload FROM alerts WHERE confidence >= ?", [min_confidence]
         if since:
             query += " AND window_start >= ?"
             params.append(since)
+        if until:
+            query += " AND window_start < ?"
+            params.append(until)
         if kind:
             query += " AND kind = ?"
             params.append(kind)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nqflow.runner import execute_window, write_index
+from nqflow.report_index import write_index
+from nqflow.runner import execute_window
 from nqflow.store import StateStore
 
 SECRETS = {"DATABENTO_API_KEY": "db-SECRETkey0123456789", "NQFLOW_SMTP_PASSWORD": "smtp-SECRET-pw-42",

@@ -88,7 +88,7 @@ def test_scheduler_reads_a_watched_session_once_after_publication(sample_dir, tr
     row = cal.sessions(day, day).iloc[0]
     following = cal.sessions(cal.next_trading_day(day), cal.next_trading_day(day)).iloc[0]
     config = load_config(overrides={"notify.email.enabled": False, "notify.slack.enabled": False,
-                                    "notify.log.path": str(tmp_path / "alerts.log")})
+                                    "notify.log.path": str(tmp_path / "alerts.log"), "schedule.session_reports": False})
     clock = SimulatedClock(row.market_close)
     state = tmp_path / "state.sqlite"
     scheduler = Scheduler(config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out",
@@ -97,15 +97,15 @@ def test_scheduler_reads_a_watched_session_once_after_publication(sample_dir, tr
     start = row.market_open + pd.Timedelta(hours=16)
     scheduler.store.start_attempt(start.isoformat(), (start + pd.Timedelta(minutes=15)).isoformat(), start.isoformat())
     scheduler.store.finish_window(start.isoformat(), "ok", start.isoformat(), 1.0, None, None, 0, {})
-    assert scheduler.off_book_due(clock.now()) == []  # the statistics come with the next session
+    assert scheduler.daily_due("off_book", clock.now()) == []  # the statistics come with the next session
     clock.current = following.market_open + pd.Timedelta(minutes=40)
-    assert scheduler.off_book_due(clock.now()) == [day]
-    (run,) = scheduler.off_book_tick()
+    assert scheduler.daily_due("off_book", clock.now()) == [day]
+    (run,) = scheduler.daily_tick()
     assert run.ok and len(run.alerts) == 1 and run.alerts[0]["kind"] == "off_book"
-    assert scheduler.off_book_tick() == []  # once
+    assert scheduler.daily_tick() == []  # once
     again = Scheduler(config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out",
                       state_db=state)
-    assert again.off_book_due(clock.now()) == []  # and once across restarts
+    assert again.daily_due("off_book", clock.now()) == []  # and once across restarts
     logged = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
     assert [a["alert_id"] for a in logged] == [run.alerts[0]["alert_id"]]
     index = (tmp_path / "out" / "index.html").read_text()
@@ -119,10 +119,10 @@ def test_unpublished_day_waits_without_spending_attempts(sample_dir, tmp_path):
     clock = SimulatedClock(pd.Timestamp("2026-11-30T00:00Z"))
     scheduler = Scheduler(config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out",
                           state_db=tmp_path / "state.sqlite")
-    run = scheduler.process_off_book(last)
-    record = scheduler.store.off_book_day(str(last))
+    run = scheduler.process_daily("off_book", last)
+    record = scheduler.store.daily_run("off_book", str(last))
     assert run.waiting and record["status"] == "waiting" and record["attempts"] == 0
-    assert pd.Timestamp(record["next_attempt_at"]) == clock.now() + pd.Timedelta(minutes=config.schedule.off_book_wait_minutes)
+    assert pd.Timestamp(record["next_attempt_at"]) == clock.now() + pd.Timedelta(minutes=config.schedule.daily_wait_minutes)
 
 
 def test_offbook_command_prints_only_json_and_sends_once(sample_dir, truth, tmp_path):
@@ -144,9 +144,9 @@ def test_offbook_report_renders_in_headless_chromium(sample_dir, truth, tmp_path
     chromium = shutil.which("chromium")
     if not chromium:
         pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
-    from nqflow.runner import execute_off_book
+    from nqflow.runner import execute_daily
     day = next(s for s, e in planted_off_book(truth).items() if e["package"])
-    run = execute_off_book(day, tmp_path, {"config_path": "", "source": "replay", "data_dir": str(sample_dir),
+    run = execute_daily("off_book", day, tmp_path, {"config_path": "", "source": "replay", "data_dir": str(sample_dir),
                                            "state_db": "", "overrides": {}})
     assert run.ok, run.error
     from playwright.sync_api import sync_playwright
