@@ -18,7 +18,8 @@ def test_demo_finds_in_each_window_what_it_says_was_planted(sample_dir, tmp_path
          "demo", "--windows", "3"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    windows = run.stdout.split("\n== window ")[1:]
+    window_part, *daily = run.stdout.split("\n== session ")
+    windows = window_part.split("\n== window ")[1:]
     assert len(windows) == 3
     for block in windows:
         planted = re.findall(r"planted: .*?: (expect an? (\w+) alert|below the thresholds, no alert expected)", block)
@@ -29,5 +30,14 @@ def test_demo_finds_in_each_window_what_it_says_was_planted(sample_dir, tmp_path
         report = re.search(r"report (\S+\.html)", block).group(1)
         assert report.startswith(str(tmp_path / "outputs")) and os.path.exists(report)
     assert run.stdout.rstrip().endswith(str(tmp_path / "outputs" / "index.html"))
-    assert (tmp_path / "alerts.log").read_text().count("alert_id") == sum(
-        len(re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\]", block, flags=re.M)) for block in windows)
+    # then the off-book reading of a session and the session reports, each with its report
+    off_book = [block for block in daily if "off the order book" in block.splitlines()[0]]
+    assert len(off_book) == 1 and re.search(r"^\[HIGH \d+\] off_book ", off_book[0], flags=re.M)
+    sessions = [re.search(r"report (\S+/session\.html)", block).group(1) for block in daily
+                if "the session report" in block.splitlines()[0]]
+    assert sessions and all(os.path.exists(path) for path in sessions)
+    sent = (tmp_path / "alerts.log").read_text().count("alert_id")
+    assert sent == sum(len(re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\]", block, flags=re.M))
+                       for block in windows + off_book)
+    index = (tmp_path / "outputs" / "index.html").read_text()
+    assert index.count("<tr data-kind=") == sent  # every alert in the index's alert table

@@ -162,3 +162,19 @@ def test_every_image_of_every_report_decodes_with_alt_text(reported, tmp_path):
         assert any(a.startswith("Bar chart of option premium bought (up) and sold (down) by the aggressor at") for a in alts)
         assert any(a.startswith("Line chart of net call and net put premium") for a in alts)
         browser.close()
+
+
+def test_session_command_prints_only_json(sample_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+    command = [sys.executable, "scheduler.py", "--data-dir", str(sample_dir), "--state-db", str(tmp_path / "s.sqlite"),
+               "--outputs", str(tmp_path / "out"), "session", "2026-11-20", "--json"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)  # nothing but the JSON on stdout
+    assert summary["trade_date"] == "2026-11-20" and summary["contracts"] > 10_000 and summary["alerts"] == 0
+    assert (tmp_path / "out" / "2026-11-20" / "session.html").exists()
+    bad = subprocess.run([*command[:-3], "session", "2026-11-22"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "not a CME Globex trading day" in bad.stderr and len(bad.stderr.splitlines()) == 1
