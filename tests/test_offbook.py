@@ -109,7 +109,7 @@ def test_scheduler_reads_a_watched_session_once_after_publication(sample_dir, tr
     logged = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
     assert [a["alert_id"] for a in logged] == [run.alerts[0]["alert_id"]]
     index = (tmp_path / "out" / "index.html").read_text()
-    assert "Off the order book" in index and f"{day}/offbook.html" in index
+    assert "off the order book" in index and f"{day}/offbook.html\">off-book report</a>" in index
 
 
 def test_unpublished_day_waits_without_spending_attempts(sample_dir, tmp_path):
