@@ -77,21 +77,20 @@ def _scheduler(args, config, **extra) -> Scheduler:
                      state_db=Path(args.state_db) if args.state_db else None, **extra)
 
 
-def _print_runs(scheduler: Scheduler, runs, as_json: bool) -> int:
+def _print_runs(scheduler: Scheduler, runs, args) -> int:
     alerts = [a for run in runs for a in run.alerts]
-    if as_json:
-        print(json.dumps(alerts, indent=2))
-    report = sys.stderr if as_json else sys.stdout  # with --json, stdout holds only the JSON
+    if getattr(args, "json", False):
+        args.emit_json(alerts)
     for run in runs:
         if not run.ok:
             print(f"window failed: {run.error} (notebook: {run.notebook_path})", file=sys.stderr)
         elif len(runs) <= 10:
             print(f"window {run.summary.get('window_start', '?')}: {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; "
-                  f"report {run.html_path}", file=report)
+                  f"report {run.html_path}")
     if len(runs) > 10:
         failed = sum(not r.ok for r in runs)
         print(f"{len(runs)} windows: {len(runs) - failed} ok, {failed} failed, {len(alerts)} alert(s); "
-              f"index {scheduler.outputs_dir / 'index.html'}", file=report)
+              f"index {scheduler.outputs_dir / 'index.html'}")
     return 0 if all(r.ok for r in runs) else 1
 
 
@@ -147,7 +146,7 @@ def alerts_history(args, config) -> int:
     scheduler = _scheduler(args, config)
     rows = scheduler.store.alerts(since=args.since, kind=args.kind, min_confidence=args.min_confidence)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        args.emit_json(rows)
     else:
         from nqflow.alerts import one_line
         for alert in rows:
@@ -162,7 +161,7 @@ def once(args, config) -> int:
     if not cal.window_is_open(start, end):
         print(f"market closed for the latest window {start:%Y-%m-%d %H:%M}Z; nothing to do", file=sys.stderr)
         return 0
-    return _print_runs(scheduler, scheduler.process_windows([(start, end)]), args.json)
+    return _print_runs(scheduler, scheduler.process_windows([(start, end)]), args)
 
 
 def window(args, config) -> int:
@@ -172,13 +171,13 @@ def window(args, config) -> int:
     if not cal.window_is_open(start, end):
         raise NqflowError(f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
                           f"(CME Globex equity options halt, weekend or holiday); pick an open window")
-    return _print_runs(scheduler, scheduler.process_windows([(start, end)]), args.json)
+    return _print_runs(scheduler, scheduler.process_windows([(start, end)]), args)
 
 
 def backfill(args, config) -> int:
     scheduler = _scheduler(args, config)
     windows = windows_between(cal.to_utc(args.start), cal.to_utc(args.end), config.schedule.interval_minutes)
-    return _print_runs(scheduler, scheduler.process_windows(windows, progress=True), False)
+    return _print_runs(scheduler, scheduler.process_windows(windows, progress=True), args)
 
 
 def _trade_date(text: str, command: str):
@@ -198,19 +197,17 @@ def _daily(args, config, job: str, done) -> int:
     day = _trade_date(args.date, {"off_book": "offbook"}.get(job, job))
     scheduler = _scheduler(args, config)
     run = scheduler.process_daily(job, day)
-    report = sys.stderr if args.json else sys.stdout
-    with contextlib.redirect_stdout(report):  # the console channel prints there too
-        scheduler.deliver()
+    scheduler.deliver()
     scheduler.refresh_index()
     if args.json:
-        print(json.dumps(run.alerts if job == "off_book" else run.summary, indent=2))
+        args.emit_json(run.alerts if job == "off_book" else run.summary)
     if run.waiting:
         print(f"not yet: {run.error.split(': ', 1)[-1]}", file=sys.stderr)
         return 3
     if not run.ok:
         print(f"{job} {day} failed: {run.error} (notebook: {run.notebook_path})", file=sys.stderr)
         return 1
-    print(f"session {day}: {done(run)}; report {run.html_path}", file=report)
+    print(f"session {day}: {done(run)}; report {run.html_path}")
     return 0
 
 
@@ -252,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = dict(parse_override(o) for o in args.set)
         config = load_config(args.config, overrides)
-        return COMMANDS[args.command](args, config)
+        # With --json, stdout holds only the JSON: every human line (the console channel's
+        # alerts, progress, what was done) goes to stderr, and the JSON through args.emit_json.
+        json_stdout = sys.stdout
+        args.emit_json = lambda value: print(json.dumps(value, indent=2), file=json_stdout, flush=True)
+        human = contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext()
+        with human:
+            return COMMANDS[args.command](args, config)
     except NqflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,25 @@
+"""The command line as a script user pipes it: with --json, stdout is JSON and nothing else."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from nqflow.paths import REPO_ROOT
+
+
+def test_window_json_is_only_json_while_the_console_channel_prints(sample_dir, truth, tmp_path):
+    block = next(e for e in truth["events"] if e["kind"] == "block" and e["premium_usd"] > 3e6)
+    base = [sys.executable, "scheduler.py", "--data-dir", str(sample_dir), "--state-db", str(tmp_path / "s.sqlite"),
+            "--outputs", str(tmp_path / "out"), "--set", f"notify.log.path={tmp_path / 'alerts.log'}",
+            "--set", "notify.email.enabled=false", "--set", "notify.slack.enabled=false"]
+    done = subprocess.run([*base, "window", block["window_start"], "--json"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    alerts = json.loads(done.stdout)  # `| jq` works: the console's alert lines went to stderr
+    assert any(a["kind"] == "large_order" and a["instrument_ids"] == block["instrument_ids"] for a in alerts)
+    assert "large_order" in done.stderr and f"window {block['window_start'][:16]}" in done.stderr
+    history = subprocess.run([*base, "alerts", "--json"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert history.returncode == 0 and sorted(a["alert_id"] for a in json.loads(history.stdout)) == sorted(
+        a["alert_id"] for a in alerts)
