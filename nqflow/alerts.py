@@ -14,6 +14,7 @@ loading detection or scipy.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,6 +34,7 @@ class Kind(StrEnum):
     STRATEGY = "strategy"
     VOLUME_SURGE = "volume_surge"
     OFF_BOOK = "off_book"  # blocks and other trades away from the book, from next-day statistics
+    HEALTH = "health"  # the monitor itself: blind, a window failed for good, a channel down; and each recovery
 
 
 class Level(StrEnum):
@@ -42,6 +44,7 @@ class Level(StrEnum):
     EXPIRY = "expiry"
     PRODUCT = "product"
     PACKAGE = "package"
+    SYSTEM = "system"  # a health alert: about nqflow, not the market
 
 
 class Label(StrEnum):
@@ -297,9 +300,16 @@ def validate(alert: dict) -> dict:
     return Alert.from_json(alert).to_json()
 
 
+def stable_id(*parts) -> str:
+    """Same event -> same id on every re-run (of a window, a day, a health condition)."""
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
 def one_line(alert: dict | Alert) -> str:
     """A readable one-line summary (console, log lines, message subjects)."""
     a = alert.to_json() if isinstance(alert, Alert) else alert
+    if a["kind"] == Kind.HEALTH:
+        return f"[{a['label']}] health {a['symbol']}: {a['reasons'][0] if a['reasons'] else ''} @ {a['event_time'][:19]}Z"
     tier = f" {a['tier']:g}x" if a.get("tier") else ""
     if a.get("zero_dte"):
         tier += " 0DTE"

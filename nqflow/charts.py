@@ -211,7 +211,7 @@ def _clock(times: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------- threshold lab
 # Okabe-Ito colours (colour-blind safe), one per alert kind.
 KIND_COLOURS = {Kind.LARGE_ORDER: "#0072B2", Kind.SWEEP: "#CC79A7", Kind.STRATEGY: "#009E73", Kind.VOLUME_SURGE: "#E69F00",
-                Kind.OFF_BOOK: "#56B4E9"}
+                Kind.OFF_BOOK: "#56B4E9", Kind.HEALTH: "#000000"}
 assert set(KIND_COLOURS) == set(Kind), "every alert kind needs a colour"
 
 

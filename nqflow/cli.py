@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("sample", help="generate the sample market (data.replay_dir) if it is missing or stale")
     demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
     demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
-    sub.add_parser("status", help="recent windows and alerts")
+    status = sub.add_parser("status", help="health verdict, recent windows and deliveries; exit code 0 healthy, "
+                                           "1 degraded, 2 blind (for cron or systemd)")
+    status.add_argument("--json", action="store_true", help="print only the verdict and its details as JSON")
     alerts = sub.add_parser("alerts", help="alert history")
     alerts.add_argument("--since", help="window start at or after this (ISO 8601)")
     alerts.add_argument("--kind", choices=list(KINDS))
@@ -130,16 +132,35 @@ def cost(args, config) -> int:
 
 
 def status(args, config) -> int:
+    from nqflow import health
     scheduler = _scheduler(args, config)
-    windows = scheduler.store.windows(limit=20)
+    now = scheduler.clock.now()
+    conditions = scheduler.health_conditions()
+    verdict = health.verdict(conditions)
+    windows = scheduler.store.windows(limit=config.schedule.max_catchup_windows)
+    deliveries = scheduler.store.deliveries()
+    if args.json:
+        done = windows[windows["status"] == "ok"]
+        args.emit_json({
+            "verdict": verdict.name.lower(), "exit_code": int(verdict), "now": now.isoformat(),
+            "conditions": [c.to_json() for c in conditions],
+            "last_ok_window": done["window_start"].max() if len(done) else None,
+            "windows": {str(k): int(v) for k, v in windows["status"].value_counts().items()},
+            "deliveries": {f"{channel}:{status}": int(n) for (channel, status), n in
+                           deliveries.groupby(["channel", "status"]).size().items()} if len(deliveries) else {},
+        })
+        return int(verdict)
+    print(f"health: {verdict.name.lower()}")
+    for condition in conditions:
+        print(f"  {condition.verdict.name.lower()}: {condition.detail}")
     if windows.empty:
         print("no windows recorded yet")
-        return 0
-    print(windows[["window_start", "status", "attempts", "alerts", "duration_s", "last_error"]].to_string(index=False))
-    deliveries = scheduler.store.deliveries()
+        return int(verdict)
+    print(windows.head(20)[["window_start", "status", "attempts", "alerts", "duration_s", "last_error"]]
+          .to_string(index=False))
     if len(deliveries):
         print("\ndeliveries:\n" + deliveries.groupby(["channel", "status"]).size().to_string())
-    return 0
+    return int(verdict)
 
 
 def alerts_history(args, config) -> int:

@@ -164,6 +164,19 @@ class DatabentoSettings:
 
 
 @dataclass(frozen=True)
+class Health:
+    blind_minutes: float = 45.0
+    channel_down_minutes: float = 60.0
+    max_data_lag_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    notebook_days: int = 14
+    report_days: int = 90
+
+
+@dataclass(frozen=True)
 class Config:
     schedule: Schedule = field(default_factory=Schedule)
     data: Data = field(default_factory=Data)
@@ -172,6 +185,8 @@ class Config:
     confidence: Confidence = field(default_factory=Confidence)
     notify: Notify = field(default_factory=Notify)
     databento: DatabentoSettings = field(default_factory=DatabentoSettings)
+    health: Health = field(default_factory=Health)
+    retention: Retention = field(default_factory=Retention)
     path: str = ""  # where it was loaded from (not a TOML key)
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,6 +266,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("config keys thresholds.baseline_sessions and min_history_sessions must be at least 1")
     if not 0 <= c.medium <= c.high <= 100:
         raise ConfigError(f"config keys confidence.medium/high must satisfy 0 <= medium <= high <= 100, got {c.medium}/{c.high}")
+    for section in ("health", "retention"):
+        for key, value in dataclasses.asdict(getattr(config, section)).items():
+            if value <= 0:
+                raise ConfigError(f"config key {section}.{key} must be positive, got {value}")
     if config.schedule.interval_minutes <= 0 or 60 % config.schedule.interval_minutes:
         raise ConfigError(f"config key schedule.interval_minutes must divide 60, got {config.schedule.interval_minutes}")
     return config

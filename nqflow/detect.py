@@ -64,7 +64,6 @@ delta: VOLATILITY when delta-neutral (``delta_neutral_share``), else BULLISH / B
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -74,7 +73,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nqflow.alerts import ALERT_FIELDS, Alert, Kind, Level
+from nqflow.alerts import ALERT_FIELDS, Alert, Kind, Level, stable_id
 from nqflow.config import Config
 from nqflow.data import WindowData
 from nqflow.levels import (
@@ -112,11 +111,6 @@ class Detection:
 
 
 # --------------------------------------------------------------------------- building blocks
-def stable_id(*parts) -> str:
-    """Same event -> same id on every re-run of the window."""
-    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
-
-
 def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
     """Collapse fills into aggressor orders: same instrument, ts_event and side (and `by` columns,
     e.g. the window of a batch). Sorted by `by`, event time and instrument."""

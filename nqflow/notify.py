@@ -49,6 +49,8 @@ def enabled_channels(config: Config) -> list[str]:
 
 
 def _wanted(alert: dict, settings) -> bool:
+    if alert["kind"] == "health":  # the monitor's own state reaches every channel, whatever its filters
+        return True
     return alert["confidence"] >= settings.min_confidence and (not settings.kinds or alert["kind"] in settings.kinds)
 
 
@@ -90,6 +92,8 @@ def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -
     ranked = sorted(alerts, key=lambda a: -a["confidence"])
     window = ranked[0]["window_start"]
     subject = f"nqflow: {len(ranked)} alert(s) in window {window[:16]}Z, top: {ranked[0]['label']} {ranked[0]['kind']} {ranked[0]['symbol']}"
+    if all(a["kind"] == "health" for a in ranked):
+        subject = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"
     link = _report_link(ranked[0], config, reports)
     text = [f"{len(ranked)} institutional-flow alert(s), strongest first.", f"Report: {link}", ""]
     rows = []
@@ -148,8 +152,10 @@ def message_id(alerts: list[dict], sender: str) -> str:
 
 def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -> dict:
     ranked = sorted(alerts, key=lambda a: -a["confidence"])
-    blocks = [{"type": "header", "text": {"type": "plain_text",
-                                          "text": f"nqflow: {len(ranked)} alert(s), window {ranked[0]['window_start'][:16]}Z"}}]
+    title = f"nqflow: {len(ranked)} alert(s), window {ranked[0]['window_start'][:16]}Z"
+    if all(a["kind"] == "health" for a in ranked):
+        title = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"[:150]
+    blocks = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     for a in ranked[:20]:
         blocks.append({"type": "section", "block_id": a["alert_id"][:255],
                        "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a["reasons"])}})

@@ -46,11 +46,11 @@ import numpy as np
 import pandas as pd
 
 from nqflow import market_hours as cal
-from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level
+from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id
 from nqflow.config import Config
 from nqflow.contracts import CHICAGO
 from nqflow.data import DataSource, classify_fills
-from nqflow.detect import premium_component, score, stable_id
+from nqflow.detect import premium_component, score
 from nqflow.errors import DataNotYetAvailable
 
 SETTLEMENT, CLEARED_VOLUME, OPEN_INTEREST = 3, 6, 9  # databento_dbn.StatType

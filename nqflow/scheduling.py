@@ -18,11 +18,13 @@ from typing import Protocol
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from nqflow import health
 from nqflow import market_hours as cal
 from nqflow.config import Config
 from nqflow.errors import NqflowError
 from nqflow.notify import deliver_pending, enabled_channels
 from nqflow.paths import resolve
+from nqflow.retention import Removed, apply_retention
 from nqflow.retry import backoff_seconds
 from nqflow.report_index import write_index
 from nqflow.runner import NotebookRun, execute_daily, execute_window
@@ -238,6 +240,53 @@ class Scheduler:
             self.refresh_index()
         return runs
 
+    # -- health: loud when blind ------------------------------------------------------------
+    def data_end(self) -> pd.Timestamp | None:
+        """The provider's available end, for a source that publishes late (None otherwise, or
+        when it cannot be asked now: failing windows say so on their own)."""
+        if not self.source_spec.publishes_late:
+            return None
+        try:
+            return self.data_source().available_end("trades")
+        except NqflowError as exc:
+            log.warning("could not ask the data provider for its available end: %s", exc)
+            return None
+
+    def health_conditions(self) -> list[health.Condition]:
+        """The conditions in force now (`nqflow.health`), as `status` reports them."""
+        now = self.clock.now()
+        return health.in_force(health.assess(self.store, self.config, now, self.data_end()), self.store, now)
+
+    def health_tick(self) -> list[dict]:
+        """Raise a health alert for each condition that starts, and a recovery for each that
+        clears, through the outbox (exactly once each); returns the alerts recorded."""
+        now = self.clock.now()
+        conditions = health.assess(self.store, self.config, now, self.data_end())
+        raised, cleared = self.store.update_health(conditions, now.isoformat())
+        pairs = [(c, health.health_alert(c, at, now)) for c, at in raised]
+        pairs += [(health.from_row(row), health.health_alert(health.from_row(row), at, now, cleared=True))
+                  for row, at in cleared]
+        if not pairs:
+            return []
+        new = self.store.record_alerts([alert for _, alert in pairs], enabled_channels(self.config), now.isoformat())
+        for condition, alert in pairs:
+            if condition.key.startswith("channel_down:"):  # told on the other channels, not the one that is down
+                self.store.mark_skipped([alert.alert_id], condition.key.split(":", 1)[1], "the alert is about this channel")
+            log.warning("health: %s", alert.symbol)
+        self.deliver()
+        return new
+
+    def retention_tick(self) -> Removed | None:
+        """Apply `retention` once per UTC day (`nqflow.retention`); the index follows."""
+        today = self.clock.now().date()
+        if getattr(self, "_retention_day", None) == today:
+            return None
+        self._retention_day = today
+        removed = apply_retention(self.outputs_dir, self.config.retention, today)
+        if removed.notebooks or removed.reports:
+            self.refresh_index()
+        return removed
+
     def deliver(self) -> dict[str, int]:
         windows = self.store.windows(limit=500)
         reports = {w.window_start: w.html_path for w in windows.itertuples(index=False) if w.html_path}
@@ -294,6 +343,8 @@ class Scheduler:
             while not self.stop_event.is_set():
                 self.tick()
                 self.daily_tick()
+                self.health_tick()
+                self.retention_tick()
                 self.stop_event.wait(self.config.schedule.poll_seconds)
         finally:
             for sig, handler in previous.items():

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS daily_runs (
     job TEXT NOT NULL, trade_date TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT, next_attempt_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
     alerts INTEGER, summary TEXT, PRIMARY KEY (job, trade_date));
+CREATE TABLE IF NOT EXISTS health (
+    key TEXT PRIMARY KEY, verdict TEXT NOT NULL, title TEXT NOT NULL, detail TEXT NOT NULL,
+    observed_at TEXT NOT NULL, raised_at TEXT, cleared_at TEXT);
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT, next_attempt_at TEXT, delivered_at TEXT, PRIMARY KEY (alert_id, channel));
@@ -99,6 +102,41 @@ class StateStore:
             query, params = query + " WHERE job = ?", [job]
         with self.connect() as conn:
             return pd.read_sql_query(query + " ORDER BY trade_date DESC LIMIT ?", conn, params=[*params, limit])
+
+    # -- health conditions (nqflow.health): first seen, raised, cleared --------------------------
+    def health_states(self, active_only: bool = True) -> dict[str, dict]:
+        query = "SELECT * FROM health" + (" WHERE cleared_at IS NULL" if active_only else "")
+        with self.connect() as conn:
+            return {row["key"]: dict(row) for row in conn.execute(query).fetchall()}
+
+    def update_health(self, conditions: list, now: str) -> tuple[list, list]:
+        """Record the conditions holding at `now` (`nqflow.health.Condition`); returns those raised
+        now and those cleared now, each with the time it was raised. A condition is raised once it
+        has held for its delay; one that ends before that is forgotten."""
+        raised, cleared = [], []
+        current = {c.key: c for c in conditions}
+        with self.connect() as conn:
+            active = {row["key"]: dict(row) for row in conn.execute("SELECT * FROM health WHERE cleared_at IS NULL")}
+            for key, condition in current.items():
+                row = active.get(key)
+                if row is None:
+                    conn.execute("INSERT OR REPLACE INTO health (key, verdict, title, detail, observed_at) "
+                                 "VALUES (?, ?, ?, ?, ?)",
+                                 (key, condition.verdict.name.lower(), condition.title, condition.detail, now))
+                    row = {"observed_at": now, "raised_at": None}
+                if row["raised_at"] is None and pd.Timestamp(now) - pd.Timestamp(row["observed_at"]) >= condition.delay:
+                    conn.execute("UPDATE health SET raised_at = ?, title = ?, detail = ? WHERE key = ?",
+                                 (now, condition.title, condition.detail, key))
+                    raised.append((condition, now))
+            for key, row in active.items():
+                if key in current:
+                    continue
+                if row["raised_at"] is None:
+                    conn.execute("DELETE FROM health WHERE key = ?", (key,))
+                else:
+                    conn.execute("UPDATE health SET cleared_at = ? WHERE key = ?", (now, key))
+                    cleared.append((row, row["raised_at"]))
+        return raised, cleared
 
     # -- alerts and the outbox -------------------------------------------------------------
     def record_alerts(self, alerts: list[Alert | dict], channels: list[str], now: str,
