@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("sample", help="generate the sample market (data.replay_dir) if it is missing or stale")
     demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
     demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
+    doctor = sub.add_parser("doctor", help="check the set-up: key, data lag, parents, cost, SMTP, Slack, disk "
+                                           "(one line per check with its fix; exit code 1 when one failed)")
+    doctor.add_argument("--send-test", action="store_true", help="also send a test message on email and Slack")
     status = sub.add_parser("status", help="health verdict, recent windows and deliveries; exit code 0 healthy, "
                                            "1 degraded, 2 blind (for cron or systemd)")
     status.add_argument("--json", action="store_true", help="print only the verdict and its details as JSON")
@@ -163,6 +166,21 @@ def status(args, config) -> int:
     return int(verdict)
 
 
+def doctor(args, config) -> int:
+    from nqflow.doctor import run_doctor
+    try:
+        scheduler = _scheduler(args, config)
+    except NqflowError as exc:  # e.g. no API key: the first check, failed
+        print(f"FAIL  source      {exc}")
+        return 1
+    checks = run_doctor(scheduler, send_test=args.send_test)
+    for check in checks:
+        print(check.line())
+    failed = sum(c.status == "FAIL" for c in checks)
+    print(f"{len(checks)} checks, {failed} failed" + ("" if failed else ": ready"))
+    return 1 if failed else 0
+
+
 def alerts_history(args, config) -> int:
     scheduler = _scheduler(args, config)
     rows = scheduler.store.alerts(since=args.since, kind=args.kind, min_confidence=args.min_confidence)
@@ -261,7 +279,8 @@ def sample(args, config) -> int:
 
 #: Subcommand -> handler(args, config) -> exit code.
 COMMANDS = {"run": run, "once": once, "window": window, "backfill": backfill, "backtest": run_backtest,
-            "cost": cost, "offbook": offbook, "session": session, "demo": demo, "sample": sample, "status": status, "alerts": alerts_history}
+            "cost": cost, "offbook": offbook, "session": session, "demo": demo, "sample": sample, "status": status, "doctor": doctor,
+            "alerts": alerts_history}
 
 
 def main(argv: list[str] | None = None) -> int:

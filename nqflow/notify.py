@@ -8,6 +8,7 @@ webhook URL) are read from the environment at send time and never logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
@@ -116,9 +117,7 @@ def send_email(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
     settings = config.notify.email
     if not settings.recipients:
         raise CredentialsError("notify.email.recipients is empty; list at least one address in config/monitoring.toml")
-    password = os.environ.get(settings.password_env, "")
-    if settings.user and not password:
-        raise CredentialsError(f"SMTP user is set but ${settings.password_env} is empty; export the password in the environment")
+    password = smtp_password(settings)
     for window_alerts in _by_window(alerts):
         subject, text, body_html = _email_bodies(window_alerts, config, reports)
         message = EmailMessage()
@@ -126,20 +125,47 @@ def send_email(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
         message["Message-ID"] = message_id(window_alerts, settings.sender)
         message.set_content(text)
         message.add_alternative(body_html, subtype="html")
-        try:
-            if settings.security == "ssl":
-                smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout_seconds,
-                                        context=ssl.create_default_context())
-            else:
-                smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
-            with smtp:
-                if settings.security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
-                if settings.user:
-                    smtp.login(settings.user, password)
+        with smtp_session(settings, password) as smtp:
+            try:
                 smtp.send_message(message)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}") from None
+            except (OSError, smtplib.SMTPException) as exc:
+                raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}") from None
+
+
+def smtp_password(settings) -> str:
+    """The SMTP password from the environment (never the config); required when a user is set."""
+    password = os.environ.get(settings.password_env, "")
+    if settings.user and not password:
+        raise CredentialsError(f"SMTP user is set but ${settings.password_env} is empty; export the password in the environment")
+    return password
+
+
+def slack_url(settings) -> str:
+    """The Slack webhook URL from the environment: it is a secret, never logged or echoed."""
+    url = os.environ.get(settings.webhook_url_env, "")
+    if not url:
+        raise CredentialsError(f"Slack is enabled but ${settings.webhook_url_env} is empty; export the webhook URL in the environment")
+    return url
+
+
+@contextlib.contextmanager
+def smtp_session(settings, password: str):
+    """A connected, secured and logged-in SMTP session (`notify.email` settings); any failure
+    is a DeliveryError naming the server, never the password."""
+    try:
+        if settings.security == "ssl":
+            smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout_seconds,
+                                    context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
+        with smtp:
+            if settings.security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+            if settings.user:
+                smtp.login(settings.user, password)
+            yield smtp
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}") from None
 
 
 def message_id(alerts: list[dict], sender: str) -> str:
@@ -167,9 +193,7 @@ def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -
 
 def send_slack(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
     settings = config.notify.slack
-    url = os.environ.get(settings.webhook_url_env, "")
-    if not url:
-        raise CredentialsError(f"Slack is enabled but ${settings.webhook_url_env} is empty; export the webhook URL in the environment")
+    url = slack_url(settings)
     for window_alerts in _by_window(alerts):
         data = json.dumps(slack_payload(window_alerts, config, reports)).encode()
         request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
