@@ -23,3 +23,29 @@ def test_window_json_is_only_json_while_the_console_channel_prints(sample_dir, t
     history = subprocess.run([*base, "alerts", "--json"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert history.returncode == 0 and sorted(a["alert_id"] for a in json.loads(history.stdout)) == sorted(
         a["alert_id"] for a in alerts)
+
+
+def test_systemd_units_run_commands_the_cli_knows(tmp_path):
+    """config/systemd: each ExecStart is a scheduler.py command line our parser accepts; the
+    timer's calendar is valid where systemd-analyze exists."""
+    import configparser
+    import shlex
+    import shutil
+
+    from nqflow.cli import _parser
+    units = sorted((REPO_ROOT / "config" / "systemd").glob("*.service"))
+    assert {u.name for u in units} >= {"nqflow.service", "nqflow-doctor.service"}
+    commands = {}
+    for unit in units:
+        parsed = configparser.ConfigParser(strict=False, interpolation=None)
+        parsed.read(unit)
+        words = shlex.split(parsed["Service"]["ExecStart"])
+        assert words[1] == "scheduler.py"
+        commands[unit.name] = _parser().parse_args(words[2:]).command
+        assert parsed["Service"]["EnvironmentFile"] == "/etc/nqflow/env"  # secrets never in the unit
+    assert commands["nqflow.service"] == "run" and commands["nqflow-doctor.service"] == "doctor"
+    timer = configparser.ConfigParser(strict=False, interpolation=None)
+    timer.read(REPO_ROOT / "config" / "systemd" / "nqflow-doctor.timer")
+    if shutil.which("systemd-analyze"):
+        done = subprocess.run(["systemd-analyze", "calendar", timer["Timer"]["OnCalendar"]], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
