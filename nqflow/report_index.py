@@ -63,6 +63,11 @@ def alert_product(alert: dict) -> str:
     return expiry[:-2] if len(expiry) > 2 else (str(alert.get("symbol") or "").split(" ")[0] or "all")
 
 
+def _text(value) -> str:
+    """A database text cell for HTML: NULL reads back from pandas as None or NaN, both empty."""
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
 def _session_of(window_start: str) -> str:
     found = cal.session_of(pd.Timestamp(window_start))
     return str(found[0]) if found else window_start[:10]
@@ -149,7 +154,7 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
             f"<td>{'' if pd.isna(w.alerts) else int(w.alerts)}</td><td>{html.escape(by_kind)}</td>"
             f"<td>{summary.get('max_confidence', '')}</td>"
             f"<td>{link(w.html_path, 'report')}</td><td>{link(w.notebook_path, 'notebook')}</td>"
-            f"<td>{html.escape(w.last_error or '')}</td></tr>")
+            f"<td>{html.escape(_text(w.last_error))}</td></tr>")
 
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nqflow: NQ options institutional flow</title>

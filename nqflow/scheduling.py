@@ -38,6 +38,8 @@ log = logging.getLogger("nqflow.scheduler")
 class Clock(Protocol):
     def now(self) -> pd.Timestamp: ...
     def sleep(self, seconds: float) -> None: ...
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        """Until `seconds` have passed or `stop` is set (`run`'s pause between passes)."""
 
 
 class SystemClock:
@@ -46,6 +48,9 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        stop.wait(seconds)
 
 
 class SimulatedClock:
@@ -59,6 +64,9 @@ class SimulatedClock:
 
     def sleep(self, seconds: float) -> None:
         self.current += pd.Timedelta(seconds=seconds)
+
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        self.sleep(seconds)  # simulated time passes at once: `run` can be driven through days
 
 
 @dataclass
@@ -340,12 +348,16 @@ class Scheduler:
             raise NqflowError(f"another scheduler holds {lock.lock_file}; stop it first (one instance at a time)") from None
         previous = {sig: signal.signal(sig, lambda *_: self.stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            interrupted = self.store.recover_interrupted(self.clock.now().isoformat())
+            if interrupted:  # we hold the lock: no other scheduler is running them
+                log.warning("%d window(s) were left running by a scheduler that stopped mid-window; retrying them: %s",
+                            len(interrupted), ", ".join(interrupted))
             while not self.stop_event.is_set():
                 self.tick()
                 self.daily_tick()
                 self.health_tick()
                 self.retention_tick()
-                self.stop_event.wait(self.config.schedule.poll_seconds)
+                self.clock.wait(self.stop_event, self.config.schedule.poll_seconds)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

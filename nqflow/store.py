@@ -72,6 +72,15 @@ class StateStore:
                          (status, now, duration_s, notebook_path, html_path, alerts,
                           json.dumps(summary) if summary is not None else None, error, next_attempt_at, start))
 
+    def recover_interrupted(self, now: str) -> list[str]:
+        """Windows left 'pending' by a scheduler that died mid-window become failed attempts due
+        now (their notebook may have half run); returns their starts. Call it holding the lock."""
+        with self.connect() as conn:
+            starts = [r[0] for r in conn.execute("SELECT window_start FROM windows WHERE status = 'pending'")]
+            conn.execute("UPDATE windows SET status = 'failed', next_attempt_at = ?, last_error = "
+                         "'interrupted: the scheduler stopped while this window ran' WHERE status = 'pending'", (now,))
+        return starts
+
     def windows(self, limit: int = 200) -> pd.DataFrame:
         with self.connect() as conn:
             return pd.read_sql_query("SELECT * FROM windows ORDER BY window_start DESC LIMIT ?", conn, params=[limit])

@@ -123,3 +123,14 @@ def test_index_links_reports_kept_in_an_earlier_outputs_folder(tmp_path):
     index = write_index(tmp_path / "new-outputs", store.windows())
     href = re.search(r'href="([^"]+)">report<', index.read_text()).group(1)
     assert (index.parent / href).resolve() == report.resolve()
+
+
+def test_index_reads_a_window_that_failed_then_passed(tmp_path):
+    """A NULL error beside a real one comes back from pandas as NaN: the index must not choke on it."""
+    store = StateStore(tmp_path / "state.sqlite")
+    for minute, (status, error) in zip(("00", "15"), (("ok", None), ("failed", "DataError: gone"))):
+        start = f"2026-10-30T15:{minute}:00+00:00"
+        store.start_attempt(start, start, start)
+        store.finish_window(start, status, start, 1.0, None, None, 0, {}, error)
+    page = write_index(tmp_path / "out", store.windows()).read_text()
+    assert "DataError: gone" in page and "nan" not in page.lower().replace("nanos", "")
