@@ -140,3 +140,19 @@ def test_sigterm_stops_run_cleanly(tmp_path):
     assert process.wait(timeout=120) == 0
     from filelock import FileLock
     FileLock(str(tmp_path / "state.sqlite") + ".lock").acquire(timeout=0)  # released on the way out
+
+
+def test_a_window_left_running_by_a_killed_scheduler_is_run_again(make_scheduler):
+    scheduler = make_scheduler("2026-10-30T15:33:00Z")
+    start = "2026-10-30T15:15:00+00:00"
+    scheduler.store.start_attempt(start, "2026-10-30T15:30:00+00:00", "2026-10-30T15:32:00+00:00")  # then SIGKILL
+    assert (pd.Timestamp(start), pd.Timestamp("2026-10-30T15:30Z")) not in scheduler.due_windows(scheduler.clock.now())
+
+    class OnePass(SimulatedClock):
+        def wait(self, stop, seconds):
+            stop.set()
+    scheduler.clock = OnePass(scheduler.clock.now())
+    scheduler.run_forever()
+    row = scheduler.store.window(start)
+    assert row["status"] == "ok" and row["attempts"] == 2
+    assert pd.Timestamp(start) in scheduler.executor.calls
