@@ -14,7 +14,7 @@ from nqflow.alerts import KINDS
 from nqflow.config import load_config, parse_override
 from nqflow.errors import NqflowError
 from nqflow.paths import resolve
-from nqflow.scheduling import Scheduler, windows_between
+from nqflow.scheduling import Scheduler
 from nqflow.sources import SOURCE_NAMES
 
 
@@ -215,7 +215,7 @@ def window(args, config) -> int:
 
 def backfill(args, config) -> int:
     scheduler = _scheduler(args, config)
-    windows = windows_between(cal.to_utc(args.start), cal.to_utc(args.end), config.schedule.interval_minutes)
+    windows = cal.windows_between(cal.to_utc(args.start), cal.to_utc(args.end), config.schedule.interval_minutes)
     return _print_runs(scheduler, scheduler.process_windows(windows, progress=True), args)
 
 

@@ -349,11 +349,11 @@ def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fil
                       f"check that the data source covers this window")
     if chain.empty:
         notes.append(f"no instrument definitions for session {trade_date}")
-    return WindowData(start, end, trade_date, parts.options, chain, oi, _front_future(parts.futures), notes,
+    return WindowData(start, end, trade_date, parts.options, chain, oi, front_future(parts.futures), notes,
                       parts.spreads, legs if legs is not None else empty_frame(LEG_COLUMNS), parts.futures)
 
 
-def _front_future(futures: pd.DataFrame) -> pd.DataFrame:
+def front_future(futures: pd.DataFrame) -> pd.DataFrame:
     """Fills of the most traded future in the window: the one whose price the options track."""
     if futures.empty:
         return futures

@@ -55,12 +55,8 @@ class Condition:
 
 def _open_minutes(start: pd.Timestamp, end: pd.Timestamp, interval_minutes: int) -> float:
     """Minutes of [start, end) in open-market windows of the schedule."""
-    step = pd.Timedelta(minutes=interval_minutes)
-    if end <= start:
-        return 0.0
-    first = start.floor(step)
-    starts = pd.date_range(first, end - step, freq=step) if end - step >= first else []
-    return float(sum(interval_minutes for s in starts if cal.window_is_open(s, s + step)))
+    return float(sum(interval_minutes for s, e in cal.windows_between(start, end, interval_minutes)
+                     if cal.window_is_open(s, e)))
 
 
 def assess(store: StateStore, config: Config, now: pd.Timestamp,

@@ -41,6 +41,11 @@ def trading_days(first: dt.date, last: dt.date) -> list[dt.date]:
     return list(sessions(first, last).index)
 
 
+def previous_trading_day(trade_date: dt.date) -> dt.date:
+    """The trading day before `trade_date` (a Monday's is the Friday before)."""
+    return trading_days(trade_date - dt.timedelta(days=10), trade_date - dt.timedelta(days=1))[-1]
+
+
 def next_trading_day(trade_date: dt.date) -> dt.date:
     """The trading day after `trade_date` (a Friday's is Monday, whose session opens on Sunday evening)."""
     return trading_days(trade_date + dt.timedelta(days=1), trade_date + dt.timedelta(days=10))[0]
@@ -92,3 +97,11 @@ def to_utc(value) -> pd.Timestamp:
     if ts.tzinfo is None:
         raise NqflowError(f"timestamp {value!r} has no timezone; add one, e.g. {ts.isoformat()}Z")
     return ts.tz_convert("UTC")
+
+
+def windows_between(start: pd.Timestamp, end: pd.Timestamp, minutes: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Every `minutes`-long window from `start` (floored) up to `end`, open market or not."""
+    step = pd.Timedelta(minutes=minutes)
+    first = start.floor(step)
+    return [(s, s + step) for s in pd.date_range(first, end - step, freq=step)]
+

@@ -90,11 +90,6 @@ class OffBookDay:
         }
 
 
-def next_session(trade_date: dt.date) -> dt.date:
-    """The session that publishes `trade_date`'s statistics: the next trading day's."""
-    return cal.next_trading_day(trade_date)
-
-
 def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_day: pd.DataFrame,
                      statistics_next_day: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
     """Off-book volume, premium and OI change per option of session `trade_date` (OFF_BOOK_COLUMNS).
@@ -112,7 +107,7 @@ def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_
     if cleared.empty or final.empty:
         missing = "cleared volume" if cleared.empty else "final settlement prices (only preliminary so far)"
         raise DataNotYetAvailable(f"statistics for session {trade_date} are not published yet ({missing}); CME "
-                                  f"publishes them the next morning: try again after {next_session(trade_date)}'s open")
+                                  f"publishes them the next morning: try again after {cal.next_trading_day(trade_date)}'s open")
     cleared_volume = cleared.groupby("instrument_id")["quantity"].last()
     screen_volume = screen.groupby("instrument_id")["size"].sum() if len(screen) else pd.Series(dtype="int64")
     settle = final.groupby("instrument_id")["price"].last()
@@ -257,7 +252,7 @@ def read_off_book(source: DataSource, trade_date: dt.date, config: Config) -> Of
     row = cal.sessions(trade_date, trade_date)
     if row.empty:
         raise DataNotYetAvailable(f"{trade_date} is not a CME Globex trading day; pick a session date")
-    following = next_session(trade_date)
+    following = cal.next_trading_day(trade_date)
     statistics_next_day = source.statistics(following)
     statistics_that_day = source.statistics(trade_date)
     screen = classify_fills(source.trades(row.iloc[0].market_open, row.iloc[0].market_close),

@@ -25,12 +25,13 @@ SCRIPT = """
 const table = document.getElementById('alerts');
 const rows = Array.from(table.tBodies[0].rows);
 const controls = Array.from(document.querySelectorAll('[data-filter]'));
+const keys = controls.map(c => c.dataset.filter).filter(key => key !== 'premium');  // the FILTERS
 function apply() {
   const wanted = Object.fromEntries(controls.map(c => [c.dataset.filter, c.value]));
   const minimum = parseFloat(wanted.premium || '0') * 1e6 || 0;
   let shown = 0;
   for (const row of rows) {
-    const ok = ['kind', 'label', 'product', 'expiry', 'direction'].every(
+    const ok = keys.every(
       key => !wanted[key] || row.dataset[key] === wanted[key]) && parseFloat(row.dataset.premium) >= minimum;
     row.hidden = !ok;
     shown += ok ? 1 : 0;

@@ -7,9 +7,6 @@ Secrets are never notebook parameters: the kernel inherits them from the environ
 
 from __future__ import annotations
 
-import html
-import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field

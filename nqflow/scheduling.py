@@ -362,9 +362,3 @@ class Scheduler:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             lock.release()
-
-
-def windows_between(start: pd.Timestamp, end: pd.Timestamp, minutes: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    step = pd.Timedelta(minutes=minutes)
-    first = start.floor(step)
-    return [(s, s + step) for s in pd.date_range(first, end - step, freq=step)]

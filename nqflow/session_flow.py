@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nqflow import market_hours as cal
-from nqflow.data import DataSource, classify_fills
+from nqflow.data import DataSource, classify_fills, front_future
 from nqflow.levels import days_to_expiry
 from nqflow.strategies import find_packages
 
@@ -159,10 +159,8 @@ def read_session_flow(source: DataSource, trade_date: dt.date, config, alerts: p
     row = row.iloc[0]
     fills = classify_fills(source.trades(row.market_open, row.market_close), config.universe.products)
     options, futures = fills.options, fills.futures
-    front = futures[futures["instrument_id"] == futures.groupby("instrument_id")["size"].sum().idxmax()] \
-        if len(futures) else futures
-    packages, package_of = find_packages(options, futures, fills.spreads, source.spread_legs(trade_date),
-                                         front.reset_index(drop=True))
+    front = front_future(futures)
+    packages, package_of = find_packages(options, futures, fills.spreads, source.spread_legs(trade_date), front)
     prints = options.assign(
         aggressor=leg_aggressors(options, packages, package_of), package_id=package_of,
         days_to_expiry=days_to_expiry(options["ts_event"], options["expiration"]).to_numpy(),
@@ -172,13 +170,12 @@ def read_session_flow(source: DataSource, trade_date: dt.date, config, alerts: p
     if previous_off_book:
         from nqflow.errors import DataNotYetAvailable
         from nqflow.offbook import read_off_book
-        before = cal.trading_days(trade_date - dt.timedelta(days=10), trade_date - dt.timedelta(days=1))
         try:
-            previous = read_off_book(source, before[-1], config) if before else None
+            previous = read_off_book(source, cal.previous_trading_day(trade_date), config)
         except DataNotYetAvailable:
             previous = None
     alerts = alerts if alerts is not None else pd.DataFrame(columns=ALERT_FIELDS)
-    return SessionFlow(trade_date, prints, packages, front.reset_index(drop=True), alerts, previous)
+    return SessionFlow(trade_date, prints, packages, front, alerts, previous)
 
 
 def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:

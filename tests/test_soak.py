@@ -33,7 +33,7 @@ from test_delivery import SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server,
 from nqflow import market_hours as cal
 from nqflow.baseline import BaselineStore, ensure_history
 from nqflow.paths import REPO_ROOT
-from nqflow.scheduling import windows_between
+from nqflow.market_hours import windows_between
 from nqflow.store import StateStore
 
 START = pd.Timestamp("2026-11-25T23:17:00Z")   # just after the 26 Nov session opened
