@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
     cost.add_argument("end")
-    sub.add_parser("sample", help="generate the sample market (data.replay_dir) if it is missing or stale")
+    sample = sub.add_parser("sample", help="generate the sample market (data.replay_dir) if it is missing or stale")
+    sample.add_argument("--sessions", type=int, help="how many sessions (deterministic; default: the bundled 26); "
+                                                     "e.g. 250 to benchmark a year without checking it in")
+    sample.add_argument("--out", help="folder to write (default: --data-dir or data.replay_dir)")
     demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
     demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
     doctor = sub.add_parser("doctor", help="check the set-up: key, data lag, parents, cost, SMTP, Slack, disk "
@@ -271,8 +274,11 @@ def demo(args, config) -> int:
 
 
 def sample(args, config) -> int:
-    from nqflow.sample import generate_sample_market
-    folder = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
+    from nqflow.sample import SampleSpec, generate_sample_market
+    if args.sessions is not None and args.sessions < 2:
+        raise NqflowError(f"--sessions must be at least 2 (a session and the next day's statistics), not {args.sessions}")
+    spec = SampleSpec(n_sessions=args.sessions) if args.sessions else SampleSpec()
+    folder = generate_sample_market(resolve(args.out or args.data_dir or config.data.replay_dir), spec)
     print(f"sample market ready in {folder}")
     return 0
 
