@@ -60,6 +60,8 @@ td.number{text-align:right;font-variant-numeric:tabular-nums}.filters label{marg
 
 def alert_product(alert: dict) -> str:
     """The option product an alert is on: its expiry's root without the month-year code."""
+    if alert["kind"] == "health":
+        return "(monitor)"
     expiry = alert.get("expiry") or ""
     return expiry[:-2] if len(expiry) > 2 else (str(alert.get("symbol") or "").split(" ")[0] or "all")
 

@@ -179,8 +179,8 @@ def read_session_flow(source: DataSource, trade_date: dt.date, config, alerts: p
 
 
 def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
-    """The alerts recorded for session `trade_date` in the state database (ALERT_FIELDS), the
-    off-book ones of that session included; none when there is no database yet."""
+    """The market alerts recorded for session `trade_date` in the state database (ALERT_FIELDS),
+    the off-book ones of that session included; none when there is no database yet."""
     from nqflow.alerts import ALERT_FIELDS
     from nqflow.paths import resolve
     from nqflow.store import StateStore
@@ -189,4 +189,5 @@ def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
         return pd.DataFrame(columns=ALERT_FIELDS)
     row = cal.sessions(trade_date, trade_date).iloc[0]
     rows = StateStore(path).alerts(since=row.market_open.isoformat(), until=row.market_close.isoformat())
-    return pd.DataFrame(rows, columns=ALERT_FIELDS)
+    # the market's alerts: health alerts are about the monitor, and live in the index
+    return pd.DataFrame([r for r in rows if r["kind"] != "health"], columns=ALERT_FIELDS)

@@ -164,3 +164,12 @@ def test_retention_deletes_old_notebooks_and_reports_and_the_index_stops_linking
     assert scheduler.store.window(start)["status"] == "ok"  # window state kept
     assert scheduler.retention_tick() is None  # once a day
     assert apply_retention(out, scheduler.config.retention, dt.date(2027, 6, 1)).reports == 3
+
+
+def test_health_alerts_are_listed_as_the_monitor_s_in_the_index(make_scheduler):
+    scheduler = make_scheduler("2026-10-29T22:50:00Z")
+    scheduler.store.start_attempt("2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "x")
+    scheduler.store.finish_window("2026-10-29T20:45:00+00:00", "ok", "x", 0.0, None, None, 0, {})
+    (alert,) = scheduler.health_tick()
+    page = scheduler.refresh_index().read_text()
+    assert 'data-kind="health" data-label="HIGH" data-product="(monitor)"' in page and alert["symbol"] in page
