@@ -49,7 +49,7 @@ from nqflow import market_hours as cal
 from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id
 from nqflow.config import Config
 from nqflow.contracts import CHICAGO
-from nqflow.data import DataSource, classify_fills
+from nqflow.data import DataSource, classify_fills, session_bounds
 from nqflow.detect import premium_component, score
 from nqflow.errors import DataNotYetAvailable
 
@@ -74,10 +74,10 @@ class OffBookDay:
     def summary(self) -> dict:
         """The day in figures, in a window summary's shape (`nqflow.alerts.WindowSummary`) plus
         the off-book ones, so that reports, the index and the state database read it alike."""
-        row = cal.sessions(self.trade_date, self.trade_date).iloc[0]
+        market_open, market_close = session_bounds(self.trade_date)
         off = self.volumes[self.volumes["off_book_volume"] > 0]
         return {
-            "window_start": row.market_open.isoformat(), "window_end": row.market_close.isoformat(),
+            "window_start": market_open.isoformat(), "window_end": market_close.isoformat(),
             "trade_date": str(self.trade_date), "option_trades": int(len(self.volumes)),
             "contracts": int(self.volumes["screen_volume"].sum()), "premium_usd": float(off["premium_usd"].fillna(0).sum()),
             "off_book_contracts": int(off["off_book_volume"].sum()), "off_book_instruments": int(len(off)),
@@ -90,6 +90,11 @@ class OffBookDay:
         }
 
 
+def about_session(statistics: pd.DataFrame, trade_date: dt.date) -> pd.DataFrame:
+    """The statistics records that refer to session `trade_date` (``ts_ref`` on its date)."""
+    return statistics[statistics["ts_ref"].dt.tz_convert(None).dt.normalize() == pd.Timestamp(trade_date)]
+
+
 def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_day: pd.DataFrame,
                      statistics_next_day: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
     """Off-book volume, premium and OI change per option of session `trade_date` (OFF_BOOK_COLUMNS).
@@ -99,8 +104,7 @@ def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_
     Raises DataNotYetAvailable while the next day's cleared volume or final settlement for
     the session is not there yet: a day is never read as "no blocks" before publication.
     """
-    ref = statistics_next_day["ts_ref"].dt.tz_convert(None).dt.normalize() == pd.Timestamp(trade_date)
-    published = statistics_next_day[ref]
+    published = about_session(statistics_next_day, trade_date)
     cleared = published[published["stat_type"] == CLEARED_VOLUME]
     settlement = published[published["stat_type"] == SETTLEMENT]
     final = settlement[(settlement["stat_flags"] & SETTLEMENT_FINAL) != 0]
@@ -168,7 +172,7 @@ def off_book_alerts(trade_date: dt.date, volumes: pd.DataFrame, config: Config,
                     published_at: pd.Timestamp | None = None) -> pd.DataFrame:
     """`off_book` alerts of one session (ALERT_FIELDS), strongest first (see the module doc)."""
     t = config.thresholds
-    row = cal.sessions(trade_date, trade_date).iloc[0]
+    market_open, market_close = session_bounds(trade_date)
     alerts: list[Alert] = []
     for group in group_packages(volumes, t.off_book_package_max_ratio):
         members = volumes.loc[group]
@@ -210,8 +214,8 @@ def off_book_alerts(trade_date: dt.date, volumes: pd.DataFrame, config: Config,
         alerts.append(Alert(
             alert_id=stable_id("off_book", trade_date, ",".join(map(str, ids)), volume),
             kind=Kind.OFF_BOOK, level=Level.PACKAGE if is_package else Level.INSTRUMENT,
-            window_start=row.market_open.isoformat(), window_end=row.market_close.isoformat(),
-            event_time=(published_at or row.market_close).isoformat(),
+            window_start=market_open.isoformat(), window_end=market_close.isoformat(),
+            event_time=(published_at or market_close).isoformat(),
             symbol=f"{strategy} {' / '.join(expiries)}" if is_package else str(first["symbol"]),
             symbols=[str(s) for s in members["symbol"]], instrument_ids=ids, expiry=expiries[0],
             expiration=pd.Timestamp(first["expiration"]).isoformat() if pd.notna(first["expiration"]) else None,
@@ -259,8 +263,8 @@ def read_off_book(source: DataSource, trade_date: dt.date, config: Config) -> Of
                             config.universe.products).options
     volumes = off_book_volumes(trade_date, screen, statistics_that_day, statistics_next_day, source.chain(trade_date))
     volumes = volumes[volumes["product"].isin(config.universe.products)].reset_index(drop=True)
-    ref = statistics_next_day["ts_ref"].dt.tz_convert(None).dt.normalize() == pd.Timestamp(trade_date)
-    published_at = statistics_next_day.loc[ref & (statistics_next_day["stat_type"] == CLEARED_VOLUME), "ts_event"].max()
+    published = about_session(statistics_next_day, trade_date)
+    published_at = published.loc[published["stat_type"] == CLEARED_VOLUME, "ts_event"].max()
     return OffBookDay(trade_date, volumes, off_book_alerts(trade_date, volumes, config, published_at), published_at)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nqflow import market_hours as cal
-from nqflow.data import DataSource, classify_fills, front_future
+from nqflow.data import DataSource, classify_fills, front_future, session_bounds
 from nqflow.levels import days_to_expiry
 from nqflow.strategies import find_packages
 
@@ -99,9 +99,9 @@ class SessionFlow:
         contracts = int(prints["size"].sum())
         zero_dte = int(prints.loc[prints["days_to_expiry"] == 0, "size"].sum())
         by_kind = self.alerts["kind"].value_counts().to_dict() if len(self.alerts) else {}
-        row = cal.sessions(self.trade_date, self.trade_date).iloc[0]
+        market_open, market_close = session_bounds(self.trade_date)
         return {  # a window summary's keys (`nqflow.alerts.WindowSummary`), then the session's own
-            "window_start": row.market_open.isoformat(), "window_end": row.market_close.isoformat(),
+            "window_start": market_open.isoformat(), "window_end": market_close.isoformat(),
             "option_trades": int(len(prints)), "empty": bool(prints.empty),
             "notes": [] if len(prints) else [f"no option trades in session {self.trade_date}"],
             "max_confidence": float(self.alerts["confidence"].max()) if len(self.alerts) else 0.0,
@@ -187,7 +187,7 @@ def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
     path = resolve(state_db or config.data.state_db)
     if not path.exists():
         return pd.DataFrame(columns=ALERT_FIELDS)
-    row = cal.sessions(trade_date, trade_date).iloc[0]
-    rows = StateStore(path).alerts(since=row.market_open.isoformat(), until=row.market_close.isoformat())
+    market_open, market_close = session_bounds(trade_date)
+    rows = StateStore(path).alerts(since=market_open.isoformat(), until=market_close.isoformat())
     # the market's alerts: health alerts are about the monitor, and live in the index
     return pd.DataFrame([r for r in rows if r["kind"] != "health"], columns=ALERT_FIELDS)
