@@ -74,20 +74,26 @@ import pandas as pd
 from scipy import stats
 
 from nqflow.alerts import ALERT_FIELDS, Alert, Kind, Level, stable_id
+from nqflow.contracts import CHICAGO
 from nqflow.config import Config
 from nqflow.data import WindowData
 from nqflow.levels import (
-    EXPECTED_COLUMNS,
     PRODUCT_KEY,
     SHORT_DATED_DAYS,
-    days_to_expiry,
-    expiry_key,
-    expiry_level_key,
-    level_keys,
 )
-from nqflow.strategies import find_packages, read_package
-
-ORDER_KEYS = ["instrument_id", "ts_event", "side"]
+from nqflow.features import (  # noqa: F401  (re-exported: the building blocks tests and charts use)
+    ORDER_KEYS,
+    SIDE_COLUMNS,
+    WINDOW,
+    Features,
+    aggregate_orders,
+    assign_sweeps,
+    compute_features,
+    side_columns,
+    side_totals,
+    window_volumes,
+)
+from nqflow.strategies import read_package
 
 
 @dataclass
@@ -111,65 +117,6 @@ class Detection:
 
 
 # --------------------------------------------------------------------------- building blocks
-def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Collapse fills into aggressor orders: same instrument, ts_event and side (and `by` columns,
-    e.g. the window of a batch). Sorted by `by`, event time and instrument."""
-    keys = [*by, *ORDER_KEYS]
-    if trades.empty:
-        return pd.DataFrame(columns=[*keys, "symbol", "expiry", "expiration", "strike", "put_call",
-                                     "size", "premium_usd", "vwap", "fills", "package_id", "days_to_expiry"])
-    if "package_id" not in trades:
-        trades = trades.assign(package_id=-1)
-    grouped = trades.groupby(keys, sort=False, observed=True)
-    orders = grouped.agg(symbol=("symbol", "first"), expiration=("expiration", "first"), strike=("strike", "first"),
-                         put_call=("put_call", "first"), size=("size", "sum"), premium_usd=("premium_usd", "sum"),
-                         fills=("size", "size"), multiplier=("multiplier", "first"),
-                         package_id=("package_id", "max")).reset_index()
-    orders["vwap"] = orders["premium_usd"] / (orders["size"] * orders["multiplier"])
-    orders["expiry"] = expiry_key(orders["symbol"])
-    orders["days_to_expiry"] = days_to_expiry(orders["ts_event"], orders["expiration"]).astype("int64")
-    return orders.sort_values([*by, "ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
-
-
-def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tuple[str, ...] = ()) -> pd.Series:
-    """Sweep id per order (-1 when not part of a sweep).
-
-    A sweep: aggressor orders (side B or A) on one expiry and right, the same side (and the same
-    `by` values), each within `span_ms` of the first, touching at least `min_strikes` strikes.
-    Scanning in time order, a sweep starts at the first order whose next `span_ms` hold enough
-    strikes, and the scan resumes after it. `orders` must be in time order within each group.
-    """
-    sweep = np.full(len(orders), -1, dtype="int64")
-    # Legs of a package are one trade with their package, never separate orders of a sweep.
-    free = orders["package_id"].to_numpy() < 0 if "package_id" in orders else np.ones(len(orders), dtype=bool)
-    aggressive = np.flatnonzero(orders["side"].isin(["B", "A"]).to_numpy() & free)
-    if len(aggressive) < min_strikes:
-        return pd.Series(sweep, index=orders.index)
-    candidates = orders.iloc[aggressive]
-    group = candidates.groupby([*by, "expiry", "put_call", "side"], sort=False).ngroup().to_numpy()
-    in_groups = np.argsort(group, kind="stable")  # each group contiguous, still in time order
-    group, rows = group[in_groups], aggressive[in_groups]
-    times = candidates["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")[in_groups]
-    strikes = candidates["strike"].to_numpy(dtype=float)[in_groups]
-    span = int(span_ms) * 1_000_000
-    # A sweep can only start where the order min_strikes - 1 places on is in the same group and
-    # within the span; only those starts (few) are examined one by one.
-    reach = min_strikes - 1
-    starts = np.flatnonzero((group[reach:] == group[:len(group) - reach]) &
-                            (times[reach:] - times[:len(group) - reach] <= span))
-    group_ends = np.append(np.flatnonzero(np.diff(group)) + 1, len(group))
-    next_id, resume = 0, 0
-    for start in starts:
-        if start < resume:
-            continue
-        end = group_ends[np.searchsorted(group_ends, start, side="right")]
-        stop = start + int(np.searchsorted(times[start:end], times[start] + span, side="right"))
-        if np.unique(strikes[start:stop]).size >= min_strikes:
-            sweep[rows[start:stop]] = next_id
-            next_id, resume = next_id + 1, stop
-    return pd.Series(sweep, index=orders.index)
-
-
 def imbalance_of(buy: float, sell: float) -> float:
     """(buy - sell) / (buy + sell) of aggressor premium, in [-1, 1]; 0 when there is none."""
     total = buy + sell
@@ -211,71 +158,6 @@ def tail_probability(volume, mean, variance) -> np.ndarray:
     return np.where(volume <= 0, 1.0, np.where(over, nb, poisson))
 
 
-def _side_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-row buyer/seller volume and premium, and bullish/bearish premium, as columns to sum."""
-    buy = (frame["side"] == "B").to_numpy()
-    sell = (frame["side"] == "A").to_numpy()
-    call = (frame["put_call"] == "C").to_numpy()
-    size = frame["size"].to_numpy(dtype=float)
-    prem = frame["premium_usd"].to_numpy(dtype=float)
-    return pd.DataFrame({
-        "buy_volume": size * buy, "sell_volume": size * sell,
-        "buy_premium_usd": prem * buy, "sell_premium_usd": prem * sell,
-        "bullish_premium_usd": prem * ((buy & call) | (sell & ~call)),
-        "bearish_premium_usd": prem * ((sell & call) | (buy & ~call)),
-    }, index=frame.index)
-
-
-SIDE_COLUMNS = ["buy_volume", "sell_volume", "buy_premium_usd", "sell_premium_usd",
-                "bullish_premium_usd", "bearish_premium_usd"]
-
-
-def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Per level and key (and `by` values): volume, premium, side totals and the largest order's
-    share of the volume. Rows come by `by`, then level (instrument, expiry, product), then first trade."""
-    if orders.empty:
-        return pd.DataFrame(columns=["level", *by, "key", "volume"])
-    base = pd.concat([orders[[*by, "instrument_id", "symbol", "expiry", "expiration", "strike", "put_call", "size",
-                              "premium_usd", "ts_event", "days_to_expiry"]], _side_columns(orders)], axis=1)
-    keys = level_keys(orders)
-    base["expiry_key"] = keys["expiry"]
-    frames = []
-    for level, key in keys.items():
-        grouped = base.groupby([*(base[b] for b in by), key.rename("key")], sort=False)
-        sums = grouped[["size", "premium_usd", *SIDE_COLUMNS]].sum()
-        out = sums.rename(columns={"size": "volume"})
-        out["top_order_share"] = grouped["size"].max() / sums["size"].clip(lower=1)
-        out["instruments"] = grouped["instrument_id"].nunique()
-        out["first_ts"] = grouped["ts_event"].min()
-        key_values = out.index.get_level_values("key")
-        if level == "instrument":
-            out = out.join(grouped[["symbol", "expiry", "expiration", "strike", "put_call", "days_to_expiry",
-                                    "expiry_key"]].first())
-            out["instrument_ids"] = [[int(i)] for i in key_values]
-        else:
-            out["symbol"] = key_values
-            out["expiry"] = grouped["expiry"].first() if level == "expiry" else ""
-            out["expiration"] = grouped["expiration"].first() if level == "expiry" else pd.NaT
-            out["days_to_expiry"] = grouped["days_to_expiry"].min() if level == "expiry" else np.nan
-            out["expiry_key"] = key_values if level == "expiry" else ""
-            out["strike"] = float("nan")
-            out["put_call"] = ""
-            out["instrument_ids"] = [[] for _ in range(len(out))]
-        out = out.reset_index()
-        out.insert(0, "level", level)
-        frames.append(out)
-    volumes = pd.concat(frames, ignore_index=True)
-    if by:
-        volumes = volumes.sort_values(list(by), kind="stable", ignore_index=True)
-    volumes["volume"] = volumes["volume"].astype("int64")
-    return volumes
-
-
-def side_totals(frame: pd.DataFrame) -> dict[str, float]:
-    """Buyer/seller-initiated volume and premium, and bullish/bearish premium, of some fills or orders."""
-    return {k: float(v) for k, v in _side_columns(frame).sum().items()}
-
-
 # --------------------------------------------------------------------------- scoring
 def score(components: dict[str, float], config: Config) -> tuple[float, str]:
     c = config.confidence
@@ -303,11 +185,8 @@ def _usd(value: float) -> str:
 
 
 # --------------------------------------------------------------------------- the engine
-WINDOW = "window"  # column naming a window's position in a batch given to `detect_windows`
-
-
 def detect_window(window: WindowData, expected: pd.DataFrame | None, config: Config) -> Detection:
-    """Find large orders, sweeps and volume surges in one window.
+    """Find large orders, sweeps, strategy packages and volume surges in one window.
 
     `expected` is the expected volume of this window's slot per (level, key)
     (`nqflow.baseline.BaselineStore.expected`, or `expected_volume` of a history); None or
@@ -320,72 +199,97 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
                    config: Config) -> list[Detection]:
     """`detect_window` for many windows at once (a whole session, in a backtest), one Detection each.
 
-    Windows are independent: orders, sweeps, volumes and baselines never cross windows (every
-    grouping is also by window), so each result equals what `detect_window` gives for that
-    window alone. Batching only saves pandas' per-call overhead, which dominates 15-minute
-    windows. `expected[i]` is window i's expected volume.
+    The two stages back to back: `nqflow.features.compute_features`, then `evaluate`. Windows
+    are independent (every grouping is also by window), so each result equals what
+    `detect_window` gives for that window alone; batching only saves pandas' per-call overhead,
+    which dominates 15-minute windows. `expected[i]` is window i's expected volume.
     """
-    if len(windows) != len(expected):
-        raise ValueError(f"{len(windows)} windows but {len(expected)} expected-volume frames")
-    t = config.thresholds
-    busy = [i for i, w in enumerate(windows) if not w.trades.empty]
-    results: list[Detection | None] = [None] * len(windows)
-    for i, w in enumerate(windows):
-        if w.trades.empty:
-            results[i] = Detection(pd.DataFrame(columns=ALERT_FIELDS), aggregate_orders(w.trades),
-                                   pd.DataFrame(), _summary(w, 0, {}), pd.DataFrame(), config)
-    if not busy:
-        return results
-    by = (WINDOW,)
-    trades = pd.concat([windows[i].trades for i in busy], ignore_index=True)
-    trades[WINDOW] = np.repeat(busy, [len(windows[i].trades) for i in busy])
-    packages = _packages(windows, busy, trades)
-    trades["package_id"] = packages.attrs.pop("package_of")
-    orders = aggregate_orders(trades, by)
-    orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes, by)
-    # Sweep ids are numbered across the batch; each window's are renumbered from 0 as if alone.
-    first_sweep = orders[orders["sweep_id"] >= 0].groupby(WINDOW)["sweep_id"].min()
-    # A "sweep" that is mostly one order is a block with small neighbours: judge its orders singly.
-    grouped = orders[orders["sweep_id"] >= 0].groupby("sweep_id")["premium_usd"]
-    dominated = grouped.max() >= t.sweep_block_share * grouped.sum()
-    orders.loc[orders["sweep_id"].isin(dominated.index[dominated]), "sweep_id"] = -1
-    volumes = _scored_volumes(window_volumes(orders, by), [(i, expected[i]) for i in busy], config)
-    volumes["gate"] = surge_gate(volumes, config)  # "" where a surge may alert, else why not (charts show it)
+    features = compute_features(windows, expected, config)
+    return split(features, evaluate(features, config, score_every_volume=True), config)
 
-    alerts = (_order_alerts(windows, orders, volumes, config) + _strategy_alerts(windows, packages, volumes, config)
-              + _surge_alerts(windows, volumes, config))
-    by_window: dict[int, list[_Candidate]] = {i: [] for i in busy}
-    for candidate in alerts:
-        by_window[candidate.window].append(candidate)
-    sides = _side_columns(trades)[["buy_premium_usd", "sell_premium_usd"]]
-    trade_totals = pd.concat([trades[["size", "premium_usd"]], sides], axis=1).groupby(trades[WINDOW]).sum()
-    trade_totals["option_trades"] = trades.groupby(WINDOW).size()
-    # Cut the batch back into windows by row ranges; the window column is dropped once, not per window.
-    order_bounds = _bounds(orders[WINDOW], busy)
-    volume_bounds = _bounds(volumes[WINDOW], busy)
-    package_rows = packages.groupby("window").indices if len(packages) else {}  # packages are not sorted by window
-    orders, volumes, packages = orders.drop(columns=WINDOW), volumes.drop(columns=WINDOW), packages.drop(columns="window")
-    totals_of = trade_totals.to_dict("index")
-    no_alerts = pd.DataFrame(columns=ALERT_FIELDS)
-    zero_dte = (orders["days_to_expiry"] == 0).to_numpy()
-    for i in busy:
+
+@dataclass
+class Evaluation:
+    """The threshold stage's answer for a batch of features: ``alerts`` (ALERT_FIELDS plus
+    ``window``, by window, then confidence and premium, highest first), the orders' final
+    ``sweep_id`` (-1 where the block-share rule broke a candidate up) and the scored volumes
+    (baseline, ratio, p_value and ``gate``: why a row cannot be a surge, "" when it can)."""
+
+    alerts: pd.DataFrame
+    sweep_id: np.ndarray
+    volumes: pd.DataFrame
+    records: list[dict] = field(default_factory=list)  # the alerts' JSON form, row for row
+
+
+def evaluate(features: Features, config: Config, score_every_volume: bool = False) -> Evaluation:
+    """The threshold stage: every alert of every window of `features` under `config`'s thresholds.
+
+    Vectorised over the whole batch (one session or a year of them): the floors, ratios and
+    surge gate are column operations; only candidates that pass the thresholds are scored
+    and built, and each window's candidates are folded (one event, one alert). The tail
+    probability, the one costly column, is computed only for the volume rows an alert reads,
+    unless `score_every_volume` (the live path, whose charts show every row).
+    """
+    t = config.thresholds
+    orders = features.orders
+    if orders.empty:
+        return Evaluation(pd.DataFrame(columns=[WINDOW, *ALERT_FIELDS]), np.empty(0, dtype="int64"),
+                          features.volumes.assign(gate=pd.Series(dtype=object)))
+    sweep = orders["sweep_id"].to_numpy(dtype="int64").copy()
+    if (sweep >= 0).any():
+        # A "sweep" that is mostly one order is a block with small neighbours: judge its orders singly.
+        grouped = orders.loc[sweep >= 0, "premium_usd"].groupby(sweep[sweep >= 0])
+        dominated = grouped.max() >= t.sweep_block_share * grouped.sum()
+        sweep[np.isin(sweep, dominated.index[dominated.to_numpy()])] = -1
+    volumes = _scored_volumes(features.volumes, config)
+    volumes["gate"] = surge_gate(volumes, config)  # "" where a surge may alert, else why not (charts show it)
+    context = _Context(features, volumes, config, score_every_volume)
+    candidates = (_order_alerts(context, orders.assign(sweep_id=sweep)) + _strategy_alerts(context)
+                  + _surge_alerts(context))
+    by_window: dict[int, list[_Candidate]] = {}
+    for candidate in candidates:
+        by_window.setdefault(candidate.window, []).append(candidate)
+    rows, windows = [], []
+    for window in sorted(by_window):
+        folded = sorted(_fold(by_window[window], config), key=lambda a: (-a.confidence, -a.premium_usd))
+        rows.extend(alert.to_json() for alert in folded)
+        windows.extend([window] * len(folded))
+    alerts = pd.DataFrame(rows, columns=ALERT_FIELDS) if rows else pd.DataFrame(columns=ALERT_FIELDS)
+    alerts.insert(0, WINDOW, np.asarray(windows, dtype="int64"))
+    if score_every_volume:
+        context.p_values()
+    return Evaluation(alerts, sweep, context.volumes, rows)
+
+
+def split(features: Features, evaluation: Evaluation, config: Config) -> list[Detection]:
+    """One `Detection` per window of a batch, each as if its window had been detected alone
+    (sweep ids renumbered from 0 in each window)."""
+    orders = features.orders.assign(sweep_id=evaluation.sweep_id).drop(columns="expiry_key")
+    volumes, packages, table = evaluation.volumes, features.packages, features.windows
+    n = len(table)
+    order_bounds = _bounds(orders[WINDOW], list(range(n)))
+    volume_bounds = _bounds(volumes[WINDOW], list(range(n)))
+    alert_bounds = _bounds(evaluation.alerts[WINDOW], list(range(n)))
+    package_rows = packages.groupby(WINDOW).indices if len(packages) else {}
+    orders, volumes = orders.drop(columns=WINDOW), volumes.drop(columns=WINDOW)
+    packages = packages.drop(columns=WINDOW)
+    volume_columns = [c for c in volumes.columns if c != "open_interest"]
+    results = []
+    for i, row in enumerate(table.itertuples(index=False)):
+        summary = window_summary(row)
+        if row.empty:
+            results.append(Detection(pd.DataFrame(columns=ALERT_FIELDS), aggregate_orders(pd.DataFrame()),
+                                     pd.DataFrame(), summary, pd.DataFrame(), config))
+            continue
         own_orders = orders.iloc[slice(*order_bounds[i])].reset_index(drop=True)
-        if i in first_sweep.index:
-            own_orders.loc[own_orders["sweep_id"] >= 0, "sweep_id"] -= first_sweep[i]
-        own_volumes = volumes.iloc[slice(*volume_bounds[i])].reset_index(drop=True)
-        folded = _fold(by_window[i], config)
-        if folded:
-            frame = pd.DataFrame([alert.to_json() for alert in folded], columns=ALERT_FIELDS)
-            frame = frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
-        else:
-            frame = no_alerts.copy()
-        summary = _summary(windows[i], len(own_orders), totals_of[i])
+        in_sweep = own_orders["sweep_id"] >= 0
+        if in_sweep.any():
+            own_orders.loc[in_sweep, "sweep_id"] -= int(features.orders["sweep_id"].iloc[slice(*order_bounds[i])]
+                                                       .pipe(lambda s: s[s >= 0]).min())
+        own_volumes = volumes.iloc[slice(*volume_bounds[i])][volume_columns].reset_index(drop=True)
+        # Built from the window's own records, so its dtypes are what the window alone gives.
+        frame = pd.DataFrame(evaluation.records[slice(*alert_bounds[i])], columns=ALERT_FIELDS)
         own_packages = packages.take(package_rows.get(i, [])).reset_index(drop=True)
-        summary["packages"] = int(len(own_packages))
-        summary["packages_by_strategy"] = own_packages["strategy"].value_counts().to_dict() if len(own_packages) else {}
-        size = own_orders["size"].to_numpy()
-        zero = zero_dte[slice(*order_bounds[i])]
-        summary["zero_dte_contract_share"] = round(float(size[zero].sum() / max(size.sum(), 1)), 4)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
@@ -394,33 +298,29 @@ def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFram
             summary["product_expected_volume"] = float(product["baseline"].iloc[0])
             summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
             summary["history_sessions"] = int(product["history_sessions"].iloc[0])
-        results[i] = Detection(frame, own_orders, own_volumes, summary, own_packages, config)
+        results.append(Detection(frame, own_orders, own_volumes, summary, own_packages, config))
     return results
 
 
-def _packages(windows: Sequence[WindowData], busy: list[int], trades: pd.DataFrame) -> pd.DataFrame:
-    """Strategy packages of a batch of windows (`nqflow.strategies.find_packages`); the package id of
-    every option fill rides along in ``attrs["package_of"]``."""
-    def stacked(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.Series]:
-        frames = [(i, f) for i, f in frames if len(f)]
-        if not frames:
-            return pd.DataFrame(columns=["ts_event", "instrument_id", "price", "size", "side", "symbol"]), pd.Series(dtype="int64")
-        return (pd.concat([f for _, f in frames], ignore_index=True),
-                pd.Series(np.repeat([i for i, _ in frames], [len(f) for _, f in frames])))
-    spreads, spread_window = stacked([(i, windows[i].spreads) for i in busy])
-    futures, futures_window = stacked([(i, windows[i].futures) for i in busy])
-    underlying, _ = stacked([(i, windows[i].underlying) for i in busy])
-    legs_frames = {id(windows[i].legs): windows[i].legs for i in busy if len(windows[i].legs)}
-    legs = pd.concat(legs_frames.values(), ignore_index=True).drop_duplicates(["spread_id", "leg_index"]) \
-        if legs_frames else pd.DataFrame(columns=["spread_id"])
-    packages, package_of = find_packages(trades, futures, spreads, legs, underlying, trades[WINDOW], spread_window,
-                                         futures_window)
-    # Numbered from 0 in each window, as if the window were detected alone.
-    local = packages.groupby("window").cumcount().to_numpy() if len(packages) else np.empty(0, dtype=np.int64)
-    package_of = np.where(package_of >= 0, local[np.maximum(package_of, 0)] if len(local) else -1, -1)
-    packages = packages.assign(package_id=local)
-    packages.attrs["package_of"] = package_of
-    return packages
+def window_summary(row) -> dict:
+    """A window's summary (`nqflow.alerts.WindowSummary`) from its row of `Features.windows`,
+    before its alerts are counted in."""
+    import json
+    summary = {
+        "window_start": row.window_start.isoformat(), "window_end": row.window_end.isoformat(),
+        "trade_date": row.trade_date if isinstance(row.trade_date, str) else None,
+        "option_trades": int(row.option_trades), "orders": int(row.orders), "contracts": int(row.contracts),
+        "premium_usd": float(row.premium_usd), "buy_premium_usd": float(row.buy_premium_usd),
+        "sell_premium_usd": float(row.sell_premium_usd),
+        "underlying_last": None if pd.isna(row.underlying_last) else float(row.underlying_last),
+        "empty": bool(row.empty), "notes": json.loads(row.notes), "alerts": 0, "alerts_by_kind": {},
+        "max_confidence": 0.0,
+    }
+    if not row.empty:
+        summary["packages"] = int(row.packages)
+        summary["packages_by_strategy"] = json.loads(row.packages_by_strategy)
+        summary["zero_dte_contract_share"] = float(row.zero_dte_contract_share)
+    return summary
 
 
 def watch_list(orders: pd.DataFrame, config: Config, packages: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -464,46 +364,77 @@ def _bounds(window_column: pd.Series, windows: list[int]) -> dict[int, tuple[int
     return {w: (int(a), int(b)) for w, a, b in zip(windows, lo, hi)}
 
 
-def _scored_volumes(volumes: pd.DataFrame, expected: list[tuple[int, pd.DataFrame | None]], config: Config) -> pd.DataFrame:
-    """Window volumes with their slot's expected volume, floored baseline, ratio and tail probability."""
+def _scored_volumes(volumes: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Window volumes with their floored baseline and ratio; ``p_value`` is filled in by `_Context`."""
     t = config.thresholds
-    known = [e.assign(**{WINDOW: i}) for i, e in expected if e is not None and len(e)]
-    known = pd.concat(known, ignore_index=True) if known else \
-        pd.DataFrame({WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}})
-    volumes = volumes.merge(known[[WINDOW, *EXPECTED_COLUMNS]], on=[WINDOW, "level", "key"], how="left")
-    volumes["history_sessions"] = volumes["history_sessions"].fillna(0).astype(int)
+    volumes = volumes.copy()
     floors = volumes["level"].map({"instrument": t.instrument_baseline_floor, "expiry": t.expiry_baseline_floor,
-                                   "product": t.product_baseline_floor})
-    volumes["baseline"] = np.maximum(volumes["expected"].astype(float).fillna(0.0), floors)
-    volumes["ratio"] = volumes["volume"] / volumes["baseline"]
-    # The model's mean is floored like the ratio; its variance is never below that mean.
-    variance = np.maximum(volumes["variance"].astype(float).fillna(0.0), volumes["baseline"])
-    volumes["p_value"] = np.where(volumes["history_sessions"] > 0,
-                                  tail_probability(volumes["volume"], volumes["baseline"], variance), 1.0)
+                                   "product": t.product_baseline_floor}).to_numpy(dtype=float)
+    expected = volumes["expected"].to_numpy(dtype=float, na_value=np.nan)
+    volumes["baseline"] = np.maximum(np.nan_to_num(expected, nan=0.0), floors)
+    volumes["ratio"] = volumes["volume"].to_numpy(dtype=float) / volumes["baseline"].to_numpy()
+    volumes["p_value"] = np.nan
     return volumes
 
 
-def _summary(window: WindowData, orders: int, totals: dict) -> dict:
-    """What a window held: `totals` are its option fills' size, premium_usd, buy/sell premium and count."""
-    return {
-        "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
-        "trade_date": str(window.trade_date) if window.trade_date else None,
-        "option_trades": int(totals.get("option_trades", 0)), "orders": int(orders),
-        "contracts": int(totals.get("size", 0)), "premium_usd": float(totals.get("premium_usd", 0.0)),
-        "buy_premium_usd": float(totals.get("buy_premium_usd", 0.0)),
-        "sell_premium_usd": float(totals.get("sell_premium_usd", 0.0)),
-        "underlying_last": float(window.underlying["price"].iloc[-1]) if len(window.underlying) else None,
-        "empty": bool(window.empty), "notes": list(window.notes), "alerts": 0, "alerts_by_kind": {},
-        "max_confidence": 0.0,
-    }
+class _Context:
+    """What the candidate builders share: the window table, the scored volumes (tail
+    probabilities computed on demand), instrument rows by (window, key), the price path."""
 
+    def __init__(self, features: Features, volumes: pd.DataFrame, config: Config, every_volume: bool):
+        self.config = config
+        self.volumes = volumes
+        self.starts = [ts.isoformat() for ts in features.windows["window_start"]]
+        self.ends = [ts.isoformat() for ts in features.windows["window_end"]]
+        self.window_end = list(features.windows["window_end"])
+        self.packages = features.packages
+        level = volumes["level"].to_numpy(dtype=object)
+        self._instrument_rows = np.flatnonzero(level == "instrument")
+        self._instrument_index = pd.MultiIndex.from_arrays(
+            [volumes[WINDOW].to_numpy()[self._instrument_rows], volumes["key"].to_numpy(dtype=object)[self._instrument_rows]])
+        path = features.underlying
+        self._path_window = path[WINDOW].to_numpy(dtype="int64")
+        self._path_ts = path["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        self._path_price = path["price"].to_numpy(dtype=float)
+        self._scored = np.zeros(len(volumes), dtype=bool)
 
-def _underlying_at(window: WindowData, ts: pd.Timestamp) -> float | None:
-    u = window.underlying
-    if u.empty:
-        return None
-    before = u[u["ts_event"] <= ts]
-    return float((before if len(before) else u)["price"].iloc[-1])
+    def p_values(self, rows: np.ndarray | None = None) -> None:
+        """Fill ``p_value`` for these volume rows (all when None): P(X >= volume) under the slot's
+        count model with its mean floored like the ratio and its variance never below that mean."""
+        rows = np.arange(len(self.volumes)) if rows is None else np.asarray(rows, dtype="int64")
+        rows = rows[~self._scored[rows]]
+        if not len(rows):
+            return
+        v = self.volumes
+        history = v["history_sessions"].to_numpy()[rows]
+        baseline = v["baseline"].to_numpy()[rows]
+        variance = np.maximum(np.nan_to_num(v["variance"].to_numpy(dtype=float, na_value=np.nan)[rows], nan=0.0), baseline)
+        p = np.where(history > 0, tail_probability(v["volume"].to_numpy()[rows], baseline, variance), 1.0)
+        column = v["p_value"].to_numpy(dtype=float).copy()
+        column[rows] = p
+        v["p_value"] = column
+        self._scored[rows] = True
+
+    def instrument_rows(self, windows: np.ndarray, keys: list[str]) -> np.ndarray:
+        """Volume row of each (window, instrument key); -1 when the window has none."""
+        if not len(keys):
+            return np.empty(0, dtype="int64")
+        found = self._instrument_index.get_indexer(pd.MultiIndex.from_arrays([np.asarray(windows), np.asarray(keys, dtype=object)]))
+        return np.where(found >= 0, self._instrument_rows[np.maximum(found, 0)], -1)
+
+    def underlying_at(self, window: int, ts: pd.Timestamp) -> float | None:
+        """The front future's last price at or before `ts` in the window (its last price when it
+        printed only later; None when it did not print)."""
+        lo, hi = np.searchsorted(self._path_window, [window, window + 1])
+        if lo == hi:
+            return None
+        at = lo + int(np.searchsorted(self._path_ts[lo:hi], ts.value, side="right")) - 1
+        return float(self._path_price[at if at >= lo else hi - 1])
+
+    def candidate(self, window: int, owns: list[tuple[str, str]], expiry_key: str | None = None,
+                  expiry_keys: set[str] | None = None, **values) -> _Candidate:
+        alert = Alert(window_start=self.starts[window], window_end=self.ends[window], **values)
+        return _Candidate(alert, window, owns, expiry_key, set(expiry_keys or ()))
 
 
 @dataclass
@@ -518,54 +449,57 @@ class _Candidate:
     expiry_keys: set[str] = field(default_factory=set)  # an order's, sweep's or package's expiry-level keys
 
 
-def _candidate(window: WindowData, index: int, owns: list[tuple[str, str]], expiry_key: str | None = None,
-               expiry_keys: set[str] | None = None, **values) -> _Candidate:
-    alert = Alert(window_start=window.start.isoformat(), window_end=window.end.isoformat(), **values)
-    return _Candidate(alert, index, owns, expiry_key, set(expiry_keys or ()))
-
-
-class _OpenInterest:
-    """Open interest by instrument, per window, built only for windows that have an alert."""
-
-    def __init__(self, windows: Sequence[WindowData]):
-        self.windows, self.cache = windows, {}
-
-    def __getitem__(self, window: int) -> pd.Series:
-        if window not in self.cache:
-            oi = self.windows[window].open_interest
-            self.cache[window] = oi.set_index("instrument_id")["open_interest"] if not oi.empty else pd.Series(dtype="int64")
-        return self.cache[window]
-
-
-def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: pd.DataFrame,
-                  config: Config) -> list[_Candidate]:
+def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
+    """Sweeps whose summed premium, and single orders (not package legs, not in a sweep) whose
+    premium, reach ``large_premium_usd``: sweeps first (by sweep id), then orders in time order."""
+    config = context.config
     t = config.thresholds
-    instrument_volume = volumes[volumes["level"] == "instrument"].set_index([WINDOW, "key"])
-    oi_by_window = _OpenInterest(windows)
-    alerts = []
-    groups = []
-    in_sweep = orders[orders["sweep_id"] >= 0]
-    sweep_premium = in_sweep.groupby("sweep_id")["premium_usd"].sum()
-    for sweep_id in sweep_premium.index[sweep_premium >= t.large_premium_usd]:
-        groups.append(("sweep", in_sweep[in_sweep["sweep_id"] == sweep_id]))
-    single = orders[(orders["sweep_id"] < 0) & (orders["package_id"] < 0) & (orders["premium_usd"] >= t.large_premium_usd)]
-    for position in range(len(single)):
-        groups.append(("large_order", single.iloc[[position]]))
-    for kind, members in groups:
-        index = int(members[WINDOW].iloc[0])
-        window, oi = windows[index], oi_by_window[index]
-        premium = float(members["premium_usd"].sum())
-        ids = sorted(int(i) for i in members["instrument_id"].unique())
-        first = members.sort_values("ts_event").iloc[0]
-        volume = int(members["size"].sum())
-        totals = side_totals(members)
-        inst_rows = instrument_volume.loc[[(index, str(i)) for i in ids]]
-        inst_volume = float(inst_rows["volume"].sum()) if len(inst_rows) else float(volume)
-        known_oi = [int(oi[i]) for i in ids if i in oi.index]
-        total_oi = sum(known_oi) if len(known_oi) == len(ids) else None
-        p_value = float(inst_rows["p_value"].min()) if len(inst_rows) and (inst_rows["history_sessions"] > 0).any() else 1.0
-        history = int(inst_rows["history_sessions"].max()) if len(inst_rows) else 0
-        strikes = sorted(members["strike"].unique())
+    premium_all = orders["premium_usd"].to_numpy(dtype=float)
+    sweep_all = orders["sweep_id"].to_numpy(dtype="int64")
+    in_sweep = np.flatnonzero(sweep_all >= 0)
+    groups: list[tuple[str, np.ndarray]] = []
+    if len(in_sweep):
+        sweep_premium = pd.Series(premium_all[in_sweep]).groupby(sweep_all[in_sweep]).sum()
+        members_of = pd.Series(in_sweep).groupby(sweep_all[in_sweep]).indices
+        for sweep_id in sweep_premium.index[sweep_premium.to_numpy() >= t.large_premium_usd]:
+            groups.append(("sweep", in_sweep[members_of[sweep_id]]))
+    single = np.flatnonzero((sweep_all < 0) & (orders["package_id"].to_numpy() < 0) & (premium_all >= t.large_premium_usd))
+    groups.extend(("large_order", np.array([row])) for row in single)
+    if not groups:
+        return []
+    chosen = np.concatenate([rows for _, rows in groups])
+    members_all = orders.iloc[chosen]
+    # One lookup for every member's instrument row of window volume, then tail probabilities for those rows only.
+    volume_row = context.instrument_rows(members_all[WINDOW].to_numpy(), members_all["instrument_id"].astype(str).tolist())
+    context.p_values(volume_row[volume_row >= 0])
+    v = context.volumes
+    v_volume, v_baseline = v["volume"].to_numpy(dtype=float), v["baseline"].to_numpy(dtype=float)
+    v_history, v_p = v["history_sessions"].to_numpy(), v["p_value"].to_numpy(dtype=float)
+    v_oi = v["open_interest"].to_numpy(dtype=float)
+    side_cols = side_columns(members_all)
+    records = members_all.to_dict("records")
+    sides = side_cols.to_dict("records")
+    alerts, offset = [], 0
+    for kind, rows in groups:
+        n = len(rows)
+        members, member_sides, member_rows = records[offset:offset + n], sides[offset:offset + n], volume_row[offset:offset + n]
+        offset += n
+        index = int(members[0][WINDOW])
+        premium = float(sum(m["premium_usd"] for m in members))
+        ids = sorted({int(m["instrument_id"]) for m in members})
+        first = min(members, key=lambda m: m["ts_event"])  # the earliest (the first of equals)
+        volume = int(sum(m["size"] for m in members))
+        totals = {k: float(sum(s[k] for s in member_sides)) for k in SIDE_COLUMNS}
+        # Each distinct instrument once, in id order (a sweep may hit one strike twice).
+        by_id = {int(m["instrument_id"]): int(r) for m, r in zip(members, member_rows)}
+        inst = np.array([by_id[i] for i in ids], dtype="int64")
+        inst_volume = float(v_volume[inst].sum())
+        oi = v_oi[inst]
+        total_oi = int(oi.sum()) if not np.isnan(oi).any() else None
+        history = int(v_history[inst].max())
+        p_value = float(v_p[inst].min()) if (v_history[inst] > 0).any() else 1.0
+        baseline = float(v_baseline[inst].sum())
+        strikes = sorted({m["strike"] for m in members})
         components = {
             "surprise": surprise_component(p_value, config) if history else 0.0,
             "premium": premium_component(premium, config),
@@ -579,45 +513,45 @@ def _order_alerts(windows: Sequence[WindowData], orders: pd.DataFrame, volumes: 
         sentiment = sentiment_of(totals["bullish_premium_usd"], totals["bearish_premium_usd"], t.direction_share)
         right = "calls" if first["put_call"] == "C" else "puts"
         verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded")
+        event_time = first["ts_event"]
         if kind == "sweep":
+            span = max(m["ts_event"] for m in members) - min(m["ts_event"] for m in members)
             what = (f"sweep of {len(strikes)} strikes {strikes[0]:g}-{strikes[-1]:g} {first['expiry']} {right}, "
-                    f"{len(members)} orders within {(members['ts_event'].max() - members['ts_event'].min()).total_seconds() * 1000:.0f} ms")
-            alert_id = stable_id("sweep", ",".join(map(str, ids)), first["ts_event"].value, side)
+                    f"{len(members)} orders within {span.total_seconds() * 1000:.0f} ms")
+            alert_id = stable_id("sweep", ",".join(map(str, ids)), event_time.value, side)
         else:
-            what = f"one aggressor order, {int(first['fills'])} fill(s) at ts {first['ts_event'].isoformat()}"
-            alert_id = stable_id("large_order", ids[0], first["ts_event"].value, side)
+            what = f"one aggressor order, {int(first['fills'])} fill(s) at ts {event_time.isoformat()}"
+            alert_id = stable_id("large_order", ids[0], event_time.value, side)
         reasons = [f"{_usd(premium)} premium >= {_usd(t.large_premium_usd)} threshold ({what})",
                    f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"
                    if side in ("B", "A") else
                    f"{volume:,} {right} with no known aggressor (side {side}): direction and sentiment unknown"]
         if history:
-            reasons.append(f"instrument window volume {inst_volume:,.0f} vs expected "
-                           f"{float(inst_rows['baseline'].sum()):,.1f}; tail probability {p_value:.1e} "
-                           f"over {history} sessions")
+            reasons.append(f"instrument window volume {inst_volume:,.0f} vs expected {baseline:,.1f}; "
+                           f"tail probability {p_value:.1e} over {history} sessions")
         else:
             reasons.append("no volume history for this instrument: surprise not scored")
         if total_oi:
             reasons.append(f"volume/open interest {volume / total_oi:.2f}" + (" (above OI: likely new positions)" if volume > total_oi else ""))
         else:
             reasons.append("open interest unknown")
-        alerts.append(_candidate(
-            window, index, [("instrument", str(i)) for i in ids], expiry_keys=set(expiry_level_key(members)),
+        days = min(int(m["days_to_expiry"]) for m in members)
+        alerts.append(context.candidate(
+            index, [("instrument", str(i)) for i in ids], expiry_keys={m["expiry_key"] for m in members},
             alert_id=alert_id, kind=kind, level="instrument" if kind == "large_order" else "expiry",
-            event_time=first["ts_event"].isoformat(), symbol=str(first["symbol"]) if kind == "large_order" else
+            event_time=event_time.isoformat(), symbol=str(first["symbol"]) if kind == "large_order" else
             f"{first['expiry']} {first['put_call']}{strikes[0]:g}-{strikes[-1]:g}",
-            symbols=sorted(str(s) for s in members["symbol"].unique()), instrument_ids=ids, expiry=str(first["expiry"]),
+            symbols=sorted({str(m["symbol"]) for m in members}), instrument_ids=ids, expiry=str(first["expiry"]),
             expiration=pd.Timestamp(first["expiration"]).isoformat(), strike=float(strikes[0]) if len(strikes) == 1 else None,
             put_call=str(first["put_call"]), direction=direction, sentiment=sentiment, volume=volume,
             buy_volume=totals["buy_volume"], sell_volume=totals["sell_volume"],
-            baseline=float(inst_rows["baseline"].sum()) if len(inst_rows) else None,
-            ratio=inst_volume / float(inst_rows["baseline"].sum()) if len(inst_rows) else None, tier=None,
+            baseline=baseline, ratio=inst_volume / baseline, tier=None,
             history_sessions=history, p_value=p_value, premium_usd=round(premium, 2),
             buy_premium_usd=totals["buy_premium_usd"], sell_premium_usd=totals["sell_premium_usd"],
             imbalance=round(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"]), 4),
-            underlying_price=_underlying_at(window, first["ts_event"]), open_interest=total_oi,
+            underlying_price=context.underlying_at(index, event_time), open_interest=total_oi,
             volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
-            reasons=reasons + _dte_reason(int(members["days_to_expiry"].min())),
-            days_to_expiry=int(members["days_to_expiry"].min()), zero_dte=bool(members["days_to_expiry"].min() == 0)))
+            reasons=reasons + _dte_reason(days), days_to_expiry=days, zero_dte=days == 0))
     return alerts
 
 
@@ -627,29 +561,34 @@ def _dte_reason(days: int | None) -> list[str]:
     return ["0DTE: expires today" if days == 0 else f"{days} day(s) to expiry"]
 
 
-def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volumes: pd.DataFrame,
-                     config: Config) -> list[_Candidate]:
+def _strategy_alerts(context: _Context) -> list[_Candidate]:
     """A package whose gross premium reaches ``large_premium_usd`` is one alert of kind ``strategy``."""
+    config = context.config
     t = config.thresholds
+    packages = context.packages
     big = packages[packages["gross_premium_usd"] >= t.large_premium_usd] if len(packages) else packages
     if big.empty:
         return []
-    instrument_volume = volumes[volumes["level"] == "instrument"].set_index([WINDOW, "key"])
-    oi_by_window = _OpenInterest(windows)
-    alerts = []
+    lookups = [(int(p.window), str(i)) for p in big.itertuples(index=False) for i in p.option_leg_ids]
+    volume_row = context.instrument_rows(np.array([w for w, _ in lookups]), [k for _, k in lookups])
+    context.p_values(volume_row[volume_row >= 0])
+    v = context.volumes
+    v_volume, v_history = v["volume"].to_numpy(dtype=float), v["history_sessions"].to_numpy()
+    v_p, v_oi = v["p_value"].to_numpy(dtype=float), v["open_interest"].to_numpy(dtype=float)
+    alerts, offset = [], 0
     for package in big.itertuples(index=False):
         index = int(package.window)
-        window, oi = windows[index], oi_by_window[index]
-        row = pd.Series(package._asdict())
-        direction, sentiment, net_delta = read_package(row, t.delta_neutral_share)
+        direction, sentiment, net_delta = read_package(package._asdict(), t.delta_neutral_share)
         ids = package.option_leg_ids
-        inst_rows = instrument_volume.loc[[k for k in ((index, str(i)) for i in ids) if k in instrument_volume.index]]
-        history = int(inst_rows["history_sessions"].max()) if len(inst_rows) else 0
-        p_value = float(inst_rows["p_value"].min()) if history else 1.0
+        rows = volume_row[offset:offset + len(ids)]
+        offset += len(ids)
+        rows = rows[rows >= 0]
+        history = int(v_history[rows].max()) if len(rows) else 0
+        p_value = float(v_p[rows].min()) if history else 1.0
         volume = int(sum(leg["size"] for leg in package.legs if leg["put_call"] != "F"))
-        inst_volume = float(inst_rows["volume"].sum()) if len(inst_rows) else float(volume)
-        known_oi = [int(oi[i]) for i in ids if i in oi.index]
-        total_oi = sum(known_oi) if len(known_oi) == len(ids) else None
+        inst_volume = float(v_volume[rows].sum()) if len(rows) else float(volume)
+        oi = v_oi[rows]
+        total_oi = int(oi.sum()) if len(rows) == len(ids) and not np.isnan(oi).any() else None
         premium = float(package.gross_premium_usd)
         components = {
             "surprise": surprise_component(p_value, config) if history else 0.0,
@@ -659,10 +598,10 @@ def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volu
             "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
         }
         confidence, label = score(components, config)
-        days = int(min(days_to_expiry(pd.Series(pd.to_datetime([package.ts_event] * len(ids), utc=True)),
-                                      pd.Series(pd.to_datetime([leg["expiration"] for leg in package.legs
-                                                                if leg["put_call"] != "F"], utc=True)))))
         event_time = pd.Timestamp(package.ts_event, tz="UTC")
+        days_by_leg = [(_days_between(event_time, leg["expiration"]), leg["symbol"]) for leg in package.legs
+                       if leg["put_call"] != "F"]
+        days = min(d for d, _ in days_by_leg)
         legs_text = ", ".join(f"{'+' if leg['sign'] > 0 else '-'}{leg['ratio']} {leg['symbol']}" for leg in package.legs)
         net = float(package.net_premium_usd)
         verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded (aggressor unknown)")
@@ -678,8 +617,9 @@ def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volu
             f"one trade, not {len(package.legs)} bets: {source}; its legs are not reported as orders or sweeps",
         ]
         reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
-        alerts.append(_candidate(
-            window, index, [("instrument", str(i)) for i in ids], expiry_keys=_package_expiry_keys(package),
+        alerts.append(context.candidate(
+            index, [("instrument", str(i)) for i in ids],
+            expiry_keys={f"{d}DTE" if d <= SHORT_DATED_DAYS else symbol.split(" ", 1)[0] for d, symbol in days_by_leg},
             alert_id=stable_id("strategy", package.spread_id, ",".join(map(str, package.leg_instrument_ids)),
                                        package.ts_event, package.side),
             kind="strategy", level="package", event_time=event_time.isoformat(),
@@ -692,7 +632,7 @@ def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volu
             premium_usd=round(premium, 2), buy_premium_usd=premium if package.side == "B" else 0.0,
             sell_premium_usd=premium if package.side == "A" else 0.0,
             imbalance=1.0 if package.side == "B" else -1.0 if package.side == "A" else 0.0,
-            underlying_price=_underlying_at(window, event_time), open_interest=total_oi,
+            underlying_price=context.underlying_at(index, event_time), open_interest=total_oi,
             volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
             reasons=reasons + _dte_reason(days), days_to_expiry=days, zero_dte=days == 0, strategy=package.strategy,
             legs=[{k: leg[k] for k in ("instrument_id", "symbol", "put_call", "strike", "ratio", "sign", "size",
@@ -701,12 +641,10 @@ def _strategy_alerts(windows: Sequence[WindowData], packages: pd.DataFrame, volu
     return alerts
 
 
-def _package_expiry_keys(package) -> set[str]:
-    options = [leg for leg in package.legs if leg["put_call"] != "F"]
-    frame = pd.DataFrame({"ts_event": pd.to_datetime([package.ts_event] * len(options), utc=True),
-                          "expiration": pd.to_datetime([leg["expiration"] for leg in options], utc=True),
-                          "symbol": [leg["symbol"] for leg in options]})
-    return set(expiry_level_key(frame))
+def _days_between(event_time: pd.Timestamp, expiration_ns: int) -> int:
+    """`nqflow.levels.days_to_expiry` for one instant and one expiration (ns since the epoch)."""
+    trade = (event_time.tz_convert(CHICAGO) + pd.Timedelta(hours=7)).date()
+    return (pd.Timestamp(expiration_ns, tz="UTC").tz_convert(CHICAGO).date() - trade).days
 
 
 BELOW_FIRST_TIER = "below the first tier"
@@ -735,20 +673,20 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
         [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], default=""), index=volumes.index)
 
 
-def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: Config) -> list[_Candidate]:
+def _surge_alerts(context: _Context) -> list[_Candidate]:
+    config = context.config
     t = config.thresholds
-    surging = volumes[volumes["gate"] == ""]
-    oi_by_window = _OpenInterest(windows)
+    passing = np.flatnonzero((context.volumes["gate"] == "").to_numpy())
+    context.p_values(passing)
+    surging = context.volumes.iloc[passing]
     alerts = []
     for row in surging.itertuples(index=False):
-        window, oi = windows[row.window], oi_by_window[row.window]
+        index = int(row.window)
         tier = tier_of(row.ratio, t.surge_tiers)
         direction = direction_of(row.buy_premium_usd, row.sell_premium_usd, t.direction_share)
         sentiment = sentiment_of(row.bullish_premium_usd, row.bearish_premium_usd, t.direction_share)
         imbalance = imbalance_of(row.buy_premium_usd, row.sell_premium_usd)
-        open_interest = None
-        if row.level == "instrument" and int(row.key) in oi.index:
-            open_interest = int(oi[int(row.key)])
+        open_interest = int(row.open_interest) if row.level == "instrument" and not pd.isna(row.open_interest) else None
         components = {"surprise": surprise_component(row.p_value, config),
                       "premium": premium_component(row.premium_usd, config), "imbalance": abs(imbalance),
                       "concentration": row.top_order_share,
@@ -766,9 +704,9 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
         if open_interest:
             reasons.append(f"volume/open interest {row.volume / open_interest:.2f}")
         dte = None if pd.isna(row.days_to_expiry) else int(row.days_to_expiry)
-        alerts.append(_candidate(
-            window, int(row.window), [(row.level, str(row.key))], expiry_key=row.expiry_key,
-            alert_id=stable_id("volume_surge", row.level, row.key, window.start.isoformat()),
+        alerts.append(context.candidate(
+            index, [(row.level, str(row.key))], expiry_key=row.expiry_key,
+            alert_id=stable_id("volume_surge", row.level, row.key, context.starts[index]),
             kind="volume_surge", level=row.level, event_time=row.first_ts.isoformat(), symbol=row.symbol,
             symbols=[row.symbol] if row.level == "instrument" else [], instrument_ids=row.instrument_ids,
             expiry=row.expiry or None, expiration=row.expiration.isoformat() if not pd.isna(row.expiration) else None,
@@ -778,7 +716,7 @@ def _surge_alerts(windows: Sequence[WindowData], volumes: pd.DataFrame, config: 
             tier=tier, history_sessions=int(row.history_sessions), p_value=float(row.p_value),
             premium_usd=round(row.premium_usd, 2), buy_premium_usd=row.buy_premium_usd,
             sell_premium_usd=row.sell_premium_usd, imbalance=round(imbalance, 4),
-            underlying_price=_underlying_at(window, window.end),
+            underlying_price=context.underlying_at(index, context.window_end[index]),
             open_interest=open_interest, volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
             confidence=confidence, label=label, reasons=reasons + _dte_reason(dte), days_to_expiry=dte,
             zero_dte=dte == 0 if dte is not None else None))
