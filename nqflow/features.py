@@ -229,9 +229,11 @@ class Features:
 
 
 def feature_params(config: Config) -> dict:
-    """What a stored feature set depends on besides the data: its version and the sweep grouping."""
+    """What a feature set depends on besides the data: its version, the sweep grouping, the
+    watched products and the window length."""
     t = config.thresholds
-    return {"version": FEATURE_VERSION, **{name: getattr(t, name) for name in FEATURE_THRESHOLDS}}
+    return {"version": FEATURE_VERSION, **{name: getattr(t, name) for name in FEATURE_THRESHOLDS},
+            "products": sorted(config.universe.products), "interval_minutes": config.schedule.interval_minutes}
 
 
 def compute_features(windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None], config: Config) -> Features:
@@ -295,22 +297,25 @@ def _no_trades(windows: Sequence[WindowData], config: Config) -> Features:
 
 
 def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], busy: list[int]) -> pd.DataFrame:
-    """Each instrument row's open interest (NaN when unknown); a session's windows share one frame."""
-    frames, seen = [], {}
+    """Each instrument row's open interest (NaN when unknown); a session's windows share one frame,
+    so each distinct frame is indexed once."""
+    column = np.full(len(volumes), np.nan)
+    if volumes.empty:
+        return volumes.assign(open_interest=column)
+    instrument = np.flatnonzero((volumes["level"] == "instrument").to_numpy())
+    ids = np.fromiter((i[0] for i in volumes["instrument_ids"].to_numpy()[instrument]), dtype="int64", count=len(instrument))
+    window = volumes[WINDOW].to_numpy()[instrument]
+    by_frame: dict[int, tuple[pd.Series, list[int]]] = {}
     for i in busy:
         oi = windows[i].open_interest
-        if oi.empty:
-            continue
-        if id(oi) not in seen:
-            seen[id(oi)] = oi[["instrument_id", "open_interest"]].drop_duplicates("instrument_id", keep="first") \
-                .assign(key=lambda f: f["instrument_id"].astype(str))[["key", "open_interest"]]
-        frames.append(seen[id(oi)].assign(**{WINDOW: i, "level": "instrument"}))
-    if not frames or volumes.empty:
-        return volumes.assign(open_interest=np.nan)
-    known = pd.concat(frames, ignore_index=True)
-    out = volumes.merge(known, on=[WINDOW, "level", "key"], how="left")
-    out["open_interest"] = out["open_interest"].astype(float)
-    return out
+        if not oi.empty:
+            entry = by_frame.setdefault(id(oi), (oi.drop_duplicates("instrument_id").set_index("instrument_id")["open_interest"]
+                                                 .astype(float), []))
+            entry[1].append(i)
+    for series, members in by_frame.values():
+        rows = np.isin(window, members)
+        column[instrument[rows]] = series.reindex(ids[rows]).to_numpy(dtype=float)
+    return volumes.assign(open_interest=column)
 
 
 def _window_table(windows: Sequence[WindowData], trades: pd.DataFrame, orders: pd.DataFrame,
@@ -325,8 +330,13 @@ def _window_table(windows: Sequence[WindowData], trades: pd.DataFrame, orders: p
     size = orders["size"].astype(float)
     zero = size.where(orders["days_to_expiry"] == 0, 0.0).groupby(orders[WINDOW]).sum().reindex(range(n), fill_value=0.0)
     all_size = size.groupby(orders[WINDOW]).sum().reindex(range(n), fill_value=0.0)
-    by_strategy = {int(w): json.dumps(group["strategy"].value_counts().to_dict())
-                   for w, group in packages.groupby(WINDOW)} if len(packages) else {}
+    by_strategy: dict[int, dict[str, int]] = {}
+    if len(packages):
+        counts = packages.groupby([WINDOW, "strategy"], sort=False).size()
+        for (w, strategy), count in counts.items():
+            by_strategy.setdefault(int(w), {})[strategy] = int(count)
+    # Most frequent first, ties in order of appearance: what value_counts gives.
+    by_strategy = {w: json.dumps(dict(sorted(c.items(), key=lambda item: -item[1]))) for w, c in by_strategy.items()}
     package_count = packages.groupby(WINDOW).size().reindex(range(n), fill_value=0) if len(packages) else \
         pd.Series(0, index=range(n))
     return pd.DataFrame({
@@ -354,12 +364,14 @@ def _price_path(windows: Sequence[WindowData]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "ts_event": pd.Series(dtype="datetime64[ns, UTC]"),
                              "price": pd.Series(dtype=float)})
-    path = pd.concat([u[["ts_event", "price"]].assign(**{WINDOW: i}) for i, u in frames], ignore_index=True)
-    path = path.sort_values([WINDOW, "ts_event"], kind="stable", ignore_index=True)
-    price, window = path["price"].to_numpy(), path[WINDOW].to_numpy()
-    keep = np.ones(len(path), dtype=bool)
+    window = np.repeat([i for i, _ in frames], [len(u) for _, u in frames]).astype("int64")
+    ts = np.concatenate([u["ts_event"].to_numpy(dtype="datetime64[ns]") for _, u in frames])
+    price = np.concatenate([u["price"].to_numpy(dtype=float) for _, u in frames])
+    order = np.lexsort((ts, window))  # stable: by window, then time
+    window, ts, price = window[order], ts[order], price[order]
+    keep = np.ones(len(price), dtype=bool)
     keep[1:] = (price[1:] != price[:-1]) | (window[1:] != window[:-1])
-    return path.loc[keep, [WINDOW, "ts_event", "price"]].reset_index(drop=True)
+    return pd.DataFrame({WINDOW: window[keep], "ts_event": pd.to_datetime(ts[keep]).tz_localize("UTC"), "price": price[keep]})
 
 
 def concat_features(parts: Sequence[Features]) -> Features:
@@ -376,9 +388,11 @@ def concat_features(parts: Sequence[Features]) -> Features:
         return pd.concat(frames, ignore_index=True)
     orders = [p.orders.assign(sweep_id=np.where(p.orders["sweep_id"] >= 0, p.orders["sweep_id"] + int(s), -1))
               for p, s in zip(parts, sweep_offsets)]
-    params = parts[0].params
-    if any(p.params != params for p in parts):
-        raise ValueError("features computed with different sweep settings cannot be joined; recompute them")
+    def shape(params: dict) -> dict:  # what the features mean; the data digests differ by session
+        return {k: v for k, v in params.items() if k not in ("data", "history")}
+    params = shape(parts[0].params)
+    if any(shape(p.params) != params for p in parts):
+        raise ValueError("features computed with different sweep settings or products cannot be joined; recompute them")
     return Features(shifted([p.windows for p in parts]), shifted(orders), shifted([p.packages for p in parts]),
                     shifted([p.volumes for p in parts]), shifted([p.underlying for p in parts]), params)
 

@@ -70,31 +70,57 @@ def run_window(config: Config, start, end, source: DataSource, baseline: Baselin
     return WindowResult(window, detection)
 
 
-def run_session(config: Config, trade_date: dt.date, source: DataSource, baseline: BaselineStore,
-                available: list[dt.date] | None = None, window_filter=None) -> list[WindowResult]:
-    """Every window of one session, with the session's data and baseline read once.
+@dataclass
+class SessionWindows:
+    """A session's windows loaded at once, with each window's baseline slot and wanted keys."""
 
-    The backtest path: it gives exactly what `run_window(..., record_baseline=False)` gives
-    window by window (tests compare them), without re-reading the data and the baseline for
-    each of the session's ~92 windows. `window_filter(start, end)` picks windows.
-    """
+    trade_date: dt.date
+    windows: list[WindowData]
+    slots: list[int]
+    keys: dict[int, pd.DataFrame]
+
+    def expected(self, baseline: BaselineStore, max_sessions: int) -> list[pd.DataFrame]:
+        """Each window's expected volume from `baseline` (one query for the session)."""
+        if not self.windows:
+            return []
+        by_slot = baseline.expected(self.trade_date, sorted(set(self.slots)), max_sessions,
+                                    {slot: self.keys.get(slot, NO_KEYS) for slot in self.slots})
+        return [by_slot[slot] for slot in self.slots]
+
+
+def load_session(config: Config, trade_date: dt.date, source: DataSource, window_filter=None) -> SessionWindows:
+    """Every (selected) window of one session from one read of its data: the frames `load_window`
+    gives, window by window. `window_filter(start, end)` picks windows."""
     row = cal.sessions(trade_date, trade_date).iloc[0]
-    windows = [(s, e) for s, e in cal.session_windows(trade_date, config.schedule.interval_minutes)
-               if window_filter is None or window_filter(s, e)]
-    if not windows:
-        return []
-    n = config.thresholds.baseline_sessions
-    ensure_history(baseline, source, trade_date, n, available)
+    bounds = [(s, e) for s, e in cal.session_windows(trade_date, config.schedule.interval_minutes)
+              if window_filter is None or window_filter(s, e)]
+    if not bounds:
+        return SessionWindows(trade_date, [], [], {})
     # Classified once for the session, then cut per window: the same frames `load_window` gives.
     session_fills = classify_fills(source.trades(row.market_open, row.market_close), config.universe.products)
     chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
     loaded = [window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs)
-              for start, end in windows]
-    slots = [cal.slot_of(start, row.market_open) for start, _ in windows]
-    keys = window_keys_by(session_fills.options, _window_of(session_fills.options, windows, slots))
-    expected = baseline.expected(trade_date, sorted(set(slots)), n, {slot: keys.get(slot, NO_KEYS) for slot in slots})
-    detections = detect_windows(loaded, [expected[slot] for slot in slots], config)
-    return [WindowResult(w, d) for w, d in zip(loaded, detections)]
+              for start, end in bounds]
+    slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
+    keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))
+    return SessionWindows(trade_date, loaded, slots, keys)
+
+
+def run_session(config: Config, trade_date: dt.date, source: DataSource, baseline: BaselineStore,
+                available: list[dt.date] | None = None, window_filter=None) -> list[WindowResult]:
+    """Every window of one session, with the session's data and baseline read once.
+
+    It gives exactly what `run_window(..., record_baseline=False)` gives window by window
+    (tests compare them), without re-reading the data and the baseline for each of the
+    session's ~92 windows. `window_filter(start, end)` picks windows.
+    """
+    session = load_session(config, trade_date, source, window_filter)
+    if not session.windows:
+        return []
+    n = config.thresholds.baseline_sessions
+    ensure_history(baseline, source, trade_date, n, available)
+    detections = detect_windows(session.windows, session.expected(baseline, n), config)
+    return [WindowResult(w, d) for w, d in zip(session.windows, detections)]
 
 
 def _window_of(fills: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]], labels: list[int]) -> np.ndarray:

@@ -1,0 +1,144 @@
+"""The two detection stages: thresholds applied to stored features give exactly the live alerts.
+
+The live path here is `nqflow.detect.detect_windows` on each session's windows as the monitor
+loads them (`nqflow.monitor.load_session`, held equal to `run_window` window by window in
+test_backtest); the stored path is a backtest that writes each session's features as Parquet
+and evaluates the thresholds over them, and the lab's path: every session's stored features
+joined into one batch and evaluated in one call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from nqflow.alerts import ALERT_FIELDS, to_records
+from nqflow.backtest import backtest, dask_client, load_features
+from nqflow.baseline import BaselineStore, ensure_history
+from nqflow.config import load_config
+from nqflow.detect import detect_windows, evaluate
+from nqflow.errors import DataError
+from nqflow.features import read_features, session_folder, stored_params
+from nqflow.lab import LOOSE
+from nqflow.monitor import load_session
+
+SETTINGS = {"default": {}, "loose": LOOSE}
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=["trade_date", *ALERT_FIELDS]).sort_values(
+        ["window_start", "alert_id"], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One Dask cluster and one volume baseline for every backtest here: the history is built once."""
+    with dask_client(2, None) as client:
+        yield client, tmp_path_factory.mktemp("baseline") / "baseline.sqlite"
+
+
+def _live_session(data_dir: str, baseline: str, day, available) -> tuple[int, dict[str, list[dict]]]:
+    """One session's windows as the monitor loads them, detected at each setting (on a worker)."""
+    from nqflow.sources.replay import ReplaySource
+    source, store = ReplaySource(data_dir), BaselineStore(baseline)
+    configs = {name: load_config(None, overrides) for name, overrides in SETTINGS.items()}
+    n = configs["default"].thresholds.baseline_sessions
+    session = load_session(configs["default"], day, source)
+    ensure_history(store, source, day, n, available)  # recorded already: reads only
+    expected = session.expected(store, n)
+    return len(session.windows), {
+        name: [{"trade_date": str(day), **a} for d in detect_windows(session.windows, expected, config)
+               for a in to_records(d.alerts)] for name, config in configs.items()}
+
+
+@pytest.fixture(scope="module")
+def every_window(sample_dir, source, cluster, tmp_path_factory):
+    """Every window of every sample session through stored features (built by the first backtest,
+    re-read by the second) and through the live detection at both settings."""
+    configs = {name: load_config(None, overrides) for name, overrides in SETTINGS.items()}
+    available = source.sessions_available()
+    features_dir = tmp_path_factory.mktemp("features")
+    client, baseline = cluster
+    stored = {name: backtest(config, available[0], available[-1], sample_dir, client=client, progress=False,
+                             features_dir=features_dir, baseline_path=baseline) for name, config in configs.items()}
+    # The backtest recorded every session's history; the live runs only read it, in parallel.
+    sessions = client.gather(client.map(_live_session, [str(sample_dir)] * len(available), [str(baseline)] * len(available),
+                                        available, [available] * len(available), pure=False))
+    windows = sum(n for n, _ in sessions)
+    live = {name: [a for _, by_setting in sessions for a in by_setting[name]] for name in configs}
+    return available, windows, live, stored, features_dir, configs
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_stored_features_give_the_live_alerts_field_for_field(every_window, setting):
+    available, windows, live, stored, _, _ = every_window
+    result = stored[setting]
+    assert len(result.windows) == windows > 2000  # every window of every session, none skipped
+    expected = _frame(live[setting])
+    assert len(expected) > (300 if setting == "loose" else 80)  # the planted events and more
+    assert set(expected["kind"]) >= {"large_order", "sweep", "strategy", "volume_surge"}
+    pdt.assert_frame_equal(result.alerts, expected, check_dtype=False, check_exact=True)
+
+
+def test_one_batch_of_every_session_gives_the_same_alerts(every_window, sample_dir, cluster):
+    """The lab's path: all sessions' stored features joined, each setting evaluated in one call."""
+    available, _, live, _, features_dir, configs = every_window
+    sessions, features = load_features(configs["default"], available[0], available[-1], sample_dir,
+                                       features_dir=features_dir, client=cluster[0])
+    assert sessions == available
+    for name, config in configs.items():
+        alerts = evaluate(features, config).alerts
+        dates = features.windows["trade_date"].to_numpy()[alerts["window"].to_numpy()]
+        records = [{"trade_date": d, **a} for d, a in zip(dates, alerts.drop(columns="window").to_dict("records"))]
+        pdt.assert_frame_equal(_frame(records), _frame(live[name]), check_dtype=False, check_exact=True)
+
+
+def test_stored_features_record_what_they_depend_on(every_window):
+    available, _, _, _, features_dir, configs = every_window
+    params = stored_params(features_dir, available[-1])
+    config = configs["default"]
+    assert params["sweep_span_ms"] == config.thresholds.sweep_span_ms
+    assert params["products"] == sorted(config.universe.products)
+    assert len(params["data"]) == 16 and len(params["history"]) == 16
+    features = read_features(features_dir, available[-1])
+    assert features.volumes["history_sessions"].max() == config.thresholds.baseline_sessions
+    assert features.volumes.loc[features.volumes["level"] == "instrument", "open_interest"].notna().mean() > 0.9
+
+
+def test_changed_sweep_settings_or_a_half_written_session_are_recomputed(sample_dir, source, cluster, tmp_path):
+    """Features depend on the sweep grouping: other settings recompute them (and may give other
+    sweeps), while a session without params.json (a write cut short) is recomputed, not read."""
+    days = source.sessions_available()[-2:]
+    config = load_config()
+    client, baseline = cluster
+    run = dict(client=client, progress=False, features_dir=tmp_path, baseline_path=baseline)
+    first = backtest(config, days[0], days[-1], sample_dir, **run)
+    written = (session_folder(tmp_path, days[0]) / "orders.parquet").stat().st_mtime_ns
+    (session_folder(tmp_path, days[-1]) / "params.json").unlink()
+    again = backtest(config, days[0], days[-1], sample_dir, **run)
+    pdt.assert_frame_equal(again.alerts, first.alerts)
+    assert (session_folder(tmp_path, days[0]) / "orders.parquet").stat().st_mtime_ns == written  # read, not rebuilt
+    assert stored_params(tmp_path, days[-1]) is not None
+    wider = dataclasses.replace(config, thresholds=dataclasses.replace(config.thresholds, sweep_span_ms=5_000))
+    backtest(wider, days[0], days[-1], sample_dir, **run)
+    assert stored_params(tmp_path, days[-1])["sweep_span_ms"] == 5_000
+    with pytest.raises(DataError, match="recompute them"):
+        read_features(tmp_path, days[-1], config)
+
+
+def test_a_corrupt_features_file_is_a_one_line_error_naming_it(sample_dir, source, cluster, tmp_path):
+    day = source.sessions_available()[-1]
+    client, baseline = cluster
+    backtest(load_config(), day, day, sample_dir, client=client, progress=False, features_dir=tmp_path,
+             baseline_path=baseline)
+    path = session_folder(tmp_path, day) / "orders.parquet"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError) as error:
+        read_features(tmp_path, day)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message and "delete" in message
+    assert json.loads((session_folder(tmp_path, day) / "params.json").read_text())["version"] >= 1
