@@ -273,7 +273,7 @@ def split(features: Features, evaluation: Evaluation, config: Config) -> list[De
     package_rows = packages.groupby(WINDOW).indices if len(packages) else {}
     orders, volumes = orders.drop(columns=WINDOW), volumes.drop(columns=WINDOW)
     packages = packages.drop(columns=WINDOW)
-    volume_columns = [c for c in volumes.columns if c != "open_interest"]
+    volume_columns = [c for c in volumes.columns if c not in ("open_interest", "instrument_id")]
     results = []
     for i, row in enumerate(table.itertuples(index=False)):
         summary = window_summary(row)
@@ -364,17 +364,29 @@ def _bounds(window_column: pd.Series, windows: list[int]) -> dict[int, tuple[int
     return {w: (int(a), int(b)) for w, a, b in zip(windows, lo, hi)}
 
 
+def _level_masks(volumes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(instrument rows, expiry rows) of a volumes frame; the rest are product rows."""
+    level = volumes["level"]
+    return (level == "instrument").to_numpy(dtype=bool), (level == "expiry").to_numpy(dtype=bool)
+
+
 def _scored_volumes(volumes: pd.DataFrame, config: Config) -> pd.DataFrame:
     """Window volumes with their floored baseline and ratio; ``p_value`` is filled in by `_Context`."""
     t = config.thresholds
-    volumes = volumes.copy()
-    floors = volumes["level"].map({"instrument": t.instrument_baseline_floor, "expiry": t.expiry_baseline_floor,
-                                   "product": t.product_baseline_floor}).to_numpy(dtype=float)
+    instrument, expiry = _level_masks(volumes)
+    floors = np.where(instrument, t.instrument_baseline_floor, np.where(expiry, t.expiry_baseline_floor,
+                                                                       t.product_baseline_floor)).astype(float)
     expected = volumes["expected"].to_numpy(dtype=float, na_value=np.nan)
-    volumes["baseline"] = np.maximum(np.nan_to_num(expected, nan=0.0), floors)
-    volumes["ratio"] = volumes["volume"].to_numpy(dtype=float) / volumes["baseline"].to_numpy()
+    baseline = np.maximum(np.nan_to_num(expected, nan=0.0), floors)
+    # A shallow copy: the new columns are the only ones written (copy-on-write guards the rest).
+    volumes = volumes.copy(deep=False)
+    volumes["baseline"] = baseline
+    volumes["ratio"] = volumes["volume"].to_numpy(dtype=float) / baseline
     volumes["p_value"] = np.nan
     return volumes
+
+
+_ID_SPAN = 1 << 32  # instrument ids are 32-bit in DBN: window * span + id is one sortable code
 
 
 class _Context:
@@ -388,10 +400,7 @@ class _Context:
         self.ends = [ts.isoformat() for ts in features.windows["window_end"]]
         self.window_end = list(features.windows["window_end"])
         self.packages = features.packages
-        level = volumes["level"].to_numpy(dtype=object)
-        self._instrument_rows = np.flatnonzero(level == "instrument")
-        self._instrument_index = pd.MultiIndex.from_arrays(
-            [volumes[WINDOW].to_numpy()[self._instrument_rows], volumes["key"].to_numpy(dtype=object)[self._instrument_rows]])
+        self._lookup = None  # (sorted window-and-instrument codes, their volume rows), built on first use
         path = features.underlying
         self._path_window = path[WINDOW].to_numpy(dtype="int64")
         self._path_ts = path["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
@@ -415,12 +424,20 @@ class _Context:
         v["p_value"] = column
         self._scored[rows] = True
 
-    def instrument_rows(self, windows: np.ndarray, keys: list[str]) -> np.ndarray:
-        """Volume row of each (window, instrument key); -1 when the window has none."""
-        if not len(keys):
+    def instrument_rows(self, windows: np.ndarray, instrument_ids: np.ndarray) -> np.ndarray:
+        """Volume row of each (window, instrument id); -1 when the window has none."""
+        if not len(instrument_ids):
             return np.empty(0, dtype="int64")
-        found = self._instrument_index.get_indexer(pd.MultiIndex.from_arrays([np.asarray(windows), np.asarray(keys, dtype=object)]))
-        return np.where(found >= 0, self._instrument_rows[np.maximum(found, 0)], -1)
+        if self._lookup is None:
+            ids = self.volumes["instrument_id"].to_numpy(dtype="int64")
+            rows = np.flatnonzero(ids >= 0)
+            codes = self.volumes[WINDOW].to_numpy(dtype="int64")[rows] * _ID_SPAN + ids[rows]
+            order = np.argsort(codes, kind="stable")
+            self._lookup = (codes[order], rows[order])
+        codes, rows = self._lookup
+        wanted = np.asarray(windows, dtype="int64") * _ID_SPAN + np.asarray(instrument_ids, dtype="int64")
+        at = np.minimum(np.searchsorted(codes, wanted), len(codes) - 1)
+        return np.where(codes[at] == wanted, rows[at], -1)
 
     def underlying_at(self, window: int, ts: pd.Timestamp) -> float | None:
         """The front future's last price at or before `ts` in the window (its last price when it
@@ -470,7 +487,7 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
     chosen = np.concatenate([rows for _, rows in groups])
     members_all = orders.iloc[chosen]
     # One lookup for every member's instrument row of window volume, then tail probabilities for those rows only.
-    volume_row = context.instrument_rows(members_all[WINDOW].to_numpy(), members_all["instrument_id"].astype(str).tolist())
+    volume_row = context.instrument_rows(members_all[WINDOW].to_numpy(), members_all["instrument_id"].to_numpy())
     context.p_values(volume_row[volume_row >= 0])
     v = context.volumes
     v_volume, v_baseline = v["volume"].to_numpy(dtype=float), v["baseline"].to_numpy(dtype=float)
@@ -569,8 +586,8 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
     big = packages[packages["gross_premium_usd"] >= t.large_premium_usd] if len(packages) else packages
     if big.empty:
         return []
-    lookups = [(int(p.window), str(i)) for p in big.itertuples(index=False) for i in p.option_leg_ids]
-    volume_row = context.instrument_rows(np.array([w for w, _ in lookups]), [k for _, k in lookups])
+    lookups = [(int(p.window), int(i)) for p in big.itertuples(index=False) for i in p.option_leg_ids]
+    volume_row = context.instrument_rows(np.array([w for w, _ in lookups]), np.array([i for _, i in lookups]))
     context.p_values(volume_row[volume_row >= 0])
     v = context.volumes
     v_volume, v_history = v["volume"].to_numpy(dtype=float), v["history_sessions"].to_numpy()
@@ -662,15 +679,15 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
     judged at its days-to-expiry level, e.g. 0DTE). Rows that pass may still be folded into another alert.
     """
     t = config.thresholds
-    minimum = volumes["level"].map({"instrument": t.instrument_min_volume, "expiry": t.expiry_min_volume,
-                                    "product": t.product_min_volume})
+    instrument, expiry = _level_masks(volumes)
+    minimum = np.where(instrument, t.instrument_min_volume, np.where(expiry, t.expiry_min_volume, t.product_min_volume))
     dte = volumes["days_to_expiry"].astype(float) if "days_to_expiry" in volumes else pd.Series(np.nan, index=volumes.index)
-    short_dated = (volumes["level"] == "instrument") & (dte <= SHORT_DATED_DAYS)
+    short_dated = instrument & (dte.to_numpy() <= SHORT_DATED_DAYS)
     return pd.Series(np.select(
-        [volumes["ratio"] < t.surge_tiers[0], volumes["volume"] < minimum,
-         volumes["history_sessions"] < t.min_history_sessions, volumes["top_order_share"] > t.surge_max_order_share,
-         short_dated],
-        [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], default=""), index=volumes.index)
+        [volumes["ratio"].to_numpy() < t.surge_tiers[0], volumes["volume"].to_numpy() < minimum,
+         volumes["history_sessions"].to_numpy() < t.min_history_sessions,
+         volumes["top_order_share"].to_numpy() > t.surge_max_order_share, short_dated],
+        [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], default=""), index=volumes.index, dtype=object)
 
 
 def _surge_alerts(context: _Context) -> list[_Candidate]:

@@ -43,7 +43,7 @@ WINDOW = "window"  # column naming a window's position in a batch
 #: Thresholds that change the features (sweep grouping); all others apply in `nqflow.detect`.
 FEATURE_THRESHOLDS = ("sweep_span_ms", "sweep_min_strikes")
 #: Bumped whenever what the feature stage computes changes: older stores are recomputed.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 #: Per-window columns of `Features.windows` (what a window summary needs beside its alerts).
 WINDOW_COLUMNS = ["window_start", "window_end", "trade_date", "empty", "notes", "underlying_last", "option_trades",
                   "orders", "contracts", "premium_usd", "buy_premium_usd", "sell_premium_usd", "packages",
@@ -212,8 +212,9 @@ class Features:
       leg, else the package's number in its window), ``sweep_id`` (a sweep *candidate*, numbered
       across the batch, -1 for none: the block-share rule is a threshold) and ``expiry_key``;
     - ``packages``: strategy packages (`nqflow.strategies.PACKAGE_COLUMNS`);
-    - ``volumes``: `window_volumes` with the slot's ``history_sessions``, ``expected``, ``mean``
-      and ``variance`` (NaN without history) and each instrument row's ``open_interest``;
+    - ``volumes``: `window_volumes` with ``instrument_id`` (-1 on expiry and product rows), the
+      slot's ``history_sessions``, ``expected``, ``mean`` and ``variance`` (NaN without history)
+      and each instrument row's ``open_interest``;
     - ``underlying``: the front future's price path per window (only the prints that change it).
     """
 
@@ -263,7 +264,14 @@ def market_features(windows: Sequence[WindowData], config: Config) -> Features:
     orders = aggregate_orders(trades, by)
     orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes, by)
     orders["expiry_key"] = expiry_level_key(orders)
-    volumes = _with_open_interest(window_volumes(orders, by), windows, busy)
+    volumes = window_volumes(orders, by)
+    # The instrument as a number on its rows (-1 on expiry and product rows): lookups by id stay numeric.
+    instrument = (volumes["level"] == "instrument").to_numpy()
+    ids = np.full(len(volumes), -1, dtype="int64")
+    ids[instrument] = np.fromiter((i[0] for i in volumes["instrument_ids"].to_numpy()[instrument]), dtype="int64",
+                                  count=int(instrument.sum()))
+    volumes["instrument_id"] = ids
+    volumes = _with_open_interest(volumes, windows, busy)
     return Features(_window_table(windows, trades, orders, packages), orders, packages, volumes,
                     _price_path(windows), feature_params(config))
 
@@ -289,7 +297,7 @@ def _no_trades(windows: Sequence[WindowData], config: Config) -> Features:
                                                                 expiry_key=pd.Series(dtype=object))
     volumes = pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "level": pd.Series(dtype=object),
                             "key": pd.Series(dtype=object), "volume": pd.Series(dtype="int64"),
-                            "open_interest": pd.Series(dtype=float)})
+                            "instrument_id": pd.Series(dtype="int64"), "open_interest": pd.Series(dtype=float)})
     packages = pd.DataFrame(columns=PACKAGE_COLUMNS)
     return Features(_window_table(windows, pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "size": [], "premium_usd": [],
                                                          "side": [], "put_call": []}), orders, packages),
@@ -302,8 +310,8 @@ def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], bu
     column = np.full(len(volumes), np.nan)
     if volumes.empty:
         return volumes.assign(open_interest=column)
-    instrument = np.flatnonzero((volumes["level"] == "instrument").to_numpy())
-    ids = np.fromiter((i[0] for i in volumes["instrument_ids"].to_numpy()[instrument]), dtype="int64", count=len(instrument))
+    instrument = np.flatnonzero(volumes["instrument_id"].to_numpy() >= 0)
+    ids = volumes["instrument_id"].to_numpy()[instrument]
     window = volumes[WINDOW].to_numpy()[instrument]
     by_frame: dict[int, tuple[pd.Series, list[int]]] = {}
     for i in busy:

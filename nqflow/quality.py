@@ -69,9 +69,17 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     """Recall per kind, tier and direction accuracy, and false alerts per session."""
     events = expected_events(truth, config, sessions)
     records = alerts.to_dict("records")
+    # An alert can only match an event of its own window: index both by window once.
+    event_rows = [event for _, event in events.iterrows()]
+    records_by_window: dict[str, list[dict]] = {}
+    for a in records:
+        records_by_window.setdefault(a["window_start"], []).append(a)
+    events_by_window: dict[str, list[pd.Series]] = {}
+    for event in event_rows:
+        events_by_window.setdefault(event["window_start"], []).append(event)
     found = []
-    for _, event in events.iterrows():
-        hits = [a for a in records if matches(a, event)]
+    for event in event_rows:
+        hits = [a for a in records_by_window.get(event["window_start"], ()) if matches(a, event)]
         level = EXPECTED_LEVEL.get(event["kind"])
         if event["kind"] == "off_book":
             package = event.get("package")
@@ -90,13 +98,11 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
             "zero_dte": bool(event.get("zero_dte") is True),
             "strategy_ok": bool(best and best.get("strategy") == event["strategy"]) if is_strategy else None,
             "sentiment_ok": bool(best and best.get("sentiment") == event["sentiment"]) if is_strategy else None,
-            "misread": any(misread(a, event) for a in records) if is_strategy else None,
+            "misread": any(misread(a, event) for a in records_by_window.get(event["window_start"], ())) if is_strategy else None,
         })
     found = pd.DataFrame(found)
-    matched_ids = set()
-    for a in records:
-        if any(matches(a, e) for _, e in events.iterrows()):
-            matched_ids.add(a["alert_id"])
+    matched_ids = {a["alert_id"] for a in records
+                   if any(matches(a, e) for e in events_by_window.get(a["window_start"], ()))}
     false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
     positives = found[found["should_alert"]]
     recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
