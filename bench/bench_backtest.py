@@ -1,15 +1,26 @@
-"""Backtest throughput: sessions per second with 1 and 2 Dask workers (every window of each session).
+"""Backtest and threshold-lab speed (#15's figures), in one run; prints figures, never asserts.
 
-Prints figures, never asserts. Run: make bench   (or .venv/bin/python bench/bench_backtest.py [SESSIONS])
-Each worker count runs twice: first building the volume baseline of the range (``baseline_sessions``
-whole sessions before it, decoded and summed), then again with that baseline file kept (``--baseline``),
-which is what a threshold sweep over the same range pays. Beside them: the time to only decode
-the same sessions' DBN files (``DBNStore.to_df``, one process), the floor any backtest pays, and
-the ratio of the kept-baseline backtest to it.
+Run: make bench   (or .venv/bin/python bench/bench_backtest.py [SESSIONS], default 250)
+
+1. features for one session: the feature stage alone (`nqflow.features.compute_features` on a
+   session's loaded windows), and loading those windows (decode, join, cut) beside it;
+2. re-thresholding 20 sessions: their stored features in memory, `nqflow.detect.evaluate` at the
+   configured and at loose thresholds (the lab's work per slider move, without the scoring
+   against ground truth, which is timed separately);
+3. a first-run backtest of SESSIONS generated sessions with 2 workers: a fresh feature folder
+   and baseline, so every session is decoded, featured and evaluated, and the history built;
+   then the same range again with the features kept (a re-threshold through the backtest);
+4. the pure DBN decode of the same files (`DBNStore.to_df`, one process) and the ratio;
+5. peak memory (resident set) of each worker after the first run, and of this process.
+
+The generated market (SESSIONS sessions, ``scheduler.py sample --sessions N``) is written once
+to data/sample-N; a year takes several minutes to generate the first time.
 """
 
 from __future__ import annotations
 
+import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -18,10 +29,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nqflow.backtest import backtest, dask_client  # noqa: E402
+from nqflow.baseline import BaselineStore, ensure_history  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
-from nqflow.monitor import REPO_ROOT  # noqa: E402
-from nqflow.sample import generate_sample_market  # noqa: E402
+from nqflow.detect import evaluate  # noqa: E402
+from nqflow.features import compute_features  # noqa: E402
+from nqflow.lab import LOOSE, Lab  # noqa: E402
+from nqflow.monitor import REPO_ROOT, load_session  # noqa: E402
+from nqflow.sample import SampleSpec, generate_sample_market, load_ground_truth  # noqa: E402
 from nqflow.sources.replay import ReplaySource  # noqa: E402
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def decode_seconds(folder: Path, sessions) -> float:
@@ -34,23 +53,76 @@ def decode_seconds(folder: Path, sessions) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    config = load_config()
-    folder = generate_sample_market(REPO_ROOT / "data" / "sample")
-    sessions = ReplaySource(folder).sessions_available()[-count:]
+def features_per_session(config, folder: Path, count: int = 6) -> None:
+    source = ReplaySource(folder)
+    days = source.sessions_available()[-count:]
+    store = BaselineStore(Path(tempfile.mkdtemp()) / "baseline.sqlite")
+    load_s, feature_s = [], []
+    for day in days:
+        ensure_history(store, source, day, config.thresholds.baseline_sessions)
+        t0 = time.perf_counter()
+        session = load_session(config, day, source)
+        expected = session.expected(store, config.thresholds.baseline_sessions)
+        t1 = time.perf_counter()
+        compute_features(session.windows, expected, config)
+        feature_s.append(time.perf_counter() - t1)
+        load_s.append(t1 - t0)
+    print(f"features, one session:   median {statistics.median(feature_s):.3f}s (range {min(feature_s):.3f}-"
+          f"{max(feature_s):.3f}s over {len(days)} sessions; target <= 0.3 s); loading its windows and "
+          f"expected volumes beside it: median {statistics.median(load_s):.3f}s")
+
+
+def rethreshold(config, folder: Path, client, count: int = 20) -> None:
+    days = ReplaySource(folder).sessions_available()[-count:]
+    truth = load_ground_truth(folder) if (folder / "ground_truth.json").exists() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Lab.load(config, days[0], days[-1], folder, truth, client=client, features_dir=tmp)
+    loose = load_config(None, LOOSE)
+    for label, cfg in (("configured", config), ("loose", loose)):
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            alerts = evaluate(lab.features, cfg).alerts
+            runs.append(time.perf_counter() - t0)
+        print(f"re-threshold {count} sessions ({label}): median {statistics.median(runs):.3f}s, best {min(runs):.3f}s "
+              f"({len(lab.features):,} windows, {len(lab.features.orders):,} orders, {len(alerts)} alerts; "
+              f"target <= 0.5 s)")
+    if truth is not None:
+        t0 = time.perf_counter()
+        lab.point()
+        print(f"  a lab point with precision and recall against ground truth: {time.perf_counter() - t0:.3f}s")
+    print(f"  this process's peak RSS with {count} sessions' features in memory: {peak_mb():.0f} MB")
+
+
+def first_run(config, folder: Path, client, sessions) -> None:
     decode = decode_seconds(folder, sessions)
-    print(f"decode only: {len(sessions)} sessions' DBN files in {decode:6.1f}s  ->  {len(sessions) / decode:.2f} sessions/s")
-    for workers in (1, 2):
-        with dask_client(workers, None) as client, tempfile.TemporaryDirectory() as tmp:
-            for label in ("baseline build included", "baseline kept"):
-                t0 = time.perf_counter()
-                result = backtest(config, sessions[0], sessions[-1], folder, client=client, progress=False,
-                                  baseline_path=Path(tmp) / "baseline.sqlite")
-                elapsed = time.perf_counter() - t0
-                print(f"workers {workers}: {len(sessions)} sessions, {len(result.windows)} windows, "
-                      f"{len(result.alerts)} alerts in {elapsed:6.1f}s  ->  {len(sessions) / elapsed:.3f} sessions/s "
-                      f"({len(result.windows) / elapsed:.1f} windows/s, {label}; {elapsed / decode:.1f}x the decode)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in ("first run: features, history and alerts", "features kept: re-threshold only"):
+            t0 = time.perf_counter()
+            result = backtest(config, sessions[0], sessions[-1], folder, client=client, progress=False,
+                              features_dir=Path(tmp) / "features", baseline_path=Path(tmp) / "baseline.sqlite")
+            elapsed = time.perf_counter() - t0
+            target = "; target <= 60 s, <= 5x the decode" if label.startswith("first") else ""
+            print(f"backtest {len(sessions)} sessions, 2 workers ({label}): {elapsed:6.1f}s  ->  "
+                  f"{len(sessions) / elapsed:.2f} sessions/s, {len(result.windows):,} windows, {len(result.alerts):,} alerts, "
+                  f"{elapsed / decode:.1f}x the decode{target}")
+            if label.startswith("first"):
+                workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                print(f"  peak RSS per worker: {', '.join(f'{mb:.0f} MB' for mb in workers.values())} (target <= 1 GB)")
+    print(f"decode only: the same {len(sessions)} sessions' DBN files in {decode:6.1f}s (one process) -> "
+          f"{len(sessions) / decode:.2f} sessions/s")
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 250
+    config = load_config()
+    sample = generate_sample_market(REPO_ROOT / "data" / "sample")
+    features_per_session(config, sample)
+    year = generate_sample_market(REPO_ROOT / "data" / f"sample-{count}", SampleSpec(n_sessions=count)) \
+        if count != SampleSpec().n_sessions else sample
+    with dask_client(2, None) as client:
+        rethreshold(config, sample, client)
+        first_run(config, year, client, ReplaySource(year).sessions_available())
 
 
 if __name__ == "__main__":

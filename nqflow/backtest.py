@@ -31,11 +31,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nqflow import market_hours as cal
 from nqflow.alerts import ALERT_FIELDS
-from nqflow.baseline import NO_KEYS, BaselineStore, session_slot_volumes
+from nqflow.baseline import BaselineStore, session_slot_volumes
 from nqflow.config import Config
 from nqflow.data import session_bounds
 from nqflow.errors import NqflowError
@@ -135,14 +136,15 @@ def expected_volumes(config: Config, features: Features, baseline: BaselineStore
     """Each window's expected volume for the (level, key) pairs it traded: what `nqflow.monitor`
     asks the baseline for, from the features instead of the fills."""
     market_open = cal.sessions(trade_date, trade_date).iloc[0].market_open
-    slots = [cal.slot_of(start, market_open) for start in features.windows["window_start"]]
-    wanted = features.volumes[features.volumes["level"].isin(["instrument", "expiry"])][[WINDOW, "level", "key"]]
-    keys = {slots[int(w)]: frame[["level", "key"]].reset_index(drop=True) for w, frame in wanted.groupby(WINDOW)}
-    if not slots:
+    slots = np.array([cal.slot_of(start, market_open) for start in features.windows["window_start"]], dtype="int64")
+    if not len(slots):
         return []
-    by_slot = baseline.expected(trade_date, sorted(set(slots)), config.thresholds.baseline_sessions,
-                                {slot: keys.get(slot, NO_KEYS) for slot in slots})
-    return [by_slot[slot] for slot in slots]
+    volumes = features.volumes
+    wanted = volumes[volumes["level"].isin(["instrument", "expiry"]).to_numpy()]
+    keys = pd.DataFrame({"slot": slots[wanted[WINDOW].to_numpy(dtype="int64")], "level": wanted["level"].to_numpy(dtype=object),
+                         "key": wanted["key"].to_numpy(dtype=object)}).drop_duplicates()
+    by_slot = baseline.expected(trade_date, sorted(set(slots.tolist())), config.thresholds.baseline_sessions, keys)
+    return [by_slot[slot] for slot in slots.tolist()]
 
 
 def alerts_of(features: Features, config: Config, trade_date: dt.date | None = None,

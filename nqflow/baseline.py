@@ -134,12 +134,13 @@ class BaselineStore:
         return {r[0] for r in rows}
 
     def expected(self, session: dt.date, slots: list[int], max_sessions: int,
-                 keys: dict[int, pd.DataFrame] | None = None) -> dict[int, pd.DataFrame]:
+                 keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None) -> dict[int, pd.DataFrame]:
         """Expected volume (EXPECTED_COLUMNS) per slot of `session`, from up to `max_sessions`
         earlier sessions in which the slot was recorded (the module doc's definition).
 
         `keys` maps a slot to the (level, key) pairs wanted there (product is always added); a
-        slot it leaves out gets every key seen before. A key counts the sessions from the one it
+        slot it leaves out gets every key seen before. `keys` may also be one frame of slot, level
+        and key (a whole session's), where a slot it lacks wants the product only. A key counts the sessions from the one it
         first traded in, zeros included. The sums are taken in SQLite over the wanted keys only,
         so a whole session's slots cost one query and little memory.
         """
@@ -150,10 +151,15 @@ class BaselineStore:
                 .groupby("slot").head(max_sessions)
             first_seen = pd.read_sql_query(
                 "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session < ?", conn, params=[day])
-            keys = keys or {}
-            wanted = [keys[slot][["level", "key"]].astype(str).assign(slot=slot) for slot in slots if slot in keys]
-            wanted.append(pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keys]}))
-            every_key = [slot for slot in slots if slot not in keys]
+            if isinstance(keys, pd.DataFrame):  # one frame of (slot, level, key); a slot it lacks wants none
+                keyed = set(slots)
+                wanted = [keys[["level", "key", "slot"]].astype({"level": str, "key": str})]
+            else:
+                keys = keys or {}
+                keyed = set(keys)
+                wanted = [keys[slot][["level", "key"]].astype(str).assign(slot=slot) for slot in slots if slot in keys]
+            wanted.append(pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keyed]}))
+            every_key = [slot for slot in slots if slot not in keyed]
             if every_key:
                 wanted.append(first_seen[["level", "key"]].merge(pd.DataFrame({"slot": every_key}), how="cross"))
             wanted = pd.concat(wanted, ignore_index=True).drop_duplicates()

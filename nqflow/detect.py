@@ -89,6 +89,7 @@ from nqflow.features import (  # noqa: F401  (re-exported: the building blocks t
     aggregate_orders,
     assign_sweeps,
     compute_features,
+    instrument_ids,
     side_columns,
     side_totals,
     window_volumes,
@@ -286,7 +287,10 @@ def split(features: Features, evaluation: Evaluation, config: Config) -> list[De
         if in_sweep.any():
             own_orders.loc[in_sweep, "sweep_id"] -= int(features.orders["sweep_id"].iloc[slice(*order_bounds[i])]
                                                        .pipe(lambda s: s[s >= 0]).min())
-        own_volumes = volumes.iloc[slice(*volume_bounds[i])][volume_columns].reset_index(drop=True)
+        own_volumes = volumes.iloc[slice(*volume_bounds[i])]
+        ids = instrument_ids(own_volumes)
+        own_volumes = own_volumes[volume_columns].reset_index(drop=True)
+        own_volumes.insert(volume_columns.index("expiry_key") + 1, "instrument_ids", ids)
         # Built from the window's own records, so its dtypes are what the window alone gives.
         frame = pd.DataFrame(evaluation.records[slice(*alert_bounds[i])], columns=ALERT_FIELDS)
         own_packages = packages.take(package_rows.get(i, [])).reset_index(drop=True)
@@ -725,7 +729,8 @@ def _surge_alerts(context: _Context) -> list[_Candidate]:
             index, [(row.level, str(row.key))], expiry_key=row.expiry_key,
             alert_id=stable_id("volume_surge", row.level, row.key, context.starts[index]),
             kind="volume_surge", level=row.level, event_time=row.first_ts.isoformat(), symbol=row.symbol,
-            symbols=[row.symbol] if row.level == "instrument" else [], instrument_ids=row.instrument_ids,
+            symbols=[row.symbol] if row.level == "instrument" else [],
+            instrument_ids=[int(row.instrument_id)] if row.instrument_id >= 0 else [],
             expiry=row.expiry or None, expiration=row.expiration.isoformat() if not pd.isna(row.expiration) else None,
             strike=None if math.isnan(row.strike) else row.strike, put_call=row.put_call or None,
             direction=direction, sentiment=sentiment, volume=int(row.volume), buy_volume=row.buy_volume,

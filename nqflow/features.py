@@ -43,7 +43,7 @@ WINDOW = "window"  # column naming a window's position in a batch
 #: Thresholds that change the features (sweep grouping); all others apply in `nqflow.detect`.
 FEATURE_THRESHOLDS = ("sweep_span_ms", "sweep_min_strikes")
 #: Bumped whenever what the feature stage computes changes: older stores are recomputed.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 #: Per-window columns of `Features.windows` (what a window summary needs beside its alerts).
 WINDOW_COLUMNS = ["window_start", "window_end", "trade_date", "empty", "notes", "underlying_last", "option_trades",
                   "orders", "contracts", "premium_usd", "buy_premium_usd", "sell_premium_usd", "packages",
@@ -131,7 +131,8 @@ SIDE_COLUMNS = ["buy_volume", "sell_volume", "buy_premium_usd", "sell_premium_us
 
 def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per level and key (and `by` values): volume, premium, side totals and the largest order's
-    share of the volume. Rows come by `by`, then level (instrument, expiry, product), then first trade."""
+    share of the volume; ``instrument_id`` on instrument rows (-1 on the others). Rows come by
+    `by`, then level (instrument, expiry, product), then first trade."""
     if orders.empty:
         return pd.DataFrame(columns=["level", *by, "key", "volume"])
     base = pd.concat([orders[[*by, "instrument_id", "symbol", "expiry", "expiration", "strike", "put_call", "size",
@@ -144,13 +145,12 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
         sums = grouped[["size", "premium_usd", *SIDE_COLUMNS]].sum()
         out = sums.rename(columns={"size": "volume"})
         out["top_order_share"] = grouped["size"].max() / sums["size"].clip(lower=1)
-        out["instruments"] = grouped["instrument_id"].nunique()
+        out["instruments"] = 1 if level == "instrument" else grouped["instrument_id"].nunique()
         out["first_ts"] = grouped["ts_event"].min()
         key_values = out.index.get_level_values("key")
         if level == "instrument":
             out = out.join(grouped[["symbol", "expiry", "expiration", "strike", "put_call", "days_to_expiry",
-                                    "expiry_key"]].first())
-            out["instrument_ids"] = [[int(i)] for i in key_values]
+                                    "expiry_key", "instrument_id"]].first())
         else:
             out["symbol"] = key_values
             out["expiry"] = grouped["expiry"].first() if level == "expiry" else ""
@@ -159,7 +159,7 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
             out["expiry_key"] = key_values if level == "expiry" else ""
             out["strike"] = float("nan")
             out["put_call"] = ""
-            out["instrument_ids"] = [[] for _ in range(len(out))]
+            out["instrument_id"] = -1
         out = out.reset_index()
         out.insert(0, "level", level)
         frames.append(out)
@@ -167,7 +167,13 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
     if by:
         volumes = volumes.sort_values(list(by), kind="stable", ignore_index=True)
     volumes["volume"] = volumes["volume"].astype("int64")
+    volumes["instrument_id"] = volumes["instrument_id"].astype("int64")
     return volumes
+
+
+def instrument_ids(volumes: pd.DataFrame) -> list[list[int]]:
+    """Each volume row's instruments as a list (an alert's ``instrument_ids``): [id] or []."""
+    return [[int(i)] if i >= 0 else [] for i in volumes["instrument_id"].to_numpy()]
 
 
 def side_totals(frame: pd.DataFrame) -> dict[str, float]:
@@ -212,7 +218,7 @@ class Features:
       leg, else the package's number in its window), ``sweep_id`` (a sweep *candidate*, numbered
       across the batch, -1 for none: the block-share rule is a threshold) and ``expiry_key``;
     - ``packages``: strategy packages (`nqflow.strategies.PACKAGE_COLUMNS`);
-    - ``volumes``: `window_volumes` with ``instrument_id`` (-1 on expiry and product rows), the
+    - ``volumes``: `window_volumes` (``instrument_id`` -1 on expiry and product rows) with the
       slot's ``history_sessions``, ``expected``, ``mean`` and ``variance`` (NaN without history)
       and each instrument row's ``open_interest``;
     - ``underlying``: the front future's price path per window (only the prints that change it).
@@ -264,14 +270,7 @@ def market_features(windows: Sequence[WindowData], config: Config) -> Features:
     orders = aggregate_orders(trades, by)
     orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes, by)
     orders["expiry_key"] = expiry_level_key(orders)
-    volumes = window_volumes(orders, by)
-    # The instrument as a number on its rows (-1 on expiry and product rows): lookups by id stay numeric.
-    instrument = (volumes["level"] == "instrument").to_numpy()
-    ids = np.full(len(volumes), -1, dtype="int64")
-    ids[instrument] = np.fromiter((i[0] for i in volumes["instrument_ids"].to_numpy()[instrument]), dtype="int64",
-                                  count=int(instrument.sum()))
-    volumes["instrument_id"] = ids
-    volumes = _with_open_interest(volumes, windows, busy)
+    volumes = _with_open_interest(window_volumes(orders, by), windows, busy)
     return Features(_window_table(windows, trades, orders, packages), orders, packages, volumes,
                     _price_path(windows), feature_params(config))
 
@@ -480,8 +479,6 @@ def read_features(root: str | Path, trade_date, config: Config | None = None) ->
 
 def _restore(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Undo what Parquet changes: lists come back as arrays, and text as Arrow strings."""
-    if name == "volumes" and "instrument_ids" in frame:
-        frame["instrument_ids"] = [[int(i) for i in ids] for ids in frame["instrument_ids"]]
     if name == "packages":
         for column in ("leg_instrument_ids", "option_leg_ids"):
             if column in frame:

@@ -195,7 +195,7 @@ def lab_widget(lab: Lab, grids: dict[str, Iterable[float]], draw_curves=None):
     sliders = {}
     for name, (low, high, step) in SLIDERS.items():
         common = dict(min=low, max=high, step=step, description=name, continuous_update=False,
-                      style={"description_width": "150px"}, layout=widgets.Layout(width="520px"))
+                      style={"description_width": "170px"}, layout=widgets.Layout(width="560px"))
         if name == "large_premium_usd":
             sliders[name] = widgets.FloatLogSlider(value=start[name], base=10, readout_format=".3s", **common)
         elif name.endswith("_min_volume"):

@@ -653,7 +653,12 @@ class _Generator:
         return slots[(ct_hour >= 8.75) & (ct_hour < last_ct_hour) & (ends <= sess.close_ns)]
 
     def _free_slot(self, sess: _Session, slots: np.ndarray) -> int:
-        """An RTH slot that holds no planted event yet: one event per window keeps ground truth clear."""
+        """An RTH slot that holds no planted event yet: one event per window keeps ground truth clear.
+        A session that closes before the regular hours (an early close such as Good Friday's in a
+        long generated range) offers its whole slots instead."""
+        if not len(slots):
+            n_slots = int((sess.close_ns - sess.open_ns) // (cal.SLOT_MINUTES * 60_000_000_000))
+            slots = np.arange(max(n_slots, 1))
         taken = {e["window_start"] for e in self.events if e["session"] == str(sess.trade_date)}
         free = [s for s in slots if pd.Timestamp(self._slot_window(sess, int(s))[0], tz="UTC").isoformat() not in taken]
         return int(self.rng.choice(free if free else slots))
