@@ -91,7 +91,10 @@ def rethreshold(config, folder: Path, client, count: int = 20) -> None:
         t0 = time.perf_counter()
         lab.point()
         print(f"  a lab point with precision and recall against ground truth: {time.perf_counter() - t0:.3f}s")
-    print(f"  this process's peak RSS with {count} sessions' features in memory: {peak_mb():.0f} MB")
+    frames = sum(getattr(lab.features, name).memory_usage(deep=True).sum() for name in
+                 ("windows", "orders", "packages", "volumes", "underlying")) / 1e6
+    print(f"  {count} sessions' features take {frames:.0f} MB in memory; this process's peak RSS so far "
+          f"(the per-session measurement above included): {peak_mb():.0f} MB")
 
 
 def first_run(config, folder: Path, client, sessions) -> None:

@@ -127,7 +127,7 @@ def session_alerts(config: Config, root: str, baseline_path: str, trade_date: dt
     if features.params.get("history") != history:
         features = with_expected(features, expected_volumes(config, features, BaselineStore(baseline_path), trade_date))
         features.params = {**features.params, "history": history}
-        write_features(features, root, trade_date)
+        write_features(features, root, trade_date, frames=("volumes",))  # the only frame that changed
     return alerts_of(features, config, trade_date, window_filter)
 
 

@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--baseline", help="SQLite file for the range's volume baseline; on a remote cluster put it "
                                        "on storage every worker reads (default: a temporary file)")
     bt.add_argument("--out", help="folder for alerts.parquet and windows.parquet (default outputs/backtests/FROM_TO)")
+    bt.add_argument("--features-dir", help="where session features are stored and reused (default <data>/features)")
+    bt.add_argument("--refresh-features", action="store_true", help="recompute stored features even when they match")
     offbook = sub.add_parser("offbook", help="one session's blocks and other off-book trades, from the next day's "
                                                "statistics (runs notebooks/offbook.ipynb; alerts go out once)")
     offbook.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
@@ -114,7 +116,7 @@ def run_backtest(args, config) -> int:
     if (args.source or config.data.source) == "databento":
         data_dir = resolve(args.data_dir or config.data.cache_dir) / config.universe.dataset  # what was fetched
     result = backtest(config, first, last, data_dir, workers=args.workers, scheduler_address=args.dask_scheduler,
-                      baseline_path=args.baseline)
+                      baseline_path=args.baseline, features_dir=args.features_dir, refresh=args.refresh_features)
     out = Path(args.out) if args.out else resolve(config.data.outputs_dir) / "backtests" / f"{first}_{last}"
     alerts_path, windows_path = result.to_parquet(out)
     print(result.counts().to_string())

@@ -53,6 +53,13 @@ Every alert on an expiry carries ``days_to_expiry`` (calendar days from the trad
 Chicago) and ``zero_dte``; an expiry-level surge within `nqflow.baseline.SHORT_DATED_DAYS`
 is keyed ``0DTE``, ``1DTE``, ... and compared with the usual volume of that day's expiry.
 
+Two stages
+----------
+`nqflow.features` computes what no tunable threshold changes (orders, sweep candidates, packages,
+window volumes with expected volumes and open interest); `evaluate` here applies the thresholds
+above to those features, vectorised over a batch of any size, and folds. `detect_windows` runs
+both, so thresholds applied to stored features give the live alerts exactly.
+
 Direction and sentiment
 -----------------------
 direction: BUY when buyer-initiated premium is >= direction_share of aggressor premium,
@@ -64,6 +71,7 @@ delta: VOLATILITY when delta-neutral (``delta_neutral_share``), else BULLISH / B
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -309,7 +317,6 @@ def split(features: Features, evaluation: Evaluation, config: Config) -> list[De
 def window_summary(row) -> dict:
     """A window's summary (`nqflow.alerts.WindowSummary`) from its row of `Features.windows`,
     before its alerts are counted in."""
-    import json
     summary = {
         "window_start": row.window_start.isoformat(), "window_end": row.window_end.isoformat(),
         "trade_date": row.trade_date if isinstance(row.trade_date, str) else None,

@@ -419,15 +419,16 @@ def session_folder(root: str | Path, trade_date) -> Path:
     return Path(root) / f"session={trade_date}"
 
 
-def write_features(features: Features, root: str | Path, trade_date) -> Path:
-    """Store one session's features as Parquet (one file per frame) in its partition folder.
+def write_features(features: Features, root: str | Path, trade_date, frames: Sequence[str] = FRAMES) -> Path:
+    """Store one session's features as Parquet (one file per frame; only `frames` when the others
+    are stored already) in its partition folder.
 
     Files are written beside and renamed into place, ``params.json`` last, so a reader never
     sees a half-written session: without a matching params.json the session is recomputed."""
     folder = session_folder(root, trade_date)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.json").unlink(missing_ok=True)
-    for name in FRAMES:
+    for name in frames:
         frame = getattr(features, name)
         for column in _JSON_COLUMNS.get(name, ()):
             if column in frame:
@@ -460,9 +461,10 @@ def read_features(root: str | Path, trade_date, config: Config | None = None) ->
     if params is None:
         raise DataError(f"no features stored for session {trade_date} in {root}; compute them with "
                         f"nqflow.backtest.build_features (or scheduler.py backtest)")
-    if config is not None and params != feature_params(config):
-        raise DataError(f"features of session {trade_date} in {root} were computed with {params}, not "
-                        f"{feature_params(config)}; recompute them (scheduler.py backtest ... --refresh-features)")
+    wanted = feature_params(config) if config is not None else {}
+    if {k: params.get(k) for k in wanted} != wanted:
+        raise DataError(f"features of session {trade_date} in {root} were computed with "
+                        f"{ {k: params.get(k) for k in wanted} }, not {wanted}; recompute them (scheduler.py backtest ... --refresh-features)")
     frames = {}
     for name in FRAMES:
         try:

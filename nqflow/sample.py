@@ -51,6 +51,7 @@ import zstandard
 from nqflow import market_hours as cal
 from nqflow.contracts import (
     CHICAGO,
+    MONTH_CODES,
     NQ_POINT_VALUE_USD,
     OptionExpiry,
     listed_expiries,
@@ -81,8 +82,17 @@ BACKGROUND_SPREAD_MAX_PREMIUM_USD = 900_000.0
 SURGE_MIN_BASELINE_CONTRACTS = 8.0
 INSTRUMENT_SURGE_MIN_EXPECTED = 2.0
 EXPIRY_SURGE_MIN_BASELINE_CONTRACTS = 30.0
-#: Deferred quarterly futures trade at a small carry premium over the front (NQZ6).
-CARRY = {"NQZ6": 1.0, "NQH7": 1.0095, "NQM7": 1.019, "NQU7": 1.0285}
+class _Carry(dict):
+    """Deferred quarterly futures trade at a small carry premium over NQZ6: 0.95% a quarter. The
+    bundled sample needs the four listed; a long generated range (a year) reaches further ones."""
+
+    def __missing__(self, root: str) -> float:
+        year = 2020 + int(root[3])  # NQ + month code + year digit: this generator's 2026-2029
+        quarters = ((year - 2026) * 12 + MONTH_CODES.index(root[2]) + 1 - 12) / 3
+        return 1.0 + 0.0095 * quarters
+
+
+CARRY = _Carry({"NQZ6": 1.0, "NQH7": 1.0095, "NQM7": 1.019, "NQU7": 1.0285})
 TIER_RATIO_RANGES = {10: (15.0, 21.0), 30: (37.0, 43.0), 50: (65.0, 90.0)}
 #: An expiry is listed (and traded) this many calendar days before it expires: four weeks of
 #: Monday-Thursday weeklies, about five of Friday weeklies, a few months of the others.
@@ -179,7 +189,12 @@ def build_universe(spec: SampleSpec, schedule: pd.DataFrame) -> Universe:
     expiries = [e for e in listed_expiries(first, last + dt.timedelta(days=210), closes)
                 if (e.expiry_date - last).days <= HORIZON_DAYS[e.style]]
     futures: dict[str, Instrument] = {}
-    for i, (year, month) in enumerate([(2026, 12), (2027, 3), (2027, 6), (2027, 9)]):
+    quarters = [(2026, 12), (2027, 3), (2027, 6), (2027, 9)]
+    needed = {e.underlying for e in expiries}
+    while any(root not in {f"NQ{month_code(y, m)}" for y, m in quarters} for root in needed) and len(quarters) < 16:
+        year, month = quarters[-1]  # a year-long range lists options on later quarterlies
+        quarters.append((year + 1, 3) if month == 12 else (year, month + 3))
+    for i, (year, month) in enumerate(quarters):
         root = f"NQ{month_code(year, month)}"
         expiry = dt.datetime.combine(third_friday(year, month), dt.time(8, 30), tzinfo=CHICAGO)
         futures[root] = Instrument(1000 + i, root, "F", _ns(expiry))

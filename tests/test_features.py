@@ -126,8 +126,10 @@ def test_changed_sweep_settings_or_a_half_written_session_are_recomputed(sample_
     wider = dataclasses.replace(config, thresholds=dataclasses.replace(config.thresholds, sweep_span_ms=5_000))
     backtest(wider, days[0], days[-1], sample_dir, **run)
     assert stored_params(tmp_path, days[-1])["sweep_span_ms"] == 5_000
-    with pytest.raises(DataError, match="recompute them"):
+    assert len(read_features(tmp_path, days[-1], wider).windows) > 0
+    with pytest.raises(DataError, match="recompute them") as error:
         read_features(tmp_path, days[-1], config)
+    assert "\n" not in str(error.value) and "5000" in str(error.value)
 
 
 def test_a_corrupt_features_file_is_a_one_line_error_naming_it(sample_dir, source, cluster, tmp_path):
