@@ -206,12 +206,16 @@ def _client_or(client, workers: int, scheduler_address: str | None):
         yield made
 
 
-def _gather(client, futures, label: str, progress: bool) -> list:
+def _gather(client, futures, label: str, progress: bool, on_result: Callable | None = None) -> list:
+    """Every future's result in submission order; `on_result(key, value)` is called as each arrives."""
     from dask.distributed import as_completed
     from tqdm import tqdm
     results = {}
     with tqdm(total=len(futures), desc=label, unit="session", disable=not progress) as bar:
         for future, value in as_completed(futures, with_results=True):
+            if on_result is not None:
+                on_result(future.key, value)
+                value = None  # recorded: not kept (a year of slot volumes is large)
             results[future.key] = value
             bar.update()
     return [results[f.key] for f in futures]
@@ -253,10 +257,12 @@ def build_features(config: Config, first: dt.date, last: dt.date, data_dir: str 
             todo = [d for d in needed if str(d) not in complete and d not in stale]
             tasks = [client.submit(session_market, config, data_dir, root, d, wanted[d][0], pure=False) for d in stale]
             tasks += [client.submit(session_volumes, data_dir, d, pure=False) for d in todo]
-            volumes = _gather(client, tasks, "features", progress)
-            for day, (slots, frame) in zip([*stale, *todo], volumes):
-                if str(day) not in complete:
-                    store.record(day, slots, frame)
+            days = dict(zip((t.key for t in tasks), [*stale, *todo]))
+
+            def record(key, value) -> None:  # while the workers go on with the other sessions
+                if str(days[key]) not in complete:
+                    store.record(days[key], *value)
+            _gather(client, tasks, "features", progress, record)
         tasks = [client.submit(session_alerts, config, root, baseline_file, d, wanted[d][1], window_filter, pure=False)
                  for d in sessions]
         results = _gather(client, tasks, "sessions", progress)
