@@ -44,3 +44,13 @@ def shared_samples() -> Path:
     if not (SHARED_SAMPLES / "GLBX.MDP3").is_dir():
         pytest.skip(f"{SHARED_SAMPLES} is not beside the checkout")
     return SHARED_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def feature_store(tmp_path_factory):
+    """One Dask cluster, one feature folder and one volume baseline for the tests that backtest the
+    sample (test_backtest, test_features, test_lab): the first builds the features and history
+    that the later ones re-read, as a quant's second backtest of a range does."""
+    from nqflow.backtest import dask_client
+    with dask_client(2, None) as client:
+        yield client, tmp_path_factory.mktemp("features"), tmp_path_factory.mktemp("baseline") / "baseline.sqlite"

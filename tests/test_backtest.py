@@ -21,7 +21,7 @@ QUIET_HOUR_UTC = 15  # one ordinary RTH window per session, besides the planted 
 
 
 @pytest.fixture(scope="module")
-def twenty_sessions(sample_dir, truth, tmp_path_factory):
+def twenty_sessions(sample_dir, truth, feature_store, tmp_path_factory):
     """20 sessions; per session the windows holding planted events plus the 15:00Z window.
 
     Every window of 20 sessions would take minutes twice over (once per path); the selection
@@ -38,7 +38,9 @@ def twenty_sessions(sample_dir, truth, tmp_path_factory):
     def chosen(start: pd.Timestamp, end: pd.Timestamp) -> bool:
         return start in planted or (start.hour == QUIET_HOUR_UTC and start.minute == 0)
 
-    result = backtest(config, sessions[0], sessions[-1], sample_dir, workers=2, window_filter=chosen, progress=False)
+    client, features_dir, baseline = feature_store
+    result = backtest(config, sessions[0], sessions[-1], sample_dir, client=client, window_filter=chosen, progress=False,
+                      features_dir=features_dir, baseline_path=baseline)
     store = BaselineStore(tmp_path_factory.mktemp("serial") / "baseline.sqlite")
     serial = [a for day in sessions for start, end in cal.session_windows(day) if chosen(start, end)
               for a in to_records(run_window(config, start, end, source, store, available=available).alerts)]

@@ -17,7 +17,7 @@ import pandas.testing as pdt
 import pytest
 
 from nqflow.alerts import ALERT_FIELDS, to_records
-from nqflow.backtest import backtest, dask_client, load_features
+from nqflow.backtest import backtest, load_features
 from nqflow.baseline import BaselineStore, ensure_history
 from nqflow.config import load_config
 from nqflow.detect import detect_windows, evaluate
@@ -35,10 +35,10 @@ def _frame(records: list[dict]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """One Dask cluster and one volume baseline for every backtest here: the history is built once."""
-    with dask_client(2, None) as client:
-        yield client, tmp_path_factory.mktemp("baseline") / "baseline.sqlite"
+def cluster(feature_store):
+    """The session's Dask cluster and volume baseline: the history is built once."""
+    client, _, baseline = feature_store
+    return client, baseline
 
 
 def _live_session(data_dir: str, baseline: str, day, available) -> tuple[int, dict[str, list[dict]]]:
@@ -56,12 +56,13 @@ def _live_session(data_dir: str, baseline: str, day, available) -> tuple[int, di
 
 
 @pytest.fixture(scope="module")
-def every_window(sample_dir, source, cluster, tmp_path_factory):
+def every_window(sample_dir, source, cluster, feature_store):
     """Every window of every sample session through stored features (built by the first backtest,
-    re-read by the second) and through the live detection at both settings."""
+    where earlier tests have not already, and re-read by the second) and through the live
+    detection at both settings."""
     configs = {name: load_config(None, overrides) for name, overrides in SETTINGS.items()}
     available = source.sessions_available()
-    features_dir = tmp_path_factory.mktemp("features")
+    features_dir = feature_store[1]  # what test_backtest stored is re-read, the rest built here
     client, baseline = cluster
     stored = {name: backtest(config, available[0], available[-1], sample_dir, client=client, progress=False,
                              features_dir=features_dir, baseline_path=baseline) for name, config in configs.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas.testing as pdt
 import pytest
 
-from nqflow.backtest import backtest, dask_client
+from nqflow.backtest import backtest
 from nqflow.config import load_config
 from nqflow.lab import Lab, config_at, current_values, lab_widget
 from nqflow.quality import evaluate
@@ -14,14 +14,12 @@ SETTING = {"large_premium_usd": 2e6, "first_surge_tier": 7.5, "instrument_min_vo
 
 
 @pytest.fixture(scope="module")
-def lab_and_cluster(sample_dir, source, truth, tmp_path_factory):
+def lab_and_cluster(sample_dir, source, truth, feature_store):
     days = source.sessions_available()
-    with dask_client(2, None) as client:
-        features_dir = tmp_path_factory.mktemp("features")
-        baseline = tmp_path_factory.mktemp("baseline") / "baseline.sqlite"
-        lab = Lab.load(load_config(), days[-4], days[-1], sample_dir, truth, client=client,
-                       features_dir=features_dir, baseline_path=baseline)
-        yield lab, client, features_dir, baseline
+    client, features_dir, baseline = feature_store
+    lab = Lab.load(load_config(), days[-4], days[-1], sample_dir, truth, client=client,
+                   features_dir=features_dir, baseline_path=baseline)
+    return lab, client, features_dir, baseline
 
 
 def test_a_point_is_exactly_a_backtest_at_that_setting(lab_and_cluster, sample_dir, truth):
