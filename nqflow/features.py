@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,6 @@ from nqflow.data import WindowData
 from nqflow.errors import DataError
 from nqflow.levels import EXPECTED_COLUMNS, days_to_expiry, expiry_key, expiry_level_key, level_keys
 from nqflow.strategies import PACKAGE_COLUMNS, find_packages
-
-log = logging.getLogger(__name__)
 
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
 WINDOW = "window"  # column naming a window's position in a batch
@@ -250,8 +247,6 @@ def compute_features(windows: Sequence[WindowData], expected: Sequence[pd.DataFr
     grouping is also by window). `expected[i]` is window i's expected volume per (level, key)
     (`nqflow.baseline.BaselineStore.expected`), None or empty without history.
     """
-    if len(windows) != len(expected):
-        raise ValueError(f"{len(windows)} windows but {len(expected)} expected-volume frames")
     return with_expected(market_features(windows, config), expected)
 
 
@@ -361,7 +356,7 @@ def _window_table(windows: Sequence[WindowData], trades: pd.DataFrame, orders: p
         "packages": package_count.to_numpy(dtype="int64"),
         "packages_by_strategy": [by_strategy.get(i, "{}") for i in range(n)],
         "zero_dte_contract_share": [round(float(z / max(a, 1)), 4) for z, a in zip(zero.to_numpy(), all_size.to_numpy())],
-    })
+    })[[WINDOW, *WINDOW_COLUMNS]]
 
 
 def _price_path(windows: Sequence[WindowData]) -> pd.DataFrame:
@@ -447,9 +442,7 @@ def stored_params(root: str | Path, trade_date) -> dict | None:
     path = session_folder(root, trade_date) / "params.json"
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError:
+    except (FileNotFoundError, ValueError):  # never written, or cut short
         return None
 
 
