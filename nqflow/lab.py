@@ -107,8 +107,7 @@ class Lab:
     def alerts(self, **values: float) -> pd.DataFrame:
         """Every alert of the range at this setting (ALERT_FIELDS plus trade_date, and ``planted``
         with ground truth), ordered by window and alert id like a backtest's."""
-        alerts = evaluate_alerts(self.features, config_at(self.config, {k: v for k, v in values.items()
-                                                                        if k != "confidence_cut"}))
+        alerts = evaluate_alerts(self.features, config_at(self.config, _thresholds(values)))
         cut = float(values.get("confidence_cut", 0.0))
         alerts = alerts[alerts["confidence"] >= cut].reset_index(drop=True)
         return mark_planted(alerts, self.truth) if self.truth is not None else alerts
