@@ -2,9 +2,9 @@
 
 Run: make bench   (or .venv/bin/python bench/bench_backtest.py [SESSIONS], default 250)
 
-1. features for one session: the feature stage alone (`nqflow.features.compute_features` on a
+1. features for one session: the feature stage alone (`nqflow.engine.features.compute_features` on a
    session's loaded windows), and loading those windows (decode, join, cut) beside it;
-2. re-thresholding 20 sessions: their stored features in memory, `nqflow.detect.evaluate` at the
+2. re-thresholding 20 sessions: their stored features in memory, `nqflow.engine.detect.evaluate` at the
    configured and at loose thresholds (the lab's work per slider move, without the scoring
    against ground truth, which is timed separately);
 3. a first-run backtest of SESSIONS generated sessions with 2 workers: a fresh feature folder
@@ -28,14 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow.backtest import backtest, dask_client  # noqa: E402
-from nqflow.baseline import BaselineStore, ensure_history  # noqa: E402
+from nqflow.research.backtest import backtest, dask_client  # noqa: E402
+from nqflow.engine.baseline import BaselineStore, ensure_history  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
-from nqflow.detect import evaluate  # noqa: E402
-from nqflow.features import compute_features  # noqa: E402
-from nqflow.lab import LOOSE, Lab  # noqa: E402
-from nqflow.monitor import REPO_ROOT, load_session  # noqa: E402
-from nqflow.sample import SampleSpec, generate_sample_market, load_ground_truth  # noqa: E402
+from nqflow.engine.detect import evaluate  # noqa: E402
+from nqflow.engine.features import compute_features  # noqa: E402
+from nqflow.research.lab import LOOSE, Lab  # noqa: E402
+from nqflow.engine.monitor import REPO_ROOT, load_session  # noqa: E402
+from nqflow.research.sample.generator import SampleSpec, generate_sample_market, load_ground_truth  # noqa: E402
 from nqflow.sources.replay import ReplaySource  # noqa: E402
 
 

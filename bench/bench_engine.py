@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow import market_hours as cal  # noqa: E402
-from nqflow.baseline import BaselineStore, window_keys  # noqa: E402
+from nqflow.market import hours as cal  # noqa: E402
+from nqflow.engine.baseline import BaselineStore, window_keys  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
-from nqflow.data import load_window
-from nqflow.detect import detect_window  # noqa: E402
-from nqflow.monitor import REPO_ROOT  # noqa: E402
-from nqflow.sample import generate_sample_market  # noqa: E402
+from nqflow.market.frames import load_window
+from nqflow.engine.detect import detect_window  # noqa: E402
+from nqflow.engine.monitor import REPO_ROOT  # noqa: E402
+from nqflow.research.sample.generator import generate_sample_market  # noqa: E402
 from nqflow.sources.replay import ReplaySource  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def measure(label: str, windows, source, store, config) -> None:
 
 def measure_sessions(label: str, days, source, store, config, available) -> None:
     """The whole-session path (`run_session`, what backtests use): data and baseline read once per session."""
-    from nqflow.monitor import run_session
+    from nqflow.engine.monitor import run_session
     t0 = time.perf_counter()
     rows = windows = 0
     for day in days:  # keep only counts: a backtest keeps alerts, not every window's frames
@@ -71,7 +71,7 @@ def main() -> None:
     sessions = source.sessions_available()
     with tempfile.TemporaryDirectory() as tmp:
         store = BaselineStore(Path(tmp) / "baseline.sqlite")
-        from nqflow.baseline import ensure_history
+        from nqflow.engine.baseline import ensure_history
         ensure_history(store, source, sessions[-1], config.thresholds.baseline_sessions, sessions)
         last = sessions[-1]
         windows = lambda days: [(s, e, d) for d in days for s, e in cal.session_windows(d)]

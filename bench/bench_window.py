@@ -11,9 +11,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow.monitor import REPO_ROOT  # noqa: E402
-from nqflow.runner import execute_window  # noqa: E402
-from nqflow.sample import generate_sample_market  # noqa: E402
+from nqflow.engine.monitor import REPO_ROOT  # noqa: E402
+from nqflow.ops.runner import execute_window  # noqa: E402
+from nqflow.research.sample.generator import generate_sample_market  # noqa: E402
 
 
 def main(n: int = 3) -> None:

@@ -16,13 +16,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow.backtest import backtest  # noqa: E402
+from nqflow.research.backtest import backtest  # noqa: E402
 from nqflow.config import load_config  # noqa: E402
-from nqflow.lab import summary_table  # noqa: E402
-from nqflow.monitor import REPO_ROOT  # noqa: E402
-from nqflow.offbook import read_off_book_days  # noqa: E402
-from nqflow.quality import evaluate  # noqa: E402
-from nqflow.sample import generate_sample_market, load_ground_truth  # noqa: E402
+from nqflow.research.lab import summary_table  # noqa: E402
+from nqflow.engine.monitor import REPO_ROOT  # noqa: E402
+from nqflow.engine.offbook import read_off_book_days  # noqa: E402
+from nqflow.research.quality import evaluate  # noqa: E402
+from nqflow.research.sample.generator import generate_sample_market, load_ground_truth  # noqa: E402
 from nqflow.sources.replay import ReplaySource  # noqa: E402
 
 

@@ -9,12 +9,12 @@ import logging
 import sys
 from pathlib import Path
 
-from nqflow import market_hours as cal
+from nqflow.market import hours as cal
 from nqflow.alerts import KINDS
 from nqflow.config import load_config, parse_override
 from nqflow.errors import NqflowError
 from nqflow.paths import resolve
-from nqflow.scheduling import Scheduler
+from nqflow.ops.scheduling import Scheduler
 from nqflow.sources import SOURCE_NAMES
 
 
@@ -107,7 +107,7 @@ def _print_runs(scheduler: Scheduler, runs, args) -> int:
 def run_backtest(args, config) -> int:
     import datetime as dt
 
-    from nqflow.backtest import backtest
+    from nqflow.research.backtest import backtest
     try:
         first, last = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     except ValueError:
@@ -140,7 +140,7 @@ def cost(args, config) -> int:
 
 
 def status(args, config) -> int:
-    from nqflow import health
+    from nqflow.ops import health
     scheduler = _scheduler(args, config)
     now = scheduler.clock.now()
     conditions = scheduler.health_conditions()
@@ -172,7 +172,7 @@ def status(args, config) -> int:
 
 
 def doctor(args, config) -> int:
-    from nqflow.doctor import run_doctor
+    from nqflow.ops.doctor import run_doctor
     try:
         scheduler = _scheduler(args, config)
     except NqflowError as exc:  # e.g. no API key: the first check, failed
@@ -271,12 +271,12 @@ def run(args, config) -> int:
 
 
 def demo(args, config) -> int:
-    from nqflow.demo import demo as run_demo
+    from nqflow.research.demo import demo as run_demo
     return run_demo(args, config, _scheduler)
 
 
 def sample(args, config) -> int:
-    from nqflow.sample import SampleSpec, generate_sample_market
+    from nqflow.research.sample.generator import SampleSpec, generate_sample_market
     if args.sessions is not None and args.sessions < 2:
         raise NqflowError(f"--sessions must be at least 2 (a session and the next day's statistics), not {args.sessions}")
     spec = SampleSpec(n_sessions=args.sessions) if args.sessions else SampleSpec()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nqflow.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
+from nqflow.market.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
 from nqflow.errors import ConfigError
 from nqflow.paths import CONFIG_PATH
 from nqflow.sources import SOURCE_NAMES

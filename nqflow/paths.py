@@ -13,7 +13,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 MONITOR_NOTEBOOK = NOTEBOOKS / "monitor.ipynb"
 OFF_BOOK_NOTEBOOK = NOTEBOOKS / "offbook.ipynb"
 SESSION_NOTEBOOK = NOTEBOOKS / "session.ipynb"
-REPORT_TEMPLATES = Path(__file__).resolve().parent / "templates"
+REPORT_TEMPLATES = Path(__file__).resolve().parent / "reports" / "templates"
 
 
 def resolve(path: str | Path, base: Path = REPO_ROOT) -> Path:

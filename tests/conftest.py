@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nqflow.config import load_config
-from nqflow.monitor import REPO_ROOT
-from nqflow.sample import generate_sample_market
+from nqflow.engine.monitor import REPO_ROOT
+from nqflow.research.sample.generator import generate_sample_market
 
 warnings.filterwarnings("ignore", message=".*inplace keyword.*")
 
@@ -51,6 +51,6 @@ def feature_store(tmp_path_factory):
     """One Dask cluster, one feature folder and one volume baseline for the tests that backtest the
     sample (test_backtest, test_features, test_lab): the first builds the features and history
     that the later ones re-read, as a quant's second backtest of a range does."""
-    from nqflow.backtest import dask_client
+    from nqflow.research.backtest import dask_client
     with dask_client(2, None) as client:
         yield client, tmp_path_factory.mktemp("features"), tmp_path_factory.mktemp("baseline") / "baseline.sqlite"

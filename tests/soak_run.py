@@ -17,12 +17,12 @@ import pandas as pd
 import psutil
 
 from nqflow.alerts import plain, to_records
-from nqflow.baseline import BaselineStore
+from nqflow.engine.baseline import BaselineStore
 from nqflow.config import load_config
 from nqflow.errors import NqflowError
-from nqflow.monitor import run_window
-from nqflow.runner import NotebookRun, execute_window
-from nqflow.scheduling import Scheduler
+from nqflow.engine.monitor import run_window
+from nqflow.ops.runner import NotebookRun, execute_window
+from nqflow.ops.scheduling import Scheduler
 from nqflow.sources import make_source
 
 

@@ -24,8 +24,8 @@ from nqflow.errors import DataError
 
 
 def test_the_scheduler_process_loads_neither_the_engine_nor_scipy():
-    code = ("import sys, nqflow.scheduling, nqflow.cli; "
-            "print(sorted(m for m in sys.modules if m in ('scipy', 'nqflow.detect', 'nqflow.strategies', 'nqflow.monitor')))")
+    code = ("import sys, nqflow.ops.scheduling, nqflow.cli; "
+            "print(sorted(m for m in sys.modules if m in ('scipy', 'nqflow.engine.detect', 'nqflow.engine.strategies', 'nqflow.engine.monitor')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 
@@ -72,8 +72,9 @@ def test_missing_fields_are_named():
 
 
 def test_every_list_of_kinds_and_levels_derives_from_the_enums():
-    from nqflow import cli, lab
-    from nqflow.charts import KIND_COLOURS
+    from nqflow import cli
+    from nqflow.research import lab
+    from nqflow.reports.charts import KIND_COLOURS
     assert KINDS == tuple(Kind) and LEVELS == tuple(Level) and LABELS == ("LOW", "MEDIUM", "HIGH")
     kind_option = next(a for a in cli._parser()._subparsers._group_actions[0].choices["alerts"]._actions
                        if a.dest == "kind")

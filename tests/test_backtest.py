@@ -10,12 +10,12 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from nqflow import market_hours as cal
+from nqflow.market import hours as cal
 from nqflow.alerts import to_records
-from nqflow.backtest import backtest
-from nqflow.baseline import BaselineStore
+from nqflow.research.backtest import backtest
+from nqflow.engine.baseline import BaselineStore
 from nqflow.config import load_config
-from nqflow.monitor import REPO_ROOT, run_window
+from nqflow.engine.monitor import REPO_ROOT, run_window
 
 QUIET_HOUR_UTC = 15  # one ordinary RTH window per session, besides the planted ones
 
@@ -82,10 +82,10 @@ def test_a_batch_of_a_whole_session_equals_its_windows_one_at_a_time(source, tmp
     """`detect_windows` over all 92 windows of a session with planted events (loose thresholds,
     so ~50 alerts) gives, window for window, what `detect_window` gives alone: nothing leaks
     between neighbouring windows of a batch (orders, sweeps, volumes, baselines)."""
-    from nqflow.baseline import ensure_history, window_keys
-    from nqflow.data import window_from
-    from nqflow.detect import detect_window, detect_windows
-    from nqflow.lab import LOOSE
+    from nqflow.engine.baseline import ensure_history, window_keys
+    from nqflow.market.frames import window_from
+    from nqflow.engine.detect import detect_window, detect_windows
+    from nqflow.research.lab import LOOSE
     config = load_config(None, LOOSE)
     day = dt.date(2026, 11, 16)
     store = BaselineStore(tmp_path / "baseline.sqlite")

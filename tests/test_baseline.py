@@ -6,15 +6,15 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from nqflow import market_hours as cal
-from nqflow.baseline import (
+from nqflow.market import hours as cal
+from nqflow.engine.baseline import (
     BaselineStore,
     expected_volume,
     record_session,
     slot_volumes,
     window_keys,
 )
-from nqflow.data import option_fills
+from nqflow.market.frames import option_fills
 
 MAX_SESSIONS = 4
 PARTIAL_SLOTS = list(range(10))  # the latest session is recorded only this far (a live day cut short)

@@ -9,7 +9,7 @@ import databento_dbn as dbn
 import pandas as pd
 import pytest
 
-from nqflow.data import (
+from nqflow.market.frames import (
     future_fills,
     load_window,
     option_fills,

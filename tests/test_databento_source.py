@@ -17,12 +17,12 @@ import pytest
 import trustme
 from standin_gateway import Fault, StandInGateway
 
-from nqflow.baseline import BaselineStore, ensure_history
+from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.config import Config, load_config
-from nqflow.contracts import MICRO_NQ_OPTION_PRODUCTS
-from nqflow.data import load_window
+from nqflow.market.contracts import MICRO_NQ_OPTION_PRODUCTS
+from nqflow.market.frames import load_window
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
-from nqflow.scheduling import Scheduler, SimulatedClock
+from nqflow.ops.scheduling import Scheduler, SimulatedClock
 from nqflow.sources.databento_historical import DatabentoSource
 from nqflow.sources.replay import ReplaySource
 
@@ -214,7 +214,7 @@ def test_overlapping_cached_pulls_count_every_fill_once(gw, source, tmp_path):
 
 def test_off_book_reading_through_the_gateway_equals_the_replay(gw, source, truth, tmp_path):
     """Statistics take the same cache, cost guard and retries as trades: the same alerts as the replay."""
-    from nqflow.offbook import read_off_book
+    from nqflow.engine.offbook import read_off_book
     day = dt.date.fromisoformat(next(e["session"] for e in truth["events"]
                                      if e["kind"] == "off_book" and e["premium_usd"] >= 3e6))
     config = make_config(gw)

@@ -24,9 +24,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from nqflow.alerts import ALERT_FIELDS
 from nqflow.config import load_config
-from nqflow.notify import deliver_pending, enabled_channels
-from nqflow.store import StateStore
-from nqflow.suppression import repeats_to_suppress
+from nqflow.ops.notify import deliver_pending, enabled_channels
+from nqflow.ops.store import StateStore
+from nqflow.ops.suppression import repeats_to_suppress
 
 SMTP_PASSWORD = "smtp-SECRET-pw-7731"
 WEBHOOK_PATH = "/services/T000/B000/SECRET-hook-token"
@@ -235,8 +235,8 @@ def test_outage_then_recovery_delivers_every_alert_exactly_once(tmp_path, tls, e
 KILLED_DELIVERY = """
 import pandas as pd, sys
 from nqflow.config import load_config
-from nqflow.notify import deliver_pending
-from nqflow.store import StateStore
+from nqflow.ops.notify import deliver_pending
+from nqflow.ops.store import StateStore
 config = load_config(overrides={{"notify.console.enabled": False, "notify.log.enabled": False,
     "notify.email.enabled": True, "notify.email.host": "127.0.0.1", "notify.email.port": {port},
     "notify.email.user": "desk", "notify.email.recipients": ["desk@example.test"],

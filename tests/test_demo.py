@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from nqflow.monitor import REPO_ROOT
+from nqflow.engine.monitor import REPO_ROOT
 
 
 def test_demo_finds_in_each_window_what_it_says_was_planted(sample_dir, tmp_path):

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nqflow.baseline import expected_volume
+from nqflow.engine.baseline import expected_volume
 from nqflow.config import Config
-from nqflow.data import TRADE_COLUMNS, WindowData, empty_frame
-from nqflow.detect import (
+from nqflow.market.frames import TRADE_COLUMNS, WindowData, empty_frame
+from nqflow.engine.detect import (
     aggregate_orders,
     assign_sweeps,
     detect_window,
@@ -143,7 +143,7 @@ def test_empty_window_gives_no_alerts_and_an_empty_summary():
 
 
 def test_window_next_to_the_daily_halt(source):
-    from nqflow.data import load_window
+    from nqflow.market.frames import load_window
     last = load_window(source, "2026-10-30T20:45:00Z", "2026-10-30T21:00:00Z")   # 15:45-16:00 CT
     halted = load_window(source, "2026-10-30T21:00:00Z", "2026-10-30T21:15:00Z")  # the halt
     assert not last.empty and last.trade_date.isoformat() == "2026-10-30"

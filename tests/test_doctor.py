@@ -10,8 +10,8 @@ import pandas as pd
 from test_databento_source import KEY, gateway, gw, make_config  # noqa: F401  (fixtures)
 from test_delivery import SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server, tls  # noqa: F401
 
-from nqflow.doctor import run_doctor
-from nqflow.scheduling import Scheduler, SimulatedClock
+from nqflow.ops.doctor import run_doctor
+from nqflow.ops.scheduling import Scheduler, SimulatedClock
 
 
 def doctor_config(gw, smtp_port: int, **databento):  # noqa: F811

@@ -1,7 +1,7 @@
 """The two detection stages: thresholds applied to stored features give exactly the live alerts.
 
-The live path here is `nqflow.detect.detect_windows` on each session's windows as the monitor
-loads them (`nqflow.monitor.load_session`, held equal to `run_window` window by window in
+The live path here is `nqflow.engine.detect.detect_windows` on each session's windows as the monitor
+loads them (`nqflow.engine.monitor.load_session`, held equal to `run_window` window by window in
 test_backtest); the stored path is a backtest that writes each session's features as Parquet
 and evaluates the thresholds over them, and the lab's path: every session's stored features
 joined into one batch and evaluated in one call.
@@ -17,14 +17,14 @@ import pandas.testing as pdt
 import pytest
 
 from nqflow.alerts import ALERT_FIELDS, to_records
-from nqflow.backtest import backtest, load_features
-from nqflow.baseline import BaselineStore, ensure_history
+from nqflow.research.backtest import backtest, load_features
+from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.config import load_config
-from nqflow.detect import detect_windows, evaluate
+from nqflow.engine.detect import detect_windows, evaluate
 from nqflow.errors import DataError
-from nqflow.features import read_features, session_folder, stored_params
-from nqflow.lab import LOOSE
-from nqflow.monitor import load_session
+from nqflow.engine.features import read_features, session_folder, stored_params
+from nqflow.research.lab import LOOSE
+from nqflow.engine.monitor import load_session
 
 SETTINGS = {"default": {}, "loose": LOOSE}
 

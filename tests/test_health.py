@@ -13,13 +13,13 @@ import pytest
 from test_delivery import Inbox, free_port, smtp_server, tls  # noqa: F401  (tls is a fixture)
 from test_scheduler import InProcessExecutor
 
-from nqflow import health
-from nqflow.baseline import BaselineStore
+from nqflow.ops import health
+from nqflow.engine.baseline import BaselineStore
 from nqflow.config import load_config
 from nqflow.paths import REPO_ROOT
-from nqflow.retention import apply_retention
-from nqflow.scheduling import Scheduler, SimulatedClock
-from nqflow.store import StateStore
+from nqflow.ops.retention import apply_retention
+from nqflow.ops.scheduling import Scheduler, SimulatedClock
+from nqflow.ops.store import StateStore
 
 QUIET = {"notify.console.enabled": False, "notify.email.enabled": False, "notify.slack.enabled": False}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas.testing as pdt
 import pytest
 
-from nqflow.backtest import backtest
+from nqflow.research.backtest import backtest
 from nqflow.config import load_config
-from nqflow.lab import Lab, config_at, current_values, lab_widget
-from nqflow.quality import evaluate
+from nqflow.research.lab import Lab, config_at, current_values, lab_widget
+from nqflow.research.quality import evaluate
 
 SETTING = {"large_premium_usd": 2e6, "first_surge_tier": 7.5, "instrument_min_volume": 50}
 

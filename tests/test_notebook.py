@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nqflow.report_index import write_index
-from nqflow.runner import execute_window
-from nqflow.store import StateStore
+from nqflow.reports.index import write_index
+from nqflow.ops.runner import execute_window
+from nqflow.ops.store import StateStore
 
 SECRETS = {"DATABENTO_API_KEY": "db-SECRETkey0123456789", "NQFLOW_SMTP_PASSWORD": "smtp-SECRET-pw-42",
            "NQFLOW_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hooks/SECRET-webhook"}

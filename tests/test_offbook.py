@@ -1,4 +1,4 @@
-"""Off-book flow (nqflow.offbook): blocks read from next-day statistics, against planted ground truth,
+"""Off-book flow (nqflow.engine.offbook): blocks read from next-day statistics, against planted ground truth,
 and run by the scheduler once a day through the real notebook, outbox and index."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nqflow import market_hours as cal
+from nqflow.market import hours as cal
 from nqflow.config import load_config
 from nqflow.errors import DataNotYetAvailable
-from nqflow.offbook import SETTLEMENT, group_packages, off_book_volumes, read_off_book
+from nqflow.engine.offbook import SETTLEMENT, group_packages, off_book_volumes, read_off_book
 from nqflow.paths import REPO_ROOT
-from nqflow.scheduling import Scheduler, SimulatedClock
+from nqflow.ops.scheduling import Scheduler, SimulatedClock
 
 
 def planted_off_book(truth) -> dict[str, dict]:
@@ -144,7 +144,7 @@ def test_offbook_report_renders_in_headless_chromium(sample_dir, truth, tmp_path
     chromium = shutil.which("chromium")
     if not chromium:
         pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
-    from nqflow.runner import execute_daily
+    from nqflow.ops.runner import execute_daily
     day = next(s for s, e in planted_off_book(truth).items() if e["package"])
     run = execute_daily("off_book", day, tmp_path, {"config_path": "", "source": "replay", "data_dir": str(sample_dir),
                                            "state_db": "", "overrides": {}})

@@ -10,11 +10,11 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from nqflow import market_hours as cal
-from nqflow.baseline import BaselineStore
-from nqflow.monitor import run_window
-from nqflow.offbook import read_off_book_days
-from nqflow.quality import evaluate
+from nqflow.market import hours as cal
+from nqflow.engine.baseline import BaselineStore
+from nqflow.engine.monitor import run_window
+from nqflow.engine.offbook import read_off_book_days
+from nqflow.research.quality import evaluate
 
 #: Stated bound for false alerts on a quiet session (92 windows) with the default thresholds.
 MAX_QUIET_SESSION_ALERTS = 3
@@ -77,7 +77,7 @@ def test_no_spread_print_is_reported_as_a_directional_order(runs, source):
     """Every spread printed in the evaluated windows, planted or background, from the data itself:
     no large order or sweep alert sits on a leg at the spread's instant."""
     _, _, alerts, _ = runs
-    from nqflow.data import spread_fills
+    from nqflow.market.frames import spread_fills
     orders = alerts[alerts["kind"].isin(["large_order", "sweep"])]
     checked = 0
     for start in sorted(set(alerts["window_start"])):

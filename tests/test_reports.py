@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nqflow import market_hours as cal
+from nqflow.market import hours as cal
 from nqflow.config import load_config
-from nqflow.levels import days_to_expiry
+from nqflow.engine.levels import days_to_expiry
 from nqflow.paths import REPO_ROOT
-from nqflow.scheduling import Scheduler, SimulatedClock
-from nqflow.session_flow import leg_aggressors
+from nqflow.ops.scheduling import Scheduler, SimulatedClock
+from nqflow.engine.session_flow import leg_aggressors
 
 SCREENSHOTS = REPO_ROOT / "outputs" / "screenshots"  # kept for review (outputs/ is git-ignored)
 

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nqflow.contracts import (
+from nqflow.market.contracts import (
     NQ_OPTION_PRODUCTS,
     NQ_POINT_VALUE_USD,
     years_between,
 )
-from nqflow.pricing import black76, smile_vol
-from nqflow.sample import SampleSpec, generate_sample_market
+from nqflow.market.pricing import black76, smile_vol
+from nqflow.research.sample.generator import SampleSpec, generate_sample_market
 
 warnings.filterwarnings("ignore")
 
@@ -108,7 +108,7 @@ def test_zero_and_one_dte_carry_most_of_the_volume(truth):
 
 
 def test_sessions_span_the_dst_change_and_the_thanksgiving_half_days(truth):
-    from nqflow import market_hours as cal
+    from nqflow.market import hours as cal
     sessions = [dt.date.fromisoformat(d) for d in truth["sessions"]]
     assert sessions[0] <= dt.date(2026, 10, 30) and sessions[-1] == dt.date(2026, 11, 27)
     opens = {d: cal.sessions(d, d).iloc[0] for d in (dt.date(2026, 10, 30), dt.date(2026, 11, 2), dt.date(2026, 11, 27))}
@@ -168,7 +168,7 @@ def test_known_strike_volume_matches_trades_file(sample_dir, truth, source):
     raw = _df(sample_dir / f"glbx-mdp3-{day:%Y%m%d}.trades.dbn.zst")
     symbol = raw["symbol"].value_counts().index[1]  # a busy option (index 0 is the future)
     expected = int(raw.loc[raw["symbol"] == symbol, "size"].sum())
-    from nqflow import market_hours as cal
+    from nqflow.market import hours as cal
     row = cal.sessions(day, day).iloc[0]
     tidy = source.trades(row.market_open, row.market_close)
     assert int(tidy.loc[tidy["symbol"] == symbol, "size"].sum()) == expected
@@ -176,7 +176,7 @@ def test_known_strike_volume_matches_trades_file(sample_dir, truth, source):
 
 def test_intraday_u_shape_heavy_tails_sides_and_black76_prices(source, truth):
     day = dt.date.fromisoformat(truth["sessions"][-4])  # a whole day (the last two are half days)
-    from nqflow import market_hours as cal
+    from nqflow.market import hours as cal
     row = cal.sessions(day, day).iloc[0]
     trades = source.option_trades(row.market_open, row.market_close)
     ct_hour = trades["ts_event"].dt.tz_convert("America/Chicago").dt.hour

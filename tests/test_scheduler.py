@@ -12,17 +12,17 @@ import pandas as pd
 import pytest
 
 from nqflow.alerts import to_records
-from nqflow.baseline import BaselineStore
-from nqflow.scheduling import SimulatedClock
+from nqflow.engine.baseline import BaselineStore
+from nqflow.ops.scheduling import SimulatedClock
 from nqflow.config import load_config
 from nqflow.errors import NqflowError
-from nqflow.monitor import REPO_ROOT, run_window
-from nqflow.runner import NotebookRun
-from nqflow.scheduling import Scheduler
+from nqflow.engine.monitor import REPO_ROOT, run_window
+from nqflow.ops.runner import NotebookRun
+from nqflow.ops.scheduling import Scheduler
 
 
 class InProcessExecutor:
-    """Runs the same nqflow.monitor.run_window the notebook runs, without a kernel, and can fail on demand."""
+    """Runs the same nqflow.engine.monitor.run_window the notebook runs, without a kernel, and can fail on demand."""
 
     def __init__(self, source, baseline, fail_times: int = 0):
         self.source, self.baseline, self.fail_times, self.calls = source, baseline, fail_times, []

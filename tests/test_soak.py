@@ -30,11 +30,11 @@ import pytest
 from test_databento_source import KEY, gateway, gw  # noqa: F401  (fixtures)
 from test_delivery import SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server, tls  # noqa: F401
 
-from nqflow import market_hours as cal
-from nqflow.baseline import BaselineStore, ensure_history
+from nqflow.market import hours as cal
+from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.paths import REPO_ROOT
-from nqflow.market_hours import windows_between
-from nqflow.store import StateStore
+from nqflow.market.hours import windows_between
+from nqflow.ops.store import StateStore
 
 START = pd.Timestamp("2026-11-25T23:17:00Z")   # just after the 26 Nov session opened
 END = pd.Timestamp("2026-11-27T18:45:00Z")     # after the 27 Nov half day closed

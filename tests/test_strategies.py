@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from nqflow.config import Config
-from nqflow.pricing import black76
-from nqflow.data import LEG_COLUMNS, TRADE_COLUMNS, WindowData, empty_frame
-from nqflow.detect import detect_window, surge_gate
-from nqflow.strategies import infer_signs, name_strategy
+from nqflow.market.pricing import black76
+from nqflow.market.frames import LEG_COLUMNS, TRADE_COLUMNS, WindowData, empty_frame
+from nqflow.engine.detect import detect_window, surge_gate
+from nqflow.engine.strategies import infer_signs, name_strategy
 
 T0 = pd.Timestamp("2026-11-16T15:00:00Z")         # trade date 2026-11-16
 EXPIRY = pd.Timestamp("2026-11-25T21:00:00Z")     # Q4C, 9 days out, 15:00 CT
@@ -138,12 +138,12 @@ def test_zero_dte_orders_say_so_and_short_dated_strikes_are_judged_at_their_dte_
 
 
 def test_options_of_an_unwatched_product_are_left_out_and_named_once(caplog):
-    from nqflow import data
-    from nqflow.data import window_from
+    from nqflow.market import frames as data
+    from nqflow.market.frames import window_from
     rows = [option(0, 71, "C", 21000, "B", 5), option(1, 72, "C", 21000, "B", 5, root="Q3BX6")]
     fills = pd.DataFrame(rows)
     data._reported_unwatched.discard("Q3B")
-    with caplog.at_level("WARNING", logger="nqflow.data"):
+    with caplog.at_level("WARNING", logger="nqflow.market.frames"):
         w = window_from(T0, T0 + pd.Timedelta(minutes=15), T0.date(), fills, pd.DataFrame(),
                         pd.DataFrame({"instrument_id": [], "open_interest": []}), watched=frozenset({"Q4C"}))
         window_from(T0, T0 + pd.Timedelta(minutes=15), T0.date(), fills, pd.DataFrame(),

@@ -4,7 +4,7 @@
 `SOURCES`. A source is built lazily (the Databento client is imported only when asked for),
 and answers the scheduler's questions itself (`DataSource.published`, `DataSource.check_budget`),
 so no caller branches on a source's name. Adding a backend is one entry here plus a class that
-follows `nqflow.data.DataSource`.
+follows `nqflow.market.frames.DataSource`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from nqflow.paths import resolve
 
 if TYPE_CHECKING:
     from nqflow.config import Config
-    from nqflow.data import DataSource
+    from nqflow.market.frames import DataSource
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ SOURCES: dict[str, SourceSpec] = {
                             publishes_late=True, priced=True),
 }
 SOURCE_NAMES: tuple[str, ...] = tuple(SOURCES)
+
+__all__ = ["SOURCES", "SOURCE_NAMES", "SourceSpec", "make_source", "source_spec"]
 
 
 def source_spec(name: str) -> SourceSpec:

@@ -53,10 +53,10 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from nqflow import market_hours as cal
+from nqflow.market import hours as cal
 from nqflow.config import Config
-from nqflow.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
-from nqflow.data import (
+from nqflow.market.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
+from nqflow.market.frames import (
     future_fills,
     option_fills,
     session_bounds,

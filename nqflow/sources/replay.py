@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nqflow import market_hours as cal
-from nqflow.data import (
+from nqflow.market import hours as cal
+from nqflow.market.frames import (
     OPEN_INTEREST_STAT_TYPE,
     TRADE_COLUMNS,
     chain_from_definitions,

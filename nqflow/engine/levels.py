@@ -1,0 +1,96 @@
+"""Level keys: what each fill, order or volume counts under, at each level of the baseline.
+
+A fill counts at three levels: its ``instrument`` (key: instrument_id), its ``expiry`` (key:
+the option symbol root such as ``Q2DX6``, or ``<n>DTE`` when the expiry is at most
+`SHORT_DATED_DAYS` away: see `nqflow.engine.baseline`) and the ``product`` (key ``NQ``). The
+baseline store records volumes under these keys and the detector compares a window's volumes
+under the same keys, so both take them from here; this module is pure pandas, with no store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nqflow.market import hours as cal
+from nqflow.market.contracts import CHICAGO
+
+LEVELS = ("instrument", "expiry", "product")
+PRODUCT_KEY = "NQ"
+#: Calendar days to expiry at or below which an expiry is keyed by its days to expiry (see the
+#: module doc). Part of the baseline's definition, so not a per-run threshold: changing it
+#: changes the keys recorded history is stored under.
+SHORT_DATED_DAYS = 4
+
+EXPECTED_COLUMNS = ["level", "key", "history_sessions", "expected", "mean", "variance"]
+
+
+def expiry_key(symbol: pd.Series) -> pd.Series:
+    """Option symbol root, e.g. 'Q2NV6 C21000' -> 'Q2NV6' (one product + expiration)."""
+    # Split each distinct symbol once: a session repeats a few thousand symbols over ~40k fills.
+    codes, distinct = pd.factorize(symbol.astype(object), use_na_sentinel=False)
+    roots = np.array([text.split(" ", 1)[0] if isinstance(text, str) else text for text in distinct], dtype=object)
+    return pd.Series(roots[codes] if len(roots) else np.empty(0, dtype=object), index=symbol.index, dtype=object)
+
+
+def days_to_expiry(ts_event: pd.Series, expiration: pd.Series) -> pd.Series:
+    """Calendar days from each fill's trade date to its option's expiry date (both in Chicago).
+
+    A Globex session opens at 17:00 CT the evening before its trade date, so the trade date is
+    the Chicago date 7 hours after the fill."""
+    trade = (ts_event.dt.tz_convert(CHICAGO) + pd.Timedelta(hours=7)).dt.tz_localize(None).dt.normalize()
+    expiry = expiration.dt.tz_convert(CHICAGO).dt.tz_localize(None).dt.normalize()
+    return (expiry - trade).dt.days
+
+
+def expiry_level_key(fills: pd.DataFrame) -> pd.Series:
+    """The expiry-level baseline key of each fill or order: its symbol root, or ``<n>DTE`` when
+    the expiry is at most `SHORT_DATED_DAYS` away. Uses ``days_to_expiry`` / ``expiry`` columns
+    when the frame has them."""
+    root = fills["expiry"] if "expiry" in fills else expiry_key(fills["symbol"])
+    dte = fills["days_to_expiry"] if "days_to_expiry" in fills else days_to_expiry(fills["ts_event"], fills["expiration"])
+    short = dte.to_numpy() <= SHORT_DATED_DAYS
+    return pd.Series(np.where(short, dte.astype(str).to_numpy(dtype=object) + "DTE", root.astype(str).to_numpy(dtype=object)),
+                     index=fills.index, dtype=object)
+
+
+def level_keys(fills: pd.DataFrame) -> dict[str, pd.Series]:
+    """The baseline key of every fill (or order) at each level, as text: the one place a fill is
+    mapped to what the baseline store and the detector count it under (`expiry_level_key`)."""
+    return {"instrument": fills["instrument_id"].astype(str), "expiry": expiry_level_key(fills).astype(str),
+            "product": pd.Series(PRODUCT_KEY, index=fills.index, dtype=str)}
+
+
+def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFrame:
+    """Contracts traded per level, key and slot: columns level, key, slot, volume."""
+    if trades.empty:
+        return pd.DataFrame({"level": pd.Series(dtype=str), "key": pd.Series(dtype=str),
+                             "slot": pd.Series(dtype="int64"), "volume": pd.Series(dtype="int64")})
+    slot = ((trades["ts_event"] - session_open) // pd.Timedelta(minutes=cal.SLOT_MINUTES)).astype("int64")
+    frames = []
+    for level, key in level_keys(trades).items():
+        grouped = trades["size"].groupby([key.rename("key"), slot.rename("slot")]).sum().rename("volume").reset_index()
+        grouped.insert(0, "level", level)
+        frames.append(grouped)
+    out = pd.concat(frames, ignore_index=True)
+    out["volume"] = out["volume"].astype("int64")
+    return out
+
+
+NO_KEYS = pd.DataFrame({"level": pd.Series(dtype=object), "key": pd.Series(dtype=object)})
+
+
+def window_keys(trades: pd.DataFrame) -> pd.DataFrame:
+    """The (level, key) pairs some fills touch: all a window's detection needs from the baseline."""
+    return window_keys_by(trades, np.zeros(len(trades), dtype=np.int64)).get(0, NO_KEYS)
+
+
+def window_keys_by(trades: pd.DataFrame, group: np.ndarray) -> dict[int, pd.DataFrame]:
+    """`window_keys` of every group of fills at once (a session's windows); fills in group -1 are
+    ignored. Keys are mapped once for all fills, instead of once per window."""
+    keep = np.asarray(group) >= 0
+    trades, group = trades[keep], np.asarray(group)[keep]
+    keys = level_keys(trades)
+    pairs = pd.concat([pd.DataFrame({"group": group, "level": level, "key": keys[level].to_numpy(dtype=object)})
+                       for level in ("instrument", "expiry")], ignore_index=True).drop_duplicates()
+    return {int(g): frame[["level", "key"]].reset_index(drop=True) for g, frame in pairs.groupby("group", sort=False)}

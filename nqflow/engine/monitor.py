@@ -1,0 +1,133 @@
+"""One monitoring window, end to end inside the process: load data, baseline, detect, record.
+
+This is what the monitoring notebook calls; the scheduler never recomputes alerts outside
+the notebook, it reads them back from the notebook's scraps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nqflow.market import hours as cal
+from nqflow.engine.baseline import (
+    NO_KEYS,
+    BaselineStore,
+    ensure_history,
+    slot_volumes,
+    window_keys,
+    window_keys_by,
+)
+from nqflow.config import Config
+from nqflow.market.frames import (
+    DataSource,
+    WindowData,
+    classify_fills,
+    load_window,
+    window_from,
+)
+from nqflow.engine.detect import Detection, detect_window, detect_windows
+from nqflow.paths import REPO_ROOT, resolve  # noqa: F401  (re-exported for notebooks)
+from nqflow.sources import make_source  # noqa: F401  (re-exported for notebooks)
+
+
+@dataclass
+class WindowResult:
+    window: WindowData
+    detection: Detection
+
+    @property
+    def alerts(self) -> pd.DataFrame:
+        return self.detection.alerts
+
+    @property
+    def summary(self) -> dict:
+        return self.detection.summary
+
+
+def run_window(config: Config, start, end, source: DataSource, baseline: BaselineStore | None = None,
+               record_baseline: bool = True, available: list[dt.date] | None = None) -> WindowResult:
+    """Detect one window. The window's own volumes are recorded into the baseline afterwards
+    (idempotently), so the next session's baseline is kept up to date without re-downloading."""
+    window = load_window(source, start, end, config.universe.products)
+    if baseline is None:
+        baseline = BaselineStore(resolve(config.data.state_db))
+    expected = None
+    if window.trade_date is not None:
+        row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
+        slot = cal.slot_of(window.start, row.market_open)
+        ensure_history(baseline, source, window.trade_date, config.thresholds.baseline_sessions, available)
+        expected = baseline.expected(window.trade_date, [slot], config.thresholds.baseline_sessions,
+                                     {slot: window_keys(window.trades)})[slot]
+    detection = detect_window(window, expected, config)
+    if record_baseline and window.trade_date is not None and not window.empty:
+        whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
+        if whole_slot:
+            baseline.record(window.trade_date, [slot], slot_volumes(window.trades, row.market_open))
+    return WindowResult(window, detection)
+
+
+@dataclass
+class SessionWindows:
+    """A session's windows loaded at once, with each window's baseline slot and wanted keys."""
+
+    trade_date: dt.date
+    windows: list[WindowData]
+    slots: list[int]
+    keys: dict[int, pd.DataFrame]
+
+    def expected(self, baseline: BaselineStore, max_sessions: int) -> list[pd.DataFrame]:
+        """Each window's expected volume from `baseline` (one query for the session)."""
+        if not self.windows:
+            return []
+        by_slot = baseline.expected(self.trade_date, sorted(set(self.slots)), max_sessions,
+                                    {slot: self.keys.get(slot, NO_KEYS) for slot in self.slots})
+        return [by_slot[slot] for slot in self.slots]
+
+
+def load_session(config: Config, trade_date: dt.date, source: DataSource, window_filter=None) -> SessionWindows:
+    """Every (selected) window of one session from one read of its data: the frames `load_window`
+    gives, window by window. `window_filter(start, end)` picks windows."""
+    row = cal.sessions(trade_date, trade_date).iloc[0]
+    bounds = [(s, e) for s, e in cal.session_windows(trade_date, config.schedule.interval_minutes)
+              if window_filter is None or window_filter(s, e)]
+    if not bounds:
+        return SessionWindows(trade_date, [], [], {})
+    # Classified once for the session, then cut per window: the same frames `load_window` gives.
+    session_fills = classify_fills(source.trades(row.market_open, row.market_close), config.universe.products)
+    chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
+    loaded = [window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs)
+              for start, end in bounds]
+    slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
+    keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))
+    return SessionWindows(trade_date, loaded, slots, keys)
+
+
+def run_session(config: Config, trade_date: dt.date, source: DataSource, baseline: BaselineStore,
+                available: list[dt.date] | None = None, window_filter=None) -> list[WindowResult]:
+    """Every window of one session, with the session's data and baseline read once.
+
+    It gives exactly what `run_window(..., record_baseline=False)` gives window by window
+    (tests compare them), without re-reading the data and the baseline for each of the
+    session's ~92 windows. `window_filter(start, end)` picks windows.
+    """
+    session = load_session(config, trade_date, source, window_filter)
+    if not session.windows:
+        return []
+    n = config.thresholds.baseline_sessions
+    ensure_history(baseline, source, trade_date, n, available)
+    detections = detect_windows(session.windows, session.expected(baseline, n), config)
+    return [WindowResult(w, d) for w, d in zip(session.windows, detections)]
+
+
+def _window_of(fills: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]], labels: list[int]) -> np.ndarray:
+    """The label of the window each fill falls in (windows sorted, not overlapping), -1 for none."""
+    starts = np.array([s.tz_convert(None) for s, _ in windows], dtype="datetime64[ns]")
+    ends = np.array([e.tz_convert(None) for _, e in windows], dtype="datetime64[ns]")
+    ts = fills["ts_event"].to_numpy(dtype="datetime64[ns]")
+    index = starts.searchsorted(ts, side="right") - 1
+    inside = (index >= 0) & (ts < ends[np.maximum(index, 0)])
+    return np.where(inside, np.asarray(labels)[np.maximum(index, 0)], -1)

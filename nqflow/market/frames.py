@@ -1,0 +1,361 @@
+"""Market data as tidy typed DataFrames: the DataSource interface, the frames every source
+gives, and one window's data (`WindowData`) assembled from them.
+
+The sources themselves live in `nqflow.sources` (a registry): `nqflow.sources.replay` reads a
+folder of DBN files, `nqflow.sources.databento_historical` pulls the Historical API and caches
+what it fetches as DBN files that the replay source reads.
+
+Frames (all timestamps tz-aware UTC; prices in index points):
+- option trades: ts_event, instrument_id, symbol, product, instrument_class, expiration,
+  strike, put_call, price, size, side (B/A/N aggressor), multiplier, premium_usd
+- spread trades: the same columns, for spread instruments (instrument_class T option spread,
+  M mixed such as options against futures); a spread's price is its net price and may be negative
+- chain: one row per instrument (options, futures and spreads) with its definition fields
+- spread legs: one row per leg of each spread whose definition lists them (`spread_legs`)
+- open interest: instrument_id, open_interest, ts_event
+- underlying: ts_event, instrument_id, symbol, price, size, side
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from nqflow.market import hours as cal
+from nqflow.market.contracts import (
+    MICRO_NQ_OPTION_PRODUCTS,
+    MICRO_NQ_POINT_VALUE_USD,
+    NQ_OPTION_PRODUCTS,
+    NQ_POINT_VALUE_USD,
+)
+from nqflow.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: DBN's sentinel for an undefined 32-bit integer field (e.g. contract_multiplier).
+UNDEF_INT32 = 2_147_483_647
+OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
+STATISTICS_COLUMNS = {"instrument_id": "int64", "stat_type": "int64", "price": "float64", "quantity": "float64",
+                      "stat_flags": "int64", "ts_event": "datetime64[ns, UTC]", "ts_ref": "datetime64[ns, UTC]"}
+
+TRADE_COLUMNS = {
+    "ts_event": "datetime64[ns, UTC]", "instrument_id": "int64", "symbol": "string", "product": "string",
+    "instrument_class": "string", "expiration": "datetime64[ns, UTC]", "strike": "float64", "put_call": "string", "price": "float64",
+    "size": "int64", "side": "string", "multiplier": "float64", "premium_usd": "float64",
+}
+CHAIN_COLUMNS = {
+    "instrument_id": "int64", "symbol": "string", "product": "string", "instrument_class": "string",
+    "put_call": "string", "strike": "float64", "expiration": "datetime64[ns, UTC]", "underlying": "string",
+    "underlying_id": "int64", "multiplier": "float64", "multiplier_source": "string",
+}
+LEG_COLUMNS = {
+    "spread_id": "int64", "leg_index": "int64", "leg_instrument_id": "int64", "leg_sign": "int64",
+    "leg_ratio": "int64", "leg_price": "float64", "leg_delta": "float64",
+}
+SPREAD_CLASSES = ("T", "M")
+#: Known dollar-per-point values by product code, used only when a definition defines none.
+KNOWN_MULTIPLIERS = {**{code: NQ_POINT_VALUE_USD for code in NQ_OPTION_PRODUCTS},
+                     **{code: MICRO_NQ_POINT_VALUE_USD for code in MICRO_NQ_OPTION_PRODUCTS}, "ES": 50.0}
+
+
+def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+
+
+class DataSource(Protocol):
+    """What the monitor needs from any market-data backend."""
+
+    name: str
+
+    def trades(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Option and future fills in [start, end), joined with their definitions (TRADE_COLUMNS)."""
+    def chain(self, trade_date: dt.date) -> pd.DataFrame: ...
+    def spread_legs(self, trade_date: dt.date) -> pd.DataFrame: ...
+    def open_interest(self, trade_date: dt.date) -> pd.DataFrame: ...
+    def statistics(self, trade_date: dt.date) -> pd.DataFrame:
+        """Every statistics record published during the session (STATISTICS_COLUMNS): its own open
+        interest, and the previous session's settlement and cleared volume (``ts_ref``)."""
+    def sessions_available(self) -> list[dt.date]: ...
+    def published(self, end: pd.Timestamp) -> bool:
+        """Whether the provider has published everything before `end` (a later window waits)."""
+    def check_budget(self, pulls: list[tuple[str, pd.Timestamp, pd.Timestamp]]) -> float:
+        """The price of these (schema, start, end) pulls; raises BudgetExceeded over the budget."""
+
+
+UNDERLYING_COLUMNS = ["ts_event", "instrument_id", "symbol", "price", "size", "side"]
+
+
+def tidy_statistics(raw: pd.DataFrame) -> pd.DataFrame:
+    """Statistics records as STATISTICS_COLUMNS; undefined prices and quantities become NaN."""
+    if raw.empty:
+        return empty_frame(STATISTICS_COLUMNS)
+    quantity = raw["quantity"].astype("float64")
+    quantity[raw["quantity"] >= 2_147_483_647] = np.nan  # DBN's undefined quantity (32- or 64-bit max)
+    return pd.DataFrame({
+        "instrument_id": raw["instrument_id"].astype("int64"), "stat_type": raw["stat_type"].astype("int64"),
+        "price": raw["price"].astype("float64"), "quantity": quantity, "stat_flags": raw["stat_flags"].astype("int64"),
+        "ts_event": pd.to_datetime(raw["ts_event"], utc=True), "ts_ref": pd.to_datetime(raw["ts_ref"], utc=True),
+    }).sort_values("ts_event", kind="stable").reset_index(drop=True)
+
+
+def option_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """The option rows of a tidy trades frame (leg prints of spreads included: their contracts traded)."""
+    return trades[trades["put_call"].isin(["C", "P"])].reset_index(drop=True)
+
+
+def spread_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """The prints on spread instruments (T, M) of a tidy trades frame: one per spread trade."""
+    return trades[trades["instrument_class"].isin(SPREAD_CLASSES)].reset_index(drop=True)
+
+
+def future_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """The futures rows of a tidy trades frame, in the underlying frame's columns."""
+    return trades.loc[trades["instrument_class"] == "F", UNDERLYING_COLUMNS].reset_index(drop=True)
+
+
+def undefined_fills(trades: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a tidy trades frame whose instrument has no definition: neither option nor future
+    is known, nor a multiplier, so they cannot be priced or counted."""
+    return trades[trades["product"].isna()]
+
+
+@dataclass
+class WindowData:
+    """Everything one window's detection needs, plus what was wrong with it.
+
+    `trades` are option fills (spread legs included), `spreads` the prints on spread
+    instruments, `legs` the leg definitions of the session's spreads, `futures` every futures
+    fill (covered packages have a futures leg) and `underlying` the front future's fills."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    trade_date: dt.date | None
+    trades: pd.DataFrame
+    chain: pd.DataFrame
+    open_interest: pd.DataFrame
+    underlying: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    spreads: pd.DataFrame = field(default_factory=lambda: empty_frame(TRADE_COLUMNS))
+    legs: pd.DataFrame = field(default_factory=lambda: empty_frame(LEG_COLUMNS))
+    futures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNDERLYING_COLUMNS))
+
+    @property
+    def empty(self) -> bool:
+        """True when the window holds no option trades (the notes say why)."""
+        return self.trades.empty
+
+
+def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
+    """Tidy option chain from raw definition records: the latest definition per instrument.
+
+    The dollar multiplier comes from ``unit_of_measure_qty`` (dollars per index point on CME
+    equity-index products), else ``contract_multiplier``, else the product's known value with
+    a warning: never a silent constant.
+    """
+    if definitions.empty:
+        return empty_frame(CHAIN_COLUMNS)
+    # A spread has one record per leg: any of them gives the spread's own fields.
+    latest = definitions.sort_values("ts_recv").drop_duplicates("instrument_id", keep="last")
+    uom = pd.to_numeric(latest["unit_of_measure_qty"], errors="coerce")
+    cm = pd.to_numeric(latest["contract_multiplier"], errors="coerce")
+    uom_ok = uom.notna() & (uom > 0) & (uom < 1e9)
+    cm_ok = cm.notna() & (cm > 0) & (cm != UNDEF_INT32)
+    product = latest["asset"].astype("string")
+    known = product.map(KNOWN_MULTIPLIERS).astype("float64")
+    multiplier = np.where(uom_ok, uom, np.where(cm_ok, cm, known))
+    source = np.where(uom_ok, "unit_of_measure_qty", np.where(cm_ok, "contract_multiplier", "known_product"))
+    missing = ~uom_ok & ~cm_ok
+    if missing.any():
+        unknown = sorted(set(product[missing & known.isna()].dropna()))
+        if unknown:
+            raise DataError(f"definitions give no contract multiplier for products {unknown} and none is known; "
+                            f"add them to nqflow.market.frames.KNOWN_MULTIPLIERS")
+        log.warning("%d definitions define no multiplier; using the product's known value (e.g. NQ $20/pt)",
+                    int(missing.sum()))
+    klass = latest["instrument_class"].astype("string")
+    strike = pd.to_numeric(latest["strike_price"], errors="coerce")
+    chain = pd.DataFrame({
+        "instrument_id": latest["instrument_id"].astype("int64"),
+        "symbol": latest["raw_symbol"].astype("string"),
+        "product": product,
+        "instrument_class": klass,
+        "put_call": klass.where(klass.isin(["C", "P"])),
+        "strike": strike.where(klass.isin(["C", "P"])).astype("float64"),
+        "expiration": pd.to_datetime(latest["expiration"], utc=True),
+        "underlying": latest["underlying"].astype("string"),
+        "underlying_id": latest["underlying_id"].astype("int64"),
+        "multiplier": multiplier.astype("float64"),
+        "multiplier_source": pd.array(source, dtype="string"),
+    })
+    return chain.sort_values("instrument_id").reset_index(drop=True)
+
+
+def legs_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
+    """The legs of every spread whose definition lists them (``leg_count`` > 0): one row per leg
+    with the leg's instrument, its sign when the spread is bought (+1 bought, -1 sold; from
+    ``leg_side``), its ratio, and the price and delta the definition carries. Spreads whose
+    definitions carry no legs are absent: their legs are inferred from the prints."""
+    if definitions.empty or "leg_count" not in definitions:
+        return empty_frame(LEG_COLUMNS)
+    rows = definitions[pd.to_numeric(definitions["leg_count"], errors="coerce").fillna(0) > 0]
+    rows = rows.sort_values("ts_recv").drop_duplicates(["instrument_id", "leg_index"], keep="last")
+    if rows.empty:
+        return empty_frame(LEG_COLUMNS)
+    ratio = pd.to_numeric(rows["leg_ratio_qty_numerator"], errors="coerce").fillna(1)
+    denominator = pd.to_numeric(rows["leg_ratio_qty_denominator"], errors="coerce").fillna(1).replace(0, 1)
+    legs = pd.DataFrame({
+        "spread_id": rows["instrument_id"].astype("int64"), "leg_index": rows["leg_index"].astype("int64"),
+        "leg_instrument_id": rows["leg_instrument_id"].astype("int64"),
+        "leg_sign": np.where(rows["leg_side"].astype(str) == "A", -1, 1).astype("int64"),
+        "leg_ratio": np.maximum((ratio / denominator).round(), 1).astype("int64"),
+        "leg_price": pd.to_numeric(rows["leg_price"], errors="coerce").astype("float64"),
+        "leg_delta": pd.to_numeric(rows["leg_delta"], errors="coerce").astype("float64"),
+    })
+    return legs.sort_values(["spread_id", "leg_index"]).reset_index(drop=True)
+
+
+def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
+    """Join raw trade records with the chain: one typed row per fill, premium in USD."""
+    if raw.empty:
+        return empty_frame(TRADE_COLUMNS)
+    info = chain.set_index("instrument_id")
+    joined = raw[["ts_event", "instrument_id", "price", "size", "side"]].join(
+        info[["symbol", "product", "instrument_class", "expiration", "strike", "put_call", "multiplier"]], on="instrument_id")
+    trades = pd.DataFrame({
+        "ts_event": pd.to_datetime(joined["ts_event"], utc=True),
+        "instrument_id": joined["instrument_id"].astype("int64"),
+        "symbol": joined["symbol"].astype("string"),
+        "product": joined["product"].astype("string"),
+        "instrument_class": joined["instrument_class"].astype("string"),
+        "expiration": pd.to_datetime(joined["expiration"], utc=True),
+        "strike": joined["strike"].astype("float64"),
+        "put_call": joined["put_call"].astype("string"),
+        "price": joined["price"].astype("float64"),
+        "size": joined["size"].astype("int64"),
+        "side": joined["side"].astype("string"),
+        "multiplier": joined["multiplier"].astype("float64"),
+    })
+    trades["premium_usd"] = trades["price"] * trades["size"] * trades["multiplier"]
+    return trades.sort_values(["ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
+
+
+def time_range(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
+    start, end = cal.to_utc(start), cal.to_utc(end)
+    if end <= start:
+        raise DataError(f"time range end {end.isoformat()} is not after start {start.isoformat()}; swap them")
+    return start, end
+
+
+def session_bounds(trade_date: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+    frame = cal.sessions(trade_date, trade_date)
+    if frame.empty:
+        raise DataError(f"{trade_date} is not a CME Globex trading day; pick a weekday that is not an exchange holiday")
+    return frame.iloc[0].market_open, frame.iloc[0].market_close
+
+
+def load_window(source: DataSource, start, end, watched: frozenset[str] | None = None) -> WindowData:
+    """Load everything one window needs. An empty window is flagged with a reason, never an exception.
+    `watched` product codes (the universe) filter the options; None keeps every product."""
+    start, end = time_range(start, end)
+    session = cal.session_of(start)
+    notes: list[str] = []
+    if session is None:
+        notes.append(f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z (CME Globex equity options halt, weekend or holiday)")
+        empty = empty_frame(TRADE_COLUMNS)
+        return WindowData(start, end, None, empty, empty_frame(CHAIN_COLUMNS),
+                          empty_frame({"instrument_id": "int64", "open_interest": "int64"}),
+                          empty.iloc[:, :0], notes)
+    trade_date = session[0]
+    return window_from(start, end, trade_date, source.trades(start, end), source.chain(trade_date),
+                       source.open_interest(trade_date), source.spread_legs(trade_date), watched)
+
+
+_reported_unwatched: set[str] = set()
+
+
+def unwatched_products(fills: pd.DataFrame, watched: frozenset[str]) -> list[str]:
+    """Products of option fills (on NQ futures) that the universe does not watch."""
+    options = fills[fills["put_call"].isin(["C", "P"])]
+    return sorted(set(options["product"].dropna().unique()) - set(watched))
+
+
+def unwatched_message(products: list[str], what: str) -> str:
+    """One line naming NQ option products seen but not watched, with the fix."""
+    micro = [p for p in products if p in MICRO_NQ_OPTION_PRODUCTS]
+    quoted = [f'"{p}.OPT"' for p in products]
+    keys = " / ".join(key for key, listed in (("universe.option_parents", len(micro) < len(products)),
+                                              ("universe.micro_option_parents", bool(micro))) if listed)
+    return (f"options of {', '.join(products)} on NQ futures {what} but are not watched; add "
+            f"{', '.join(quoted)} to {keys} in config/monitoring.toml "
+            f"to watch them")
+
+
+@dataclass
+class ClassifiedFills:
+    """A stretch of tidy fills split by what they are (`classify_fills`); each part keeps time order."""
+
+    options: pd.DataFrame
+    spreads: pd.DataFrame
+    futures: pd.DataFrame
+    undefined: pd.DataFrame
+
+    def between(self, start: pd.Timestamp, end: pd.Timestamp) -> ClassifiedFills:
+        """The fills in [start, end): a binary search per part, no copy of the rest."""
+        bounds = np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]")
+
+        def cut(frame: pd.DataFrame) -> pd.DataFrame:
+            lo, hi = frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(bounds)
+            return frame.iloc[lo:hi].reset_index(drop=True)
+        return ClassifiedFills(cut(self.options), cut(self.spreads), cut(self.futures), cut(self.undefined))
+
+
+def classify_fills(fills: pd.DataFrame, watched: frozenset[str] | None = None) -> ClassifiedFills:
+    """Split tidy fills into options, spread prints, futures and fills with no definition.
+    Options of products outside `watched` are left out, and said once per process."""
+    if watched is not None:
+        unwatched = unwatched_products(fills, watched)
+        if unwatched:
+            fills = fills[~(fills["put_call"].isin(["C", "P"]) & fills["product"].isin(unwatched))]
+            new = [p for p in unwatched if p not in _reported_unwatched]
+            if new:
+                _reported_unwatched.update(new)
+                log.warning("%s", unwatched_message(new, "trade"))
+    return ClassifiedFills(option_fills(fills), spread_fills(fills), future_fills(fills),
+                           undefined_fills(fills).reset_index(drop=True))
+
+
+def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fills: pd.DataFrame | ClassifiedFills,
+                chain: pd.DataFrame, oi: pd.DataFrame, legs: pd.DataFrame | None = None,
+                watched: frozenset[str] | None = None) -> WindowData:
+    """One open-market window from its fills (options, spreads and futures, [start, end) only)
+    and the session's chain, open interest and spread legs; `load_window` and the whole-session
+    path share it. `fills` may come classified already (the session path classifies a whole
+    session once and cuts it per window); `watched` applies to unclassified fills."""
+    parts = fills if isinstance(fills, ClassifiedFills) else classify_fills(fills, watched)
+    notes: list[str] = []
+    unknown = parts.undefined
+    if len(unknown):
+        ids = sorted(unknown["instrument_id"].unique())
+        notes.append(f"{len(unknown):,} fills on {len(ids)} instrument(s) without a definition were left out "
+                     f"(instrument_id {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''}); "
+                     f"add the definition records for session {trade_date} to the data folder")
+    if parts.options.empty:
+        notes.append(f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
+                      f"check that the data source covers this window")
+    if chain.empty:
+        notes.append(f"no instrument definitions for session {trade_date}")
+    return WindowData(start, end, trade_date, parts.options, chain, oi, front_future(parts.futures), notes,
+                      parts.spreads, legs if legs is not None else empty_frame(LEG_COLUMNS), parts.futures)
+
+
+def front_future(futures: pd.DataFrame) -> pd.DataFrame:
+    """Fills of the most traded future in the window: the one whose price the options track."""
+    if futures.empty:
+        return futures
+    front = futures.groupby("instrument_id")["size"].sum().idxmax()
+    return futures[futures["instrument_id"] == front].reset_index(drop=True)

@@ -1,0 +1,58 @@
+"""Black-76 pricing of options on futures: prices, deltas and implied volatilities (scipy).
+
+Kept apart from `nqflow.market.contracts` (product facts) so that code which only needs to know the
+products, such as the config and the scheduler, does not load scipy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtr
+
+from nqflow.market.contracts import years_between  # noqa: F401  (re-exported beside the model it feeds)
+
+
+def black76(forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray,
+            is_call: np.ndarray, rate: float = 0.0) -> np.ndarray:
+    """Black-76 price of European options on a future, in the future's price units."""
+    forward, strike, years, vol = map(np.asarray, (forward, strike, years, vol))
+    years = np.maximum(years, 1e-6)
+    sd = vol * np.sqrt(years)
+    d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
+    d2 = d1 - sd
+    discount = np.exp(-rate * years)
+    call = discount * (forward * ndtr(d1) - strike * ndtr(d2))
+    put = discount * (strike * ndtr(-d2) - forward * ndtr(-d1))
+    return np.where(is_call, call, put)
+
+
+def smile_vol(forward: np.ndarray, strike: np.ndarray, years: np.ndarray) -> np.ndarray:
+    """A simple equity-index smile: downside skew plus curvature, higher for short dates."""
+    k = np.log(np.asarray(strike) / np.asarray(forward))
+    atm = 0.19 + 0.04 * np.exp(-np.asarray(years) * 24.0)
+    scale = 1.0 / np.sqrt(np.maximum(years, 1.0 / 365.0) * 12.0)  # skew steepens near expiry
+    return np.clip(atm - 0.55 * k * np.minimum(scale, 3.0) + 1.8 * k * k * scale, 0.08, 1.2)
+
+
+def black76_delta(forward, strike, years, vol, is_call) -> np.ndarray:
+    """Black-76 delta (undiscounted) of European options on a future: dV/dF per unit of the future."""
+    forward, strike, vol = map(np.asarray, (forward, strike, vol))
+    sd = np.maximum(vol * np.sqrt(np.maximum(np.asarray(years), 1e-6)), 1e-9)
+    d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
+    return np.where(is_call, ndtr(d1), ndtr(d1) - 1.0)
+
+
+def implied_vol(price, forward, strike, years, is_call, low: float = 0.005, high: float = 5.0,
+                iterations: int = 60) -> np.ndarray:
+    """Black-76 implied volatility by bisection, vectorised. A price at or below intrinsic value
+    gives `low` (the option is all intrinsic: its delta is then about 1 or 0, which is right)."""
+    price, forward, strike, years = (np.asarray(x, dtype=float) for x in (price, forward, strike, years))
+    is_call = np.asarray(is_call, dtype=bool)
+    lo = np.full(np.broadcast(price, forward).shape, low)
+    hi = np.full_like(lo, high)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        too_high = black76(forward, strike, years, mid, is_call) > price
+        hi = np.where(too_high, mid, hi)
+        lo = np.where(too_high, lo, mid)
+    return 0.5 * (lo + hi)

@@ -1,0 +1,364 @@
+"""The scheduler's logic: which windows are due, running them, retries, catch-up and delivery.
+
+Time comes from an injectable `Clock`, so catch-up, retries and the closed-market skip are
+tested without waiting. One instance at a time holds a file lock beside the state database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from nqflow.ops import health
+from nqflow.market import hours as cal
+from nqflow.config import Config
+from nqflow.errors import NqflowError
+from nqflow.ops.notify import deliver_pending, enabled_channels
+from nqflow.paths import resolve
+from nqflow.ops.retention import Removed, apply_retention
+from nqflow.retry import backoff_seconds
+from nqflow.reports.index import write_index
+from nqflow.ops.runner import NotebookRun, execute_daily, execute_window
+from nqflow.sources import SourceSpec, make_source, source_spec
+from nqflow.ops.store import StateStore
+from nqflow.ops.suppression import repeats_to_suppress
+
+log = logging.getLogger("nqflow.scheduler")
+
+
+class Clock(Protocol):
+    def now(self) -> pd.Timestamp: ...
+    def sleep(self, seconds: float) -> None: ...
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        """Until `seconds` have passed or `stop` is set (`run`'s pause between passes)."""
+
+
+class SystemClock:
+    def now(self) -> pd.Timestamp:
+        return pd.Timestamp.now(tz="UTC")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        stop.wait(seconds)
+
+
+class SimulatedClock:
+    """A clock the demo moves by hand: each window is processed as if just after it closed."""
+
+    def __init__(self, now: pd.Timestamp):
+        self.current = now
+
+    def now(self) -> pd.Timestamp:
+        return self.current
+
+    def sleep(self, seconds: float) -> None:
+        self.current += pd.Timedelta(seconds=seconds)
+
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        self.sleep(seconds)  # simulated time passes at once: `run` can be driven through days
+
+
+@dataclass
+class Scheduler:
+    config: Config
+    clock: Clock = field(default_factory=SystemClock)
+    source: str | None = None
+    data_dir: str | None = None
+    overrides: dict = field(default_factory=dict)
+    outputs_dir: Path | None = None
+    state_db: Path | None = None
+    executor: object = None  # callable like runner.execute_window; tests may wrap it
+    daily_executor: object = None  # callable like runner.execute_daily
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.outputs_dir = Path(self.outputs_dir or resolve(self.config.data.outputs_dir))
+        self.state_db = Path(self.state_db or resolve(self.config.data.state_db))
+        self.store = StateStore(self.state_db)
+        self.executor = self.executor or execute_window
+        self.daily_executor = self.daily_executor or execute_daily
+        self.interval = pd.Timedelta(minutes=self.config.schedule.interval_minutes)
+
+    # -- which windows -----------------------------------------------------------------
+    def latest_complete_window(self, now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+        ready = now - pd.Timedelta(minutes=self.config.schedule.availability_delay_minutes)
+        end = ready.floor(self.interval)
+        return end - self.interval, end
+
+    def due_windows(self, now: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """Open-market windows not yet done, oldest first: new ones since the last run (bounded
+        catch-up) and failed ones whose retry time has come."""
+        _, last_end = self.latest_complete_window(now)
+        windows = self.store.windows(limit=1)
+        s = self.config.schedule
+        if windows.empty:
+            first_start = last_end - self.interval
+        else:
+            first_start = pd.Timestamp(windows["window_start"].iloc[0]) + self.interval
+        first_start = max(first_start, last_end - s.max_catchup_windows * self.interval)
+        due = []
+        start = first_start
+        while start + self.interval <= last_end:
+            if cal.window_is_open(start, start + self.interval):
+                due.append((start, start + self.interval))
+            start += self.interval
+        retry = self.store.windows(limit=s.max_catchup_windows * 4)
+        retry = retry[(retry["status"] == "failed") & (retry["attempts"] < s.max_attempts)
+                      & (retry["next_attempt_at"].fillna("") <= now.isoformat())]
+        for row in retry.itertuples(index=False):
+            pair = (pd.Timestamp(row.window_start), pd.Timestamp(row.window_end))
+            if pair not in due:
+                due.append(pair)
+        return sorted(due)
+
+    # -- running -------------------------------------------------------------------------
+    def process(self, start: pd.Timestamp, end: pd.Timestamp) -> NotebookRun:
+        """Run one window's notebook, record its alerts (once) and the window's state."""
+        s = self.config.schedule
+        now = self.clock.now()
+        attempts = self.store.start_attempt(start.isoformat(), end.isoformat(), now.isoformat())
+        parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
+                      "state_db": str(self.state_db), "overrides": self.overrides}
+        run = self.executor(start, end, self.outputs_dir, parameters)
+        done = self.clock.now()
+        if run.ok:
+            n = self.config.notify
+            since = (start - pd.Timedelta(minutes=n.cooldown_minutes)).isoformat()
+            suppressed = repeats_to_suppress(run.alerts, self.store.surges_sent_since(since), n.cooldown_minutes,
+                                             n.escalation_confidence_gain)
+            self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat(), suppressed)
+            self.store.finish_window(start.isoformat(), "ok", done.isoformat(), run.duration_s, str(run.notebook_path),
+                                     str(run.html_path) if run.html_path else None, len(run.alerts), run.summary)
+        else:
+            retry_at = None
+            if attempts < s.max_attempts:
+                retry_at = (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat()
+            self.store.finish_window(start.isoformat(), "failed", done.isoformat(), run.duration_s,
+                                     str(run.notebook_path) if run.notebook_path.exists() else None,
+                                     str(run.html_path) if run.html_path else None, None, None, run.error, retry_at)
+            log.error("window %s failed (attempt %d/%d): %s", start.isoformat(), attempts, s.max_attempts, run.error)
+        return run
+
+    # -- the data source, as far as the scheduler needs it ------------------------------
+    @property
+    def source_spec(self) -> SourceSpec:
+        return source_spec(self.source or self.config.data.source)
+
+    def data_source(self):
+        """The configured source, for its availability and prices only (the notebook pulls the data)."""
+        if getattr(self, "_data_source", None) is None:
+            self._data_source = make_source(self.config, self.source, self.data_dir)
+        return self._data_source
+
+    def published(self, end: pd.Timestamp) -> bool:
+        """False while the data provider has not published up to `end`: such a window waits
+        without spending one of its attempts, and is never run as if it were empty."""
+        return not self.source_spec.publishes_late or self.data_source().published(end)
+
+    def check_budget(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]]) -> float:
+        """Price a backfill before pulling it; refused above the source's budget. A single
+        window is not priced: it is small, and pricing it would double its requests."""
+        if not self.source_spec.priced or len(windows) < 2:
+            return 0.0
+        return self.data_source().check_budget([("trades", windows[0][0], windows[-1][1])])
+
+    # -- once a day per watched session: the session report, then its off-book reading --------
+    def daily_jobs(self) -> list[str]:
+        """The jobs `run` does once per watched session (`DAILY_JOBS`), as configured."""
+        s = self.config.schedule
+        return [job for job, on in (("session", s.session_reports), ("off_book", s.off_book)) if on]
+
+    def process_daily(self, job: str, trade_date: dt.date) -> NotebookRun:
+        """Run one session's `job` notebook (`runner.DAILY_NOTEBOOKS`) and record its alerts once.
+        Data not published yet leaves the day 'waiting' without spending an attempt."""
+        s = self.config.schedule
+        parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
+                      "state_db": str(self.state_db), "overrides": self.overrides}
+        run = self.daily_executor(job, trade_date, self.outputs_dir, parameters)
+        done, day = self.clock.now(), str(trade_date)
+        paths = (str(run.notebook_path) if run.notebook_path.exists() else None,
+                 str(run.html_path) if run.html_path else None)
+        if run.ok:
+            self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat())
+            self.store.record_daily_run(job, day, "ok", done.isoformat(), run.duration_s, *paths, len(run.alerts),
+                                        run.summary)
+        elif run.waiting:
+            retry_at = (done + pd.Timedelta(minutes=s.daily_wait_minutes)).isoformat()
+            self.store.record_daily_run(job, day, "waiting", done.isoformat(), run.duration_s, *paths, None, None,
+                                        run.error, retry_at, attempt=False)
+            log.info("%s %s: data not published yet; looking again at %s", job, day, retry_at)
+        else:
+            attempts = int((self.store.daily_run(job, day) or {}).get("attempts") or 0) + 1
+            retry_at = (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat() \
+                if attempts < s.max_attempts else None
+            self.store.record_daily_run(job, day, "failed", done.isoformat(), run.duration_s, *paths, None, None,
+                                        run.error, retry_at)
+            log.error("%s %s failed (attempt %d/%d): %s", job, day, attempts, s.max_attempts, run.error)
+        return run
+
+    def ready_at(self, job: str, trade_date: dt.date) -> pd.Timestamp:
+        """When a session's `job` may first run: its report once its last window is due; its
+        off-book reading once the next session has opened (the statistics come in its first hour)."""
+        if job == "off_book":
+            following = cal.next_trading_day(trade_date)
+            return cal.sessions(following, following).iloc[0].market_open
+        close = cal.sessions(trade_date, trade_date).iloc[0].market_close
+        return close + pd.Timedelta(minutes=self.config.schedule.availability_delay_minutes)
+
+    def daily_due(self, job: str, now: pd.Timestamp) -> list[dt.date]:
+        """Watched sessions (windows recorded) whose `job` is not done and may run now
+        (`ready_at`, and any retry time has come), oldest first."""
+        s = self.config.schedule
+        windows = self.store.windows(limit=s.max_catchup_windows * 8)
+        sessions = sorted({found[0] for found in (cal.session_of(pd.Timestamp(w)) for w in windows["window_start"])
+                           if found is not None})[-s.daily_lookback_sessions:]
+        due = []
+        for day in sessions:
+            if now < self.ready_at(job, day):
+                continue
+            record = self.store.daily_run(job, str(day))
+            if record is not None and (record["status"] == "ok"
+                                       or (record["status"] == "failed" and record["attempts"] >= s.max_attempts)
+                                       or (record["next_attempt_at"] or "") > now.isoformat()):
+                continue
+            due.append(day)
+        return due
+
+    def daily_tick(self) -> list[NotebookRun]:
+        """Every due daily run (`daily_due`, per job of `daily_jobs`), then deliveries and the index."""
+        runs = []
+        for job in self.daily_jobs():
+            for day in self.daily_due(job, self.clock.now()):
+                if self.stop_event.is_set():
+                    break
+                runs.append(self.process_daily(job, day))
+                self.deliver()
+        if runs:
+            self.refresh_index()
+        return runs
+
+    # -- health: loud when blind ------------------------------------------------------------
+    def data_end(self) -> pd.Timestamp | None:
+        """The provider's available end, for a source that publishes late (None otherwise, or
+        when it cannot be asked now: failing windows say so on their own)."""
+        if not self.source_spec.publishes_late:
+            return None
+        try:
+            return self.data_source().available_end("trades")
+        except NqflowError as exc:
+            log.warning("could not ask the data provider for its available end: %s", exc)
+            return None
+
+    def health_conditions(self) -> list[health.Condition]:
+        """The conditions in force now (`nqflow.ops.health`), as `status` reports them."""
+        now = self.clock.now()
+        return health.in_force(health.assess(self.store, self.config, now, self.data_end()), self.store, now)
+
+    def health_tick(self) -> list[dict]:
+        """Raise a health alert for each condition that starts, and a recovery for each that
+        clears, through the outbox (exactly once each); returns the alerts recorded."""
+        now = self.clock.now()
+        conditions = health.assess(self.store, self.config, now, self.data_end())
+        raised, cleared = self.store.update_health(conditions, now.isoformat())
+        pairs = [(c, health.health_alert(c, at, now)) for c, at in raised]
+        pairs += [(health.from_row(row), health.health_alert(health.from_row(row), at, now, cleared=True))
+                  for row, at in cleared]
+        if not pairs:
+            return []
+        new = self.store.record_alerts([alert for _, alert in pairs], enabled_channels(self.config), now.isoformat())
+        for condition, alert in pairs:
+            if condition.key.startswith("channel_down:"):  # told on the other channels, not the one that is down
+                self.store.mark_skipped([alert.alert_id], condition.key.split(":", 1)[1], "the alert is about this channel")
+            log.warning("health: %s", alert.symbol)
+        self.deliver()
+        return new
+
+    def retention_tick(self) -> Removed | None:
+        """Apply `retention` once per UTC day (`nqflow.ops.retention`); the index follows."""
+        today = self.clock.now().date()
+        if getattr(self, "_retention_day", None) == today:
+            return None
+        self._retention_day = today
+        removed = apply_retention(self.outputs_dir, self.config.retention, today)
+        if removed.notebooks or removed.reports:
+            self.refresh_index()
+        return removed
+
+    def deliver(self) -> dict[str, int]:
+        windows = self.store.windows(limit=500)
+        reports = {w.window_start: w.html_path for w in windows.itertuples(index=False) if w.html_path}
+        return deliver_pending(self.store, self.config, self.clock.now(), reports)
+
+    def refresh_index(self) -> Path:
+        return write_index(self.outputs_dir, self.store.windows(limit=2000), self.store.daily_runs(limit=800),
+                           self.store.alerts())
+
+    def tick(self) -> list[NotebookRun]:
+        """One pass: every due window in order, then deliveries and the index."""
+        runs = []
+        for start, end in self.due_windows(self.clock.now()):
+            if self.stop_event.is_set():
+                break
+            if not self.published(end):
+                log.info("window %s is not published by the data provider yet; waiting", start.isoformat())
+                break
+            runs.append(self.process(start, end))
+            self.deliver()
+            self.refresh_index()
+        self.deliver()
+        return runs
+
+    def process_windows(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False) -> list[NotebookRun]:
+        """Run chosen windows (window / backfill / demo), skipping closed-market ones."""
+        open_windows = [w for w in windows if cal.window_is_open(*w)]
+        self.check_budget(open_windows)
+        iterator = open_windows
+        if progress:
+            from tqdm import tqdm
+            iterator = tqdm(open_windows, desc="windows", unit="window")
+        runs = []
+        for start, end in iterator:
+            if self.stop_event.is_set():
+                break
+            runs.append(self.process(start, end))
+            self.deliver()
+        self.refresh_index()
+        return runs
+
+    def lock(self) -> FileLock:
+        return FileLock(str(self.state_db) + ".lock")
+
+    def run_forever(self) -> None:
+        """`scheduler.py run`: tick every poll interval until SIGINT/SIGTERM, one instance at a time."""
+        lock = self.lock()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise NqflowError(f"another scheduler holds {lock.lock_file}; stop it first (one instance at a time)") from None
+        previous = {sig: signal.signal(sig, lambda *_: self.stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            interrupted = self.store.recover_interrupted(self.clock.now().isoformat())
+            if interrupted:  # we hold the lock: no other scheduler is running them
+                log.warning("%d window(s) were left running by a scheduler that stopped mid-window; retrying them: %s",
+                            len(interrupted), ", ".join(interrupted))
+            while not self.stop_event.is_set():
+                self.tick()
+                self.daily_tick()
+                self.health_tick()
+                self.retention_tick()
+                self.clock.wait(self.stop_event, self.config.schedule.poll_seconds)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            lock.release()

@@ -1,0 +1,233 @@
+"""Scheduler state in SQLite: windows (pending/ok/failed), alerts, and per-channel deliveries.
+
+Every alert is recorded before any delivery (the outbox); a delivery row per channel makes
+"never twice, never lost" a property of the database rather than of the process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from nqflow import sqlite
+from nqflow.alerts import Alert
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (
+    window_start TEXT PRIMARY KEY, window_end TEXT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at TEXT,
+    started_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
+    alerts INTEGER, summary TEXT);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY, window_start TEXT NOT NULL, kind TEXT NOT NULL, level TEXT,
+    symbol TEXT, confidence REAL, label TEXT, event_time TEXT, payload TEXT NOT NULL, recorded_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_window ON alerts (window_start);
+CREATE TABLE IF NOT EXISTS daily_runs (
+    job TEXT NOT NULL, trade_date TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, next_attempt_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
+    alerts INTEGER, summary TEXT, PRIMARY KEY (job, trade_date));
+CREATE TABLE IF NOT EXISTS health (
+    key TEXT PRIMARY KEY, verdict TEXT NOT NULL, title TEXT NOT NULL, detail TEXT NOT NULL,
+    observed_at TEXT NOT NULL, raised_at TEXT, cleared_at TEXT);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, next_attempt_at TEXT, delivered_at TEXT, PRIMARY KEY (alert_id, channel));
+"""
+
+
+class StateStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def connect(self):
+        """A transaction on the state database (`nqflow.sqlite.connect`), rows readable by name."""
+        return sqlite.connect(self.path, rows_as_mappings=True)
+
+    # -- windows -------------------------------------------------------------------------
+    def window(self, start: str) -> dict | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM windows WHERE window_start = ?", (start,)).fetchone()
+        return dict(row) if row else None
+
+    def start_attempt(self, start: str, end: str, now: str) -> int:
+        with self.connect() as conn:
+            conn.execute("INSERT INTO windows (window_start, window_end, status) VALUES (?, ?, 'pending') "
+                         "ON CONFLICT (window_start) DO NOTHING", (start, end))
+            conn.execute("UPDATE windows SET status = 'pending', attempts = attempts + 1, started_at = ?, "
+                         "next_attempt_at = NULL WHERE window_start = ?", (now, start))
+            return conn.execute("SELECT attempts FROM windows WHERE window_start = ?", (start,)).fetchone()[0]
+
+    def finish_window(self, start: str, status: str, now: str, duration_s: float, notebook_path: str | None,
+                      html_path: str | None, alerts: int | None, summary: dict | None, error: str | None = None,
+                      next_attempt_at: str | None = None) -> None:
+        with self.connect() as conn:
+            conn.execute("UPDATE windows SET status = ?, finished_at = ?, duration_s = ?, notebook_path = ?, "
+                         "html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
+                         "WHERE window_start = ?",
+                         (status, now, duration_s, notebook_path, html_path, alerts,
+                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, start))
+
+    def recover_interrupted(self, now: str) -> list[str]:
+        """Windows left 'pending' by a scheduler that died mid-window become failed attempts due
+        now (their notebook may have half run); returns their starts. Call it holding the lock."""
+        with self.connect() as conn:
+            starts = [r[0] for r in conn.execute("SELECT window_start FROM windows WHERE status = 'pending'")]
+            conn.execute("UPDATE windows SET status = 'failed', next_attempt_at = ?, last_error = "
+                         "'interrupted: the scheduler stopped while this window ran' WHERE status = 'pending'", (now,))
+        return starts
+
+    def windows(self, limit: int = 200) -> pd.DataFrame:
+        with self.connect() as conn:
+            return pd.read_sql_query("SELECT * FROM windows ORDER BY window_start DESC LIMIT ?", conn, params=[limit])
+
+    # -- daily runs: one notebook per session and job (off_book, session), see scheduling.DAILY_JOBS --
+    def daily_run(self, job: str, trade_date: str) -> dict | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM daily_runs WHERE job = ? AND trade_date = ?", (job, trade_date)).fetchone()
+        return dict(row) if row else None
+
+    def record_daily_run(self, job: str, trade_date: str, status: str, now: str, duration_s: float,
+                         notebook_path: str | None, html_path: str | None, alerts: int | None,
+                         summary: dict | None, error: str | None = None, next_attempt_at: str | None = None,
+                         attempt: bool = True) -> None:
+        """`status`: ok, waiting (the data is not published: no attempt spent) or failed."""
+        with self.connect() as conn:
+            conn.execute("INSERT INTO daily_runs (job, trade_date, status) VALUES (?, ?, ?) "
+                         "ON CONFLICT (job, trade_date) DO NOTHING", (job, trade_date, status))
+            conn.execute("UPDATE daily_runs SET status = ?, attempts = attempts + ?, finished_at = ?, duration_s = ?, "
+                         "notebook_path = ?, html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
+                         "WHERE job = ? AND trade_date = ?",
+                         (status, int(attempt), now, duration_s, notebook_path, html_path, alerts,
+                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, job, trade_date))
+
+    def daily_runs(self, job: str | None = None, limit: int = 400) -> pd.DataFrame:
+        query, params = "SELECT * FROM daily_runs", []
+        if job:
+            query, params = query + " WHERE job = ?", [job]
+        with self.connect() as conn:
+            return pd.read_sql_query(query + " ORDER BY trade_date DESC LIMIT ?", conn, params=[*params, limit])
+
+    # -- health conditions (nqflow.ops.health): first seen, raised, cleared --------------------------
+    def health_states(self, active_only: bool = True) -> dict[str, dict]:
+        query = "SELECT * FROM health" + (" WHERE cleared_at IS NULL" if active_only else "")
+        with self.connect() as conn:
+            return {row["key"]: dict(row) for row in conn.execute(query).fetchall()}
+
+    def update_health(self, conditions: list, now: str) -> tuple[list, list]:
+        """Record the conditions holding at `now` (`nqflow.ops.health.Condition`); returns those raised
+        now and those cleared now, each with the time it was raised. A condition is raised once it
+        has held for its delay; one that ends before that is forgotten."""
+        raised, cleared = [], []
+        current = {c.key: c for c in conditions}
+        with self.connect() as conn:
+            active = {row["key"]: dict(row) for row in conn.execute("SELECT * FROM health WHERE cleared_at IS NULL")}
+            for key, condition in current.items():
+                row = active.get(key)
+                if row is None:
+                    conn.execute("INSERT OR REPLACE INTO health (key, verdict, title, detail, observed_at) "
+                                 "VALUES (?, ?, ?, ?, ?)",
+                                 (key, condition.verdict.name.lower(), condition.title, condition.detail, now))
+                    row = {"observed_at": now, "raised_at": None}
+                if row["raised_at"] is None and pd.Timestamp(now) - pd.Timestamp(row["observed_at"]) >= condition.delay:
+                    conn.execute("UPDATE health SET raised_at = ?, title = ?, detail = ? WHERE key = ?",
+                                 (now, condition.title, condition.detail, key))
+                    raised.append((condition, now))
+            for key, row in active.items():
+                if key in current:
+                    continue
+                if row["raised_at"] is None:
+                    conn.execute("DELETE FROM health WHERE key = ?", (key,))
+                else:
+                    conn.execute("UPDATE health SET cleared_at = ? WHERE key = ?", (now, key))
+                    cleared.append((row, row["raised_at"]))
+        return raised, cleared
+
+    # -- alerts and the outbox -------------------------------------------------------------
+    def record_alerts(self, alerts: list[Alert | dict], channels: list[str], now: str,
+                      suppressed: dict[str, str] | None = None) -> list[dict]:
+        """Record alerts and queue a delivery per channel, in one transaction; returns only alerts
+        not seen before (as JSON dicts). Alerts in `suppressed` (id -> reason) are kept in the
+        history but their deliveries are recorded as 'suppressed' instead of queued. Every alert
+        is checked and stored in its one JSON form (`Alert.to_json`)."""
+        suppressed = suppressed or {}
+        new = []
+        records = [a.to_json() if isinstance(a, Alert) else Alert.from_json(a).to_json() for a in alerts]
+        with self.connect() as conn:
+            for alert in records:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO alerts (alert_id, window_start, kind, level, symbol, confidence, label, "
+                    "event_time, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (alert["alert_id"], alert["window_start"], alert["kind"], alert["level"], alert["symbol"],
+                     alert["confidence"], alert["label"], alert["event_time"], json.dumps(alert), now))
+                if cursor.rowcount:
+                    new.append(alert)
+                    reason = suppressed.get(alert["alert_id"])
+                    conn.executemany("INSERT OR IGNORE INTO deliveries (alert_id, channel, status, last_error) "
+                                     "VALUES (?, ?, ?, ?)",
+                                     [(alert["alert_id"], channel, "suppressed" if reason else "pending", reason)
+                                      for channel in channels])
+        return new
+
+    def surges_sent_since(self, since: str) -> list[dict]:
+        """Volume-surge alerts from windows starting at or after `since` that were queued for
+        delivery on some channel (not suppressed as repeats): what escalation compares against."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT a.payload FROM alerts a WHERE a.kind = 'volume_surge' AND a.window_start >= ? AND EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.status != 'suppressed') "
+                "ORDER BY a.window_start", (since,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def alerts(self, since: str | None = None, kind: str | None = None, min_confidence: float = 0.0,
+               window_start: str | None = None, until: str | None = None) -> list[dict]:
+        """Recorded alerts, newest window first; `since` / `until` bound window_start ([since, until))."""
+        query, params = "SELECT payload FROM alerts WHERE confidence >= ?", [min_confidence]
+        if since:
+            query += " AND window_start >= ?"
+            params.append(since)
+        if until:
+            query += " AND window_start < ?"
+            params.append(until)
+        if kind:
+            query += " AND kind = ?"
+            params.append(kind)
+        if window_start:
+            query += " AND window_start = ?"
+            params.append(window_start)
+        with self.connect() as conn:
+            rows = conn.execute(query + " ORDER BY window_start DESC, confidence DESC", params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def due_deliveries(self, channel: str, now: str, max_attempts: int) -> list[dict]:
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT a.payload FROM deliveries d JOIN alerts a USING (alert_id) WHERE d.channel = ? AND "
+                "d.status = 'pending' AND d.attempts < ? AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?) "
+                "ORDER BY a.window_start, a.confidence DESC", (channel, max_attempts, now)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def mark_delivered(self, alert_ids: list[str], channel: str, now: str) -> None:
+        with self.connect() as conn:
+            conn.executemany("UPDATE deliveries SET status = 'sent', attempts = attempts + 1, delivered_at = ?, "
+                             "last_error = NULL WHERE alert_id = ? AND channel = ?",
+                             [(now, a, channel) for a in alert_ids])
+
+    def mark_failed(self, alert_ids: list[str], channel: str, error: str, next_attempt_at: str) -> None:
+        with self.connect() as conn:
+            conn.executemany("UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                             "WHERE alert_id = ? AND channel = ?",
+                             [(error, next_attempt_at, a, channel) for a in alert_ids])
+
+    def mark_skipped(self, alert_ids: list[str], channel: str, reason: str) -> None:
+        with self.connect() as conn:
+            conn.executemany("UPDATE deliveries SET status = 'skipped', last_error = ? WHERE alert_id = ? AND channel = ?",
+                             [(reason, a, channel) for a in alert_ids])
+
+    def deliveries(self) -> pd.DataFrame:
+        with self.connect() as conn:
+            return pd.read_sql_query("SELECT * FROM deliveries ORDER BY alert_id, channel", conn)

@@ -1,0 +1,101 @@
+"""The demo: replay the bundled sample market's planted events through the whole monitor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nqflow.config import Config
+from nqflow.paths import resolve
+from nqflow.ops.scheduling import SimulatedClock
+
+
+def demo(args, config: Config, make_scheduler) -> int:
+    """`scheduler.py demo`: the sample market's planted events, one window each, through the real
+    scheduler (papermill, reports, the outbox) on a simulated clock; `make_scheduler(args, config,
+    clock=...)` builds the scheduler the CLI would."""
+    from nqflow.research.quality import expected_events
+    from nqflow.research.sample.generator import generate_sample_market, load_ground_truth
+    sample = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
+    truth = load_ground_truth(sample)
+    state_db = Path(args.state_db) if args.state_db else resolve("data/demo/state.sqlite")
+    for stale in state_db.parent.glob(state_db.name + "*"):
+        stale.unlink()  # a fresh demo every time: its alerts print again
+    last = truth["sessions"][-3:]
+    every = expected_events(truth, config)
+    off_book = every[(every["kind"] == "off_book") & every["should_alert"]]
+    planted = expected_events(truth, config, last)
+    planted = planted[planted["kind"] != "off_book"]  # session-wide, read from the next day: shown last
+    # One window per kind of event first (a strategy package and a 0DTE order lead), then the rest.
+    priority = {"strategy": 0, "block_0dte": 1, "block": 2, "sweep": 3, "surge_expiry": 4, "surge_instrument": 5,
+                "surge_product": 6}
+    kinds = planted["kind"] + np.where(planted.get("zero_dte", False).fillna(False).astype(bool), "_0dte", "")
+    order = planted.assign(rank=kinds.map(priority).fillna(9), seen=kinds.duplicated())
+    order = order.sort_values(["seen", "rank", "window_start"], ascending=[True, True, False])
+    picks = list(dict.fromkeys(order["window_start"]))[: args.windows]
+    windows = sorted((pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes))
+                     for s in picks)
+    clock = SimulatedClock(windows[0][1])
+    args.state_db = str(state_db)
+    args.source, args.data_dir = "replay", str(sample)
+    scheduler = make_scheduler(args, config, clock=clock)
+    print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
+          f"planted in it (ground truth), then what the monitor found")
+    for start, end in windows:
+        clock.current = end + pd.Timedelta(minutes=config.schedule.availability_delay_minutes)
+        print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)")
+        for event in planted[planted["window_start"] == start.isoformat()].itertuples(index=False):
+            print(f"   planted: {_planted(event, config)}")
+        sys.stdout.flush()
+        run = scheduler.process(start, end)
+        scheduler.deliver()
+        print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+              + (f"; FAILED: {run.error}" if not run.ok else ""))
+    if len(off_book):
+        event = off_book.iloc[-1]  # the latest session whose next-day statistics the sample holds
+        day = dt.date.fromisoformat(event["session"])
+        print(f"\n== session {day}: off the order book (blocks), read from the next day's statistics")
+        print(f"   planted: {_planted(event, config)}")
+        sys.stdout.flush()
+        clock.current = pd.Timestamp(event["published"]) + pd.Timedelta(minutes=5)
+        run = scheduler.process_daily("off_book", day)
+        scheduler.deliver()
+        print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+              + (f"; FAILED: {run.error}" if not run.ok else ""))
+    from nqflow.market import hours as cal
+    for day in sorted({cal.session_of(start)[0] for start, _ in windows}):
+        print(f"\n== session {day}: the session report (every alert, premium by strike and expiry, largest prints)")
+        sys.stdout.flush()
+        clock.current = max(clock.current, scheduler.ready_at("session", day))
+        run = scheduler.process_daily("session", day)
+        print(f"   {run.summary.get('alerts', 0) if run.summary else 0} alert(s) recorded in the session; "
+              f"report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else ""))
+    index = scheduler.refresh_index()
+    print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
+    return 0
+
+
+def _planted(event, config: Config) -> str:
+    """One planted event in words, and whether the configured thresholds should alert on it."""
+    side = {"B": "bought", "A": "sold"}.get(getattr(event, "side", None), "traded")
+    if event.kind == "off_book":
+        legs = " + ".join(f"{size:,} {symbol}" for size, symbol in zip(event.sizes, event.symbols))
+        name = event.strategy if isinstance(event.strategy, str) else "block"
+        what = (f"off-book {name} of {legs}, ${event.premium_usd / 1e6:,.2f}M at settlement, "
+                f"never on the screen")
+    elif event.kind == "strategy":
+        what = (f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, ${event.premium_usd / 1e6:,.2f}M "
+                f"gross premium, reads {event.sentiment.lower()}")
+    elif event.kind in ("block", "sweep"):
+        zero = " 0DTE" if getattr(event, "zero_dte", False) is True else ""
+        what = f"{event.kind}{zero} of {event.size:,} contracts {side}, ${event.premium_usd / 1e6:,.2f}M premium"
+    else:
+        what = f"{event.kind.replace('_', ' ')} of {event.size:,} contracts, {event.ratio:,.1f}x the usual volume"
+    if event.should_alert:
+        article = "an" if str(event.expected_kind)[0] in "aeiou" else "a"
+        return f"{what}: expect {article} {event.expected_kind} alert"
+    return f"{what}: below the thresholds, no alert expected"

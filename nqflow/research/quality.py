@@ -1,0 +1,138 @@
+"""Detection quality against the sample market's planted events (ground truth).
+
+An alert *matches* a planted event when it lies in the event's window and touches the
+event's instruments (any instrument for a product-wide or 0DTE-wide surge). Recall is
+counted per planted kind for events at or above the configured thresholds; an alert that
+matches no planted event is a false alert.
+
+Strategy packages are also checked for how they were read: the strategy named right, the
+sentiment right (a delta-neutral package is a volatility trade), and never *misread*: a
+package's legs reported as directional single-leg alerts (a large order, a sweep or an
+instrument surge on a leg, in the package's window).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from nqflow.market import hours as cal
+from nqflow.alerts import Kind, Level
+from nqflow.config import Config
+
+EXPECTED_KIND = {"block": Kind.LARGE_ORDER, "sweep": Kind.SWEEP, "strategy": Kind.STRATEGY,
+                 "surge_instrument": Kind.VOLUME_SURGE, "surge_expiry": Kind.VOLUME_SURGE, "surge_product": Kind.VOLUME_SURGE,
+                 "off_book": Kind.OFF_BOOK}
+ORDER_KINDS = ("block", "sweep", "strategy")  # alert at large_premium_usd
+EXPECTED_LEVEL = {"surge_product": Level.PRODUCT, "surge_expiry": Level.EXPIRY}
+
+
+def expected_events(truth: dict, config: Config, sessions: list[str] | None = None) -> pd.DataFrame:
+    """Planted events the engine should alert on under `config`, with the expected kind and tier."""
+    events = pd.DataFrame(truth["events"])
+    if sessions is not None:
+        events = events[events["session"].isin(sessions)]
+    t = config.thresholds
+    premium = events.get("premium_usd", pd.Series(float("nan"), index=events.index))
+    is_order = events["kind"].isin(ORDER_KINDS)
+    off_book = events["kind"] == "off_book"
+    ratio = events.get("ratio", pd.Series(float("nan"), index=events.index))
+    events = events.assign(
+        expected_kind=events["kind"].map(EXPECTED_KIND),
+        should_alert=(is_order & (premium >= t.large_premium_usd)) | (off_book & (premium >= t.off_book_premium_usd))
+        | (~is_order & ~off_book & ratio.ge(t.surge_tiers[0])),
+    )
+    return events
+
+
+def matches(alert: dict, event: pd.Series) -> bool:
+    if alert["window_start"] != event["window_start"]:
+        return False
+    if (event["kind"] == "off_book") != (alert["kind"] == Kind.OFF_BOOK):  # a session-wide alert, not a window's
+        return False
+    if event["kind"] == "surge_product":
+        return True
+    if event["kind"] == "surge_expiry":
+        return alert["kind"] != Kind.VOLUME_SURGE or alert["level"] != Level.EXPIRY or alert["symbol"] == event["expiry"] \
+            or bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
+    return bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
+
+
+def misread(alert: dict, event: pd.Series) -> bool:
+    """A planted package's leg reported as a directional single-leg alert in its window."""
+    return (event["kind"] == "strategy" and alert["window_start"] == event["window_start"]
+            and (alert["kind"] in (Kind.LARGE_ORDER, Kind.SWEEP)
+                 or (alert["kind"] == Kind.VOLUME_SURGE and alert["level"] == Level.INSTRUMENT))
+            and bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"])))
+
+
+def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[str]) -> dict:
+    """Recall per kind, tier and direction accuracy, and false alerts per session."""
+    events = expected_events(truth, config, sessions)
+    records = alerts.to_dict("records")
+    # An alert can only match an event of its own window: index both by window once.
+    event_rows = [event for _, event in events.iterrows()]
+    records_by_window: dict[str, list[dict]] = {}
+    for a in records:
+        records_by_window.setdefault(a["window_start"], []).append(a)
+    events_by_window: dict[str, list[pd.Series]] = {}
+    for event in event_rows:
+        events_by_window.setdefault(event["window_start"], []).append(event)
+    found = []
+    for event in event_rows:
+        hits = [a for a in records_by_window.get(event["window_start"], ()) if matches(a, event)]
+        level = EXPECTED_LEVEL.get(event["kind"])
+        if event["kind"] == "off_book":
+            package = event.get("package")
+            level = Level.PACKAGE if package is not None and pd.notna(package) and bool(package) else Level.INSTRUMENT
+        right_kind = [a for a in hits if a["kind"] == event["expected_kind"] and a["level"] == (level or a["level"])]
+        best = right_kind[0] if right_kind else None
+        # Off-book trades carry no aggressor: the right direction is "unknown" (MIXED).
+        side_direction = {"B": "BUY", "A": "SELL"}.get(event.get("side"), "MIXED")
+        is_strategy = event["kind"] == "strategy"
+        found.append({
+            "event_id": event["event_id"], "kind": event["kind"], "should_alert": bool(event["should_alert"]),
+            "found": best is not None, "alert_id": best["alert_id"] if best else None,
+            "direction_ok": bool(best and best["direction"] == side_direction),
+            "tier_expected": event.get("tier"), "tier_found": best["tier"] if best else None,
+            "confidence": best["confidence"] if best else None,
+            "zero_dte": bool(event.get("zero_dte") is True),
+            "strategy_ok": bool(best and best.get("strategy") == event["strategy"]) if is_strategy else None,
+            "sentiment_ok": bool(best and best.get("sentiment") == event["sentiment"]) if is_strategy else None,
+            "misread": any(misread(a, event) for a in records_by_window.get(event["window_start"], ())) if is_strategy else None,
+        })
+    found = pd.DataFrame(found)
+    matched_ids = {a["alert_id"] for a in records
+                   if any(matches(a, e) for e in events_by_window.get(a["window_start"], ()))}
+    false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
+    positives = found[found["should_alert"]]
+    recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
+    surges = positives[positives["kind"].str.startswith("surge") & positives["found"]]
+    quiet = set(truth.get("quiet_sessions", [])) & set(sessions)
+    # By session, not by the UTC date of window_start: a session opens the evening before its trade date.
+    quiet_alerts = [a for a in records if _session_of(a) in quiet]
+    strategies = found[found["kind"] == "strategy"]
+    found_strategies = strategies[strategies["found"]]
+    zero_dte = positives[positives["zero_dte"]]
+    return {
+        "sessions": len(sessions), "events": int(len(found)), "positives": int(len(positives)),
+        "strategy_named_right": round(float(found_strategies["strategy_ok"].mean()), 3) if len(found_strategies) else None,
+        "strategy_sentiment_right": round(float(found_strategies["sentiment_ok"].mean()), 3) if len(found_strategies) else None,
+        "misread_rate": round(float(strategies["misread"].mean()), 3) if len(strategies) else None,
+        "zero_dte_recall": round(float(zero_dte["found"].mean()), 3) if len(zero_dte) else None,
+        "recall_by_kind": {k: round(v, 3) for k, v in recall.items()},
+        "recall": round(float(positives["found"].mean()), 3) if len(positives) else None,
+        "direction_accuracy": round(float(positives[positives["found"]]["direction_ok"].mean()), 3) if positives["found"].any() else None,
+        "tier_accuracy": round(float((surges["tier_expected"] == surges["tier_found"]).mean()), 3) if len(surges) else None,
+        "below_threshold_alerted": int(found[~found["should_alert"] & found["found"]].shape[0]),
+        "alerts": len(records), "false_alerts": len(false_alerts),
+        "false_alerts_per_session": round(len(false_alerts) / max(len(sessions), 1), 3),
+        "quiet_session_alerts": len(quiet_alerts),
+        "missed": found[found["should_alert"] & ~found["found"]]["event_id"].tolist(),
+        "false_alert_ids": [a["alert_id"] for a in false_alerts],
+        "per_event": found,
+    }
+
+
+def _session_of(alert: dict) -> str | None:
+    session = cal.session_of(pd.Timestamp(alert["window_start"]))
+    return str(session[0]) if session else None
