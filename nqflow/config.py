@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nqflow.market.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
+from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
 from nqflow.errors import ConfigError
 from nqflow.paths import CONFIG_PATH
-from nqflow.sources import SOURCE_NAMES
 
 DEFAULT_CONFIG_PATH = CONFIG_PATH
 
@@ -195,7 +194,9 @@ class Config:
         return out
 
 
-_CHOICES = {"data.source": SOURCE_NAMES, "notify.email.security": ("starttls", "ssl", "none")}
+#: data.source is checked by the source registry (`nqflow.sources.source_spec`) when the source is
+#: made, before any work: the config layer imports nothing below it.
+_CHOICES = {"notify.email.security": ("starttls", "ssl", "none")}
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -102,3 +102,69 @@ def test_a_window_summary_is_checked_where_it_is_read_back():
         check_summary({k: v for k, v in good.items() if k != "alerts"})
     with pytest.raises(DataError, match="contracts should be int"):
         check_summary({**good, "contracts": True})
+
+
+#: The layers, top first: a package may import only from its own layer and the layers above it.
+LAYERS = [
+    {"nqflow.alerts", "nqflow.config", "nqflow.errors", "nqflow.paths", "nqflow.sqlite", "nqflow.retry",
+     "nqflow._exports", "nqflow"},
+    {"nqflow.market"}, {"nqflow.sources"}, {"nqflow.engine"}, {"nqflow.reports"}, {"nqflow.ops"},
+    {"nqflow.research"}, {"nqflow.cli"},
+]
+
+
+def _layer_of(module: str) -> int:
+    parts = module.split(".")
+    for depth in (2, 1):
+        name = ".".join(parts[:depth])
+        for index, layer in enumerate(LAYERS):
+            if name in layer:
+                return index
+    raise AssertionError(f"{module} is in no layer")
+
+
+def _imports(path) -> set[str]:
+    """Every nqflow module `path` imports, at module level or inside a function."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nqflow"):
+            found.add(node.module if node.module != "nqflow" else "nqflow")
+            if node.module == "nqflow":
+                found.update(f"nqflow.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("nqflow"))
+    return found
+
+
+def test_a_package_imports_only_from_the_layers_above_it():
+    from nqflow.paths import REPO_ROOT
+    upward = []
+    for path in sorted((REPO_ROOT / "nqflow").rglob("*.py")):
+        module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+        mine = _layer_of(module)
+        upward += [f"{module} -> {imported}" for imported in sorted(_imports(path)) if _layer_of(imported) > mine]
+    assert upward == []
+
+
+def test_no_import_circle():
+    from nqflow.paths import REPO_ROOT
+    graph = {}
+    for path in sorted((REPO_ROOT / "nqflow").rglob("*.py")):
+        module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+        graph[module] = {m for m in _imports(path) if m != module}
+    graph = {module: {m for m in imports if m in graph} for module, imports in graph.items()}
+    circles, state = [], {}
+
+    def visit(module, trail):
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                circles.append(" -> ".join(trail[trail.index(imported):] + [imported]))
+            elif imported not in state:
+                visit(imported, trail + [imported])
+        state[module] = "done"
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []

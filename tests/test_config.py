@@ -16,13 +16,19 @@ def test_toml_matches_the_typed_defaults():
     ({"thresholds.large_premium": 1}, "unknown config key thresholds.large_premium; did you mean thresholds.large_premium_usd"),
     ({"thresholds.sweep_span_ms": "fast"}, "thresholds.sweep_span_ms must be a whole number"),
     ({"thresholds.surge_tiers": [30, 10]}, "surge_tiers must be increasing"),
-    ({"data.source": "ftp"}, "data.source must be one of replay, databento"),
     ({"notify.email.port": "25"}, "notify.email.port must be a whole number"),
     ({"nonsense.key": 1}, "unknown config key nonsense"),
 ])
 def test_bad_config_is_a_one_line_error_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(overrides=override)
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_data_source_is_refused_when_the_source_is_made_in_one_line():
+    from nqflow.sources import make_source
+    with pytest.raises(ConfigError, match="data.source must be one of replay, databento, not 'ftp'") as info:
+        make_source(load_config(overrides={"data.source": "ftp"}))
     assert "\n" not in str(info.value)
 
 

@@ -19,7 +19,7 @@ from standin_gateway import Fault, StandInGateway
 
 from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.config import Config, load_config
-from nqflow.market.contracts import MICRO_NQ_OPTION_PRODUCTS
+from nqflow.products import MICRO_NQ_OPTION_PRODUCTS
 from nqflow.market.frames import load_window
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
 from nqflow.ops.scheduling import Scheduler, SimulatedClock

@@ -11,11 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nqflow.market.contracts import (
-    NQ_OPTION_PRODUCTS,
-    NQ_POINT_VALUE_USD,
-    years_between,
-)
+from nqflow.market.contracts import NQ_POINT_VALUE_USD, years_between
+from nqflow.products import NQ_OPTION_PRODUCTS
 from nqflow.market.pricing import black76, smile_vol
 from nqflow.research.sample.generator import SampleSpec, generate_sample_market
 

@@ -19,7 +19,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "tail_probability", "tier_of", "watch_list"),
     "offbook": ("OffBookDay", "off_book_alerts", "off_book_volumes", "read_off_book",
         "read_off_book_days"),
-    "session_flow": ("SessionFlow", "read_session_flow", "recorded_alerts"),
+    "session_flow": ("SessionFlow", "read_session_flow"),
     "monitor": ("WindowResult", "SessionWindows", "load_session", "run_session", "run_window"),
 }
 __all__ = _exports.names_of(_EXPORTS)

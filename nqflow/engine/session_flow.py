@@ -176,18 +176,3 @@ def read_session_flow(source: DataSource, trade_date: dt.date, config, alerts: p
             previous = None
     alerts = alerts if alerts is not None else pd.DataFrame(columns=ALERT_FIELDS)
     return SessionFlow(trade_date, prints, packages, front, alerts, previous)
-
-
-def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
-    """The market alerts recorded for session `trade_date` in the state database (ALERT_FIELDS),
-    the off-book ones of that session included; none when there is no database yet."""
-    from nqflow.alerts import ALERT_FIELDS
-    from nqflow.paths import resolve
-    from nqflow.ops.store import StateStore
-    path = resolve(state_db or config.data.state_db)
-    if not path.exists():
-        return pd.DataFrame(columns=ALERT_FIELDS)
-    market_open, market_close = session_bounds(trade_date)
-    rows = StateStore(path).alerts(since=market_open.isoformat(), until=market_close.isoformat())
-    # the market's alerts: health alerts are about the monitor, and live in the index
-    return pd.DataFrame([r for r in rows if r["kind"] != "health"], columns=ALERT_FIELDS)

@@ -7,9 +7,8 @@ from __future__ import annotations
 from nqflow import _exports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "contracts": ("CHICAGO", "NQ_POINT_VALUE_USD", "NQ_OPTION_PRODUCTS", "MICRO_NQ_OPTION_PRODUCTS",
-        "NQ_OPTION_PARENTS", "NQ_FUTURE_PARENT", "OptionExpiry", "listed_expiries",
-        "option_raw_symbol", "product_of_parent", "underlying_future", "years_between"),
+    "contracts": ("CHICAGO", "NQ_POINT_VALUE_USD", "MICRO_NQ_POINT_VALUE_USD", "OptionExpiry",
+        "listed_expiries", "option_raw_symbol", "underlying_future", "years_between"),
     "hours": ("SLOT_MINUTES", "sessions", "trading_days", "previous_trading_day", "next_trading_day",
         "session_of", "window_is_open", "slot_of", "session_windows", "to_utc",
         "windows_between"),

@@ -27,12 +27,8 @@ import numpy as np
 import pandas as pd
 
 from nqflow.market import hours as cal
-from nqflow.market.contracts import (
-    MICRO_NQ_OPTION_PRODUCTS,
-    MICRO_NQ_POINT_VALUE_USD,
-    NQ_OPTION_PRODUCTS,
-    NQ_POINT_VALUE_USD,
-)
+from nqflow.market.contracts import MICRO_NQ_POINT_VALUE_USD, NQ_POINT_VALUE_USD
+from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
 from nqflow.errors import DataError
 
 log = logging.getLogger(__name__)

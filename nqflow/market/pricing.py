@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from nqflow.market.contracts import years_between  # noqa: F401  (re-exported beside the model it feeds)
 
 
 def black76(forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray,

@@ -6,13 +6,16 @@ Every alert is recorded before any delivery (the outbox); a delivery row per cha
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pandas as pd
 
 from nqflow import sqlite
-from nqflow.alerts import Alert
+from nqflow.alerts import ALERT_FIELDS, Alert
+from nqflow.market.frames import session_bounds
+from nqflow.paths import resolve
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
@@ -231,3 +234,15 @@ class StateStore:
     def deliveries(self) -> pd.DataFrame:
         with self.connect() as conn:
             return pd.read_sql_query("SELECT * FROM deliveries ORDER BY alert_id, channel", conn)
+
+
+def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
+    """The market alerts recorded for session `trade_date` in the state database (ALERT_FIELDS),
+    the off-book ones of that session included; none when there is no database yet."""
+    path = resolve(state_db or config.data.state_db)
+    if not path.exists():
+        return pd.DataFrame(columns=ALERT_FIELDS)
+    market_open, market_close = session_bounds(trade_date)
+    rows = StateStore(path).alerts(since=market_open.isoformat(), until=market_close.isoformat())
+    # the market's alerts: health alerts are about the monitor, and live in the index
+    return pd.DataFrame([r for r in rows if r["kind"] != "health"], columns=ALERT_FIELDS)

@@ -61,7 +61,8 @@ __all__ = ["SOURCES", "SOURCE_NAMES", "SourceSpec", "make_source", "source_spec"
 
 def source_spec(name: str) -> SourceSpec:
     if name not in SOURCES:
-        raise ConfigError(f"unknown data source {name!r}; use one of {', '.join(SOURCE_NAMES)}")
+        raise ConfigError(f"data.source must be one of {', '.join(SOURCE_NAMES)}, not {name!r}: "
+                          f"set it in config/monitoring.toml or pass --source")
     return SOURCES[name]
 
 

@@ -55,7 +55,7 @@ from tenacity import (
 
 from nqflow.market import hours as cal
 from nqflow.config import Config
-from nqflow.market.contracts import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
+from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
 from nqflow.market.frames import (
     future_fills,
     option_fills,
