@@ -45,14 +45,17 @@ def test_a_window_failed_for_good_is_raised_once_then_cleared_once(make_schedule
     scheduler = make_scheduler("2026-10-30T15:03:00Z", fail_times=2, **settings)
     window = (pd.Timestamp("2026-10-30T14:45Z"), pd.Timestamp("2026-10-30T15:00Z"))
     scheduler.tick()
-    assert scheduler.health_tick() == [] and health.verdict(scheduler.health_conditions()) == health.Verdict.HEALTHY
+    # nothing done yet is no evidence of sight: status is blind, but no alert is raised for it
+    assert scheduler.health_tick() == [] and [c.key for c in scheduler.health_conditions()] == ["never_done"]
+    assert health.verdict(scheduler.health_conditions()) == health.Verdict.BLIND
     scheduler.clock.current += pd.Timedelta(seconds=61)
     scheduler.tick()  # the last attempt fails
     (raised,) = scheduler.health_tick()
     assert raised["kind"] == "health" and raised["symbol"] == "window 2026-10-30T14:45Z failed for good"
     assert "injected failure" in raised["reasons"][0] and "scheduler.py window 2026-10-30T14:45Z" in raised["reasons"][0]
     assert scheduler.health_tick() == []  # once
-    assert health.verdict(scheduler.health_conditions()) == health.Verdict.DEGRADED
+    assert {c.key: c.verdict for c in scheduler.health_conditions()} == {
+        "window_failed:2026-10-30T14:45:00+00:00": health.Verdict.DEGRADED, "never_done": health.Verdict.BLIND}
     restarted = make_scheduler(str(scheduler.clock.now()), **settings)
     assert restarted.health_tick() == []  # and once across restarts
     assert restarted.process(*window).ok  # the operator re-runs it
@@ -66,7 +69,7 @@ def test_a_window_failed_for_good_is_raised_once_then_cleared_once(make_schedule
 def test_blind_counts_open_market_minutes_only(make_scheduler):
     scheduler = make_scheduler("2026-10-29T22:40:00Z")  # Thursday; the daily halt was 21:00-22:00Z
     scheduler.store.start_attempt("2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "x")
-    scheduler.store.finish_window("2026-10-29T20:45:00+00:00", "ok", "x", 0.0, None, None, 0, {})
+    scheduler.store.finish_window("2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "ok", "x", 0.0, None, None, 0, {})
     assert [c.key for c in scheduler.health_conditions()] == []  # 30 open minutes since the halt
     scheduler.clock.current = pd.Timestamp("2026-10-29T22:50:00Z")
     (blind,) = scheduler.health_conditions()
@@ -130,15 +133,16 @@ def test_status_json_exit_code_is_the_verdict(tmp_path):
     store = StateStore(tmp_path / "state.sqlite")
     store.start_attempt("2026-10-30T14:45:00+00:00", "2026-10-30T15:00:00+00:00", "x")
     for _ in range(4):
-        store.finish_window("2026-10-30T14:45:00+00:00", "failed", "x", 0.0, None, None, None, None, "DataError: gone")
+        store.finish_window("2026-10-30T14:45:00+00:00", "2026-10-30T15:00:00+00:00", "failed", "x", 0.0, None, None, None, None, "DataError: gone")
         store.start_attempt("2026-10-30T14:45:00+00:00", "2026-10-30T15:00:00+00:00", "x")
-    store.finish_window("2026-10-30T14:45:00+00:00", "failed", "x", 0.0, None, None, None, None, "DataError: gone")
+    store.finish_window("2026-10-30T14:45:00+00:00", "2026-10-30T15:00:00+00:00", "failed", "x", 0.0, None, None, None, None, "DataError: gone")
     done = subprocess.run([sys.executable, "scheduler.py", "--state-db", str(tmp_path / "state.sqlite"), "status",
                            "--json"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     report = json.loads(done.stdout)  # nothing but JSON on stdout
     # a window failed for good (degraded) and nothing done since 2026-10-30 (blind): the worst wins
-    assert done.returncode == 2 == report["exit_code"] and report["verdict"] == "blind"
-    assert {c["key"] for c in report["conditions"]} == {"blind", "window_failed:2026-10-30T14:45:00+00:00"}
+    assert done.returncode == 7 == report["exit_code"] and report["verdict"] == "blind"
+    assert {c["key"] for c in report["conditions"]} == {"blind", "window_failed:2026-10-30T14:45:00+00:00", "never_done"}
+    assert report["measured_against"] == "data_end" and report["data_end"].startswith("2026-11-2")
 
 
 def test_retention_deletes_old_notebooks_and_reports_and_the_index_stops_linking_them(make_scheduler, tmp_path):
@@ -152,7 +156,7 @@ def test_retention_deletes_old_notebooks_and_reports_and_the_index_stops_linking
             (out / day / name).write_text("x" * 1000)
     start = "2026-10-01T01:00:00+00:00"
     scheduler.store.start_attempt(start, "2026-10-01T01:15:00+00:00", start)
-    scheduler.store.finish_window(start, "ok", start, 1.0, str(out / "2026-10-01" / "0100-0115Z.ipynb"),
+    scheduler.store.finish_window(start, "2026-10-01T01:15:00+00:00", "ok", start, 1.0, str(out / "2026-10-01" / "0100-0115Z.ipynb"),
                                   str(out / "2026-10-01" / "0100-0115Z.html"), 0, {})
     removed = scheduler.retention_tick()
     assert (removed.notebooks, removed.reports, removed.folders) == (2, 1, 1)
@@ -161,7 +165,7 @@ def test_retention_deletes_old_notebooks_and_reports_and_the_index_stops_linking
     assert len(list((out / "2026-10-29").iterdir())) == 2  # young: kept
     index = (out / "index.html").read_text()
     assert "0100-0115Z.html" in index and "0100-0115Z.ipynb" not in index  # only what exists is linked
-    assert scheduler.store.window(start)["status"] == "ok"  # window state kept
+    assert scheduler.store.window(start, "2026-10-01T01:15:00+00:00")["status"] == "ok"  # window state kept
     assert scheduler.retention_tick() is None  # once a day
     assert apply_retention(out, scheduler.config.retention, dt.date(2027, 6, 1)).reports == 3
 
@@ -169,7 +173,7 @@ def test_retention_deletes_old_notebooks_and_reports_and_the_index_stops_linking
 def test_health_alerts_are_listed_as_the_monitor_s_in_the_index(make_scheduler):
     scheduler = make_scheduler("2026-10-29T22:50:00Z")
     scheduler.store.start_attempt("2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "x")
-    scheduler.store.finish_window("2026-10-29T20:45:00+00:00", "ok", "x", 0.0, None, None, 0, {})
+    scheduler.store.finish_window("2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "ok", "x", 0.0, None, None, 0, {})
     (alert,) = scheduler.health_tick()
     page = scheduler.refresh_index().read_text()
     assert 'data-kind="health" data-label="HIGH" data-product="(monitor)"' in page and alert["symbol"] in page

@@ -83,7 +83,7 @@ def test_index_and_report_render_in_headless_chromium(executed, tmp_path):
     store = StateStore(out / "state.sqlite")
     start = run.summary["window_start"]
     store.start_attempt(start, run.summary["window_end"], start)
-    store.finish_window(start, "ok", start, run.duration_s, str(run.notebook_path), str(run.html_path),
+    store.finish_window(start, run.summary["window_end"], "ok", start, run.duration_s, str(run.notebook_path), str(run.html_path),
                         len(run.alerts), run.summary)
     index = write_index(out, store.windows())
     from playwright.sync_api import sync_playwright
@@ -119,7 +119,7 @@ def test_index_links_reports_kept_in_an_earlier_outputs_folder(tmp_path):
     store = StateStore(tmp_path / "state.sqlite")
     start, end = "2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00"
     store.start_attempt(start, end, start)
-    store.finish_window(start, "ok", start, 1.0, None, str(report), 0, {"alerts_by_kind": {}})
+    store.finish_window(start, end, "ok", start, 1.0, None, str(report), 0, {"alerts_by_kind": {}})
     index = write_index(tmp_path / "new-outputs", store.windows())
     href = re.search(r'href="([^"]+)">report<', index.read_text()).group(1)
     assert (index.parent / href).resolve() == report.resolve()
@@ -131,6 +131,6 @@ def test_index_reads_a_window_that_failed_then_passed(tmp_path):
     for minute, (status, error) in zip(("00", "15"), (("ok", None), ("failed", "DataError: gone"))):
         start = f"2026-10-30T15:{minute}:00+00:00"
         store.start_attempt(start, start, start)
-        store.finish_window(start, status, start, 1.0, None, None, 0, {}, error)
+        store.finish_window(start, start, status, start, 1.0, None, None, 0, {}, error)
     page = write_index(tmp_path / "out", store.windows()).read_text()
     assert "DataError: gone" in page and "nan" not in page.lower().replace("nanos", "")

@@ -96,7 +96,7 @@ def test_scheduler_reads_a_watched_session_once_after_publication(sample_dir, tr
     # the monitor watched a window of that session
     start = row.market_open + pd.Timedelta(hours=16)
     scheduler.store.start_attempt(start.isoformat(), (start + pd.Timedelta(minutes=15)).isoformat(), start.isoformat())
-    scheduler.store.finish_window(start.isoformat(), "ok", start.isoformat(), 1.0, None, None, 0, {})
+    scheduler.store.finish_window(start.isoformat(), (start + pd.Timedelta(minutes=15)).isoformat(), "ok", start.isoformat(), 1.0, None, None, 0, {})
     assert scheduler.daily_due("off_book", clock.now()) == []  # the statistics come with the next session
     clock.current = following.market_open + pd.Timedelta(minutes=40)
     assert scheduler.daily_due("off_book", clock.now()) == [day]

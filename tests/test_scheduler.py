@@ -70,7 +70,7 @@ def test_closed_market_windows_are_skipped(make_scheduler):
     assert weekend.due_windows(weekend.clock.now()) == []
     halt = make_scheduler("2026-10-30T21:48:00Z")                     # 16:30 CT: daily halt
     halt.store.start_attempt("2026-10-30T20:45:00+00:00", "2026-10-30T21:00:00+00:00", "x")
-    halt.store.finish_window("2026-10-30T20:45:00+00:00", "ok", "x", 0.0, None, None, 0, {})
+    halt.store.finish_window("2026-10-30T20:45:00+00:00", "2026-10-30T21:00:00+00:00", "ok", "x", 0.0, None, None, 0, {})
     assert halt.due_windows(halt.clock.now()) == []                   # 21:00-21:45 all inside the halt
 
 
@@ -79,7 +79,7 @@ def test_failed_window_is_retried_with_backoff_then_reported(make_scheduler):
                                **{"schedule.max_attempts": 3, "schedule.retry_backoff_seconds": 60.0})
     window = (pd.Timestamp("2026-10-30T14:45Z"), pd.Timestamp("2026-10-30T15:00Z"))
     scheduler.tick()
-    row = scheduler.store.window(window[0].isoformat())
+    row = scheduler.store.window(window[0].isoformat(), window[1].isoformat())
     assert row["status"] == "failed" and row["attempts"] == 1 and "injected" in row["last_error"]
     scheduler.clock.current += pd.Timedelta(seconds=30)
     assert window not in scheduler.due_windows(scheduler.clock.now())  # backoff not over
@@ -89,7 +89,7 @@ def test_failed_window_is_retried_with_backoff_then_reported(make_scheduler):
     scheduler.clock.current += pd.Timedelta(seconds=121)
     scheduler.tick()                                                   # attempt 3: the last
     scheduler.clock.current += pd.Timedelta(hours=1)
-    row = scheduler.store.window(window[0].isoformat())
+    row = scheduler.store.window(window[0].isoformat(), window[1].isoformat())
     assert row["attempts"] == 3 and row["status"] == "failed" and row["next_attempt_at"] is None
     assert window not in scheduler.due_windows(scheduler.clock.now())
 
@@ -153,6 +153,6 @@ def test_a_window_left_running_by_a_killed_scheduler_is_run_again(make_scheduler
             stop.set()
     scheduler.clock = OnePass(scheduler.clock.now())
     scheduler.run_forever()
-    row = scheduler.store.window(start)
+    row = scheduler.store.window(start, "2026-10-30T15:30:00+00:00")
     assert row["status"] == "ok" and row["attempts"] == 2
     assert pd.Timestamp(start) in scheduler.executor.calls

@@ -22,6 +22,7 @@ from nqflow.engine.baseline import (
     window_keys_by,
 )
 from nqflow.config import Config
+from nqflow.errors import DataError
 from nqflow.market.frames import (
     DataSource,
     WindowData,
@@ -51,8 +52,16 @@ class WindowResult:
 def run_window(config: Config, start, end, source: DataSource, baseline: BaselineStore | None = None,
                record_baseline: bool = True, available: list[dt.date] | None = None) -> WindowResult:
     """Detect one window. The window's own volumes are recorded into the baseline afterwards
-    (idempotently), so the next session's baseline is kept up to date without re-downloading."""
+    (idempotently), so the next session's baseline is kept up to date without re-downloading.
+
+    A window of open market with no option trades raises DataError: on CME Globex that is a data
+    problem (a missing file, an entitlement, a wrong universe), never a quiet market, so the
+    window fails and is retried instead of being recorded as done and seen."""
     window = load_window(source, start, end, config.universe.products)
+    if window.trade_date is not None and window.empty:
+        raise DataError(f"no NQ option trades in {window.start:%Y-%m-%d %H:%M}Z-{window.end:%H:%M}Z while CME Globex "
+                        f"was open ({len(window.futures)} futures trades): a data problem, not a quiet market; check "
+                        f"that the data source covers this window and universe.option_parents")
     if baseline is None:
         baseline = BaselineStore(resolve(config.data.state_db))
     expected = None

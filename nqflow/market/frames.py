@@ -78,9 +78,15 @@ class DataSource(Protocol):
         interest, and the previous session's settlement and cleared volume (``ts_ref``)."""
     def sessions_available(self) -> list[dt.date]: ...
     def published(self, end: pd.Timestamp) -> bool:
-        """Whether the provider has published everything before `end` (a later window waits)."""
+        """Whether the source holds everything before `end` (a later window waits, never empty)."""
+    def available_end(self, schema: str) -> pd.Timestamp | None:
+        """Where the source's `schema` data ends now (None: it holds none)."""
+    def describe_end(self) -> str:
+        """Where the data ends, in words (for a window refused as not published yet)."""
     def check_budget(self, pulls: list[tuple[str, pd.Timestamp, pd.Timestamp]]) -> float:
         """The price of these (schema, start, end) pulls; raises BudgetExceeded over the budget."""
+    def estimate_cost(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
+        """Dollars one pull would cost (0 where reading costs nothing)."""
 
 
 UNDERLYING_COLUMNS = ["ts_event", "instrument_id", "symbol", "price", "size", "side"]

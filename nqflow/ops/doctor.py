@@ -28,6 +28,7 @@ from nqflow.market import hours as cal
 from nqflow.alerts import Alert, Direction, Kind, Label, Level, stable_id
 from nqflow.config import Config
 from nqflow.errors import NqflowError
+from nqflow.paths import ensure_writable, resolve
 
 #: Disk use of one session's outputs when there are none yet to measure (MB): 92 windows of
 #: about 0.32 MB of executed notebook and 0.58 MB of HTML report, plus the session and off-book pages.
@@ -171,11 +172,26 @@ def check_disk(scheduler) -> list[Check]:
     return [Check("disk", "ok", detail)]
 
 
+def check_folders(scheduler) -> list[Check]:
+    """Every folder a run writes: outputs, the state database's, the alert log's, the cache's."""
+    config: Config = scheduler.config
+    folders = [(scheduler.outputs_dir, "outputs folder", "data.outputs_dir or --outputs"),
+               (Path(scheduler.state_db).parent, "state folder", "data.state_db or --state-db")]
+    if config.notify.log.enabled:
+        folders.append((resolve(config.notify.log.path).parent, "alert log folder", "notify.log.path"))
+    if scheduler.source_spec.publishes_late:
+        folders.append((resolve(scheduler.data_dir or config.data.cache_dir), "Databento cache", "data.cache_dir"))
+    for folder, what, setting in folders:
+        ensure_writable(Path(folder), what, setting)  # raises the one-line StorageError
+    return [Check("folders", "ok", "writable: " + ", ".join(f"{what} {folder}" for folder, what, _ in folders))]
+
+
 def run_doctor(scheduler, send_test: bool = False) -> list[Check]:
     """Every check that applies to the configured source and channels, in order."""
     config = scheduler.config
     checks = [Check("config", "ok", f"{config.path} loads; source {scheduler.source or config.data.source}")]
     source_check = check_databento if scheduler.source_spec.priced else check_replay
+    checks += _run("folders", lambda: check_folders(scheduler))
     checks += _run("source", lambda: source_check(scheduler))
     if config.notify.email.enabled:
         checks += _run("email", lambda: check_email(scheduler, send_test))

@@ -30,15 +30,20 @@ import pandas as pd
 from nqflow.market import hours as cal
 from nqflow.alerts import Alert, Direction, Kind, Label, Level, stable_id
 from nqflow.config import Config
+from nqflow.errors import ExitCode
 from nqflow.ops.store import StateStore
 
 
 class Verdict(IntEnum):
-    """The monitor's state, ordered; its value is `scheduler.py status --json`'s exit code."""
+    """The monitor's state, ordered; `exit_code` is what `scheduler.py status` exits with."""
 
     HEALTHY = 0
     DEGRADED = 1
     BLIND = 2
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return {Verdict.HEALTHY: ExitCode.OK, Verdict.DEGRADED: ExitCode.DEGRADED, Verdict.BLIND: ExitCode.BLIND}[self]
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,13 @@ def _open_minutes(start: pd.Timestamp, end: pd.Timestamp, interval_minutes: int)
                      if cal.window_is_open(s, e)))
 
 
-def assess(store: StateStore, config: Config, now: pd.Timestamp,
-           data_end: pd.Timestamp | None = None) -> list[Condition]:
+def assess(store: StateStore, config: Config, now: pd.Timestamp, data_end: pd.Timestamp | None = None,
+           horizon: pd.Timestamp | None = None) -> list[Condition]:
     """Every condition that holds at `now` (see the module doc). `data_end`: the provider's
-    available end when the source publishes late (None: not judged)."""
+    available end when the source publishes late (None: not judged). `horizon`: where a source
+    with a fixed end (a replay folder) ends: blindness is measured up to it instead of the clock.
+    With no window recorded at all, blindness counts from the first start of `run`
+    (``meta.first_started_at``)."""
     s, h = config.schedule, config.health
     conditions: list[Condition] = []
     windows = store.windows(limit=s.max_catchup_windows * 4)
@@ -73,15 +81,20 @@ def assess(store: StateStore, config: Config, now: pd.Timestamp,
             f"monitored: fix the cause, then run `scheduler.py window {w.window_start[:16]}Z`"))
     done = windows[windows["status"] == "ok"]
     ready = now - pd.Timedelta(minutes=s.availability_delay_minutes)
+    if horizon is not None:
+        ready = min(ready, horizon)
     due_end = ready.floor(f"{s.interval_minutes}min")
-    if len(windows):
-        since = pd.Timestamp(done["window_end"].max()) if len(done) else pd.Timestamp(windows["window_start"].min())
+    first_started = store.meta("first_started_at")
+    if len(windows) or first_started:
+        since = (pd.Timestamp(done["window_end"].max()) if len(done) else
+                 pd.Timestamp(windows["window_start"].min()) if len(windows) else pd.Timestamp(first_started))
         missed = _open_minutes(since, due_end, s.interval_minutes)
         if missed >= h.blind_minutes:
             conditions.append(Condition(
                 "blind", Verdict.BLIND, f"blind: no window done for {missed:.0f} open-market minutes",
-                f"no window has been done since {since:%Y-%m-%d %H:%M}Z ({missed:.0f} minutes of open market); "
-                f"the data is not published or every window fails: see `scheduler.py status` and the window errors"))
+                f"no window has been done since {since:%Y-%m-%d %H:%M}Z ({missed:.0f} minutes of open market up to "
+                f"{'the data end' if horizon is not None else 'now'}); the data is not published or every window "
+                f"fails: see `scheduler.py status` and the window errors"))
     if data_end is not None and cal.session_of(now) is not None:
         lag = now - data_end
         if lag > pd.Timedelta(minutes=h.max_data_lag_minutes):
@@ -104,6 +117,16 @@ def assess(store: StateStore, config: Config, now: pd.Timestamp,
                 f"they are retried and sent once it is back: check its settings and the server",
                 pd.Timedelta(minutes=h.channel_down_minutes)))
     return conditions
+
+
+def never_done(store: StateStore) -> Condition | None:
+    """No window was ever done with this state database: nothing says the monitor sees the
+    market, so `status` is not healthy (no alert: `blind` raises one once open market passes)."""
+    if store.count_windows("ok"):
+        return None
+    return Condition("never_done", Verdict.BLIND, "no window done yet",
+                     f"no window has been done with the state database {store.path}; run `scheduler.py once` or "
+                     f"start `scheduler.py run`, then ask `status` again")
 
 
 def in_force(conditions: list[Condition], store: StateStore, now: pd.Timestamp) -> list[Condition]:

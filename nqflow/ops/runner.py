@@ -20,6 +20,8 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 from nqflow.alerts import check_summary, validate
+from nqflow.errors import DataNotYetAvailable
+from nqflow.paths import ensure_writable
 from nqflow.paths import MONITOR_NOTEBOOK, OFF_BOOK_NOTEBOOK, REPO_ROOT, REPORT_TEMPLATES, SESSION_NOTEBOOK
 
 #: The kernel's sockets are encrypted with CurveZMQ when its kernelspec supports it (ipykernel 7.4
@@ -37,6 +39,8 @@ class NotebookRun:
     summary: dict = field(default_factory=dict)
     error: str | None = None
     duration_s: float = 0.0
+    #: The exception's class name when the notebook raised one (papermill's ``ename``).
+    error_type: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -44,8 +48,8 @@ class NotebookRun:
 
     @property
     def waiting(self) -> bool:
-        """It failed only because the provider has not published the data yet: try later, no attempt spent."""
-        return bool(self.error and self.error.startswith("DataNotYetAvailable"))
+        """It failed only because the data is not published yet: try later, no attempt spent."""
+        return self.error_type == DataNotYetAvailable.__name__
 
 
 def window_paths(outputs_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -> tuple[Path, Path]:
@@ -88,19 +92,22 @@ def execute_daily(job: str, trade_date, outputs_dir: Path, parameters: dict) -> 
 def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, params: dict) -> NotebookRun:
     """Execute a parameterised notebook with papermill, write its HTML report and read its scraps
     (``alerts``, ``summary``); a failed run still leaves its executed notebook."""
-    notebook_path.parent.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    error = None
+    error = error_type = None
     try:
+        ensure_writable(notebook_path.parent, "outputs folder", "data.outputs_dir or --outputs")
         pm.execute_notebook(str(notebook), str(notebook_path), parameters=params, kernel_name=kernel_name(),
                             progress_bar=False, cwd=str(REPO_ROOT), log_output=False, config=KERNEL_CONFIG)
     except pm.PapermillExecutionError as exc:
-        error = f"{exc.ename}: {exc.evalue}".splitlines()[0][:500]
-    except Exception as exc:  # kernel died, notebook missing, ...
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-    run = NotebookRun(notebook_path, None, error=error)
+        error, error_type = f"{exc.ename}: {exc.evalue}".splitlines()[0][:500], exc.ename
+    except Exception as exc:  # kernel died, notebook missing, outputs folder not writable, ...
+        error, error_type = f"{type(exc).__name__}: {exc}".splitlines()[0][:500], type(exc).__name__
+    run = NotebookRun(notebook_path, None, error=error, error_type=error_type)
     if notebook_path.exists():
-        run.html_path = write_html(notebook_path, html_path)
+        try:
+            run.html_path = write_html(notebook_path, html_path)
+        except OSError as exc:
+            run.error = run.error or f"could not write the report {html_path}: {exc}".splitlines()[0][:500]
         if error is None:
             try:
                 scraps = sb.read_notebook(str(notebook_path)).scraps

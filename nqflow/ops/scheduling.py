@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,13 +22,13 @@ from filelock import FileLock, Timeout
 from nqflow.ops import health
 from nqflow.market import hours as cal
 from nqflow.config import Config
-from nqflow.errors import NqflowError
+from nqflow.errors import DataNotYetAvailable, MarketClosed, NqflowError, UsageError
 from nqflow.ops.notify import deliver_pending, enabled_channels
-from nqflow.paths import resolve
+from nqflow.paths import ensure_writable, resolve
 from nqflow.ops.retention import Removed, apply_retention
 from nqflow.retry import backoff_seconds
 from nqflow.reports.index import write_index
-from nqflow.ops.runner import NotebookRun, execute_daily, execute_window
+from nqflow.ops.runner import NotebookRun, daily_paths, execute_daily, execute_window, window_paths
 from nqflow.sources import SourceSpec, make_source, source_spec
 from nqflow.ops.store import StateStore
 from nqflow.ops.suppression import repeats_to_suppress
@@ -78,17 +79,29 @@ class Scheduler:
     overrides: dict = field(default_factory=dict)
     outputs_dir: Path | None = None
     state_db: Path | None = None
-    executor: object = None  # callable like runner.execute_window; tests may wrap it
-    daily_executor: object = None  # callable like runner.execute_daily
+    executor: Callable[..., NotebookRun] | None = None  # like runner.execute_window; tests may wrap it
+    daily_executor: Callable[..., NotebookRun] | None = None  # like runner.execute_daily
     stop_event: threading.Event = field(default_factory=threading.Event)
+    #: Where `run` says what it does (a line per window and daily job); the CLI prints them.
+    say: Callable[[str], None] = field(default=log.info)
 
     def __post_init__(self) -> None:
         self.outputs_dir = Path(self.outputs_dir or resolve(self.config.data.outputs_dir))
         self.state_db = Path(self.state_db or resolve(self.config.data.state_db))
         self.store = StateStore(self.state_db)
-        self.executor = self.executor or execute_window
-        self.daily_executor = self.daily_executor or execute_daily
+        self.run_window: Callable[..., NotebookRun] = self.executor or execute_window
+        self.run_daily: Callable[..., NotebookRun] = self.daily_executor or execute_daily
         self.interval = pd.Timedelta(minutes=self.config.schedule.interval_minutes)
+        source_spec(self.source or self.config.data.source)  # a bad data.source: one line, before any work
+
+    def preflight(self) -> None:
+        """Refuse to start work that cannot succeed, in one line each: the source cannot be made
+        (no API key, no replay folder), or a folder the run writes cannot be written."""
+        self.data_source()
+        ensure_writable(self.outputs_dir, "outputs folder", "data.outputs_dir or --outputs")
+        log_channel = self.config.notify.log
+        if log_channel.enabled:
+            ensure_writable(resolve(log_channel.path).parent, "alert log folder", "notify.log.path")
 
     # -- which windows -----------------------------------------------------------------
     def latest_complete_window(self, now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -130,7 +143,11 @@ class Scheduler:
         attempts = self.store.start_attempt(start.isoformat(), end.isoformat(), now.isoformat())
         parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
                       "state_db": str(self.state_db), "overrides": self.overrides}
-        run = self.executor(start, end, self.outputs_dir, parameters)
+        try:
+            run = self.run_window(start, end, self.outputs_dir, parameters)
+        except Exception as exc:  # a folder gone read-only, a disk full: recorded and retried, never left pending
+            notebook, html = window_paths(self.outputs_dir, start, end)
+            run = NotebookRun(notebook, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
         done = self.clock.now()
         if run.ok:
             n = self.config.notify
@@ -138,16 +155,20 @@ class Scheduler:
             suppressed = repeats_to_suppress(run.alerts, self.store.surges_sent_since(since), n.cooldown_minutes,
                                              n.escalation_confidence_gain)
             self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat(), suppressed)
-            self.store.finish_window(start.isoformat(), "ok", done.isoformat(), run.duration_s, str(run.notebook_path),
+            self.store.finish_window(start.isoformat(), end.isoformat(), "ok", done.isoformat(), run.duration_s,
+                                     str(run.notebook_path),
                                      str(run.html_path) if run.html_path else None, len(run.alerts), run.summary)
         else:
             retry_at = None
             if attempts < s.max_attempts:
                 retry_at = (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat()
-            self.store.finish_window(start.isoformat(), "failed", done.isoformat(), run.duration_s,
+            self.store.finish_window(start.isoformat(), end.isoformat(), "failed", done.isoformat(), run.duration_s,
                                      str(run.notebook_path) if run.notebook_path.exists() else None,
                                      str(run.html_path) if run.html_path else None, None, None, run.error, retry_at)
             log.error("window %s failed (attempt %d/%d): %s", start.isoformat(), attempts, s.max_attempts, run.error)
+        when = f"window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z"
+        self.say(f"{when}: {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}" if run.ok else
+                 f"{when} FAILED (attempt {attempts}/{s.max_attempts}): {run.error}")
         return run
 
     # -- the data source, as far as the scheduler needs it ------------------------------
@@ -162,9 +183,44 @@ class Scheduler:
         return self._data_source
 
     def published(self, end: pd.Timestamp) -> bool:
-        """False while the data provider has not published up to `end`: such a window waits
-        without spending one of its attempts, and is never run as if it were empty."""
-        return not self.source_spec.publishes_late or self.data_source().published(end)
+        """False while the data up to `end` is not there yet: such a window waits without
+        spending one of its attempts, and is never run as if it were empty."""
+        return self.not_published_reason(end) is None
+
+    def not_published_reason(self, end: pd.Timestamp) -> str | None:
+        """Why data up to `end` cannot be read yet, in words (None: it can): the window ends in
+        the future (or inside the availability delay), or past what the source holds (the
+        provider's available end, a replay folder's last file)."""
+        source = self.data_source()
+        if not source.published(end):
+            return f"{source.describe_end()}; pick an earlier window or add the data"
+        ready = end + pd.Timedelta(minutes=self.config.schedule.availability_delay_minutes)
+        now = self.clock.now()
+        if ready > now:
+            return (f"it ends at {end:%Y-%m-%d %H:%M}Z and is due from {ready:%Y-%m-%d %H:%M}Z "
+                    f"(now {now:%Y-%m-%d %H:%M}Z)")
+        return None
+
+    def check_window(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
+        """Refuse a window that is not one of the schedule's, in one line, before any work: the
+        end after the start, both on the interval's grid, exactly one interval long (a longer
+        range is a backfill), open market, and published."""
+        minutes = self.config.schedule.interval_minutes
+        span = f"{start:%Y-%m-%d %H:%M}Z-{end:%Y-%m-%d %H:%M}Z"
+        if end <= start:
+            raise UsageError(f"window {span} ends before it starts; give the start, and the end after it (or none)")
+        if start != start.floor(self.interval) or end != end.floor(self.interval):
+            raise UsageError(f"window {span} is not on the {minutes}-minute grid; start and end on a multiple of "
+                             f"{minutes} minutes, e.g. {start.floor(self.interval):%Y-%m-%dT%H:%M}Z")
+        if end - start != self.interval:
+            raise UsageError(f"window {span} is not one {minutes}-minute interval; for a longer range use "
+                             f"`scheduler.py backfill {start:%Y-%m-%dT%H:%M}Z {end:%Y-%m-%dT%H:%M}Z`")
+        if not cal.window_is_open(start, end):
+            raise MarketClosed(f"market closed for {span} (CME Globex equity options halt, weekend or holiday); "
+                               f"pick an open window")
+        reason = self.not_published_reason(end)
+        if reason is not None:
+            raise DataNotYetAvailable(f"window {span} is not published yet: {reason}")
 
     def check_budget(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]]) -> float:
         """Price a backfill before pulling it; refused above the source's budget. A single
@@ -185,7 +241,11 @@ class Scheduler:
         s = self.config.schedule
         parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
                       "state_db": str(self.state_db), "overrides": self.overrides}
-        run = self.daily_executor(job, trade_date, self.outputs_dir, parameters)
+        try:
+            run = self.run_daily(job, trade_date, self.outputs_dir, parameters)
+        except Exception as exc:  # as for a window: recorded and retried, never lost
+            notebook, html = daily_paths(self.outputs_dir, job, trade_date)
+            run = NotebookRun(notebook, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
         done, day = self.clock.now(), str(trade_date)
         paths = (str(run.notebook_path) if run.notebook_path.exists() else None,
                  str(run.html_path) if run.html_path else None)
@@ -205,6 +265,8 @@ class Scheduler:
             self.store.record_daily_run(job, day, "failed", done.isoformat(), run.duration_s, *paths, None, None,
                                         run.error, retry_at)
             log.error("%s %s failed (attempt %d/%d): %s", job, day, attempts, s.max_attempts, run.error)
+        self.say(f"{job} {day}: " + (f"{len(run.alerts)} alert(s); report {run.html_path}" if run.ok else
+                                    "waiting for the data to be published" if run.waiting else f"FAILED: {run.error}"))
         return run
 
     def ready_at(self, job: str, trade_date: dt.date) -> pd.Timestamp:
@@ -250,26 +312,43 @@ class Scheduler:
 
     # -- health: loud when blind ------------------------------------------------------------
     def data_end(self) -> pd.Timestamp | None:
-        """The provider's available end, for a source that publishes late (None otherwise, or
-        when it cannot be asked now: failing windows say so on their own)."""
-        if not self.source_spec.publishes_late:
+        """Where the source's trades end now, for a source that publishes late or has a fixed
+        end (None otherwise, or when it cannot be asked now: failing windows say so on their own)."""
+        spec = self.source_spec
+        if not (spec.publishes_late or spec.fixed_end):
             return None
         try:
             return self.data_source().available_end("trades")
         except NqflowError as exc:
-            log.warning("could not ask the data provider for its available end: %s", exc)
+            log.warning("could not ask the data source where its data ends: %s", exc)
             return None
 
+    def _assess(self) -> list[health.Condition]:
+        data_end = self.data_end()
+        fixed = self.source_spec.fixed_end
+        return health.assess(self.store, self.config, self.clock.now(), None if fixed else data_end,
+                             data_end if fixed else None)
+
     def health_conditions(self) -> list[health.Condition]:
-        """The conditions in force now (`nqflow.ops.health`), as `status` reports them."""
+        """The conditions in force now (`nqflow.ops.health`), as `status` reports them; with no
+        window ever done, `never_done` too (no evidence is not health)."""
         now = self.clock.now()
-        return health.in_force(health.assess(self.store, self.config, now, self.data_end()), self.store, now)
+        conditions = health.in_force(self._assess(), self.store, now)
+        nothing = health.never_done(self.store)
+        return conditions + [nothing] if nothing else conditions
+
+    def health_basis(self) -> dict:
+        """What `status` measured blindness against: the clock, or a replay folder's data end."""
+        data_end = self.data_end()
+        if self.source_spec.fixed_end:
+            return {"measured_against": "data_end", "data_end": data_end.isoformat() if data_end else None}
+        return {"measured_against": "clock", "data_end": data_end.isoformat() if data_end else None}
 
     def health_tick(self) -> list[dict]:
         """Raise a health alert for each condition that starts, and a recovery for each that
         clears, through the outbox (exactly once each); returns the alerts recorded."""
         now = self.clock.now()
-        conditions = health.assess(self.store, self.config, now, self.data_end())
+        conditions = self._assess()
         raised, cleared = self.store.update_health(conditions, now.isoformat())
         pairs = [(c, health.health_alert(c, at, now)) for c, at in raised]
         pairs += [(health.from_row(row), health.health_alert(health.from_row(row), at, now, cleared=True))
@@ -320,8 +399,17 @@ class Scheduler:
         return runs
 
     def process_windows(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False) -> list[NotebookRun]:
-        """Run chosen windows (window / backfill / demo), skipping closed-market ones."""
+        """Run chosen windows (window / backfill / demo), skipping closed-market ones. Refused
+        before any work when the source cannot be made, a folder cannot be written, or the last
+        window is not published yet."""
         open_windows = [w for w in windows if cal.window_is_open(*w)]
+        self.preflight()
+        if open_windows:
+            reason = self.not_published_reason(open_windows[-1][1])
+            if reason is not None:
+                last = open_windows[-1]
+                raise DataNotYetAvailable(f"window {last[0]:%Y-%m-%d %H:%M}Z-{last[1]:%H:%M}Z is not published yet: "
+                                          f"{reason}")
         self.check_budget(open_windows)
         iterator = open_windows
         if progress:
@@ -346,8 +434,17 @@ class Scheduler:
             lock.acquire(timeout=0)
         except Timeout:
             raise NqflowError(f"another scheduler holds {lock.lock_file}; stop it first (one instance at a time)") from None
-        previous = {sig: signal.signal(sig, lambda *_: self.stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        received: list[str] = []
+
+        def stop(signum, _frame) -> None:
+            received.append(signal.Signals(signum).name)
+            self.stop_event.set()
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        done_before = self.store.count_windows("ok")
         try:
+            self.preflight()
+            self.store.set_meta("first_started_at", self.clock.now().isoformat(), replace=False)
+            self.say(self.start_line())
             interrupted = self.store.recover_interrupted(self.clock.now().isoformat())
             if interrupted:  # we hold the lock: no other scheduler is running them
                 log.warning("%d window(s) were left running by a scheduler that stopped mid-window; retrying them: %s",
@@ -362,3 +459,15 @@ class Scheduler:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             lock.release()
+            done = self.store.count_windows("ok") - done_before
+            self.say(f"nqflow run stopped{' on ' + received[0] if received else ''}: {done} window(s) done this run; "
+                     f"state in {self.state_db}")
+
+    def start_line(self) -> str:
+        """What `run` is about to do, in one line: source, products, channels, windows due."""
+        spec, universe = self.source_spec, self.config.universe
+        where = self.data_dir or (self.config.data.cache_dir if spec.publishes_late else self.config.data.replay_dir)
+        due = self.due_windows(self.clock.now())
+        return (f"nqflow run: source {spec.name} ({where}), {len(universe.parents)} option products, "
+                f"channels {', '.join(enabled_channels(self.config)) or 'none'}, {len(due)} window(s) due now, "
+                f"every {self.config.schedule.poll_seconds:g} s; outputs {self.outputs_dir}; SIGINT or SIGTERM stops")

@@ -8,72 +8,129 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
 
 from nqflow import sqlite
 from nqflow.alerts import ALERT_FIELDS, Alert
+from nqflow.errors import StorageError
 from nqflow.market.frames import session_bounds
 from nqflow.paths import resolve
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS windows (
-    window_start TEXT PRIMARY KEY, window_end TEXT NOT NULL, status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at TEXT,
-    started_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
-    alerts INTEGER, summary TEXT);
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id TEXT PRIMARY KEY, window_start TEXT NOT NULL, kind TEXT NOT NULL, level TEXT,
-    symbol TEXT, confidence REAL, label TEXT, event_time TEXT, payload TEXT NOT NULL, recorded_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS alerts_window ON alerts (window_start);
-CREATE TABLE IF NOT EXISTS daily_runs (
-    job TEXT NOT NULL, trade_date TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT, next_attempt_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
-    alerts INTEGER, summary TEXT, PRIMARY KEY (job, trade_date));
-CREATE TABLE IF NOT EXISTS health (
-    key TEXT PRIMARY KEY, verdict TEXT NOT NULL, title TEXT NOT NULL, detail TEXT NOT NULL,
-    observed_at TEXT NOT NULL, raised_at TEXT, cleared_at TEXT);
-CREATE TABLE IF NOT EXISTS deliveries (
-    alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT, next_attempt_at TEXT, delivered_at TEXT, PRIMARY KEY (alert_id, channel));
-"""
+#: Numbered migrations: the database's ``PRAGMA user_version`` is how many have run. Append,
+#: never edit: a deployment that has run for weeks upgrades in order when it next opens the file.
+#: Migration 1 is the schema as it stood before versions (a file written then is at version 0
+#: with these tables already there, hence IF NOT EXISTS).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS windows (
+        window_start TEXT PRIMARY KEY, window_end TEXT NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at TEXT,
+        started_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
+        alerts INTEGER, summary TEXT);
+    CREATE TABLE IF NOT EXISTS alerts (
+        alert_id TEXT PRIMARY KEY, window_start TEXT NOT NULL, kind TEXT NOT NULL, level TEXT,
+        symbol TEXT, confidence REAL, label TEXT, event_time TEXT, payload TEXT NOT NULL, recorded_at TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS alerts_window ON alerts (window_start);
+    CREATE TABLE IF NOT EXISTS daily_runs (
+        job TEXT NOT NULL, trade_date TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT, next_attempt_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
+        alerts INTEGER, summary TEXT, PRIMARY KEY (job, trade_date));
+    CREATE TABLE IF NOT EXISTS health (
+        key TEXT PRIMARY KEY, verdict TEXT NOT NULL, title TEXT NOT NULL, detail TEXT NOT NULL,
+        observed_at TEXT NOT NULL, raised_at TEXT, cleared_at TEXT);
+    CREATE TABLE IF NOT EXISTS deliveries (
+        alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT, next_attempt_at TEXT, delivered_at TEXT, PRIMARY KEY (alert_id, channel));
+    """,
+    # 2: a window is keyed by its start and its end (a two-hour window never overwrites the
+    # 15-minute window that starts with it); facts about the database itself in `meta`.
+    """
+    CREATE TABLE windows_v2 (
+        window_start TEXT NOT NULL, window_end TEXT NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at TEXT,
+        started_at TEXT, finished_at TEXT, duration_s REAL, notebook_path TEXT, html_path TEXT,
+        alerts INTEGER, summary TEXT, PRIMARY KEY (window_start, window_end));
+    INSERT INTO windows_v2 SELECT window_start, window_end, status, attempts, last_error, next_attempt_at,
+        started_at, finished_at, duration_s, notebook_path, html_path, alerts, summary FROM windows;
+    DROP TABLE windows;
+    ALTER TABLE windows_v2 RENAME TO windows;
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Run the migrations `conn`'s database has not had, each in its own transaction with its
+    new version; returns the version it is at. A file newer than this code is refused."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StorageError(f"state database is at schema version {version}, newer than this nqflow knows "
+                           f"({SCHEMA_VERSION}); upgrade nqflow (git pull) before opening it")
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.executescript(f"BEGIN; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;")
+    return SCHEMA_VERSION
 
 
 class StateStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as conn:
-            conn.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.connect() as conn:
+                migrate(conn)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot write the state database {self.path} ({exc}): make its folder "
+                               f"writable for this user, or point data.state_db / --state-db elsewhere") from None
 
     def connect(self):
         """A transaction on the state database (`nqflow.sqlite.connect`), rows readable by name."""
         return sqlite.connect(self.path, rows_as_mappings=True)
 
-    # -- windows -------------------------------------------------------------------------
-    def window(self, start: str) -> dict | None:
+    # -- facts about the database itself ------------------------------------------------
+    def meta(self, key: str) -> str | None:
         with self.connect() as conn:
-            row = conn.execute("SELECT * FROM windows WHERE window_start = ?", (start,)).fetchone()
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str, replace: bool = True) -> None:
+        """Set `key`; with ``replace=False`` only when it is not set yet (a first-seen time)."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self.connect() as conn:
+            conn.execute(f"{verb} INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- windows -------------------------------------------------------------------------
+    def window(self, start: str, end: str) -> dict | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM windows WHERE window_start = ? AND window_end = ?",
+                               (start, end)).fetchone()
         return dict(row) if row else None
+
+    def count_windows(self, status: str) -> int:
+        with self.connect() as conn:
+            return conn.execute("SELECT COUNT(*) FROM windows WHERE status = ?", (status,)).fetchone()[0]
 
     def start_attempt(self, start: str, end: str, now: str) -> int:
         with self.connect() as conn:
             conn.execute("INSERT INTO windows (window_start, window_end, status) VALUES (?, ?, 'pending') "
-                         "ON CONFLICT (window_start) DO NOTHING", (start, end))
+                         "ON CONFLICT (window_start, window_end) DO NOTHING", (start, end))
             conn.execute("UPDATE windows SET status = 'pending', attempts = attempts + 1, started_at = ?, "
-                         "next_attempt_at = NULL WHERE window_start = ?", (now, start))
-            return conn.execute("SELECT attempts FROM windows WHERE window_start = ?", (start,)).fetchone()[0]
+                         "next_attempt_at = NULL WHERE window_start = ? AND window_end = ?", (now, start, end))
+            return conn.execute("SELECT attempts FROM windows WHERE window_start = ? AND window_end = ?",
+                                (start, end)).fetchone()[0]
 
-    def finish_window(self, start: str, status: str, now: str, duration_s: float, notebook_path: str | None,
+    def finish_window(self, start: str, end: str, status: str, now: str, duration_s: float, notebook_path: str | None,
                       html_path: str | None, alerts: int | None, summary: dict | None, error: str | None = None,
                       next_attempt_at: str | None = None) -> None:
         with self.connect() as conn:
             conn.execute("UPDATE windows SET status = ?, finished_at = ?, duration_s = ?, notebook_path = ?, "
                          "html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
-                         "WHERE window_start = ?",
+                         "WHERE window_start = ? AND window_end = ?",
                          (status, now, duration_s, notebook_path, html_path, alerts,
-                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, start))
+                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, start, end))
 
     def recover_interrupted(self, now: str) -> list[str]:
         """Windows left 'pending' by a scheduler that died mid-window become failed attempts due

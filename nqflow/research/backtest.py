@@ -39,7 +39,7 @@ from nqflow.alerts import ALERT_FIELDS
 from nqflow.engine.baseline import BaselineStore, session_slot_volumes
 from nqflow.config import Config
 from nqflow.market.frames import session_bounds
-from nqflow.errors import NqflowError
+from nqflow.errors import UsageError
 from nqflow.engine.features import (
     WINDOW,
     Features,
@@ -192,6 +192,8 @@ def dask_client(workers: int, scheduler_address: str | None):
         with Client(scheduler_address) as client:
             yield client
         return
+    if workers < 1:  # a LocalCluster of no workers never runs a task: it would wait forever
+        raise UsageError(f"a backtest needs at least 1 worker, not {workers}; pass --workers 1 or more")
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
@@ -226,9 +228,9 @@ def sessions_between(data_dir: str | Path, first: dt.date, last: dt.date) -> tup
     available = ReplaySource(data_dir).sessions_available()
     sessions = [d for d in available if first <= d <= last]
     if not sessions:
-        raise NqflowError(f"no sessions between {first} and {last} in {data_dir} "
-                          f"(it holds {available[0] if available else '-'} to {available[-1] if available else '-'}); "
-                          f"pick dates inside that range")
+        raise UsageError(f"no sessions between {first} and {last} in {data_dir} "
+                         f"(it holds {available[0] if available else '-'} to {available[-1] if available else '-'}); "
+                         f"pick dates inside that range")
     return sessions, available
 
 

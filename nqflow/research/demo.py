@@ -1,4 +1,9 @@
-"""The demo: replay the bundled sample market's planted events through the whole monitor."""
+"""The demo: replay the bundled sample market's planted events through the whole monitor.
+
+It keeps to files of its own unless told otherwise: the state database `DEMO_STATE_DB`, the
+outputs under `DEMO_OUTPUTS` and the alert log `DEMO_ALERT_LOG`. Each demo starts afresh, but
+it deletes a state database only when an earlier demo created it (``meta.created_by``); one it
+is pointed at that holds anything else is used as it is and never deleted."""
 
 from __future__ import annotations
 
@@ -9,9 +14,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nqflow.config import Config
-from nqflow.paths import resolve
+from nqflow.config import Config, load_config
 from nqflow.ops.scheduling import SimulatedClock
+from nqflow.ops.store import StateStore
+from nqflow.paths import resolve
+
+DEMO_STATE_DB = "data/demo/state.sqlite"
+DEMO_OUTPUTS = "outputs/demo"
+DEMO_ALERT_LOG = "logs/demo/institutional_alerts.log"
+CREATED_BY = "demo"
+
+
+def fresh_state(state_db: Path) -> str:
+    """Make `state_db` ready for a demo, in words: a new database (marked as the demo's), an
+    earlier demo's database replaced, or somebody else's kept as it is (nothing deleted)."""
+    if state_db.exists():
+        if StateStore(state_db).meta("created_by") != CREATED_BY:
+            return (f"using the state database {state_db} as it is (not created by a demo, so nothing in it is "
+                    f"deleted); alerts already recorded there are not sent again")
+        for made in [state_db, *(state_db.with_name(state_db.name + suffix) for suffix in ("-wal", "-shm", ".lock"))]:
+            made.unlink(missing_ok=True)
+        said = f"a fresh demo state database in {state_db} (the last demo's was replaced)"
+    else:
+        said = f"a new demo state database in {state_db}"
+    StateStore(state_db).set_meta("created_by", CREATED_BY)
+    return said
 
 
 def demo(args, config: Config, make_scheduler) -> int:
@@ -22,9 +49,11 @@ def demo(args, config: Config, make_scheduler) -> int:
     from nqflow.research.sample.generator import generate_sample_market, load_ground_truth
     sample = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
     truth = load_ground_truth(sample)
-    state_db = Path(args.state_db) if args.state_db else resolve("data/demo/state.sqlite")
-    for stale in state_db.parent.glob(state_db.name + "*"):
-        stale.unlink()  # a fresh demo every time: its alerts print again
+    state_db = Path(args.state_db) if args.state_db else resolve(DEMO_STATE_DB)
+    state_said = fresh_state(state_db)
+    args.outputs = args.outputs or str(resolve(DEMO_OUTPUTS))
+    if not any(setting.startswith("notify.log.path=") for setting in args.set):
+        config = load_config(config.path or None, {**dict(_overrides(args)), "notify.log.path": DEMO_ALERT_LOG})
     last = truth["sessions"][-3:]
     every = expected_events(truth, config)
     off_book = every[(every["kind"] == "off_book") & every["should_alert"]]
@@ -42,9 +71,9 @@ def demo(args, config: Config, make_scheduler) -> int:
     clock = SimulatedClock(windows[0][1])
     args.state_db = str(state_db)
     args.source, args.data_dir = "replay", str(sample)
-    scheduler = make_scheduler(args, config, clock=clock)
+    scheduler = make_scheduler(args, config, clock=clock, say=lambda line: None)  # the demo says its own lines
     print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
-          f"planted in it (ground truth), then what the monitor found")
+          f"planted in it (ground truth), then what the monitor found; {state_said}; outputs in {scheduler.outputs_dir}")
     for start, end in windows:
         clock.current = end + pd.Timedelta(minutes=config.schedule.availability_delay_minutes)
         print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)")
@@ -77,6 +106,11 @@ def demo(args, config: Config, make_scheduler) -> int:
     index = scheduler.refresh_index()
     print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
     return 0
+
+
+def _overrides(args) -> list[tuple[str, object]]:
+    from nqflow.config import parse_override
+    return [parse_override(setting) for setting in args.set]
 
 
 def _planted(event, config: Config) -> str:

@@ -32,6 +32,9 @@ class SourceSpec:
     publishes_late: bool = False
     #: Pulls cost money: ask `DataSource.check_budget` before a large pull.
     priced: bool = False
+    #: Its data ends where its files end (a replay folder): health measures blindness up to
+    #: that end, not up to the clock, and says so.
+    fixed_end: bool = False
 
 
 def _replay(config: Config, data_dir: str | None) -> DataSource:
@@ -50,7 +53,8 @@ def _databento(config: Config, data_dir: str | None) -> DataSource:
 
 
 SOURCES: dict[str, SourceSpec] = {
-    "replay": SourceSpec("replay", "a folder of DBN files (the bundled sample market by default)", _replay),
+    "replay": SourceSpec("replay", "a folder of DBN files (the bundled sample market by default)", _replay,
+                         fixed_end=True),
     "databento": SourceSpec("databento", "Databento's Historical API, GLBX.MDP3, cached on disk as DBN", _databento,
                             publishes_late=True, priced=True),
 }

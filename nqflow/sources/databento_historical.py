@@ -195,6 +195,11 @@ class DatabentoSource:
         """Whether Databento has published trades up to `end` (`available_end`)."""
         return end <= self.available_end("trades")
 
+    def describe_end(self) -> str:
+        """Where the published data ends, in words, for a window refused as not published yet."""
+        return (f"Databento {self.dataset} trades are published up to {self.available_end('trades'):%Y-%m-%d %H:%M}Z "
+                f"(without CME real-time licensing they run hours behind)")
+
     def estimate_cost(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
         """Dollars Databento would bill for this pull (``metadata.get_cost``)."""
         return float(self._call("get_cost", self.client.metadata.get_cost, dataset=self.dataset,

@@ -189,12 +189,28 @@ class ReplaySource:
             raw = raw[(ts >= start) & (ts < end)]
         return tidy_statistics(raw)
 
+    def available_end(self, schema: str = "trades") -> pd.Timestamp | None:
+        """Where the folder's `schema` files end (None: it holds none): files on disk are all
+        there is, so a window past this is not published, and never read as a quiet market."""
+        ends = [f.end for f in self.files if f.schema == schema]
+        return max(ends) if ends else None
+
     def published(self, end: pd.Timestamp) -> bool:
-        """Files on disk are all there is: nothing is waiting to be published."""
-        return True
+        data_end = self.available_end("trades")
+        return data_end is not None and end <= data_end
+
+    def describe_end(self) -> str:
+        """Where the data ends, in words, for a window refused as not published yet."""
+        data_end = self.available_end("trades")
+        if data_end is None:
+            return f"the replay folder {self.folder} holds no trades files"
+        return f"the replay folder {self.folder} ends at {data_end:%Y-%m-%d %H:%M}Z"
 
     def check_budget(self, pulls) -> float:
         """Reading files costs nothing."""
+        return 0.0
+
+    def estimate_cost(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
         return 0.0
 
     def sessions_available(self) -> list[dt.date]:
