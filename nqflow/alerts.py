@@ -56,11 +56,37 @@ class Label(StrEnum):
 
 
 class Direction(StrEnum):
-    """What the aggressor did: bought, sold, or both / unknown."""
+    """What the aggressor did: bought, sold, both (MIXED), or UNKNOWN where nothing says
+    (no aggressor published: off the book, a print with side ``N``)."""
 
     BUY = "BUY"
     SELL = "SELL"
     MIXED = "MIXED"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def of_side(cls, side: object) -> Direction:
+        """Databento's aggressor side (``B`` buyer-initiated, ``A`` seller-initiated, ``N``) as a direction."""
+        return {"B": cls.BUY, "A": cls.SELL}.get(str(side), cls.UNKNOWN)
+
+    @property
+    def verb(self) -> str:
+        """The direction in a sentence: bought, sold, traded both ways, traded (aggressor unknown)."""
+        return {Direction.BUY: "bought", Direction.SELL: "sold", Direction.MIXED: "traded both ways",
+                Direction.UNKNOWN: "traded (aggressor unknown)"}[self]
+
+
+def usd(value: float | None) -> str:
+    """Money as a trader reads it: $4.44M, -$6.40M, $166k, $950 (empty when unknown). The one
+    money formatter: alerts, reports, messages and charts all use it."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    sign, size = ("-" if value < 0 else ""), abs(float(value))
+    if size >= 1e6:
+        return f"{sign}${size / 1e6:,.2f}M"
+    if size >= 1e3:
+        return f"{sign}${size / 1e3:,.0f}k"
+    return f"{sign}${size:,.0f}"
 
 
 class Sentiment(StrEnum):
@@ -316,4 +342,4 @@ def one_line(alert: dict | Alert) -> str:
     ratio = f" ratio {a['ratio']:.1f}x" if a.get("ratio") and a["kind"] == Kind.VOLUME_SURGE else ""
     return (f"[{a['label']} {a['confidence']:.0f}] {a['kind']}{tier} {a['level']} {a['symbol']} "
             f"{a['direction']} {a.get('sentiment') or ''} vol {a['volume']:,} "
-            f"premium ${a['premium_usd'] / 1e6:,.2f}M{ratio} @ {a['event_time'][:19]}Z").replace("  ", " ")
+            f"premium {usd(a['premium_usd'])}{ratio} @ {a['event_time'][:19]}Z").replace("  ", " ")

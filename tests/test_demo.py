@@ -10,7 +10,7 @@ import sys
 from nqflow.engine.monitor import REPO_ROOT
 
 
-def test_demo_finds_in_each_window_what_it_says_was_planted(sample_dir, tmp_path):
+def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_cleanly(sample_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABENTO", "NQFLOW_"))}
     run = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scheduler.py"), "--outputs", str(tmp_path / "outputs"),
@@ -41,3 +41,21 @@ def test_demo_finds_in_each_window_what_it_says_was_planted(sample_dir, tmp_path
                        for block in windows + off_book)
     index = (tmp_path / "outputs" / "index.html").read_text()
     assert index.count("<tr data-kind=") == sent  # every alert in the index's alert table
+    # every page the demo wrote, as a trader reads it in headless Chromium: no NaN, no Python list,
+    # no raw UD: code in a headline column, nothing that scrolls sideways (screenshots kept)
+    from playwright.sync_api import sync_playwright
+
+    from helpers import SCREENSHOTS, chromium, reader_problems
+    pages = sorted((tmp_path / "outputs").rglob("*.html"))
+    assert len(pages) >= 3 + len(sessions) + 1 + 1  # windows, session and off-book pages, the index
+    with sync_playwright() as p:
+        browser = chromium(p, tmp_path / "profile")
+        page = browser.new_page()
+        problems = {}
+        for html in pages:
+            shot = SCREENSHOTS / "demo" / (html.relative_to(tmp_path / "outputs").as_posix().replace("/", "_") + ".png")
+            found = reader_problems(page, html.as_uri(), shot)
+            if found:
+                problems[html.name] = found
+        browser.close()
+    assert problems == {}

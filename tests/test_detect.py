@@ -205,7 +205,7 @@ def test_an_order_without_a_known_aggressor_scores_no_imbalance_and_says_so():
     sold = detect_window(window_of([fill(0, 1, 21000, "A", 500.0, 400)]), None, config).alerts.iloc[0]
     unknown = detect_window(window_of([fill(0, 1, 21000, "N", 500.0, 400)]), None, config).alerts.iloc[0]
     assert (bought["imbalance"], sold["imbalance"], unknown["imbalance"]) == (1.0, -1.0, 0.0)
-    assert unknown["direction"] == "MIXED" and "no known aggressor" in unknown["reasons"][1]
+    assert unknown["direction"] == "UNKNOWN" and "no known aggressor" in unknown["reasons"][1]
     weight = config.confidence.weight_imbalance / sum(
         getattr(config.confidence, f"weight_{k}") for k in ("surprise", "premium", "imbalance", "concentration", "volume_oi"))
     assert bought["confidence"] - unknown["confidence"] == pytest.approx(100 * weight, abs=0.11)

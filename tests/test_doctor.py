@@ -47,7 +47,7 @@ def test_a_good_set_up_passes_every_check_and_sends_test_messages(gw, tls, tmp_p
         hook.close()
     assert [c.status for c in checks] == ["ok"] * len(checks), [c.line() for c in checks]
     named = checks_by_name(checks)
-    assert set(named) == {"config", "key", "data lag", "parents", "cost", "email", "slack", "disk"}
+    assert set(named) == {"config", "folders", "key", "data lag", "parents", "cost", "email", "slack", "disk"}
     latest = scheduler.data_source().sessions_available()[-1]  # the latest whole session published
     assert f"of 26 watched products list options on {latest}" in named["parents"][0].detail
     assert named["cost"][0].detail.startswith(f"a whole session's trades, definitions and statistics ({latest}) cost $")

@@ -48,7 +48,7 @@ def test_every_planted_block_is_found_and_none_invented(source, truth, config):
         (alert,) = result.alerts.to_dict("records")
         assert sorted(alert["instrument_ids"]) == sorted(event["instrument_ids"])
         assert alert["kind"] == "off_book" and alert["level"] == ("package" if event["package"] else "instrument")
-        assert alert["volume"] == event["size"] and alert["direction"] == "MIXED"
+        assert alert["volume"] == event["size"] and alert["direction"] == "UNKNOWN"
         if event["package"]:
             assert alert["strategy"] == event["strategy"]
             assert sorted(leg["ratio"] for leg in alert["legs"]) == [1, 1]

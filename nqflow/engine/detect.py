@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nqflow.alerts import ALERT_FIELDS, Alert, Kind, Level, stable_id
+from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id, usd
 from nqflow.market.contracts import CHICAGO
 from nqflow.config import Config
 from nqflow.market.frames import WindowData
@@ -102,7 +102,7 @@ from nqflow.engine.features import (  # noqa: F401  (re-exported: the building b
     side_totals,
     window_volumes,
 )
-from nqflow.engine.strategies import read_package
+from nqflow.engine.strategies import package_headline, read_package
 
 
 @dataclass
@@ -189,8 +189,7 @@ def surprise_component(p_value: float, config: Config) -> float:
     return min(1.0, -math.log10(max(p_value, 1e-300)) / config.confidence.surprise_full_log10)
 
 
-def _usd(value: float) -> str:
-    return f"${value / 1e6:,.2f}M" if value >= 1e6 else f"${value / 1e3:,.0f}k"
+_usd = usd
 
 
 # --------------------------------------------------------------------------- the engine
@@ -537,10 +536,10 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
         }
         confidence, label = score(components, config)
         side = str(first["side"])
-        direction = {"B": "BUY", "A": "SELL"}.get(side, "MIXED")
+        direction = Direction.of_side(side)
         sentiment = sentiment_of(totals["bullish_premium_usd"], totals["bearish_premium_usd"], t.direction_share)
         right = "calls" if first["put_call"] == "C" else "puts"
-        verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded")
+        verb = direction.verb
         event_time = first["ts_event"]
         if kind == "sweep":
             span = max(m["ts_event"] for m in members) - min(m["ts_event"] for m in members)
@@ -644,6 +643,9 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
             + ("delta-neutral, a volatility trade" if sentiment == "VOLATILITY" else f"reads {sentiment.lower()}"),
             f"one trade, not {len(package.legs)} bets: {source}; its legs are not reported as orders or sweeps",
         ]
+        if package.spread_symbol:
+            reasons.append(f"exchange instrument {package.spread_symbol}, {package.quantity:,} packages of "
+                           f"{volume:,} option contracts in all")
         reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
         alerts.append(context.candidate(
             index, [("instrument", str(i)) for i in ids],
@@ -651,7 +653,7 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
             alert_id=stable_id("strategy", package.spread_id, ",".join(map(str, package.leg_instrument_ids)),
                                        package.ts_event, package.side),
             kind="strategy", level="package", event_time=event_time.isoformat(),
-            symbol=f"{package.strategy} {package.expiry}" + (f" {package.spread_symbol}" if package.spread_symbol else ""),
+            symbol=package_headline(package.strategy, package.legs),
             symbols=[leg["symbol"] for leg in package.legs], instrument_ids=list(package.leg_instrument_ids),
             expiry=str(package.expiry), expiration=pd.Timestamp(package.expiration, tz="UTC").isoformat(),
             strike=None, put_call=package.put_call, direction=direction, sentiment=sentiment, volume=volume,

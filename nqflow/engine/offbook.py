@@ -19,7 +19,7 @@ or closed positions; it confirms a block when it is at least the block's size.
 What off-book volume is not: cleared volume also holds exchange-for-related-position trades
 (EFRs: options swapped against an OTC position), trade corrections and other privately
 negotiated transactions, so an off-book figure is "traded away from the screen", not
-"blocks only". There is no aggressor: direction is unknown (``MIXED``), and the premium is
+"blocks only". There is no aggressor: direction is ``UNKNOWN``, and the premium is
 valued at settlement, not at the negotiated price. Every alert says so in its reasons.
 
 Alerts (kind ``off_book``): off-book volumes of one day whose sizes are in simple ratios (each
@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from nqflow.market import hours as cal
-from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id
+from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id, usd
 from nqflow.config import Config
 from nqflow.market.contracts import CHICAGO
 from nqflow.market.frames import DataSource, classify_fills, session_bounds
@@ -196,8 +196,8 @@ def off_book_alerts(trade_date: dt.date, volumes: pd.DataFrame, config: Config,
         reasons = [
             f"{volume:,} contracts traded off the order book ({'package: ' + legs_text if is_package else first['symbol']}): "
             f"cleared volume {cleared:,.0f} vs {members['screen_volume'].sum():,.0f} on the screen in session {trade_date}",
-            f"${premium / 1e6:,.2f}M premium at final settlement "
-            + ", ".join(f"{p:g}" for p in members["settlement"]) + f" >= ${t.off_book_premium_usd / 1e6:,.2f}M threshold",
+            f"{usd(premium)} premium at final settlement "
+            + ", ".join(f"{p:g}" for p in members["settlement"]) + f" >= {usd(t.off_book_premium_usd)} threshold",
             ("open interest " + ", ".join(f"{s}: {b:,.0f} -> {a:,.0f}" for s, b, a in
                                            zip(members["symbol"], members["oi_before"], members["oi_after"]))
              + (": positions opened" if (oi_change or 0) >= volume else
@@ -220,7 +220,7 @@ def off_book_alerts(trade_date: dt.date, volumes: pd.DataFrame, config: Config,
             symbols=[str(s) for s in members["symbol"]], instrument_ids=ids, expiry=expiries[0],
             expiration=pd.Timestamp(first["expiration"]).isoformat() if pd.notna(first["expiration"]) else None,
             strike=None if is_package else float(first["strike"]),
-            put_call="".join(sorted(set(members["put_call"]))), direction=Direction.MIXED, sentiment=None,
+            put_call="".join(sorted(set(members["put_call"]))), direction=Direction.UNKNOWN, sentiment=None,
             volume=volume, premium_usd=round(premium, 2), history_sessions=None,
             open_interest=int(members["oi_after"].sum()) if members["oi_after"].notna().all() else None,
             volume_oi=round(volume / members["oi_after"].sum(), 4) if members["oi_after"].notna().all()

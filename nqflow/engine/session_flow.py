@@ -21,7 +21,7 @@ import pandas as pd
 from nqflow.market import hours as cal
 from nqflow.market.frames import DataSource, classify_fills, front_future, session_bounds
 from nqflow.engine.levels import days_to_expiry
-from nqflow.engine.strategies import find_packages
+from nqflow.engine.strategies import find_packages, package_headline
 
 SIGN_OF_SIDE = {"B": 1, "A": -1}
 OPPOSITE = {"B": "A", "A": "B"}
@@ -74,20 +74,21 @@ class SessionFlow:
                   .reset_index().nlargest(n, "premium_usd"))
         strategy = self.packages.set_index("package_id")["strategy"] if len(self.packages) else pd.Series(dtype=str)
         orders["package"] = orders["package_id"].map(strategy).fillna("")
-        return orders.drop(columns="package_id").reset_index(drop=True)
+        return orders.drop(columns=["package_id", "instrument_id"]).reset_index(drop=True)
 
     def largest_packages(self, n: int = 10) -> pd.DataFrame:
         """The `n` largest strategy packages by gross premium."""
         if self.packages.empty:
-            return pd.DataFrame(columns=["ts_event", "strategy", "side", "quantity", "legs", "gross_premium_usd",
-                                         "net_premium_usd"])
+            return pd.DataFrame(columns=["ts_event", "package", "side", "packages", "leg_contracts",
+                                         "gross_premium_usd", "net_premium_usd", "exchange_code"])
         top = self.packages.nlargest(n, "gross_premium_usd")
         return pd.DataFrame({
-            "ts_event": pd.to_datetime(top["ts_event"], utc=True), "strategy": top["strategy"], "side": top["side"],
-            "quantity": top["quantity"],
-            "legs": [" / ".join(f"{'+' if leg['sign'] > 0 else '-'}{leg['ratio']} {leg['symbol']}" for leg in legs)
-                     for legs in top["legs"]],
+            "ts_event": pd.to_datetime(top["ts_event"], utc=True),
+            "package": [package_headline(s, legs) for s, legs in zip(top["strategy"], top["legs"])],
+            "side": top["side"], "packages": top["quantity"],
+            "leg_contracts": [sum(leg["size"] for leg in legs if leg["put_call"] != "F") for legs in top["legs"]],
             "gross_premium_usd": top["gross_premium_usd"], "net_premium_usd": top["net_premium_usd"],
+            "exchange_code": top["spread_symbol"].fillna("") if "spread_symbol" in top else "",
         }).reset_index(drop=True)
 
     @property

@@ -33,6 +33,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from nqflow.alerts import Direction
 from nqflow.market.pricing import black76_delta, implied_vol
 
 STRATEGIES = ("vertical", "straddle", "strangle", "risk_reversal", "butterfly", "condor", "calendar",
@@ -173,6 +174,7 @@ def find_packages(options: pd.DataFrame, futures: pd.DataFrame, spreads: pd.Data
     fut_iid = futures["instrument_id"].to_numpy(dtype=np.int64) if len(futures) else np.empty(0, np.int64)
     fut_price = futures["price"].to_numpy(dtype=float) if len(futures) else np.empty(0)
     fut_size = futures["size"].to_numpy(dtype=np.int64) if len(futures) else np.empty(0, np.int64)
+    fut_symbol = futures["symbol"].astype(str).to_numpy() if len(futures) else np.empty(0, dtype=object)
     fut_claimed = np.zeros(len(futures), dtype=bool)
 
     legs_by_spread = {sid: group for sid, group in legs.groupby("spread_id")} if len(legs) else {}
@@ -187,7 +189,7 @@ def find_packages(options: pd.DataFrame, futures: pd.DataFrame, spreads: pd.Data
                      "sign": int(sign), "size": int(opt_size[r]), "price": float(opt_price[r]),
                      "premium_usd": float(opt_price[r] * opt_size[r] * opt_mult[r])}
                     for r, sign, ratio in zip(option_rows, signs, ratios)]
-        leg_list += [{"instrument_id": int(fut_iid[r]), "symbol": "future", "put_call": "F", "strike": float("nan"),
+        leg_list += [{"instrument_id": int(fut_iid[r]), "symbol": str(fut_symbol[r]), "put_call": "F", "strike": float("nan"),
                       "expiration": 0, "ratio": int(ratio), "sign": int(sign), "size": int(fut_size[r]),
                       "price": float(fut_price[r]), "premium_usd": 0.0}
                      for r, sign, ratio in zip(future_rows, future_signs, future_ratios)]
@@ -296,13 +298,34 @@ def _deltas(packages: pd.DataFrame, underlying: pd.DataFrame, batched: bool) -> 
     packages["unit_gross_delta"] = gross
 
 
+def package_headline(strategy: str, legs: list[dict]) -> str:
+    """A package as a desk names it, from its legs: ``NQZ6 C21500 / C21800 call vertical``,
+    ``QNEX6 C22090 / Q1BZ6 C22090 call calendar``, ``NQZ6 C21500 / 2x C21800 call ratio``,
+    ``NQZ6 C21500 + NQZ6 covered``. A leg repeats its expiry only when it differs from the leg
+    before; a future leg is named by its symbol. The exchange's ``UD:`` code is a detail."""
+    options = sorted((leg for leg in legs if leg["put_call"] in ("C", "P")),
+                     key=lambda leg: (leg["expiration"], leg["strike"], leg["put_call"]))
+    futures = [leg for leg in legs if leg["put_call"] == "F"]
+    unequal = len({leg["ratio"] for leg in options}) > 1
+    parts, previous_root = [], None
+    for leg in options:
+        root, _, strike = str(leg["symbol"]).partition(" ")
+        text = strike if root == previous_root and strike else str(leg["symbol"])
+        parts.append(f"{leg['ratio']}x {text}" if unequal else text)
+        previous_root = root
+    rights = {leg["put_call"] for leg in options}
+    right = {"C": "call ", "P": "put "}.get(next(iter(rights)), "") if len(rights) == 1 else ""
+    name = " / ".join(parts) + "".join(f" + {leg['symbol']}" for leg in futures)
+    return f"{name} {right}{strategy.replace('_', ' ')}"
+
+
 def read_package(package: pd.Series, neutral_share: float) -> tuple[str, str, float]:
     """(direction, sentiment, the aggressor's net delta in futures-equivalent contracts).
 
-    Direction is what the aggressor did to the package (BUY / SELL; MIXED when unknown).
+    Direction is what the aggressor did to the package (BUY / SELL; UNKNOWN when no aggressor).
     Sentiment comes from the net delta: VOLATILITY when delta-neutral, else BULLISH / BEARISH
     by the sign of the aggressor's delta (NEUTRAL when the aggressor is unknown)."""
-    direction = {"B": "BUY", "A": "SELL"}.get(package["side"], "MIXED")
+    direction = Direction.of_side(package["side"])
     sign = {"B": 1, "A": -1}.get(package["side"], 0)
     unit, gross = package["unit_delta"], package["unit_gross_delta"]
     net = unit * package["quantity"] * (sign or 1)

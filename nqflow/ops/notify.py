@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from nqflow.alerts import one_line
+from nqflow.alerts import one_line, usd
 from nqflow.config import Config
 from nqflow.errors import CredentialsError
 from nqflow.paths import resolve
@@ -104,7 +104,7 @@ def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -
         text.append(f"    id {a['alert_id']}")
         rows.append(f"<tr><td>{a['label']} {a['confidence']:.0f}</td><td>{html.escape(a['kind'])}</td>"
                     f"<td>{html.escape(a['symbol'])}</td><td>{a['direction']}</td><td>{a['volume']:,}</td>"
-                    f"<td>${a['premium_usd'] / 1e6:,.2f}M</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td>"
+                    f"<td>{usd(a['premium_usd'])}</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td>"
                     f"<td>{html.escape(a['alert_id'])}</td></tr>")
     body_html = (f"<p>{len(ranked)} institutional-flow alert(s), strongest first. "
                  f"Report: <a href=\"{html.escape(link)}\">{html.escape(link)}</a></p>"

@@ -16,11 +16,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nqflow.alerts import Kind  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from pandas.io.formats.style import Styler  # noqa: E402
+
+from nqflow.alerts import Kind, usd  # noqa: E402
 from nqflow.config import Config  # noqa: E402
 from nqflow.engine.detect import BELOW_FIRST_TIER  # noqa: E402
+from nqflow.reports.tables import readable  # noqa: E402
 
 if TYPE_CHECKING:
+    from nqflow.engine.gex import DealerPositioning
     from nqflow.engine.monitor import WindowResult
     from nqflow.engine.offbook import OffBookDay
     from nqflow.engine.session_flow import SessionFlow
@@ -103,8 +108,11 @@ def premium_timeline(result: WindowResult, config: Config) -> Chart:
     ax.axhline(config.thresholds.large_premium_usd, color="black", linestyle=":", linewidth=1,
                label=f"threshold ${config.thresholds.large_premium_usd / 1e6:g}M")
     ax.set_yscale("log")
-    ax.set_ylabel("premium (USD, log)")
-    ax.set_title("Order premium over time (green: buyer-initiated, red: seller-initiated)")
+    ax.yaxis.set_major_formatter(FuncFormatter(_money_tick))
+    ax.set_ylabel("premium per order (log scale)")
+    ax.set_title("Order premium over time (blue: buyer-initiated, vermillion: seller-initiated)")
+    for side, colour in (("buyer-initiated", BUY), ("seller-initiated", SELL)):
+        ax.scatter([], [], s=30, color=colour, label=side)
     ax.legend(loc="lower right")
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -170,37 +178,39 @@ def aggression(result: WindowResult) -> Chart:
     return Chart(fig, "Bars of buyer- and seller-initiated premium: " + "; ".join(words) + ".")
 
 
-def alerts_table(result: WindowResult) -> pd.DataFrame:
+def alerts_table(result: WindowResult) -> Styler:
     """The window's alerts as a readable table (strongest first)."""
     alerts = result.alerts
     if alerts.empty:
-        return pd.DataFrame({"alerts": ["none in this window"]})
-    table = alerts[["label", "confidence", "kind", "level", "symbol", "direction", "sentiment", "volume",
-                    "ratio", "tier", "premium_usd", "event_time"]].copy()
-    table["premium_usd"] = table["premium_usd"].map(_millions)
+        return readable(alerts.iloc[:0, :0], "No alert in this window.")
+    table = alerts[["event_time", "label", "confidence", "kind", "symbol", "direction", "sentiment", "volume",
+                    "ratio", "tier", "premium_usd", "reasons"]].copy()
     table["ratio"] = table["ratio"].map(lambda r: "" if pd.isna(r) else f"{r:,.1f}x")
     table["tier"] = table["tier"].map(lambda t: "" if pd.isna(t) or not t else f"{t:g}x")
     table["event_time"] = _clock(table["event_time"])
-    table["reasons"] = alerts["reasons"].map(lambda r: "; ".join(r))
-    return table
+    table["kind"] = table["kind"].str.replace("_", " ")
+    return readable(table)
 
 
-def watch_table(result: WindowResult, config: Config) -> pd.DataFrame:
+def watch_table(result: WindowResult, config: Config) -> Styler:
     """Orders and sweeps between the watch level and the alert level (`detect.watch_list`)."""
     watch = config.thresholds.watch_premium_usd
     if watch <= 0:
-        return pd.DataFrame({"watch list": ["off (thresholds.watch_premium_usd = 0)"]})
+        return readable(pd.DataFrame(), "The watch list is off (thresholds.watch_premium_usd = 0).")
     table = result.detection.watch.copy()
     if table.empty:
-        return pd.DataFrame({"watch list": [f"no order between {_millions(watch)} and "
-                                            f"{_millions(config.thresholds.large_premium_usd)} in this window"]})
-    table["premium_usd"] = table["premium_usd"].map(_millions)
+        return readable(table, f"No order between {usd(watch)} and {usd(config.thresholds.large_premium_usd)} "
+                               f"in this window.")
     table["event_time"] = _clock(table["event_time"])
-    return table
+    return readable(table)
 
 
-def _millions(value: float) -> str:
-    return f"${value / 1e6:,.2f}M"
+_millions = usd
+
+
+def _money_tick(value: float, _position: int) -> str:
+    """An axis tick in money: $1M, $250k, $5."""
+    return usd(value).replace(".00M", "M")
 
 
 def _clock(times: pd.Series) -> pd.Series:
@@ -401,28 +411,129 @@ def session_headline(summary: dict) -> str:
             + "".join(f"\n\n> {note}" for note in summary["notes"]))
 
 
-def session_alerts_table(flow: SessionFlow) -> pd.DataFrame:
+def session_alerts_table(flow: SessionFlow) -> Styler:
     """Every alert recorded for the session, in time order, readable."""
     alerts = flow.alerts
     if alerts.empty:
-        return pd.DataFrame({"alerts": [f"none recorded for session {flow.trade_date}"]})
+        return readable(alerts.iloc[:0, :0], f"No alert was recorded for session {flow.trade_date}.")
     alerts = alerts.sort_values("event_time", kind="stable")
-    table = alerts[["event_time", "label", "confidence", "kind", "level", "symbol", "direction", "sentiment",
-                    "days_to_expiry", "volume", "premium_usd"]].copy()
+    table = alerts[["event_time", "label", "confidence", "kind", "symbol", "direction", "sentiment",
+                    "days_to_expiry", "volume", "premium_usd", "reasons"]].copy()
     table["event_time"] = _clock(table["event_time"])
-    table["premium_usd"] = table["premium_usd"].map(_millions)
-    table["reasons"] = alerts["reasons"].map(lambda r: "; ".join(r))
-    return table.rename(columns={"event_time": "time (UTC)", "premium_usd": "premium"}).reset_index(drop=True)
+    table["kind"] = table["kind"].str.replace("_", " ")
+    return readable(table)
 
 
-def money_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame for reading: dollar columns as $M, times as UTC clock times, sizes with separators."""
+def money_table(frame: pd.DataFrame, empty: str = "None in this session.") -> Styler:
+    """A frame for reading (`nqflow.reports.tables.readable`), times as UTC clock times."""
     table = frame.copy()
-    for column in [c for c in table.columns if c.endswith("_usd")]:
-        table[column] = table[column].map(_millions)
-    if "ts_event" in table:
-        table["ts_event"] = _clock(table["ts_event"])
-    for column in ("size", "quantity"):
-        if column in table:
-            table[column] = table[column].map(lambda v: f"{int(v):,}")
-    return table.rename(columns=lambda c: c.replace("_usd", "").replace("ts_event", "time (UTC)").replace("_", " "))
+    for column in ("ts_event", "event_time"):
+        if column in table and len(table):
+            table[column] = _clock(table[column])
+    return readable(table, empty)
+
+
+def off_book_alerts_table(day: OffBookDay) -> Styler:
+    """The session's off-book alerts, readable (no aggressor is published: UNKNOWN)."""
+    if day.alerts.empty:
+        return readable(day.alerts.iloc[:0, :0], f"No off-book trade of session {day.trade_date} reached the "
+                                                 f"alert level.")
+    return readable(day.alerts[["label", "confidence", "symbol", "direction", "volume", "premium_usd", "reasons"]])
+
+
+def off_book_volumes_table(day: OffBookDay) -> Styler:
+    """Every option with off-book volume: what cleared, what printed on the screen, the rest, and
+    the open interest before and after, in columns that fit the page."""
+    rows = day.volumes[day.volumes["off_book_volume"] > 0]
+    table = rows[["symbol", "cleared_volume", "screen_volume", "off_book_volume", "settlement", "premium_usd",
+                  "oi_before", "oi_after", "oi_change"]].rename(columns={
+                      "cleared_volume": "cleared", "screen_volume": "on screen", "off_book_volume": "off book",
+                      "oi_before": "OI before", "oi_after": "OI after", "oi_change": "OI change"})
+    return readable(table, f"No option of session {day.trade_date} traded off the book.")
+
+
+def previous_off_book(flow: SessionFlow):
+    """The session report's off-book section: the previous session's chart, or why there is none."""
+    from IPython.display import Markdown
+    day = flow.previous_off_book
+    if day is None:
+        return Markdown("The previous session's statistics are not published yet (or not in this data).")
+    if not (day.volumes["off_book_volume"] > 0).any():
+        return Markdown(f"Nothing traded off the order book in session {day.trade_date}: its cleared volume "
+                        f"equals what printed on the screen.")
+    return off_book_by_strike(day)
+
+
+# --------------------------------------------------------------------------- dealer positioning
+def gex_headline(positioning: DealerPositioning, before: DealerPositioning | None = None) -> str:
+    """The GEX page's first lines (Markdown): the future, walls and flip, and their change since the day before."""
+    def strike(value: float | None) -> str:
+        return "none" if value is None else f"{value:,.0f}"
+
+    def change(now: float | None, then: float | None) -> str:
+        if before is None or now is None or then is None:
+            return ""
+        return f" ({now - then:+,.0f} since {before.session})"
+    p = positioning
+    flips = p.crossings
+    several = f" (crossings at {', '.join(f'{c:,.0f}' for c in flips)}: the nearest is shown)" if len(flips) > 1 else ""
+    skipped = "; ".join(f"{n:,} {why}" for why, n in p.skipped.items()) or "none"
+    return (f"**Session** {p.session} | **{p.future}** {p.future_price:,.2f} | **total GEX** {usd(p.total_gex_usd)} "
+            f"per 1% | **call wall** {strike(p.call_wall)}{change(p.call_wall, before and before.call_wall)} | "
+            f"**put wall** {strike(p.put_wall)}{change(p.put_wall, before and before.put_wall)} | "
+            f"**absolute-gamma strike** {strike(p.abs_gamma_strike)} | **zero gamma** {strike(p.zero_gamma)}"
+            f"{change(p.zero_gamma, before and before.zero_gamma)}{several}\n\n"
+            f"{len(p.options):,} options counted; left out (no implied volatility from their settlement): {skipped}.")
+
+
+def gex_by_strike(positioning: DealerPositioning, strikes_each_side: int = 40) -> Chart:
+    """Call GEX up, put GEX down, by strike near the future, with the walls, the flip and the price marked."""
+    table = positioning.by_strike
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    if table.empty:
+        _empty(ax, "no option with open interest and a settlement")
+        return Chart(fig, f"GEX by strike for session {positioning.session}: no option to count.")
+    price = positioning.future_price
+    near = table.iloc[(table["strike"] - price).abs().argsort()[: 2 * strikes_each_side]].sort_values("strike")
+    width = float(np.diff(near["strike"]).min()) * 0.8 if len(near) > 1 else 10.0
+    ax.bar(near["strike"], near["call_gex_usd"] / 1e6, width=width, color=CALLS, label="calls (+)")
+    ax.bar(near["strike"], near["put_gex_usd"] / 1e6, width=width, color=PUTS, label="puts (-)")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(price, color="black", linestyle="--", linewidth=1, label=f"{positioning.future} {price:,.2f}")
+    for name, value, style in (("call wall", positioning.call_wall, ":"), ("put wall", positioning.put_wall, ":"),
+                               ("zero gamma", positioning.zero_gamma, "-.")):
+        if value is not None and near["strike"].min() <= value <= near["strike"].max():
+            ax.axvline(value, color="#57606a", linestyle=style, linewidth=1.2, label=f"{name} {value:,.0f}")
+    ax.set_xlabel("strike (index points), all expiries")
+    ax.set_ylabel("GEX ($M per 1% move)")
+    ax.set_title(f"Session {positioning.session}: dealer gamma by strike (calls up, puts down)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return Chart(fig, f"Bars of dealer gamma exposure by strike for session {positioning.session}, calls up and puts "
+                      f"down, in $M per 1% move: call wall {positioning.call_wall}, put wall {positioning.put_wall}, "
+                      f"zero gamma {positioning.zero_gamma}, {positioning.future} at {price:,.2f}.")
+
+
+def gex_profile_chart(positioning: DealerPositioning) -> Chart:
+    """Total GEX against a hypothetical futures price: where it crosses zero is the flip."""
+    profile = positioning.profile
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(profile["future_price"], profile["total_gex_usd"] / 1e6, color=CALLS, label="total GEX")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(positioning.future_price, color="black", linestyle="--", linewidth=1,
+               label=f"{positioning.future} {positioning.future_price:,.2f}")
+    for crossing in positioning.crossings:
+        ax.axvline(crossing, color=PUTS, linestyle="-.", linewidth=1.2, label=f"zero gamma {crossing:,.0f}")
+    ax.set_xlabel(f"{positioning.future} price (index points); every option repriced there, volatility kept")
+    ax.set_ylabel("total GEX ($M per 1% move)")
+    ax.set_title(f"Session {positioning.session}: total dealer gamma against the futures price")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    crossings = ", ".join(f"{c:,.0f}" for c in positioning.crossings) or "none within 10%"
+    return Chart(fig, f"Line of total dealer gamma exposure as the {positioning.future} moves 10% either way from "
+                      f"{positioning.future_price:,.2f}: it crosses zero at {crossings}.")
+
+
+def gex_by_expiry_table(positioning: DealerPositioning) -> Styler:
+    """Call, put and net GEX per expiry, nearest first."""
+    return readable(positioning.by_expiry, "No option to count.")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nqflow.alerts import usd
 from nqflow.market import hours as cal
 
 #: What the alert table filters on, each a data- attribute of its rows.
@@ -136,7 +137,7 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
             f"<td class=number data-value=\"{'' if dte is None else dte}\">{'' if dte is None else dte}</td>"
             f"<td>{html.escape(values['direction'])}</td>"
             f"<td class=number data-value=\"{alert.get('volume') or 0}\">{alert.get('volume') or 0:,}</td>"
-            f'<td class=number data-value="{premium:.2f}">${premium / 1e6:,.2f}M</td>'
+            f'<td class=number data-value="{premium:.2f}">{usd(premium)}</td>'
             f"<td>{where}</td></tr>")
     selects = "".join(
         f'<label>{key} <select data-filter="{key}"><option value="">all</option>'

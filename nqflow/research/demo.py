@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nqflow.alerts import Direction, usd
 from nqflow.config import Config, load_config
 from nqflow.ops.scheduling import SimulatedClock
 from nqflow.ops.store import StateStore
@@ -115,18 +116,18 @@ def _overrides(args) -> list[tuple[str, object]]:
 
 def _planted(event, config: Config) -> str:
     """One planted event in words, and whether the configured thresholds should alert on it."""
-    side = {"B": "bought", "A": "sold"}.get(getattr(event, "side", None), "traded")
+    side = Direction.of_side(getattr(event, "side", None)).verb
     if event.kind == "off_book":
         legs = " + ".join(f"{size:,} {symbol}" for size, symbol in zip(event.sizes, event.symbols))
         name = event.strategy if isinstance(event.strategy, str) else "block"
-        what = (f"off-book {name} of {legs}, ${event.premium_usd / 1e6:,.2f}M at settlement, "
+        what = (f"off-book {name} of {legs}, {usd(event.premium_usd)} at settlement, "
                 f"never on the screen")
     elif event.kind == "strategy":
-        what = (f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, ${event.premium_usd / 1e6:,.2f}M "
+        what = (f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, {usd(event.premium_usd)} "
                 f"gross premium, reads {event.sentiment.lower()}")
     elif event.kind in ("block", "sweep"):
         zero = " 0DTE" if getattr(event, "zero_dte", False) is True else ""
-        what = f"{event.kind}{zero} of {event.size:,} contracts {side}, ${event.premium_usd / 1e6:,.2f}M premium"
+        what = f"{event.kind}{zero} of {event.size:,} contracts {side}, {usd(event.premium_usd)} premium"
     else:
         what = f"{event.kind.replace('_', ' ')} of {event.size:,} contracts, {event.ratio:,.1f}x the usual volume"
     if event.should_alert:

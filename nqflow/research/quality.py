@@ -16,7 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from nqflow.market import hours as cal
-from nqflow.alerts import Kind, Level
+from nqflow.alerts import Direction, Kind, Level
 from nqflow.config import Config
 
 EXPECTED_KIND = {"block": Kind.LARGE_ORDER, "sweep": Kind.SWEEP, "strategy": Kind.STRATEGY,
@@ -86,8 +86,8 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
             level = Level.PACKAGE if package is not None and pd.notna(package) and bool(package) else Level.INSTRUMENT
         right_kind = [a for a in hits if a["kind"] == event["expected_kind"] and a["level"] == (level or a["level"])]
         best = right_kind[0] if right_kind else None
-        # Off-book trades carry no aggressor: the right direction is "unknown" (MIXED).
-        side_direction = {"B": "BUY", "A": "SELL"}.get(event.get("side"), "MIXED")
+        # Off-book trades carry no aggressor: the right direction is UNKNOWN.
+        side_direction = Direction.of_side(event.get("side"))
         is_strategy = event["kind"] == "strategy"
         found.append({
             "event_id": event["event_id"], "kind": event["kind"], "should_alert": bool(event["should_alert"]),
