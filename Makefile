@@ -21,12 +21,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash .ci/ensure-chromium
-	$(PY) -m pytest tests notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb notebooks/session.ipynb --nbval-lax
+	$(PY) -m pytest tests notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb notebooks/session.ipynb notebooks/gex.ipynb --nbval-lax
 
 bench: $(STAMP)
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_window.py
 	$(PY) bench/bench_backtest.py
+	$(PY) bench/bench_gex.py
 
 quality: $(STAMP)
 	$(PY) bench/detection_quality.py

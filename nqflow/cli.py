@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                                              "outputs/YYYY-MM-DD/session.html)")
     session.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
     session.add_argument("--json", action="store_true", help="print only the session's figures as JSON")
+    gex = sub.add_parser("gex", help="one session's dealer positioning: gamma exposure by strike, walls and zero "
+                                     "gamma from that morning's open interest (runs notebooks/gex.ipynb)")
+    gex.add_argument("date", help="the session's trade date, e.g. 2026-11-25")
+    gex.add_argument("--json", action="store_true", help="print the session's positioning as one JSON object")
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
     cost.add_argument("end")
@@ -337,6 +341,20 @@ def offbook(args, config) -> int:
                                                         f"the book, {len(run.alerts)} alert(s)")
 
 
+def gex(args, config) -> int:
+    """The page through its notebook (like every daily job); with --json the whole positioning,
+    by strike and by expiry included, computed here from the same source."""
+    if args.json:
+        from nqflow.engine.gex import dealer_positioning
+        day = _trade_date(args.date, "gex")
+        positioning = dealer_positioning(_scheduler(args, config).data_source(), day)
+        json_out = args.emit_json
+        args.emit_json = lambda _summary: json_out(positioning.to_json())
+    return _daily(args, config, "gex", lambda run: f"call wall {run.summary.get('call_wall')}, put wall "
+                                                   f"{run.summary.get('put_wall')}, zero gamma "
+                                                   f"{run.summary.get('zero_gamma')}")
+
+
 def session(args, config) -> int:
     return _daily(args, config, "session", lambda run: f"{run.summary.get('contracts', 0):,} contracts, "
                                                        f"{run.summary.get('alerts', 0)} alert(s) recorded")
@@ -364,7 +382,7 @@ def sample(args, config) -> int:
 
 #: Subcommand -> handler(args, config) -> exit code.
 COMMANDS = {"run": run, "once": once, "window": window, "backfill": backfill, "backtest": run_backtest,
-            "cost": cost, "offbook": offbook, "session": session, "demo": demo, "sample": sample, "status": status, "doctor": doctor,
+            "cost": cost, "gex": gex, "offbook": offbook, "session": session, "demo": demo, "sample": sample, "status": status, "doctor": doctor,
             "alerts": alerts_history}
 
 

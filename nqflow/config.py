@@ -32,6 +32,7 @@ class Schedule:
     poll_seconds: float = 20.0
     session_reports: bool = True
     off_book: bool = True
+    dealer_positioning: bool = True
     daily_lookback_sessions: int = 5
     daily_wait_minutes: float = 30.0
 

@@ -17,6 +17,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 MONITOR_NOTEBOOK = NOTEBOOKS / "monitor.ipynb"
 OFF_BOOK_NOTEBOOK = NOTEBOOKS / "offbook.ipynb"
 SESSION_NOTEBOOK = NOTEBOOKS / "session.ipynb"
+GEX_NOTEBOOK = NOTEBOOKS / "gex.ipynb"
 REPORT_TEMPLATES = Path(__file__).resolve().parent / "reports" / "templates"
 
 

@@ -22,7 +22,7 @@ from traitlets.config import Config
 from nqflow.alerts import check_summary, validate
 from nqflow.errors import DataNotYetAvailable
 from nqflow.paths import ensure_writable
-from nqflow.paths import MONITOR_NOTEBOOK, OFF_BOOK_NOTEBOOK, REPO_ROOT, REPORT_TEMPLATES, SESSION_NOTEBOOK
+from nqflow.paths import GEX_NOTEBOOK, MONITOR_NOTEBOOK, OFF_BOOK_NOTEBOOK, REPO_ROOT, REPORT_TEMPLATES, SESSION_NOTEBOOK
 
 #: The kernel's sockets are encrypted with CurveZMQ when its kernelspec supports it (ipykernel 7.4
 #: does): the kernel runs over TCP on this machine, and other local users could otherwise read it.
@@ -73,7 +73,8 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
 
 
 #: Notebooks run once per session: job -> (notebook, file name under outputs/YYYY-MM-DD/).
-DAILY_NOTEBOOKS = {"off_book": (OFF_BOOK_NOTEBOOK, "offbook"), "session": (SESSION_NOTEBOOK, "session")}
+DAILY_NOTEBOOKS = {"off_book": (OFF_BOOK_NOTEBOOK, "offbook"), "session": (SESSION_NOTEBOOK, "session"),
+                   "gex": (GEX_NOTEBOOK, "gex")}
 
 
 def daily_paths(outputs_dir: Path, job: str, trade_date) -> tuple[Path, Path]:

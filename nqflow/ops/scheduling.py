@@ -233,7 +233,8 @@ class Scheduler:
     def daily_jobs(self) -> list[str]:
         """The jobs `run` does once per watched session (`DAILY_JOBS`), as configured."""
         s = self.config.schedule
-        return [job for job, on in (("session", s.session_reports), ("off_book", s.off_book)) if on]
+        return [job for job, on in (("session", s.session_reports), ("off_book", s.off_book),
+                                    ("gex", s.dealer_positioning)) if on]
 
     def process_daily(self, job: str, trade_date: dt.date) -> NotebookRun:
         """Run one session's `job` notebook (`runner.DAILY_NOTEBOOKS`) and record its alerts once.
@@ -271,7 +272,10 @@ class Scheduler:
 
     def ready_at(self, job: str, trade_date: dt.date) -> pd.Timestamp:
         """When a session's `job` may first run: its report once its last window is due; its
-        off-book reading once the next session has opened (the statistics come in its first hour)."""
+        off-book reading once the next session has opened (the statistics come in its first hour);
+        its dealer positioning once it has opened itself (that morning's open interest)."""
+        if job == "gex":
+            return cal.sessions(trade_date, trade_date).iloc[0].market_open
         if job == "off_book":
             following = cal.next_trading_day(trade_date)
             return cal.sessions(following, following).iloc[0].market_open

@@ -328,8 +328,10 @@ def _bought_sold_bars(ax, table: pd.DataFrame, labels: list[str]) -> None:
     ax.legend(fontsize=8, ncols=2)
 
 
-def session_premium_by_strike(flow: SessionFlow, strikes: int = 30) -> Chart:
-    """Premium bought and sold by the aggressor at the session's busiest strikes, calls beside puts."""
+def session_premium_by_strike(flow: SessionFlow, strikes: int = 30,
+                              walls: dict[str, float | None] | None = None) -> Chart:
+    """Premium bought and sold by the aggressor at the session's busiest strikes, calls beside puts;
+    `walls` (name -> strike, from `nqflow.engine.gex`) are marked where they fall among them."""
     fig, ax = plt.subplots(figsize=(12, 4.5))
     table = flow.by_strike()
     if table.empty:
@@ -338,6 +340,14 @@ def session_premium_by_strike(flow: SessionFlow, strikes: int = 30) -> Chart:
     busiest = table.sum(axis=1).nlargest(strikes).index
     table = table.loc[sorted(busiest)]
     _bought_sold_bars(ax, table, [f"{k:,.0f}" for k in table.index])
+    marked = []
+    for name, strike in (walls or {}).items():
+        if strike is not None and table.index.min() <= strike <= table.index.max():
+            position = float(np.interp(strike, table.index.to_numpy(dtype=float), np.arange(len(table))))
+            ax.axvline(position, color="#57606a", linestyle=":", linewidth=1.4, label=f"{name} {strike:,.0f}")
+            marked.append(f"{name} {strike:,.0f}")
+    if marked:
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("strike (index points), all expiries")
     ax.set_title(f"Session {flow.trade_date}: premium by strike, the {len(table)} busiest strikes")
     fig.tight_layout()
@@ -345,7 +355,8 @@ def session_premium_by_strike(flow: SessionFlow, strikes: int = 30) -> Chart:
     return Chart(fig, f"Bar chart of option premium bought (up) and sold (down) by the aggressor at the {len(table)} "
                       f"busiest strikes of session {flow.trade_date}, calls beside puts; the most net bought is "
                       f"{net.idxmax():,.0f} ({_millions(net.max())}), the most net sold {net.idxmin():,.0f} "
-                      f"({_millions(net.min())}).")
+                      f"({_millions(net.min())})" + (f"; dealer walls marked: {', '.join(marked)}" if marked else "")
+                      + ".")
 
 
 def session_premium_by_expiry(flow: SessionFlow, expiries: int = 14) -> Chart:
@@ -474,15 +485,17 @@ def gex_headline(positioning: DealerPositioning, before: DealerPositioning | Non
         if before is None or now is None or then is None:
             return ""
         return f" ({now - then:+,.0f} since {before.session})"
+    def then(name: str) -> float | None:
+        return None if before is None else getattr(before, name)
     p = positioning
     flips = p.crossings
     several = f" (crossings at {', '.join(f'{c:,.0f}' for c in flips)}: the nearest is shown)" if len(flips) > 1 else ""
     skipped = "; ".join(f"{n:,} {why}" for why, n in p.skipped.items()) or "none"
     return (f"**Session** {p.session} | **{p.future}** {p.future_price:,.2f} | **total GEX** {usd(p.total_gex_usd)} "
-            f"per 1% | **call wall** {strike(p.call_wall)}{change(p.call_wall, before and before.call_wall)} | "
-            f"**put wall** {strike(p.put_wall)}{change(p.put_wall, before and before.put_wall)} | "
+            f"per 1% | **call wall** {strike(p.call_wall)}{change(p.call_wall, then('call_wall'))} | "
+            f"**put wall** {strike(p.put_wall)}{change(p.put_wall, then('put_wall'))} | "
             f"**absolute-gamma strike** {strike(p.abs_gamma_strike)} | **zero gamma** {strike(p.zero_gamma)}"
-            f"{change(p.zero_gamma, before and before.zero_gamma)}{several}\n\n"
+            f"{change(p.zero_gamma, then('zero_gamma'))}{several}\n\n"
             f"{len(p.options):,} options counted; left out (no implied volatility from their settlement): {skipped}.")
 
 

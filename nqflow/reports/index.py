@@ -103,14 +103,16 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
     session_rows = []
     for day in sorted(sessions, reverse=True):
         counts = sessions[day]
-        report, off_book = daily.get(("session", day)), daily.get(("off_book", day))
+        report, off_book, gex = daily.get(("session", day)), daily.get(("off_book", day)), daily.get(("gex", day))
         session_rows.append(
             f"<tr><td>{html.escape(day)}</td><td class=number>{window_status[(day, 'ok')]}</td>"
             f"<td class=number>{window_status[(day, 'failed')]}</td><td class=number>{sum(counts.values())}</td>"
             f"<td>{html.escape(', '.join(f'{k} {v}' for k, v in sorted(counts.items())))}</td>"
             f"<td>{link(report.html_path, 'session report') if report is not None else ''}</td>"
             f"<td>{link(off_book.html_path, 'off-book report') if off_book is not None else ''}"
-            f"{html.escape(' ' + off_book.status) if off_book is not None and off_book.status != 'ok' else ''}</td></tr>")
+            f"{html.escape(' ' + off_book.status) if off_book is not None and off_book.status != 'ok' else ''}</td>"
+            f"<td>{link(gex.html_path, 'dealer gamma') if gex is not None else ''}"
+            f"{html.escape(' ' + gex.status) if gex is not None and gex.status != 'ok' else ''}</td></tr>")
 
     alert_rows, options = [], {key: set() for key in FILTERS}
     for alert in sorted(alerts, key=lambda a: a.get("event_time") or a["window_start"], reverse=True):
@@ -168,7 +170,7 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
 {len(windows)} windows.</p>
 <h2>Sessions</h2>
 <table id="sessions"><thead><tr><th>session</th><th>windows ok</th><th>windows failed</th><th>alerts</th>
-<th>by kind</th><th>session report</th><th>off the order book</th></tr></thead>
+<th>by kind</th><th>session report</th><th>off the order book</th><th>dealer positioning</th></tr></thead>
 <tbody>{''.join(session_rows)}</tbody></table>
 <h2>Alerts</h2>
 <p class="filters">{selects}<label>premium at least ($M) <input data-filter="premium" type="number" min="0"

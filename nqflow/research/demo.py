@@ -104,6 +104,14 @@ def demo(args, config: Config, make_scheduler) -> int:
         run = scheduler.process_daily("session", day)
         print(f"   {run.summary.get('alerts', 0) if run.summary else 0} alert(s) recorded in the session; "
               f"report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else ""))
+    last_day = max(cal.session_of(start)[0] for start, _ in windows)
+    print(f"\n== session {last_day}: dealer positioning (gamma by strike, walls, zero gamma from that morning's "
+          f"open interest)")
+    sys.stdout.flush()
+    clock.current = max(clock.current, scheduler.ready_at("gex", last_day) + pd.Timedelta(hours=1))
+    run = scheduler.process_daily("gex", last_day)
+    print(f"   call wall {run.summary.get('call_wall')}, put wall {run.summary.get('put_wall')}, zero gamma "
+          f"{run.summary.get('zero_gamma')}; report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else ""))
     index = scheduler.refresh_index()
     print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
     return 0

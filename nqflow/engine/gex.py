@@ -1,0 +1,257 @@
+"""Dealer positioning: gamma exposure (GEX) by strike from CME open interest and settlement.
+
+The convention (the common one; every page that shows GEX states it):
+
+- per option, GEX = gamma x open interest x multiplier x F^2 x 0.01: dollars of the option's own
+  underlying future F that dealers must trade per 1% move of F;
+- calls count +, puts -: dealers are assumed long the calls customers write and short the puts
+  customers buy. That is an assumption about who holds the open interest, not a fact CME
+  publishes; it is the one assumption of the settled view;
+- gamma is Black-76 at the implied volatility that reproduces the option's settlement price on
+  its own underlying future, with time to expiry in real hours (a 0DTE option has hours left, not
+  a day), measured from the session's open;
+- call wall: the strike with the largest call GEX; put wall: the strike with the largest absolute
+  put GEX; absolute-gamma strike: the largest |call| + |put| GEX;
+- zero gamma (the flip): total GEX re-evaluated over a grid of hypothetical futures prices (every
+  option repriced there, its volatility kept: sticky strike), the crossing nearest the current
+  price; when there are several crossings, all are listed.
+
+Inputs, for session D: the open interest CME published the morning of D (stat type 9) and the
+settlement of the session before (stat type 3). An option whose settlement gives no implied
+volatility (no settlement, or at or below intrinsic value) is left out of every sum and counted,
+never a NaN. The underlying future's price is its last trade before D's open; a future that did
+not trade takes the forward that put-call parity gives from the settlements of its own options.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nqflow.errors import DataNotYetAvailable
+from nqflow.market import hours as cal
+from nqflow.market.frames import DataSource, OPEN_INTEREST_STAT_TYPE, future_fills, session_bounds
+from nqflow.market.pricing import implied_vol
+
+SETTLEMENT = 3
+YEAR_HOURS = 365.0 * 24.0
+#: The grid of hypothetical futures prices for zero gamma, as moves from the current price.
+FLIP_GRID = np.linspace(-0.10, 0.10, 401)
+
+OPTION_COLUMNS = ["instrument_id", "symbol", "underlying", "expiry", "expiration", "strike", "put_call",
+                  "multiplier", "open_interest", "settlement", "future_price", "years", "implied_vol", "gamma",
+                  "gex_usd"]
+
+CONVENTION = ("GEX = gamma x open interest x $20 x F^2 x 1%, per 1% move of each option's own future; calls +, "
+              "puts - (dealers assumed long the calls customers write and short the puts customers buy); gamma by "
+              "Black-76 at the implied volatility of the previous settlement, time to expiry in hours.")
+
+
+def black76_gamma(forward, strike, years, vol) -> np.ndarray:
+    """Black-76 gamma (undiscounted, r = 0 as nqflow's pricing): d2V/dF2, the same for calls and puts."""
+    forward, strike, years, vol = (np.asarray(x, dtype=float) for x in (forward, strike, years, vol))
+    sd = vol * np.sqrt(np.maximum(years, 1e-9))
+    d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
+    return np.exp(-0.5 * d1 * d1) / np.sqrt(2.0 * np.pi) / (forward * sd)
+
+
+def option_gex(gamma, open_interest, multiplier, forward, put_call) -> np.ndarray:
+    """Dollars per 1% move of the future: gamma x OI x multiplier x F^2 x 0.01, calls +, puts -."""
+    sign = np.where(np.asarray(put_call) == "C", 1.0, -1.0)
+    return sign * np.asarray(gamma) * np.asarray(open_interest) * np.asarray(multiplier) * \
+        np.asarray(forward, dtype=float) ** 2 * 0.01
+
+
+@dataclass
+class DealerPositioning:
+    """A session's dealer positioning (see the module doc)."""
+
+    session: dt.date
+    future: str
+    future_price: float
+    options: pd.DataFrame                     # OPTION_COLUMNS, the options counted
+    skipped: dict[str, int]                   # why options were left out -> how many
+    crossings: list[float] = field(default_factory=list)
+    profile: pd.DataFrame = field(default_factory=pd.DataFrame)  # future_price, total_gex_usd
+
+    @property
+    def by_strike(self) -> pd.DataFrame:
+        """Call, put and net GEX per strike (all expiries summed), strikes ascending."""
+        o = self.options
+        calls = o[o["put_call"] == "C"].groupby("strike")["gex_usd"].sum()
+        puts = o[o["put_call"] == "P"].groupby("strike")["gex_usd"].sum()
+        frame = pd.DataFrame({"call_gex_usd": calls, "put_gex_usd": puts}).fillna(0.0).sort_index()
+        frame["net_gex_usd"] = frame["call_gex_usd"] + frame["put_gex_usd"]
+        return frame.rename_axis("strike").reset_index()
+
+    @property
+    def by_expiry(self) -> pd.DataFrame:
+        """Call, put and net GEX per expiry, nearest first."""
+        o = self.options
+        grouped = o.groupby(["expiration", "expiry", "put_call"])["gex_usd"].sum().unstack("put_call", fill_value=0.0)
+        frame = pd.DataFrame({"call_gex_usd": grouped.get("C", 0.0), "put_gex_usd": grouped.get("P", 0.0)})
+        frame["net_gex_usd"] = frame["call_gex_usd"] + frame["put_gex_usd"]
+        return frame.reset_index().sort_values("expiration").drop(columns="expiration").reset_index(drop=True)
+
+    def _strike_of_max(self, values: pd.Series) -> float | None:
+        table = self.by_strike
+        if table.empty or not (values.abs() > 0).any():
+            return None
+        return float(table.loc[values.abs().idxmax(), "strike"])
+
+    @property
+    def call_wall(self) -> float | None:
+        return self._strike_of_max(self.by_strike["call_gex_usd"].clip(lower=0.0))
+
+    @property
+    def put_wall(self) -> float | None:
+        return self._strike_of_max(self.by_strike["put_gex_usd"])
+
+    @property
+    def abs_gamma_strike(self) -> float | None:
+        table = self.by_strike
+        return self._strike_of_max(table["call_gex_usd"].abs() + table["put_gex_usd"].abs())
+
+    @property
+    def zero_gamma(self) -> float | None:
+        """The crossing of total GEX nearest the current futures price (None: no crossing in the grid)."""
+        if not self.crossings:
+            return None
+        return min(self.crossings, key=lambda price: abs(price - self.future_price))
+
+    @property
+    def total_gex_usd(self) -> float:
+        return float(self.options["gex_usd"].sum())
+
+    def nearest_wall(self, price: float) -> tuple[str, float] | None:
+        """The wall (call, put or absolute-gamma) nearest `price`: its name and strike."""
+        walls = [(name, strike) for name, strike in (("call wall", self.call_wall), ("put wall", self.put_wall),
+                                                     ("absolute-gamma strike", self.abs_gamma_strike))
+                 if strike is not None]
+        return min(walls, key=lambda wall: abs(wall[1] - price)) if walls else None
+
+    @property
+    def summary(self) -> dict:
+        """The page's figures for the scheduler (the scraps' summary form, like every daily job's),
+        without the by-strike and by-expiry tables."""
+        opens, closes = session_bounds(self.session)
+        figures = {k: v for k, v in self.to_json().items() if k not in ("by_strike", "by_expiry")}
+        return {"window_start": opens.isoformat(), "window_end": closes.isoformat(), "option_trades": 0,
+                "contracts": 0, "premium_usd": 0.0, "empty": self.options.empty,
+                "notes": [f"{n:,} option(s) left out: {why}" for why, n in self.skipped.items()], "alerts": 0,
+                "max_confidence": 0.0, **figures}
+
+    def to_json(self) -> dict:
+        """`scheduler.py gex DATE --json`."""
+        def number(value):
+            return None if value is None else round(float(value), 2)
+        return {
+            "session": str(self.session), "future": self.future, "future_price": number(self.future_price),
+            "call_wall": number(self.call_wall), "put_wall": number(self.put_wall),
+            "abs_gamma_strike": number(self.abs_gamma_strike), "zero_gamma": number(self.zero_gamma),
+            "zero_gamma_crossings": [number(c) for c in self.crossings], "total_gex_usd": number(self.total_gex_usd),
+            "by_strike": [{k: number(v) for k, v in row.items()} for row in self.by_strike.to_dict("records")],
+            "by_expiry": [{"expiry": row["expiry"], **{k: number(row[k]) for k in
+                                                      ("call_gex_usd", "put_gex_usd", "net_gex_usd")}}
+                          for row in self.by_expiry.to_dict("records")],
+            "skipped": self.skipped, "options": len(self.options), "convention": CONVENTION,
+        }
+
+
+def futures_prices(source: DataSource, session: dt.date) -> dict[str, float]:
+    """Each future's last trade price before `session` opens (the previous session's close)."""
+    previous = cal.previous_trading_day(session)
+    start, end = session_bounds(previous)
+    fills = future_fills(source.trades(end - pd.Timedelta(hours=2), end))
+    if fills.empty:
+        return {}
+    last = fills.sort_values("ts_event").groupby("symbol")["price"].last()
+    return {str(symbol): float(price) for symbol, price in last.items()}
+
+
+def parity_forwards(options: pd.DataFrame) -> pd.Series:
+    """Per expiry, the forward put-call parity gives (F = K + C - P at the strike where |C - P| is
+    least): the price of a future that did not trade, from its own options' settlements."""
+    pairs = options.pivot_table(index=["expiry", "strike"], columns="put_call", values="settlement", aggfunc="last")
+    pairs = pairs.dropna(subset=[c for c in ("C", "P") if c in pairs])
+    if pairs.empty or "C" not in pairs or "P" not in pairs:
+        return pd.Series(dtype=float)
+    pairs = pairs.assign(gap=(pairs["C"] - pairs["P"]).abs()).reset_index()
+    best = pairs.loc[pairs.groupby("expiry")["gap"].idxmin()]
+    return pd.Series((best["strike"] + best["C"] - best["P"]).to_numpy(), index=best["expiry"].to_numpy())
+
+
+def dealer_positioning(source: DataSource, session: dt.date) -> DealerPositioning:
+    """Session `session`'s dealer positioning from the morning's open interest and the previous
+    settlement (see the module doc). Raises DataNotYetAvailable while either is missing."""
+    opens, _ = session_bounds(session)
+    statistics = source.statistics(session)
+    oi = statistics[statistics["stat_type"] == OPEN_INTEREST_STAT_TYPE]
+    settle = statistics[statistics["stat_type"] == SETTLEMENT]
+    if oi.empty or settle.empty:
+        missing = "open interest" if oi.empty else "the previous session's settlement prices"
+        raise DataNotYetAvailable(f"dealer positioning for session {session} waits for {missing} (CME publishes "
+                                  f"them the morning of the session): try again after its open")
+    chain = source.chain(session)
+    options = chain[chain["put_call"].isin(["C", "P"])].copy()
+    options["open_interest"] = options["instrument_id"].map(
+        oi.sort_values("ts_event").groupby("instrument_id")["quantity"].last())
+    options["settlement"] = options["instrument_id"].map(
+        settle.sort_values("ts_event").groupby("instrument_id")["price"].last())
+    options["expiry"] = options["symbol"].astype(str).str.split(" ", n=1).str[0]
+    traded = futures_prices(source, session)
+    parity = parity_forwards(options)
+    options["future_price"] = options["underlying"].astype(str).map(traded)
+    options["future_price"] = options["future_price"].fillna(options["expiry"].map(parity))
+    settled_at = session_bounds(cal.previous_trading_day(session))[1]
+    expiration_hours = (options["expiration"] - settled_at).dt.total_seconds() / 3600.0
+    options["years"] = ((options["expiration"] - opens).dt.total_seconds() / 3600.0 / YEAR_HOURS).clip(lower=0.0)
+
+    is_call = (options["put_call"] == "C").to_numpy()
+    strike, forward = options["strike"].to_numpy(dtype=float), options["future_price"].to_numpy(dtype=float)
+    intrinsic = np.where(is_call, np.maximum(forward - strike, 0.0), np.maximum(strike - forward, 0.0))
+    price = options["settlement"].to_numpy(dtype=float)
+    reasons = np.select(
+        [np.isnan(options["open_interest"].to_numpy(dtype=float)), np.isnan(price), np.isnan(forward),
+         (options["years"] <= 0).to_numpy() | (expiration_hours <= 0).to_numpy(), price <= intrinsic + 1e-9],
+        ["no open interest published", "no settlement", "no price for its future", "expired",
+         "settlement at or below intrinsic value"], default="")
+    kept = options[reasons == ""].copy()
+    settle_years = (expiration_hours[reasons == ""] / YEAR_HOURS).to_numpy()
+    kept["implied_vol"] = implied_vol(kept["settlement"], kept["future_price"], kept["strike"], settle_years,
+                                      kept["put_call"] == "C")
+    kept["gamma"] = black76_gamma(kept["future_price"], kept["strike"], kept["years"], kept["implied_vol"])
+    kept["gex_usd"] = option_gex(kept["gamma"], kept["open_interest"], kept["multiplier"], kept["future_price"],
+                                 kept["put_call"])
+    skipped = {str(k): int(v) for k, v in pd.Series(reasons[reasons != ""]).value_counts().items()}
+    front = max(traded, key=lambda s: (options["underlying"] == s).sum()) if traded else \
+        str(options["underlying"].mode().iloc[0])
+    front_price = traded.get(front, float(kept.loc[kept["underlying"] == front, "future_price"].median()))
+    positioning = DealerPositioning(session, front, float(front_price), kept[OPTION_COLUMNS].reset_index(drop=True),
+                                    skipped)
+    positioning.profile, positioning.crossings = gex_profile(positioning.options, positioning.future_price)
+    return positioning
+
+
+def gex_profile(options: pd.DataFrame, price: float, grid: np.ndarray = FLIP_GRID) -> tuple[pd.DataFrame, list[float]]:
+    """Total GEX with every future moved by the same share (sticky-strike volatility), over
+    `grid`, and the prices where it changes sign (interpolated, ascending)."""
+    if options.empty:
+        return pd.DataFrame({"future_price": price * (1 + grid), "total_gex_usd": 0.0}), []
+    forward = options["future_price"].to_numpy(dtype=float)[None, :] * (1.0 + grid[:, None])
+    gamma = black76_gamma(forward, options["strike"].to_numpy(dtype=float)[None, :],
+                          options["years"].to_numpy(dtype=float)[None, :],
+                          options["implied_vol"].to_numpy(dtype=float)[None, :])
+    total = option_gex(gamma, options["open_interest"].to_numpy(dtype=float)[None, :],
+                       options["multiplier"].to_numpy(dtype=float)[None, :], forward,
+                       options["put_call"].to_numpy()[None, :]).sum(axis=1)
+    prices = price * (1.0 + grid)
+    crossings = []
+    for i in np.flatnonzero(np.sign(total[:-1]) * np.sign(total[1:]) < 0):
+        share = total[i] / (total[i] - total[i + 1])
+        crossings.append(float(prices[i] + share * (prices[i + 1] - prices[i])))
+    return pd.DataFrame({"future_price": prices, "total_gex_usd": total}), crossings
+

@@ -1,0 +1,110 @@
+"""Dealer positioning (#25): GEX right by hand-checked numbers, the flip on a chain with a known
+crossing, walls where the open interest is, and a session of the sample market read whole."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import brentq
+
+from nqflow.engine.gex import DealerPositioning, black76_gamma, dealer_positioning, gex_profile, option_gex
+from nqflow.errors import DataNotYetAvailable
+from nqflow.paths import REPO_ROOT
+
+
+def test_gex_of_three_options_by_hand():
+    # F = 20,000, sigma = 20%, T = 0.25 years: sigma sqrt(T) = 0.1, d1 = (ln(F/K) + 0.005) / 0.1.
+    # At K = 20,000: d1 = 0.05, n(d1) = exp(-0.00125) / sqrt(2 pi) = 0.398444, gamma = 0.398444 / (20,000 x 0.1)
+    # = 1.99222e-4; GEX = gamma x 100 OI x $20 x 20,000^2 x 1% = 1.99222e-4 x 8e9 = $1,593,776 (a call: +).
+    # At K = 19,500 (a put, 200 OI): d1 = (0.025318 + 0.005) / 0.1 = 0.30318, n = 0.381023, gamma = 1.90512e-4,
+    # GEX = -1.90512e-4 x 1.6e10 = -$3,048,184 (a put: -).
+    # At K = 20,500 (a call, 50 OI): d1 = -0.196926, n = 0.391281, gamma = 1.95641e-4, GEX = +$782,562.
+    forward, years, vol = 20_000.0, 0.25, 0.20
+    strikes = np.array([20_000.0, 19_500.0, 20_500.0])
+    gamma = black76_gamma(forward, strikes, years, vol)
+    assert gamma == pytest.approx([1.99222e-4, 1.90512e-4, 1.95641e-4], rel=2e-5)
+    gex = option_gex(gamma, [100, 200, 50], 20.0, forward, ["C", "P", "C"])
+    assert gex == pytest.approx([1_593_776, -3_048_184, 782_562], abs=60)
+    assert math.isclose(gex.sum(), 1_593_776 - 3_048_184 + 782_562, abs_tol=150)
+
+
+def chain(rows: list[tuple[str, float, float]], forward: float = 20_000.0, years: float = 30 / 365) -> pd.DataFrame:
+    """Options of one expiry as `dealer_positioning` keeps them: (put_call, strike, open interest)."""
+    frame = pd.DataFrame(rows, columns=["put_call", "strike", "open_interest"])
+    return frame.assign(instrument_id=range(len(frame)), symbol=[f"NQZ6 {p}{k:.0f}" for p, k, _ in rows],
+                        underlying="NQZ6", expiry="NQZ6", expiration=pd.Timestamp("2026-12-18T14:30Z"),
+                        multiplier=20.0, settlement=np.nan, future_price=forward, years=years, implied_vol=0.2)
+
+
+def test_zero_gamma_is_the_crossing_nearest_the_price_on_a_chain_with_a_known_one():
+    # Heavy puts below and calls above: short gamma as the future falls, long as it rises. The
+    # crossing, solved independently with brentq on the same formula, is what the grid finds.
+    options = chain([("P", 19_000.0, 6_000), ("P", 19_500.0, 4_000), ("C", 20_500.0, 3_000), ("C", 21_000.0, 5_000)])
+
+    def total(price: float) -> float:
+        forward = options["future_price"] * price / 20_000.0
+        gamma = black76_gamma(forward, options["strike"], options["years"], options["implied_vol"])
+        return float(option_gex(gamma, options["open_interest"], 20.0, forward, options["put_call"]).sum())
+    known = brentq(total, 19_000.0, 21_000.0)
+    profile, crossings = gex_profile(options, 20_000.0)
+    assert len(crossings) == 1 and crossings[0] == pytest.approx(known, abs=1.0)
+    positioning = DealerPositioning(dt.date(2026, 11, 25), "NQZ6", 20_000.0,
+                                    options.assign(gex_usd=option_gex(
+                                        black76_gamma(20_000.0, options["strike"], options["years"], 0.2),
+                                        options["open_interest"], 20.0, 20_000.0, options["put_call"])),
+                                    {}, crossings, profile)
+    assert positioning.zero_gamma == pytest.approx(known, abs=1.0)
+    gex = positioning.options.set_index("strike")["gex_usd"]
+    assert positioning.put_wall == gex[gex < 0].abs().idxmax() and positioning.call_wall == gex[gex > 0].idxmax()
+    assert positioning.nearest_wall(positioning.call_wall + 10) == ("call wall", positioning.call_wall)
+
+
+def test_walls_sit_on_a_concentration_of_open_interest():
+    options = chain([("C", 20_000.0, 100), ("C", 20_100.0, 9_000), ("P", 19_900.0, 100), ("P", 19_800.0, 7_000)])
+    gamma = black76_gamma(options["future_price"], options["strike"], options["years"], options["implied_vol"])
+    options["gex_usd"] = option_gex(gamma, options["open_interest"], 20.0, options["future_price"], options["put_call"])
+    positioning = DealerPositioning(dt.date(2026, 11, 25), "NQZ6", 20_000.0, options, {})
+    assert (positioning.call_wall, positioning.put_wall) == (20_100.0, 19_800.0)
+    assert positioning.abs_gamma_strike == 20_100.0
+
+
+def test_a_session_of_the_sample_market_is_read_whole_with_no_nan(source, truth):
+    day = dt.date.fromisoformat(truth["sessions"][-2])
+    positioning = dealer_positioning(source, day)
+    as_json = positioning.to_json()
+    assert positioning.options["gex_usd"].notna().all() and math.isfinite(as_json["total_gex_usd"])
+    assert len(positioning.options) > 10_000 and sum(as_json["skipped"].values()) > 0  # counted, not NaN
+    strikes = set(positioning.options["strike"])
+    assert {as_json["call_wall"], as_json["put_wall"], as_json["abs_gamma_strike"]} <= strikes
+    assert as_json["zero_gamma"] in as_json["zero_gamma_crossings"]
+    assert {row["strike"] for row in as_json["by_strike"]} == strikes
+    by_expiry = sum(row["net_gex_usd"] for row in as_json["by_expiry"])
+    assert by_expiry == pytest.approx(as_json["total_gex_usd"], rel=1e-6)
+    assert as_json["future"].startswith("NQ") and 15_000 < as_json["future_price"] < 30_000
+
+
+def test_a_session_without_its_statistics_waits(source, truth):
+    after = dt.date.fromisoformat(truth["sessions"][-1]) + dt.timedelta(days=3)  # past the sample's last file
+    with pytest.raises(DataNotYetAvailable, match="waits for open interest"):
+        dealer_positioning(source, after)
+
+
+def test_gex_command_prints_one_json_object(sample_dir, truth, tmp_path):
+    day = truth["sessions"][-2]
+    done = subprocess.run([sys.executable, "scheduler.py", "--data-dir", str(sample_dir), "--state-db",
+                           str(tmp_path / "state.sqlite"), "--outputs", str(tmp_path / "out"), "gex", day, "--json"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report) >= {"session", "future", "future_price", "call_wall", "put_wall", "abs_gamma_strike",
+                           "zero_gamma", "total_gex_usd", "by_strike", "by_expiry", "skipped"}
+    assert report["session"] == day and report["by_strike"][0].keys() == {"strike", "call_gex_usd", "put_gex_usd",
+                                                                          "net_gex_usd"}
+    assert (tmp_path / "out" / day / "gex.html").exists() and "call wall" in done.stderr
