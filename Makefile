@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench quality lab sample clean-outputs venv
+.PHONY: demo test test-fast lint bench quality lab sample clean-outputs venv
 
 venv: $(STAMP)
 
@@ -19,9 +19,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) scheduler.py demo
 
-test: $(STAMP)
+NOTEBOOKS := notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb notebooks/session.ipynb notebooks/gex.ipynb
+
+# The whole suite on both cores (pytest-xdist), after the type checker and ruff.
+test: $(STAMP) lint
 	bash .ci/ensure-chromium
-	$(PY) -m pytest tests notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb notebooks/session.ipynb notebooks/gex.ipynb --nbval-lax
+	$(PY) scheduler.py sample
+	$(PY) -m pytest -n 2 --dist loadgroup tests $(NOTEBOOKS) --nbval-lax
+
+# The edit-test loop: everything but the tests marked slow, and no notebooks (under 2 minutes).
+test-fast: $(STAMP)
+	$(PY) scheduler.py sample
+	$(PY) -m pytest -n 2 -m "not slow" tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check nqflow tests bench scheduler.py
+	$(PY) -m ruff format --check nqflow tests bench scheduler.py
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) bench/bench_engine.py

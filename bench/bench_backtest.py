@@ -28,15 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow.research.backtest import backtest, dask_client  # noqa: E402
-from nqflow.engine.baseline import BaselineStore, ensure_history  # noqa: E402
-from nqflow.config import load_config  # noqa: E402
-from nqflow.engine.detect import evaluate  # noqa: E402
-from nqflow.engine.features import compute_features  # noqa: E402
-from nqflow.research.lab import LOOSE, Lab  # noqa: E402
-from nqflow.engine.monitor import REPO_ROOT, load_session  # noqa: E402
-from nqflow.research.sample.generator import SampleSpec, generate_sample_market, load_ground_truth  # noqa: E402
-from nqflow.sources.replay import ReplaySource  # noqa: E402
+from nqflow.config import load_config
+from nqflow.engine.baseline import BaselineStore, ensure_history
+from nqflow.engine.detect import evaluate
+from nqflow.engine.features import compute_features
+from nqflow.engine.monitor import REPO_ROOT, load_session
+from nqflow.research.backtest import backtest, dask_client
+from nqflow.research.lab import LOOSE, Lab
+from nqflow.research.sample.generator import SampleSpec, generate_sample_market, load_ground_truth
+from nqflow.sources.replay import ReplaySource
 
 
 def peak_mb() -> float:
@@ -46,6 +46,7 @@ def peak_mb() -> float:
 def decode_seconds(folder: Path, sessions) -> float:
     """Seconds to decode every DBN file of `sessions` to DataFrames, and nothing else."""
     from nqflow.sources.dbn import read_dbn
+
     paths = [p for day in sessions for p in sorted(folder.glob(f"glbx-mdp3-{day:%Y%m%d}.*.dbn.zst"))]
     t0 = time.perf_counter()
     for path in paths:
@@ -67,9 +68,11 @@ def features_per_session(config, folder: Path, count: int = 6) -> None:
         compute_features(session.windows, expected, config)
         feature_s.append(time.perf_counter() - t1)
         load_s.append(t1 - t0)
-    print(f"features, one session:   median {statistics.median(feature_s):.3f}s (range {min(feature_s):.3f}-"
-          f"{max(feature_s):.3f}s over {len(days)} sessions; target <= 0.3 s); loading its windows and "
-          f"expected volumes beside it: median {statistics.median(load_s):.3f}s")
+    print(
+        f"features, one session:   median {statistics.median(feature_s):.3f}s (range {min(feature_s):.3f}-"
+        f"{max(feature_s):.3f}s over {len(days)} sessions; target <= 0.3 s); loading its windows and "
+        f"expected volumes beside it: median {statistics.median(load_s):.3f}s"
+    )
 
 
 def rethreshold(config, folder: Path, client, count: int = 20) -> None:
@@ -84,21 +87,32 @@ def rethreshold(config, folder: Path, client, count: int = 20) -> None:
             t0 = time.perf_counter()
             alerts = evaluate(lab.features, cfg).alerts
             runs.append(time.perf_counter() - t0)
-        print(f"re-threshold {count} sessions ({label}): median {statistics.median(runs):.3f}s, best {min(runs):.3f}s "
-              f"({len(lab.features):,} windows, {len(lab.features.orders):,} orders, {len(alerts)} alerts; "
-              f"target <= 0.5 s)")
+        print(
+            f"re-threshold {count} sessions ({label}): median {statistics.median(runs):.3f}s, best {min(runs):.3f}s "
+            f"({len(lab.features):,} windows, {len(lab.features.orders):,} orders, {len(alerts)} alerts; "
+            f"target <= 0.5 s)"
+        )
     if truth is not None:
         runs = []
         for _ in range(4):
             t0 = time.perf_counter()
             lab.point()
             runs.append(time.perf_counter() - t0)
-        print(f"  a lab point with precision and recall against ground truth: first {runs[0]:.3f}s, then median "
-              f"{statistics.median(runs[1:]):.3f}s")
-    frames = sum(getattr(lab.features, name).memory_usage(deep=True).sum() for name in
-                 ("windows", "orders", "packages", "volumes", "underlying")) / 1e6
-    print(f"  {count} sessions' features take {frames:.0f} MB in memory; this process's peak RSS so far "
-          f"(the per-session measurement above included): {peak_mb():.0f} MB")
+        print(
+            f"  a lab point with precision and recall against ground truth: first {runs[0]:.3f}s, then median "
+            f"{statistics.median(runs[1:]):.3f}s"
+        )
+    frames = (
+        sum(
+            getattr(lab.features, name).memory_usage(deep=True).sum()
+            for name in ("windows", "orders", "packages", "volumes", "underlying")
+        )
+        / 1e6
+    )
+    print(
+        f"  {count} sessions' features take {frames:.0f} MB in memory; this process's peak RSS so far "
+        f"(the per-session measurement above included): {peak_mb():.0f} MB"
+    )
 
 
 def first_run(config, folder: Path, client, sessions) -> None:
@@ -106,18 +120,31 @@ def first_run(config, folder: Path, client, sessions) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label in ("first run: features, history and alerts", "features kept: re-threshold only"):
             t0 = time.perf_counter()
-            result = backtest(config, sessions[0], sessions[-1], folder, client=client, progress=False,
-                              features_dir=Path(tmp) / "features", baseline_path=Path(tmp) / "baseline.sqlite")
+            result = backtest(
+                config,
+                sessions[0],
+                sessions[-1],
+                folder,
+                client=client,
+                progress=False,
+                features_dir=Path(tmp) / "features",
+                baseline_path=Path(tmp) / "baseline.sqlite",
+            )
             elapsed = time.perf_counter() - t0
             target = "; target <= 60 s, <= 5x the decode" if label.startswith("first") else ""
-            print(f"backtest {len(sessions)} sessions, 2 workers ({label}): {elapsed:6.1f}s  ->  "
-                  f"{len(sessions) / elapsed:.2f} sessions/s, {len(result.windows):,} windows, {len(result.alerts):,} alerts, "
-                  f"{elapsed / decode:.1f}x the decode{target}")
+            print(
+                f"backtest {len(sessions)} sessions, 2 workers ({label}): {elapsed:6.1f}s  ->  "
+                f"{len(sessions) / elapsed:.2f} sessions/s, {len(result.windows):,} windows, "
+                f"{len(result.alerts):,} alerts, "
+                f"{elapsed / decode:.1f}x the decode{target}"
+            )
             if label.startswith("first"):
                 workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
                 print(f"  peak RSS per worker: {', '.join(f'{mb:.0f} MB' for mb in workers.values())} (target <= 1 GB)")
-    print(f"decode only: the same {len(sessions)} sessions' DBN files in {decode:6.1f}s (one process) -> "
-          f"{len(sessions) / decode:.2f} sessions/s")
+    print(
+        f"decode only: the same {len(sessions)} sessions' DBN files in {decode:6.1f}s (one process) -> "
+        f"{len(sessions) / decode:.2f} sessions/s"
+    )
 
 
 def main() -> None:
@@ -125,8 +152,11 @@ def main() -> None:
     config = load_config()
     sample = generate_sample_market(REPO_ROOT / "data" / "sample")
     features_per_session(config, sample)
-    year = generate_sample_market(REPO_ROOT / "data" / f"sample-{count}", SampleSpec(n_sessions=count)) \
-        if count != SampleSpec().n_sessions else sample
+    year = (
+        generate_sample_market(REPO_ROOT / "data" / f"sample-{count}", SampleSpec(n_sessions=count))
+        if count != SampleSpec().n_sessions
+        else sample
+    )
     with dask_client(2, None) as client:
         rethreshold(config, sample, client)
         first_run(config, year, client, ReplaySource(year).sessions_available())

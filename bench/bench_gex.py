@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow.engine import gex  # noqa: E402
-from nqflow.paths import REPO_ROOT  # noqa: E402
-from nqflow.research.sample.generator import generate_sample_market  # noqa: E402
-from nqflow.sources.replay import ReplaySource  # noqa: E402
+from nqflow.engine import gex
+from nqflow.paths import REPO_ROOT
+from nqflow.research.sample.generator import generate_sample_market
+from nqflow.sources.replay import ReplaySource
 
 
 class Loaded:
@@ -54,10 +54,14 @@ def main() -> None:
         began = time.perf_counter()
         positioning = gex.dealer_positioning(loaded, day)
         runs.append(time.perf_counter() - began)
-    print(f"dealer positioning, session {day}: {len(positioning.options):,} options counted, "
-          f"{sum(positioning.skipped.values()):,} left out")
-    print(f"  computation  median {statistics.median(runs):.3f} s (min {min(runs):.3f}, max {max(runs):.3f}) "
-          f"over 5 runs; target <= 0.5 s")
+    print(
+        f"dealer positioning, session {day}: {len(positioning.options):,} options counted, "
+        f"{sum(positioning.skipped.values()):,} left out"
+    )
+    print(
+        f"  computation  median {statistics.median(runs):.3f} s (min {min(runs):.3f}, max {max(runs):.3f}) "
+        f"over 5 runs; target <= 0.5 s"
+    )
     print(f"  first call with the session's statistics, chain and closing futures read: {read_s:.2f} s")
 
 

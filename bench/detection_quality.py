@@ -16,14 +16,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nqflow.research.backtest import backtest  # noqa: E402
-from nqflow.config import load_config  # noqa: E402
-from nqflow.research.lab import summary_table  # noqa: E402
-from nqflow.engine.monitor import REPO_ROOT  # noqa: E402
-from nqflow.engine.offbook import read_off_book_days  # noqa: E402
-from nqflow.research.quality import evaluate  # noqa: E402
-from nqflow.research.sample.generator import generate_sample_market, load_ground_truth  # noqa: E402
-from nqflow.sources.replay import ReplaySource  # noqa: E402
+from nqflow.config import load_config
+from nqflow.engine.monitor import REPO_ROOT
+from nqflow.engine.offbook import read_off_book_days
+from nqflow.research.backtest import backtest
+from nqflow.research.lab import summary_table
+from nqflow.research.quality import evaluate
+from nqflow.research.sample.generator import generate_sample_market, load_ground_truth
+from nqflow.sources.replay import ReplaySource
 
 
 def main() -> None:
@@ -42,8 +42,10 @@ def main() -> None:
     figures["precision"] = summary_table(alerts, truth, config, days)["precision"]
     print(json.dumps(figures, indent=2))
     for alert in alerts[alerts["alert_id"].isin(false_ids)].to_dict("records"):
-        print(f"no planted event: {alert['window_start'][:16]} {alert['kind']} {alert['level']} {alert['symbol']} "
-              f"ratio {alert['ratio'] or 0:.1f} tier {alert['tier'] or 0:g} volume {alert['volume']:,}")
+        print(
+            f"no planted event: {alert['window_start'][:16]} {alert['kind']} {alert['level']} {alert['symbol']} "
+            f"ratio {alert['ratio'] or 0:.1f} tier {alert['tier'] or 0:g} volume {alert['volume']:,}"
+        )
 
 
 if __name__ == "__main__":

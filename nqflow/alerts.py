@@ -72,8 +72,12 @@ class Direction(StrEnum):
     @property
     def verb(self) -> str:
         """The direction in a sentence: bought, sold, traded both ways, traded (aggressor unknown)."""
-        return {Direction.BUY: "bought", Direction.SELL: "sold", Direction.MIXED: "traded both ways",
-                Direction.UNKNOWN: "traded (aggressor unknown)"}[self]
+        return {
+            Direction.BUY: "bought",
+            Direction.SELL: "sold",
+            Direction.MIXED: "traded both ways",
+            Direction.UNKNOWN: "traded (aggressor unknown)",
+        }[self]
 
 
 def usd(value: float | None) -> str:
@@ -168,15 +172,18 @@ class Alert:
     def from_json(cls, data: Any) -> Alert:
         """An alert from its JSON dict (a scrap, a history row); a malformed one is a one-line error."""
         if not isinstance(data, dict):
-            raise DataError("an alert is not a JSON object; the notebook must glue a list of dicts "
-                            "(nqflow.alerts.to_records)")
+            raise DataError(
+                "an alert is not a JSON object; the notebook must glue a list of dicts (nqflow.alerts.to_records)"
+            )
         name = data.get("alert_id", "<no id>")
         missing = [k for k in ALERT_FIELDS if k not in data]
         if missing:
             raise DataError(f"alert {name} lacks fields {missing}; glue nqflow.alerts.to_records(...) in the notebook")
         unknown = sorted(set(data) - set(ALERT_FIELDS))
         if unknown:
-            raise DataError(f"alert {name} has unknown fields {unknown}; glue nqflow.alerts.to_records(...) in the notebook")
+            raise DataError(
+                f"alert {name} has unknown fields {unknown}; glue nqflow.alerts.to_records(...) in the notebook"
+            )
         return cls(**{k: data[k] for k in ALERT_FIELDS})
 
     @property
@@ -187,17 +194,58 @@ class Alert:
 
 # The record's column order, as tables show it (the dataclass must list required fields first).
 ALERT_FIELDS: list[str] = [
-    "alert_id", "kind", "level", "window_start", "window_end", "event_time", "symbol", "symbols",
-    "instrument_ids", "expiry", "expiration", "strike", "put_call", "direction", "sentiment",
-    "volume", "buy_volume", "sell_volume", "baseline", "ratio", "tier", "history_sessions", "p_value",
-    "premium_usd", "buy_premium_usd", "sell_premium_usd", "imbalance", "underlying_price", "open_interest", "volume_oi",
-    "confidence", "label", "reasons", "days_to_expiry", "zero_dte", "strategy", "legs", "net_premium_usd", "net_delta",
+    "alert_id",
+    "kind",
+    "level",
+    "window_start",
+    "window_end",
+    "event_time",
+    "symbol",
+    "symbols",
+    "instrument_ids",
+    "expiry",
+    "expiration",
+    "strike",
+    "put_call",
+    "direction",
+    "sentiment",
+    "volume",
+    "buy_volume",
+    "sell_volume",
+    "baseline",
+    "ratio",
+    "tier",
+    "history_sessions",
+    "p_value",
+    "premium_usd",
+    "buy_premium_usd",
+    "sell_premium_usd",
+    "imbalance",
+    "underlying_price",
+    "open_interest",
+    "volume_oi",
+    "confidence",
+    "label",
+    "reasons",
+    "days_to_expiry",
+    "zero_dte",
+    "strategy",
+    "legs",
+    "net_premium_usd",
+    "net_delta",
 ]
 assert sorted(ALERT_FIELDS) == sorted(spec.name for spec in dataclasses.fields(Alert))
 
 _ENUMS = {"kind": Kind, "level": Level, "label": Label, "direction": Direction, "sentiment": Sentiment}
-_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list[str]": list, "list[int]": list,
-                           "list[dict]": list}
+_TYPES: dict[str, type] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "list[str]": list,
+    "list[int]": list,
+    "list[dict]": list,
+}
 
 
 def _checked(name: str, key: str, value: Any) -> Any:
@@ -214,8 +262,9 @@ def _checked(name: str, key: str, value: Any) -> Any:
         try:
             return _ENUMS[key](value)
         except ValueError:
-            raise DataError(f"alert {name} has unknown {key} {value!r}; expected one of "
-                            f"{', '.join(_ENUMS[key])}") from None
+            raise DataError(
+                f"alert {name} has unknown {key} {value!r}; expected one of {', '.join(_ENUMS[key])}"
+            ) from None
     expected = _TYPES[base]
     if expected is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -294,8 +343,15 @@ class WindowSummary(TypedDict, total=False):
 
 #: Summary fields every window has, with their JSON types (the rest appear when they apply).
 SUMMARY_REQUIRED: dict[str, tuple[type, ...]] = {
-    "window_start": (str,), "window_end": (str,), "option_trades": (int,), "contracts": (int,),
-    "premium_usd": (int, float), "empty": (bool,), "notes": (list,), "alerts": (int,), "max_confidence": (int, float),
+    "window_start": (str,),
+    "window_end": (str,),
+    "option_trades": (int,),
+    "contracts": (int,),
+    "premium_usd": (int, float),
+    "empty": (bool,),
+    "notes": (list,),
+    "alerts": (int,),
+    "max_confidence": (int, float),
 }
 
 
@@ -335,11 +391,15 @@ def one_line(alert: dict | Alert) -> str:
     """A readable one-line summary (console, log lines, message subjects)."""
     a = alert.to_json() if isinstance(alert, Alert) else alert
     if a["kind"] == Kind.HEALTH:
-        return f"[{a['label']}] health {a['symbol']}: {a['reasons'][0] if a['reasons'] else ''} @ {a['event_time'][:19]}Z"
+        return (
+            f"[{a['label']}] health {a['symbol']}: {a['reasons'][0] if a['reasons'] else ''} @ {a['event_time'][:19]}Z"
+        )
     tier = f" {a['tier']:g}x" if a.get("tier") else ""
     if a.get("zero_dte"):
         tier += " 0DTE"
     ratio = f" ratio {a['ratio']:.1f}x" if a.get("ratio") and a["kind"] == Kind.VOLUME_SURGE else ""
-    return (f"[{a['label']} {a['confidence']:.0f}] {a['kind']}{tier} {a['level']} {a['symbol']} "
-            f"{a['direction']} {a.get('sentiment') or ''} vol {a['volume']:,} "
-            f"premium {usd(a['premium_usd'])}{ratio} @ {a['event_time'][:19]}Z").replace("  ", " ")
+    return (
+        f"[{a['label']} {a['confidence']:.0f}] {a['kind']}{tier} {a['level']} {a['symbol']} "
+        f"{a['direction']} {a.get('sentiment') or ''} vol {a['volume']:,} "
+        f"premium {usd(a['premium_usd'])}{ratio} @ {a['event_time'][:19]}Z"
+    ).replace("  ", " ")

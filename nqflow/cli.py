@@ -12,27 +12,34 @@ import logging
 import sys
 from pathlib import Path
 
-from nqflow.market import hours as cal
 from nqflow.alerts import KINDS
 from nqflow.config import load_config, parse_override
 from nqflow.errors import DataNotYetAvailable, ExitCode, NqflowError, UsageError
-from nqflow.paths import resolve
+from nqflow.market import hours as cal
 from nqflow.ops.scheduling import Scheduler
+from nqflow.paths import resolve
 from nqflow.sources import SOURCE_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scheduler.py", description="nqflow: NQ options institutional-flow monitor",
+        prog="scheduler.py",
+        description="nqflow: NQ options institutional-flow monitor",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes:\n" + "\n".join(f"  {code.value}  {EXIT_MEANINGS[code]}" for code in ExitCode))
+        epilog="exit codes:\n" + "\n".join(f"  {code.value}  {EXIT_MEANINGS[code]}" for code in ExitCode),
+    )
     parser.add_argument("--config", help="config file (default config/monitoring.toml)")
     parser.add_argument("--source", choices=list(SOURCE_NAMES), help="data source (default: the config's)")
     parser.add_argument("--data-dir", help="replay folder or Databento cache (default: the config's)")
     parser.add_argument("--outputs", help="outputs folder (default: the config's)")
     parser.add_argument("--state-db", help="SQLite state database (default: the config's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key for this run, e.g. thresholds.large_premium_usd=5e6")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for this run, e.g. thresholds.large_premium_usd=5e6",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="every interval, aligned to the clock, until SIGINT/SIGTERM")
@@ -49,25 +56,41 @@ def _parser() -> argparse.ArgumentParser:
     bt = sub.add_parser("backtest", help="every window of sessions FROM..TO (dates) in parallel with Dask; Parquet out")
     bt.add_argument("start", help="first trade date, e.g. 2026-10-05")
     bt.add_argument("end", help="last trade date (inclusive)")
-    bt.add_argument("--workers", type=_positive, default=2, help="LocalCluster worker processes, at least 1 "
-                                                                  "(ignored with --dask-scheduler)")
-    bt.add_argument("--dask-scheduler", help="address of a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
-    bt.add_argument("--baseline", help="SQLite file for the range's volume baseline; on a remote cluster put it "
-                                       "on storage every worker reads (default: a temporary file)")
+    bt.add_argument(
+        "--workers",
+        type=_positive,
+        default=2,
+        help="LocalCluster worker processes, at least 1 (ignored with --dask-scheduler)",
+    )
+    bt.add_argument(
+        "--dask-scheduler", help="address of a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786"
+    )
+    bt.add_argument(
+        "--baseline",
+        help="SQLite file for the range's volume baseline; on a remote cluster put it "
+        "on storage every worker reads (default: a temporary file)",
+    )
     bt.add_argument("--out", help="folder for alerts.parquet and windows.parquet (default outputs/backtests/FROM_TO)")
     bt.add_argument("--features-dir", help="where session features are stored and reused (default <data>/features)")
     bt.add_argument("--refresh-features", action="store_true", help="recompute stored features even when they match")
     bt.add_argument("--json", action="store_true", help="print counts and output paths as JSON")
-    offbook = sub.add_parser("offbook", help="one session's blocks and other off-book trades, from the next day's "
-                                               "statistics (runs notebooks/offbook.ipynb; alerts go out once)")
+    offbook = sub.add_parser(
+        "offbook",
+        help="one session's blocks and other off-book trades, from the next day's "
+        "statistics (runs notebooks/offbook.ipynb; alerts go out once)",
+    )
     offbook.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
     offbook.add_argument("--json", action="store_true", help="print only the session's off-book alerts as JSON")
-    session = sub.add_parser("session", help="one session's flow report (runs notebooks/session.ipynb; "
-                                             "outputs/YYYY-MM-DD/session.html)")
+    session = sub.add_parser(
+        "session", help="one session's flow report (runs notebooks/session.ipynb; outputs/YYYY-MM-DD/session.html)"
+    )
     session.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
     session.add_argument("--json", action="store_true", help="print only the session's figures as JSON")
-    gex = sub.add_parser("gex", help="one session's dealer positioning: gamma exposure by strike, walls and zero "
-                                     "gamma from that morning's open interest (runs notebooks/gex.ipynb)")
+    gex = sub.add_parser(
+        "gex",
+        help="one session's dealer positioning: gamma exposure by strike, walls and zero "
+        "gamma from that morning's open interest (runs notebooks/gex.ipynb)",
+    )
     gex.add_argument("date", help="the session's trade date, e.g. 2026-11-25")
     gex.add_argument("--json", action="store_true", help="print the session's positioning as one JSON object")
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
@@ -75,17 +98,27 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("end")
     cost.add_argument("--json", action="store_true", help="print the prices as JSON")
     sample = sub.add_parser("sample", help="generate the sample market (data.replay_dir) if it is missing or stale")
-    sample.add_argument("--sessions", type=_positive, help="how many sessions (deterministic; default: the bundled 26); "
-                                                     "e.g. 250 to benchmark a year without checking it in")
+    sample.add_argument(
+        "--sessions",
+        type=_positive,
+        help="how many sessions (deterministic; default: the bundled 26); "
+        "e.g. 250 to benchmark a year without checking it in",
+    )
     sample.add_argument("--out", help="folder to write (default: --data-dir or data.replay_dir)")
     demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
     demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
-    doctor = sub.add_parser("doctor", help="check the set-up: key, data lag, parents, cost, SMTP, Slack, disk "
-                                           "(one line per check with its fix; exit code 1 when one failed)")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the set-up: key, data lag, parents, cost, SMTP, Slack, disk "
+        "(one line per check with its fix; exit code 1 when one failed)",
+    )
     doctor.add_argument("--send-test", action="store_true", help="also send a test message on email and Slack")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
-    status = sub.add_parser("status", help="health verdict, recent windows and deliveries; exit code 0 healthy, "
-                                           "6 degraded, 7 blind (for cron or systemd)")
+    status = sub.add_parser(
+        "status",
+        help="health verdict, recent windows and deliveries; exit code 0 healthy, "
+        "6 degraded, 7 blind (for cron or systemd)",
+    )
     status.add_argument("--json", action="store_true", help="print only the verdict and its details as JSON")
     alerts = sub.add_parser("alerts", help="alert history")
     alerts.add_argument("--since", help="window start at or after this (ISO 8601 with a zone or offset)")
@@ -128,9 +161,15 @@ def _time(text: str):
 
 def _scheduler(args, config, **extra) -> Scheduler:
     overrides = dict(parse_override(o) for o in args.set)
-    return Scheduler(config, source=args.source, data_dir=args.data_dir, overrides=overrides,
-                     outputs_dir=Path(args.outputs) if args.outputs else None,
-                     state_db=Path(args.state_db) if args.state_db else None, **{"say": _say, **extra})
+    return Scheduler(
+        config,
+        source=args.source,
+        data_dir=args.data_dir,
+        overrides=overrides,
+        outputs_dir=Path(args.outputs) if args.outputs else resolve(config.data.outputs_dir),
+        state_db=Path(args.state_db) if args.state_db else resolve(config.data.state_db),
+        **{"say": _say, **extra},
+    )
 
 
 def _say(line: str) -> None:
@@ -143,12 +182,16 @@ def _print_runs(scheduler: Scheduler, runs, args) -> int:
     alerts = [a for run in runs for a in run.alerts]
     failed = [r for r in runs if not r.ok]
     if len(runs) > 1:
-        print(f"{len(runs)} windows: {len(runs) - len(failed)} ok, {len(failed)} failed, {len(alerts)} alert(s); "
-              f"index {scheduler.outputs_dir / 'index.html'}")
+        print(
+            f"{len(runs)} windows: {len(runs) - len(failed)} ok, {len(failed)} failed, {len(alerts)} alert(s); "
+            f"index {scheduler.outputs_dir / 'index.html'}"
+        )
     if failed:
         first = failed[0]
-        raise NqflowError(f"{len(failed)} of {len(runs)} window(s) failed (recorded, retried by `run`); first: "
-                          f"{first.error} (notebook: {first.notebook_path})")
+        raise NqflowError(
+            f"{len(failed)} of {len(runs)} window(s) failed (recorded, retried by `run`); first: "
+            f"{first.error} (notebook: {first.notebook_path})"
+        )
     if getattr(args, "json", False):
         args.emit_json(alerts)
     return 0
@@ -158,6 +201,7 @@ def run_backtest(args, config) -> int:
     import datetime as dt
 
     from nqflow.research.backtest import backtest
+
     try:
         first, last = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     except ValueError:
@@ -167,17 +211,34 @@ def run_backtest(args, config) -> int:
     data_dir = resolve(args.data_dir or config.data.replay_dir)
     if (args.source or config.data.source) == "databento":
         data_dir = resolve(args.data_dir or config.data.cache_dir) / config.universe.dataset  # what was fetched
-    result = backtest(config, first, last, data_dir, workers=args.workers, scheduler_address=args.dask_scheduler,
-                      baseline_path=args.baseline, features_dir=args.features_dir, refresh=args.refresh_features)
+    result = backtest(
+        config,
+        first,
+        last,
+        data_dir,
+        workers=args.workers,
+        scheduler_address=args.dask_scheduler,
+        baseline_path=args.baseline,
+        features_dir=args.features_dir,
+        refresh=args.refresh_features,
+    )
     outputs = Path(args.outputs) if args.outputs else resolve(config.data.outputs_dir)
     out = Path(args.out) if args.out else outputs / "backtests" / f"{first}_{last}"
     alerts_path, windows_path = result.to_parquet(out)
     if args.json:
         counts = result.alerts["kind"].value_counts() if len(result.alerts) else {}
-        args.emit_json({"first": str(first), "last": str(last), "sessions": len(result.sessions),
-                        "windows": len(result.windows), "alerts": len(result.alerts),
-                        "alerts_by_kind": {str(k): int(v) for k, v in dict(counts).items()},
-                        "alerts_path": str(alerts_path), "windows_path": str(windows_path)})
+        args.emit_json(
+            {
+                "first": str(first),
+                "last": str(last),
+                "sessions": len(result.sessions),
+                "windows": len(result.windows),
+                "alerts": len(result.alerts),
+                "alerts_by_kind": {str(k): int(v) for k, v in dict(counts).items()},
+                "alerts_path": str(alerts_path),
+                "windows_path": str(windows_path),
+            }
+        )
     print(result.counts().to_string())
     print(f"\n{len(result.alerts)} alert(s) in {len(result.windows)} windows of {len(result.sessions)} sessions")
     print(f"{alerts_path}\n{windows_path}")
@@ -186,11 +247,16 @@ def run_backtest(args, config) -> int:
 
 def cost(args, config) -> int:
     from nqflow.sources import make_source
+    from nqflow.sources.databento_historical import DatabentoSource
+
     source = make_source(config, "databento", args.data_dir)
+    assert isinstance(source, DatabentoSource)  # the registry's "databento" entry builds one
     start, end = _time(args.start), _time(args.end)
     if end <= start:
-        raise UsageError(f"cost range {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z is reversed or empty; "
-                         f"give the start, then the end")
+        raise UsageError(
+            f"cost range {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z is reversed or empty; "
+            f"give the start, then the end"
+        )
     total, prices = 0.0, {}
     for schema in ("trades", "definition", "statistics"):
         dollars = source.estimate_cost(schema, start, end)
@@ -198,15 +264,25 @@ def cost(args, config) -> int:
         prices[schema] = dollars
         print(f"{schema:<11} ${dollars:,.2f}")
     if args.json:
-        args.emit_json({"start": start.isoformat(), "end": end.isoformat(), "usd": prices, "total_usd": total,
-                        "budget_usd": config.databento.budget_usd})
-    print(f"{'total':<11} ${total:,.2f}  ({config.universe.dataset}, {', '.join(source.symbols)}; "
-          f"{start:%Y-%m-%d %H:%M}Z-{end:%Y-%m-%d %H:%M}Z; budget per pull ${config.databento.budget_usd:,.2f})")
+        args.emit_json(
+            {
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "usd": prices,
+                "total_usd": total,
+                "budget_usd": config.databento.budget_usd,
+            }
+        )
+    print(
+        f"{'total':<11} ${total:,.2f}  ({config.universe.dataset}, {', '.join(source.symbols)}; "
+        f"{start:%Y-%m-%d %H:%M}Z-{end:%Y-%m-%d %H:%M}Z; budget per pull ${config.databento.budget_usd:,.2f})"
+    )
     return 0
 
 
 def status(args, config) -> int:
     from nqflow.ops import health
+
     scheduler = _scheduler(args, config)
     now = scheduler.clock.now()
     conditions = scheduler.health_conditions()
@@ -216,33 +292,48 @@ def status(args, config) -> int:
     basis = scheduler.health_basis()
     if args.json:
         done = windows[windows["status"] == "ok"]
-        args.emit_json({
-            "verdict": verdict.name.lower(), "exit_code": int(verdict.exit_code), "now": now.isoformat(), **basis,
-            "conditions": [c.to_json() for c in conditions],
-            "last_ok_window": done["window_start"].max() if len(done) else None,
-            "windows": {str(k): int(v) for k, v in windows["status"].value_counts().items()},
-            "deliveries": {f"{channel}:{status}": int(n) for (channel, status), n in
-                           deliveries.groupby(["channel", "status"]).size().items()} if len(deliveries) else {},
-        })
+        args.emit_json(
+            {
+                "verdict": verdict.name.lower(),
+                "exit_code": int(verdict.exit_code),
+                "now": now.isoformat(),
+                **basis,
+                "conditions": [c.to_json() for c in conditions],
+                "last_ok_window": done["window_start"].max() if len(done) else None,
+                "windows": {str(k): int(v) for k, v in windows["status"].value_counts().items()},
+                "deliveries": {
+                    f"{channel}:{status}": int(n)
+                    for (channel, status), n in deliveries.groupby(["channel", "status"]).size().items()
+                }
+                if len(deliveries)
+                else {},
+            }
+        )
         return int(verdict.exit_code)
-    against = (f"the data source's end, {basis['data_end'][:16]}Z" if basis["measured_against"] == "data_end"
-               and basis["data_end"] else "the clock")
+    against = (
+        f"the data source's end, {basis['data_end'][:16]}Z"
+        if basis["measured_against"] == "data_end" and basis["data_end"]
+        else "the clock"
+    )
     print(f"health: {verdict.name.lower()} (open-market windows measured against {against})")
     for condition in conditions:
         print(f"  {condition.verdict.name.lower()}: {condition.detail}")
     if windows.empty:
         print("no windows recorded yet")
         return int(verdict.exit_code)
-    print(windows.head(20)[["window_start", "status", "attempts", "alerts", "duration_s", "last_error"]]
-          .to_string(index=False))
+    print(
+        windows.head(20)[["window_start", "status", "attempts", "alerts", "duration_s", "last_error"]].to_string(
+            index=False
+        )
+    )
     if len(deliveries):
         print("\ndeliveries:\n" + deliveries.groupby(["channel", "status"]).size().to_string())
     return int(verdict.exit_code)
 
 
 def doctor(args, config) -> int:
-    from nqflow.ops.doctor import run_doctor
-    from nqflow.ops.doctor import Check
+    from nqflow.ops.doctor import Check, run_doctor
+
     try:
         scheduler = _scheduler(args, config)
     except NqflowError as exc:  # e.g. an unwritable state folder: the first check, failed
@@ -251,8 +342,13 @@ def doctor(args, config) -> int:
         checks = run_doctor(scheduler, send_test=args.send_test)
     failed = sum(c.status == "FAIL" for c in checks)
     if args.json:
-        args.emit_json({"ready": not failed, "failed": failed,
-                        "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks]})
+        args.emit_json(
+            {
+                "ready": not failed,
+                "failed": failed,
+                "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks],
+            }
+        )
     for check in checks:
         print(check.line())
     print(f"{len(checks)} checks, {failed} failed" + ("" if failed else ": ready"))
@@ -267,6 +363,7 @@ def alerts_history(args, config) -> int:
         args.emit_json(rows)
     else:
         from nqflow.alerts import one_line
+
         for alert in rows:
             print(one_line(alert))
         print(f"{len(rows)} alert(s)")
@@ -296,18 +393,23 @@ def window(args, config) -> int:
 def backfill(args, config) -> int:
     start, end = _time(args.start), _time(args.end)
     if end <= start:
-        raise UsageError(f"backfill range {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z is reversed or empty; "
-                         f"give the first window's start, then the end")
+        raise UsageError(
+            f"backfill range {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z is reversed or empty; "
+            f"give the first window's start, then the end"
+        )
     scheduler = _scheduler(args, config)
     windows = cal.windows_between(start, end, config.schedule.interval_minutes)
     if not any(cal.window_is_open(*w) for w in windows):
-        raise UsageError(f"no open-market window in {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z "
-                         f"(CME Globex equity options halt, weekend or holiday); pick a range with open market")
+        raise UsageError(
+            f"no open-market window in {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z "
+            f"(CME Globex equity options halt, weekend or holiday); pick a range with open market"
+        )
     return _print_runs(scheduler, scheduler.process_windows(windows, progress=True), args)
 
 
 def _trade_date(text: str, command: str):
     import datetime as dt
+
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
@@ -337,8 +439,12 @@ def _daily(args, config, job: str, done) -> int:
 
 
 def offbook(args, config) -> int:
-    return _daily(args, config, "off_book", lambda run: f"{run.summary.get('off_book_contracts', 0):,} contracts off "
-                                                        f"the book, {len(run.alerts)} alert(s)")
+    return _daily(
+        args,
+        config,
+        "off_book",
+        lambda run: f"{run.summary.get('off_book_contracts', 0):,} contracts off the book, {len(run.alerts)} alert(s)",
+    )
 
 
 def gex(args, config) -> int:
@@ -346,18 +452,30 @@ def gex(args, config) -> int:
     by strike and by expiry included, computed here from the same source."""
     if args.json:
         from nqflow.engine.gex import dealer_positioning
+
         day = _trade_date(args.date, "gex")
         positioning = dealer_positioning(_scheduler(args, config).data_source(), day)
         json_out = args.emit_json
         args.emit_json = lambda _summary: json_out(positioning.to_json())
-    return _daily(args, config, "gex", lambda run: f"call wall {run.summary.get('call_wall')}, put wall "
-                                                   f"{run.summary.get('put_wall')}, zero gamma "
-                                                   f"{run.summary.get('zero_gamma')}")
+    return _daily(
+        args,
+        config,
+        "gex",
+        lambda run: (
+            f"call wall {run.summary.get('call_wall')}, put wall "
+            f"{run.summary.get('put_wall')}, zero gamma "
+            f"{run.summary.get('zero_gamma')}"
+        ),
+    )
 
 
 def session(args, config) -> int:
-    return _daily(args, config, "session", lambda run: f"{run.summary.get('contracts', 0):,} contracts, "
-                                                       f"{run.summary.get('alerts', 0)} alert(s) recorded")
+    return _daily(
+        args,
+        config,
+        "session",
+        lambda run: f"{run.summary.get('contracts', 0):,} contracts, {run.summary.get('alerts', 0)} alert(s) recorded",
+    )
 
 
 def run(args, config) -> int:
@@ -367,13 +485,17 @@ def run(args, config) -> int:
 
 def demo(args, config) -> int:
     from nqflow.research.demo import demo as run_demo
+
     return run_demo(args, config, _scheduler)
 
 
 def sample(args, config) -> int:
     from nqflow.research.sample.generator import SampleSpec, generate_sample_market
+
     if args.sessions is not None and args.sessions < 2:
-        raise UsageError(f"--sessions must be at least 2 (a session and the next day's statistics), not {args.sessions}")
+        raise UsageError(
+            f"--sessions must be at least 2 (a session and the next day's statistics), not {args.sessions}"
+        )
     spec = SampleSpec(n_sessions=args.sessions) if args.sessions else SampleSpec()
     folder = generate_sample_market(resolve(args.out or args.data_dir or config.data.replay_dir), spec)
     print(f"sample market ready in {folder}")
@@ -381,14 +503,30 @@ def sample(args, config) -> int:
 
 
 #: Subcommand -> handler(args, config) -> exit code.
-COMMANDS = {"run": run, "once": once, "window": window, "backfill": backfill, "backtest": run_backtest,
-            "cost": cost, "gex": gex, "offbook": offbook, "session": session, "demo": demo, "sample": sample, "status": status, "doctor": doctor,
-            "alerts": alerts_history}
+COMMANDS = {
+    "run": run,
+    "once": once,
+    "window": window,
+    "backfill": backfill,
+    "backtest": run_backtest,
+    "cost": cost,
+    "gex": gex,
+    "offbook": offbook,
+    "session": session,
+    "demo": demo,
+    "sample": sample,
+    "status": status,
+    "doctor": doctor,
+    "alerts": alerts_history,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # With --json, stdout holds only the JSON: every human line (the console channel's
     # alerts, progress, what was done) goes to stderr, and the JSON through args.emit_json.
     json_stdout = sys.stdout

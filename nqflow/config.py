@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
 from nqflow.errors import ConfigError
 from nqflow.paths import CONFIG_PATH
+from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PARENTS, NQ_OPTION_PRODUCTS, product_of_parent
 
 DEFAULT_CONFIG_PATH = CONFIG_PATH
 
@@ -236,10 +236,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         full = f"{prefix}.{key}" if prefix else key
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else f"; known keys: {', '.join(names)}"
+            hint = (
+                f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+                if close
+                else f"; known keys: {', '.join(names)}"
+            )
             raise ConfigError(f"unknown config key {full}{hint}")
         annotation = hints[key]
-        if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             kwargs[key] = _build(annotation, value, full)
         else:
             kwargs[key] = _coerce(value, annotation, full)
@@ -257,7 +261,9 @@ def _validate(config: Config) -> Config:
         if getattr(t, key) <= 0:
             raise ConfigError(f"config key thresholds.{key} must be positive, got {getattr(t, key)}")
     if t.watch_premium_usd < 0:
-        raise ConfigError(f"config key thresholds.watch_premium_usd must be 0 (off) or positive, got {t.watch_premium_usd}")
+        raise ConfigError(
+            f"config key thresholds.watch_premium_usd must be 0 (off) or positive, got {t.watch_premium_usd}"
+        )
     for key in ("dominance_share", "sweep_block_share", "direction_share", "surge_max_order_share"):
         if not 0 < getattr(t, key) <= 1:
             raise ConfigError(f"config key thresholds.{key} must be in (0, 1], got {getattr(t, key)}")
@@ -267,25 +273,33 @@ def _validate(config: Config) -> Config:
     if t.baseline_sessions < 1 or t.min_history_sessions < 1:
         raise ConfigError("config keys thresholds.baseline_sessions and min_history_sessions must be at least 1")
     if not 0 <= c.medium <= c.high <= 100:
-        raise ConfigError(f"config keys confidence.medium/high must satisfy 0 <= medium <= high <= 100, got {c.medium}/{c.high}")
+        raise ConfigError(
+            f"config keys confidence.medium/high must satisfy 0 <= medium <= high <= 100, got {c.medium}/{c.high}"
+        )
     for section in ("health", "retention"):
         for key, value in dataclasses.asdict(getattr(config, section)).items():
             if value <= 0:
                 raise ConfigError(f"config key {section}.{key} must be positive, got {value}")
     if config.schedule.interval_minutes <= 0 or 60 % config.schedule.interval_minutes:
-        raise ConfigError(f"config key schedule.interval_minutes must divide 60, got {config.schedule.interval_minutes}")
+        raise ConfigError(
+            f"config key schedule.interval_minutes must divide 60, got {config.schedule.interval_minutes}"
+        )
     return config
 
 
 def _validate_parents(universe: Universe) -> None:
     """Only NQ option products (and, opted in, micro NQ products) are watched: a typo such as
     Q1N.OPT would otherwise resolve to nothing on Databento and fail quietly."""
-    for key, parents, valid in (("option_parents", universe.option_parents, NQ_OPTION_PRODUCTS),
-                                ("micro_option_parents", universe.micro_option_parents, MICRO_NQ_OPTION_PRODUCTS)):
+    for key, parents, valid in (
+        ("option_parents", universe.option_parents, NQ_OPTION_PRODUCTS),
+        ("micro_option_parents", universe.micro_option_parents, MICRO_NQ_OPTION_PRODUCTS),
+    ):
         bad = [p for p in parents if not p.endswith(".OPT") or product_of_parent(p) not in valid]
         if bad:
-            raise ConfigError(f"config key universe.{key} lists {', '.join(bad)}, not NQ option products; "
-                              f"use Databento parents <code>.OPT with codes from {', '.join(valid)}")
+            raise ConfigError(
+                f"config key universe.{key} lists {', '.join(bad)}, not NQ option products; "
+                f"use Databento parents <code>.OPT with codes from {', '.join(valid)}"
+            )
         if len(set(parents)) != len(parents):
             raise ConfigError(f"config key universe.{key} lists a parent twice; remove the repeat")
 

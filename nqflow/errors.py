@@ -12,14 +12,14 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     """`scheduler.py`'s exit codes (listed in `scheduler.py -h` and the README)."""
 
-    OK = 0              # done; `status`: healthy
-    FAILED = 1          # a window, a daily job or a doctor check ran and failed (its error is recorded)
-    USAGE = 2           # a bad command line: unknown option, bad time, reversed range, closed market
-    CONFIG = 3          # a bad config key or value, a missing secret, an unwritable folder, over budget
-    DATA = 4            # market data missing, corrupt or of the wrong kind
-    NOT_YET = 5         # the data is not published yet: try again later (nothing was recorded)
-    DEGRADED = 6        # `status`: a window failed for good or a channel is down
-    BLIND = 7           # `status`: the monitor is not seeing the market
+    OK = 0  # done; `status`: healthy
+    FAILED = 1  # a window, a daily job or a doctor check ran and failed (its error is recorded)
+    USAGE = 2  # a bad command line: unknown option, bad time, reversed range, closed market
+    CONFIG = 3  # a bad config key or value, a missing secret, an unwritable folder, over budget
+    DATA = 4  # market data missing, corrupt or of the wrong kind
+    NOT_YET = 5  # the data is not published yet: try again later (nothing was recorded)
+    DEGRADED = 6  # `status`: a window failed for good or a channel is down
+    BLIND = 7  # `status`: the monitor is not seeing the market
 
 
 class NqflowError(Exception):

@@ -37,6 +37,8 @@ def ensure_writable(folder: Path, what: str, setting: str) -> Path:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         owner = f"user {os.getuid()}" if hasattr(os, "getuid") else "this user"
-        raise StorageError(f"cannot write to the {what} {folder} ({reason}): make it writable for {owner}, "
-                           f"or set {setting} to a folder it can write") from None
+        raise StorageError(
+            f"cannot write to the {what} {folder} ({reason}): make it writable for {owner}, "
+            f"or set {setting} to a folder it can write"
+        ) from None
     return folder

@@ -12,7 +12,12 @@ WEEKDAY_LETTERS = {0: "A", 1: "B", 2: "C", 3: "D"}
 #: and serial months (American), ``QNE`` end of month, ``QN1``-``QN4`` Friday weeklies and
 #: ``Q1A``-``Q5D`` Monday-to-Thursday weeklies (European). A weekly lives under its own code.
 NQ_OPTION_PRODUCTS: tuple[str, ...] = (
-    "NQ", "QNE", "QN1", "QN2", "QN3", "QN4",
+    "NQ",
+    "QNE",
+    "QN1",
+    "QN2",
+    "QN3",
+    "QN4",
     *(f"Q{week}{letter}" for letter in WEEKDAY_LETTERS.values() for week in range(1, 6)),
 )
 #: Micro E-mini Nasdaq-100 options ($2 a point): watched only when listed in

@@ -9,8 +9,9 @@ import random
 MAX_DOUBLINGS = 10
 
 
-def backoff_seconds(base_seconds: float, retries_so_far: int, cap_seconds: float | None = None,
-                    jitter: bool = False) -> float:
+def backoff_seconds(
+    base_seconds: float, retries_so_far: int, cap_seconds: float | None = None, jitter: bool = False
+) -> float:
     """Exponential backoff: `base_seconds` doubled per earlier retry (at most `MAX_DOUBLINGS`
     times), capped at `cap_seconds`. With `jitter`, a uniform draw below that ("full jitter"),
     so that many clients failing together do not retry together."""

@@ -31,6 +31,7 @@ def truth(sample_dir) -> dict:
 @pytest.fixture(scope="session")
 def source(sample_dir):
     from nqflow.sources.replay import ReplaySource
+
     return ReplaySource(sample_dir)
 
 
@@ -52,5 +53,16 @@ def feature_store(tmp_path_factory):
     sample (test_backtest, test_features, test_lab): the first builds the features and history
     that the later ones re-read, as a quant's second backtest of a range does."""
     from nqflow.research.backtest import dask_client
+
     with dask_client(2, None) as client:
         yield client, tmp_path_factory.mktemp("features"), tmp_path_factory.mktemp("baseline") / "baseline.sqlite"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (--dist loadgroup), every cell of one notebook runs on one worker, in
+    order, in the kernel nbval started for it."""
+    for item in items:
+        path = str(getattr(item, "path", ""))
+        if path.endswith(".ipynb"):
+            item.add_marker(pytest.mark.xdist_group(f"notebook:{Path(path).name}"))

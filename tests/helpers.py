@@ -13,8 +13,14 @@ from nqflow.paths import REPO_ROOT
 SCREENSHOTS = REPO_ROOT / "outputs" / "screenshots"  # kept for review (outputs/ is git-ignored)
 
 #: The flags that keep Chromium off the network in this closed sandbox (DESIGN "Facts").
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def chromium(p, profile: Path, width: int = 1300, height: int = 1000):
@@ -22,8 +28,13 @@ def chromium(p, profile: Path, width: int = 1300, height: int = 1000):
     binary = shutil.which("chromium")
     if not binary:
         pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
-    return p.chromium.launch_persistent_context(str(profile), executable_path=binary, headless=True,
-                                                viewport={"width": width, "height": height}, args=CHROMIUM_ARGS)
+    return p.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=binary,
+        headless=True,
+        viewport={"width": width, "height": height},
+        args=CHROMIUM_ARGS,
+    )
 
 
 #: What a trader must never meet in a report (run in the page): `NaN`, a Python list literal, a

@@ -17,10 +17,10 @@ import pandas as pd
 import psutil
 
 from nqflow.alerts import plain, to_records
-from nqflow.engine.baseline import BaselineStore
 from nqflow.config import load_config
-from nqflow.errors import NqflowError
+from nqflow.engine.baseline import BaselineStore
 from nqflow.engine.monitor import run_window
+from nqflow.errors import NqflowError
 from nqflow.ops.runner import NotebookRun, execute_window
 from nqflow.ops.scheduling import Scheduler
 from nqflow.sources import make_source
@@ -67,10 +67,16 @@ class SoakExecutor:
         try:
             result = run_window(self.config, start, end, self.source, self.baseline, record_baseline=False)
         except NqflowError as exc:
-            return NotebookRun(path, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0],
-                               duration_s=time.monotonic() - began)
-        return NotebookRun(path, None, alerts=to_records(result.alerts), summary=plain(result.summary),
-                           duration_s=time.monotonic() - began)
+            return NotebookRun(
+                path, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0], duration_s=time.monotonic() - began
+            )
+        return NotebookRun(
+            path,
+            None,
+            alerts=to_records(result.alerts),
+            summary=plain(result.summary),
+            duration_s=time.monotonic() - began,
+        )
 
     def killed(self, start, end, outputs_dir, parameters) -> NotebookRun:
         box: dict = {}
@@ -96,12 +102,24 @@ def main() -> None:
     state = Path(settings["state_dir"])
     clock = FileClock(state / "clock.txt", pd.Timestamp(settings["start"]), pd.Timestamp(settings["end"]))
     source = make_source(config, "databento", settings["cache_dir"])
-    executor = SoakExecutor(config, source, BaselineStore(settings["baseline"]), pd.Timestamp(settings["kill_window"]),
-                            state / "kernel-killed")
+    executor = SoakExecutor(
+        config,
+        source,
+        BaselineStore(settings["baseline"]),
+        pd.Timestamp(settings["kill_window"]),
+        state / "kernel-killed",
+    )
     # The overrides go to the notebook too (the killed window's): it must talk to the stand-in gateway only.
-    scheduler = Scheduler(config, clock=clock, source="databento", data_dir=settings["cache_dir"],
-                          overrides=settings["overrides"], outputs_dir=state / "outputs",
-                          state_db=state / "state.sqlite", executor=executor)
+    scheduler = Scheduler(
+        config,
+        clock=clock,
+        source="databento",
+        data_dir=settings["cache_dir"],
+        overrides=settings["overrides"],
+        outputs_dir=state / "outputs",
+        state_db=state / "state.sqlite",
+        executor=executor,
+    )
     scheduler.run_forever()
 
 

@@ -63,7 +63,7 @@ class _Schema:
 def _read_records(path: Path) -> tuple[str, np.ndarray]:
     raw = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
     meta_len = struct.unpack_from("<I", raw, 4)[0]
-    body = raw[8 + meta_len:]
+    body = raw[8 + meta_len :]
     if not body:
         return "", np.empty((0, 0), np.uint8)
     size = body[0] * 4
@@ -87,7 +87,7 @@ class SampleMarket:
         for schema, chunks in by_schema.items():
             records = np.concatenate(chunks)
             off = TS_RECV_OFFSET[schema]
-            ts = np.ascontiguousarray(records[:, off:off + 8]).view("<u8").ravel()
+            ts = np.ascontiguousarray(records[:, off : off + 8]).view("<u8").ravel()
             iid = np.ascontiguousarray(records[:, 4:8]).view("<u4").ravel()
             order = np.argsort(ts, kind="stable")
             self.schemas[schema] = _Schema(records[order], ts[order], iid[order], mappings)
@@ -114,12 +114,27 @@ class SampleMarket:
         day = pd.Timestamp(min(start_ns, 2**62), tz="UTC").date()
         known = set(self.parent_of.values()) if hasattr(self, "parent_of") else set()
         not_found = [p for p in parents or [] if p not in known]
-        mappings = [SimpleNamespace(raw_symbol=data.mappings[i], intervals=[SimpleNamespace(
-            start_date=day, end_date=day + pd.Timedelta(days=3), symbol=str(i))]) for i in ids if i in data.mappings]
-        metadata = dbn.Metadata(dataset="GLBX.MDP3", start=start_ns, end=end_ns,
-                                stype_in=dbn.SType.PARENT if parents else dbn.SType.RAW_SYMBOL,
-                                stype_out=dbn.SType.INSTRUMENT_ID, schema=dbn.Schema.from_str(schema),
-                                symbols=list(parents or []), partial=[], not_found=not_found, mappings=mappings, ts_out=False)
+        mappings = [
+            SimpleNamespace(
+                raw_symbol=data.mappings[i],
+                intervals=[SimpleNamespace(start_date=day, end_date=day + pd.Timedelta(days=3), symbol=str(i))],
+            )
+            for i in ids
+            if i in data.mappings
+        ]
+        metadata = dbn.Metadata(
+            dataset="GLBX.MDP3",
+            start=start_ns,
+            end=end_ns,
+            stype_in=dbn.SType.PARENT if parents else dbn.SType.RAW_SYMBOL,
+            stype_out=dbn.SType.INSTRUMENT_ID,
+            schema=dbn.Schema.from_str(schema),
+            symbols=list(parents or []),
+            partial=[],
+            not_found=not_found,
+            mappings=mappings,
+            ts_out=False,
+        )
         return bytes(metadata) + data.records[rows].tobytes()
 
     def dbn_zst(self, schema: str, start_ns: int, end_ns: int, parents: list[str]) -> bytes:
@@ -146,8 +161,14 @@ class _Server(ThreadingHTTPServer):
 class StandInGateway:
     """Run with ``with StandInGateway(folder, key, certificate) as gw:``; ``gw.url`` is the gateway."""
 
-    def __init__(self, folder: Path, key: str, server_cert, available_end: pd.Timestamp | None = None,
-                 cost_multiplier: float = 1.0):
+    def __init__(
+        self,
+        folder: Path,
+        key: str,
+        server_cert,
+        available_end: pd.Timestamp | None = None,
+        cost_multiplier: float = 1.0,
+    ):
         self.market = SampleMarket(Path(folder))
         self.key = key
         self.available_end = available_end or self.market.end
@@ -225,14 +246,22 @@ class _Handler(BaseHTTPRequestHandler):
         gw, market = self.gateway, self.gateway.market
         if endpoint == "get_dataset_range":
             end = gw.available_end.isoformat()
-            return self._json(200, {"start": market.start.isoformat(), "end": end,
-                                    "schema": {s: {"start": market.start.isoformat(), "end": end} for s in market.schemas}})
+            return self._json(
+                200,
+                {
+                    "start": market.start.isoformat(),
+                    "end": end,
+                    "schema": {s: {"start": market.start.isoformat(), "end": end} for s in market.schemas},
+                },
+            )
         schema, parents = params.get("schema", "trades"), [s for s in params.get("symbols", "").split(",") if s]
         if params.get("stype_in") != "parent" or not parents or schema not in market.schemas:
             return self._json(422, {"detail": "symbology_invalid_request: expected stype_in=parent symbols"})
         # Like the real service, a parent that resolves to nothing is a warning, not an error.
         unknown = [p for p in parents if p not in set(market.parent_of.values())]
-        warning = {WARNING_HEADER: json.dumps([f"BentoWarning: symbols not found: {', '.join(unknown)}"])} if unknown else {}
+        warning = (
+            {WARNING_HEADER: json.dumps([f"BentoWarning: symbols not found: {', '.join(unknown)}"])} if unknown else {}
+        )
         start_ns, end_ns = _ns(params["start"]), _ns(params["end"])
         if end_ns > gw.available_end.value:
             return self._json(422, {"detail": "data_end_after_available_end: the end is after the available range"})

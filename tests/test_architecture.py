@@ -24,18 +24,35 @@ from nqflow.errors import DataError
 
 
 def test_the_scheduler_process_loads_neither_the_engine_nor_scipy():
-    code = ("import sys, nqflow.ops.scheduling, nqflow.cli; "
-            "print(sorted(m for m in sys.modules if m in ('scipy', 'nqflow.engine.detect', 'nqflow.engine.strategies', 'nqflow.engine.monitor')))")
+    code = (
+        "import sys, nqflow.ops.scheduling, nqflow.cli; "
+        "print(sorted(m for m in sys.modules if m in "
+        "('scipy', 'nqflow.engine.detect', 'nqflow.engine.strategies', 'nqflow.engine.monitor')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 
 
 def alert_json(**changes) -> dict:
     record = {field: None for field in ALERT_FIELDS}
-    record.update(alert_id="a1", kind="large_order", level="instrument", window_start="2026-11-02T15:00:00+00:00",
-                  window_end="2026-11-02T15:15:00+00:00", event_time="2026-11-02T15:03:00+00:00",
-                  symbol="NQZ6 C21000", direction="BUY", sentiment="BULLISH", volume=400, premium_usd=3.2e6,
-                  confidence=72.5, label="HIGH", reasons=["why"], instrument_ids=[42], open_interest=1500.0)
+    record.update(
+        alert_id="a1",
+        kind="large_order",
+        level="instrument",
+        window_start="2026-11-02T15:00:00+00:00",
+        window_end="2026-11-02T15:15:00+00:00",
+        event_time="2026-11-02T15:03:00+00:00",
+        symbol="NQZ6 C21000",
+        direction="BUY",
+        sentiment="BULLISH",
+        volume=400,
+        premium_usd=3.2e6,
+        confidence=72.5,
+        label="HIGH",
+        reasons=["why"],
+        instrument_ids=[42],
+        open_interest=1500.0,
+    )
     record.update(changes)
     return record
 
@@ -49,15 +66,18 @@ def test_alert_json_round_trip_normalises_types_and_enums():
     assert list(alert.to_json()) == ALERT_FIELDS and alert.to_json()["kind"] == "large_order"
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"kind": "block"}, "unknown kind 'block'"),
-    ({"label": "URGENT"}, "unknown label"),
-    ({"volume": "400"}, "field volume should be int"),
-    ({"volume": 400.5}, "field volume should be int"),
-    ({"confidence": 140.0}, "outside [0, 100]"),
-    ({"symbol": None}, "field symbol is missing"),
-    ({"extra": 1}, "unknown fields ['extra']"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"kind": "block"}, "unknown kind 'block'"),
+        ({"label": "URGENT"}, "unknown label"),
+        ({"volume": "400"}, "field volume should be int"),
+        ({"volume": 400.5}, "field volume should be int"),
+        ({"confidence": 140.0}, "outside [0, 100]"),
+        ({"symbol": None}, "field symbol is missing"),
+        ({"extra": 1}, "unknown fields ['extra']"),
+    ],
+)
 def test_a_malformed_alert_is_a_one_line_error_naming_the_field(changes, message):
     with pytest.raises(DataError) as error:
         validate(alert_json(**changes))
@@ -73,11 +93,13 @@ def test_missing_fields_are_named():
 
 def test_every_list_of_kinds_and_levels_derives_from_the_enums():
     from nqflow import cli
-    from nqflow.research import lab
     from nqflow.reports.charts import KIND_COLOURS
+    from nqflow.research import lab
+
     assert KINDS == tuple(Kind) and LEVELS == tuple(Level) and LABELS == ("LOW", "MEDIUM", "HIGH")
-    kind_option = next(a for a in cli._parser()._subparsers._group_actions[0].choices["alerts"]._actions
-                       if a.dest == "kind")
+    kind_option = next(
+        a for a in cli._parser()._subparsers._group_actions[0].choices["alerts"]._actions if a.dest == "kind"
+    )
     assert tuple(kind_option.choices) == KINDS
     assert set(KIND_COLOURS) == set(Kind)
     assert set(lab.CURVES["large_premium_usd"][1]) == {Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY}
@@ -85,6 +107,7 @@ def test_every_list_of_kinds_and_levels_derives_from_the_enums():
 
 def test_to_records_checks_what_the_notebook_glues():
     import pandas as pd
+
     frame = pd.DataFrame([alert_json(open_interest=float("nan"), tier=None)], columns=ALERT_FIELDS)
     (record,) = to_records(frame)
     assert record["open_interest"] is None and record["kind"] == "large_order"
@@ -94,9 +117,18 @@ def test_to_records_checks_what_the_notebook_glues():
 
 def test_a_window_summary_is_checked_where_it_is_read_back():
     from nqflow.alerts import check_summary
-    good = {"window_start": "2026-11-02T15:00:00+00:00", "window_end": "2026-11-02T15:15:00+00:00",
-            "option_trades": 10, "contracts": 50, "premium_usd": 1.5e5, "empty": False, "notes": [],
-            "alerts": 0, "max_confidence": 0.0}
+
+    good = {
+        "window_start": "2026-11-02T15:00:00+00:00",
+        "window_end": "2026-11-02T15:15:00+00:00",
+        "option_trades": 10,
+        "contracts": 50,
+        "premium_usd": 1.5e5,
+        "empty": False,
+        "notes": [],
+        "alerts": 0,
+        "max_confidence": 0.0,
+    }
     assert check_summary(good) is good
     with pytest.raises(DataError, match="lacks 'alerts'"):
         check_summary({k: v for k, v in good.items() if k != "alerts"})
@@ -106,10 +138,23 @@ def test_a_window_summary_is_checked_where_it_is_read_back():
 
 #: The layers, top first: a package may import only from its own layer and the layers above it.
 LAYERS = [
-    {"nqflow.alerts", "nqflow.config", "nqflow.errors", "nqflow.paths", "nqflow.sqlite", "nqflow.retry",
-     "nqflow._exports", "nqflow"},
-    {"nqflow.market"}, {"nqflow.sources"}, {"nqflow.engine"}, {"nqflow.reports"}, {"nqflow.ops"},
-    {"nqflow.research"}, {"nqflow.cli"},
+    {
+        "nqflow.alerts",
+        "nqflow.config",
+        "nqflow.errors",
+        "nqflow.paths",
+        "nqflow.sqlite",
+        "nqflow.retry",
+        "nqflow._exports",
+        "nqflow",
+    },
+    {"nqflow.market"},
+    {"nqflow.sources"},
+    {"nqflow.engine"},
+    {"nqflow.reports"},
+    {"nqflow.ops"},
+    {"nqflow.research"},
+    {"nqflow.cli"},
 ]
 
 
@@ -126,6 +171,7 @@ def _layer_of(module: str) -> int:
 def _imports(path) -> set[str]:
     """Every nqflow module `path` imports, at module level or inside a function."""
     import ast
+
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nqflow"):
@@ -139,6 +185,7 @@ def _imports(path) -> set[str]:
 
 def test_a_package_imports_only_from_the_layers_above_it():
     from nqflow.paths import REPO_ROOT
+
     upward = []
     for path in sorted((REPO_ROOT / "nqflow").rglob("*.py")):
         module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
@@ -149,6 +196,7 @@ def test_a_package_imports_only_from_the_layers_above_it():
 
 def test_no_import_circle():
     from nqflow.paths import REPO_ROOT
+
     graph = {}
     for path in sorted((REPO_ROOT / "nqflow").rglob("*.py")):
         module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
@@ -160,10 +208,11 @@ def test_no_import_circle():
         state[module] = "open"
         for imported in sorted(graph[module]):
             if state.get(imported) == "open":
-                circles.append(" -> ".join(trail[trail.index(imported):] + [imported]))
+                circles.append(" -> ".join(trail[trail.index(imported) :] + [imported]))
             elif imported not in state:
                 visit(imported, trail + [imported])
         state[module] = "done"
+
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])

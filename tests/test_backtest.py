@@ -10,12 +10,16 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from nqflow.market import hours as cal
 from nqflow.alerts import to_records
-from nqflow.research.backtest import backtest
-from nqflow.engine.baseline import BaselineStore
 from nqflow.config import load_config
+from nqflow.engine.baseline import BaselineStore
 from nqflow.engine.monitor import REPO_ROOT, run_window
+from nqflow.market import hours as cal
+from nqflow.research.backtest import backtest
+
+# Slow (make test-fast leaves it out); one xdist worker runs the modules that share the Dask
+# cluster, feature folder and baseline of conftest.feature_store.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("features")]
 
 QUIET_HOUR_UTC = 15  # one ordinary RTH window per session, besides the planted ones
 
@@ -29,6 +33,7 @@ def twenty_sessions(sample_dir, truth, feature_store, tmp_path_factory):
     selection on both paths.
     """
     from nqflow.sources.replay import ReplaySource
+
     config = load_config()
     source = ReplaySource(sample_dir)
     available = source.sessions_available()
@@ -39,11 +44,25 @@ def twenty_sessions(sample_dir, truth, feature_store, tmp_path_factory):
         return start in planted or (start.hour == QUIET_HOUR_UTC and start.minute == 0)
 
     client, features_dir, baseline = feature_store
-    result = backtest(config, sessions[0], sessions[-1], sample_dir, client=client, window_filter=chosen, progress=False,
-                      features_dir=features_dir, baseline_path=baseline)
+    result = backtest(
+        config,
+        sessions[0],
+        sessions[-1],
+        sample_dir,
+        client=client,
+        window_filter=chosen,
+        progress=False,
+        features_dir=features_dir,
+        baseline_path=baseline,
+    )
     store = BaselineStore(tmp_path_factory.mktemp("serial") / "baseline.sqlite")
-    serial = [a for day in sessions for start, end in cal.session_windows(day) if chosen(start, end)
-              for a in to_records(run_window(config, start, end, source, store, available=available).alerts)]
+    serial = [
+        a
+        for day in sessions
+        for start, end in cal.session_windows(day)
+        if chosen(start, end)
+        for a in to_records(run_window(config, start, end, source, store, available=available).alerts)
+    ]
     windows = [start.isoformat() for day in sessions for start, end in cal.session_windows(day) if chosen(start, end)]
     return sessions, windows, result, serial
 
@@ -53,7 +72,9 @@ def test_backtest_equals_window_by_window(twenty_sessions):
     assert result.sessions == sessions and len(sessions) == 20
     assert result.windows["window_start"].tolist() == windows and len(windows) > 40
     backtested = result.alerts.drop(columns="trade_date")
-    expected = pd.DataFrame(serial, columns=backtested.columns).sort_values(["window_start", "alert_id"], ignore_index=True)
+    expected = pd.DataFrame(serial, columns=backtested.columns).sort_values(
+        ["window_start", "alert_id"], ignore_index=True
+    )
     assert len(expected) > 20  # the planted events are found on both paths
     pdt.assert_frame_equal(backtested.reset_index(drop=True), expected, check_dtype=False)
 
@@ -69,9 +90,22 @@ def test_counts_cover_every_session_and_parquet_round_trips(twenty_sessions, tmp
 
 
 def test_backtest_cli_names_the_available_range_for_a_bad_one(sample_dir):
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "scheduler.py"), "--data-dir", str(sample_dir),
-                          "backtest", "2025-01-06", "2025-01-10", "--workers", "1"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scheduler.py"),
+            "--data-dir",
+            str(sample_dir),
+            "backtest",
+            "2025-01-06",
+            "2025-01-10",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2
     line = run.stderr.strip().splitlines()[-1]
     assert line.startswith("error: no sessions between 2025-01-06 and 2025-01-10") and "pick dates inside" in line
@@ -83,21 +117,35 @@ def test_a_batch_of_a_whole_session_equals_its_windows_one_at_a_time(source, tmp
     so ~50 alerts) gives, window for window, what `detect_window` gives alone: nothing leaks
     between neighbouring windows of a batch (orders, sweeps, volumes, baselines)."""
     from nqflow.engine.baseline import ensure_history, window_keys
-    from nqflow.market.frames import window_from
     from nqflow.engine.detect import detect_window, detect_windows
+    from nqflow.market.frames import window_from
     from nqflow.research.lab import LOOSE
+
     config = load_config(None, LOOSE)
     day = dt.date(2026, 11, 16)
     store = BaselineStore(tmp_path / "baseline.sqlite")
     ensure_history(store, source, day, config.thresholds.baseline_sessions)
     row = cal.sessions(day, day).iloc[0]
     fills = source.trades(row.market_open, row.market_close)
-    windows = [window_from(s, e, day, fills[(fills["ts_event"] >= s) & (fills["ts_event"] < e)].reset_index(drop=True),
-                           source.chain(day), source.open_interest(day), source.spread_legs(day))
-               for s, e in cal.session_windows(day)]
+    windows = [
+        window_from(
+            s,
+            e,
+            day,
+            fills[(fills["ts_event"] >= s) & (fills["ts_event"] < e)].reset_index(drop=True),
+            source.chain(day),
+            source.open_interest(day),
+            source.spread_legs(day),
+        )
+        for s, e in cal.session_windows(day)
+    ]
     slots = [cal.slot_of(w.start, row.market_open) for w in windows]
-    expected = store.expected(day, slots, config.thresholds.baseline_sessions,
-                              {slot: window_keys(w.trades) for slot, w in zip(slots, windows)})
+    expected = store.expected(
+        day,
+        slots,
+        config.thresholds.baseline_sessions,
+        {slot: window_keys(w.trades) for slot, w in zip(slots, windows)},
+    )
     batch = detect_windows(windows, [expected[s] for s in slots], config)
     assert sum(len(d.alerts) for d in batch) > 12 and sum(d.orders["sweep_id"].ge(0).sum() for d in batch) > 0
     assert sum(len(d.packages) for d in batch) > 100  # the session's spreads, read as packages on both paths

@@ -6,7 +6,6 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from nqflow.market import hours as cal
 from nqflow.engine.baseline import (
     BaselineStore,
     expected_volume,
@@ -14,6 +13,7 @@ from nqflow.engine.baseline import (
     slot_volumes,
     window_keys,
 )
+from nqflow.market import hours as cal
 from nqflow.market.frames import option_fills
 
 MAX_SESSIONS = 4
@@ -33,13 +33,16 @@ def oracle(source, recorded: dict, session, slot: int, max_sessions: int) -> pd.
     for day in sorted(volumes):
         for key in volumes[day][["level", "key"]].itertuples(index=False, name=None):
             first_seen.setdefault(key, day)
-    sessions = sorted((d for d, slots in recorded.items() if slot in slots and d < session), reverse=True)[:max_sessions]
+    sessions = sorted((d for d, slots in recorded.items() if slot in slots and d < session), reverse=True)[
+        :max_sessions
+    ]
     rows = []
     for key, first in first_seen.items():
         for day in sessions:
             if day >= first:
-                here = volumes[day][(volumes[day]["slot"] == slot) & (volumes[day]["level"] == key[0])
-                                    & (volumes[day]["key"] == key[1])]["volume"]
+                here = volumes[day][
+                    (volumes[day]["slot"] == slot) & (volumes[day]["level"] == key[0]) & (volumes[day]["key"] == key[1])
+                ]["volume"]
                 rows.append({"level": key[0], "key": key[1], "session": str(day), "volume": int(here.sum())})
     return expected_volume(pd.DataFrame(rows, columns=["level", "key", "session", "volume"]), max_sessions)
 
@@ -65,6 +68,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("slot", [PARTIAL_SLOTS[-1], 40])
+@pytest.mark.slow
 def test_store_expected_volume_equals_the_definition_from_raw_fills(source, store_and_record, slot):
     store, recorded, session = store_and_record
     got = store.expected(session, [slot], MAX_SESSIONS)[slot]

@@ -9,6 +9,7 @@ import databento_dbn as dbn
 import pandas as pd
 import pytest
 
+from nqflow.errors import DataError, NqflowError
 from nqflow.market.frames import (
     future_fills,
     load_window,
@@ -16,7 +17,6 @@ from nqflow.market.frames import (
     tidy_trades,
     window_from,
 )
-from nqflow.errors import DataError, NqflowError
 from nqflow.sources.dbn import read_dbn
 from nqflow.sources.replay import ReplaySource
 
@@ -91,6 +91,7 @@ def test_corrupt_and_truncated_files_are_named(sample_dir, tmp_path):
         read_dbn(folder / "truncated.trades.dbn.zst")
     # a download is checked before it is renamed into place, by its bytes, not its name
     from nqflow.sources.dbn import check_complete_dbn
+
     (folder / ".pull.a1b2.part").write_bytes(data[: len(data) // 3])
     with pytest.raises(DataError, match=r"truncated DBN file .*\.pull\.a1b2\.part"):
         check_complete_dbn(folder / ".pull.a1b2.part")
@@ -102,9 +103,18 @@ def test_corrupt_and_truncated_files_are_named(sample_dir, tmp_path):
 
 
 def test_unexpected_schema_is_a_clear_error(tmp_path):
-    meta = dbn.Metadata(dataset="GLBX.MDP3", start=0, end=60_000_000_000, stype_in=dbn.SType.RAW_SYMBOL,
-                        stype_out=dbn.SType.INSTRUMENT_ID, schema=dbn.Schema.OHLCV_1M, symbols=[], partial=[],
-                        not_found=[], mappings=[])
+    meta = dbn.Metadata(
+        dataset="GLBX.MDP3",
+        start=0,
+        end=60_000_000_000,
+        stype_in=dbn.SType.RAW_SYMBOL,
+        stype_out=dbn.SType.INSTRUMENT_ID,
+        schema=dbn.Schema.OHLCV_1M,
+        symbols=[],
+        partial=[],
+        not_found=[],
+        mappings=[],
+    )
     bar = dbn.OHLCVMsg(0x21, 1, 1, 0, 0, 0, 0, 0, 0)
     path = tmp_path / "bars.dbn"
     path.write_bytes(bytes(meta) + bytes(bar))
@@ -114,10 +124,13 @@ def test_unexpected_schema_is_a_clear_error(tmp_path):
         ReplaySource(tmp_path)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("2026-10-30 14:00", "has no timezone"),
-    ("yesterday-ish", "cannot parse timestamp"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("2026-10-30 14:00", "has no timezone"),
+        ("yesterday-ish", "cannot parse timestamp"),
+    ],
+)
 def test_naive_or_malformed_timestamps(source, bad, message):
     with pytest.raises(NqflowError, match=message):
         load_window(source, bad, "2026-10-30T14:15:00Z")
@@ -140,7 +153,9 @@ def test_fills_without_a_definition_are_left_out_and_said(source):
     fills = tidy_trades(full[["ts_event", "instrument_id", "price", "size", "side"]], partial)
     window = window_from(start, end, day, fills, partial, source.open_interest(day))
     dropped = int((full["instrument_id"] == busiest).sum())
-    assert busiest not in set(window.trades["instrument_id"]) and busiest not in set(future_fills(fills)["instrument_id"])
+    assert busiest not in set(window.trades["instrument_id"]) and busiest not in set(
+        future_fills(fills)["instrument_id"]
+    )
     assert len(window.trades) == len(option_fills(full)) - dropped
     assert window.underlying["instrument_id"].nunique() == 1 and window.underlying["symbol"].iloc[0].startswith("NQ")
     note = next(n for n in window.notes if "without a definition" in n)

@@ -17,14 +17,17 @@ import pytest
 import trustme
 from standin_gateway import Fault, StandInGateway
 
-from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.config import Config, load_config
-from nqflow.products import MICRO_NQ_OPTION_PRODUCTS
-from nqflow.market.frames import load_window
+from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable
+from nqflow.market.frames import load_window
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
+from nqflow.products import MICRO_NQ_OPTION_PRODUCTS
 from nqflow.sources.databento_historical import DatabentoSource
 from nqflow.sources.replay import ReplaySource
+
+# Slow: make test-fast leaves it out.
+pytestmark = pytest.mark.slow
 
 KEY = "db-TESTkey-standin-0123456789"
 #: A window of the sample's last session, well inside regular trading hours.
@@ -58,8 +61,14 @@ def gw(gateway, monkeypatch):
 
 def make_config(gw, **databento) -> Config:
     base = Config()
-    settings = {"gateway": gw.url, "retry_base_seconds": 0.02, "retry_max_seconds": 1.0, "timeout_seconds": 3.0,
-                "range_cache_seconds": 0.0, **databento}
+    settings = {
+        "gateway": gw.url,
+        "retry_base_seconds": 0.02,
+        "retry_max_seconds": 1.0,
+        "timeout_seconds": 3.0,
+        "range_cache_seconds": 0.0,
+        **databento,
+    }
     return dataclasses.replace(base, databento=dataclasses.replace(base.databento, **settings))
 
 
@@ -98,10 +107,13 @@ def test_transient_faults_are_retried_then_succeed(gw, source, tmp_path):
     databento.chain(WINDOW[0].date())
     databento.open_interest(WINDOW[0].date())
     gw.log.clear()
-    gw.inject(Fault("get_range", status=429, detail="rate limited", headers={"Retry-After": "0.4"}),
-              Fault("get_range", status=500), Fault("get_range", status=503),
-              Fault("get_range", delay=4.0),  # longer than timeout_seconds=3
-              Fault("get_range", drop=True))
+    gw.inject(
+        Fault("get_range", status=429, detail="rate limited", headers={"Retry-After": "0.4"}),
+        Fault("get_range", status=500),
+        Fault("get_range", status=503),
+        Fault("get_range", delay=4.0),  # longer than timeout_seconds=3
+        Fault("get_range", drop=True),
+    )
     trades = databento.trades(*WINDOW)
     pulls = gw.requests("get_range", "trades")
     assert len(pulls) == 6
@@ -178,15 +190,29 @@ def test_no_option_records_while_the_market_is_open_is_a_data_problem(gw, tmp_pa
 
 def test_scheduler_waits_for_publication_then_runs_the_notebook_on_live_data(gw, tmp_path, truth):
     """End to end: scheduler -> papermill -> notebook -> DatabentoSource -> stand-in gateway."""
-    block = next(e for e in truth["events"] if e["kind"] == "block" and e["premium_usd"] > 3e6
-                 and e["session"] == truth["sessions"][-1])
+    block = next(
+        e
+        for e in truth["events"]
+        if e["kind"] == "block" and e["premium_usd"] > 3e6 and e["session"] == truth["sessions"][-1]
+    )
     start = pd.Timestamp(block["window_start"])
     end = start + pd.Timedelta(minutes=15)
-    overrides = {"databento.gateway": gw.url, "databento.retry_base_seconds": 0.02, "databento.range_cache_seconds": 0.0,
-                 "thresholds.baseline_sessions": 3, "notify.log.path": str(tmp_path / "alerts.log")}
-    scheduler = Scheduler(load_config(overrides=overrides), clock=SimulatedClock(end + pd.Timedelta(minutes=3)),
-                          source="databento", data_dir=str(tmp_path / "cache"), overrides=overrides,
-                          outputs_dir=tmp_path / "out", state_db=tmp_path / "state.sqlite")
+    overrides = {
+        "databento.gateway": gw.url,
+        "databento.retry_base_seconds": 0.02,
+        "databento.range_cache_seconds": 0.0,
+        "thresholds.baseline_sessions": 3,
+        "notify.log.path": str(tmp_path / "alerts.log"),
+    }
+    scheduler = Scheduler(
+        load_config(overrides=overrides),
+        clock=SimulatedClock(end + pd.Timedelta(minutes=3)),
+        source="databento",
+        data_dir=str(tmp_path / "cache"),
+        overrides=overrides,
+        outputs_dir=tmp_path / "out",
+        state_db=tmp_path / "state.sqlite",
+    )
     gw.available_end = end - pd.Timedelta(minutes=1)  # Databento is a minute behind
     assert scheduler.tick() == [] and scheduler.store.windows().empty
     assert not gw.requests("get_range")
@@ -215,8 +241,10 @@ def test_overlapping_cached_pulls_count_every_fill_once(gw, source, tmp_path):
 def test_off_book_reading_through_the_gateway_equals_the_replay(gw, source, truth, tmp_path):
     """Statistics take the same cache, cost guard and retries as trades: the same alerts as the replay."""
     from nqflow.engine.offbook import read_off_book
-    day = dt.date.fromisoformat(next(e["session"] for e in truth["events"]
-                                     if e["kind"] == "off_book" and e["premium_usd"] >= 3e6))
+
+    day = dt.date.fromisoformat(
+        next(e["session"] for e in truth["events"] if e["kind"] == "off_book" and e["premium_usd"] >= 3e6)
+    )
     config = make_config(gw)
     live = read_off_book(DatabentoSource(config, tmp_path), day, config)
     replay = read_off_book(source, day, config)
@@ -236,8 +264,15 @@ def test_products_listed_but_not_watched_are_named_once_a_day(gw, tmp_path, capl
         chain = DatabentoSource(config, tmp_path).chain(day)
     assert "QN1" not in set(chain["product"])  # the check's definitions are not data
     (check,) = [r for r in gw.requests("get_range") if "NQ.OPT" not in r.params["symbols"].split(",")]
-    assert set(check.params["symbols"].split(",")) == {"QN1.OPT", "MNQ.OPT", "MQE.OPT", "MQ1.OPT", "MQ2.OPT",
-                                                       "MQ3.OPT", "MQ4.OPT"}
+    assert set(check.params["symbols"].split(",")) == {
+        "QN1.OPT",
+        "MNQ.OPT",
+        "MQE.OPT",
+        "MQ1.OPT",
+        "MQ2.OPT",
+        "MQ3.OPT",
+        "MQ4.OPT",
+    }
     (line,) = [r.getMessage() for r in caplog.records if "not watched" in r.getMessage()]
     assert line.startswith(f"{day}: options of QN1 on NQ futures are listed") and '"QN1.OPT"' in line
     assert "universe.option_parents" in line and "micro" not in line

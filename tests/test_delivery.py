@@ -33,15 +33,33 @@ WEBHOOK_PATH = "/services/T000/B000/SECRET-hook-token"
 T0 = pd.Timestamp("2026-10-29T14:32:00Z")
 
 
-def make_alert(n: int, window_start: str = "2026-10-29T14:15:00+00:00", kind: str = "large_order",
-               confidence: float = 50.0, tier: float | None = None, symbol: str | None = None) -> dict:
+def make_alert(
+    n: int,
+    window_start: str = "2026-10-29T14:15:00+00:00",
+    kind: str = "large_order",
+    confidence: float = 50.0,
+    tier: float | None = None,
+    symbol: str | None = None,
+) -> dict:
     alert = {field: None for field in ALERT_FIELDS}
-    alert.update(alert_id=f"{kind}-{window_start[:16]}-{n:03d}", kind=kind, window_start=window_start,
-                 window_end=(pd.Timestamp(window_start) + pd.Timedelta(minutes=15)).isoformat(),
-                 event_time=window_start, level="instrument", symbol=symbol or f"NQZ6 C{21000 + 25 * n}",
-                 direction="BUY", sentiment="BULLISH", volume=400 + n, premium_usd=3.2e6 + n * 1e5,
-                 confidence=confidence, label="HIGH" if confidence >= 70 else "MEDIUM" if confidence >= 40 else "LOW",
-                 tier=tier, ratio=tier, reasons=[f"reason one of alert {n}", "second reason"])
+    alert.update(
+        alert_id=f"{kind}-{window_start[:16]}-{n:03d}",
+        kind=kind,
+        window_start=window_start,
+        window_end=(pd.Timestamp(window_start) + pd.Timedelta(minutes=15)).isoformat(),
+        event_time=window_start,
+        level="instrument",
+        symbol=symbol or f"NQZ6 C{21000 + 25 * n}",
+        direction="BUY",
+        sentiment="BULLISH",
+        volume=400 + n,
+        premium_usd=3.2e6 + n * 1e5,
+        confidence=confidence,
+        label="HIGH" if confidence >= 70 else "MEDIUM" if confidence >= 40 else "LOW",
+        tier=tier,
+        ratio=tier,
+        reasons=[f"reason one of alert {n}", "second reason"],
+    )
     return alert
 
 
@@ -64,6 +82,7 @@ class Inbox:
         if self.hold is not None:
             while not self.hold.is_set():
                 import asyncio
+
                 await asyncio.sleep(0.05)
             return "451 try again later"
         self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
@@ -71,7 +90,11 @@ class Inbox:
 
 
 def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"desk" and auth_data.password == SMTP_PASSWORD.encode()
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == b"desk"
+        and auth_data.password == SMTP_PASSWORD.encode()
+    )
     return AuthResult(success=ok)
 
 
@@ -86,8 +109,15 @@ def tls(tmp_path_factory):
 
 
 def smtp_server(tls, inbox: Inbox, port: int) -> Controller:
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=tls[1], require_starttls=True,
-                            authenticator=authenticator, auth_require_tls=True)
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls[1],
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    )
     controller.start()
     return controller
 
@@ -142,13 +172,25 @@ def env(monkeypatch, tls, webhook):
 
 
 def channel_config(tmp_path, smtp_port: int, **extra):
-    return load_config(overrides={
-        "notify.console.enabled": False, "notify.log.path": str(tmp_path / "alerts.log"),
-        "notify.email.enabled": True, "notify.email.host": "127.0.0.1", "notify.email.port": smtp_port,
-        "notify.email.user": "desk", "notify.email.recipients": ["desk@example.test"], "notify.email.min_confidence": 0,
-        "notify.email.timeout_seconds": 5, "notify.slack.enabled": True, "notify.slack.min_confidence": 0,
-        "notify.slack.timeout_seconds": 5, "notify.email.report_base_url": "https://reports.example.test/nqflow",
-        "notify.retry_backoff_seconds": 30, **extra})
+    return load_config(
+        overrides={
+            "notify.console.enabled": False,
+            "notify.log.path": str(tmp_path / "alerts.log"),
+            "notify.email.enabled": True,
+            "notify.email.host": "127.0.0.1",
+            "notify.email.port": smtp_port,
+            "notify.email.user": "desk",
+            "notify.email.recipients": ["desk@example.test"],
+            "notify.email.min_confidence": 0,
+            "notify.email.timeout_seconds": 5,
+            "notify.slack.enabled": True,
+            "notify.slack.min_confidence": 0,
+            "notify.slack.timeout_seconds": 5,
+            "notify.email.report_base_url": "https://reports.example.test/nqflow",
+            "notify.retry_backoff_seconds": 30,
+            **extra,
+        }
+    )
 
 
 def ids_in_slack(webhook) -> list[str]:
@@ -156,8 +198,12 @@ def ids_in_slack(webhook) -> list[str]:
 
 
 def ids_in_mail(inbox) -> list[str]:
-    return [line.split()[-1] for m in inbox.messages for line in m.get_body(("plain",)).get_content().splitlines()
-            if line.strip().startswith("id ")]
+    return [
+        line.split()[-1]
+        for m in inbox.messages
+        for line in m.get_body(("plain",)).get_content().splitlines()
+        if line.strip().startswith("id ")
+    ]
 
 
 # --------------------------------------------------------------------------- tests
@@ -179,7 +225,11 @@ def test_email_digest_and_slack_message_contents(tmp_path, tls, env):
     assert message["To"] == "desk@example.test"
     plain = message.get_body(("plain",)).get_content()
     html_part = message.get_body(("html",)).get_content()
-    assert ids_in_mail(inbox) == [alerts[1]["alert_id"], alerts[2]["alert_id"], alerts[0]["alert_id"]]  # strongest first
+    assert ids_in_mail(inbox) == [
+        alerts[1]["alert_id"],
+        alerts[2]["alert_id"],
+        alerts[0]["alert_id"],
+    ]  # strongest first
     assert "https://reports.example.test/nqflow/2026-10-29/1415-1430Z.html" in plain
     assert "reason one of alert 2" in plain and "<table" in html_part and "reason one of alert 3" in html_part
     assert SMTP_PASSWORD not in message.as_string()
@@ -188,7 +238,10 @@ def test_email_digest_and_slack_message_contents(tmp_path, tls, env):
     sections = [b for b in body["blocks"] if b["type"] == "section"]
     assert body["blocks"][0]["type"] == "header" and "3 alert(s)" in body["blocks"][0]["text"]["text"]
     assert [s["block_id"] for s in sections] == [alerts[1]["alert_id"], alerts[2]["alert_id"], alerts[0]["alert_id"]]
-    assert sections[0]["text"]["text"].startswith("*[HIGH 88] large_order") and "• reason one of alert 2" in sections[0]["text"]["text"]
+    assert (
+        sections[0]["text"]["text"].startswith("*[HIGH 88] large_order")
+        and "• reason one of alert 2" in sections[0]["text"]["text"]
+    )
     assert body["blocks"][-1]["elements"][0]["text"].endswith("/2026-10-29/1415-1430Z.html")
     log_lines = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
     assert sorted(a["alert_id"] for a in log_lines) == sorted(a["alert_id"] for a in alerts)
@@ -208,7 +261,9 @@ def test_outage_then_recovery_delivers_every_alert_exactly_once(tmp_path, tls, e
     now = T0 + pd.Timedelta(seconds=31)
     assert deliver_pending(store, config, now) == {}  # email refused again; Slack gets the 429
     slack_rows = store.deliveries().query("channel == 'slack'")
-    assert (pd.to_datetime(slack_rows["next_attempt_at"]) >= now + pd.Timedelta(seconds=300)).all()  # Retry-After honoured
+    assert (
+        pd.to_datetime(slack_rows["next_attempt_at"]) >= now + pd.Timedelta(seconds=300)
+    ).all()  # Retry-After honoured
     assert "retry after 300s" in slack_rows["last_error"].iloc[0]
 
     # A second window's alerts arrive during the outage; then the process restarts and SMTP comes back.
@@ -253,8 +308,10 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path, tls, env):
     hold = threading.Event()
     hanging = Inbox(hold)
     server = smtp_server(tls, hanging, port)
-    process = subprocess.Popen([sys.executable, "-c", KILLED_DELIVERY.format(port=port, now=T0.isoformat()),
-                                str(tmp_path / "state.sqlite")], env=os.environ.copy())
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DELIVERY.format(port=port, now=T0.isoformat()), str(tmp_path / "state.sqlite")],
+        env=os.environ.copy(),
+    )
     try:
         assert hanging.in_data.wait(60), "the delivery never reached SMTP DATA"
         process.send_signal(signal.SIGKILL)  # killed while the server holds the message
@@ -269,7 +326,9 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path, tls, env):
     server = smtp_server(tls, inbox, port)
     try:
         config = channel_config(tmp_path, port, **{"notify.slack.enabled": False, "notify.log.enabled": False})
-        assert deliver_pending(StateStore(tmp_path / "state.sqlite"), config, T0 + pd.Timedelta(minutes=1)) == {"email": 4}
+        assert deliver_pending(StateStore(tmp_path / "state.sqlite"), config, T0 + pd.Timedelta(minutes=1)) == {
+            "email": 4
+        }
     finally:
         server.stop()
     assert sorted(ids_in_mail(inbox)) == sorted(a["alert_id"] for a in alerts)
@@ -282,12 +341,14 @@ def surge(n: int, minute: int, tier: float, confidence: float, symbol: str = "NQ
 
 def test_a_repeated_surge_is_sent_again_only_when_it_escalates():
     sent = [surge(0, 0, 10, 55)]
-    new = [surge(1, 15, 10, 60),                    # same tier, +5 confidence: suppressed
-           surge(2, 30, 30, 58),                    # higher tier: sent
-           surge(3, 45, 30, 69),                    # +11 over the 30x one's 58: sent
-           surge(4, 45, 10, 50, symbol="NQZ6 P20000"),  # another strike: sent
-           surge(5, 150, 10, 40),                   # after the 60-minute cooldown: sent
-           make_alert(6, window_start=sent[0]["window_start"])]  # an order is never a repeat
+    new = [
+        surge(1, 15, 10, 60),  # same tier, +5 confidence: suppressed
+        surge(2, 30, 30, 58),  # higher tier: sent
+        surge(3, 45, 30, 69),  # +11 over the 30x one's 58: sent
+        surge(4, 45, 10, 50, symbol="NQZ6 P20000"),  # another strike: sent
+        surge(5, 150, 10, 40),  # after the 60-minute cooldown: sent
+        make_alert(6, window_start=sent[0]["window_start"]),
+    ]  # an order is never a repeat
     suppressed = repeats_to_suppress(new, sent, cooldown_minutes=60, confidence_gain=10)
     assert list(suppressed) == [new[0]["alert_id"]]
     assert "already alerted at 10x / confidence 55 within 60 min" in suppressed[new[0]["alert_id"]]

@@ -7,16 +7,36 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from nqflow.engine.monitor import REPO_ROOT
+
+# Slow: make test-fast leaves it out.
+pytestmark = pytest.mark.slow
 
 
 def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_cleanly(sample_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABENTO", "NQFLOW_"))}
     run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scheduler.py"), "--outputs", str(tmp_path / "outputs"),
-         "--state-db", str(tmp_path / "state.sqlite"), "--set", f"notify.log.path={tmp_path / 'alerts.log'}",
-         "demo", "--windows", "3"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(REPO_ROOT / "scheduler.py"),
+            "--outputs",
+            str(tmp_path / "outputs"),
+            "--state-db",
+            str(tmp_path / "state.sqlite"),
+            "--set",
+            f"notify.log.path={tmp_path / 'alerts.log'}",
+            "demo",
+            "--windows",
+            "3",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     window_part, *daily = run.stdout.split("\n== session ")
     windows = window_part.split("\n== window ")[1:]
@@ -33,19 +53,23 @@ def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_c
     # then the off-book reading of a session and the session reports, each with its report
     off_book = [block for block in daily if "off the order book" in block.splitlines()[0]]
     assert len(off_book) == 1 and re.search(r"^\[HIGH \d+\] off_book ", off_book[0], flags=re.M)
-    sessions = [re.search(r"report (\S+/session\.html)", block).group(1) for block in daily
-                if "the session report" in block.splitlines()[0]]
+    sessions = [
+        re.search(r"report (\S+/session\.html)", block).group(1)
+        for block in daily
+        if "the session report" in block.splitlines()[0]
+    ]
     assert sessions and all(os.path.exists(path) for path in sessions)
     sent = (tmp_path / "alerts.log").read_text().count("alert_id")
-    assert sent == sum(len(re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\]", block, flags=re.M))
-                       for block in windows + off_book)
+    assert sent == sum(
+        len(re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\]", block, flags=re.M)) for block in windows + off_book
+    )
     index = (tmp_path / "outputs" / "index.html").read_text()
     assert index.count("<tr data-kind=") == sent  # every alert in the index's alert table
     # every page the demo wrote, as a trader reads it in headless Chromium: no NaN, no Python list,
     # no raw UD: code in a headline column, nothing that scrolls sideways (screenshots kept)
+    from helpers import SCREENSHOTS, chromium, reader_problems
     from playwright.sync_api import sync_playwright
 
-    from helpers import SCREENSHOTS, chromium, reader_problems
     pages = sorted((tmp_path / "outputs").rglob("*.html"))
     assert len(pages) >= 3 + len(sessions) + 1 + 1  # windows, session and off-book pages, the index
     with sync_playwright() as p:

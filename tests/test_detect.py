@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nqflow.engine.baseline import expected_volume
 from nqflow.config import Config
-from nqflow.market.frames import TRADE_COLUMNS, WindowData, empty_frame
+from nqflow.engine.baseline import expected_volume
 from nqflow.engine.detect import (
     aggregate_orders,
     assign_sweeps,
@@ -20,15 +19,28 @@ from nqflow.engine.detect import (
     tier_of,
     watch_list,
 )
+from nqflow.market.frames import TRADE_COLUMNS, WindowData, empty_frame
 
 T0 = pd.Timestamp("2026-10-30T15:00:00Z")
 
 
-def fill(ms: int, iid: int, strike: float, side: str, price: float, size: int, put_call: str = "C",
-         root: str = "NQZ6") -> dict:
-    return {"ts_event": T0 + pd.Timedelta(milliseconds=ms), "instrument_id": iid, "symbol": f"{root} {put_call}{strike:g}",
-            "product": "NQ", "expiration": pd.Timestamp("2026-12-18T14:30Z"), "strike": strike, "put_call": put_call,
-            "price": price, "size": size, "side": side, "multiplier": 20.0, "premium_usd": price * size * 20.0}
+def fill(
+    ms: int, iid: int, strike: float, side: str, price: float, size: int, put_call: str = "C", root: str = "NQZ6"
+) -> dict:
+    return {
+        "ts_event": T0 + pd.Timedelta(milliseconds=ms),
+        "instrument_id": iid,
+        "symbol": f"{root} {put_call}{strike:g}",
+        "product": "NQ",
+        "expiration": pd.Timestamp("2026-12-18T14:30Z"),
+        "strike": strike,
+        "put_call": put_call,
+        "price": price,
+        "size": size,
+        "side": side,
+        "multiplier": 20.0,
+        "premium_usd": price * size * 20.0,
+    }
 
 
 def window_of(rows: list[dict], oi: dict[int, int] | None = None) -> WindowData:
@@ -39,8 +51,14 @@ def window_of(rows: list[dict], oi: dict[int, int] | None = None) -> WindowData:
 
 
 def history(level: str, key: str, volumes: list[int]) -> pd.DataFrame:
-    return pd.DataFrame({"level": level, "key": key, "session": [f"2026-10-{i + 1:02d}" for i in range(len(volumes))],
-                         "volume": volumes})
+    return pd.DataFrame(
+        {
+            "level": level,
+            "key": key,
+            "session": [f"2026-10-{i + 1:02d}" for i in range(len(volumes))],
+            "volume": volumes,
+        }
+    )
 
 
 def expected(level: str, key: str, volumes: list[int]) -> pd.DataFrame:
@@ -49,8 +67,12 @@ def expected(level: str, key: str, volumes: list[int]) -> pd.DataFrame:
 
 
 def test_fills_of_one_aggressor_order_are_one_order_with_usd_premium():
-    rows = [fill(0, 1, 21000, "B", 500.0, 100), fill(0, 1, 21000, "B", 500.25, 150), fill(0, 1, 21000, "A", 499.0, 5),
-            fill(1, 1, 21000, "B", 500.0, 7)]
+    rows = [
+        fill(0, 1, 21000, "B", 500.0, 100),
+        fill(0, 1, 21000, "B", 500.25, 150),
+        fill(0, 1, 21000, "A", 499.0, 5),
+        fill(1, 1, 21000, "B", 500.0, 7),
+    ]
     orders = aggregate_orders(pd.DataFrame(rows))
     assert len(orders) == 3
     big = orders[(orders["side"] == "B") & (orders["size"] == 250)].iloc[0]
@@ -61,8 +83,8 @@ def test_fills_of_one_aggressor_order_are_one_order_with_usd_premium():
 
 def test_large_order_at_the_threshold_alerts_and_just_below_does_not():
     config = Config()
-    at = window_of([fill(0, 1, 21000, "B", 500.0, 300)])             # 500 * 300 * 20 = $3.0M exactly
-    below = window_of([fill(0, 1, 21000, "B", 499.75, 300)])         # $2.9985M
+    at = window_of([fill(0, 1, 21000, "B", 500.0, 300)])  # 500 * 300 * 20 = $3.0M exactly
+    below = window_of([fill(0, 1, 21000, "B", 499.75, 300)])  # $2.9985M
     alerts = detect_window(at, None, config).alerts
     assert list(alerts["kind"]) == ["large_order"] and alerts.iloc[0]["premium_usd"] == 3_000_000
     assert alerts.iloc[0]["direction"] == "BUY" and alerts.iloc[0]["sentiment"] == "BULLISH"
@@ -71,10 +93,13 @@ def test_large_order_at_the_threshold_alerts_and_just_below_does_not():
 
 
 def test_sweep_groups_strikes_of_one_expiry_within_the_span_only():
-    rows = [fill(0, 1, 21000, "A", 200.0, 300, "P"), fill(40, 2, 21025, "A", 210.0, 300, "P"),
-            fill(90, 3, 21050, "A", 220.0, 300, "P"),
-            fill(5_000, 4, 21075, "A", 230.0, 300, "P"),                 # too late for the span
-            fill(20, 5, 21100, "B", 240.0, 300, "P")]                    # other side
+    rows = [
+        fill(0, 1, 21000, "A", 200.0, 300, "P"),
+        fill(40, 2, 21025, "A", 210.0, 300, "P"),
+        fill(90, 3, 21050, "A", 220.0, 300, "P"),
+        fill(5_000, 4, 21075, "A", 230.0, 300, "P"),  # too late for the span
+        fill(20, 5, 21100, "B", 240.0, 300, "P"),
+    ]  # other side
     orders = aggregate_orders(pd.DataFrame(rows))
     sweep = assign_sweeps(orders, span_ms=500, min_strikes=2)
     members = set(orders.loc[sweep == sweep[orders["instrument_id"] == 1].iloc[0], "instrument_id"])
@@ -85,7 +110,9 @@ def test_sweep_groups_strikes_of_one_expiry_within_the_span_only():
     assert sweeps.iloc[0]["direction"] == "SELL" and sweeps.iloc[0]["sentiment"] == "BULLISH"  # puts sold
 
 
-@pytest.mark.parametrize("ratio, tier", [(9.99, 0), (10.0, 10), (29.9, 10), (30.0, 30), (49.99, 30), (50.0, 50), (500, 50)])
+@pytest.mark.parametrize(
+    "ratio, tier", [(9.99, 0), (10.0, 10), (29.9, 10), (30.0, 30), (49.99, 30), (50.0, 50), (500, 50)]
+)
 def test_tier_edges(ratio, tier):
     assert tier_of(ratio, (10.0, 30.0, 50.0)) == tier
 
@@ -98,10 +125,10 @@ def _surge_rows(volume: int, orders: int, iid: int = 7, side: str = "B") -> list
 
 def test_surge_tiers_use_the_floor_so_one_to_ten_is_not_ten_x():
     config = Config()
-    hist = expected("instrument", "7", [1] * 20)                       # expected 1 contract, floor 8
+    hist = expected("instrument", "7", [1] * 20)  # expected 1 contract, floor 8
     alerts = detect_window(window_of(_surge_rows(10, 10)), hist, config).alerts
     assert alerts.empty
-    alerts = detect_window(window_of(_surge_rows(400, 40)), hist, config).alerts   # 400 / 8 = 50x
+    alerts = detect_window(window_of(_surge_rows(400, 40)), hist, config).alerts  # 400 / 8 = 50x
     surge = alerts[alerts["kind"] == "volume_surge"].iloc[0]
     assert surge["level"] == "instrument" and surge["tier"] == 50 and surge["baseline"] == 8.0
     assert surge["ratio"] == pytest.approx(50.0) and surge["direction"] == "BUY"
@@ -120,7 +147,7 @@ def test_short_history_is_said_and_too_short_history_is_silent():
     surge = alerts.iloc[0]
     assert surge["history_sessions"] == 4 and "fewer than the configured sessions" in surge["reasons"][0]
     silent = detect_window(window_of(rows), expected("instrument", "7", [10, 12]), config).alerts
-    assert silent.empty                                                  # below min_history_sessions (3)
+    assert silent.empty  # below min_history_sessions (3)
 
 
 def test_baseline_drops_the_busiest_session_and_keeps_zeros():
@@ -144,7 +171,8 @@ def test_empty_window_gives_no_alerts_and_an_empty_summary():
 
 def test_window_next_to_the_daily_halt(source):
     from nqflow.market.frames import load_window
-    last = load_window(source, "2026-10-30T20:45:00Z", "2026-10-30T21:00:00Z")   # 15:45-16:00 CT
+
+    last = load_window(source, "2026-10-30T20:45:00Z", "2026-10-30T21:00:00Z")  # 15:45-16:00 CT
     halted = load_window(source, "2026-10-30T21:00:00Z", "2026-10-30T21:15:00Z")  # the halt
     assert not last.empty and last.trade_date.isoformat() == "2026-10-30"
     assert halted.empty and halted.trade_date is None and "market closed" in halted.notes[0]
@@ -172,10 +200,13 @@ def test_volume_above_open_interest_raises_confidence():
 
 def test_watch_list_holds_orders_and_sweeps_between_the_watch_and_alert_levels():
     config = Config()
-    rows = [fill(0, 1, 21000, "B", 200.0, 300),                                   # $1.2M order: watched
-            fill(10_000, 2, 21000, "B", 100.0, 300),                              # $0.6M: below the watch level
-            fill(20_000, 3, 21000, "A", 600.0, 300),                              # $3.6M: an alert, not watched
-            fill(30_000, 4, 21100, "B", 150.0, 300, "P"), fill(30_100, 5, 21200, "B", 160.0, 300, "P")]  # $1.86M sweep
+    rows = [
+        fill(0, 1, 21000, "B", 200.0, 300),  # $1.2M order: watched
+        fill(10_000, 2, 21000, "B", 100.0, 300),  # $0.6M: below the watch level
+        fill(20_000, 3, 21000, "A", 600.0, 300),  # $3.6M: an alert, not watched
+        fill(30_000, 4, 21100, "B", 150.0, 300, "P"),
+        fill(30_100, 5, 21200, "B", 160.0, 300, "P"),
+    ]  # $1.86M sweep
     detection = detect_window(window_of(rows), None, config)
     assert list(detection.alerts["kind"]) == ["large_order"]
     watch = watch_list(detection.orders, config)
@@ -189,13 +220,15 @@ def test_watch_list_holds_orders_and_sweeps_between_the_watch_and_alert_levels()
 def test_surge_gate_names_why_a_ratio_past_a_tier_cannot_alert():
     config = Config()
     t = config.thresholds
-    volumes = pd.DataFrame({
-        "level": ["instrument", "instrument", "instrument", "instrument", "expiry"],
-        "ratio": [12.0, 12.0, 12.0, 9.0, 40.0],
-        "volume": [t.instrument_min_volume, t.instrument_min_volume - 1, 500, 500, t.expiry_min_volume],
-        "history_sessions": [20, 20, 20, 20, t.min_history_sessions - 1],
-        "top_order_share": [t.surge_max_order_share, 0.1, t.surge_max_order_share + 0.01, 0.1, 0.1],
-    })
+    volumes = pd.DataFrame(
+        {
+            "level": ["instrument", "instrument", "instrument", "instrument", "expiry"],
+            "ratio": [12.0, 12.0, 12.0, 9.0, 40.0],
+            "volume": [t.instrument_min_volume, t.instrument_min_volume - 1, 500, 500, t.expiry_min_volume],
+            "history_sessions": [20, 20, 20, 20, t.min_history_sessions - 1],
+            "top_order_share": [t.surge_max_order_share, 0.1, t.surge_max_order_share + 0.01, 0.1, 0.1],
+        }
+    )
     assert surge_gate(volumes, config).tolist() == ["", "thin", "one order", "below the first tier", "short history"]
 
 
@@ -207,7 +240,9 @@ def test_an_order_without_a_known_aggressor_scores_no_imbalance_and_says_so():
     assert (bought["imbalance"], sold["imbalance"], unknown["imbalance"]) == (1.0, -1.0, 0.0)
     assert unknown["direction"] == "UNKNOWN" and "no known aggressor" in unknown["reasons"][1]
     weight = config.confidence.weight_imbalance / sum(
-        getattr(config.confidence, f"weight_{k}") for k in ("surprise", "premium", "imbalance", "concentration", "volume_oi"))
+        getattr(config.confidence, f"weight_{k}")
+        for k in ("surprise", "premium", "imbalance", "concentration", "volume_oi")
+    )
     assert bought["confidence"] - unknown["confidence"] == pytest.approx(100 * weight, abs=0.11)
 
 

@@ -7,20 +7,32 @@ from __future__ import annotations
 import dataclasses
 
 import pandas as pd
+import pytest
 from test_databento_source import KEY, gateway, gw, make_config  # noqa: F401  (fixtures)
 from test_delivery import SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server, tls  # noqa: F401
 
 from nqflow.ops.doctor import run_doctor
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
 
+# Slow: make test-fast leaves it out.
+pytestmark = pytest.mark.slow
 
-def doctor_config(gw, smtp_port: int, **databento):  # noqa: F811
+
+def doctor_config(gw, smtp_port: int, **databento):
     config = make_config(gw, **databento)
     notify = dataclasses.replace(
-        config.notify, console=dataclasses.replace(config.notify.console, enabled=False),
-        email=dataclasses.replace(config.notify.email, enabled=True, host="127.0.0.1", port=smtp_port, user="desk",
-                                  recipients=("desk@example.test",)),
-        slack=dataclasses.replace(config.notify.slack, enabled=True))
+        config.notify,
+        console=dataclasses.replace(config.notify.console, enabled=False),
+        email=dataclasses.replace(
+            config.notify.email,
+            enabled=True,
+            host="127.0.0.1",
+            port=smtp_port,
+            user="desk",
+            recipients=("desk@example.test",),
+        ),
+        slack=dataclasses.replace(config.notify.slack, enabled=True),
+    )
     return dataclasses.replace(config, notify=notify)
 
 
@@ -31,7 +43,7 @@ def checks_by_name(checks) -> dict[str, list]:
     return named
 
 
-def test_a_good_set_up_passes_every_check_and_sends_test_messages(gw, tls, tmp_path, monkeypatch):  # noqa: F811
+def test_a_good_set_up_passes_every_check_and_sends_test_messages(gw, tls, tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
     monkeypatch.setenv("NQFLOW_SMTP_PASSWORD", SMTP_PASSWORD)
     hook, inbox, port = Webhook(), Inbox(), free_port()
@@ -39,8 +51,14 @@ def test_a_good_set_up_passes_every_check_and_sends_test_messages(gw, tls, tmp_p
     server = smtp_server(tls, inbox, port)
     try:
         clock = SimulatedClock(gw.market.end + pd.Timedelta(minutes=10))
-        scheduler = Scheduler(doctor_config(gw, port), clock=clock, source="databento", data_dir=str(tmp_path / "cache"),
-                              outputs_dir=tmp_path / "out", state_db=tmp_path / "state.sqlite")
+        scheduler = Scheduler(
+            doctor_config(gw, port),
+            clock=clock,
+            source="databento",
+            data_dir=str(tmp_path / "cache"),
+            outputs_dir=tmp_path / "out",
+            state_db=tmp_path / "state.sqlite",
+        )
         checks = run_doctor(scheduler, send_test=True)
     finally:
         server.stop()
@@ -56,22 +74,34 @@ def test_a_good_set_up_passes_every_check_and_sends_test_messages(gw, tls, tmp_p
     assert all(SMTP_PASSWORD not in c.detail and KEY not in c.detail and "SECRET" not in c.detail for c in checks)
 
 
-def test_each_broken_part_is_one_failed_line_with_its_fix(gw, tls, tmp_path, monkeypatch):  # noqa: F811
+def test_each_broken_part_is_one_failed_line_with_its_fix(gw, tls, tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
     monkeypatch.setenv("NQFLOW_SMTP_PASSWORD", SMTP_PASSWORD)
     monkeypatch.setenv("NQFLOW_SLACK_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/services/SECRET")
     gw.available_end = pd.Timestamp("2026-11-25T15:00Z")  # the account sees data hours old
     clock = SimulatedClock(pd.Timestamp("2026-11-25T19:00Z"))  # CME Globex open
-    scheduler = Scheduler(doctor_config(gw, free_port()), clock=clock, source="databento",
-                          data_dir=str(tmp_path / "cache"), outputs_dir=tmp_path / "out", state_db=tmp_path / "s.sqlite")
+    scheduler = Scheduler(
+        doctor_config(gw, free_port()),
+        clock=clock,
+        source="databento",
+        data_dir=str(tmp_path / "cache"),
+        outputs_dir=tmp_path / "out",
+        state_db=tmp_path / "s.sqlite",
+    )
     named = checks_by_name(run_doctor(scheduler))
     assert named["data lag"][0].status == "FAIL" and "real-time licensing" in named["data lag"][0].detail
     assert named["email"][0].status == "FAIL" and "ConnectionRefusedError" in named["email"][0].detail
     assert "fix: check notify.email" in named["email"][0].detail
     assert named["slack"][0].status == "FAIL" and "SECRET" not in named["slack"][0].detail  # the URL is a secret
     monkeypatch.setenv("DATABENTO_API_KEY", "db-WRONGkey-0000000000000000")
-    wrong = Scheduler(doctor_config(gw, free_port()), clock=clock, source="databento", data_dir=str(tmp_path / "c2"),
-                      outputs_dir=tmp_path / "out", state_db=tmp_path / "s2.sqlite")
+    wrong = Scheduler(
+        doctor_config(gw, free_port()),
+        clock=clock,
+        source="databento",
+        data_dir=str(tmp_path / "c2"),
+        outputs_dir=tmp_path / "out",
+        state_db=tmp_path / "s2.sqlite",
+    )
     (source,) = checks_by_name(run_doctor(wrong))["source"]
     assert source.status == "FAIL" and "rejected the key in DATABENTO_API_KEY" in source.detail
     assert "db-WRONGkey" not in source.detail

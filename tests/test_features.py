@@ -17,21 +17,26 @@ import pandas.testing as pdt
 import pytest
 
 from nqflow.alerts import ALERT_FIELDS, to_records
-from nqflow.research.backtest import backtest, load_features
-from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.config import load_config
+from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.engine.detect import detect_windows, evaluate
-from nqflow.errors import DataError
 from nqflow.engine.features import read_features, session_folder, stored_params
-from nqflow.research.lab import LOOSE
 from nqflow.engine.monitor import load_session
+from nqflow.errors import DataError
+from nqflow.research.backtest import backtest, load_features
+from nqflow.research.lab import LOOSE
+
+# Slow (make test-fast leaves it out); one xdist worker runs the modules that share the Dask
+# cluster, feature folder and baseline of conftest.feature_store.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("features")]
 
 SETTINGS = {"default": {}, "loose": LOOSE}
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["trade_date", *ALERT_FIELDS]).sort_values(
-        ["window_start", "alert_id"], ignore_index=True)
+        ["window_start", "alert_id"], ignore_index=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +49,7 @@ def cluster(feature_store):
 def _live_session(data_dir: str, baseline: str, day, available) -> tuple[int, dict[str, list[dict]]]:
     """One session's windows as the monitor loads them, detected at each setting (on a worker)."""
     from nqflow.sources.replay import ReplaySource
+
     source, store = ReplaySource(data_dir), BaselineStore(baseline)
     configs = {name: load_config(None, overrides) for name, overrides in SETTINGS.items()}
     n = configs["default"].thresholds.baseline_sessions
@@ -51,8 +57,13 @@ def _live_session(data_dir: str, baseline: str, day, available) -> tuple[int, di
     ensure_history(store, source, day, n, available)  # recorded already: reads only
     expected = session.expected(store, n)
     return len(session.windows), {
-        name: [{"trade_date": str(day), **a} for d in detect_windows(session.windows, expected, config)
-               for a in to_records(d.alerts)] for name, config in configs.items()}
+        name: [
+            {"trade_date": str(day), **a}
+            for d in detect_windows(session.windows, expected, config)
+            for a in to_records(d.alerts)
+        ]
+        for name, config in configs.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +75,30 @@ def every_window(sample_dir, source, cluster, feature_store):
     available = source.sessions_available()
     features_dir = feature_store[1]  # what test_backtest stored is re-read, the rest built here
     client, baseline = cluster
-    stored = {name: backtest(config, available[0], available[-1], sample_dir, client=client, progress=False,
-                             features_dir=features_dir, baseline_path=baseline) for name, config in configs.items()}
+    stored = {
+        name: backtest(
+            config,
+            available[0],
+            available[-1],
+            sample_dir,
+            client=client,
+            progress=False,
+            features_dir=features_dir,
+            baseline_path=baseline,
+        )
+        for name, config in configs.items()
+    }
     # The backtest recorded every session's history; the live runs only read it, in parallel.
-    sessions = client.gather(client.map(_live_session, [str(sample_dir)] * len(available), [str(baseline)] * len(available),
-                                        available, [available] * len(available), pure=False))
+    sessions = client.gather(
+        client.map(
+            _live_session,
+            [str(sample_dir)] * len(available),
+            [str(baseline)] * len(available),
+            available,
+            [available] * len(available),
+            pure=False,
+        )
+    )
     windows = sum(n for n, _ in sessions)
     live = {name: [a for _, by_setting in sessions for a in by_setting[name]] for name in configs}
     return available, windows, live, stored, features_dir, configs
@@ -88,8 +118,9 @@ def test_stored_features_give_the_live_alerts_field_for_field(every_window, sett
 def test_one_batch_of_every_session_gives_the_same_alerts(every_window, sample_dir, cluster):
     """The lab's path: all sessions' stored features joined, each setting evaluated in one call."""
     available, _, live, _, features_dir, configs = every_window
-    sessions, features = load_features(configs["default"], available[0], available[-1], sample_dir,
-                                       features_dir=features_dir, client=cluster[0])
+    sessions, features = load_features(
+        configs["default"], available[0], available[-1], sample_dir, features_dir=features_dir, client=cluster[0]
+    )
     assert sessions == available
     for name, config in configs.items():
         alerts = evaluate(features, config).alerts
@@ -136,8 +167,16 @@ def test_changed_sweep_settings_or_a_half_written_session_are_recomputed(sample_
 def test_a_corrupt_features_file_is_a_one_line_error_naming_it(sample_dir, source, cluster, tmp_path):
     day = source.sessions_available()[-1]
     client, baseline = cluster
-    backtest(load_config(), day, day, sample_dir, client=client, progress=False, features_dir=tmp_path,
-             baseline_path=baseline)
+    backtest(
+        load_config(),
+        day,
+        day,
+        sample_dir,
+        client=client,
+        progress=False,
+        features_dir=tmp_path,
+        baseline_path=baseline,
+    )
     path = session_folder(tmp_path, day) / "orders.parquet"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DataError) as error:

@@ -38,9 +38,18 @@ def test_gex_of_three_options_by_hand():
 def chain(rows: list[tuple[str, float, float]], forward: float = 20_000.0, years: float = 30 / 365) -> pd.DataFrame:
     """Options of one expiry as `dealer_positioning` keeps them: (put_call, strike, open interest)."""
     frame = pd.DataFrame(rows, columns=["put_call", "strike", "open_interest"])
-    return frame.assign(instrument_id=range(len(frame)), symbol=[f"NQZ6 {p}{k:.0f}" for p, k, _ in rows],
-                        underlying="NQZ6", expiry="NQZ6", expiration=pd.Timestamp("2026-12-18T14:30Z"),
-                        multiplier=20.0, settlement=np.nan, future_price=forward, years=years, implied_vol=0.2)
+    return frame.assign(
+        instrument_id=range(len(frame)),
+        symbol=[f"NQZ6 {p}{k:.0f}" for p, k, _ in rows],
+        underlying="NQZ6",
+        expiry="NQZ6",
+        expiration=pd.Timestamp("2026-12-18T14:30Z"),
+        multiplier=20.0,
+        settlement=np.nan,
+        future_price=forward,
+        years=years,
+        implied_vol=0.2,
+    )
 
 
 def test_zero_gamma_is_the_crossing_nearest_the_price_on_a_chain_with_a_known_one():
@@ -52,14 +61,27 @@ def test_zero_gamma_is_the_crossing_nearest_the_price_on_a_chain_with_a_known_on
         forward = options["future_price"] * price / 20_000.0
         gamma = black76_gamma(forward, options["strike"], options["years"], options["implied_vol"])
         return float(option_gex(gamma, options["open_interest"], 20.0, forward, options["put_call"]).sum())
+
     known = brentq(total, 19_000.0, 21_000.0)
     profile, crossings = gex_profile(options, 20_000.0)
     assert len(crossings) == 1 and crossings[0] == pytest.approx(known, abs=1.0)
-    positioning = DealerPositioning(dt.date(2026, 11, 25), "NQZ6", 20_000.0,
-                                    options.assign(gex_usd=option_gex(
-                                        black76_gamma(20_000.0, options["strike"], options["years"], 0.2),
-                                        options["open_interest"], 20.0, 20_000.0, options["put_call"])),
-                                    {}, crossings, profile)
+    positioning = DealerPositioning(
+        dt.date(2026, 11, 25),
+        "NQZ6",
+        20_000.0,
+        options.assign(
+            gex_usd=option_gex(
+                black76_gamma(20_000.0, options["strike"], options["years"], 0.2),
+                options["open_interest"],
+                20.0,
+                20_000.0,
+                options["put_call"],
+            )
+        ),
+        {},
+        crossings,
+        profile,
+    )
     assert positioning.zero_gamma == pytest.approx(known, abs=1.0)
     gex = positioning.options.set_index("strike")["gex_usd"]
     assert positioning.put_wall == gex[gex < 0].abs().idxmax() and positioning.call_wall == gex[gex > 0].idxmax()
@@ -98,13 +120,44 @@ def test_a_session_without_its_statistics_waits(source, truth):
 
 def test_gex_command_prints_one_json_object(sample_dir, truth, tmp_path):
     day = truth["sessions"][-2]
-    done = subprocess.run([sys.executable, "scheduler.py", "--data-dir", str(sample_dir), "--state-db",
-                           str(tmp_path / "state.sqlite"), "--outputs", str(tmp_path / "out"), "gex", day, "--json"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "scheduler.py",
+            "--data-dir",
+            str(sample_dir),
+            "--state-db",
+            str(tmp_path / "state.sqlite"),
+            "--outputs",
+            str(tmp_path / "out"),
+            "gex",
+            day,
+            "--json",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert set(report) >= {"session", "future", "future_price", "call_wall", "put_wall", "abs_gamma_strike",
-                           "zero_gamma", "total_gex_usd", "by_strike", "by_expiry", "skipped"}
-    assert report["session"] == day and report["by_strike"][0].keys() == {"strike", "call_gex_usd", "put_gex_usd",
-                                                                          "net_gex_usd"}
+    assert set(report) >= {
+        "session",
+        "future",
+        "future_price",
+        "call_wall",
+        "put_wall",
+        "abs_gamma_strike",
+        "zero_gamma",
+        "total_gex_usd",
+        "by_strike",
+        "by_expiry",
+        "skipped",
+    }
+    assert report["session"] == day and report["by_strike"][0].keys() == {
+        "strike",
+        "call_gex_usd",
+        "put_gex_usd",
+        "net_gex_usd",
+    }
     assert (tmp_path / "out" / day / "gex.html").exists() and "call wall" in done.stderr

@@ -5,10 +5,14 @@ from __future__ import annotations
 import pandas.testing as pdt
 import pytest
 
-from nqflow.research.backtest import backtest
 from nqflow.config import load_config
+from nqflow.research.backtest import backtest
 from nqflow.research.lab import Lab, config_at, current_values, lab_widget
 from nqflow.research.quality import evaluate
+
+# Slow (make test-fast leaves it out); one xdist worker runs the modules that share the Dask
+# cluster, feature folder and baseline of conftest.feature_store.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("features")]
 
 SETTING = {"large_premium_usd": 2e6, "first_surge_tier": 7.5, "instrument_min_volume": 50}
 
@@ -17,8 +21,16 @@ SETTING = {"large_premium_usd": 2e6, "first_surge_tier": 7.5, "instrument_min_vo
 def lab_and_cluster(sample_dir, source, truth, feature_store):
     days = source.sessions_available()
     client, features_dir, baseline = feature_store
-    lab = Lab.load(load_config(), days[-4], days[-1], sample_dir, truth, client=client,
-                   features_dir=features_dir, baseline_path=baseline)
+    lab = Lab.load(
+        load_config(),
+        days[-4],
+        days[-1],
+        sample_dir,
+        truth,
+        client=client,
+        features_dir=features_dir,
+        baseline_path=baseline,
+    )
     return lab, client, features_dir, baseline
 
 
@@ -26,10 +38,18 @@ def test_a_point_is_exactly_a_backtest_at_that_setting(lab_and_cluster, sample_d
     lab, client, features_dir, baseline = lab_and_cluster
     for values in ({}, SETTING):
         config = config_at(lab.config, values)
-        result = backtest(config, *map(_date, (lab.sessions[0], lab.sessions[-1])), sample_dir, client=client,
-                          progress=False, features_dir=features_dir, baseline_path=baseline)
-        pdt.assert_frame_equal(lab.alerts(**values).drop(columns="planted"), result.alerts, check_dtype=False,
-                               check_exact=True)
+        result = backtest(
+            config,
+            *map(_date, (lab.sessions[0], lab.sessions[-1])),
+            sample_dir,
+            client=client,
+            progress=False,
+            features_dir=features_dir,
+            baseline_path=baseline,
+        )
+        pdt.assert_frame_equal(
+            lab.alerts(**values).drop(columns="planted"), result.alerts, check_dtype=False, check_exact=True
+        )
         point = lab.point(**values)
         assert point["alerts"] == len(result.alerts)
         assert point["recall"] == evaluate(result.alerts, truth, config, lab.sessions)["recall"]
@@ -69,8 +89,11 @@ def test_sliders_re_evaluate_every_window_when_released(lab_and_cluster):
     the observer re-evaluates and redraws the figures, the counts and the curves."""
     lab = lab_and_cluster[0]
     drawn = []
-    box = lab_widget(lab, {"large_premium_usd": [1e6, 3e6], "confidence": [0, 50]},
-                     draw_curves=lambda curves, values: drawn.append((curves, values)) or "curves")
+    box = lab_widget(
+        lab,
+        {"large_premium_usd": [1e6, 3e6], "confidence": [0, 50]},
+        draw_curves=lambda curves, values: drawn.append((curves, values)) or "curves",
+    )
     assert box.last_point["alerts"] == lab.point()["alerts"]
     assert all(not s.continuous_update for s in box.sliders.values())
     assert box.sliders["large_premium_usd"].value == pytest.approx(current_values(lab.config)["large_premium_usd"])
@@ -84,4 +107,5 @@ def test_sliders_re_evaluate_every_window_when_released(lab_and_cluster):
 
 def _date(text: str):
     import datetime as dt
+
     return dt.date.fromisoformat(text)

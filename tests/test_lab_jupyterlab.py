@@ -20,6 +20,9 @@ import pytest
 
 from nqflow.paths import REPO_ROOT
 
+# Slow: make test-fast leaves it out.
+pytestmark = pytest.mark.slow
+
 FIGURES = re.compile(r"(\d+) alerts in (\d+) sessions")
 
 
@@ -38,14 +41,33 @@ def jupyterlab(tmp_path_factory, sample_dir):
     shutil.copy(REPO_ROOT / "notebooks" / "threshold_lab.ipynb", root / "threshold_lab.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     home = tmp_path_factory.mktemp("jupyter-home")
-    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(home),
-           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    env = {
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "HOME": str(home),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), env=env, cwd=root)
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "server.log", "w"),
+        env=env,
+        cwd=root,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -68,13 +90,23 @@ def jupyterlab(tmp_path_factory, sample_dir):
 
 def test_moving_a_slider_in_jupyterlab_re_evaluates_the_range(jupyterlab, tmp_path):
     from playwright.sync_api import sync_playwright
+
     url, token, _ = jupyterlab
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=shutil.which("chromium"), headless=True,
+            str(tmp_path / "profile"),
+            executable_path=shutil.which("chromium"),
+            headless=True,
             viewport={"width": 1400, "height": 1000},
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"])
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         elsewhere: list[str] = []
 
         def only_loopback(route):
@@ -83,6 +115,7 @@ def test_moving_a_slider_in_jupyterlab_re_evaluates_the_range(jupyterlab, tmp_pa
             else:
                 elsewhere.append(route.request.url)
                 route.abort()
+
         browser.route("**/*", only_loopback)
         page = browser.new_page()
         page.goto(f"{url}/lab/tree/threshold_lab.ipynb?token={token}")
@@ -114,12 +147,15 @@ def test_moving_a_slider_in_jupyterlab_re_evaluates_the_range(jupyterlab, tmp_pa
         page.keyboard.type("1e6")
         page.keyboard.press("Enter")
         page.wait_for_function(
-            "before => { const t = document.querySelector('.lab-figures').innerText;"
-            " return !t.startsWith(before); }", arg=before.group(0), timeout=60_000)
+            "before => { const t = document.querySelector('.lab-figures').innerText; return !t.startsWith(before); }",
+            arg=before.group(0),
+            timeout=60_000,
+        )
         after = FIGURES.search(figures.inner_text())
         assert int(after.group(1)) > int(before.group(1)), (before.group(0), after.group(0))
         assert after.group(2) == before.group(2)  # the same range, evaluated again
-        page.screenshot(path=str(REPO_ROOT / "outputs" / "screenshots" / "threshold_lab.png"), full_page=False) \
-            if (REPO_ROOT / "outputs").exists() else None
+        page.screenshot(path=str(REPO_ROOT / "outputs" / "screenshots" / "threshold_lab.png"), full_page=False) if (
+            REPO_ROOT / "outputs"
+        ).exists() else None
         browser.close()
     assert elsewhere == [] or all(u.startswith(("data:", "blob:")) for u in elsewhere), elsewhere

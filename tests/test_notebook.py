@@ -10,26 +10,39 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nqflow.reports.index import write_index
 from nqflow.ops.runner import execute_window
 from nqflow.ops.store import StateStore
+from nqflow.reports.index import write_index
 
-SECRETS = {"DATABENTO_API_KEY": "db-SECRETkey0123456789", "NQFLOW_SMTP_PASSWORD": "smtp-SECRET-pw-42",
-           "NQFLOW_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hooks/SECRET-webhook"}
+# Slow: make test-fast leaves it out.
+pytestmark = pytest.mark.slow
+
+SECRETS = {
+    "DATABENTO_API_KEY": "db-SECRETkey0123456789",
+    "NQFLOW_SMTP_PASSWORD": "smtp-SECRET-pw-42",
+    "NQFLOW_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hooks/SECRET-webhook",
+}
 
 
 @pytest.fixture(scope="module")
 def executed(sample_dir, truth, tmp_path_factory):
     """One real papermill run of a window holding a planted $3M+ block, with secrets in the environment."""
-    block = next(e for e in truth["events"] if e["kind"] == "block" and e["premium_usd"] > 3e6
-                 and e["session"] == truth["sessions"][-1])
+    block = next(
+        e
+        for e in truth["events"]
+        if e["kind"] == "block" and e["premium_usd"] > 3e6 and e["session"] == truth["sessions"][-1]
+    )
     out = tmp_path_factory.mktemp("outputs")
     saved = {k: os.environ.get(k) for k in SECRETS}
     os.environ.update(SECRETS)
     try:
         start = pd.Timestamp(block["window_start"])
-        run = execute_window(start, start + pd.Timedelta(minutes=15), out,
-                             {"data_dir": str(sample_dir), "state_db": str(out / "state.sqlite")})
+        run = execute_window(
+            start,
+            start + pd.Timedelta(minutes=15),
+            out,
+            {"data_dir": str(sample_dir), "state_db": str(out / "state.sqlite")},
+        )
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
@@ -65,8 +78,12 @@ def test_secrets_never_reach_notebooks_or_reports(executed):
 
 def test_failed_run_keeps_its_executed_notebook(sample_dir, tmp_path):
     start = pd.Timestamp("2026-10-30T15:00Z")
-    run = execute_window(start, start + pd.Timedelta(minutes=15), tmp_path,
-                         {"data_dir": str(tmp_path / "missing"), "state_db": str(tmp_path / "s.sqlite")})
+    run = execute_window(
+        start,
+        start + pd.Timedelta(minutes=15),
+        tmp_path,
+        {"data_dir": str(tmp_path / "missing"), "state_db": str(tmp_path / "s.sqlite")},
+    )
     assert not run.ok and "replay folder" in run.error and "does not exist" in run.error
     assert run.notebook_path.exists() and "does not exist" in run.notebook_path.read_text()
 
@@ -83,20 +100,39 @@ def test_index_and_report_render_in_headless_chromium(executed, tmp_path):
     store = StateStore(out / "state.sqlite")
     start = run.summary["window_start"]
     store.start_attempt(start, run.summary["window_end"], start)
-    store.finish_window(start, run.summary["window_end"], "ok", start, run.duration_s, str(run.notebook_path), str(run.html_path),
-                        len(run.alerts), run.summary)
+    store.finish_window(
+        start,
+        run.summary["window_end"],
+        "ok",
+        start,
+        run.duration_s,
+        str(run.notebook_path),
+        str(run.html_path),
+        len(run.alerts),
+        run.summary,
+    )
     index = write_index(out, store.windows())
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=_chromium(), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"])
+            str(tmp_path / "profile"),
+            executable_path=_chromium(),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page()
         page.goto(index.as_uri())
         links = page.eval_on_selector_all("a", "els => els.map(e => e.href)")
-        assert len(links) == 2 and all(Path(l.removeprefix("file://")).exists() for l in links)
-        report = next(l for l in links if l.endswith(".html"))
+        assert len(links) == 2 and all(Path(href.removeprefix("file://")).exists() for href in links)
+        report = next(href for href in links if href.endswith(".html"))
         page.goto(report)
         page.wait_for_load_state("load")
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")

@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nqflow.market import hours as cal
 from nqflow.config import load_config
-from nqflow.errors import DataNotYetAvailable
 from nqflow.engine.offbook import SETTLEMENT, group_packages, off_book_volumes, read_off_book
-from nqflow.paths import REPO_ROOT
+from nqflow.errors import DataNotYetAvailable
+from nqflow.market import hours as cal
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
+from nqflow.paths import REPO_ROOT
 
 
 def planted_off_book(truth) -> dict[str, dict]:
@@ -39,7 +39,9 @@ def test_every_planted_block_is_found_and_none_invented(source, truth, config):
             assert off.empty and result.alerts.empty, f"off-book volume invented on {day}"
             continue
         # measured exactly: the planted sizes, on the planted options, valued at settlement
-        assert dict(zip(off["instrument_id"], off["off_book_volume"])) == dict(zip(event["instrument_ids"], event["sizes"]))
+        assert dict(zip(off["instrument_id"], off["off_book_volume"])) == dict(
+            zip(event["instrument_ids"], event["sizes"])
+        )
         assert off["premium_usd"].sum() == pytest.approx(event["premium_usd"], abs=1.0)
         assert (off["oi_change"] >= off["off_book_volume"]).all()  # the blocks opened positions
         if event["premium_usd"] < config.thresholds.off_book_premium_usd:
@@ -69,67 +71,120 @@ def test_preliminary_settlement_only_is_not_read_as_final(source, truth):
     preliminary = following.assign(stat_flags=following["stat_flags"].where(following["stat_type"] != SETTLEMENT, 0))
     chain = source.chain(day)
     with pytest.raises(DataNotYetAvailable, match="final settlement"):
-        off_book_volumes(day, pd.DataFrame({"instrument_id": [], "size": []}), source.statistics(day), preliminary, chain)
+        off_book_volumes(
+            day, pd.DataFrame({"instrument_id": [], "size": []}), source.statistics(day), preliminary, chain
+        )
 
 
 def test_packages_are_simple_ratios_of_one_contract_size():
-    volumes = pd.DataFrame({
-        "off_book_volume": [500.0, 1000.0, 7.0, 11.0, 500.0],
-        "premium_usd": [5e6, 4e6, 1e5, 1e5, 3e6],
-        "multiplier": [20.0, 20.0, 20.0, 20.0, 2.0],
-    })
+    volumes = pd.DataFrame(
+        {
+            "off_book_volume": [500.0, 1000.0, 7.0, 11.0, 500.0],
+            "premium_usd": [5e6, 4e6, 1e5, 1e5, 3e6],
+            "multiplier": [20.0, 20.0, 20.0, 20.0, 2.0],
+        }
+    )
     groups = sorted(sorted(g) for g in group_packages(volumes, max_ratio=4))
     assert groups == [[0, 1], [2], [3], [4]]  # 500:1000 pair; 7 and 11 do not; a micro never joins NQ
 
 
 def test_scheduler_reads_a_watched_session_once_after_publication(sample_dir, truth, tmp_path):
-    day = dt.date.fromisoformat(next(s for s, e in planted_off_book(truth).items()
-                                     if e["premium_usd"] >= 3e6))
+    day = dt.date.fromisoformat(next(s for s, e in planted_off_book(truth).items() if e["premium_usd"] >= 3e6))
     row = cal.sessions(day, day).iloc[0]
     following = cal.sessions(cal.next_trading_day(day), cal.next_trading_day(day)).iloc[0]
-    config = load_config(overrides={"notify.email.enabled": False, "notify.slack.enabled": False,
-                                    "notify.log.path": str(tmp_path / "alerts.log"), "schedule.session_reports": False})
+    config = load_config(
+        overrides={
+            "notify.email.enabled": False,
+            "notify.slack.enabled": False,
+            "notify.log.path": str(tmp_path / "alerts.log"),
+            "schedule.session_reports": False,
+        }
+    )
     clock = SimulatedClock(row.market_close)
     state = tmp_path / "state.sqlite"
-    scheduler = Scheduler(config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out",
-                          state_db=state)
+    scheduler = Scheduler(
+        config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out", state_db=state
+    )
     # the monitor watched a window of that session
     start = row.market_open + pd.Timedelta(hours=16)
     scheduler.store.start_attempt(start.isoformat(), (start + pd.Timedelta(minutes=15)).isoformat(), start.isoformat())
-    scheduler.store.finish_window(start.isoformat(), (start + pd.Timedelta(minutes=15)).isoformat(), "ok", start.isoformat(), 1.0, None, None, 0, {})
+    scheduler.store.finish_window(
+        start.isoformat(),
+        (start + pd.Timedelta(minutes=15)).isoformat(),
+        "ok",
+        start.isoformat(),
+        1.0,
+        None,
+        None,
+        0,
+        {},
+    )
     assert scheduler.daily_due("off_book", clock.now()) == []  # the statistics come with the next session
     clock.current = following.market_open + pd.Timedelta(minutes=40)
     assert scheduler.daily_due("off_book", clock.now()) == [day]
-    (run,) = scheduler.daily_tick()
+    runs = {daily.notebook_path.stem: daily for daily in scheduler.daily_tick()}  # and that session's dealer gamma
+    run = runs["offbook"]
     assert run.ok and len(run.alerts) == 1 and run.alerts[0]["kind"] == "off_book"
     assert scheduler.daily_tick() == []  # once
-    again = Scheduler(config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out",
-                      state_db=state)
+    again = Scheduler(
+        config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out", state_db=state
+    )
     assert again.daily_due("off_book", clock.now()) == []  # and once across restarts
     logged = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
     assert [a["alert_id"] for a in logged] == [run.alerts[0]["alert_id"]]
     index = (tmp_path / "out" / "index.html").read_text()
-    assert "off the order book" in index and f"{day}/offbook.html\">off-book report</a>" in index
+    assert "off the order book" in index and f'{day}/offbook.html">off-book report</a>' in index
 
 
 def test_unpublished_day_waits_without_spending_attempts(sample_dir, tmp_path):
-    config = load_config(overrides={"notify.email.enabled": False, "notify.slack.enabled": False,
-                                    "notify.log.enabled": False, "notify.console.enabled": False})
+    config = load_config(
+        overrides={
+            "notify.email.enabled": False,
+            "notify.slack.enabled": False,
+            "notify.log.enabled": False,
+            "notify.console.enabled": False,
+        }
+    )
     last = cal.trading_days(dt.date(2026, 11, 27), dt.date(2026, 11, 27))[0]
     clock = SimulatedClock(pd.Timestamp("2026-11-30T00:00Z"))
-    scheduler = Scheduler(config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out",
-                          state_db=tmp_path / "state.sqlite")
+    scheduler = Scheduler(
+        config,
+        clock=clock,
+        source="replay",
+        data_dir=str(sample_dir),
+        outputs_dir=tmp_path / "out",
+        state_db=tmp_path / "state.sqlite",
+    )
     run = scheduler.process_daily("off_book", last)
     record = scheduler.store.daily_run("off_book", str(last))
     assert run.waiting and record["status"] == "waiting" and record["attempts"] == 0
-    assert pd.Timestamp(record["next_attempt_at"]) == clock.now() + pd.Timedelta(minutes=config.schedule.daily_wait_minutes)
+    assert pd.Timestamp(record["next_attempt_at"]) == clock.now() + pd.Timedelta(
+        minutes=config.schedule.daily_wait_minutes
+    )
 
 
+@pytest.mark.slow
 def test_offbook_command_prints_only_json_and_sends_once(sample_dir, truth, tmp_path):
     day = next(s for s, e in planted_off_book(truth).items() if e["premium_usd"] >= 3e6)
-    command = [sys.executable, "scheduler.py", "--data-dir", str(sample_dir), "--state-db", str(tmp_path / "s.sqlite"),
-               "--outputs", str(tmp_path / "out"), "--set", f"notify.log.path={tmp_path / 'alerts.log'}",
-               "--set", "notify.email.enabled=false", "--set", "notify.slack.enabled=false", "offbook", day, "--json"]
+    command = [
+        sys.executable,
+        "scheduler.py",
+        "--data-dir",
+        str(sample_dir),
+        "--state-db",
+        str(tmp_path / "s.sqlite"),
+        "--outputs",
+        str(tmp_path / "out"),
+        "--set",
+        f"notify.log.path={tmp_path / 'alerts.log'}",
+        "--set",
+        "notify.email.enabled=false",
+        "--set",
+        "notify.slack.enabled=false",
+        "offbook",
+        day,
+        "--json",
+    ]
     first = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     alerts = json.loads(first.stdout)  # nothing but the JSON on stdout
@@ -145,16 +200,31 @@ def test_offbook_report_renders_in_headless_chromium(sample_dir, truth, tmp_path
     if not chromium:
         pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
     from nqflow.ops.runner import execute_daily
+
     day = next(s for s, e in planted_off_book(truth).items() if e["package"])
-    run = execute_daily("off_book", day, tmp_path, {"config_path": "", "source": "replay", "data_dir": str(sample_dir),
-                                           "state_db": "", "overrides": {}})
+    run = execute_daily(
+        "off_book",
+        day,
+        tmp_path,
+        {"config_path": "", "source": "replay", "data_dir": str(sample_dir), "state_db": "", "overrides": {}},
+    )
     assert run.ok, run.error
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"])
+            str(tmp_path / "profile"),
+            executable_path=chromium,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page()
         page.goto(Path(run.html_path).as_uri())
         page.wait_for_load_state("load")

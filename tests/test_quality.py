@@ -10,11 +10,14 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from nqflow.market import hours as cal
 from nqflow.engine.baseline import BaselineStore
 from nqflow.engine.monitor import run_window
 from nqflow.engine.offbook import read_off_book_days
+from nqflow.market import hours as cal
 from nqflow.research.quality import evaluate
+
+# Slow: make test-fast leaves it out.
+pytestmark = pytest.mark.slow
 
 #: Stated bound for false alerts on a quiet session (92 windows) with the default thresholds.
 MAX_QUIET_SESSION_ALERTS = 3
@@ -23,24 +26,34 @@ MAX_QUIET_SESSION_ALERTS = 3
 @pytest.fixture(scope="module")
 def runs(source, truth, tmp_path_factory):
     from nqflow.config import load_config
+
     config = load_config()
     baseline = BaselineStore(tmp_path_factory.mktemp("quality") / "baseline.sqlite")
     available = source.sessions_available()
     sessions = [str(d) for d in available[5:]]
     # Off-book events are session-wide, read from the next day's statistics, not from a window.
-    event_windows = sorted({e["window_start"] for e in truth["events"] if e["session"] in sessions
-                            and e["kind"] != "off_book"})
+    event_windows = sorted(
+        {e["window_start"] for e in truth["events"] if e["session"] in sessions and e["kind"] != "off_book"}
+    )
     quiet = truth["quiet_sessions"][-1]
     alerts = []
     for start in event_windows:
         start = pd.Timestamp(start)
-        result = run_window(config, start, start + pd.Timedelta(minutes=15), source, baseline,
-                            record_baseline=False, available=available)
+        result = run_window(
+            config,
+            start,
+            start + pd.Timedelta(minutes=15),
+            source,
+            baseline,
+            record_baseline=False,
+            available=available,
+        )
         alerts.append(result.alerts)
     quiet_alerts = []
     for start, end in cal.session_windows(dt.date.fromisoformat(quiet)):
-        quiet_alerts.append(run_window(config, start, end, source, baseline, record_baseline=False,
-                                       available=available).alerts)
+        quiet_alerts.append(
+            run_window(config, start, end, source, baseline, record_baseline=False, available=available).alerts
+        )
     alerts.append(read_off_book_days(source, [dt.date.fromisoformat(s) for s in sessions], config))
     return config, sessions, pd.concat(alerts, ignore_index=True), pd.concat(quiet_alerts, ignore_index=True)
 
@@ -50,8 +63,15 @@ def test_every_planted_event_above_threshold_is_found_with_kind_tier_and_directi
     result = evaluate(alerts, truth, config, sessions)
     assert result["positives"] >= 40  # enough planted events above threshold for recall to mean something
     assert result["missed"] == []
-    assert set(result["recall_by_kind"]) == {"block", "sweep", "strategy", "surge_instrument", "surge_expiry",
-                                             "surge_product", "off_book"}
+    assert set(result["recall_by_kind"]) == {
+        "block",
+        "sweep",
+        "strategy",
+        "surge_instrument",
+        "surge_expiry",
+        "surge_product",
+        "off_book",
+    }
     assert result["direction_accuracy"] == 1.0
     assert result["tier_accuracy"] == 1.0
     assert result["zero_dte_recall"] == 1.0
@@ -64,12 +84,16 @@ def test_packages_are_read_as_one_trade_named_right_and_never_misread(runs, trut
     assert len(strategies) >= 12 and strategies["found"].all()
     assert result["strategy_named_right"] == 1.0 and result["strategy_sentiment_right"] == 1.0
     assert result["misread_rate"] == 0.0
-    neutral = [e for e in truth["events"] if e["kind"] == "strategy" and e["sentiment"] == "VOLATILITY"
-               and e["session"] in sessions]
+    neutral = [
+        e
+        for e in truth["events"]
+        if e["kind"] == "strategy" and e["sentiment"] == "VOLATILITY" and e["session"] in sessions
+    ]
     assert neutral
     found = alerts[alerts["kind"] == "strategy"]
     for event in neutral:
-        alert = found[found["instrument_ids"].map(lambda ids: bool(set(ids) & set(event["instrument_ids"])))].iloc[0]
+        planted = set(event["instrument_ids"])
+        alert = found[found["instrument_ids"].map(lambda ids, planted=planted: bool(set(ids) & planted))].iloc[0]
         assert alert["sentiment"] == "VOLATILITY" and "delta-neutral" in " ".join(alert["reasons"])
 
 
@@ -78,6 +102,7 @@ def test_no_spread_print_is_reported_as_a_directional_order(runs, source):
     no large order or sweep alert sits on a leg at the spread's instant."""
     _, _, alerts, _ = runs
     from nqflow.market.frames import spread_fills
+
     orders = alerts[alerts["kind"].isin(["large_order", "sweep"])]
     checked = 0
     for start in sorted(set(alerts["window_start"])):
@@ -109,4 +134,4 @@ def test_planted_alerts_carry_reasons_and_high_confidence(runs, truth):
 def test_quiet_session_stays_quiet(runs):
     _, _, _, quiet_alerts = runs
     assert len(quiet_alerts) <= MAX_QUIET_SESSION_ALERTS
-    assert (quiet_alerts["kind"] == "volume_surge").all()   # no large orders, sweeps or packages on a quiet day
+    assert (quiet_alerts["kind"] == "volume_surge").all()  # no large orders, sweeps or packages on a quiet day

@@ -11,12 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nqflow.market import hours as cal
 from nqflow.config import load_config
 from nqflow.engine.levels import days_to_expiry
-from nqflow.paths import REPO_ROOT
-from nqflow.ops.scheduling import Scheduler, SimulatedClock
 from nqflow.engine.session_flow import leg_aggressors
+from nqflow.market import hours as cal
+from nqflow.ops.scheduling import Scheduler, SimulatedClock
+from nqflow.paths import REPO_ROOT
+
+# Slow: make test-fast leaves it out.
+pytestmark = pytest.mark.slow
 
 SCREENSHOTS = REPO_ROOT / "outputs" / "screenshots"  # kept for review (outputs/ is git-ignored)
 
@@ -26,15 +29,32 @@ def reported(sample_dir, truth, tmp_path_factory):
     """Three windows of one session with planted events, its off-book reading and its session
     report, through `Scheduler` as `run` does them; the index written last."""
     out = tmp_path_factory.mktemp("reports")
-    config = load_config(overrides={"notify.email.enabled": False, "notify.slack.enabled": False,
-                                    "notify.console.enabled": False, "notify.log.path": str(out / "alerts.log")})
-    day = next(e["session"] for e in truth["events"] if e["kind"] == "off_book" and e["premium_usd"] >= 3e6
-               and any(s["session"] == e["session"] and s["kind"] in ("sweep", "strategy") for s in truth["events"]))
+    config = load_config(
+        overrides={
+            "notify.email.enabled": False,
+            "notify.slack.enabled": False,
+            "notify.console.enabled": False,
+            "notify.log.path": str(out / "alerts.log"),
+        }
+    )
+    day = next(
+        e["session"]
+        for e in truth["events"]
+        if e["kind"] == "off_book"
+        and e["premium_usd"] >= 3e6
+        and any(s["session"] == e["session"] and s["kind"] in ("sweep", "strategy") for s in truth["events"])
+    )
     planted = [e for e in truth["events"] if e["session"] == day and e["kind"] in ("block", "sweep", "strategy")]
     starts = sorted({pd.Timestamp(e["window_start"]) for e in planted})[:3]
     clock = SimulatedClock(starts[0])
-    scheduler = Scheduler(config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=out / "outputs",
-                          state_db=out / "state.sqlite")
+    scheduler = Scheduler(
+        config,
+        clock=clock,
+        source="replay",
+        data_dir=str(sample_dir),
+        outputs_dir=out / "outputs",
+        state_db=out / "state.sqlite",
+    )
     windows = [(s, s + pd.Timedelta(minutes=15)) for s in starts]
     for start, end in windows:
         clock.current = end + pd.Timedelta(minutes=2)
@@ -43,8 +63,10 @@ def reported(sample_dir, truth, tmp_path_factory):
     assert scheduler.daily_due("session", clock.now()) == []  # the session is still open
     clock.current = scheduler.ready_at("off_book", trade_date) + pd.Timedelta(minutes=40)
     assert scheduler.daily_due("session", clock.now()) == [trade_date]
-    runs = scheduler.daily_tick()  # the session report, then the off-book reading
-    assert [r.ok for r in runs] == [True, True], [r.error for r in runs]
+    runs = scheduler.daily_tick()  # the session report, the off-book reading, then the dealer gamma page
+    assert [(r.ok, r.notebook_path.stem) for r in runs] == [(True, "session"), (True, "offbook"), (True, "gex")], [
+        r.error for r in runs
+    ]
     assert scheduler.daily_tick() == []  # once each
     index = scheduler.refresh_index()
     return scheduler, trade_date, runs[0], index
@@ -77,8 +99,13 @@ def test_session_report_figures_come_from_the_session_data(reported, source, con
 def test_a_package_leg_takes_the_package_aggressor():
     """A bought call vertical whose leg prints carry no aggressor: bought at the long strike, sold at the short."""
     options = pd.DataFrame({"instrument_id": [1, 2, 3], "side": ["N", "N", "A"]})
-    packages = pd.DataFrame({"package_id": [0], "side": ["B"],
-                             "legs": [[{"instrument_id": 1, "sign": 1}, {"instrument_id": 2, "sign": -1}]]})
+    packages = pd.DataFrame(
+        {
+            "package_id": [0],
+            "side": ["B"],
+            "legs": [[{"instrument_id": 1, "sign": 1}, {"instrument_id": 2, "sign": -1}]],
+        }
+    )
     assert leg_aggressors(options, packages, np.array([0, 0, -1])).tolist() == ["B", "A", "A"]
     sold = packages.assign(side=["A"])
     assert leg_aggressors(options, sold, np.array([0, 0, -1])).tolist() == ["A", "B", "A"]
@@ -96,26 +123,41 @@ def _browser(p, profile: Path):
     if not chromium:
         pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
     return p.chromium.launch_persistent_context(
-        str(profile), executable_path=chromium, headless=True,
+        str(profile),
+        executable_path=chromium,
+        headless=True,
         viewport={"width": 1300, "height": 1000},
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-              "--no-first-run", "--disable-sync"])
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+        ],
+    )
 
 
 def test_index_filters_sorts_and_links_in_headless_chromium(reported, tmp_path):
     scheduler, day, _, index = reported
     alerts = scheduler.store.alerts()
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = _browser(p, tmp_path / "profile")
         page = browser.new_page()
         requests = []
         page.on("request", lambda r: requests.append(r.url))
         page.goto(index.as_uri())
-        visible = lambda: page.eval_on_selector_all("#alerts tbody tr", "rows => rows.filter(r => !r.hidden).length")
+
+        def visible():
+            return page.eval_on_selector_all("#alerts tbody tr", "rows => rows.filter(r => !r.hidden).length")
+
         assert visible() == len(alerts)
         # sessions newest first, each with its alert count and its session report
-        assert str(day) in page.inner_text("#sessions") and page.locator("#sessions a", has_text="session report").count()
+        assert (
+            str(day) in page.inner_text("#sessions") and page.locator("#sessions a", has_text="session report").count()
+        )
         for kind in sorted({a["kind"] for a in alerts}):
             page.select_option('select[data-filter="kind"]', kind)
             assert visible() == sum(a["kind"] == kind for a in alerts), kind
@@ -144,9 +186,13 @@ def test_index_filters_sorts_and_links_in_headless_chromium(reported, tmp_path):
 
 def test_every_image_of_every_report_decodes_with_alt_text(reported, tmp_path):
     scheduler, day, run, _ = reported
-    pages = [run.html_path, scheduler.outputs_dir / str(day) / "offbook.html",
-             Path(scheduler.store.windows()["html_path"].iloc[0])]
+    pages = [
+        run.html_path,
+        scheduler.outputs_dir / str(day) / "offbook.html",
+        Path(scheduler.store.windows()["html_path"].iloc[0]),
+    ]
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = _browser(p, tmp_path / "profile")
         page = browser.new_page()
@@ -154,12 +200,15 @@ def test_every_image_of_every_report_decodes_with_alt_text(reported, tmp_path):
             page.goto(path.as_uri())
             page.wait_for_load_state("load")
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
-            assert len(images) >= 1 and all(done and width > 100 and alt and "No description" not in alt
-                                            for done, width, alt in images), path
+            assert len(images) >= 1 and all(
+                done and width > 100 and alt and "No description" not in alt for done, width, alt in images
+            ), path
             page.screenshot(path=str(SCREENSHOTS / f"{path.parent.name}-{path.stem}.png"), full_page=True)
         page.goto(run.html_path.as_uri())
         alts = page.eval_on_selector_all("img", "els => els.map(e => e.alt)")
-        assert any(a.startswith("Bar chart of option premium bought (up) and sold (down) by the aggressor at") for a in alts)
+        assert any(
+            a.startswith("Bar chart of option premium bought (up) and sold (down) by the aggressor at") for a in alts
+        )
         assert any(a.startswith("Line chart of net call and net put premium") for a in alts)
         browser.close()
 
@@ -168,13 +217,26 @@ def test_session_command_prints_only_json(sample_dir, tmp_path):
     import json
     import subprocess
     import sys
-    command = [sys.executable, "scheduler.py", "--data-dir", str(sample_dir), "--state-db", str(tmp_path / "s.sqlite"),
-               "--outputs", str(tmp_path / "out"), "session", "2026-11-20", "--json"]
+
+    command = [
+        sys.executable,
+        "scheduler.py",
+        "--data-dir",
+        str(sample_dir),
+        "--state-db",
+        str(tmp_path / "s.sqlite"),
+        "--outputs",
+        str(tmp_path / "out"),
+        "session",
+        "2026-11-20",
+        "--json",
+    ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)  # nothing but the JSON on stdout
     assert summary["trade_date"] == "2026-11-20" and summary["contracts"] > 10_000 and summary["alerts"] == 0
     assert (tmp_path / "out" / "2026-11-20" / "session.html").exists()
-    bad = subprocess.run([*command[:-3], "session", "2026-11-22"], cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        [*command[:-3], "session", "2026-11-22"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode != 0 and "not a CME Globex trading day" in bad.stderr and len(bad.stderr.splitlines()) == 1

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from nqflow.market.contracts import NQ_POINT_VALUE_USD, years_between
-from nqflow.products import NQ_OPTION_PRODUCTS
 from nqflow.market.pricing import black76, smile_vol
+from nqflow.products import NQ_OPTION_PRODUCTS
 from nqflow.research.sample.generator import SampleSpec, generate_sample_market
 
 warnings.filterwarnings("ignore")
@@ -26,14 +26,23 @@ def _df(path) -> pd.DataFrame:
 
 
 def test_same_seed_gives_identical_files(tmp_path):
-    spec = SampleSpec(n_sessions=2, option_trades_per_session=2_000, future_trades_per_session=300, spreads_per_session=30)
+    spec = SampleSpec(
+        n_sessions=2, option_trades_per_session=2_000, future_trades_per_session=300, spreads_per_session=30
+    )
     first = generate_sample_market(tmp_path / "a", spec)
     second = generate_sample_market(tmp_path / "b", spec)
-    digests = lambda folder: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.dbn.zst")}
+
+    def digests(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.dbn.zst")}
+
     assert digests(first) == digests(second)
     assert len(digests(first)) == 6
-    other = generate_sample_market(tmp_path / "c", SampleSpec(seed=7, n_sessions=2, option_trades_per_session=2_000,
-                                                              future_trades_per_session=300, spreads_per_session=30))
+    other = generate_sample_market(
+        tmp_path / "c",
+        SampleSpec(
+            seed=7, n_sessions=2, option_trades_per_session=2_000, future_trades_per_session=300, spreads_per_session=30
+        ),
+    )
     assert digests(other) != digests(first)
 
 
@@ -68,12 +77,13 @@ def test_symbols_expiries_strikes_and_multiplier_in_definitions(sample_dir, trut
     assert row["expiration"] == pd.Timestamp("2026-12-18 14:30", tz="UTC")
     assert row["unit_of_measure_qty"] == 20.0
     assert (options["strike_price"] % 10 == 0).all() and (options["strike_price"] % 100 != 0).any()  # 10-point strikes
-    assert (options["symbol"] == options["raw_symbol"]).all()   # metadata mappings give to_df symbols
+    assert (options["symbol"] == options["raw_symbol"]).all()  # metadata mappings give to_df symbols
     # Real CME format: <product><month><year> <C|P><strike>, the product in `asset`.
     assert options["raw_symbol"].str.fullmatch(r"(NQ|QNE|QN[1-4]|Q[1-5][A-D])[FGHJKMNQUVXZ]\d [CP]\d+").all()
     assert (options["raw_symbol"].str.split(" ").str[0].str[:-2] == options["asset"]).all()
 
 
+@pytest.mark.slow
 def test_every_product_family_is_listed_on_its_real_schedule(sample_dir, truth):
     products, expiries = set(), {}
     for day in truth["sessions"]:
@@ -94,8 +104,9 @@ def test_every_product_family_is_listed_on_its_real_schedule(sample_dir, truth):
     # End of month: the last business day, 15:00 CT (October 30 and November 30, 2026).
     assert {e.tz_convert(chicago).strftime("%m-%d %H:%M") for e in expiries["QNE"]} >= {"10-30 15:00", "11-30 15:00"}
     # A weekly that would expire on the end-of-month day is not listed (QNE covers it).
-    assert not any(e.tz_convert(chicago).date() == dt.date(2026, 10, 30) for p in products if p != "QNE"
-                   for e in expiries[p])
+    assert not any(
+        e.tz_convert(chicago).date() == dt.date(2026, 10, 30) for p in products if p != "QNE" for e in expiries[p]
+    )
 
 
 def test_zero_and_one_dte_carry_most_of_the_volume(truth):
@@ -106,9 +117,12 @@ def test_zero_and_one_dte_carry_most_of_the_volume(truth):
 
 def test_sessions_span_the_dst_change_and_the_thanksgiving_half_days(truth):
     from nqflow.market import hours as cal
+
     sessions = [dt.date.fromisoformat(d) for d in truth["sessions"]]
     assert sessions[0] <= dt.date(2026, 10, 30) and sessions[-1] == dt.date(2026, 11, 27)
-    opens = {d: cal.sessions(d, d).iloc[0] for d in (dt.date(2026, 10, 30), dt.date(2026, 11, 2), dt.date(2026, 11, 27))}
+    opens = {
+        d: cal.sessions(d, d).iloc[0] for d in (dt.date(2026, 10, 30), dt.date(2026, 11, 2), dt.date(2026, 11, 27))
+    }
     assert opens[dt.date(2026, 10, 30)].market_open.hour == 22 and opens[dt.date(2026, 11, 2)].market_open.hour == 23
     assert opens[dt.date(2026, 11, 27)].market_close == pd.Timestamp("2026-11-27 18:00", tz="UTC")  # 12:00 CT
 
@@ -118,14 +132,14 @@ def test_spreads_have_leg_definitions_and_print_with_their_legs(sample_dir, trut
     defs = _df(sample_dir / f"glbx-mdp3-{day}.definition.dbn.zst")
     spreads = defs[defs["instrument_class"].isin(["T", "M"])]
     with_legs = spreads[spreads["leg_count"] > 0]
-    assert len(with_legs) and (spreads["leg_count"] == 0).any()           # some feeds carry no legs
+    assert len(with_legs) and (spreads["leg_count"] == 0).any()  # some feeds carry no legs
     assert (with_legs.groupby("instrument_id").size() == with_legs.groupby("instrument_id")["leg_count"].first()).all()
     assert set(with_legs["leg_side"]) == {"B", "A"} and spreads["raw_symbol"].str.startswith("UD:1V: ").all()
-    assert (spreads["instrument_class"] == "M").any()                        # covered: options against futures
+    assert (spreads["instrument_class"] == "M").any()  # covered: options against futures
     trades = _df(sample_dir / f"glbx-mdp3-{day}.trades.dbn.zst")
     prints = trades[trades["instrument_id"].isin(with_legs["instrument_id"])]
     assert len(prints) and set(prints["side"]) <= {"B", "A"}
-    assert (prints["price"] < 0).any()                                       # credit spreads print negative
+    assert (prints["price"] < 0).any()  # credit spreads print negative
     for spread in prints.head(50).itertuples():
         legs = with_legs[with_legs["instrument_id"] == spread.instrument_id]
         at = trades[(trades["ts_event"] == spread.ts_event) & trades["instrument_id"].isin(legs["leg_instrument_id"])]
@@ -145,8 +159,12 @@ def test_next_day_statistics_carry_settlement_and_cleared_volume(sample_dir, tru
     options = trades[trades["instrument_id"].isin(defs.loc[defs["instrument_class"].isin(["C", "P"]), "instrument_id"])]
     screen = options.groupby("instrument_id")["size"].sum()
     # cleared = screen volume, plus the contracts of any off-book trade planted that session
-    planted = {i: size for e in truth["events"] if e["kind"] == "off_book" and e["session"] == truth["sessions"][-3]
-               for i, size in zip(e["instrument_ids"], e["sizes"])}
+    planted = {
+        i: size
+        for e in truth["events"]
+        if e["kind"] == "off_book" and e["session"] == truth["sessions"][-3]
+        for i, size in zip(e["instrument_ids"], e["sizes"])
+    }
     expected = screen.add(pd.Series(planted, dtype="int64"), fill_value=0)
     assert cleared.set_index("instrument_id")["quantity"].reindex(expected.index).eq(expected).all()
 
@@ -166,6 +184,7 @@ def test_known_strike_volume_matches_trades_file(sample_dir, truth, source):
     symbol = raw["symbol"].value_counts().index[1]  # a busy option (index 0 is the future)
     expected = int(raw.loc[raw["symbol"] == symbol, "size"].sum())
     from nqflow.market import hours as cal
+
     row = cal.sessions(day, day).iloc[0]
     tidy = source.trades(row.market_open, row.market_close)
     assert int(tidy.loc[tidy["symbol"] == symbol, "size"].sum()) == expected
@@ -174,21 +193,24 @@ def test_known_strike_volume_matches_trades_file(sample_dir, truth, source):
 def test_intraday_u_shape_heavy_tails_sides_and_black76_prices(source, truth):
     day = dt.date.fromisoformat(truth["sessions"][-4])  # a whole day (the last two are half days)
     from nqflow.market import hours as cal
+
     row = cal.sessions(day, day).iloc[0]
     trades = source.option_trades(row.market_open, row.market_close)
     ct_hour = trades["ts_event"].dt.tz_convert("America/Chicago").dt.hour
     per_hour = trades.groupby(ct_hour)["size"].sum()
     assert per_hour[8] > 1.5 * per_hour[11] and per_hour[14] > 1.5 * per_hour[11]  # U across regular hours
-    assert per_hour[11] > 2 * per_hour[22]                                          # overnight is quiet
+    assert per_hour[11] > 2 * per_hour[22]  # overnight is quiet
     sizes = trades["size"]
-    assert sizes.median() <= 2 and sizes.quantile(0.999) >= 30                      # heavy tail
+    assert sizes.median() <= 2 and sizes.quantile(0.999) >= 30  # heavy tail
     shares = trades["side"].value_counts(normalize=True)
     assert 0.35 < shares["B"] < 0.55 and 0.35 < shares["A"] < 0.55 and 0.03 < shares["N"] < 0.15
     # Prices sit within a few percent of Black-76 on the smile at the futures price of the moment.
     future = source.underlying(row.market_open, row.market_close).set_index("ts_event")["price"]
     sample = trades[(trades["price"] > 20) & (trades["symbol"].str.startswith("NQZ6"))].head(300)
     fwd = future.reindex(sample["ts_event"], method="ffill").to_numpy()
-    years = years_between(sample["ts_event"].astype("int64").to_numpy(), sample["expiration"].astype("int64").to_numpy())
+    years = years_between(
+        sample["ts_event"].astype("int64").to_numpy(), sample["expiration"].astype("int64").to_numpy()
+    )
     strike = sample["strike"].to_numpy()
     model = black76(fwd, strike, years, smile_vol(fwd, strike, years), sample["put_call"].to_numpy() == "C", 0.04)
     assert np.median(np.abs(sample["price"].to_numpy() / model - 1)) < 0.03
@@ -214,6 +236,7 @@ def test_ground_truth_lists_every_kind_and_quiet_sessions(truth):
     assert min(premiums) < 3e6 < max(premiums) and max(premiums) <= 2.1e7
 
 
+@pytest.mark.slow
 def test_any_number_of_sessions_is_generated_deterministically(tmp_path):
     """`scheduler.py sample --sessions N --out DIR`: the same bytes every time, N sessions of files."""
     import json
@@ -221,15 +244,26 @@ def test_any_number_of_sessions_is_generated_deterministically(tmp_path):
     import sys
 
     from nqflow.paths import REPO_ROOT
+
     digests = []
     for name in ("a", "b"):
-        done = subprocess.run([sys.executable, "scheduler.py", "sample", "--sessions", "3", "--out", str(tmp_path / name)],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "scheduler.py", "sample", "--sessions", "3", "--out", str(tmp_path / name)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         files = sorted((tmp_path / name).glob("*.dbn.zst"))
         digests.append({f.name: hashlib.sha1(f.read_bytes()).hexdigest() for f in files})
     assert digests[0] == digests[1] and len(digests[0]) == 3 * 3  # trades, definitions, statistics per session
     assert len(json.loads((tmp_path / "a" / "ground_truth.json").read_text())["sessions"]) == 3
-    bad = subprocess.run([sys.executable, "scheduler.py", "sample", "--sessions", "1", "--out", str(tmp_path / "c")],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "scheduler.py", "sample", "--sessions", "1", "--out", str(tmp_path / "c")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "--sessions must be at least 2" in bad.stderr

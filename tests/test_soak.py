@@ -30,49 +30,78 @@ import pytest
 from test_databento_source import KEY, gateway, gw  # noqa: F401  (fixtures)
 from test_delivery import SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server, tls  # noqa: F401
 
-from nqflow.market import hours as cal
 from nqflow.engine.baseline import BaselineStore, ensure_history
-from nqflow.paths import REPO_ROOT
+from nqflow.market import hours as cal
 from nqflow.market.hours import windows_between
 from nqflow.ops.store import StateStore
+from nqflow.paths import REPO_ROOT
 
-START = pd.Timestamp("2026-11-25T23:17:00Z")   # just after the 26 Nov session opened
-END = pd.Timestamp("2026-11-27T18:45:00Z")     # after the 27 Nov half day closed
+START = pd.Timestamp("2026-11-25T23:17:00Z")  # just after the 26 Nov session opened
+END = pd.Timestamp("2026-11-27T18:45:00Z")  # after the 27 Nov half day closed
 KILL_KERNEL_WINDOW = pd.Timestamp("2026-11-26T14:30:00Z")
 DATA_HELD_AT, DATA_RELEASED = pd.Timestamp("2026-11-26T16:00:00Z"), pd.Timestamp("2026-11-26T17:15:00Z")
-SMTP_DOWN, SMTP_UP = pd.Timestamp("2026-11-27T14:30:00Z"), pd.Timestamp("2026-11-27T15:45:00Z")  # the 14:45 package goes out at 15:02
+SMTP_DOWN, SMTP_UP = (
+    pd.Timestamp("2026-11-27T14:30:00Z"),
+    pd.Timestamp("2026-11-27T15:45:00Z"),
+)  # the 14:45 package goes out at 15:02
 SIGKILL_AT = pd.Timestamp("2026-11-27T16:00:00Z")
 
 
 @pytest.mark.slow
-def test_two_sessions_with_faults_end_with_every_window_ok_and_every_alert_sent_once(
-        gw, tls, source, tmp_path):  # noqa: F811
+def test_two_sessions_with_faults_end_with_every_window_ok_and_every_alert_sent_once(gw, tls, source, tmp_path):
     from standin_gateway import Fault
+
     baseline = tmp_path / "baseline.sqlite"
     ensure_history(BaselineStore(baseline), source, dt.date(2026, 11, 28), 7)  # the same records the gateway serves
     hook, inbox, smtp_port = Webhook(), Inbox(), free_port()
     settings = {
-        "state_dir": str(tmp_path), "cache_dir": str(tmp_path / "cache"), "baseline": str(baseline),
-        "start": START.isoformat(), "end": END.isoformat(), "kill_window": KILL_KERNEL_WINDOW.isoformat(),
+        "state_dir": str(tmp_path),
+        "cache_dir": str(tmp_path / "cache"),
+        "baseline": str(baseline),
+        "start": START.isoformat(),
+        "end": END.isoformat(),
+        "kill_window": KILL_KERNEL_WINDOW.isoformat(),
         "overrides": {
-            "schedule.poll_seconds": 120, "schedule.session_reports": False, "schedule.off_book": False,
-            "schedule.retry_backoff_seconds": 60.0, "thresholds.baseline_sessions": 5,
-            "notify.console.enabled": False, "notify.log.path": str(tmp_path / "alerts.log"),
-            "notify.retry_backoff_seconds": 30.0, "notify.email.enabled": True, "notify.email.host": "127.0.0.1",
-            "notify.email.port": smtp_port, "notify.email.user": "desk", "notify.email.recipients": ["desk@example.test"],
-            "notify.slack.enabled": True, "health.channel_down_minutes": 30.0,
-            "databento.gateway": gw.url, "databento.retry_base_seconds": 0.01, "databento.retry_max_seconds": 0.05,
-            "databento.range_cache_seconds": 0.0, "data.state_db": str(tmp_path / "state.sqlite"),
+            "schedule.poll_seconds": 120,
+            "schedule.session_reports": False,
+            "schedule.off_book": False,
+            "schedule.retry_backoff_seconds": 60.0,
+            "thresholds.baseline_sessions": 5,
+            "notify.console.enabled": False,
+            "notify.log.path": str(tmp_path / "alerts.log"),
+            "notify.retry_backoff_seconds": 30.0,
+            "notify.email.enabled": True,
+            "notify.email.host": "127.0.0.1",
+            "notify.email.port": smtp_port,
+            "notify.email.user": "desk",
+            "notify.email.recipients": ["desk@example.test"],
+            "notify.slack.enabled": True,
+            "health.channel_down_minutes": 30.0,
+            "databento.gateway": gw.url,
+            "databento.retry_base_seconds": 0.01,
+            "databento.retry_max_seconds": 0.05,
+            "databento.range_cache_seconds": 0.0,
+            "data.state_db": str(tmp_path / "state.sqlite"),
         },
     }
     (tmp_path / "settings.json").write_text(json.dumps(settings))
-    env = {**os.environ, "DATABENTO_API_KEY": KEY, "SSL_CERT_FILE": str(tls[0]), "NQFLOW_SMTP_PASSWORD": SMTP_PASSWORD,
-           "NQFLOW_SLACK_WEBHOOK_URL": hook.url}
+    env = {
+        **os.environ,
+        "DATABENTO_API_KEY": KEY,
+        "SSL_CERT_FILE": str(tls[0]),
+        "NQFLOW_SMTP_PASSWORD": SMTP_PASSWORD,
+        "NQFLOW_SLACK_WEBHOOK_URL": hook.url,
+    }
     clock_file = tmp_path / "clock.txt"
 
     def start_scheduler() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "tests/soak_run.py", str(tmp_path / "settings.json")], cwd=REPO_ROOT,
-                                env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr.log").open("a"))
+        return subprocess.Popen(
+            [sys.executable, "tests/soak_run.py", str(tmp_path / "settings.json")],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "stderr.log").open("a"),
+        )
 
     def simulated_now() -> pd.Timestamp:
         try:
@@ -117,8 +146,11 @@ def test_two_sessions_with_faults_end_with_every_window_ok_and_every_alert_sent_
 
     store = StateStore(tmp_path / "state.sqlite")
     windows = store.windows(limit=1000).set_index("window_start")
-    expected = [s.isoformat() for s, e in windows_between(pd.Timestamp("2026-11-25T23:00Z"), END - pd.Timedelta(minutes=2), 15)
-                if cal.window_is_open(s, e)]
+    expected = [
+        s.isoformat()
+        for s, e in windows_between(pd.Timestamp("2026-11-25T23:00Z"), END - pd.Timedelta(minutes=2), 15)
+        if cal.window_is_open(s, e)
+    ]
     assert sorted(windows.index) == expected and (windows["status"] == "ok").all()
     assert windows.loc["2026-11-25T23:00:00+00:00", "attempts"] == 2  # the 503 burst cost one attempt
     assert windows.loc[KILL_KERNEL_WINDOW.isoformat(), "attempts"] == 2  # so did the killed kernel
@@ -130,9 +162,13 @@ def test_two_sessions_with_faults_end_with_every_window_ok_and_every_alert_sent_
     final = ["sent", "skipped", "suppressed"]
     assert deliveries["status"].isin(final).all(), deliveries[~deliveries["status"].isin(final)]
     suppressed = set(deliveries.loc[deliveries["status"] == "suppressed", "alert_id"])
-    sent = {channel: set(rows.loc[rows["status"] == "sent", "alert_id"]) for channel, rows in deliveries.groupby("channel")}
+    sent = {
+        channel: set(rows.loc[rows["status"] == "sent", "alert_id"]) for channel, rows in deliveries.groupby("channel")
+    }
     logged = Counter(json.loads(line)["alert_id"] for line in (tmp_path / "alerts.log").read_text().splitlines())
-    mailed = Counter(i for m in inbox.messages for i in re.findall(r"id (\w{16})", m.get_body(("plain",)).get_content()))
+    mailed = Counter(
+        i for m in inbox.messages for i in re.findall(r"id (\w{16})", m.get_body(("plain",)).get_content())
+    )
     posted = Counter(block["block_id"] for body in hook.bodies for block in body["blocks"] if "block_id" in block)
     for channel, seen in (("log", logged), ("email", mailed), ("slack", posted)):
         assert set(seen) == sent[channel] and set(seen.values()) == {1}, channel  # each once, and only those

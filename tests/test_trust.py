@@ -26,11 +26,26 @@ QUIET = ["--set", "notify.email.enabled=false", "--set", "notify.slack.enabled=f
 
 def cli(*words: str, tmp_path: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """scheduler.py with state, outputs and the alert log in `tmp_path` (as a user would pass them)."""
-    base = [sys.executable, "scheduler.py", "--state-db", str(tmp_path / "state.sqlite"),
-            "--outputs", str(tmp_path / "out"), "--set", f"notify.log.path={tmp_path / 'alerts.log'}", *QUIET]
+    base = [
+        sys.executable,
+        "scheduler.py",
+        "--state-db",
+        str(tmp_path / "state.sqlite"),
+        "--outputs",
+        str(tmp_path / "out"),
+        "--set",
+        f"notify.log.path={tmp_path / 'alerts.log'}",
+        *QUIET,
+    ]
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DATABENTO", "NQFLOW_"))}
-    return subprocess.run([*base, *words], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**environment, **(env or {})})
+    return subprocess.run(
+        [*base, *words],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**environment, **(env or {})},
+    )
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
@@ -52,14 +67,19 @@ def read_only_dir(tmp_path):
     path under /proc (which holds no folders of ours)."""
     folder = tmp_path / "read-only"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        == 0
+    )
     yield folder if mounted else Path("/proc/nqflow-cannot-write")
     if mounted:
         subprocess.run(["umount", str(folder)], check=False)
 
 
 # -- never healthy while blind -------------------------------------------------------------------
+
 
 def test_a_window_past_the_data_is_refused_as_not_published_and_never_recorded(sample_dir, tmp_path):
     done = cli("--data-dir", str(sample_dir), "window", "2030-01-02T15:00Z", tmp_path=tmp_path)
@@ -103,10 +123,20 @@ class OptionsGone:
 def test_open_market_with_no_option_trades_is_a_data_error_never_a_quiet_window(source, tmp_path):
     from nqflow.engine.baseline import BaselineStore
     from nqflow.engine.monitor import run_window
-    with pytest.raises(DataError, match=r"no NQ option trades in 2026-10-30 15:00Z-15:15Z while CME Globex was open "
-                                        r"\(\d+ futures trades\): a data problem") as info:
-        run_window(load_config(), "2026-10-30T15:00Z", "2026-10-30T15:15Z", OptionsGone(source),
-                   BaselineStore(tmp_path / "baseline.sqlite"), record_baseline=False)
+
+    with pytest.raises(
+        DataError,
+        match=r"no NQ option trades in 2026-10-30 15:00Z-15:15Z while CME Globex was open "
+        r"\(\d+ futures trades\): a data problem",
+    ) as info:
+        run_window(
+            load_config(),
+            "2026-10-30T15:00Z",
+            "2026-10-30T15:15Z",
+            OptionsGone(source),
+            BaselineStore(tmp_path / "baseline.sqlite"),
+            record_baseline=False,
+        )
     assert "\n" not in str(info.value)
 
 
@@ -126,13 +156,21 @@ def test_status_measures_a_replay_folder_against_its_data_end(make_scheduler_at)
 def make_scheduler_at(tmp_path, sample_dir):
     def make(now: str, **overrides) -> Scheduler:
         config = load_config(overrides={"notify.log.path": str(tmp_path / "alerts.log"), **overrides})
-        return Scheduler(config, clock=SimulatedClock(pd.Timestamp(now)), data_dir=str(sample_dir),
-                         outputs_dir=tmp_path / "out", state_db=tmp_path / "state.sqlite")
+        return Scheduler(
+            config,
+            clock=SimulatedClock(pd.Timestamp(now)),
+            data_dir=str(sample_dir),
+            outputs_dir=tmp_path / "out",
+            state_db=tmp_path / "state.sqlite",
+        )
+
     return make
 
 
 # -- never losing state ----------------------------------------------------------------------------
 
+
+@pytest.mark.slow
 def test_demo_never_deletes_a_state_database_it_did_not_create(sample_dir, tmp_path):
     mine = tmp_path / "mine.sqlite"
     store = StateStore(mine)
@@ -141,9 +179,26 @@ def test_demo_never_deletes_a_state_database_it_did_not_create(sample_dir, tmp_p
         store.start_attempt(start, end, start)
         store.finish_window(start, end, "ok", start, 1.0, None, None, 0, {})
     before = windows_in(mine)
-    done = subprocess.run([sys.executable, "scheduler.py", "--state-db", str(mine), "--outputs", str(tmp_path / "out"),
-                           "--set", f"notify.log.path={tmp_path / 'alerts.log'}", *QUIET, "demo", "--windows", "1"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "scheduler.py",
+            "--state-db",
+            str(mine),
+            "--outputs",
+            str(tmp_path / "out"),
+            "--set",
+            f"notify.log.path={tmp_path / 'alerts.log'}",
+            *QUIET,
+            "demo",
+            "--windows",
+            "1",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "not created by a demo, so nothing in it is deleted" in done.stdout
     after = windows_in(mine)
@@ -151,16 +206,25 @@ def test_demo_never_deletes_a_state_database_it_did_not_create(sample_dir, tmp_p
 
 
 def test_an_unwritable_outputs_or_state_folder_is_one_line_before_any_work(sample_dir, tmp_path, read_only_dir):
-    outputs = cli("--data-dir", str(sample_dir), "--outputs", str(read_only_dir / "out"), "window",
-                  "2026-10-30T15:00Z", tmp_path=tmp_path)
+    outputs = cli(
+        "--data-dir",
+        str(sample_dir),
+        "--outputs",
+        str(read_only_dir / "out"),
+        "window",
+        "2026-10-30T15:00Z",
+        tmp_path=tmp_path,
+    )
     line = one_error_line(outputs)
     assert outputs.returncode == ExitCode.CONFIG and f"cannot write to the outputs folder {read_only_dir}" in line
     assert "data.outputs_dir or --outputs" in line and windows_in(tmp_path / "state.sqlite") == []
-    state = cli("--data-dir", str(sample_dir), "--state-db", str(read_only_dir / "state.sqlite"), "status",
-                tmp_path=tmp_path)
+    state = cli(
+        "--data-dir", str(sample_dir), "--state-db", str(read_only_dir / "state.sqlite"), "status", tmp_path=tmp_path
+    )
     assert state.returncode == ExitCode.CONFIG and "cannot write the state database" in one_error_line(state)
-    doctor = cli("--data-dir", str(sample_dir), "--outputs", str(read_only_dir / "out"), "doctor", "--json",
-                 tmp_path=tmp_path)
+    doctor = cli(
+        "--data-dir", str(sample_dir), "--outputs", str(read_only_dir / "out"), "doctor", "--json", tmp_path=tmp_path
+    )
     report = json.loads(doctor.stdout)
     assert doctor.returncode == ExitCode.FAILED and not report["ready"]
     (folders,) = [c for c in report["checks"] if c["name"] == "folders"]
@@ -237,19 +301,27 @@ def test_a_database_of_the_schema_before_versions_is_upgraded_and_loses_nothing(
 
 # -- bad input, refused before any work ----------------------------------------------------------------
 
-@pytest.mark.parametrize("words, code, message", [
-    (["window", "2026-10-30T15:00Z", "2026-10-30T14:00Z"], 2, "ends before it starts"),
-    (["window", "2026-10-30T15:00Z", "2026-10-30T17:00Z"], 2, "is not one 15-minute interval; for a longer range use "
-                                                             "`scheduler.py backfill 2026-10-30T15:00Z 2026-10-30T17:00Z`"),
-    (["window", "2026-10-30T15:07Z"], 2, "is not on the 15-minute grid"),
-    (["window", "2026-10-31T15:00Z"], 2, "market closed"),
-    (["window", "2026-10-30T15:00"], 2, "has no timezone"),
-    (["backfill", "2026-10-30T16:00Z", "2026-10-30T14:00Z"], 2, "is reversed or empty"),
-    (["alerts", "--since", "notadate"], 2, "cannot parse timestamp 'notadate'"),
-    (["backtest", "2026-11-05", "2026-11-02"], 2, "is reversed"),
-    (["--set", "thresholds.large_premium=1", "status"], 3, "unknown config key thresholds.large_premium"),
-    (["--set", "data.source=ftp", "status"], 3, "data.source must be one of replay, databento"),
-])
+
+@pytest.mark.parametrize(
+    "words, code, message",
+    [
+        (["window", "2026-10-30T15:00Z", "2026-10-30T14:00Z"], 2, "ends before it starts"),
+        (
+            ["window", "2026-10-30T15:00Z", "2026-10-30T17:00Z"],
+            2,
+            "is not one 15-minute interval; for a longer range use "
+            "`scheduler.py backfill 2026-10-30T15:00Z 2026-10-30T17:00Z`",
+        ),
+        (["window", "2026-10-30T15:07Z"], 2, "is not on the 15-minute grid"),
+        (["window", "2026-10-31T15:00Z"], 2, "market closed"),
+        (["window", "2026-10-30T15:00"], 2, "has no timezone"),
+        (["backfill", "2026-10-30T16:00Z", "2026-10-30T14:00Z"], 2, "is reversed or empty"),
+        (["alerts", "--since", "notadate"], 2, "cannot parse timestamp 'notadate'"),
+        (["backtest", "2026-11-05", "2026-11-02"], 2, "is reversed"),
+        (["--set", "thresholds.large_premium=1", "status"], 3, "unknown config key thresholds.large_premium"),
+        (["--set", "data.source=ftp", "status"], 3, "data.source must be one of replay, databento"),
+    ],
+)
 def test_bad_input_is_one_line_with_its_exit_code_and_nothing_recorded(words, code, message, sample_dir, tmp_path):
     done = cli("--data-dir", str(sample_dir), *words, tmp_path=tmp_path, timeout=120)
     assert done.returncode == code and message in one_error_line(done)
@@ -257,15 +329,32 @@ def test_bad_input_is_one_line_with_its_exit_code_and_nothing_recorded(words, co
 
 
 def test_workers_must_be_at_least_one(sample_dir, tmp_path):
-    done = cli("--data-dir", str(sample_dir), "backtest", "2026-11-02", "2026-11-03", "--workers", "0",
-               tmp_path=tmp_path, timeout=60)
+    done = cli(
+        "--data-dir",
+        str(sample_dir),
+        "backtest",
+        "2026-11-02",
+        "2026-11-03",
+        "--workers",
+        "0",
+        tmp_path=tmp_path,
+        timeout=60,
+    )
     assert done.returncode == ExitCode.USAGE and "--workers: must be at least 1, not 0" in done.stderr
 
 
 def test_a_missing_api_key_is_refused_before_any_notebook_and_said_once(tmp_path):
     began = time.monotonic()
-    done = cli("--source", "databento", "--data-dir", str(tmp_path / "cache"), "window", "2026-10-30T15:00Z",
-               tmp_path=tmp_path, timeout=60)
+    done = cli(
+        "--source",
+        "databento",
+        "--data-dir",
+        str(tmp_path / "cache"),
+        "window",
+        "2026-10-30T15:00Z",
+        tmp_path=tmp_path,
+        timeout=60,
+    )
     line = one_error_line(done)
     assert done.returncode == ExitCode.CONFIG and "DATABENTO_API_KEY" in line
     assert time.monotonic() - began < 8 and not (tmp_path / "out").exists()  # no kernel was started
@@ -274,17 +363,32 @@ def test_a_missing_api_key_is_refused_before_any_notebook_and_said_once(tmp_path
 
 def alert_at(window_start: str, alert_id: str) -> dict:
     from nqflow.alerts import ALERT_FIELDS
+
     record = {field: None for field in ALERT_FIELDS}
-    record.update(alert_id=alert_id, kind="large_order", level="instrument", window_start=window_start,
-                  window_end=window_start, event_time=window_start, symbol="NQZ6 C21000", direction="BUY",
-                  sentiment="BULLISH", volume=400, premium_usd=3.2e6, confidence=72.5, label="HIGH", reasons=["why"])
+    record.update(
+        alert_id=alert_id,
+        kind="large_order",
+        level="instrument",
+        window_start=window_start,
+        window_end=window_start,
+        event_time=window_start,
+        symbol="NQZ6 C21000",
+        direction="BUY",
+        sentiment="BULLISH",
+        volume=400,
+        premium_usd=3.2e6,
+        confidence=72.5,
+        label="HIGH",
+        reasons=["why"],
+    )
     return record
 
 
 def test_alerts_since_honours_the_offset(tmp_path):
     store = StateStore(tmp_path / "state.sqlite")
-    store.record_alerts([alert_at("2026-10-30T17:45:00+00:00", "early"), alert_at("2026-10-30T18:15:00+00:00", "late")],
-                        [], "x")
+    store.record_alerts(
+        [alert_at("2026-10-30T17:45:00+00:00", "early"), alert_at("2026-10-30T18:15:00+00:00", "late")], [], "x"
+    )
     done = cli("alerts", "--since", "2026-10-30T14:00:00-04:00", "--json", tmp_path=tmp_path, timeout=60)
     assert done.returncode == 0 and [a["alert_id"] for a in json.loads(done.stdout)] == ["late"]  # 14:00 EDT = 18:00Z
 
@@ -297,18 +401,38 @@ def test_the_exit_codes_are_listed_in_the_help():
 
 # -- run says what it does ---------------------------------------------------------------------------------
 
+
 def test_run_says_when_it_starts_what_each_window_did_and_when_it_stops(sample_dir, tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "scheduler.py", "--data-dir", str(sample_dir), "--state-db", str(tmp_path / "state.sqlite"),
-         "--outputs", str(tmp_path / "out"), "--set", f"notify.log.path={tmp_path / 'alerts.log'}", *QUIET,
-         "--set", "schedule.poll_seconds=0.2", "run"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "scheduler.py",
+            "--data-dir",
+            str(sample_dir),
+            "--state-db",
+            str(tmp_path / "state.sqlite"),
+            "--outputs",
+            str(tmp_path / "out"),
+            "--set",
+            f"notify.log.path={tmp_path / 'alerts.log'}",
+            *QUIET,
+            "--set",
+            "schedule.poll_seconds=0.2",
+            "run",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = process.stdout.readline()
     assert first.startswith("nqflow run: source replay (") and "26 option products" in first
     assert "channels console, log" in first and "SIGINT or SIGTERM stops" in first
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=60)
-    assert process.returncode == 0 and rest.strip().splitlines()[-1].startswith("nqflow run stopped on SIGTERM: 0 window")
+    assert process.returncode == 0 and rest.strip().splitlines()[-1].startswith(
+        "nqflow run stopped on SIGTERM: 0 window"
+    )
 
 
 def test_each_window_and_daily_job_says_one_line(make_scheduler_at, tmp_path):

@@ -82,13 +82,7 @@ import pandas as pd
 from scipy import stats
 
 from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id, usd
-from nqflow.market.contracts import CHICAGO
 from nqflow.config import Config
-from nqflow.market.frames import WindowData
-from nqflow.engine.levels import (
-    PRODUCT_KEY,
-    SHORT_DATED_DAYS,
-)
 from nqflow.engine.features import (  # noqa: F401  (re-exported: the building blocks tests and charts use)
     ORDER_KEYS,
     SIDE_COLUMNS,
@@ -102,7 +96,13 @@ from nqflow.engine.features import (  # noqa: F401  (re-exported: the building b
     side_totals,
     window_volumes,
 )
+from nqflow.engine.levels import (
+    PRODUCT_KEY,
+    SHORT_DATED_DAYS,
+)
 from nqflow.engine.strategies import package_headline, read_package
+from nqflow.market.contracts import CHICAGO
+from nqflow.market.frames import WindowData
 
 
 @dataclass
@@ -170,8 +170,13 @@ def tail_probability(volume, mean, variance) -> np.ndarray:
 # --------------------------------------------------------------------------- scoring
 def score(components: dict[str, float], config: Config) -> tuple[float, str]:
     c = config.confidence
-    weights = {"surprise": c.weight_surprise, "premium": c.weight_premium, "imbalance": c.weight_imbalance,
-               "concentration": c.weight_concentration, "volume_oi": c.weight_volume_oi}
+    weights = {
+        "surprise": c.weight_surprise,
+        "premium": c.weight_premium,
+        "imbalance": c.weight_imbalance,
+        "concentration": c.weight_concentration,
+        "volume_oi": c.weight_volume_oi,
+    }
     total = sum(weights.values())
     value = 100.0 * sum(weights[k] * float(np.clip(components.get(k, 0.0), 0, 1)) for k in weights) / total
     label = "HIGH" if value >= c.high else "MEDIUM" if value >= c.medium else "LOW"
@@ -203,8 +208,9 @@ def detect_window(window: WindowData, expected: pd.DataFrame | None, config: Con
     return detect_windows([window], [expected], config)[0]
 
 
-def detect_windows(windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None],
-                   config: Config) -> list[Detection]:
+def detect_windows(
+    windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None], config: Config
+) -> list[Detection]:
     """`detect_window` for many windows at once (a whole session, in a backtest), one Detection each.
 
     The two stages back to back: `nqflow.engine.features.compute_features`, then `evaluate`. Windows
@@ -241,8 +247,11 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
     t = config.thresholds
     orders = features.orders
     if orders.empty:
-        return Evaluation(pd.DataFrame(columns=[WINDOW, *ALERT_FIELDS]), np.empty(0, dtype="int64"),
-                          features.volumes.assign(gate=pd.Series(dtype=object)))
+        return Evaluation(
+            pd.DataFrame(columns=[WINDOW, *ALERT_FIELDS]),
+            np.empty(0, dtype="int64"),
+            features.volumes.assign(gate=pd.Series(dtype=object)),
+        )
     sweep = orders["sweep_id"].to_numpy(dtype="int64").copy()
     if (sweep >= 0).any():
         # A "sweep" that is mostly one order is a block with small neighbours: judge its orders singly.
@@ -252,12 +261,14 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
     volumes = _scored_volumes(features.volumes, config)
     volumes["gate"] = surge_gate(volumes, config)  # "" where a surge may alert, else why not (charts show it)
     context = _Context(features, volumes, config, score_every_volume)
-    candidates = (_order_alerts(context, orders.assign(sweep_id=sweep)) + _strategy_alerts(context)
-                  + _surge_alerts(context))
+    candidates = (
+        _order_alerts(context, orders.assign(sweep_id=sweep)) + _strategy_alerts(context) + _surge_alerts(context)
+    )
     by_window: dict[int, list[_Candidate]] = {}
     for candidate in candidates:
         by_window.setdefault(candidate.window, []).append(candidate)
-    rows, windows = [], []
+    rows: list[dict] = []
+    windows: list[int] = []
     for window in sorted(by_window):
         folded = sorted(_fold(by_window[window], config), key=lambda a: (-a.confidence, -a.premium_usd))
         rows.extend(alert.to_json() for alert in folded)
@@ -286,14 +297,23 @@ def split(features: Features, evaluation: Evaluation, config: Config) -> list[De
     for i, row in enumerate(table.itertuples(index=False)):
         summary = window_summary(row)
         if row.empty:
-            results.append(Detection(pd.DataFrame(columns=ALERT_FIELDS), aggregate_orders(pd.DataFrame()),
-                                     pd.DataFrame(), summary, pd.DataFrame(), config))
+            results.append(
+                Detection(
+                    pd.DataFrame(columns=ALERT_FIELDS),
+                    aggregate_orders(pd.DataFrame()),
+                    pd.DataFrame(),
+                    summary,
+                    pd.DataFrame(),
+                    config,
+                )
+            )
             continue
         own_orders = orders.iloc[slice(*order_bounds[i])].reset_index(drop=True)
         in_sweep = own_orders["sweep_id"] >= 0
         if in_sweep.any():
-            own_orders.loc[in_sweep, "sweep_id"] -= int(features.orders["sweep_id"].iloc[slice(*order_bounds[i])]
-                                                       .pipe(lambda s: s[s >= 0]).min())
+            own_orders.loc[in_sweep, "sweep_id"] -= int(
+                features.orders["sweep_id"].iloc[slice(*order_bounds[i])].pipe(lambda s: s[s >= 0]).min()
+            )
         own_volumes = volumes.iloc[slice(*volume_bounds[i])]
         ids = instrument_ids(own_volumes)
         own_volumes = own_volumes[volume_columns].reset_index(drop=True)
@@ -317,13 +337,20 @@ def window_summary(row) -> dict:
     """A window's summary (`nqflow.alerts.WindowSummary`) from its row of `Features.windows`,
     before its alerts are counted in."""
     summary = {
-        "window_start": row.window_start.isoformat(), "window_end": row.window_end.isoformat(),
+        "window_start": row.window_start.isoformat(),
+        "window_end": row.window_end.isoformat(),
         "trade_date": row.trade_date if isinstance(row.trade_date, str) else None,
-        "option_trades": int(row.option_trades), "orders": int(row.orders), "contracts": int(row.contracts),
-        "premium_usd": float(row.premium_usd), "buy_premium_usd": float(row.buy_premium_usd),
+        "option_trades": int(row.option_trades),
+        "orders": int(row.orders),
+        "contracts": int(row.contracts),
+        "premium_usd": float(row.premium_usd),
+        "buy_premium_usd": float(row.buy_premium_usd),
         "sell_premium_usd": float(row.sell_premium_usd),
         "underlying_last": None if pd.isna(row.underlying_last) else float(row.underlying_last),
-        "empty": bool(row.empty), "notes": json.loads(row.notes), "alerts": 0, "alerts_by_kind": {},
+        "empty": bool(row.empty),
+        "notes": json.loads(row.notes),
+        "alerts": 0,
+        "alerts_by_kind": {},
         "max_confidence": 0.0,
     }
     if not row.empty:
@@ -350,18 +377,40 @@ def watch_list(orders: pd.DataFrame, config: Config, packages: pd.DataFrame | No
     sweep = orders["sweep_id"] if "sweep_id" in orders else pd.Series(-1, index=orders.index)
     group = np.where(sweep >= 0, -1 - sweep.to_numpy(), np.arange(len(orders)))  # a sweep's orders share a group
     grouped = orders.assign(group=group).groupby("group", sort=False)
-    listed = grouped.agg(event_time=("ts_event", "min"), symbol=("symbol", "first"), side=("side", "first"),
-                         size=("size", "sum"), premium_usd=("premium_usd", "sum"), orders=("size", "size"),
-                         strikes=("strike", "nunique"), expiry=("expiry", "first"), put_call=("put_call", "first"))
+    listed = grouped.agg(
+        event_time=("ts_event", "min"),
+        symbol=("symbol", "first"),
+        side=("side", "first"),
+        size=("size", "sum"),
+        premium_usd=("premium_usd", "sum"),
+        orders=("size", "size"),
+        strikes=("strike", "nunique"),
+        expiry=("expiry", "first"),
+        put_call=("put_call", "first"),
+    )
     is_sweep = listed.index < 0
     listed["kind"] = np.where(is_sweep, "sweep", "order")
-    listed.loc[is_sweep, "symbol"] = listed["expiry"] + " " + listed["put_call"] + " x" + listed["strikes"].astype(str) + " strikes"
+    listed.loc[is_sweep, "symbol"] = (
+        listed["expiry"] + " " + listed["put_call"] + " x" + listed["strikes"].astype(str) + " strikes"
+    )
     if packages is not None and len(packages):
-        listed = pd.concat([listed, pd.DataFrame({
-            "kind": "package", "event_time": pd.to_datetime(packages["ts_event"], utc=True),
-            "symbol": packages["strategy"] + " " + packages["expiry"], "side": packages["side"],
-            "size": packages["quantity"], "premium_usd": packages["gross_premium_usd"],
-            "orders": packages["legs"].map(len)})], ignore_index=True)
+        listed = pd.concat(
+            [
+                listed,
+                pd.DataFrame(
+                    {
+                        "kind": "package",
+                        "event_time": pd.to_datetime(packages["ts_event"], utc=True),
+                        "symbol": packages["strategy"] + " " + packages["expiry"],
+                        "side": packages["side"],
+                        "size": packages["quantity"],
+                        "premium_usd": packages["gross_premium_usd"],
+                        "orders": packages["legs"].map(len),
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     listed = listed[(listed["premium_usd"] >= t.watch_premium_usd) & (listed["premium_usd"] < t.large_premium_usd)]
     return listed.sort_values("premium_usd", ascending=False)[columns].reset_index(drop=True)
 
@@ -384,8 +433,9 @@ def _scored_volumes(volumes: pd.DataFrame, config: Config) -> pd.DataFrame:
     """Window volumes with their floored baseline and ratio; ``p_value`` is filled in by `_Context`."""
     t = config.thresholds
     instrument, expiry = _level_masks(volumes)
-    floors = np.where(instrument, t.instrument_baseline_floor, np.where(expiry, t.expiry_baseline_floor,
-                                                                       t.product_baseline_floor)).astype(float)
+    floors = np.where(
+        instrument, t.instrument_baseline_floor, np.where(expiry, t.expiry_baseline_floor, t.product_baseline_floor)
+    ).astype(float)
     expected = volumes["expected"].to_numpy(dtype=float, na_value=np.nan)
     baseline = np.maximum(np.nan_to_num(expected, nan=0.0), floors)
     # A shallow copy: the new columns are the only ones written (copy-on-write guards the rest).
@@ -410,7 +460,8 @@ class _Context:
         self.ends = [ts.isoformat() for ts in features.windows["window_end"]]
         self.window_end = list(features.windows["window_end"])
         self.packages = features.packages
-        self._lookup = None  # (sorted window-and-instrument codes, their volume rows), built on first use
+        # (sorted window-and-instrument codes, their volume rows), built on first use
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         path = features.underlying
         self._path_window = path[WINDOW].to_numpy(dtype="int64")
         self._path_ts = path["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
@@ -427,7 +478,9 @@ class _Context:
         v = self.volumes
         history = v["history_sessions"].to_numpy()[rows]
         baseline = v["baseline"].to_numpy()[rows]
-        variance = np.maximum(np.nan_to_num(v["variance"].to_numpy(dtype=float, na_value=np.nan)[rows], nan=0.0), baseline)
+        variance = np.maximum(
+            np.nan_to_num(v["variance"].to_numpy(dtype=float, na_value=np.nan)[rows], nan=0.0), baseline
+        )
         p = np.where(history > 0, tail_probability(v["volume"].to_numpy()[rows], baseline, variance), 1.0)
         column = v["p_value"].to_numpy(dtype=float).copy()
         column[rows] = p
@@ -458,8 +511,14 @@ class _Context:
         at = lo + int(np.searchsorted(self._path_ts[lo:hi], ts.value, side="right")) - 1
         return float(self._path_price[at if at >= lo else hi - 1])
 
-    def candidate(self, window: int, owns: list[tuple[str, str]], expiry_key: str | None = None,
-                  expiry_keys: set[str] | None = None, **values) -> _Candidate:
+    def candidate(
+        self,
+        window: int,
+        owns: list[tuple[str, str]],
+        expiry_key: str | None = None,
+        expiry_keys: set[str] | None = None,
+        **values,
+    ) -> _Candidate:
         alert = Alert(window_start=self.starts[window], window_end=self.ends[window], **values)
         return _Candidate(alert, window, owns, expiry_key, set(expiry_keys or ()))
 
@@ -490,7 +549,9 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
         members_of = pd.Series(in_sweep).groupby(sweep_all[in_sweep]).indices
         for sweep_id in sweep_premium.index[sweep_premium.to_numpy() >= t.large_premium_usd]:
             groups.append(("sweep", in_sweep[members_of[sweep_id]]))
-    single = np.flatnonzero((sweep_all < 0) & (orders["package_id"].to_numpy() < 0) & (premium_all >= t.large_premium_usd))
+    single = np.flatnonzero(
+        (sweep_all < 0) & (orders["package_id"].to_numpy() < 0) & (premium_all >= t.large_premium_usd)
+    )
     groups.extend(("large_order", np.array([row])) for row in single)
     if not groups:
         return []
@@ -509,7 +570,11 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
     alerts, offset = [], 0
     for kind, rows in groups:
         n = len(rows)
-        members, member_sides, member_rows = records[offset:offset + n], sides[offset:offset + n], volume_row[offset:offset + n]
+        members, member_sides, member_rows = (
+            records[offset : offset + n],
+            sides[offset : offset + n],
+            volume_row[offset : offset + n],
+        )
         offset += n
         index = int(members[0][WINDOW])
         premium = float(sum(m["premium_usd"] for m in members))
@@ -543,42 +608,77 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
         event_time = first["ts_event"]
         if kind == "sweep":
             span = max(m["ts_event"] for m in members) - min(m["ts_event"] for m in members)
-            what = (f"sweep of {len(strikes)} strikes {strikes[0]:g}-{strikes[-1]:g} {first['expiry']} {right}, "
-                    f"{len(members)} orders within {span.total_seconds() * 1000:.0f} ms")
+            what = (
+                f"sweep of {len(strikes)} strikes {strikes[0]:g}-{strikes[-1]:g} {first['expiry']} {right}, "
+                f"{len(members)} orders within {span.total_seconds() * 1000:.0f} ms"
+            )
             alert_id = stable_id("sweep", ",".join(map(str, ids)), event_time.value, side)
         else:
             what = f"one aggressor order, {int(first['fills'])} fill(s) at ts {event_time.isoformat()}"
             alert_id = stable_id("large_order", ids[0], event_time.value, side)
-        reasons = [f"{_usd(premium)} premium >= {_usd(t.large_premium_usd)} threshold ({what})",
-                   f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"
-                   if side in ("B", "A") else
-                   f"{volume:,} {right} with no known aggressor (side {side}): direction and sentiment unknown"]
+        reasons = [
+            f"{_usd(premium)} premium >= {_usd(t.large_premium_usd)} threshold ({what})",
+            f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"
+            if side in ("B", "A")
+            else f"{volume:,} {right} with no known aggressor (side {side}): direction and sentiment unknown",
+        ]
         if history:
-            reasons.append(f"instrument window volume {inst_volume:,.0f} vs expected {baseline:,.1f}; "
-                           f"tail probability {p_value:.1e} over {history} sessions")
+            reasons.append(
+                f"instrument window volume {inst_volume:,.0f} vs expected {baseline:,.1f}; "
+                f"tail probability {p_value:.1e} over {history} sessions"
+            )
         else:
             reasons.append("no volume history for this instrument: surprise not scored")
         if total_oi:
-            reasons.append(f"volume/open interest {volume / total_oi:.2f}" + (" (above OI: likely new positions)" if volume > total_oi else ""))
+            reasons.append(
+                f"volume/open interest {volume / total_oi:.2f}"
+                + (" (above OI: likely new positions)" if volume > total_oi else "")
+            )
         else:
             reasons.append("open interest unknown")
         days = min(int(m["days_to_expiry"]) for m in members)
-        alerts.append(context.candidate(
-            index, [("instrument", str(i)) for i in ids], expiry_keys={m["expiry_key"] for m in members},
-            alert_id=alert_id, kind=kind, level="instrument" if kind == "large_order" else "expiry",
-            event_time=event_time.isoformat(), symbol=str(first["symbol"]) if kind == "large_order" else
-            f"{first['expiry']} {first['put_call']}{strikes[0]:g}-{strikes[-1]:g}",
-            symbols=sorted({str(m["symbol"]) for m in members}), instrument_ids=ids, expiry=str(first["expiry"]),
-            expiration=pd.Timestamp(first["expiration"]).isoformat(), strike=float(strikes[0]) if len(strikes) == 1 else None,
-            put_call=str(first["put_call"]), direction=direction, sentiment=sentiment, volume=volume,
-            buy_volume=totals["buy_volume"], sell_volume=totals["sell_volume"],
-            baseline=baseline, ratio=inst_volume / baseline, tier=None,
-            history_sessions=history, p_value=p_value, premium_usd=round(premium, 2),
-            buy_premium_usd=totals["buy_premium_usd"], sell_premium_usd=totals["sell_premium_usd"],
-            imbalance=round(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"]), 4),
-            underlying_price=context.underlying_at(index, event_time), open_interest=total_oi,
-            volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
-            reasons=reasons + _dte_reason(days), days_to_expiry=days, zero_dte=days == 0))
+        alerts.append(
+            context.candidate(
+                index,
+                [("instrument", str(i)) for i in ids],
+                expiry_keys={m["expiry_key"] for m in members},
+                alert_id=alert_id,
+                kind=kind,
+                level="instrument" if kind == "large_order" else "expiry",
+                event_time=event_time.isoformat(),
+                symbol=str(first["symbol"])
+                if kind == "large_order"
+                else f"{first['expiry']} {first['put_call']}{strikes[0]:g}-{strikes[-1]:g}",
+                symbols=sorted({str(m["symbol"]) for m in members}),
+                instrument_ids=ids,
+                expiry=str(first["expiry"]),
+                expiration=pd.Timestamp(first["expiration"]).isoformat(),
+                strike=float(strikes[0]) if len(strikes) == 1 else None,
+                put_call=str(first["put_call"]),
+                direction=direction,
+                sentiment=sentiment,
+                volume=volume,
+                buy_volume=totals["buy_volume"],
+                sell_volume=totals["sell_volume"],
+                baseline=baseline,
+                ratio=inst_volume / baseline,
+                tier=None,
+                history_sessions=history,
+                p_value=p_value,
+                premium_usd=round(premium, 2),
+                buy_premium_usd=totals["buy_premium_usd"],
+                sell_premium_usd=totals["sell_premium_usd"],
+                imbalance=round(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"]), 4),
+                underlying_price=context.underlying_at(index, event_time),
+                open_interest=total_oi,
+                volume_oi=round(volume / total_oi, 4) if total_oi else None,
+                confidence=confidence,
+                label=label,
+                reasons=reasons + _dte_reason(days),
+                days_to_expiry=days,
+                zero_dte=days == 0,
+            )
+        )
     return alerts
 
 
@@ -607,7 +707,7 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
         index = int(package.window)
         direction, sentiment, net_delta = read_package(package._asdict(), t.delta_neutral_share)
         ids = package.option_leg_ids
-        rows = volume_row[offset:offset + len(ids)]
+        rows = volume_row[offset : offset + len(ids)]
         offset += len(ids)
         rows = rows[rows >= 0]
         history = int(v_history[rows].max()) if len(rows) else 0
@@ -626,15 +726,22 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
         }
         confidence, label = score(components, config)
         event_time = pd.Timestamp(package.ts_event, tz="UTC")
-        days_by_leg = [(_days_between(event_time, leg["expiration"]), leg["symbol"]) for leg in package.legs
-                       if leg["put_call"] != "F"]
+        days_by_leg = [
+            (_days_between(event_time, leg["expiration"]), leg["symbol"])
+            for leg in package.legs
+            if leg["put_call"] != "F"
+        ]
         days = min(d for d, _ in days_by_leg)
-        legs_text = ", ".join(f"{'+' if leg['sign'] > 0 else '-'}{leg['ratio']} {leg['symbol']}" for leg in package.legs)
+        legs_text = ", ".join(
+            f"{'+' if leg['sign'] > 0 else '-'}{leg['ratio']} {leg['symbol']}" for leg in package.legs
+        )
         net = float(package.net_premium_usd)
         verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded (aggressor unknown)")
-        source = {"definition": "legs from the spread's definition",
-                  "prints": "legs inferred from the prints at its ts_event (the definition lists none)",
-                  "no spread instrument": "no spread instrument: legs printed together at one ts_event"}[package.source]
+        source = {
+            "definition": "legs from the spread's definition",
+            "prints": "legs inferred from the prints at its ts_event (the definition lists none)",
+            "no spread instrument": "no spread instrument: legs printed together at one ts_event",
+        }[package.source]
         reasons = [
             f"{package.strategy.replace('_', ' ')} package {verb}: {_usd(premium)} gross premium >= "
             f"{_usd(t.large_premium_usd)} threshold, net {_usd(abs(net))} {'debit' if net >= 0 else 'credit'} "
@@ -644,30 +751,79 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
             f"one trade, not {len(package.legs)} bets: {source}; its legs are not reported as orders or sweeps",
         ]
         if package.spread_symbol:
-            reasons.append(f"exchange instrument {package.spread_symbol}, {package.quantity:,} packages of "
-                           f"{volume:,} option contracts in all")
+            reasons.append(
+                f"exchange instrument {package.spread_symbol}, {package.quantity:,} packages of "
+                f"{volume:,} option contracts in all"
+            )
         reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
-        alerts.append(context.candidate(
-            index, [("instrument", str(i)) for i in ids],
-            expiry_keys={f"{d}DTE" if d <= SHORT_DATED_DAYS else symbol.split(" ", 1)[0] for d, symbol in days_by_leg},
-            alert_id=stable_id("strategy", package.spread_id, ",".join(map(str, package.leg_instrument_ids)),
-                                       package.ts_event, package.side),
-            kind="strategy", level="package", event_time=event_time.isoformat(),
-            symbol=package_headline(package.strategy, package.legs),
-            symbols=[leg["symbol"] for leg in package.legs], instrument_ids=list(package.leg_instrument_ids),
-            expiry=str(package.expiry), expiration=pd.Timestamp(package.expiration, tz="UTC").isoformat(),
-            strike=None, put_call=package.put_call, direction=direction, sentiment=sentiment, volume=volume,
-            buy_volume=float(volume if package.side == "B" else 0), sell_volume=float(volume if package.side == "A" else 0),
-            baseline=None, ratio=None, tier=None, history_sessions=history, p_value=p_value,
-            premium_usd=round(premium, 2), buy_premium_usd=premium if package.side == "B" else 0.0,
-            sell_premium_usd=premium if package.side == "A" else 0.0,
-            imbalance=1.0 if package.side == "B" else -1.0 if package.side == "A" else 0.0,
-            underlying_price=context.underlying_at(index, event_time), open_interest=total_oi,
-            volume_oi=round(volume / total_oi, 4) if total_oi else None, confidence=confidence, label=label,
-            reasons=reasons + _dte_reason(days), days_to_expiry=days, zero_dte=days == 0, strategy=package.strategy,
-            legs=[{k: leg[k] for k in ("instrument_id", "symbol", "put_call", "strike", "ratio", "sign", "size",
-                                       "price", "delta")} for leg in package.legs],
-            net_premium_usd=round(net, 2), net_delta=round(float(net_delta), 2)))
+        alerts.append(
+            context.candidate(
+                index,
+                [("instrument", str(i)) for i in ids],
+                expiry_keys={
+                    f"{d}DTE" if d <= SHORT_DATED_DAYS else symbol.split(" ", 1)[0] for d, symbol in days_by_leg
+                },
+                alert_id=stable_id(
+                    "strategy",
+                    package.spread_id,
+                    ",".join(map(str, package.leg_instrument_ids)),
+                    package.ts_event,
+                    package.side,
+                ),
+                kind="strategy",
+                level="package",
+                event_time=event_time.isoformat(),
+                symbol=package_headline(package.strategy, package.legs),
+                symbols=[leg["symbol"] for leg in package.legs],
+                instrument_ids=list(package.leg_instrument_ids),
+                expiry=str(package.expiry),
+                expiration=pd.Timestamp(package.expiration, tz="UTC").isoformat(),
+                strike=None,
+                put_call=package.put_call,
+                direction=direction,
+                sentiment=sentiment,
+                volume=volume,
+                buy_volume=float(volume if package.side == "B" else 0),
+                sell_volume=float(volume if package.side == "A" else 0),
+                baseline=None,
+                ratio=None,
+                tier=None,
+                history_sessions=history,
+                p_value=p_value,
+                premium_usd=round(premium, 2),
+                buy_premium_usd=premium if package.side == "B" else 0.0,
+                sell_premium_usd=premium if package.side == "A" else 0.0,
+                imbalance=1.0 if package.side == "B" else -1.0 if package.side == "A" else 0.0,
+                underlying_price=context.underlying_at(index, event_time),
+                open_interest=total_oi,
+                volume_oi=round(volume / total_oi, 4) if total_oi else None,
+                confidence=confidence,
+                label=label,
+                reasons=reasons + _dte_reason(days),
+                days_to_expiry=days,
+                zero_dte=days == 0,
+                strategy=package.strategy,
+                legs=[
+                    {
+                        k: leg[k]
+                        for k in (
+                            "instrument_id",
+                            "symbol",
+                            "put_call",
+                            "strike",
+                            "ratio",
+                            "sign",
+                            "size",
+                            "price",
+                            "delta",
+                        )
+                    }
+                    for leg in package.legs
+                ],
+                net_premium_usd=round(net, 2),
+                net_delta=round(float(net_delta), 2),
+            )
+        )
     return alerts
 
 
@@ -694,13 +850,27 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
     t = config.thresholds
     instrument, expiry = _level_masks(volumes)
     minimum = np.where(instrument, t.instrument_min_volume, np.where(expiry, t.expiry_min_volume, t.product_min_volume))
-    dte = volumes["days_to_expiry"].astype(float) if "days_to_expiry" in volumes else pd.Series(np.nan, index=volumes.index)
+    dte = (
+        volumes["days_to_expiry"].astype(float)
+        if "days_to_expiry" in volumes
+        else pd.Series(np.nan, index=volumes.index)
+    )
     short_dated = instrument & (dte.to_numpy() <= SHORT_DATED_DAYS)
-    return pd.Series(np.select(
-        [volumes["ratio"].to_numpy() < t.surge_tiers[0], volumes["volume"].to_numpy() < minimum,
-         volumes["history_sessions"].to_numpy() < t.min_history_sessions,
-         volumes["top_order_share"].to_numpy() > t.surge_max_order_share, short_dated],
-        [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], default=""), index=volumes.index, dtype=object)
+    return pd.Series(
+        np.select(
+            [
+                volumes["ratio"].to_numpy() < t.surge_tiers[0],
+                volumes["volume"].to_numpy() < minimum,
+                volumes["history_sessions"].to_numpy() < t.min_history_sessions,
+                volumes["top_order_share"].to_numpy() > t.surge_max_order_share,
+                short_dated,
+            ],
+            [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED],
+            default="",
+        ),
+        index=volumes.index,
+        dtype=object,
+    )
 
 
 def _surge_alerts(context: _Context) -> list[_Candidate]:
@@ -717,10 +887,13 @@ def _surge_alerts(context: _Context) -> list[_Candidate]:
         sentiment = sentiment_of(row.bullish_premium_usd, row.bearish_premium_usd, t.direction_share)
         imbalance = imbalance_of(row.buy_premium_usd, row.sell_premium_usd)
         open_interest = int(row.open_interest) if row.level == "instrument" and not pd.isna(row.open_interest) else None
-        components = {"surprise": surprise_component(row.p_value, config),
-                      "premium": premium_component(row.premium_usd, config), "imbalance": abs(imbalance),
-                      "concentration": row.top_order_share,
-                      "volume_oi": min(1.0, row.volume / open_interest) if open_interest else 0.0}
+        components = {
+            "surprise": surprise_component(row.p_value, config),
+            "premium": premium_component(row.premium_usd, config),
+            "imbalance": abs(imbalance),
+            "concentration": row.top_order_share,
+            "volume_oi": min(1.0, row.volume / open_interest) if open_interest else 0.0,
+        }
         confidence, label = score(components, config)
         short = " (fewer than the configured sessions)" if row.history_sessions < t.baseline_sessions else ""
         reasons = [
@@ -734,23 +907,46 @@ def _surge_alerts(context: _Context) -> list[_Candidate]:
         if open_interest:
             reasons.append(f"volume/open interest {row.volume / open_interest:.2f}")
         dte = None if pd.isna(row.days_to_expiry) else int(row.days_to_expiry)
-        alerts.append(context.candidate(
-            index, [(row.level, str(row.key))], expiry_key=row.expiry_key,
-            alert_id=stable_id("volume_surge", row.level, row.key, context.starts[index]),
-            kind="volume_surge", level=row.level, event_time=row.first_ts.isoformat(), symbol=row.symbol,
-            symbols=[row.symbol] if row.level == "instrument" else [],
-            instrument_ids=[int(row.instrument_id)] if row.instrument_id >= 0 else [],
-            expiry=row.expiry or None, expiration=row.expiration.isoformat() if not pd.isna(row.expiration) else None,
-            strike=None if math.isnan(row.strike) else row.strike, put_call=row.put_call or None,
-            direction=direction, sentiment=sentiment, volume=int(row.volume), buy_volume=row.buy_volume,
-            sell_volume=row.sell_volume, baseline=round(float(row.baseline), 3), ratio=round(float(row.ratio), 3),
-            tier=tier, history_sessions=int(row.history_sessions), p_value=float(row.p_value),
-            premium_usd=round(row.premium_usd, 2), buy_premium_usd=row.buy_premium_usd,
-            sell_premium_usd=row.sell_premium_usd, imbalance=round(imbalance, 4),
-            underlying_price=context.underlying_at(index, context.window_end[index]),
-            open_interest=open_interest, volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
-            confidence=confidence, label=label, reasons=reasons + _dte_reason(dte), days_to_expiry=dte,
-            zero_dte=dte == 0 if dte is not None else None))
+        alerts.append(
+            context.candidate(
+                index,
+                [(row.level, str(row.key))],
+                expiry_key=row.expiry_key,
+                alert_id=stable_id("volume_surge", row.level, row.key, context.starts[index]),
+                kind="volume_surge",
+                level=row.level,
+                event_time=row.first_ts.isoformat(),
+                symbol=row.symbol,
+                symbols=[row.symbol] if row.level == "instrument" else [],
+                instrument_ids=[int(row.instrument_id)] if row.instrument_id >= 0 else [],
+                expiry=row.expiry or None,
+                expiration=row.expiration.isoformat() if not pd.isna(row.expiration) else None,
+                strike=None if math.isnan(row.strike) else row.strike,
+                put_call=row.put_call or None,
+                direction=direction,
+                sentiment=sentiment,
+                volume=int(row.volume),
+                buy_volume=row.buy_volume,
+                sell_volume=row.sell_volume,
+                baseline=round(float(row.baseline), 3),
+                ratio=round(float(row.ratio), 3),
+                tier=tier,
+                history_sessions=int(row.history_sessions),
+                p_value=float(row.p_value),
+                premium_usd=round(row.premium_usd, 2),
+                buy_premium_usd=row.buy_premium_usd,
+                sell_premium_usd=row.sell_premium_usd,
+                imbalance=round(imbalance, 4),
+                underlying_price=context.underlying_at(index, context.window_end[index]),
+                open_interest=open_interest,
+                volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
+                confidence=confidence,
+                label=label,
+                reasons=reasons + _dte_reason(dte),
+                days_to_expiry=dte,
+                zero_dte=dte == 0 if dte is not None else None,
+            )
+        )
     return alerts
 
 
@@ -767,16 +963,23 @@ def _fold(candidates: list[_Candidate], config: Config) -> list[Alert]:
 
     # instrument <-> expiry <-> product, fine to coarse
     for fine_level, coarse_level in ((Level.INSTRUMENT, Level.EXPIRY), (Level.EXPIRY, Level.PRODUCT)):
-        for (level, key), fine in list(surges.items()):
+        for (level, _key), fine in list(surges.items()):
             if level != fine_level or fine.alert_id in dropped:
                 continue
-            coarse_key = (coarse_level.value, surge_expiry_key[fine.alert_id] if coarse_level == Level.EXPIRY else PRODUCT_KEY)
+            coarse_key = (
+                coarse_level.value,
+                (surge_expiry_key[fine.alert_id] or "") if coarse_level == Level.EXPIRY else PRODUCT_KEY,
+            )
             coarse = surges.get(coarse_key)
             if coarse is None or coarse.alert_id in dropped:
                 continue
             if fine.volume >= share * coarse.volume:
-                fold(coarse, fine, f"{coarse_level} {coarse.symbol} surged {coarse.ratio:.1f}x, "
-                                   f"{fine.volume / coarse.volume:.0%} of it on {fine.symbol}")
+                fold(
+                    coarse,
+                    fine,
+                    f"{coarse_level} {coarse.symbol} surged {coarse.ratio:.1f}x, "
+                    f"{fine.volume / coarse.volume:.0%} of it on {fine.symbol}",
+                )
             else:
                 fold(fine, coarse, f"includes {fine_level} {fine.symbol} at {fine.ratio:.1f}x")
     # instrument surges driven by an alerted order, sweep or package
@@ -788,13 +991,21 @@ def _fold(candidates: list[_Candidate], config: Config) -> list[Alert]:
                 continue
             order_volume = event.volume / max(len(candidate.owns), 1)
             if order_volume >= share * surge.volume:
-                fold(surge, event, f"{surge.symbol} window volume {surge.volume:,} is "
-                                   f"{surge.ratio:.1f}x its usual (tier {surge.tier:g}x)")
+                fold(
+                    surge,
+                    event,
+                    f"{surge.symbol} window volume {surge.volume:,} is "
+                    f"{surge.ratio:.1f}x its usual (tier {surge.tier:g}x)",
+                )
         # ... and expiry surges that are mostly this order, sweep or package
         for key in sorted(candidate.expiry_keys):
             surge = surges.get(("expiry", key))
             if surge is not None and surge.alert_id not in dropped and event.volume >= share * surge.volume:
-                fold(surge, event, f"expiry {surge.symbol} window volume {surge.volume:,} is "
-                                   f"{surge.ratio:.1f}x its usual (tier {surge.tier:g}x), "
-                                   f"{event.volume / surge.volume:.0%} of it this {event.kind.replace('_', ' ')}")
+                fold(
+                    surge,
+                    event,
+                    f"expiry {surge.symbol} window volume {surge.volume:,} is "
+                    f"{surge.ratio:.1f}x its usual (tier {surge.tier:g}x), "
+                    f"{event.volume / surge.volume:.0%} of it this {event.kind.replace('_', ' ')}",
+                )
     return [c.alert for c in candidates if c.alert.alert_id not in dropped]

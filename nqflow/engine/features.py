@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from nqflow.config import Config
-from nqflow.market.frames import WindowData
-from nqflow.errors import DataError
 from nqflow.engine.levels import EXPECTED_COLUMNS, days_to_expiry, expiry_key, expiry_level_key, level_keys
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
+from nqflow.errors import DataError
+from nqflow.market.frames import WindowData
 
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
 WINDOW = "window"  # column naming a window's position in a batch
@@ -42,9 +42,23 @@ FEATURE_THRESHOLDS = ("sweep_span_ms", "sweep_min_strikes")
 #: Bumped whenever what the feature stage computes changes: older stores are recomputed.
 FEATURE_VERSION = 3
 #: Per-window columns of `Features.windows` (what a window summary needs beside its alerts).
-WINDOW_COLUMNS = ["window_start", "window_end", "trade_date", "empty", "notes", "underlying_last", "option_trades",
-                  "orders", "contracts", "premium_usd", "buy_premium_usd", "sell_premium_usd", "packages",
-                  "packages_by_strategy", "zero_dte_contract_share"]
+WINDOW_COLUMNS = [
+    "window_start",
+    "window_end",
+    "trade_date",
+    "empty",
+    "notes",
+    "underlying_last",
+    "option_trades",
+    "orders",
+    "contracts",
+    "premium_usd",
+    "buy_premium_usd",
+    "sell_premium_usd",
+    "packages",
+    "packages_by_strategy",
+    "zero_dte_contract_share",
+]
 
 
 def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -52,15 +66,36 @@ def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataF
     e.g. the window of a batch). Sorted by `by`, event time and instrument."""
     keys = [*by, *ORDER_KEYS]
     if trades.empty:
-        return pd.DataFrame(columns=[*keys, "symbol", "expiry", "expiration", "strike", "put_call",
-                                     "size", "premium_usd", "vwap", "fills", "package_id", "days_to_expiry"])
+        return pd.DataFrame(
+            columns=[
+                *keys,
+                "symbol",
+                "expiry",
+                "expiration",
+                "strike",
+                "put_call",
+                "size",
+                "premium_usd",
+                "vwap",
+                "fills",
+                "package_id",
+                "days_to_expiry",
+            ]
+        )
     if "package_id" not in trades:
         trades = trades.assign(package_id=-1)
     grouped = trades.groupby(keys, sort=False, observed=True)
-    orders = grouped.agg(symbol=("symbol", "first"), expiration=("expiration", "first"), strike=("strike", "first"),
-                         put_call=("put_call", "first"), size=("size", "sum"), premium_usd=("premium_usd", "sum"),
-                         fills=("size", "size"), multiplier=("multiplier", "first"),
-                         package_id=("package_id", "max")).reset_index()
+    orders = grouped.agg(
+        symbol=("symbol", "first"),
+        expiration=("expiration", "first"),
+        strike=("strike", "first"),
+        put_call=("put_call", "first"),
+        size=("size", "sum"),
+        premium_usd=("premium_usd", "sum"),
+        fills=("size", "size"),
+        multiplier=("multiplier", "first"),
+        package_id=("package_id", "max"),
+    ).reset_index()
     orders["vwap"] = orders["premium_usd"] / (orders["size"] * orders["multiplier"])
     orders["expiry"] = expiry_key(orders["symbol"])
     orders["days_to_expiry"] = days_to_expiry(orders["ts_event"], orders["expiration"]).astype("int64")
@@ -91,8 +126,9 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
     # A sweep can only start where the order min_strikes - 1 places on is in the same group and
     # within the span; only those starts (few) are examined one by one.
     reach = min_strikes - 1
-    starts = np.flatnonzero((group[reach:] == group[:len(group) - reach]) &
-                            (times[reach:] - times[:len(group) - reach] <= span))
+    starts = np.flatnonzero(
+        (group[reach:] == group[: len(group) - reach]) & (times[reach:] - times[: len(group) - reach] <= span)
+    )
     group_ends = np.append(np.flatnonzero(np.diff(group)) + 1, len(group))
     next_id, resume = 0, 0
     for start in starts:
@@ -102,9 +138,8 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
         stop = start + int(np.searchsorted(times[start:end], times[start] + span, side="right"))
         if np.unique(strikes[start:stop]).size >= min_strikes:
             sweep[rows[start:stop]] = next_id
-            next_id, resume = next_id + 1, stop
+            next_id, resume = next_id + 1, int(stop)
     return pd.Series(sweep, index=orders.index)
-
 
 
 def side_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,16 +149,27 @@ def side_columns(frame: pd.DataFrame) -> pd.DataFrame:
     call = (frame["put_call"] == "C").to_numpy()
     size = frame["size"].to_numpy(dtype=float)
     prem = frame["premium_usd"].to_numpy(dtype=float)
-    return pd.DataFrame({
-        "buy_volume": size * buy, "sell_volume": size * sell,
-        "buy_premium_usd": prem * buy, "sell_premium_usd": prem * sell,
-        "bullish_premium_usd": prem * ((buy & call) | (sell & ~call)),
-        "bearish_premium_usd": prem * ((sell & call) | (buy & ~call)),
-    }, index=frame.index)
+    return pd.DataFrame(
+        {
+            "buy_volume": size * buy,
+            "sell_volume": size * sell,
+            "buy_premium_usd": prem * buy,
+            "sell_premium_usd": prem * sell,
+            "bullish_premium_usd": prem * ((buy & call) | (sell & ~call)),
+            "bearish_premium_usd": prem * ((sell & call) | (buy & ~call)),
+        },
+        index=frame.index,
+    )
 
 
-SIDE_COLUMNS = ["buy_volume", "sell_volume", "buy_premium_usd", "sell_premium_usd",
-                "bullish_premium_usd", "bearish_premium_usd"]
+SIDE_COLUMNS = [
+    "buy_volume",
+    "sell_volume",
+    "buy_premium_usd",
+    "sell_premium_usd",
+    "bullish_premium_usd",
+    "bearish_premium_usd",
+]
 
 
 def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -132,8 +178,27 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
     `by`, then level (instrument, expiry, product), then first trade."""
     if orders.empty:
         return pd.DataFrame(columns=["level", *by, "key", "volume"])
-    base = pd.concat([orders[[*by, "instrument_id", "symbol", "expiry", "expiration", "strike", "put_call", "size",
-                              "premium_usd", "ts_event", "days_to_expiry"]], side_columns(orders)], axis=1)
+    base = pd.concat(
+        [
+            orders[
+                [
+                    *by,
+                    "instrument_id",
+                    "symbol",
+                    "expiry",
+                    "expiration",
+                    "strike",
+                    "put_call",
+                    "size",
+                    "premium_usd",
+                    "ts_event",
+                    "days_to_expiry",
+                ]
+            ],
+            side_columns(orders),
+        ],
+        axis=1,
+    )
     keys = level_keys(orders)
     base["expiry_key"] = keys["expiry"]
     frames = []
@@ -146,8 +211,20 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
         out["first_ts"] = grouped["ts_event"].min()
         key_values = out.index.get_level_values("key")
         if level == "instrument":
-            out = out.join(grouped[["symbol", "expiry", "expiration", "strike", "put_call", "days_to_expiry",
-                                    "expiry_key", "instrument_id"]].first())
+            out = out.join(
+                grouped[
+                    [
+                        "symbol",
+                        "expiry",
+                        "expiration",
+                        "strike",
+                        "put_call",
+                        "days_to_expiry",
+                        "expiry_key",
+                        "instrument_id",
+                    ]
+                ].first()
+            )
         else:
             out["symbol"] = key_values
             out["expiry"] = grouped["expiry"].first() if level == "expiry" else ""
@@ -178,24 +255,33 @@ def side_totals(frame: pd.DataFrame) -> dict[str, float]:
     return {k: float(v) for k, v in side_columns(frame).sum().items()}
 
 
-
 def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.DataFrame) -> pd.DataFrame:
     """Strategy packages of a batch of windows (`nqflow.engine.strategies.find_packages`); the package id of
     every option fill rides along in ``attrs["package_of"]``."""
+
     def stacked(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.Series]:
         frames = [(i, f) for i, f in frames if len(f)]
         if not frames:
-            return pd.DataFrame(columns=["ts_event", "instrument_id", "price", "size", "side", "symbol"]), pd.Series(dtype="int64")
-        return (pd.concat([f for _, f in frames], ignore_index=True),
-                pd.Series(np.repeat([i for i, _ in frames], [len(f) for _, f in frames])))
+            return pd.DataFrame(columns=["ts_event", "instrument_id", "price", "size", "side", "symbol"]), pd.Series(
+                dtype="int64"
+            )
+        return (
+            pd.concat([f for _, f in frames], ignore_index=True),
+            pd.Series(np.repeat([i for i, _ in frames], [len(f) for _, f in frames])),
+        )
+
     spreads, spread_window = stacked([(i, windows[i].spreads) for i in busy])
     futures, futures_window = stacked([(i, windows[i].futures) for i in busy])
     underlying, _ = stacked([(i, windows[i].underlying) for i in busy])
     legs_frames = {id(windows[i].legs): windows[i].legs for i in busy if len(windows[i].legs)}
-    legs = pd.concat(legs_frames.values(), ignore_index=True).drop_duplicates(["spread_id", "leg_index"]) \
-        if legs_frames else pd.DataFrame(columns=["spread_id"])
-    packages, package_of = find_packages(trades, futures, spreads, legs, underlying, trades[WINDOW], spread_window,
-                                         futures_window)
+    legs = (
+        pd.concat(legs_frames.values(), ignore_index=True).drop_duplicates(["spread_id", "leg_index"])
+        if legs_frames
+        else pd.DataFrame(columns=["spread_id"])
+    )
+    packages, package_of = find_packages(
+        trades, futures, spreads, legs, underlying, trades[WINDOW], spread_window, futures_window
+    )
     # Numbered from 0 in each window, as if the window were detected alone.
     local = packages.groupby("window").cumcount().to_numpy() if len(packages) else np.empty(0, dtype=np.int64)
     package_of = np.where(package_of >= 0, local[np.maximum(package_of, 0)] if len(local) else -1, -1)
@@ -236,11 +322,17 @@ def feature_params(config: Config) -> dict:
     """What a feature set depends on besides the data: its version, the sweep grouping, the
     watched products and the window length."""
     t = config.thresholds
-    return {"version": FEATURE_VERSION, **{name: getattr(t, name) for name in FEATURE_THRESHOLDS},
-            "products": sorted(config.universe.products), "interval_minutes": config.schedule.interval_minutes}
+    return {
+        "version": FEATURE_VERSION,
+        **{name: getattr(t, name) for name in FEATURE_THRESHOLDS},
+        "products": sorted(config.universe.products),
+        "interval_minutes": config.schedule.interval_minutes,
+    }
 
 
-def compute_features(windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None], config: Config) -> Features:
+def compute_features(
+    windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None], config: Config
+) -> Features:
     """The feature stage for a batch of windows (a whole session in a backtest, one window live).
 
     Windows are independent: orders, sweeps, packages and volumes never cross windows (every
@@ -266,8 +358,14 @@ def market_features(windows: Sequence[WindowData], config: Config) -> Features:
     orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes, by)
     orders["expiry_key"] = expiry_level_key(orders)
     volumes = _with_open_interest(window_volumes(orders, by), windows, busy)
-    return Features(_window_table(windows, trades, orders, packages), orders, packages, volumes,
-                    _price_path(windows), feature_params(config))
+    return Features(
+        _window_table(windows, trades, orders, packages),
+        orders,
+        packages,
+        volumes,
+        _price_path(windows),
+        feature_params(config),
+    )
 
 
 def with_expected(features: Features, expected: Sequence[pd.DataFrame | None]) -> Features:
@@ -277,8 +375,11 @@ def with_expected(features: Features, expected: Sequence[pd.DataFrame | None]) -
         raise ValueError(f"{len(features)} windows but {len(expected)} expected-volume frames")
     volumes = features.volumes.drop(columns=[c for c in EXPECTED_COLUMNS[2:] if c in features.volumes])
     known = [e.assign(**{WINDOW: i}) for i, e in enumerate(expected) if e is not None and len(e)]
-    known = pd.concat(known, ignore_index=True) if known else \
-        pd.DataFrame({WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}})
+    known = (
+        pd.concat(known, ignore_index=True)
+        if known
+        else pd.DataFrame({WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}})
+    )
     volumes = volumes.merge(known[[WINDOW, *EXPECTED_COLUMNS]], on=[WINDOW, "level", "key"], how="left")
     volumes["history_sessions"] = volumes["history_sessions"].fillna(0).astype("int64")
     for column in ("expected", "mean", "variance"):
@@ -287,15 +388,33 @@ def with_expected(features: Features, expected: Sequence[pd.DataFrame | None]) -
 
 
 def _no_trades(windows: Sequence[WindowData], config: Config) -> Features:
-    orders = aggregate_orders(pd.DataFrame(), (WINDOW,)).assign(sweep_id=pd.Series(dtype="int64"),
-                                                                expiry_key=pd.Series(dtype=object))
-    volumes = pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "level": pd.Series(dtype=object),
-                            "key": pd.Series(dtype=object), "volume": pd.Series(dtype="int64"),
-                            "instrument_id": pd.Series(dtype="int64"), "open_interest": pd.Series(dtype=float)})
+    orders = aggregate_orders(pd.DataFrame(), (WINDOW,)).assign(
+        sweep_id=pd.Series(dtype="int64"), expiry_key=pd.Series(dtype=object)
+    )
+    volumes = pd.DataFrame(
+        {
+            WINDOW: pd.Series(dtype="int64"),
+            "level": pd.Series(dtype=object),
+            "key": pd.Series(dtype=object),
+            "volume": pd.Series(dtype="int64"),
+            "instrument_id": pd.Series(dtype="int64"),
+            "open_interest": pd.Series(dtype=float),
+        }
+    )
     packages = pd.DataFrame(columns=PACKAGE_COLUMNS)
-    return Features(_window_table(windows, pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "size": [], "premium_usd": [],
-                                                         "side": [], "put_call": []}), orders, packages),
-                    orders, packages, volumes, _price_path(windows), feature_params(config))
+    return Features(
+        _window_table(
+            windows,
+            pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "size": [], "premium_usd": [], "side": [], "put_call": []}),
+            orders,
+            packages,
+        ),
+        orders,
+        packages,
+        volumes,
+        _price_path(windows),
+        feature_params(config),
+    )
 
 
 def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], busy: list[int]) -> pd.DataFrame:
@@ -311,8 +430,10 @@ def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], bu
     for i in busy:
         oi = windows[i].open_interest
         if not oi.empty:
-            entry = by_frame.setdefault(id(oi), (oi.drop_duplicates("instrument_id").set_index("instrument_id")["open_interest"]
-                                                 .astype(float), []))
+            entry = by_frame.setdefault(
+                id(oi),
+                (oi.drop_duplicates("instrument_id").set_index("instrument_id")["open_interest"].astype(float), []),
+            )
             entry[1].append(i)
     for series, members in by_frame.values():
         rows = np.isin(window, members)
@@ -320,17 +441,27 @@ def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], bu
     return volumes.assign(open_interest=column)
 
 
-def _window_table(windows: Sequence[WindowData], trades: pd.DataFrame, orders: pd.DataFrame,
-                  packages: pd.DataFrame) -> pd.DataFrame:
+def _window_table(
+    windows: Sequence[WindowData], trades: pd.DataFrame, orders: pd.DataFrame, packages: pd.DataFrame
+) -> pd.DataFrame:
     n = len(windows)
-    sides = side_columns(trades)[["buy_premium_usd", "sell_premium_usd"]] if len(trades) else \
-        pd.DataFrame(columns=["buy_premium_usd", "sell_premium_usd"])
-    totals = pd.concat([trades[["size", "premium_usd"]], sides], axis=1).groupby(trades[WINDOW]).sum() \
+    sides = (
+        side_columns(trades)[["buy_premium_usd", "sell_premium_usd"]]
+        if len(trades)
+        else pd.DataFrame(columns=["buy_premium_usd", "sell_premium_usd"])
+    )
+    totals = (
+        pd.concat([trades[["size", "premium_usd"]], sides], axis=1)
+        .groupby(trades[WINDOW])
+        .sum()
         .reindex(range(n), fill_value=0)
+    )
     fills = trades.groupby(WINDOW).size().reindex(range(n), fill_value=0)
     order_count = orders.groupby(WINDOW).size().reindex(range(n), fill_value=0)
     size = orders["size"].astype(float)
-    zero = size.where(orders["days_to_expiry"] == 0, 0.0).groupby(orders[WINDOW]).sum().reindex(range(n), fill_value=0.0)
+    zero = (
+        size.where(orders["days_to_expiry"] == 0, 0.0).groupby(orders[WINDOW]).sum().reindex(range(n), fill_value=0.0)
+    )
     all_size = size.groupby(orders[WINDOW]).sum().reindex(range(n), fill_value=0.0)
     by_strategy: dict[int, dict[str, int]] = {}
     if len(packages):
@@ -338,25 +469,38 @@ def _window_table(windows: Sequence[WindowData], trades: pd.DataFrame, orders: p
         for (w, strategy), count in counts.items():
             by_strategy.setdefault(int(w), {})[strategy] = int(count)
     # Most frequent first, ties in order of appearance: what value_counts gives.
-    by_strategy = {w: json.dumps(dict(sorted(c.items(), key=lambda item: -item[1]))) for w, c in by_strategy.items()}
-    package_count = packages.groupby(WINDOW).size().reindex(range(n), fill_value=0) if len(packages) else \
-        pd.Series(0, index=range(n))
-    return pd.DataFrame({
-        WINDOW: np.arange(n, dtype="int64"),
-        "window_start": pd.to_datetime([w.start for w in windows], utc=True),
-        "window_end": pd.to_datetime([w.end for w in windows], utc=True),
-        "trade_date": [str(w.trade_date) if w.trade_date else None for w in windows],
-        "empty": [bool(w.empty) for w in windows],
-        "notes": [json.dumps(list(w.notes)) for w in windows],
-        "underlying_last": [float(w.underlying["price"].iloc[-1]) if len(w.underlying) else np.nan for w in windows],
-        "option_trades": fills.to_numpy(dtype="int64"), "orders": order_count.to_numpy(dtype="int64"),
-        "contracts": totals["size"].to_numpy(dtype="int64"), "premium_usd": totals["premium_usd"].to_numpy(dtype=float),
-        "buy_premium_usd": totals["buy_premium_usd"].to_numpy(dtype=float),
-        "sell_premium_usd": totals["sell_premium_usd"].to_numpy(dtype=float),
-        "packages": package_count.to_numpy(dtype="int64"),
-        "packages_by_strategy": [by_strategy.get(i, "{}") for i in range(n)],
-        "zero_dte_contract_share": [round(float(z / max(a, 1)), 4) for z, a in zip(zero.to_numpy(), all_size.to_numpy())],
-    })[[WINDOW, *WINDOW_COLUMNS]]
+    strategies_json = {
+        w: json.dumps(dict(sorted(c.items(), key=lambda item: -item[1]))) for w, c in by_strategy.items()
+    }
+    package_count = (
+        packages.groupby(WINDOW).size().reindex(range(n), fill_value=0)
+        if len(packages)
+        else pd.Series(0, index=range(n))
+    )
+    return pd.DataFrame(
+        {
+            WINDOW: np.arange(n, dtype="int64"),
+            "window_start": pd.to_datetime([w.start for w in windows], utc=True),
+            "window_end": pd.to_datetime([w.end for w in windows], utc=True),
+            "trade_date": [str(w.trade_date) if w.trade_date else None for w in windows],
+            "empty": [bool(w.empty) for w in windows],
+            "notes": [json.dumps(list(w.notes)) for w in windows],
+            "underlying_last": [
+                float(w.underlying["price"].iloc[-1]) if len(w.underlying) else np.nan for w in windows
+            ],
+            "option_trades": fills.to_numpy(dtype="int64"),
+            "orders": order_count.to_numpy(dtype="int64"),
+            "contracts": totals["size"].to_numpy(dtype="int64"),
+            "premium_usd": totals["premium_usd"].to_numpy(dtype=float),
+            "buy_premium_usd": totals["buy_premium_usd"].to_numpy(dtype=float),
+            "sell_premium_usd": totals["sell_premium_usd"].to_numpy(dtype=float),
+            "packages": package_count.to_numpy(dtype="int64"),
+            "packages_by_strategy": [strategies_json.get(i, "{}") for i in range(n)],
+            "zero_dte_contract_share": [
+                round(float(z / max(a, 1)), 4) for z, a in zip(zero.to_numpy(), all_size.to_numpy())
+            ],
+        }
+    )[[WINDOW, *WINDOW_COLUMNS]]
 
 
 def _price_path(windows: Sequence[WindowData]) -> pd.DataFrame:
@@ -364,8 +508,13 @@ def _price_path(windows: Sequence[WindowData]) -> pd.DataFrame:
     price at or before any instant is unchanged."""
     frames = [(i, w.underlying) for i, w in enumerate(windows) if len(w.underlying)]
     if not frames:
-        return pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "ts_event": pd.Series(dtype="datetime64[ns, UTC]"),
-                             "price": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {
+                WINDOW: pd.Series(dtype="int64"),
+                "ts_event": pd.Series(dtype="datetime64[ns, UTC]"),
+                "price": pd.Series(dtype=float),
+            }
+        )
     window = np.repeat([i for i, _ in frames], [len(u) for _, u in frames]).astype("int64")
     ts = np.concatenate([u["ts_event"].to_numpy(dtype="datetime64[ns]") for _, u in frames])
     price = np.concatenate([u["price"].to_numpy(dtype=float) for _, u in frames])
@@ -373,7 +522,9 @@ def _price_path(windows: Sequence[WindowData]) -> pd.DataFrame:
     window, ts, price = window[order], ts[order], price[order]
     keep = np.ones(len(price), dtype=bool)
     keep[1:] = (price[1:] != price[:-1]) | (window[1:] != window[:-1])
-    return pd.DataFrame({WINDOW: window[keep], "ts_event": pd.to_datetime(ts[keep]).tz_localize("UTC"), "price": price[keep]})
+    return pd.DataFrame(
+        {WINDOW: window[keep], "ts_event": pd.to_datetime(ts[keep]).tz_localize("UTC"), "price": price[keep]}
+    )
 
 
 def concat_features(parts: Sequence[Features]) -> Features:
@@ -381,22 +532,40 @@ def concat_features(parts: Sequence[Features]) -> Features:
     if not parts:
         raise ValueError("no features to join")
     offsets = np.cumsum([0, *[len(p) for p in parts[:-1]]])
-    sweep_offsets = np.cumsum([0, *[int(p.orders["sweep_id"].max()) + 1 if len(p.orders) and p.orders["sweep_id"].max() >= 0
-                                   else 0 for p in parts[:-1]]])
+    sweep_offsets = np.cumsum(
+        [
+            0,
+            *[
+                int(p.orders["sweep_id"].max()) + 1 if len(p.orders) and p.orders["sweep_id"].max() >= 0 else 0
+                for p in parts[:-1]
+            ],
+        ]
+    )
 
     def shifted(frames: list[pd.DataFrame]) -> pd.DataFrame:
         frames = [f.assign(**{WINDOW: f[WINDOW].astype("int64") + int(o)}) for f, o in zip(frames, offsets)]
         frames = [f for f in frames if len(f)] or frames[:1]
         return pd.concat(frames, ignore_index=True)
-    orders = [p.orders.assign(sweep_id=np.where(p.orders["sweep_id"] >= 0, p.orders["sweep_id"] + int(s), -1))
-              for p, s in zip(parts, sweep_offsets)]
+
+    orders = [
+        p.orders.assign(sweep_id=np.where(p.orders["sweep_id"] >= 0, p.orders["sweep_id"] + int(s), -1))
+        for p, s in zip(parts, sweep_offsets)
+    ]
+
     def shape(params: dict) -> dict:  # what the features mean; the data digests differ by session
         return {k: v for k, v in params.items() if k not in ("data", "history")}
+
     params = shape(parts[0].params)
     if any(shape(p.params) != params for p in parts):
         raise ValueError("features computed with different sweep settings or products cannot be joined; recompute them")
-    return Features(shifted([p.windows for p in parts]), shifted(orders), shifted([p.packages for p in parts]),
-                    shifted([p.volumes for p in parts]), shifted([p.underlying for p in parts]), params)
+    return Features(
+        shifted([p.windows for p in parts]),
+        shifted(orders),
+        shifted([p.packages for p in parts]),
+        shifted([p.volumes for p in parts]),
+        shifted([p.underlying for p in parts]),
+        params,
+    )
 
 
 # --------------------------------------------------------------------------- storage
@@ -452,19 +621,26 @@ def read_features(root: str | Path, trade_date, config: Config | None = None) ->
     folder = session_folder(root, trade_date)
     params = stored_params(root, trade_date)
     if params is None:
-        raise DataError(f"no features stored for session {trade_date} in {root}; compute them with "
-                        f"nqflow.research.backtest.build_features (or scheduler.py backtest)")
+        raise DataError(
+            f"no features stored for session {trade_date} in {root}; compute them with "
+            f"nqflow.research.backtest.build_features (or scheduler.py backtest)"
+        )
     wanted = feature_params(config) if config is not None else {}
     if {k: params.get(k) for k in wanted} != wanted:
-        raise DataError(f"features of session {trade_date} in {root} were computed with "
-                        f"{ {k: params.get(k) for k in wanted} }, not {wanted}; recompute them (scheduler.py backtest ... --refresh-features)")
+        raise DataError(
+            f"features of session {trade_date} in {root} were computed with "
+            f"{ {k: params.get(k) for k in wanted} }, not {wanted}; "
+            f"recompute them (scheduler.py backtest ... --refresh-features)"
+        )
     frames = {}
     for name in FRAMES:
         try:
             frame = pd.read_parquet(folder / f"{name}.parquet")
         except (OSError, ValueError) as error:
-            raise DataError(f"features file {folder / (name + '.parquet')} is unreadable ({error}); delete {folder} "
-                            f"to have it recomputed") from error
+            raise DataError(
+                f"features file {folder / (name + '.parquet')} is unreadable ({error}); delete {folder} "
+                f"to have it recomputed"
+            ) from error
         for column in _JSON_COLUMNS.get(name, ()):
             if column in frame:
                 frame[column] = frame[column].map(json.loads)

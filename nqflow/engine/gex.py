@@ -33,7 +33,7 @@ import pandas as pd
 
 from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
-from nqflow.market.frames import DataSource, OPEN_INTEREST_STAT_TYPE, future_fills, session_bounds
+from nqflow.market.frames import OPEN_INTEREST_STAT_TYPE, DataSource, future_fills, session_bounds
 from nqflow.market.pricing import implied_vol
 
 SETTLEMENT = 3
@@ -41,13 +41,29 @@ YEAR_HOURS = 365.0 * 24.0
 #: The grid of hypothetical futures prices for zero gamma, as moves from the current price.
 FLIP_GRID = np.linspace(-0.10, 0.10, 401)
 
-OPTION_COLUMNS = ["instrument_id", "symbol", "underlying", "expiry", "expiration", "strike", "put_call",
-                  "multiplier", "open_interest", "settlement", "future_price", "years", "implied_vol", "gamma",
-                  "gex_usd"]
+OPTION_COLUMNS = [
+    "instrument_id",
+    "symbol",
+    "underlying",
+    "expiry",
+    "expiration",
+    "strike",
+    "put_call",
+    "multiplier",
+    "open_interest",
+    "settlement",
+    "future_price",
+    "years",
+    "implied_vol",
+    "gamma",
+    "gex_usd",
+]
 
-CONVENTION = ("GEX = gamma x open interest x $20 x F^2 x 1%, per 1% move of each option's own future; calls +, "
-              "puts - (dealers assumed long the calls customers write and short the puts customers buy); gamma by "
-              "Black-76 at the implied volatility of the previous settlement, time to expiry in hours.")
+CONVENTION = (
+    "GEX = gamma x open interest x $20 x F^2 x 1%, per 1% move of each option's own future; calls +, "
+    "puts - (dealers assumed long the calls customers write and short the puts customers buy); gamma by "
+    "Black-76 at the implied volatility of the previous settlement, time to expiry in hours."
+)
 
 
 def black76_gamma(forward, strike, years, vol) -> np.ndarray:
@@ -61,8 +77,14 @@ def black76_gamma(forward, strike, years, vol) -> np.ndarray:
 def option_gex(gamma, open_interest, multiplier, forward, put_call) -> np.ndarray:
     """Dollars per 1% move of the future: gamma x OI x multiplier x F^2 x 0.01, calls +, puts -."""
     sign = np.where(np.asarray(put_call) == "C", 1.0, -1.0)
-    return sign * np.asarray(gamma) * np.asarray(open_interest) * np.asarray(multiplier) * \
-        np.asarray(forward, dtype=float) ** 2 * 0.01
+    return (
+        sign
+        * np.asarray(gamma)
+        * np.asarray(open_interest)
+        * np.asarray(multiplier)
+        * np.asarray(forward, dtype=float) ** 2
+        * 0.01
+    )
 
 
 @dataclass
@@ -72,8 +94,8 @@ class DealerPositioning:
     session: dt.date
     future: str
     future_price: float
-    options: pd.DataFrame                     # OPTION_COLUMNS, the options counted
-    skipped: dict[str, int]                   # why options were left out -> how many
+    options: pd.DataFrame  # OPTION_COLUMNS, the options counted
+    skipped: dict[str, int]  # why options were left out -> how many
     crossings: list[float] = field(default_factory=list)
     profile: pd.DataFrame = field(default_factory=pd.DataFrame)  # future_price, total_gex_usd
 
@@ -128,9 +150,15 @@ class DealerPositioning:
 
     def nearest_wall(self, price: float) -> tuple[str, float] | None:
         """The wall (call, put or absolute-gamma) nearest `price`: its name and strike."""
-        walls = [(name, strike) for name, strike in (("call wall", self.call_wall), ("put wall", self.put_wall),
-                                                     ("absolute-gamma strike", self.abs_gamma_strike))
-                 if strike is not None]
+        walls = [
+            (name, strike)
+            for name, strike in (
+                ("call wall", self.call_wall),
+                ("put wall", self.put_wall),
+                ("absolute-gamma strike", self.abs_gamma_strike),
+            )
+            if strike is not None
+        ]
         return min(walls, key=lambda wall: abs(wall[1] - price)) if walls else None
 
     @property
@@ -139,25 +167,43 @@ class DealerPositioning:
         without the by-strike and by-expiry tables."""
         opens, closes = session_bounds(self.session)
         figures = {k: v for k, v in self.to_json().items() if k not in ("by_strike", "by_expiry")}
-        return {"window_start": opens.isoformat(), "window_end": closes.isoformat(), "option_trades": 0,
-                "contracts": 0, "premium_usd": 0.0, "empty": self.options.empty,
-                "notes": [f"{n:,} option(s) left out: {why}" for why, n in self.skipped.items()], "alerts": 0,
-                "max_confidence": 0.0, **figures}
+        return {
+            "window_start": opens.isoformat(),
+            "window_end": closes.isoformat(),
+            "option_trades": 0,
+            "contracts": 0,
+            "premium_usd": 0.0,
+            "empty": self.options.empty,
+            "notes": [f"{n:,} option(s) left out: {why}" for why, n in self.skipped.items()],
+            "alerts": 0,
+            "max_confidence": 0.0,
+            **figures,
+        }
 
     def to_json(self) -> dict:
         """`scheduler.py gex DATE --json`."""
+
         def number(value):
             return None if value is None else round(float(value), 2)
+
         return {
-            "session": str(self.session), "future": self.future, "future_price": number(self.future_price),
-            "call_wall": number(self.call_wall), "put_wall": number(self.put_wall),
-            "abs_gamma_strike": number(self.abs_gamma_strike), "zero_gamma": number(self.zero_gamma),
-            "zero_gamma_crossings": [number(c) for c in self.crossings], "total_gex_usd": number(self.total_gex_usd),
+            "session": str(self.session),
+            "future": self.future,
+            "future_price": number(self.future_price),
+            "call_wall": number(self.call_wall),
+            "put_wall": number(self.put_wall),
+            "abs_gamma_strike": number(self.abs_gamma_strike),
+            "zero_gamma": number(self.zero_gamma),
+            "zero_gamma_crossings": [number(c) for c in self.crossings],
+            "total_gex_usd": number(self.total_gex_usd),
             "by_strike": [{k: number(v) for k, v in row.items()} for row in self.by_strike.to_dict("records")],
-            "by_expiry": [{"expiry": row["expiry"], **{k: number(row[k]) for k in
-                                                      ("call_gex_usd", "put_gex_usd", "net_gex_usd")}}
-                          for row in self.by_expiry.to_dict("records")],
-            "skipped": self.skipped, "options": len(self.options), "convention": CONVENTION,
+            "by_expiry": [
+                {"expiry": row["expiry"], **{k: number(row[k]) for k in ("call_gex_usd", "put_gex_usd", "net_gex_usd")}}
+                for row in self.by_expiry.to_dict("records")
+            ],
+            "skipped": self.skipped,
+            "options": len(self.options),
+            "convention": CONVENTION,
         }
 
 
@@ -193,14 +239,18 @@ def dealer_positioning(source: DataSource, session: dt.date) -> DealerPositionin
     settle = statistics[statistics["stat_type"] == SETTLEMENT]
     if oi.empty or settle.empty:
         missing = "open interest" if oi.empty else "the previous session's settlement prices"
-        raise DataNotYetAvailable(f"dealer positioning for session {session} waits for {missing} (CME publishes "
-                                  f"them the morning of the session): try again after its open")
+        raise DataNotYetAvailable(
+            f"dealer positioning for session {session} waits for {missing} (CME publishes "
+            f"them the morning of the session): try again after its open"
+        )
     chain = source.chain(session)
     options = chain[chain["put_call"].isin(["C", "P"])].copy()
     options["open_interest"] = options["instrument_id"].map(
-        oi.sort_values("ts_event").groupby("instrument_id")["quantity"].last())
+        oi.sort_values("ts_event").groupby("instrument_id")["quantity"].last()
+    )
     options["settlement"] = options["instrument_id"].map(
-        settle.sort_values("ts_event").groupby("instrument_id")["price"].last())
+        settle.sort_values("ts_event").groupby("instrument_id")["price"].last()
+    )
     options["expiry"] = options["symbol"].astype(str).str.split(" ", n=1).str[0]
     traded = futures_prices(source, session)
     parity = parity_forwards(options)
@@ -215,23 +265,41 @@ def dealer_positioning(source: DataSource, session: dt.date) -> DealerPositionin
     intrinsic = np.where(is_call, np.maximum(forward - strike, 0.0), np.maximum(strike - forward, 0.0))
     price = options["settlement"].to_numpy(dtype=float)
     reasons = np.select(
-        [np.isnan(options["open_interest"].to_numpy(dtype=float)), np.isnan(price), np.isnan(forward),
-         (options["years"] <= 0).to_numpy() | (expiration_hours <= 0).to_numpy(), price <= intrinsic + 1e-9],
-        ["no open interest published", "no settlement", "no price for its future", "expired",
-         "settlement at or below intrinsic value"], default="")
+        [
+            np.isnan(options["open_interest"].to_numpy(dtype=float)),
+            np.isnan(price),
+            np.isnan(forward),
+            (options["years"] <= 0).to_numpy() | (expiration_hours <= 0).to_numpy(),
+            price <= intrinsic + 1e-9,
+        ],
+        [
+            "no open interest published",
+            "no settlement",
+            "no price for its future",
+            "expired",
+            "settlement at or below intrinsic value",
+        ],
+        default="",
+    )
     kept = options[reasons == ""].copy()
     settle_years = (expiration_hours[reasons == ""] / YEAR_HOURS).to_numpy()
-    kept["implied_vol"] = implied_vol(kept["settlement"], kept["future_price"], kept["strike"], settle_years,
-                                      kept["put_call"] == "C")
+    kept["implied_vol"] = implied_vol(
+        kept["settlement"], kept["future_price"], kept["strike"], settle_years, kept["put_call"] == "C"
+    )
     kept["gamma"] = black76_gamma(kept["future_price"], kept["strike"], kept["years"], kept["implied_vol"])
-    kept["gex_usd"] = option_gex(kept["gamma"], kept["open_interest"], kept["multiplier"], kept["future_price"],
-                                 kept["put_call"])
+    kept["gex_usd"] = option_gex(
+        kept["gamma"], kept["open_interest"], kept["multiplier"], kept["future_price"], kept["put_call"]
+    )
     skipped = {str(k): int(v) for k, v in pd.Series(reasons[reasons != ""]).value_counts().items()}
-    front = max(traded, key=lambda s: (options["underlying"] == s).sum()) if traded else \
-        str(options["underlying"].mode().iloc[0])
+    front = (
+        max(traded, key=lambda s: (options["underlying"] == s).sum())
+        if traded
+        else str(options["underlying"].mode().iloc[0])
+    )
     front_price = traded.get(front, float(kept.loc[kept["underlying"] == front, "future_price"].median()))
-    positioning = DealerPositioning(session, front, float(front_price), kept[OPTION_COLUMNS].reset_index(drop=True),
-                                    skipped)
+    positioning = DealerPositioning(
+        session, front, float(front_price), kept[OPTION_COLUMNS].reset_index(drop=True), skipped
+    )
     positioning.profile, positioning.crossings = gex_profile(positioning.options, positioning.future_price)
     return positioning
 
@@ -242,16 +310,22 @@ def gex_profile(options: pd.DataFrame, price: float, grid: np.ndarray = FLIP_GRI
     if options.empty:
         return pd.DataFrame({"future_price": price * (1 + grid), "total_gex_usd": 0.0}), []
     forward = options["future_price"].to_numpy(dtype=float)[None, :] * (1.0 + grid[:, None])
-    gamma = black76_gamma(forward, options["strike"].to_numpy(dtype=float)[None, :],
-                          options["years"].to_numpy(dtype=float)[None, :],
-                          options["implied_vol"].to_numpy(dtype=float)[None, :])
-    total = option_gex(gamma, options["open_interest"].to_numpy(dtype=float)[None, :],
-                       options["multiplier"].to_numpy(dtype=float)[None, :], forward,
-                       options["put_call"].to_numpy()[None, :]).sum(axis=1)
+    gamma = black76_gamma(
+        forward,
+        options["strike"].to_numpy(dtype=float)[None, :],
+        options["years"].to_numpy(dtype=float)[None, :],
+        options["implied_vol"].to_numpy(dtype=float)[None, :],
+    )
+    total = option_gex(
+        gamma,
+        options["open_interest"].to_numpy(dtype=float)[None, :],
+        options["multiplier"].to_numpy(dtype=float)[None, :],
+        forward,
+        options["put_call"].to_numpy()[None, :],
+    ).sum(axis=1)
     prices = price * (1.0 + grid)
     crossings = []
     for i in np.flatnonzero(np.sign(total[:-1]) * np.sign(total[1:]) < 0):
         share = total[i] / (total[i] - total[i + 1])
         crossings.append(float(prices[i] + share * (prices[i + 1] - prices[i])))
     return pd.DataFrame({"future_price": prices, "total_gex_usd": total}), crossings
-

@@ -48,24 +48,38 @@ def expiry_level_key(fills: pd.DataFrame) -> pd.Series:
     the expiry is at most `SHORT_DATED_DAYS` away. Uses ``days_to_expiry`` / ``expiry`` columns
     when the frame has them."""
     root = fills["expiry"] if "expiry" in fills else expiry_key(fills["symbol"])
-    dte = fills["days_to_expiry"] if "days_to_expiry" in fills else days_to_expiry(fills["ts_event"], fills["expiration"])
+    dte = (
+        fills["days_to_expiry"] if "days_to_expiry" in fills else days_to_expiry(fills["ts_event"], fills["expiration"])
+    )
     short = dte.to_numpy() <= SHORT_DATED_DAYS
-    return pd.Series(np.where(short, dte.astype(str).to_numpy(dtype=object) + "DTE", root.astype(str).to_numpy(dtype=object)),
-                     index=fills.index, dtype=object)
+    return pd.Series(
+        np.where(short, dte.astype(str).to_numpy(dtype=object) + "DTE", root.astype(str).to_numpy(dtype=object)),
+        index=fills.index,
+        dtype=object,
+    )
 
 
 def level_keys(fills: pd.DataFrame) -> dict[str, pd.Series]:
     """The baseline key of every fill (or order) at each level, as text: the one place a fill is
     mapped to what the baseline store and the detector count it under (`expiry_level_key`)."""
-    return {"instrument": fills["instrument_id"].astype(str), "expiry": expiry_level_key(fills).astype(str),
-            "product": pd.Series(PRODUCT_KEY, index=fills.index, dtype=str)}
+    return {
+        "instrument": fills["instrument_id"].astype(str),
+        "expiry": expiry_level_key(fills).astype(str),
+        "product": pd.Series(PRODUCT_KEY, index=fills.index, dtype=str),
+    }
 
 
 def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFrame:
     """Contracts traded per level, key and slot: columns level, key, slot, volume."""
     if trades.empty:
-        return pd.DataFrame({"level": pd.Series(dtype=str), "key": pd.Series(dtype=str),
-                             "slot": pd.Series(dtype="int64"), "volume": pd.Series(dtype="int64")})
+        return pd.DataFrame(
+            {
+                "level": pd.Series(dtype=str),
+                "key": pd.Series(dtype=str),
+                "slot": pd.Series(dtype="int64"),
+                "volume": pd.Series(dtype="int64"),
+            }
+        )
     slot = ((trades["ts_event"] - session_open) // pd.Timedelta(minutes=cal.SLOT_MINUTES)).astype("int64")
     frames = []
     for level, key in level_keys(trades).items():
@@ -91,6 +105,11 @@ def window_keys_by(trades: pd.DataFrame, group: np.ndarray) -> dict[int, pd.Data
     keep = np.asarray(group) >= 0
     trades, group = trades[keep], np.asarray(group)[keep]
     keys = level_keys(trades)
-    pairs = pd.concat([pd.DataFrame({"group": group, "level": level, "key": keys[level].to_numpy(dtype=object)})
-                       for level in ("instrument", "expiry")], ignore_index=True).drop_duplicates()
+    pairs = pd.concat(
+        [
+            pd.DataFrame({"group": group, "level": level, "key": keys[level].to_numpy(dtype=object)})
+            for level in ("instrument", "expiry")
+        ],
+        ignore_index=True,
+    ).drop_duplicates()
     return {int(g): frame[["level", "key"]].reset_index(drop=True) for g, frame in pairs.groupby("group", sort=False)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nqflow.market import hours as cal
+from nqflow.config import Config
 from nqflow.engine.baseline import (
     NO_KEYS,
     BaselineStore,
@@ -21,8 +21,9 @@ from nqflow.engine.baseline import (
     window_keys,
     window_keys_by,
 )
-from nqflow.config import Config
+from nqflow.engine.detect import Detection, detect_window, detect_windows
 from nqflow.errors import DataError
+from nqflow.market import hours as cal
 from nqflow.market.frames import (
     DataSource,
     WindowData,
@@ -30,7 +31,6 @@ from nqflow.market.frames import (
     load_window,
     window_from,
 )
-from nqflow.engine.detect import Detection, detect_window, detect_windows
 from nqflow.paths import REPO_ROOT, resolve  # noqa: F401  (re-exported for notebooks)
 from nqflow.sources import make_source  # noqa: F401  (re-exported for notebooks)
 
@@ -49,8 +49,15 @@ class WindowResult:
         return self.detection.summary
 
 
-def run_window(config: Config, start, end, source: DataSource, baseline: BaselineStore | None = None,
-               record_baseline: bool = True, available: list[dt.date] | None = None) -> WindowResult:
+def run_window(
+    config: Config,
+    start,
+    end,
+    source: DataSource,
+    baseline: BaselineStore | None = None,
+    record_baseline: bool = True,
+    available: list[dt.date] | None = None,
+) -> WindowResult:
     """Detect one window. The window's own volumes are recorded into the baseline afterwards
     (idempotently), so the next session's baseline is kept up to date without re-downloading.
 
@@ -59,9 +66,11 @@ def run_window(config: Config, start, end, source: DataSource, baseline: Baselin
     window fails and is retried instead of being recorded as done and seen."""
     window = load_window(source, start, end, config.universe.products)
     if window.trade_date is not None and window.empty:
-        raise DataError(f"no NQ option trades in {window.start:%Y-%m-%d %H:%M}Z-{window.end:%H:%M}Z while CME Globex "
-                        f"was open ({len(window.futures)} futures trades): a data problem, not a quiet market; check "
-                        f"that the data source covers this window and universe.option_parents")
+        raise DataError(
+            f"no NQ option trades in {window.start:%Y-%m-%d %H:%M}Z-{window.end:%H:%M}Z while CME Globex "
+            f"was open ({len(window.futures)} futures trades): a data problem, not a quiet market; check "
+            f"that the data source covers this window and universe.option_parents"
+        )
     if baseline is None:
         baseline = BaselineStore(resolve(config.data.state_db))
     expected = None
@@ -69,8 +78,9 @@ def run_window(config: Config, start, end, source: DataSource, baseline: Baselin
         row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
         slot = cal.slot_of(window.start, row.market_open)
         ensure_history(baseline, source, window.trade_date, config.thresholds.baseline_sessions, available)
-        expected = baseline.expected(window.trade_date, [slot], config.thresholds.baseline_sessions,
-                                     {slot: window_keys(window.trades)})[slot]
+        expected = baseline.expected(
+            window.trade_date, [slot], config.thresholds.baseline_sessions, {slot: window_keys(window.trades)}
+        )[slot]
     detection = detect_window(window, expected, config)
     if record_baseline and window.trade_date is not None and not window.empty:
         whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
@@ -92,8 +102,12 @@ class SessionWindows:
         """Each window's expected volume from `baseline` (one query for the session)."""
         if not self.windows:
             return []
-        by_slot = baseline.expected(self.trade_date, sorted(set(self.slots)), max_sessions,
-                                    {slot: self.keys.get(slot, NO_KEYS) for slot in self.slots})
+        by_slot = baseline.expected(
+            self.trade_date,
+            sorted(set(self.slots)),
+            max_sessions,
+            {slot: self.keys.get(slot, NO_KEYS) for slot in self.slots},
+        )
         return [by_slot[slot] for slot in self.slots]
 
 
@@ -101,22 +115,32 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource, window
     """Every (selected) window of one session from one read of its data: the frames `load_window`
     gives, window by window. `window_filter(start, end)` picks windows."""
     row = cal.sessions(trade_date, trade_date).iloc[0]
-    bounds = [(s, e) for s, e in cal.session_windows(trade_date, config.schedule.interval_minutes)
-              if window_filter is None or window_filter(s, e)]
+    bounds = [
+        (s, e)
+        for s, e in cal.session_windows(trade_date, config.schedule.interval_minutes)
+        if window_filter is None or window_filter(s, e)
+    ]
     if not bounds:
         return SessionWindows(trade_date, [], [], {})
     # Classified once for the session, then cut per window: the same frames `load_window` gives.
     session_fills = classify_fills(source.trades(row.market_open, row.market_close), config.universe.products)
     chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
-    loaded = [window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs)
-              for start, end in bounds]
+    loaded = [
+        window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs) for start, end in bounds
+    ]
     slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
     keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))
     return SessionWindows(trade_date, loaded, slots, keys)
 
 
-def run_session(config: Config, trade_date: dt.date, source: DataSource, baseline: BaselineStore,
-                available: list[dt.date] | None = None, window_filter=None) -> list[WindowResult]:
+def run_session(
+    config: Config,
+    trade_date: dt.date,
+    source: DataSource,
+    baseline: BaselineStore,
+    available: list[dt.date] | None = None,
+    window_filter=None,
+) -> list[WindowResult]:
     """Every window of one session, with the session's data and baseline read once.
 
     It gives exactly what `run_window(..., record_baseline=False)` gives window by window

@@ -45,20 +45,35 @@ from functools import reduce
 import numpy as np
 import pandas as pd
 
-from nqflow.market import hours as cal
-from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id, usd
+from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Label, Level, stable_id, usd
 from nqflow.config import Config
-from nqflow.market.contracts import CHICAGO
-from nqflow.market.frames import DataSource, classify_fills, session_bounds
 from nqflow.engine.detect import premium_component, score
 from nqflow.errors import DataNotYetAvailable
+from nqflow.market import hours as cal
+from nqflow.market.contracts import CHICAGO
+from nqflow.market.frames import DataSource, classify_fills, session_bounds
 
 SETTLEMENT, CLEARED_VOLUME, OPEN_INTEREST = 3, 6, 9  # databento_dbn.StatType
 SETTLEMENT_FINAL = 1  # stat_flags bit 0: final (else preliminary)
 
-OFF_BOOK_COLUMNS = ["instrument_id", "symbol", "product", "underlying", "expiration", "strike", "put_call",
-                    "multiplier", "cleared_volume", "screen_volume", "off_book_volume", "settlement",
-                    "premium_usd", "oi_before", "oi_after", "oi_change"]
+OFF_BOOK_COLUMNS = [
+    "instrument_id",
+    "symbol",
+    "product",
+    "underlying",
+    "expiration",
+    "strike",
+    "put_call",
+    "multiplier",
+    "cleared_volume",
+    "screen_volume",
+    "off_book_volume",
+    "settlement",
+    "premium_usd",
+    "oi_before",
+    "oi_after",
+    "oi_change",
+]
 
 
 @dataclass
@@ -77,13 +92,18 @@ class OffBookDay:
         market_open, market_close = session_bounds(self.trade_date)
         off = self.volumes[self.volumes["off_book_volume"] > 0]
         return {
-            "window_start": market_open.isoformat(), "window_end": market_close.isoformat(),
-            "trade_date": str(self.trade_date), "option_trades": int(len(self.volumes)),
-            "contracts": int(self.volumes["screen_volume"].sum()), "premium_usd": float(off["premium_usd"].fillna(0).sum()),
-            "off_book_contracts": int(off["off_book_volume"].sum()), "off_book_instruments": int(len(off)),
+            "window_start": market_open.isoformat(),
+            "window_end": market_close.isoformat(),
+            "trade_date": str(self.trade_date),
+            "option_trades": int(len(self.volumes)),
+            "contracts": int(self.volumes["screen_volume"].sum()),
+            "premium_usd": float(off["premium_usd"].fillna(0).sum()),
+            "off_book_contracts": int(off["off_book_volume"].sum()),
+            "off_book_instruments": int(len(off)),
             "cleared_contracts": int(self.volumes["cleared_volume"].sum()),
             "published_at": self.published_at.isoformat() if self.published_at is not None else None,
-            "empty": bool(off.empty), "notes": [] if len(off) else ["no off-book volume in this session"],
+            "empty": bool(off.empty),
+            "notes": [] if len(off) else ["no off-book volume in this session"],
             "alerts": int(len(self.alerts)),
             "alerts_by_kind": {"off_book": int(len(self.alerts))} if len(self.alerts) else {},
             "max_confidence": float(self.alerts["confidence"].max()) if len(self.alerts) else 0.0,
@@ -95,8 +115,13 @@ def about_session(statistics: pd.DataFrame, trade_date: dt.date) -> pd.DataFrame
     return statistics[statistics["ts_ref"].dt.tz_convert(None).dt.normalize() == pd.Timestamp(trade_date)]
 
 
-def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_day: pd.DataFrame,
-                     statistics_next_day: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
+def off_book_volumes(
+    trade_date: dt.date,
+    screen: pd.DataFrame,
+    statistics_that_day: pd.DataFrame,
+    statistics_next_day: pd.DataFrame,
+    chain: pd.DataFrame,
+) -> pd.DataFrame:
     """Off-book volume, premium and OI change per option of session `trade_date` (OFF_BOOK_COLUMNS).
 
     `screen`: the session's option fills; `statistics_that_day` / `statistics_next_day`: the
@@ -110,8 +135,10 @@ def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_
     final = settlement[(settlement["stat_flags"] & SETTLEMENT_FINAL) != 0]
     if cleared.empty or final.empty:
         missing = "cleared volume" if cleared.empty else "final settlement prices (only preliminary so far)"
-        raise DataNotYetAvailable(f"statistics for session {trade_date} are not published yet ({missing}); CME "
-                                  f"publishes them the next morning: try again after {cal.next_trading_day(trade_date)}'s open")
+        raise DataNotYetAvailable(
+            f"statistics for session {trade_date} are not published yet ({missing}); CME "
+            f"publishes them the next morning: try again after {cal.next_trading_day(trade_date)}'s open"
+        )
     cleared_volume = cleared.groupby("instrument_id")["quantity"].last()
     screen_volume = screen.groupby("instrument_id")["size"].sum() if len(screen) else pd.Series(dtype="int64")
     settle = final.groupby("instrument_id")["price"].last()
@@ -119,21 +146,29 @@ def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_
     def oi(stats: pd.DataFrame) -> pd.Series:
         rows = stats[stats["stat_type"] == OPEN_INTEREST]
         return rows.groupby("instrument_id")["quantity"].last()
+
     oi_before, oi_after = oi(statistics_that_day), oi(statistics_next_day)
 
     options = chain[chain["put_call"].isin(["C", "P"])].set_index("instrument_id")
     ids = cleared_volume.index.intersection(options.index)
     info = options.loc[ids]
-    frame = pd.DataFrame({
-        "instrument_id": ids.astype("int64"), "symbol": info["symbol"].astype(str).to_numpy(),
-        "product": info["product"].astype(str).to_numpy(), "underlying": info["underlying"].astype(str).to_numpy(),
-        "expiration": info["expiration"].to_numpy(), "strike": info["strike"].to_numpy(dtype=float),
-        "put_call": info["put_call"].astype(str).to_numpy(), "multiplier": info["multiplier"].to_numpy(dtype=float),
-        "cleared_volume": cleared_volume.loc[ids].to_numpy(dtype=float),
-        "screen_volume": screen_volume.reindex(ids).fillna(0).to_numpy(dtype=float),
-        "settlement": settle.reindex(ids).to_numpy(dtype=float),
-        "oi_before": oi_before.reindex(ids).to_numpy(dtype=float), "oi_after": oi_after.reindex(ids).to_numpy(dtype=float),
-    })
+    frame = pd.DataFrame(
+        {
+            "instrument_id": ids.astype("int64"),
+            "symbol": info["symbol"].astype(str).to_numpy(),
+            "product": info["product"].astype(str).to_numpy(),
+            "underlying": info["underlying"].astype(str).to_numpy(),
+            "expiration": info["expiration"].to_numpy(),
+            "strike": info["strike"].to_numpy(dtype=float),
+            "put_call": info["put_call"].astype(str).to_numpy(),
+            "multiplier": info["multiplier"].to_numpy(dtype=float),
+            "cleared_volume": cleared_volume.loc[ids].to_numpy(dtype=float),
+            "screen_volume": screen_volume.reindex(ids).fillna(0).to_numpy(dtype=float),
+            "settlement": settle.reindex(ids).to_numpy(dtype=float),
+            "oi_before": oi_before.reindex(ids).to_numpy(dtype=float),
+            "oi_after": oi_after.reindex(ids).to_numpy(dtype=float),
+        }
+    )
     # Screen volume above cleared volume happens (a busted trade, a late correction): no off-book volume then.
     frame["off_book_volume"] = np.maximum(frame["cleared_volume"] - frame["screen_volume"], 0.0)
     frame["premium_usd"] = frame["off_book_volume"] * frame["settlement"] * frame["multiplier"]
@@ -143,7 +178,8 @@ def off_book_volumes(trade_date: dt.date, screen: pd.DataFrame, statistics_that_
 
 def group_packages(volumes: pd.DataFrame, max_ratio: int) -> list[list[int]]:
     """Rows (positions in `volumes`) read together: off-book volumes on options of one contract size
-    (NQ's $20 a point, or the micro's $2) whose sizes are whole multiples (1 to `max_ratio`) of their greatest common divisor,
+    (NQ's $20 a point, or the micro's $2) whose sizes are whole multiples (1 to `max_ratio`) of their greatest
+    common divisor,
     which must be at least a quarter of the smallest volume (so 500 and 1,000 pair, 7 and 11 do
     not). Largest premium first; each row in one group at most."""
     rows = volumes[volumes["off_book_volume"] > 0]
@@ -168,8 +204,9 @@ def group_packages(volumes: pd.DataFrame, max_ratio: int) -> list[list[int]]:
     return groups
 
 
-def off_book_alerts(trade_date: dt.date, volumes: pd.DataFrame, config: Config,
-                    published_at: pd.Timestamp | None = None) -> pd.DataFrame:
+def off_book_alerts(
+    trade_date: dt.date, volumes: pd.DataFrame, config: Config, published_at: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """`off_book` alerts of one session (ALERT_FIELDS), strongest first (see the module doc)."""
     t = config.thresholds
     market_open, market_close = session_bounds(trade_date)
@@ -185,51 +222,99 @@ def off_book_alerts(trade_date: dt.date, volumes: pd.DataFrame, config: Config,
         is_package = len(members) > 1
         cleared = float(members["cleared_volume"].sum())
         oi_change = float(members["oi_change"].sum()) if members["oi_change"].notna().all() else None
-        components = {"surprise": volume / max(cleared, 1.0), "premium": premium_component(premium, config),
-                      "imbalance": 0.0, "concentration": 1.0,
-                      "volume_oi": min(1.0, max(oi_change, 0.0) / volume) if oi_change is not None else 0.0}
+        components = {
+            "surprise": volume / max(cleared, 1.0),
+            "premium": premium_component(premium, config),
+            "imbalance": 0.0,
+            "concentration": 1.0,
+            "volume_oi": min(1.0, max(oi_change, 0.0) / volume) if oi_change is not None else 0.0,
+        }
         confidence, label = score(components, config)
         first = members.loc[members["expiration"].idxmin()]  # the nearest expiry speaks for the package
-        expiries = [root for _, root in sorted({(e, s.split(" ", 1)[0]) for e, s in zip(members["expiration"], members["symbol"])})]
+        expiries = [
+            root
+            for _, root in sorted({(e, s.split(" ", 1)[0]) for e, s in zip(members["expiration"], members["symbol"])})
+        ]
         strategy = _package_name(members) if is_package else None
         legs_text = ", ".join(f"{int(v / unit)} x {s}" for v, s in zip(sizes, members["symbol"]))
         reasons = [
-            f"{volume:,} contracts traded off the order book ({'package: ' + legs_text if is_package else first['symbol']}): "
-            f"cleared volume {cleared:,.0f} vs {members['screen_volume'].sum():,.0f} on the screen in session {trade_date}",
+            f"{volume:,} contracts traded off the order book "
+            f"({'package: ' + legs_text if is_package else first['symbol']}): cleared volume {cleared:,.0f} vs "
+            f"{members['screen_volume'].sum():,.0f} on the screen in session {trade_date}",
             f"{usd(premium)} premium at final settlement "
-            + ", ".join(f"{p:g}" for p in members["settlement"]) + f" >= {usd(t.off_book_premium_usd)} threshold",
-            ("open interest " + ", ".join(f"{s}: {b:,.0f} -> {a:,.0f}" for s, b, a in
-                                           zip(members["symbol"], members["oi_before"], members["oi_after"]))
-             + (": positions opened" if (oi_change or 0) >= volume else
-                ": positions closed" if oi_change is not None and oi_change <= -volume else
-                ": mixed opening and closing") if oi_change is not None else "open interest change unknown"),
+            + ", ".join(f"{p:g}" for p in members["settlement"])
+            + f" >= {usd(t.off_book_premium_usd)} threshold",
+            (
+                "open interest "
+                + ", ".join(
+                    f"{s}: {b:,.0f} -> {a:,.0f}"
+                    for s, b, a in zip(members["symbol"], members["oi_before"], members["oi_after"])
+                )
+                + (
+                    ": positions opened"
+                    if (oi_change or 0) >= volume
+                    else ": positions closed"
+                    if oi_change is not None and oi_change <= -volume
+                    else ": mixed opening and closing"
+                )
+                if oi_change is not None
+                else "open interest change unknown"
+            ),
             "no aggressor is disseminated for off-book trades: direction unknown; valued at settlement, not the "
             "negotiated price",
             "cleared volume also holds exchange-for-related-position (EFR) and other negotiated trades, "
             "not only blocks",
         ]
-        days = (pd.Timestamp(first["expiration"]).tz_convert(CHICAGO).date() - trade_date).days \
-            if pd.notna(first["expiration"]) else None
+        days = (
+            (pd.Timestamp(first["expiration"]).tz_convert(CHICAGO).date() - trade_date).days
+            if pd.notna(first["expiration"])
+            else None
+        )
         ids = [int(i) for i in members["instrument_id"]]
-        alerts.append(Alert(
-            alert_id=stable_id("off_book", trade_date, ",".join(map(str, ids)), volume),
-            kind=Kind.OFF_BOOK, level=Level.PACKAGE if is_package else Level.INSTRUMENT,
-            window_start=market_open.isoformat(), window_end=market_close.isoformat(),
-            event_time=(published_at or market_close).isoformat(),
-            symbol=f"{strategy} {' / '.join(expiries)}" if is_package else str(first["symbol"]),
-            symbols=[str(s) for s in members["symbol"]], instrument_ids=ids, expiry=expiries[0],
-            expiration=pd.Timestamp(first["expiration"]).isoformat() if pd.notna(first["expiration"]) else None,
-            strike=None if is_package else float(first["strike"]),
-            put_call="".join(sorted(set(members["put_call"]))), direction=Direction.UNKNOWN, sentiment=None,
-            volume=volume, premium_usd=round(premium, 2), history_sessions=None,
-            open_interest=int(members["oi_after"].sum()) if members["oi_after"].notna().all() else None,
-            volume_oi=round(volume / members["oi_after"].sum(), 4) if members["oi_after"].notna().all()
-            and members["oi_after"].sum() > 0 else None,
-            confidence=confidence, label=label, reasons=reasons, days_to_expiry=days,
-            zero_dte=days == 0 if days is not None else None, strategy=strategy,
-            legs=[{"instrument_id": i, "symbol": str(s), "ratio": int(v / unit), "size": int(v), "settlement": float(p)}
-                  for i, s, v, p in zip(ids, members["symbol"], sizes, members["settlement"])] if is_package else None,
-        ))
+        alerts.append(
+            Alert(
+                alert_id=stable_id("off_book", trade_date, ",".join(map(str, ids)), volume),
+                kind=Kind.OFF_BOOK,
+                level=Level.PACKAGE if is_package else Level.INSTRUMENT,
+                window_start=market_open.isoformat(),
+                window_end=market_close.isoformat(),
+                event_time=(published_at or market_close).isoformat(),
+                symbol=f"{strategy} {' / '.join(expiries)}" if is_package else str(first["symbol"]),
+                symbols=[str(s) for s in members["symbol"]],
+                instrument_ids=ids,
+                expiry=expiries[0],
+                expiration=pd.Timestamp(first["expiration"]).isoformat() if pd.notna(first["expiration"]) else None,
+                strike=None if is_package else float(first["strike"]),
+                put_call="".join(sorted(set(members["put_call"]))),
+                direction=Direction.UNKNOWN,
+                sentiment=None,
+                volume=volume,
+                premium_usd=round(premium, 2),
+                history_sessions=None,
+                open_interest=int(members["oi_after"].sum()) if members["oi_after"].notna().all() else None,
+                volume_oi=round(volume / members["oi_after"].sum(), 4)
+                if members["oi_after"].notna().all() and members["oi_after"].sum() > 0
+                else None,
+                confidence=confidence,
+                label=Label(label),
+                reasons=reasons,
+                days_to_expiry=days,
+                zero_dte=days == 0 if days is not None else None,
+                strategy=strategy,
+                legs=[
+                    {
+                        "instrument_id": i,
+                        "symbol": str(s),
+                        "ratio": int(v / unit),
+                        "size": int(v),
+                        "settlement": float(p),
+                    }
+                    for i, s, v, p in zip(ids, members["symbol"], sizes, members["settlement"])
+                ]
+                if is_package
+                else None,
+            )
+        )
     frame = pd.DataFrame([a.to_json() for a in alerts], columns=ALERT_FIELDS)
     return frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
 
@@ -259,8 +344,9 @@ def read_off_book(source: DataSource, trade_date: dt.date, config: Config) -> Of
     following = cal.next_trading_day(trade_date)
     statistics_next_day = source.statistics(following)
     statistics_that_day = source.statistics(trade_date)
-    screen = classify_fills(source.trades(row.iloc[0].market_open, row.iloc[0].market_close),
-                            config.universe.products).options
+    screen = classify_fills(
+        source.trades(row.iloc[0].market_open, row.iloc[0].market_close), config.universe.products
+    ).options
     volumes = off_book_volumes(trade_date, screen, statistics_that_day, statistics_next_day, source.chain(trade_date))
     volumes = volumes[volumes["product"].isin(config.universe.products)].reset_index(drop=True)
     published = about_session(statistics_next_day, trade_date)

@@ -36,11 +36,41 @@ import pandas as pd
 from nqflow.alerts import Direction
 from nqflow.market.pricing import black76_delta, implied_vol
 
-STRATEGIES = ("vertical", "straddle", "strangle", "risk_reversal", "butterfly", "condor", "calendar",
-              "diagonal", "ratio", "covered", "other")
-PACKAGE_COLUMNS = ["window", "package_id", "ts_event", "spread_id", "spread_symbol", "side", "quantity", "spread_price",
-                   "strategy", "source", "legs", "leg_instrument_ids", "option_leg_ids", "gross_premium_usd",
-                   "net_premium_usd", "unit_delta", "unit_gross_delta", "expiration", "expiry", "put_call"]
+STRATEGIES = (
+    "vertical",
+    "straddle",
+    "strangle",
+    "risk_reversal",
+    "butterfly",
+    "condor",
+    "calendar",
+    "diagonal",
+    "ratio",
+    "covered",
+    "other",
+)
+PACKAGE_COLUMNS = [
+    "window",
+    "package_id",
+    "ts_event",
+    "spread_id",
+    "spread_symbol",
+    "side",
+    "quantity",
+    "spread_price",
+    "strategy",
+    "source",
+    "legs",
+    "leg_instrument_ids",
+    "option_leg_ids",
+    "gross_premium_usd",
+    "net_premium_usd",
+    "unit_delta",
+    "unit_gross_delta",
+    "expiration",
+    "expiry",
+    "put_call",
+]
 
 
 def name_strategy(legs: list[dict]) -> str:
@@ -75,8 +105,13 @@ def name_strategy(legs: list[dict]) -> str:
         return "other"
     strikes = [leg["strike"] for leg in legs]
     signs = [leg["sign"] for leg in legs]
-    if len(legs) == 3 and len(rights) == 1 and ratios_in_order(legs) == [1, 2, 1] \
-            and signs[0] == signs[2] == -signs[1] and strikes[1] - strikes[0] == strikes[2] - strikes[1] > 0:
+    if (
+        len(legs) == 3
+        and len(rights) == 1
+        and ratios_in_order(legs) == [1, 2, 1]
+        and signs[0] == signs[2] == -signs[1]
+        and strikes[1] - strikes[0] == strikes[2] - strikes[1] > 0
+    ):
         return "butterfly"
     if len(legs) == 4 and len(set(ratios)) == 1:
         by_strike = sorted(legs, key=lambda leg: leg["strike"])
@@ -120,9 +155,16 @@ def _asof(times: np.ndarray, prices: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return prices[position]
 
 
-def find_packages(options: pd.DataFrame, futures: pd.DataFrame, spreads: pd.DataFrame, legs: pd.DataFrame,
-                  underlying: pd.DataFrame, window: pd.Series | None = None,
-                  spread_window: pd.Series | None = None, futures_window: pd.Series | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+def find_packages(
+    options: pd.DataFrame,
+    futures: pd.DataFrame,
+    spreads: pd.DataFrame,
+    legs: pd.DataFrame,
+    underlying: pd.DataFrame,
+    window: pd.Series | None = None,
+    spread_window: pd.Series | None = None,
+    futures_window: pd.Series | None = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Packages of a window's (or a batch's) prints, and the package id of every option fill (-1: none).
 
     `options`, `futures`, `spreads`: tidy fills (options with their multiplier); `legs`: spread
@@ -157,8 +199,12 @@ def find_packages(options: pd.DataFrame, futures: pd.DataFrame, spreads: pd.Data
     spread_ts = set()
     if len(spreads):
         sw = spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads), dtype=np.int64)
-        spread_ts = set(zip(sw.astype(np.int64).tolist(),
-                            spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist()))
+        spread_ts = set(
+            zip(
+                sw.astype(np.int64).tolist(),
+                spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist(),
+            )
+        )
     for a, b, is_multi in zip(starts, ends, multi):
         key = (int(w_s[a]), int(t_s[a]))
         if is_multi or key in spread_ts:
@@ -180,29 +226,76 @@ def find_packages(options: pd.DataFrame, futures: pd.DataFrame, spreads: pd.Data
     legs_by_spread = {sid: group for sid, group in legs.groupby("spread_id")} if len(legs) else {}
     rows: list[dict] = []
 
-    def add(key, spread_id, spread_symbol, side, quantity, spread_price, option_rows, signs, ratios,
-            future_rows, future_signs, future_ratios, source):
+    def add(
+        key,
+        spread_id,
+        spread_symbol,
+        side,
+        quantity,
+        spread_price,
+        option_rows,
+        signs,
+        ratios,
+        future_rows,
+        future_signs,
+        future_ratios,
+        source,
+    ):
         package_id = len(rows)
         package_of[option_rows] = package_id
-        leg_list = [{"instrument_id": int(opt_iid[r]), "symbol": str(opt_symbol[r]), "put_call": str(opt_pc[r]),
-                     "strike": float(opt_strike[r]), "expiration": int(opt_exp[r]), "ratio": int(ratio),
-                     "sign": int(sign), "size": int(opt_size[r]), "price": float(opt_price[r]),
-                     "premium_usd": float(opt_price[r] * opt_size[r] * opt_mult[r])}
-                    for r, sign, ratio in zip(option_rows, signs, ratios)]
-        leg_list += [{"instrument_id": int(fut_iid[r]), "symbol": str(fut_symbol[r]), "put_call": "F", "strike": float("nan"),
-                      "expiration": 0, "ratio": int(ratio), "sign": int(sign), "size": int(fut_size[r]),
-                      "price": float(fut_price[r]), "premium_usd": 0.0}
-                     for r, sign, ratio in zip(future_rows, future_signs, future_ratios)]
+        leg_list = [
+            {
+                "instrument_id": int(opt_iid[r]),
+                "symbol": str(opt_symbol[r]),
+                "put_call": str(opt_pc[r]),
+                "strike": float(opt_strike[r]),
+                "expiration": int(opt_exp[r]),
+                "ratio": int(ratio),
+                "sign": int(sign),
+                "size": int(opt_size[r]),
+                "price": float(opt_price[r]),
+                "premium_usd": float(opt_price[r] * opt_size[r] * opt_mult[r]),
+            }
+            for r, sign, ratio in zip(option_rows, signs, ratios)
+        ]
+        leg_list += [
+            {
+                "instrument_id": int(fut_iid[r]),
+                "symbol": str(fut_symbol[r]),
+                "put_call": "F",
+                "strike": float("nan"),
+                "expiration": 0,
+                "ratio": int(ratio),
+                "sign": int(sign),
+                "size": int(fut_size[r]),
+                "price": float(fut_price[r]),
+                "premium_usd": 0.0,
+            }
+            for r, sign, ratio in zip(future_rows, future_signs, future_ratios)
+        ]
         nearest = min(option_rows, key=lambda r: opt_exp[r])
-        rows.append({"window": key[0], "package_id": package_id, "ts_event": key[1], "spread_id": spread_id,
-                     "spread_symbol": spread_symbol, "side": side, "quantity": int(quantity),
-                     "spread_price": spread_price, "strategy": name_strategy(leg_list), "source": source,
-                     "legs": leg_list, "leg_instrument_ids": [leg["instrument_id"] for leg in leg_list],
-                     "option_leg_ids": sorted({int(opt_iid[r]) for r in option_rows}),
-                     "gross_premium_usd": sum(leg["premium_usd"] for leg in leg_list),
-                     "net_premium_usd": sum(leg["sign"] * leg["premium_usd"] for leg in leg_list),
-                     "expiration": int(opt_exp[nearest]), "expiry": opt_symbol[nearest].split(" ", 1)[0],
-                     "put_call": "".join(sorted({str(opt_pc[r]) for r in option_rows}))})
+        rows.append(
+            {
+                "window": key[0],
+                "package_id": package_id,
+                "ts_event": key[1],
+                "spread_id": spread_id,
+                "spread_symbol": spread_symbol,
+                "side": side,
+                "quantity": int(quantity),
+                "spread_price": spread_price,
+                "strategy": name_strategy(leg_list),
+                "source": source,
+                "legs": leg_list,
+                "leg_instrument_ids": [leg["instrument_id"] for leg in leg_list],
+                "option_leg_ids": sorted({int(opt_iid[r]) for r in option_rows}),
+                "gross_premium_usd": sum(leg["premium_usd"] for leg in leg_list),
+                "net_premium_usd": sum(leg["sign"] * leg["premium_usd"] for leg in leg_list),
+                "expiration": int(opt_exp[nearest]),
+                "expiry": opt_symbol[nearest].split(" ", 1)[0],
+                "put_call": "".join(sorted({str(opt_pc[r]) for r in option_rows})),
+            }
+        )
 
     claimed = np.zeros(n, dtype=bool)
     # 1. Prints on spread instruments: one order per spread, instant and side.
@@ -210,7 +303,8 @@ def find_packages(options: pd.DataFrame, futures: pd.DataFrame, spreads: pd.Data
         sw = (spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads))).astype(np.int64)
         frame = spreads.assign(_window=sw, _ts=spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
         grouped = frame.groupby(["_window", "_ts", "instrument_id", "side"], sort=True).agg(
-            quantity=("size", "sum"), price=("price", "first"), symbol=("symbol", "first"))
+            quantity=("size", "sum"), price=("price", "first"), symbol=("symbol", "first")
+        )
         for (w, ts, sid, side), spread in grouped.iterrows():
             key = (int(w), int(ts))
             here = [r for r in by_instant.get(key, []) if not claimed[r]]
@@ -242,8 +336,21 @@ def find_packages(options: pd.DataFrame, futures: pd.DataFrame, spreads: pd.Data
                 continue
             claimed[option_rows] = True
             fut_claimed[future_rows] = True
-            add(key, int(sid), str(spread["symbol"]), str(side), quantity, float(spread["price"]), option_rows,
-                signs, ratios, future_rows, future_signs, future_ratios, source)
+            add(
+                key,
+                int(sid),
+                str(spread["symbol"]),
+                str(side),
+                quantity,
+                float(spread["price"]),
+                option_rows,
+                signs,
+                ratios,
+                future_rows,
+                future_signs,
+                future_ratios,
+                source,
+            )
     # 2. Several option instruments at one instant with no spread print: a package without a spread instrument.
     for key, members in by_instant.items():
         members = [r for r in members if not claimed[r]]
@@ -267,11 +374,14 @@ def _deltas(packages: pd.DataFrame, underlying: pd.DataFrame, batched: bool) -> 
     """Per package unit: net delta (buyer's side) and summed |delta|, Black-76 at each leg's implied vol."""
     times = underlying["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64) if len(underlying) else np.empty(0)
     prices = underlying["price"].to_numpy(dtype=float) if len(underlying) else np.empty(0)
-    flat = [(p, leg) for p, legs in zip(packages.index, packages["legs"]) for leg in legs if leg["put_call"] in ("C", "P")]
+    flat = [
+        (p, leg) for p, legs in zip(packages.index, packages["legs"]) for leg in legs if leg["put_call"] in ("C", "P")
+    ]
     ts = np.array([packages.at[p, "ts_event"] for p, _ in flat], dtype=np.int64)
     forward = _asof(times, prices, ts)
-    futures_price = {p: leg["price"] for p, legs in zip(packages.index, packages["legs"]) for leg in legs
-                     if leg["put_call"] == "F"}
+    futures_price = {
+        p: leg["price"] for p, legs in zip(packages.index, packages["legs"]) for leg in legs if leg["put_call"] == "F"
+    }
     forward = np.array([futures_price.get(p, f) for (p, _), f in zip(flat, forward)], dtype=float)
     strike = np.array([leg["strike"] for _, leg in flat])
     years = np.maximum((np.array([leg["expiration"] for _, leg in flat], dtype=float) - ts) / (365.25 * 86400e9), 1e-6)
@@ -282,11 +392,13 @@ def _deltas(packages: pd.DataFrame, underlying: pd.DataFrame, batched: bool) -> 
     if known.any():
         vol = implied_vol(price[known], forward[known], strike[known], years[known], is_call[known])
         delta[known] = black76_delta(forward[known], strike[known], years[known], vol, is_call[known])
-    for (p, leg), d in zip(flat, delta):
+    for (_package, leg), d in zip(flat, delta):
         leg["delta"] = float(d)
     unit, gross = [], []
     for legs, source in zip(packages["legs"], packages["source"]):
-        option_delta = float(np.nansum([leg["sign"] * leg["ratio"] * leg["delta"] for leg in legs if leg["put_call"] != "F"]))
+        option_delta = float(
+            np.nansum([leg["sign"] * leg["ratio"] * leg["delta"] for leg in legs if leg["put_call"] != "F"])
+        )
         for leg in legs:
             if leg["put_call"] == "F":
                 leg["delta"] = 1.0
@@ -303,8 +415,10 @@ def package_headline(strategy: str, legs: list[dict]) -> str:
     ``QNEX6 C22090 / Q1BZ6 C22090 call calendar``, ``NQZ6 C21500 / 2x C21800 call ratio``,
     ``NQZ6 C21500 + NQZ6 covered``. A leg repeats its expiry only when it differs from the leg
     before; a future leg is named by its symbol. The exchange's ``UD:`` code is a detail."""
-    options = sorted((leg for leg in legs if leg["put_call"] in ("C", "P")),
-                     key=lambda leg: (leg["expiration"], leg["strike"], leg["put_call"]))
+    options = sorted(
+        (leg for leg in legs if leg["put_call"] in ("C", "P")),
+        key=lambda leg: (leg["expiration"], leg["strike"], leg["put_call"]),
+    )
     futures = [leg for leg in legs if leg["put_call"] == "F"]
     unequal = len({leg["ratio"] for leg in options}) > 1
     parts, previous_root = [], None

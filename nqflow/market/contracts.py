@@ -51,12 +51,12 @@ def round_to_tick(price_points: np.ndarray) -> np.ndarray:
 class OptionExpiry:
     """One listed expiration of an NQ option product."""
 
-    product: str          # CME Globex product code, e.g. "NQ", "QNE", "QN1", "Q2D"
-    parent: str           # Databento parent symbol, e.g. "Q2D.OPT"
-    symbol_root: str      # e.g. "NQZ6", "Q2DX6"
+    product: str  # CME Globex product code, e.g. "NQ", "QNE", "QN1", "Q2D"
+    parent: str  # Databento parent symbol, e.g. "Q2D.OPT"
+    symbol_root: str  # e.g. "NQZ6", "Q2DX6"
     expiration: dt.datetime  # UTC, tz-aware
-    underlying: str       # the NQ future it exercises into, e.g. "NQZ6"
-    style: str            # "quarterly" | "monthly" | "eom" | "weekly"
+    underlying: str  # the NQ future it exercises into, e.g. "NQZ6"
+    style: str  # "quarterly" | "monthly" | "eom" | "weekly"
 
     @property
     def expiry_date(self) -> dt.date:
@@ -108,8 +108,14 @@ def listed_expiries(first: dt.date, last: dt.date, closes: dict[dt.date, dt.date
     def add(product: str, day: dt.date, expiration: dt.datetime, style: str, code: str) -> None:
         if day not in closes:
             return
-        expiries[(product, day)] = OptionExpiry(product, f"{product}.OPT", f"{product}{code}", expiration,
-                                                underlying_future(day, style == "quarterly"), style)
+        expiries[(product, day)] = OptionExpiry(
+            product,
+            f"{product}.OPT",
+            f"{product}{code}",
+            expiration,
+            underlying_future(day, style == "quarterly"),
+            style,
+        )
 
     month_start = dt.date(first.year, first.month, 1)
     while month_start <= last:
@@ -137,8 +143,9 @@ def listed_expiries(first: dt.date, last: dt.date, closes: dict[dt.date, dt.date
                 day += dt.timedelta(days=7)
                 week += 1
         month_start = next_month
-    return sorted((e for e in expiries.values() if first <= e.expiry_date <= last),
-                  key=lambda e: (e.expiration, e.product))
+    return sorted(
+        (e for e in expiries.values() if first <= e.expiry_date <= last), key=lambda e: (e.expiration, e.product)
+    )
 
 
 def option_raw_symbol(symbol_root: str, put_call: str, strike: float) -> str:
@@ -149,4 +156,3 @@ def option_raw_symbol(symbol_root: str, put_call: str, strike: float) -> str:
 
 def years_between(start_ns: np.ndarray | int, end_ns: np.ndarray | int) -> np.ndarray:
     return (np.asarray(end_ns, dtype=np.float64) - np.asarray(start_ns, dtype=np.float64)) / (365.25 * 86400e9)
-

@@ -26,37 +26,70 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.contracts import MICRO_NQ_POINT_VALUE_USD, NQ_POINT_VALUE_USD
 from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
-from nqflow.errors import DataError
 
 log = logging.getLogger(__name__)
 
 #: DBN's sentinel for an undefined 32-bit integer field (e.g. contract_multiplier).
 UNDEF_INT32 = 2_147_483_647
 OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
-STATISTICS_COLUMNS = {"instrument_id": "int64", "stat_type": "int64", "price": "float64", "quantity": "float64",
-                      "stat_flags": "int64", "ts_event": "datetime64[ns, UTC]", "ts_ref": "datetime64[ns, UTC]"}
+STATISTICS_COLUMNS = {
+    "instrument_id": "int64",
+    "stat_type": "int64",
+    "price": "float64",
+    "quantity": "float64",
+    "stat_flags": "int64",
+    "ts_event": "datetime64[ns, UTC]",
+    "ts_ref": "datetime64[ns, UTC]",
+}
 
 TRADE_COLUMNS = {
-    "ts_event": "datetime64[ns, UTC]", "instrument_id": "int64", "symbol": "string", "product": "string",
-    "instrument_class": "string", "expiration": "datetime64[ns, UTC]", "strike": "float64", "put_call": "string", "price": "float64",
-    "size": "int64", "side": "string", "multiplier": "float64", "premium_usd": "float64",
+    "ts_event": "datetime64[ns, UTC]",
+    "instrument_id": "int64",
+    "symbol": "string",
+    "product": "string",
+    "instrument_class": "string",
+    "expiration": "datetime64[ns, UTC]",
+    "strike": "float64",
+    "put_call": "string",
+    "price": "float64",
+    "size": "int64",
+    "side": "string",
+    "multiplier": "float64",
+    "premium_usd": "float64",
 }
 CHAIN_COLUMNS = {
-    "instrument_id": "int64", "symbol": "string", "product": "string", "instrument_class": "string",
-    "put_call": "string", "strike": "float64", "expiration": "datetime64[ns, UTC]", "underlying": "string",
-    "underlying_id": "int64", "multiplier": "float64", "multiplier_source": "string",
+    "instrument_id": "int64",
+    "symbol": "string",
+    "product": "string",
+    "instrument_class": "string",
+    "put_call": "string",
+    "strike": "float64",
+    "expiration": "datetime64[ns, UTC]",
+    "underlying": "string",
+    "underlying_id": "int64",
+    "multiplier": "float64",
+    "multiplier_source": "string",
 }
 LEG_COLUMNS = {
-    "spread_id": "int64", "leg_index": "int64", "leg_instrument_id": "int64", "leg_sign": "int64",
-    "leg_ratio": "int64", "leg_price": "float64", "leg_delta": "float64",
+    "spread_id": "int64",
+    "leg_index": "int64",
+    "leg_instrument_id": "int64",
+    "leg_sign": "int64",
+    "leg_ratio": "int64",
+    "leg_price": "float64",
+    "leg_delta": "float64",
 }
 SPREAD_CLASSES = ("T", "M")
 #: Known dollar-per-point values by product code, used only when a definition defines none.
-KNOWN_MULTIPLIERS = {**{code: NQ_POINT_VALUE_USD for code in NQ_OPTION_PRODUCTS},
-                     **{code: MICRO_NQ_POINT_VALUE_USD for code in MICRO_NQ_OPTION_PRODUCTS}, "ES": 50.0}
+KNOWN_MULTIPLIERS = {
+    **{code: NQ_POINT_VALUE_USD for code in NQ_OPTION_PRODUCTS},
+    **{code: MICRO_NQ_POINT_VALUE_USD for code in MICRO_NQ_OPTION_PRODUCTS},
+    "ES": 50.0,
+}
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
@@ -70,21 +103,27 @@ class DataSource(Protocol):
 
     def trades(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         """Option and future fills in [start, end), joined with their definitions (TRADE_COLUMNS)."""
+
     def chain(self, trade_date: dt.date) -> pd.DataFrame: ...
     def spread_legs(self, trade_date: dt.date) -> pd.DataFrame: ...
     def open_interest(self, trade_date: dt.date) -> pd.DataFrame: ...
     def statistics(self, trade_date: dt.date) -> pd.DataFrame:
         """Every statistics record published during the session (STATISTICS_COLUMNS): its own open
         interest, and the previous session's settlement and cleared volume (``ts_ref``)."""
+
     def sessions_available(self) -> list[dt.date]: ...
     def published(self, end: pd.Timestamp) -> bool:
         """Whether the source holds everything before `end` (a later window waits, never empty)."""
+
     def available_end(self, schema: str) -> pd.Timestamp | None:
         """Where the source's `schema` data ends now (None: it holds none)."""
+
     def describe_end(self) -> str:
         """Where the data ends, in words (for a window refused as not published yet)."""
+
     def check_budget(self, pulls: list[tuple[str, pd.Timestamp, pd.Timestamp]]) -> float:
         """The price of these (schema, start, end) pulls; raises BudgetExceeded over the budget."""
+
     def estimate_cost(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
         """Dollars one pull would cost (0 where reading costs nothing)."""
 
@@ -98,11 +137,21 @@ def tidy_statistics(raw: pd.DataFrame) -> pd.DataFrame:
         return empty_frame(STATISTICS_COLUMNS)
     quantity = raw["quantity"].astype("float64")
     quantity[raw["quantity"] >= 2_147_483_647] = np.nan  # DBN's undefined quantity (32- or 64-bit max)
-    return pd.DataFrame({
-        "instrument_id": raw["instrument_id"].astype("int64"), "stat_type": raw["stat_type"].astype("int64"),
-        "price": raw["price"].astype("float64"), "quantity": quantity, "stat_flags": raw["stat_flags"].astype("int64"),
-        "ts_event": pd.to_datetime(raw["ts_event"], utc=True), "ts_ref": pd.to_datetime(raw["ts_ref"], utc=True),
-    }).sort_values("ts_event", kind="stable").reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            {
+                "instrument_id": raw["instrument_id"].astype("int64"),
+                "stat_type": raw["stat_type"].astype("int64"),
+                "price": raw["price"].astype("float64"),
+                "quantity": quantity,
+                "stat_flags": raw["stat_flags"].astype("int64"),
+                "ts_event": pd.to_datetime(raw["ts_event"], utc=True),
+                "ts_ref": pd.to_datetime(raw["ts_ref"], utc=True),
+            }
+        )
+        .sort_values("ts_event", kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def option_fills(trades: pd.DataFrame) -> pd.DataFrame:
@@ -175,25 +224,30 @@ def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
     if missing.any():
         unknown = sorted(set(product[missing & known.isna()].dropna()))
         if unknown:
-            raise DataError(f"definitions give no contract multiplier for products {unknown} and none is known; "
-                            f"add them to nqflow.market.frames.KNOWN_MULTIPLIERS")
-        log.warning("%d definitions define no multiplier; using the product's known value (e.g. NQ $20/pt)",
-                    int(missing.sum()))
+            raise DataError(
+                f"definitions give no contract multiplier for products {unknown} and none is known; "
+                f"add them to nqflow.market.frames.KNOWN_MULTIPLIERS"
+            )
+        log.warning(
+            "%d definitions define no multiplier; using the product's known value (e.g. NQ $20/pt)", int(missing.sum())
+        )
     klass = latest["instrument_class"].astype("string")
     strike = pd.to_numeric(latest["strike_price"], errors="coerce")
-    chain = pd.DataFrame({
-        "instrument_id": latest["instrument_id"].astype("int64"),
-        "symbol": latest["raw_symbol"].astype("string"),
-        "product": product,
-        "instrument_class": klass,
-        "put_call": klass.where(klass.isin(["C", "P"])),
-        "strike": strike.where(klass.isin(["C", "P"])).astype("float64"),
-        "expiration": pd.to_datetime(latest["expiration"], utc=True),
-        "underlying": latest["underlying"].astype("string"),
-        "underlying_id": latest["underlying_id"].astype("int64"),
-        "multiplier": multiplier.astype("float64"),
-        "multiplier_source": pd.array(source, dtype="string"),
-    })
+    chain = pd.DataFrame(
+        {
+            "instrument_id": latest["instrument_id"].astype("int64"),
+            "symbol": latest["raw_symbol"].astype("string"),
+            "product": product,
+            "instrument_class": klass,
+            "put_call": klass.where(klass.isin(["C", "P"])),
+            "strike": strike.where(klass.isin(["C", "P"])).astype("float64"),
+            "expiration": pd.to_datetime(latest["expiration"], utc=True),
+            "underlying": latest["underlying"].astype("string"),
+            "underlying_id": latest["underlying_id"].astype("int64"),
+            "multiplier": multiplier.astype("float64"),
+            "multiplier_source": pd.array(source, dtype="string"),
+        }
+    )
     return chain.sort_values("instrument_id").reset_index(drop=True)
 
 
@@ -210,14 +264,17 @@ def legs_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
         return empty_frame(LEG_COLUMNS)
     ratio = pd.to_numeric(rows["leg_ratio_qty_numerator"], errors="coerce").fillna(1)
     denominator = pd.to_numeric(rows["leg_ratio_qty_denominator"], errors="coerce").fillna(1).replace(0, 1)
-    legs = pd.DataFrame({
-        "spread_id": rows["instrument_id"].astype("int64"), "leg_index": rows["leg_index"].astype("int64"),
-        "leg_instrument_id": rows["leg_instrument_id"].astype("int64"),
-        "leg_sign": np.where(rows["leg_side"].astype(str) == "A", -1, 1).astype("int64"),
-        "leg_ratio": np.maximum((ratio / denominator).round(), 1).astype("int64"),
-        "leg_price": pd.to_numeric(rows["leg_price"], errors="coerce").astype("float64"),
-        "leg_delta": pd.to_numeric(rows["leg_delta"], errors="coerce").astype("float64"),
-    })
+    legs = pd.DataFrame(
+        {
+            "spread_id": rows["instrument_id"].astype("int64"),
+            "leg_index": rows["leg_index"].astype("int64"),
+            "leg_instrument_id": rows["leg_instrument_id"].astype("int64"),
+            "leg_sign": np.where(rows["leg_side"].astype(str) == "A", -1, 1).astype("int64"),
+            "leg_ratio": np.maximum((ratio / denominator).round(), 1).astype("int64"),
+            "leg_price": pd.to_numeric(rows["leg_price"], errors="coerce").astype("float64"),
+            "leg_delta": pd.to_numeric(rows["leg_delta"], errors="coerce").astype("float64"),
+        }
+    )
     return legs.sort_values(["spread_id", "leg_index"]).reset_index(drop=True)
 
 
@@ -227,21 +284,25 @@ def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
         return empty_frame(TRADE_COLUMNS)
     info = chain.set_index("instrument_id")
     joined = raw[["ts_event", "instrument_id", "price", "size", "side"]].join(
-        info[["symbol", "product", "instrument_class", "expiration", "strike", "put_call", "multiplier"]], on="instrument_id")
-    trades = pd.DataFrame({
-        "ts_event": pd.to_datetime(joined["ts_event"], utc=True),
-        "instrument_id": joined["instrument_id"].astype("int64"),
-        "symbol": joined["symbol"].astype("string"),
-        "product": joined["product"].astype("string"),
-        "instrument_class": joined["instrument_class"].astype("string"),
-        "expiration": pd.to_datetime(joined["expiration"], utc=True),
-        "strike": joined["strike"].astype("float64"),
-        "put_call": joined["put_call"].astype("string"),
-        "price": joined["price"].astype("float64"),
-        "size": joined["size"].astype("int64"),
-        "side": joined["side"].astype("string"),
-        "multiplier": joined["multiplier"].astype("float64"),
-    })
+        info[["symbol", "product", "instrument_class", "expiration", "strike", "put_call", "multiplier"]],
+        on="instrument_id",
+    )
+    trades = pd.DataFrame(
+        {
+            "ts_event": pd.to_datetime(joined["ts_event"], utc=True),
+            "instrument_id": joined["instrument_id"].astype("int64"),
+            "symbol": joined["symbol"].astype("string"),
+            "product": joined["product"].astype("string"),
+            "instrument_class": joined["instrument_class"].astype("string"),
+            "expiration": pd.to_datetime(joined["expiration"], utc=True),
+            "strike": joined["strike"].astype("float64"),
+            "put_call": joined["put_call"].astype("string"),
+            "price": joined["price"].astype("float64"),
+            "size": joined["size"].astype("int64"),
+            "side": joined["side"].astype("string"),
+            "multiplier": joined["multiplier"].astype("float64"),
+        }
+    )
     trades["premium_usd"] = trades["price"] * trades["size"] * trades["multiplier"]
     return trades.sort_values(["ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
 
@@ -267,14 +328,32 @@ def load_window(source: DataSource, start, end, watched: frozenset[str] | None =
     session = cal.session_of(start)
     notes: list[str] = []
     if session is None:
-        notes.append(f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z (CME Globex equity options halt, weekend or holiday)")
+        notes.append(
+            f"market closed for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
+            f"(CME Globex equity options halt, weekend or holiday)"
+        )
         empty = empty_frame(TRADE_COLUMNS)
-        return WindowData(start, end, None, empty, empty_frame(CHAIN_COLUMNS),
-                          empty_frame({"instrument_id": "int64", "open_interest": "int64"}),
-                          empty.iloc[:, :0], notes)
+        return WindowData(
+            start,
+            end,
+            None,
+            empty,
+            empty_frame(CHAIN_COLUMNS),
+            empty_frame({"instrument_id": "int64", "open_interest": "int64"}),
+            empty.iloc[:, :0],
+            notes,
+        )
     trade_date = session[0]
-    return window_from(start, end, trade_date, source.trades(start, end), source.chain(trade_date),
-                       source.open_interest(trade_date), source.spread_legs(trade_date), watched)
+    return window_from(
+        start,
+        end,
+        trade_date,
+        source.trades(start, end),
+        source.chain(trade_date),
+        source.open_interest(trade_date),
+        source.spread_legs(trade_date),
+        watched,
+    )
 
 
 _reported_unwatched: set[str] = set()
@@ -290,11 +369,19 @@ def unwatched_message(products: list[str], what: str) -> str:
     """One line naming NQ option products seen but not watched, with the fix."""
     micro = [p for p in products if p in MICRO_NQ_OPTION_PRODUCTS]
     quoted = [f'"{p}.OPT"' for p in products]
-    keys = " / ".join(key for key, listed in (("universe.option_parents", len(micro) < len(products)),
-                                              ("universe.micro_option_parents", bool(micro))) if listed)
-    return (f"options of {', '.join(products)} on NQ futures {what} but are not watched; add "
-            f"{', '.join(quoted)} to {keys} in config/monitoring.toml "
-            f"to watch them")
+    keys = " / ".join(
+        key
+        for key, listed in (
+            ("universe.option_parents", len(micro) < len(products)),
+            ("universe.micro_option_parents", bool(micro)),
+        )
+        if listed
+    )
+    return (
+        f"options of {', '.join(products)} on NQ futures {what} but are not watched; add "
+        f"{', '.join(quoted)} to {keys} in config/monitoring.toml "
+        f"to watch them"
+    )
 
 
 @dataclass
@@ -313,6 +400,7 @@ class ClassifiedFills:
         def cut(frame: pd.DataFrame) -> pd.DataFrame:
             lo, hi = frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(bounds)
             return frame.iloc[lo:hi].reset_index(drop=True)
+
         return ClassifiedFills(cut(self.options), cut(self.spreads), cut(self.futures), cut(self.undefined))
 
 
@@ -327,13 +415,21 @@ def classify_fills(fills: pd.DataFrame, watched: frozenset[str] | None = None) -
             if new:
                 _reported_unwatched.update(new)
                 log.warning("%s", unwatched_message(new, "trade"))
-    return ClassifiedFills(option_fills(fills), spread_fills(fills), future_fills(fills),
-                           undefined_fills(fills).reset_index(drop=True))
+    return ClassifiedFills(
+        option_fills(fills), spread_fills(fills), future_fills(fills), undefined_fills(fills).reset_index(drop=True)
+    )
 
 
-def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fills: pd.DataFrame | ClassifiedFills,
-                chain: pd.DataFrame, oi: pd.DataFrame, legs: pd.DataFrame | None = None,
-                watched: frozenset[str] | None = None) -> WindowData:
+def window_from(
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    trade_date: dt.date,
+    fills: pd.DataFrame | ClassifiedFills,
+    chain: pd.DataFrame,
+    oi: pd.DataFrame,
+    legs: pd.DataFrame | None = None,
+    watched: frozenset[str] | None = None,
+) -> WindowData:
     """One open-market window from its fills (options, spreads and futures, [start, end) only)
     and the session's chain, open interest and spread legs; `load_window` and the whole-session
     path share it. `fills` may come classified already (the session path classifies a whole
@@ -343,16 +439,31 @@ def window_from(start: pd.Timestamp, end: pd.Timestamp, trade_date: dt.date, fil
     unknown = parts.undefined
     if len(unknown):
         ids = sorted(unknown["instrument_id"].unique())
-        notes.append(f"{len(unknown):,} fills on {len(ids)} instrument(s) without a definition were left out "
-                     f"(instrument_id {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''}); "
-                     f"add the definition records for session {trade_date} to the data folder")
+        notes.append(
+            f"{len(unknown):,} fills on {len(ids)} instrument(s) without a definition were left out "
+            f"(instrument_id {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''}); "
+            f"add the definition records for session {trade_date} to the data folder"
+        )
     if parts.options.empty:
-        notes.append(f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
-                      f"check that the data source covers this window")
+        notes.append(
+            f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
+            f"check that the data source covers this window"
+        )
     if chain.empty:
         notes.append(f"no instrument definitions for session {trade_date}")
-    return WindowData(start, end, trade_date, parts.options, chain, oi, front_future(parts.futures), notes,
-                      parts.spreads, legs if legs is not None else empty_frame(LEG_COLUMNS), parts.futures)
+    return WindowData(
+        start,
+        end,
+        trade_date,
+        parts.options,
+        chain,
+        oi,
+        front_future(parts.futures),
+        notes,
+        parts.spreads,
+        legs if legs is not None else empty_frame(LEG_COLUMNS),
+        parts.futures,
+    )
 
 
 def front_future(futures: pd.DataFrame) -> pd.DataFrame:

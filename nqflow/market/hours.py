@@ -91,7 +91,9 @@ def to_utc(value) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise NqflowError(f"cannot parse timestamp {value!r}; use ISO 8601 with a zone, e.g. 2026-10-30T14:30:00Z") from exc
+        raise NqflowError(
+            f"cannot parse timestamp {value!r}; use ISO 8601 with a zone, e.g. 2026-10-30T14:30:00Z"
+        ) from exc
     if ts is pd.NaT:
         raise NqflowError(f"timestamp {value!r} is empty; use ISO 8601 with a zone, e.g. 2026-10-30T14:30:00Z")
     if ts.tzinfo is None:
@@ -104,4 +106,3 @@ def windows_between(start: pd.Timestamp, end: pd.Timestamp, minutes: int) -> lis
     step = pd.Timedelta(minutes=minutes)
     first = start.floor(step)
     return [(s, s + step) for s in pd.date_range(first, end - step, freq=step)]
-

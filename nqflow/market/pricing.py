@@ -10,9 +10,9 @@ import numpy as np
 from scipy.special import ndtr
 
 
-
-def black76(forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray,
-            is_call: np.ndarray, rate: float = 0.0) -> np.ndarray:
+def black76(
+    forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray, is_call: np.ndarray, rate: float = 0.0
+) -> np.ndarray:
     """Black-76 price of European options on a future, in the future's price units."""
     forward, strike, years, vol = map(np.asarray, (forward, strike, years, vol))
     years = np.maximum(years, 1e-6)
@@ -41,8 +41,9 @@ def black76_delta(forward, strike, years, vol, is_call) -> np.ndarray:
     return np.where(is_call, ndtr(d1), ndtr(d1) - 1.0)
 
 
-def implied_vol(price, forward, strike, years, is_call, low: float = 0.005, high: float = 5.0,
-                iterations: int = 60) -> np.ndarray:
+def implied_vol(
+    price, forward, strike, years, is_call, low: float = 0.005, high: float = 5.0, iterations: int = 60
+) -> np.ndarray:
     """Black-76 implied volatility by bisection, vectorised. A price at or below intrinsic value
     gives `low` (the option is all intrinsic: its delta is then about 1 or 0, which is right)."""
     price, forward, strike, years = (np.asarray(x, dtype=float) for x in (price, forward, strike, years))

@@ -8,8 +8,7 @@ from nqflow import _exports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "scheduling": ("Clock", "Scheduler", "SimulatedClock", "SystemClock"),
-    "runner": ("DAILY_NOTEBOOKS", "KERNEL_NAME", "NotebookRun", "execute_daily", "execute_window",
-        "write_html"),
+    "runner": ("DAILY_NOTEBOOKS", "KERNEL_NAME", "NotebookRun", "execute_daily", "execute_window", "write_html"),
     "store": ("StateStore", "recorded_alerts"),
     "notify": ("CHANNELS", "Channel", "DeliveryError", "deliver_pending", "enabled_channels"),
     "suppression": ("repeats_to_suppress",),

@@ -27,10 +27,10 @@ from enum import IntEnum
 
 import pandas as pd
 
-from nqflow.market import hours as cal
 from nqflow.alerts import Alert, Direction, Kind, Label, Level, stable_id
 from nqflow.config import Config
 from nqflow.errors import ExitCode
+from nqflow.market import hours as cal
 from nqflow.ops.store import StateStore
 
 
@@ -50,8 +50,8 @@ class Verdict(IntEnum):
 class Condition:
     key: str
     verdict: Verdict
-    title: str                     # short, for subjects and the index: "blind for 60 min"
-    detail: str                    # what is wrong and what to do
+    title: str  # short, for subjects and the index: "blind for 60 min"
+    detail: str  # what is wrong and what to do
     delay: pd.Timedelta = field(default=pd.Timedelta(0))  # raised once it has lasted this long
 
     def to_json(self) -> dict:
@@ -60,12 +60,18 @@ class Condition:
 
 def _open_minutes(start: pd.Timestamp, end: pd.Timestamp, interval_minutes: int) -> float:
     """Minutes of [start, end) in open-market windows of the schedule."""
-    return float(sum(interval_minutes for s, e in cal.windows_between(start, end, interval_minutes)
-                     if cal.window_is_open(s, e)))
+    return float(
+        sum(interval_minutes for s, e in cal.windows_between(start, end, interval_minutes) if cal.window_is_open(s, e))
+    )
 
 
-def assess(store: StateStore, config: Config, now: pd.Timestamp, data_end: pd.Timestamp | None = None,
-           horizon: pd.Timestamp | None = None) -> list[Condition]:
+def assess(
+    store: StateStore,
+    config: Config,
+    now: pd.Timestamp,
+    data_end: pd.Timestamp | None = None,
+    horizon: pd.Timestamp | None = None,
+) -> list[Condition]:
     """Every condition that holds at `now` (see the module doc). `data_end`: the provider's
     available end when the source publishes late (None: not judged). `horizon`: where a source
     with a fixed end (a replay folder) ends: blindness is measured up to it instead of the clock.
@@ -75,10 +81,15 @@ def assess(store: StateStore, config: Config, now: pd.Timestamp, data_end: pd.Ti
     conditions: list[Condition] = []
     windows = store.windows(limit=s.max_catchup_windows * 4)
     for w in windows[(windows["status"] == "failed") & (windows["attempts"] >= s.max_attempts)].itertuples(index=False):
-        conditions.append(Condition(
-            f"window_failed:{w.window_start}", Verdict.DEGRADED, f"window {w.window_start[:16]}Z failed for good",
-            f"window {w.window_start[:16]}Z failed all {w.attempts} attempts ({w.last_error}); its flow is not "
-            f"monitored: fix the cause, then run `scheduler.py window {w.window_start[:16]}Z`"))
+        conditions.append(
+            Condition(
+                f"window_failed:{w.window_start}",
+                Verdict.DEGRADED,
+                f"window {w.window_start[:16]}Z failed for good",
+                f"window {w.window_start[:16]}Z failed all {w.attempts} attempts ({w.last_error}); its flow is not "
+                f"monitored: fix the cause, then run `scheduler.py window {w.window_start[:16]}Z`",
+            )
+        )
     done = windows[windows["status"] == "ok"]
     ready = now - pd.Timedelta(minutes=s.availability_delay_minutes)
     if horizon is not None:
@@ -86,36 +97,61 @@ def assess(store: StateStore, config: Config, now: pd.Timestamp, data_end: pd.Ti
     due_end = ready.floor(f"{s.interval_minutes}min")
     first_started = store.meta("first_started_at")
     if len(windows) or first_started:
-        since = (pd.Timestamp(done["window_end"].max()) if len(done) else
-                 pd.Timestamp(windows["window_start"].min()) if len(windows) else pd.Timestamp(first_started))
+        since = (
+            pd.Timestamp(done["window_end"].max())
+            if len(done)
+            else pd.Timestamp(windows["window_start"].min())
+            if len(windows)
+            else pd.Timestamp(first_started)
+        )
         missed = _open_minutes(since, due_end, s.interval_minutes)
         if missed >= h.blind_minutes:
-            conditions.append(Condition(
-                "blind", Verdict.BLIND, f"blind: no window done for {missed:.0f} open-market minutes",
-                f"no window has been done since {since:%Y-%m-%d %H:%M}Z ({missed:.0f} minutes of open market up to "
-                f"{'the data end' if horizon is not None else 'now'}); the data is not published or every window "
-                f"fails: see `scheduler.py status` and the window errors"))
+            conditions.append(
+                Condition(
+                    "blind",
+                    Verdict.BLIND,
+                    f"blind: no window done for {missed:.0f} open-market minutes",
+                    f"no window has been done since {since:%Y-%m-%d %H:%M}Z ({missed:.0f} minutes of open market up to "
+                    f"{'the data end' if horizon is not None else 'now'}); the data is not published or every window "
+                    f"fails: see `scheduler.py status` and the window errors",
+                )
+            )
     if data_end is not None and cal.session_of(now) is not None:
         lag = now - data_end
         if lag > pd.Timedelta(minutes=h.max_data_lag_minutes):
             hours = lag / pd.Timedelta(hours=1)
-            licensing = (" A lag of hours means the account gets delayed data: 15-minute polling needs CME "
-                         "real-time licensing on the Databento account." if hours >= 1 else "")
-            conditions.append(Condition(
-                "data_lag", Verdict.BLIND, f"data lags real time by {lag / pd.Timedelta(minutes=1):.0f} min",
-                f"Databento's data ends at {data_end:%Y-%m-%d %H:%M}Z, {hours:.1f} h behind real time, more than "
-                f"health.max_data_lag_minutes={h.max_data_lag_minutes:g} allows.{licensing}"))
+            licensing = (
+                " A lag of hours means the account gets delayed data: 15-minute polling needs CME "
+                "real-time licensing on the Databento account."
+                if hours >= 1
+                else ""
+            )
+            conditions.append(
+                Condition(
+                    "data_lag",
+                    Verdict.BLIND,
+                    f"data lags real time by {lag / pd.Timedelta(minutes=1):.0f} min",
+                    f"Databento's data ends at {data_end:%Y-%m-%d %H:%M}Z, {hours:.1f} h behind real time, more than "
+                    f"health.max_data_lag_minutes={h.max_data_lag_minutes:g} allows.{licensing}",
+                )
+            )
     deliveries = store.deliveries()
     if len(deliveries):
         # a delivery that failed stays pending with its error until it is sent (`notify.deliver_pending`)
-        failing = deliveries[(deliveries["status"] == "pending") & deliveries["last_error"].notna()
-                             & (deliveries["attempts"] > 0)]
+        failing = deliveries[
+            (deliveries["status"] == "pending") & deliveries["last_error"].notna() & (deliveries["attempts"] > 0)
+        ]
         for channel, rows in failing.groupby("channel"):
-            conditions.append(Condition(
-                f"channel_down:{channel}", Verdict.DEGRADED, f"{channel} channel down",
-                f"{len(rows)} alert(s) wait on the {channel} channel ({rows['last_error'].dropna().iloc[-1] if rows['last_error'].notna().any() else 'failing'}); "
-                f"they are retried and sent once it is back: check its settings and the server",
-                pd.Timedelta(minutes=h.channel_down_minutes)))
+            conditions.append(
+                Condition(
+                    f"channel_down:{channel}",
+                    Verdict.DEGRADED,
+                    f"{channel} channel down",
+                    f"{len(rows)} alert(s) wait on the {channel} channel ({_last_error(rows)}); "
+                    f"they are retried and sent once it is back: check its settings and the server",
+                    pd.Timedelta(minutes=h.channel_down_minutes),
+                )
+            )
     return conditions
 
 
@@ -124,16 +160,28 @@ def never_done(store: StateStore) -> Condition | None:
     market, so `status` is not healthy (no alert: `blind` raises one once open market passes)."""
     if store.count_windows("ok"):
         return None
-    return Condition("never_done", Verdict.BLIND, "no window done yet",
-                     f"no window has been done with the state database {store.path}; run `scheduler.py once` or "
-                     f"start `scheduler.py run`, then ask `status` again")
+    return Condition(
+        "never_done",
+        Verdict.BLIND,
+        "no window done yet",
+        f"no window has been done with the state database {store.path}; run `scheduler.py once` or "
+        f"start `scheduler.py run`, then ask `status` again",
+    )
+
+
+def _last_error(rows: pd.DataFrame) -> str:
+    errors = rows["last_error"].dropna()
+    return str(errors.iloc[-1]) if len(errors) else "failing"
 
 
 def in_force(conditions: list[Condition], store: StateStore, now: pd.Timestamp) -> list[Condition]:
     """The conditions that have lasted their delay (first seen as the state database recorded it)."""
     seen = store.health_states()
-    return [c for c in conditions if c.delay <= pd.Timedelta(0)
-            or (c.key in seen and now - pd.Timestamp(seen[c.key]["observed_at"]) >= c.delay)]
+    return [
+        c
+        for c in conditions
+        if c.delay <= pd.Timedelta(0) or (c.key in seen and now - pd.Timestamp(seen[c.key]["observed_at"]) >= c.delay)
+    ]
 
 
 def from_row(row: dict) -> Condition:
@@ -149,12 +197,23 @@ def health_alert(condition: Condition, raised_at: str, now: pd.Timestamp, cleare
     """The alert for a condition raised at `raised_at` (or its recovery): its id is fixed by
     the two, so recording it again changes nothing."""
     title = f"recovered: {condition.title}" if cleared else condition.title
-    reason = (f"cleared at {now:%Y-%m-%d %H:%M}Z after it was raised at {raised_at[:16]}Z: {condition.detail}"
-              if cleared else condition.detail)
+    reason = (
+        f"cleared at {now:%Y-%m-%d %H:%M}Z after it was raised at {raised_at[:16]}Z: {condition.detail}"
+        if cleared
+        else condition.detail
+    )
     return Alert(
         alert_id=stable_id("health", condition.key, raised_at, "cleared" if cleared else "raised"),
-        kind=Kind.HEALTH, level=Level.SYSTEM, window_start=now.isoformat(), window_end=now.isoformat(),
-        event_time=now.isoformat(), symbol=title, direction=Direction.MIXED, volume=0, premium_usd=0.0,
-        confidence=100.0, label=Label.LOW if cleared else (Label.HIGH if condition.verdict == Verdict.BLIND
-                                                            else Label.MEDIUM),
-        reasons=[reason, f"condition {condition.key}, {condition.verdict.name.lower()}"])
+        kind=Kind.HEALTH,
+        level=Level.SYSTEM,
+        window_start=now.isoformat(),
+        window_end=now.isoformat(),
+        event_time=now.isoformat(),
+        symbol=title,
+        direction=Direction.MIXED,
+        volume=0,
+        premium_usd=0.0,
+        confidence=100.0,
+        label=Label.LOW if cleared else (Label.HIGH if condition.verdict == Verdict.BLIND else Label.MEDIUM),
+        reasons=[reason, f"condition {condition.key}, {condition.verdict.name.lower()}"],
+    )

@@ -32,9 +32,9 @@ import pandas as pd
 from nqflow.alerts import one_line, usd
 from nqflow.config import Config
 from nqflow.errors import CredentialsError
+from nqflow.ops.store import StateStore
 from nqflow.paths import resolve
 from nqflow.retry import backoff_seconds, honour_retry_after, retry_after_seconds
-from nqflow.ops.store import StateStore
 
 
 class DeliveryError(Exception):
@@ -80,8 +80,9 @@ def send_log(alerts: list[dict], config: Config, reports: dict[str, str]) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = _log_handlers.get(str(path))
     if handler is None:
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=settings.max_bytes,
-                                                       backupCount=settings.backup_count, encoding="utf-8")
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=settings.max_bytes, backupCount=settings.backup_count, encoding="utf-8"
+        )
         _log_handlers[str(path)] = handler
     for alert in alerts:
         record = logging.LogRecord("nqflow.alerts", logging.INFO, "", 0, json.dumps(alert, sort_keys=True), None, None)
@@ -92,7 +93,10 @@ def send_log(alerts: list[dict], config: Config, reports: dict[str, str]) -> Non
 def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -> tuple[str, str, str]:
     ranked = sorted(alerts, key=lambda a: -a["confidence"])
     window = ranked[0]["window_start"]
-    subject = f"nqflow: {len(ranked)} alert(s) in window {window[:16]}Z, top: {ranked[0]['label']} {ranked[0]['kind']} {ranked[0]['symbol']}"
+    top = ranked[0]
+    subject = (
+        f"nqflow: {len(ranked)} alert(s) in window {window[:16]}Z, top: {top['label']} {top['kind']} {top['symbol']}"
+    )
     if all(a["kind"] == "health" for a in ranked):
         subject = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"
     link = _report_link(ranked[0], config, reports)
@@ -102,14 +106,18 @@ def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -
         text.append(one_line(a))
         text.extend(f"    - {r}" for r in a["reasons"])
         text.append(f"    id {a['alert_id']}")
-        rows.append(f"<tr><td>{a['label']} {a['confidence']:.0f}</td><td>{html.escape(a['kind'])}</td>"
-                    f"<td>{html.escape(a['symbol'])}</td><td>{a['direction']}</td><td>{a['volume']:,}</td>"
-                    f"<td>{usd(a['premium_usd'])}</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td>"
-                    f"<td>{html.escape(a['alert_id'])}</td></tr>")
-    body_html = (f"<p>{len(ranked)} institutional-flow alert(s), strongest first. "
-                 f"Report: <a href=\"{html.escape(link)}\">{html.escape(link)}</a></p>"
-                 "<table border=1 cellpadding=4><tr><th>confidence</th><th>kind</th><th>instrument</th>"
-                 f"<th>direction</th><th>volume</th><th>premium</th><th>reasons</th><th>id</th></tr>{''.join(rows)}</table>")
+        rows.append(
+            f"<tr><td>{a['label']} {a['confidence']:.0f}</td><td>{html.escape(a['kind'])}</td>"
+            f"<td>{html.escape(a['symbol'])}</td><td>{a['direction']}</td><td>{a['volume']:,}</td>"
+            f"<td>{usd(a['premium_usd'])}</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td>"
+            f"<td>{html.escape(a['alert_id'])}</td></tr>"
+        )
+    body_html = (
+        f"<p>{len(ranked)} institutional-flow alert(s), strongest first. "
+        f'Report: <a href="{html.escape(link)}">{html.escape(link)}</a></p>'
+        "<table border=1 cellpadding=4><tr><th>confidence</th><th>kind</th><th>instrument</th>"
+        f"<th>direction</th><th>volume</th><th>premium</th><th>reasons</th><th>id</th></tr>{''.join(rows)}</table>"
+    )
     return subject, "\n".join(text), body_html
 
 
@@ -136,7 +144,9 @@ def smtp_password(settings) -> str:
     """The SMTP password from the environment (never the config); required when a user is set."""
     password = os.environ.get(settings.password_env, "")
     if settings.user and not password:
-        raise CredentialsError(f"SMTP user is set but ${settings.password_env} is empty; export the password in the environment")
+        raise CredentialsError(
+            f"SMTP user is set but ${settings.password_env} is empty; export the password in the environment"
+        )
     return password
 
 
@@ -144,7 +154,9 @@ def slack_url(settings) -> str:
     """The Slack webhook URL from the environment: it is a secret, never logged or echoed."""
     url = os.environ.get(settings.webhook_url_env, "")
     if not url:
-        raise CredentialsError(f"Slack is enabled but ${settings.webhook_url_env} is empty; export the webhook URL in the environment")
+        raise CredentialsError(
+            f"Slack is enabled but ${settings.webhook_url_env} is empty; export the webhook URL in the environment"
+        )
     return url
 
 
@@ -153,9 +165,11 @@ def smtp_session(settings, password: str):
     """A connected, secured and logged-in SMTP session (`notify.email` settings); any failure
     is a DeliveryError naming the server, never the password."""
     try:
+        smtp: smtplib.SMTP
         if settings.security == "ssl":
-            smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout_seconds,
-                                    context=ssl.create_default_context())
+            smtp = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout_seconds, context=ssl.create_default_context()
+            )
         else:
             smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
         with smtp:
@@ -181,10 +195,15 @@ def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -
     title = f"nqflow: {len(ranked)} alert(s), window {ranked[0]['window_start'][:16]}Z"
     if all(a["kind"] == "health" for a in ranked):
         title = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"[:150]
-    blocks = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
+    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     for a in ranked[:20]:
-        blocks.append({"type": "section", "block_id": a["alert_id"][:255],
-                       "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a["reasons"])}})
+        blocks.append(
+            {
+                "type": "section",
+                "block_id": a["alert_id"][:255],
+                "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a["reasons"])},
+            }
+        )
     link = _report_link(ranked[0], config, reports)
     if link:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Report: {link}"}]})
@@ -202,11 +221,15 @@ def send_slack(alerts: list[dict], config: Config, reports: dict[str, str]) -> N
                 response.read()
         except urllib.error.HTTPError as exc:
             retry_after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
-            raise DeliveryError(f"Slack webhook answered HTTP {exc.code}"
-                                + (f", retry after {retry_after:g}s" if retry_after is not None else ""),
-                                retry_after) from None
+            raise DeliveryError(
+                f"Slack webhook answered HTTP {exc.code}"
+                + (f", retry after {retry_after:g}s" if retry_after is not None else ""),
+                retry_after,
+            ) from None
         except (OSError, urllib.error.URLError) as exc:
-            raise DeliveryError(f"Slack webhook unreachable: {type(exc).__name__}") from None  # the URL is a secret: not echoed
+            raise DeliveryError(
+                f"Slack webhook unreachable: {type(exc).__name__}"
+            ) from None  # the URL is a secret: not echoed
 
 
 @dataclass(frozen=True)
@@ -220,12 +243,15 @@ class Channel:
 
 
 #: Every channel, in delivery order; config sections, CLI and the outbox all come from here.
-CHANNELS: dict[str, Channel] = {channel.name: channel for channel in (
-    Channel("console", lambda config: config.notify.console, send_console),
-    Channel("log", lambda config: config.notify.log, send_log),
-    Channel("email", lambda config: config.notify.email, send_email),
-    Channel("slack", lambda config: config.notify.slack, send_slack),
-)}
+CHANNELS: dict[str, Channel] = {
+    channel.name: channel
+    for channel in (
+        Channel("console", lambda config: config.notify.console, send_console),
+        Channel("log", lambda config: config.notify.log, send_log),
+        Channel("email", lambda config: config.notify.email, send_email),
+        Channel("slack", lambda config: config.notify.slack, send_slack),
+    )
+}
 
 
 def _by_window(alerts: list[dict]) -> list[list[dict]]:
@@ -235,10 +261,12 @@ def _by_window(alerts: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str] | None = None) -> dict[str, int]:
+def deliver_pending(
+    store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str] | None = None
+) -> dict[str, int]:
     """Send every due delivery of every enabled channel; returns how many were sent per channel."""
     reports = reports or {}
-    sent = {}
+    sent: dict[str, int] = {}
     for channel in enabled_channels(config):
         settings = CHANNELS[channel].settings(config)
         due = store.due_deliveries(channel, now.isoformat(), config.notify.max_delivery_attempts)
@@ -260,8 +288,9 @@ def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, report
                 CHANNELS[channel].send(window_alerts, config, reports)
             except (DeliveryError, CredentialsError) as exc:
                 attempts = _attempts(store, ids[0], channel)
-                delay = honour_retry_after(backoff_seconds(config.notify.retry_backoff_seconds, attempts),
-                                           getattr(exc, "retry_after", None))
+                delay = honour_retry_after(
+                    backoff_seconds(config.notify.retry_backoff_seconds, attempts), getattr(exc, "retry_after", None)
+                )
                 failure = (str(exc), (now + pd.Timedelta(seconds=delay)).isoformat())
                 store.mark_failed(ids, channel, *failure)
                 logging.getLogger("nqflow").warning("%s delivery failed, will retry: %s", channel, exc)
@@ -273,5 +302,7 @@ def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, report
 
 def _attempts(store: StateStore, alert_id: str, channel: str) -> int:
     with store.connect() as conn:
-        row = conn.execute("SELECT attempts FROM deliveries WHERE alert_id = ? AND channel = ?", (alert_id, channel)).fetchone()
+        row = conn.execute(
+            "SELECT attempts FROM deliveries WHERE alert_id = ? AND channel = ?", (alert_id, channel)
+        ).fetchone()
     return int(row[0]) if row else 0

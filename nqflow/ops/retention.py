@@ -56,6 +56,10 @@ def apply_retention(outputs_dir: Path, retention: Retention, today: dt.date) -> 
             folder.rmdir()
             removed.folders += 1
     if removed.notebooks or removed.reports:
-        log.info("retention: deleted %d notebook(s) and %d report(s), %.1f MB", removed.notebooks, removed.reports,
-                 removed.bytes / 1e6)
+        log.info(
+            "retention: deleted %d notebook(s) and %d report(s), %.1f MB",
+            removed.notebooks,
+            removed.reports,
+            removed.bytes / 1e6,
+        )
     return removed

@@ -21,8 +21,15 @@ from traitlets.config import Config
 
 from nqflow.alerts import check_summary, validate
 from nqflow.errors import DataNotYetAvailable
-from nqflow.paths import ensure_writable
-from nqflow.paths import GEX_NOTEBOOK, MONITOR_NOTEBOOK, OFF_BOOK_NOTEBOOK, REPO_ROOT, REPORT_TEMPLATES, SESSION_NOTEBOOK
+from nqflow.paths import (
+    GEX_NOTEBOOK,
+    MONITOR_NOTEBOOK,
+    OFF_BOOK_NOTEBOOK,
+    REPO_ROOT,
+    REPORT_TEMPLATES,
+    SESSION_NOTEBOOK,
+    ensure_writable,
+)
 
 #: The kernel's sockets are encrypted with CurveZMQ when its kernelspec supports it (ipykernel 7.4
 #: does): the kernel runs over TCP on this machine, and other local users could otherwise read it.
@@ -61,11 +68,13 @@ def window_paths(outputs_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -> t
 def kernel_name() -> str:
     """The project's kernel when registered (make installs it into .venv), else python3."""
     from jupyter_client.kernelspec import KernelSpecManager
+
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, parameters: dict,
-                   notebook: Path = MONITOR_NOTEBOOK) -> NotebookRun:
+def execute_window(
+    start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, parameters: dict, notebook: Path = MONITOR_NOTEBOOK
+) -> NotebookRun:
     """Execute the notebook for [start, end); a failed run still leaves its executed notebook."""
     notebook_path, html_path = window_paths(outputs_dir, start, end)
     params = {"window_start": start.isoformat(), "window_end": end.isoformat(), **parameters}
@@ -73,8 +82,11 @@ def execute_window(start: pd.Timestamp, end: pd.Timestamp, outputs_dir: Path, pa
 
 
 #: Notebooks run once per session: job -> (notebook, file name under outputs/YYYY-MM-DD/).
-DAILY_NOTEBOOKS = {"off_book": (OFF_BOOK_NOTEBOOK, "offbook"), "session": (SESSION_NOTEBOOK, "session"),
-                   "gex": (GEX_NOTEBOOK, "gex")}
+DAILY_NOTEBOOKS = {
+    "off_book": (OFF_BOOK_NOTEBOOK, "offbook"),
+    "session": (SESSION_NOTEBOOK, "session"),
+    "gex": (GEX_NOTEBOOK, "gex"),
+}
 
 
 def daily_paths(outputs_dir: Path, job: str, trade_date) -> tuple[Path, Path]:
@@ -86,8 +98,9 @@ def daily_paths(outputs_dir: Path, job: str, trade_date) -> tuple[Path, Path]:
 def execute_daily(job: str, trade_date, outputs_dir: Path, parameters: dict) -> NotebookRun:
     """Execute one session's notebook of `job` (`DAILY_NOTEBOOKS`), like a window's."""
     notebook_path, html_path = daily_paths(outputs_dir, job, trade_date)
-    return execute_notebook(DAILY_NOTEBOOKS[job][0], notebook_path, html_path,
-                            {"trade_date": str(trade_date), **parameters})
+    return execute_notebook(
+        DAILY_NOTEBOOKS[job][0], notebook_path, html_path, {"trade_date": str(trade_date), **parameters}
+    )
 
 
 def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, params: dict) -> NotebookRun:
@@ -97,8 +110,16 @@ def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, param
     error = error_type = None
     try:
         ensure_writable(notebook_path.parent, "outputs folder", "data.outputs_dir or --outputs")
-        pm.execute_notebook(str(notebook), str(notebook_path), parameters=params, kernel_name=kernel_name(),
-                            progress_bar=False, cwd=str(REPO_ROOT), log_output=False, config=KERNEL_CONFIG)
+        pm.execute_notebook(
+            str(notebook),
+            str(notebook_path),
+            parameters=params,
+            kernel_name=kernel_name(),
+            progress_bar=False,
+            cwd=str(REPO_ROOT),
+            log_output=False,
+            config=KERNEL_CONFIG,
+        )
     except pm.PapermillExecutionError as exc:
         error, error_type = f"{exc.ename}: {exc.evalue}".splitlines()[0][:500], exc.ename
     except Exception as exc:  # kernel died, notebook missing, outputs folder not writable, ...
@@ -113,7 +134,7 @@ def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, param
             try:
                 scraps = sb.read_notebook(str(notebook_path)).scraps
                 run.alerts = [validate(a) for a in scraps["alerts"].data]
-                run.summary = check_summary(scraps["summary"].data)
+                run.summary = dict(check_summary(scraps["summary"].data))
             except Exception as exc:
                 run.error = f"could not read the notebook's scraps: {exc}".splitlines()[0][:500]
     run.duration_s = time.monotonic() - began
@@ -125,8 +146,13 @@ def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, param
 
 def write_html(notebook_path: Path, html_path: Path) -> Path:
     """Self-contained HTML report with the code hidden and the charts embedded as images."""
-    exporter = HTMLExporter(template_name="nqflow_report", extra_template_basedirs=[str(REPORT_TEMPLATES)],
-                            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(
+        template_name="nqflow_report",
+        extra_template_basedirs=[str(REPORT_TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
     with warnings.catch_warnings():
         # scrapbook's scrap outputs have no HTML form; they are data for the scheduler, not the reader.
         warnings.filterwarnings("ignore", message=".*scrapbook.scrap.*")

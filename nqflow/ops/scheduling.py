@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,19 +19,19 @@ from typing import Protocol
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from nqflow.ops import health
-from nqflow.market import hours as cal
 from nqflow.config import Config
 from nqflow.errors import DataNotYetAvailable, MarketClosed, NqflowError, UsageError
+from nqflow.market import hours as cal
+from nqflow.ops import health
 from nqflow.ops.notify import deliver_pending, enabled_channels
-from nqflow.paths import ensure_writable, resolve
 from nqflow.ops.retention import Removed, apply_retention
-from nqflow.retry import backoff_seconds
-from nqflow.reports.index import write_index
 from nqflow.ops.runner import NotebookRun, daily_paths, execute_daily, execute_window, window_paths
-from nqflow.sources import SourceSpec, make_source, source_spec
 from nqflow.ops.store import StateStore
 from nqflow.ops.suppression import repeats_to_suppress
+from nqflow.paths import ensure_writable, resolve
+from nqflow.reports.index import write_index
+from nqflow.retry import backoff_seconds
+from nqflow.sources import SourceSpec, make_source, source_spec
 
 log = logging.getLogger("nqflow.scheduler")
 
@@ -77,8 +77,8 @@ class Scheduler:
     source: str | None = None
     data_dir: str | None = None
     overrides: dict = field(default_factory=dict)
-    outputs_dir: Path | None = None
-    state_db: Path | None = None
+    outputs_dir: Path = None  # type: ignore[assignment]  # None: the config's (resolved in __post_init__)
+    state_db: Path = None  # type: ignore[assignment]  # None: the config's (resolved in __post_init__)
     executor: Callable[..., NotebookRun] | None = None  # like runner.execute_window; tests may wrap it
     daily_executor: Callable[..., NotebookRun] | None = None  # like runner.execute_daily
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -127,8 +127,11 @@ class Scheduler:
                 due.append((start, start + self.interval))
             start += self.interval
         retry = self.store.windows(limit=s.max_catchup_windows * 4)
-        retry = retry[(retry["status"] == "failed") & (retry["attempts"] < s.max_attempts)
-                      & (retry["next_attempt_at"].fillna("") <= now.isoformat())]
+        retry = retry[
+            (retry["status"] == "failed")
+            & (retry["attempts"] < s.max_attempts)
+            & (retry["next_attempt_at"].fillna("") <= now.isoformat())
+        ]
         for row in retry.itertuples(index=False):
             pair = (pd.Timestamp(row.window_start), pd.Timestamp(row.window_end))
             if pair not in due:
@@ -141,8 +144,13 @@ class Scheduler:
         s = self.config.schedule
         now = self.clock.now()
         attempts = self.store.start_attempt(start.isoformat(), end.isoformat(), now.isoformat())
-        parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
-                      "state_db": str(self.state_db), "overrides": self.overrides}
+        parameters = {
+            "config_path": self.config.path,
+            "source": self.source or "",
+            "data_dir": self.data_dir or "",
+            "state_db": str(self.state_db),
+            "overrides": self.overrides,
+        }
         try:
             run = self.run_window(start, end, self.outputs_dir, parameters)
         except Exception as exc:  # a folder gone read-only, a disk full: recorded and retried, never left pending
@@ -152,23 +160,47 @@ class Scheduler:
         if run.ok:
             n = self.config.notify
             since = (start - pd.Timedelta(minutes=n.cooldown_minutes)).isoformat()
-            suppressed = repeats_to_suppress(run.alerts, self.store.surges_sent_since(since), n.cooldown_minutes,
-                                             n.escalation_confidence_gain)
+            suppressed = repeats_to_suppress(
+                run.alerts, self.store.surges_sent_since(since), n.cooldown_minutes, n.escalation_confidence_gain
+            )
             self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat(), suppressed)
-            self.store.finish_window(start.isoformat(), end.isoformat(), "ok", done.isoformat(), run.duration_s,
-                                     str(run.notebook_path),
-                                     str(run.html_path) if run.html_path else None, len(run.alerts), run.summary)
+            self.store.finish_window(
+                start.isoformat(),
+                end.isoformat(),
+                "ok",
+                done.isoformat(),
+                run.duration_s,
+                str(run.notebook_path),
+                str(run.html_path) if run.html_path else None,
+                len(run.alerts),
+                run.summary,
+            )
         else:
             retry_at = None
             if attempts < s.max_attempts:
-                retry_at = (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat()
-            self.store.finish_window(start.isoformat(), end.isoformat(), "failed", done.isoformat(), run.duration_s,
-                                     str(run.notebook_path) if run.notebook_path.exists() else None,
-                                     str(run.html_path) if run.html_path else None, None, None, run.error, retry_at)
+                retry_at = (
+                    done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))
+                ).isoformat()
+            self.store.finish_window(
+                start.isoformat(),
+                end.isoformat(),
+                "failed",
+                done.isoformat(),
+                run.duration_s,
+                str(run.notebook_path) if run.notebook_path.exists() else None,
+                str(run.html_path) if run.html_path else None,
+                None,
+                None,
+                run.error,
+                retry_at,
+            )
             log.error("window %s failed (attempt %d/%d): %s", start.isoformat(), attempts, s.max_attempts, run.error)
         when = f"window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z"
-        self.say(f"{when}: {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}" if run.ok else
-                 f"{when} FAILED (attempt {attempts}/{s.max_attempts}): {run.error}")
+        self.say(
+            f"{when}: {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+            if run.ok
+            else f"{when} FAILED (attempt {attempts}/{s.max_attempts}): {run.error}"
+        )
         return run
 
     # -- the data source, as far as the scheduler needs it ------------------------------
@@ -197,8 +229,9 @@ class Scheduler:
         ready = end + pd.Timedelta(minutes=self.config.schedule.availability_delay_minutes)
         now = self.clock.now()
         if ready > now:
-            return (f"it ends at {end:%Y-%m-%d %H:%M}Z and is due from {ready:%Y-%m-%d %H:%M}Z "
-                    f"(now {now:%Y-%m-%d %H:%M}Z)")
+            return (
+                f"it ends at {end:%Y-%m-%d %H:%M}Z and is due from {ready:%Y-%m-%d %H:%M}Z (now {now:%Y-%m-%d %H:%M}Z)"
+            )
         return None
 
     def check_window(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
@@ -210,14 +243,19 @@ class Scheduler:
         if end <= start:
             raise UsageError(f"window {span} ends before it starts; give the start, and the end after it (or none)")
         if start != start.floor(self.interval) or end != end.floor(self.interval):
-            raise UsageError(f"window {span} is not on the {minutes}-minute grid; start and end on a multiple of "
-                             f"{minutes} minutes, e.g. {start.floor(self.interval):%Y-%m-%dT%H:%M}Z")
+            raise UsageError(
+                f"window {span} is not on the {minutes}-minute grid; start and end on a multiple of "
+                f"{minutes} minutes, e.g. {start.floor(self.interval):%Y-%m-%dT%H:%M}Z"
+            )
         if end - start != self.interval:
-            raise UsageError(f"window {span} is not one {minutes}-minute interval; for a longer range use "
-                             f"`scheduler.py backfill {start:%Y-%m-%dT%H:%M}Z {end:%Y-%m-%dT%H:%M}Z`")
+            raise UsageError(
+                f"window {span} is not one {minutes}-minute interval; for a longer range use "
+                f"`scheduler.py backfill {start:%Y-%m-%dT%H:%M}Z {end:%Y-%m-%dT%H:%M}Z`"
+            )
         if not cal.window_is_open(start, end):
-            raise MarketClosed(f"market closed for {span} (CME Globex equity options halt, weekend or holiday); "
-                               f"pick an open window")
+            raise MarketClosed(
+                f"market closed for {span} (CME Globex equity options halt, weekend or holiday); pick an open window"
+            )
         reason = self.not_published_reason(end)
         if reason is not None:
             raise DataNotYetAvailable(f"window {span} is not published yet: {reason}")
@@ -233,49 +271,84 @@ class Scheduler:
     def daily_jobs(self) -> list[str]:
         """The jobs `run` does once per watched session (`DAILY_JOBS`), as configured."""
         s = self.config.schedule
-        return [job for job, on in (("session", s.session_reports), ("off_book", s.off_book),
-                                    ("gex", s.dealer_positioning)) if on]
+        return [
+            job
+            for job, on in (("session", s.session_reports), ("off_book", s.off_book), ("gex", s.dealer_positioning))
+            if on
+        ]
 
     def process_daily(self, job: str, trade_date: dt.date) -> NotebookRun:
         """Run one session's `job` notebook (`runner.DAILY_NOTEBOOKS`) and record its alerts once.
         Data not published yet leaves the day 'waiting' without spending an attempt."""
         s = self.config.schedule
-        parameters = {"config_path": self.config.path, "source": self.source or "", "data_dir": self.data_dir or "",
-                      "state_db": str(self.state_db), "overrides": self.overrides}
+        parameters = {
+            "config_path": self.config.path,
+            "source": self.source or "",
+            "data_dir": self.data_dir or "",
+            "state_db": str(self.state_db),
+            "overrides": self.overrides,
+        }
         try:
             run = self.run_daily(job, trade_date, self.outputs_dir, parameters)
         except Exception as exc:  # as for a window: recorded and retried, never lost
             notebook, html = daily_paths(self.outputs_dir, job, trade_date)
             run = NotebookRun(notebook, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
         done, day = self.clock.now(), str(trade_date)
-        paths = (str(run.notebook_path) if run.notebook_path.exists() else None,
-                 str(run.html_path) if run.html_path else None)
+        paths = (
+            str(run.notebook_path) if run.notebook_path.exists() else None,
+            str(run.html_path) if run.html_path else None,
+        )
         if run.ok:
             self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat())
-            self.store.record_daily_run(job, day, "ok", done.isoformat(), run.duration_s, *paths, len(run.alerts),
-                                        run.summary)
+            self.store.record_daily_run(
+                job, day, "ok", done.isoformat(), run.duration_s, *paths, len(run.alerts), run.summary
+            )
         elif run.waiting:
             retry_at = (done + pd.Timedelta(minutes=s.daily_wait_minutes)).isoformat()
-            self.store.record_daily_run(job, day, "waiting", done.isoformat(), run.duration_s, *paths, None, None,
-                                        run.error, retry_at, attempt=False)
+            self.store.record_daily_run(
+                job,
+                day,
+                "waiting",
+                done.isoformat(),
+                run.duration_s,
+                *paths,
+                None,
+                None,
+                run.error,
+                retry_at,
+                attempt=False,
+            )
             log.info("%s %s: data not published yet; looking again at %s", job, day, retry_at)
         else:
             attempts = int((self.store.daily_run(job, day) or {}).get("attempts") or 0) + 1
-            retry_at = (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat() \
-                if attempts < s.max_attempts else None
-            self.store.record_daily_run(job, day, "failed", done.isoformat(), run.duration_s, *paths, None, None,
-                                        run.error, retry_at)
+            retry_at = (
+                (done + pd.Timedelta(seconds=backoff_seconds(s.retry_backoff_seconds, attempts - 1))).isoformat()
+                if attempts < s.max_attempts
+                else None
+            )
+            self.store.record_daily_run(
+                job, day, "failed", done.isoformat(), run.duration_s, *paths, None, None, run.error, retry_at
+            )
             log.error("%s %s failed (attempt %d/%d): %s", job, day, attempts, s.max_attempts, run.error)
-        self.say(f"{job} {day}: " + (f"{len(run.alerts)} alert(s); report {run.html_path}" if run.ok else
-                                    "waiting for the data to be published" if run.waiting else f"FAILED: {run.error}"))
+        self.say(
+            f"{job} {day}: "
+            + (
+                f"{len(run.alerts)} alert(s); report {run.html_path}"
+                if run.ok
+                else "waiting for the data to be published"
+                if run.waiting
+                else f"FAILED: {run.error}"
+            )
+        )
         return run
 
     def ready_at(self, job: str, trade_date: dt.date) -> pd.Timestamp:
         """When a session's `job` may first run: its report once its last window is due; its
         off-book reading once the next session has opened (the statistics come in its first hour);
-        its dealer positioning once it has opened itself (that morning's open interest)."""
+        its dealer positioning an hour after it opened itself (that morning's open interest and the
+        previous settlement come in its first hour: an earlier reading could be partial)."""
         if job == "gex":
-            return cal.sessions(trade_date, trade_date).iloc[0].market_open
+            return cal.sessions(trade_date, trade_date).iloc[0].market_open + pd.Timedelta(hours=1)
         if job == "off_book":
             following = cal.next_trading_day(trade_date)
             return cal.sessions(following, following).iloc[0].market_open
@@ -287,16 +360,23 @@ class Scheduler:
         (`ready_at`, and any retry time has come), oldest first."""
         s = self.config.schedule
         windows = self.store.windows(limit=s.max_catchup_windows * 8)
-        sessions = sorted({found[0] for found in (cal.session_of(pd.Timestamp(w)) for w in windows["window_start"])
-                           if found is not None})[-s.daily_lookback_sessions:]
+        sessions = sorted(
+            {
+                found[0]
+                for found in (cal.session_of(pd.Timestamp(w)) for w in windows["window_start"])
+                if found is not None
+            }
+        )[-s.daily_lookback_sessions :]
         due = []
         for day in sessions:
             if now < self.ready_at(job, day):
                 continue
             record = self.store.daily_run(job, str(day))
-            if record is not None and (record["status"] == "ok"
-                                       or (record["status"] == "failed" and record["attempts"] >= s.max_attempts)
-                                       or (record["next_attempt_at"] or "") > now.isoformat()):
+            if record is not None and (
+                record["status"] == "ok"
+                or (record["status"] == "failed" and record["attempts"] >= s.max_attempts)
+                or (record["next_attempt_at"] or "") > now.isoformat()
+            ):
                 continue
             due.append(day)
         return due
@@ -330,8 +410,9 @@ class Scheduler:
     def _assess(self) -> list[health.Condition]:
         data_end = self.data_end()
         fixed = self.source_spec.fixed_end
-        return health.assess(self.store, self.config, self.clock.now(), None if fixed else data_end,
-                             data_end if fixed else None)
+        return health.assess(
+            self.store, self.config, self.clock.now(), None if fixed else data_end, data_end if fixed else None
+        )
 
     def health_conditions(self) -> list[health.Condition]:
         """The conditions in force now (`nqflow.ops.health`), as `status` reports them; with no
@@ -355,14 +436,18 @@ class Scheduler:
         conditions = self._assess()
         raised, cleared = self.store.update_health(conditions, now.isoformat())
         pairs = [(c, health.health_alert(c, at, now)) for c, at in raised]
-        pairs += [(health.from_row(row), health.health_alert(health.from_row(row), at, now, cleared=True))
-                  for row, at in cleared]
+        pairs += [
+            (health.from_row(row), health.health_alert(health.from_row(row), at, now, cleared=True))
+            for row, at in cleared
+        ]
         if not pairs:
             return []
         new = self.store.record_alerts([alert for _, alert in pairs], enabled_channels(self.config), now.isoformat())
         for condition, alert in pairs:
             if condition.key.startswith("channel_down:"):  # told on the other channels, not the one that is down
-                self.store.mark_skipped([alert.alert_id], condition.key.split(":", 1)[1], "the alert is about this channel")
+                self.store.mark_skipped(
+                    [alert.alert_id], condition.key.split(":", 1)[1], "the alert is about this channel"
+                )
             log.warning("health: %s", alert.symbol)
         self.deliver()
         return new
@@ -384,8 +469,9 @@ class Scheduler:
         return deliver_pending(self.store, self.config, self.clock.now(), reports)
 
     def refresh_index(self) -> Path:
-        return write_index(self.outputs_dir, self.store.windows(limit=2000), self.store.daily_runs(limit=800),
-                           self.store.alerts())
+        return write_index(
+            self.outputs_dir, self.store.windows(limit=2000), self.store.daily_runs(limit=800), self.store.alerts()
+        )
 
     def tick(self) -> list[NotebookRun]:
         """One pass: every due window in order, then deliveries and the index."""
@@ -402,7 +488,9 @@ class Scheduler:
         self.deliver()
         return runs
 
-    def process_windows(self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False) -> list[NotebookRun]:
+    def process_windows(
+        self, windows: list[tuple[pd.Timestamp, pd.Timestamp]], progress: bool = False
+    ) -> list[NotebookRun]:
         """Run chosen windows (window / backfill / demo), skipping closed-market ones. Refused
         before any work when the source cannot be made, a folder cannot be written, or the last
         window is not published yet."""
@@ -412,12 +500,14 @@ class Scheduler:
             reason = self.not_published_reason(open_windows[-1][1])
             if reason is not None:
                 last = open_windows[-1]
-                raise DataNotYetAvailable(f"window {last[0]:%Y-%m-%d %H:%M}Z-{last[1]:%H:%M}Z is not published yet: "
-                                          f"{reason}")
+                raise DataNotYetAvailable(
+                    f"window {last[0]:%Y-%m-%d %H:%M}Z-{last[1]:%H:%M}Z is not published yet: {reason}"
+                )
         self.check_budget(open_windows)
-        iterator = open_windows
+        iterator: Iterable[tuple[pd.Timestamp, pd.Timestamp]] = open_windows
         if progress:
             from tqdm import tqdm
+
             iterator = tqdm(open_windows, desc="windows", unit="window")
         runs = []
         for start, end in iterator:
@@ -437,12 +527,15 @@ class Scheduler:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise NqflowError(f"another scheduler holds {lock.lock_file}; stop it first (one instance at a time)") from None
+            raise NqflowError(
+                f"another scheduler holds {lock.lock_file}; stop it first (one instance at a time)"
+            ) from None
         received: list[str] = []
 
         def stop(signum, _frame) -> None:
             received.append(signal.Signals(signum).name)
             self.stop_event.set()
+
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         done_before = self.store.count_windows("ok")
         try:
@@ -451,8 +544,11 @@ class Scheduler:
             self.say(self.start_line())
             interrupted = self.store.recover_interrupted(self.clock.now().isoformat())
             if interrupted:  # we hold the lock: no other scheduler is running them
-                log.warning("%d window(s) were left running by a scheduler that stopped mid-window; retrying them: %s",
-                            len(interrupted), ", ".join(interrupted))
+                log.warning(
+                    "%d window(s) were left running by a scheduler that stopped mid-window; retrying them: %s",
+                    len(interrupted),
+                    ", ".join(interrupted),
+                )
             while not self.stop_event.is_set():
                 self.tick()
                 self.daily_tick()
@@ -464,14 +560,18 @@ class Scheduler:
                 signal.signal(sig, handler)
             lock.release()
             done = self.store.count_windows("ok") - done_before
-            self.say(f"nqflow run stopped{' on ' + received[0] if received else ''}: {done} window(s) done this run; "
-                     f"state in {self.state_db}")
+            self.say(
+                f"nqflow run stopped{' on ' + received[0] if received else ''}: {done} window(s) done this run; "
+                f"state in {self.state_db}"
+            )
 
     def start_line(self) -> str:
         """What `run` is about to do, in one line: source, products, channels, windows due."""
         spec, universe = self.source_spec, self.config.universe
         where = self.data_dir or (self.config.data.cache_dir if spec.publishes_late else self.config.data.replay_dir)
         due = self.due_windows(self.clock.now())
-        return (f"nqflow run: source {spec.name} ({where}), {len(universe.parents)} option products, "
-                f"channels {', '.join(enabled_channels(self.config)) or 'none'}, {len(due)} window(s) due now, "
-                f"every {self.config.schedule.poll_seconds:g} s; outputs {self.outputs_dir}; SIGINT or SIGTERM stops")
+        return (
+            f"nqflow run: source {spec.name} ({where}), {len(universe.parents)} option products, "
+            f"channels {', '.join(enabled_channels(self.config)) or 'none'}, {len(due)} window(s) due now, "
+            f"every {self.config.schedule.poll_seconds:g} s; outputs {self.outputs_dir}; SIGINT or SIGTERM stops"
+        )

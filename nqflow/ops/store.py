@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -68,8 +69,10 @@ def migrate(conn: sqlite3.Connection) -> int:
     new version; returns the version it is at. A file newer than this code is refused."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise StorageError(f"state database is at schema version {version}, newer than this nqflow knows "
-                           f"({SCHEMA_VERSION}); upgrade nqflow (git pull) before opening it")
+        raise StorageError(
+            f"state database is at schema version {version}, newer than this nqflow knows "
+            f"({SCHEMA_VERSION}); upgrade nqflow (git pull) before opening it"
+        )
     for number in range(version + 1, SCHEMA_VERSION + 1):
         conn.executescript(f"BEGIN; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;")
     return SCHEMA_VERSION
@@ -83,8 +86,10 @@ class StateStore:
             with self.connect() as conn:
                 migrate(conn)
         except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot write the state database {self.path} ({exc}): make its folder "
-                               f"writable for this user, or point data.state_db / --state-db elsewhere") from None
+            raise StorageError(
+                f"cannot write the state database {self.path} ({exc}): make its folder "
+                f"writable for this user, or point data.state_db / --state-db elsewhere"
+            ) from None
 
     def connect(self):
         """A transaction on the state database (`nqflow.sqlite.connect`), rows readable by name."""
@@ -105,8 +110,9 @@ class StateStore:
     # -- windows -------------------------------------------------------------------------
     def window(self, start: str, end: str) -> dict | None:
         with self.connect() as conn:
-            row = conn.execute("SELECT * FROM windows WHERE window_start = ? AND window_end = ?",
-                               (start, end)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM windows WHERE window_start = ? AND window_end = ?", (start, end)
+            ).fetchone()
         return dict(row) if row else None
 
     def count_windows(self, status: str) -> int:
@@ -115,30 +121,64 @@ class StateStore:
 
     def start_attempt(self, start: str, end: str, now: str) -> int:
         with self.connect() as conn:
-            conn.execute("INSERT INTO windows (window_start, window_end, status) VALUES (?, ?, 'pending') "
-                         "ON CONFLICT (window_start, window_end) DO NOTHING", (start, end))
-            conn.execute("UPDATE windows SET status = 'pending', attempts = attempts + 1, started_at = ?, "
-                         "next_attempt_at = NULL WHERE window_start = ? AND window_end = ?", (now, start, end))
-            return conn.execute("SELECT attempts FROM windows WHERE window_start = ? AND window_end = ?",
-                                (start, end)).fetchone()[0]
+            conn.execute(
+                "INSERT INTO windows (window_start, window_end, status) VALUES (?, ?, 'pending') "
+                "ON CONFLICT (window_start, window_end) DO NOTHING",
+                (start, end),
+            )
+            conn.execute(
+                "UPDATE windows SET status = 'pending', attempts = attempts + 1, started_at = ?, "
+                "next_attempt_at = NULL WHERE window_start = ? AND window_end = ?",
+                (now, start, end),
+            )
+            return conn.execute(
+                "SELECT attempts FROM windows WHERE window_start = ? AND window_end = ?", (start, end)
+            ).fetchone()[0]
 
-    def finish_window(self, start: str, end: str, status: str, now: str, duration_s: float, notebook_path: str | None,
-                      html_path: str | None, alerts: int | None, summary: dict | None, error: str | None = None,
-                      next_attempt_at: str | None = None) -> None:
+    def finish_window(
+        self,
+        start: str,
+        end: str,
+        status: str,
+        now: str,
+        duration_s: float,
+        notebook_path: str | None,
+        html_path: str | None,
+        alerts: int | None,
+        summary: dict | None,
+        error: str | None = None,
+        next_attempt_at: str | None = None,
+    ) -> None:
         with self.connect() as conn:
-            conn.execute("UPDATE windows SET status = ?, finished_at = ?, duration_s = ?, notebook_path = ?, "
-                         "html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
-                         "WHERE window_start = ? AND window_end = ?",
-                         (status, now, duration_s, notebook_path, html_path, alerts,
-                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, start, end))
+            conn.execute(
+                "UPDATE windows SET status = ?, finished_at = ?, duration_s = ?, notebook_path = ?, "
+                "html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
+                "WHERE window_start = ? AND window_end = ?",
+                (
+                    status,
+                    now,
+                    duration_s,
+                    notebook_path,
+                    html_path,
+                    alerts,
+                    json.dumps(summary) if summary is not None else None,
+                    error,
+                    next_attempt_at,
+                    start,
+                    end,
+                ),
+            )
 
     def recover_interrupted(self, now: str) -> list[str]:
         """Windows left 'pending' by a scheduler that died mid-window become failed attempts due
         now (their notebook may have half run); returns their starts. Call it holding the lock."""
         with self.connect() as conn:
             starts = [r[0] for r in conn.execute("SELECT window_start FROM windows WHERE status = 'pending'")]
-            conn.execute("UPDATE windows SET status = 'failed', next_attempt_at = ?, last_error = "
-                         "'interrupted: the scheduler stopped while this window ran' WHERE status = 'pending'", (now,))
+            conn.execute(
+                "UPDATE windows SET status = 'failed', next_attempt_at = ?, last_error = "
+                "'interrupted: the scheduler stopped while this window ran' WHERE status = 'pending'",
+                (now,),
+            )
         return starts
 
     def windows(self, limit: int = 200) -> pd.DataFrame:
@@ -148,22 +188,52 @@ class StateStore:
     # -- daily runs: one notebook per session and job (off_book, session), see scheduling.DAILY_JOBS --
     def daily_run(self, job: str, trade_date: str) -> dict | None:
         with self.connect() as conn:
-            row = conn.execute("SELECT * FROM daily_runs WHERE job = ? AND trade_date = ?", (job, trade_date)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM daily_runs WHERE job = ? AND trade_date = ?", (job, trade_date)
+            ).fetchone()
         return dict(row) if row else None
 
-    def record_daily_run(self, job: str, trade_date: str, status: str, now: str, duration_s: float,
-                         notebook_path: str | None, html_path: str | None, alerts: int | None,
-                         summary: dict | None, error: str | None = None, next_attempt_at: str | None = None,
-                         attempt: bool = True) -> None:
+    def record_daily_run(
+        self,
+        job: str,
+        trade_date: str,
+        status: str,
+        now: str,
+        duration_s: float,
+        notebook_path: str | None,
+        html_path: str | None,
+        alerts: int | None,
+        summary: dict | None,
+        error: str | None = None,
+        next_attempt_at: str | None = None,
+        attempt: bool = True,
+    ) -> None:
         """`status`: ok, waiting (the data is not published: no attempt spent) or failed."""
         with self.connect() as conn:
-            conn.execute("INSERT INTO daily_runs (job, trade_date, status) VALUES (?, ?, ?) "
-                         "ON CONFLICT (job, trade_date) DO NOTHING", (job, trade_date, status))
-            conn.execute("UPDATE daily_runs SET status = ?, attempts = attempts + ?, finished_at = ?, duration_s = ?, "
-                         "notebook_path = ?, html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
-                         "WHERE job = ? AND trade_date = ?",
-                         (status, int(attempt), now, duration_s, notebook_path, html_path, alerts,
-                          json.dumps(summary) if summary is not None else None, error, next_attempt_at, job, trade_date))
+            conn.execute(
+                "INSERT INTO daily_runs (job, trade_date, status) VALUES (?, ?, ?) "
+                "ON CONFLICT (job, trade_date) DO NOTHING",
+                (job, trade_date, status),
+            )
+            conn.execute(
+                "UPDATE daily_runs SET status = ?, attempts = attempts + ?, finished_at = ?, duration_s = ?, "
+                "notebook_path = ?, html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
+                "WHERE job = ? AND trade_date = ?",
+                (
+                    status,
+                    int(attempt),
+                    now,
+                    duration_s,
+                    notebook_path,
+                    html_path,
+                    alerts,
+                    json.dumps(summary) if summary is not None else None,
+                    error,
+                    next_attempt_at,
+                    job,
+                    trade_date,
+                ),
+            )
 
     def daily_runs(self, job: str | None = None, limit: int = 400) -> pd.DataFrame:
         query, params = "SELECT * FROM daily_runs", []
@@ -189,13 +259,17 @@ class StateStore:
             for key, condition in current.items():
                 row = active.get(key)
                 if row is None:
-                    conn.execute("INSERT OR REPLACE INTO health (key, verdict, title, detail, observed_at) "
-                                 "VALUES (?, ?, ?, ?, ?)",
-                                 (key, condition.verdict.name.lower(), condition.title, condition.detail, now))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO health (key, verdict, title, detail, observed_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (key, condition.verdict.name.lower(), condition.title, condition.detail, now),
+                    )
                     row = {"observed_at": now, "raised_at": None}
                 if row["raised_at"] is None and pd.Timestamp(now) - pd.Timestamp(row["observed_at"]) >= condition.delay:
-                    conn.execute("UPDATE health SET raised_at = ?, title = ?, detail = ? WHERE key = ?",
-                                 (now, condition.title, condition.detail, key))
+                    conn.execute(
+                        "UPDATE health SET raised_at = ?, title = ?, detail = ? WHERE key = ?",
+                        (now, condition.title, condition.detail, key),
+                    )
                     raised.append((condition, now))
             for key, row in active.items():
                 if key in current:
@@ -208,8 +282,9 @@ class StateStore:
         return raised, cleared
 
     # -- alerts and the outbox -------------------------------------------------------------
-    def record_alerts(self, alerts: list[Alert | dict], channels: list[str], now: str,
-                      suppressed: dict[str, str] | None = None) -> list[dict]:
+    def record_alerts(
+        self, alerts: Sequence[Alert | dict], channels: list[str], now: str, suppressed: dict[str, str] | None = None
+    ) -> list[dict]:
         """Record alerts and queue a delivery per channel, in one transaction; returns only alerts
         not seen before (as JSON dicts). Alerts in `suppressed` (id -> reason) are kept in the
         history but their deliveries are recorded as 'suppressed' instead of queued. Every alert
@@ -222,15 +297,29 @@ class StateStore:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO alerts (alert_id, window_start, kind, level, symbol, confidence, label, "
                     "event_time, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (alert["alert_id"], alert["window_start"], alert["kind"], alert["level"], alert["symbol"],
-                     alert["confidence"], alert["label"], alert["event_time"], json.dumps(alert), now))
+                    (
+                        alert["alert_id"],
+                        alert["window_start"],
+                        alert["kind"],
+                        alert["level"],
+                        alert["symbol"],
+                        alert["confidence"],
+                        alert["label"],
+                        alert["event_time"],
+                        json.dumps(alert),
+                        now,
+                    ),
+                )
                 if cursor.rowcount:
                     new.append(alert)
                     reason = suppressed.get(alert["alert_id"])
-                    conn.executemany("INSERT OR IGNORE INTO deliveries (alert_id, channel, status, last_error) "
-                                     "VALUES (?, ?, ?, ?)",
-                                     [(alert["alert_id"], channel, "suppressed" if reason else "pending", reason)
-                                      for channel in channels])
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO deliveries (alert_id, channel, status, last_error) VALUES (?, ?, ?, ?)",
+                        [
+                            (alert["alert_id"], channel, "suppressed" if reason else "pending", reason)
+                            for channel in channels
+                        ],
+                    )
         return new
 
     def surges_sent_since(self, since: str) -> list[dict]:
@@ -240,13 +329,22 @@ class StateStore:
             rows = conn.execute(
                 "SELECT a.payload FROM alerts a WHERE a.kind = 'volume_surge' AND a.window_start >= ? AND EXISTS "
                 "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.status != 'suppressed') "
-                "ORDER BY a.window_start", (since,)).fetchall()
+                "ORDER BY a.window_start",
+                (since,),
+            ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def alerts(self, since: str | None = None, kind: str | None = None, min_confidence: float = 0.0,
-               window_start: str | None = None, until: str | None = None) -> list[dict]:
+    def alerts(
+        self,
+        since: str | None = None,
+        kind: str | None = None,
+        min_confidence: float = 0.0,
+        window_start: str | None = None,
+        until: str | None = None,
+    ) -> list[dict]:
         """Recorded alerts, newest window first; `since` / `until` bound window_start ([since, until))."""
-        query, params = "SELECT payload FROM alerts WHERE confidence >= ?", [min_confidence]
+        query = "SELECT payload FROM alerts WHERE confidence >= ?"
+        params: list[object] = [min_confidence]
         if since:
             query += " AND window_start >= ?"
             params.append(since)
@@ -268,25 +366,33 @@ class StateStore:
             rows = conn.execute(
                 "SELECT a.payload FROM deliveries d JOIN alerts a USING (alert_id) WHERE d.channel = ? AND "
                 "d.status = 'pending' AND d.attempts < ? AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?) "
-                "ORDER BY a.window_start, a.confidence DESC", (channel, max_attempts, now)).fetchall()
+                "ORDER BY a.window_start, a.confidence DESC",
+                (channel, max_attempts, now),
+            ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def mark_delivered(self, alert_ids: list[str], channel: str, now: str) -> None:
         with self.connect() as conn:
-            conn.executemany("UPDATE deliveries SET status = 'sent', attempts = attempts + 1, delivered_at = ?, "
-                             "last_error = NULL WHERE alert_id = ? AND channel = ?",
-                             [(now, a, channel) for a in alert_ids])
+            conn.executemany(
+                "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, delivered_at = ?, "
+                "last_error = NULL WHERE alert_id = ? AND channel = ?",
+                [(now, a, channel) for a in alert_ids],
+            )
 
     def mark_failed(self, alert_ids: list[str], channel: str, error: str, next_attempt_at: str) -> None:
         with self.connect() as conn:
-            conn.executemany("UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-                             "WHERE alert_id = ? AND channel = ?",
-                             [(error, next_attempt_at, a, channel) for a in alert_ids])
+            conn.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                "WHERE alert_id = ? AND channel = ?",
+                [(error, next_attempt_at, a, channel) for a in alert_ids],
+            )
 
     def mark_skipped(self, alert_ids: list[str], channel: str, reason: str) -> None:
         with self.connect() as conn:
-            conn.executemany("UPDATE deliveries SET status = 'skipped', last_error = ? WHERE alert_id = ? AND channel = ?",
-                             [(reason, a, channel) for a in alert_ids])
+            conn.executemany(
+                "UPDATE deliveries SET status = 'skipped', last_error = ? WHERE alert_id = ? AND channel = ?",
+                [(reason, a, channel) for a in alert_ids],
+            )
 
     def deliveries(self) -> pd.DataFrame:
         with self.connect() as conn:

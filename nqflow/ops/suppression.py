@@ -16,8 +16,9 @@ def surge_key(alert: dict) -> tuple[str, str]:
     return alert["level"], alert["symbol"]
 
 
-def repeats_to_suppress(new: list[dict], already_sent: list[dict], cooldown_minutes: float,
-                        confidence_gain: float) -> dict[str, str]:
+def repeats_to_suppress(
+    new: list[dict], already_sent: list[dict], cooldown_minutes: float, confidence_gain: float
+) -> dict[str, str]:
     """Surges that repeat one already sent within the cooldown without escalating.
 
     A surge on the same level and key whose window starts within `cooldown_minutes` of a
@@ -34,8 +35,9 @@ def repeats_to_suppress(new: list[dict], already_sent: list[dict], cooldown_minu
         if alert["kind"] != Kind.VOLUME_SURGE:
             continue
         start = pd.Timestamp(alert["window_start"])
-        recent = [a for a in sent.get(surge_key(alert), [])
-                  if start - cooldown <= pd.Timestamp(a["window_start"]) < start]
+        recent = [
+            a for a in sent.get(surge_key(alert), []) if start - cooldown <= pd.Timestamp(a["window_start"]) < start
+        ]
         if recent:
             tier = max(a["tier"] or 0 for a in recent)
             confidence = max(a["confidence"] for a in recent)
@@ -43,7 +45,8 @@ def repeats_to_suppress(new: list[dict], already_sent: list[dict], cooldown_minu
                 suppressed[alert["alert_id"]] = (
                     f"cooldown: {alert['level']} {alert['symbol']} already alerted at {tier:g}x / confidence "
                     f"{confidence:.0f} within {cooldown_minutes:g} min; this {alert['tier'] or 0:g}x / "
-                    f"{alert['confidence']:.0f} does not escalate")
+                    f"{alert['confidence']:.0f} does not escalate"
+                )
                 continue
         sent.setdefault(surge_key(alert), []).append(alert)
     return suppressed

@@ -7,11 +7,25 @@ from __future__ import annotations
 from nqflow import _exports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "charts": ("Chart", "KIND_COLOURS", "aggression", "alerts_per_session", "alerts_table",
-        "money_table", "off_book_by_strike", "premium_timeline", "session_alerts_table",
-        "session_cumulative_premium", "session_headline", "session_premium_by_expiry",
-        "session_premium_by_strike", "surge_ratios", "threshold_curves", "volume_by_strike",
-        "watch_table"),
+    "charts": (
+        "Chart",
+        "KIND_COLOURS",
+        "aggression",
+        "alerts_per_session",
+        "alerts_table",
+        "money_table",
+        "off_book_by_strike",
+        "premium_timeline",
+        "session_alerts_table",
+        "session_cumulative_premium",
+        "session_headline",
+        "session_premium_by_expiry",
+        "session_premium_by_strike",
+        "surge_ratios",
+        "threshold_curves",
+        "volume_by_strike",
+        "watch_table",
+    ),
     "index": ("write_index",),
 }
 __all__ = _exports.names_of(_EXPORTS)

@@ -15,7 +15,6 @@ matplotlib.use("Agg") if matplotlib.get_backend().lower() in ("", "agg") else No
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from pandas.io.formats.style import Styler  # noqa: E402
 
@@ -84,10 +83,13 @@ def volume_by_strike(result: WindowResult, strikes_each_side: int = 30) -> Chart
     ax.legend()
     fig.tight_layout()
     busiest = by.stack().idxmax()
-    return Chart(fig, f"Bar chart of contracts traded by strike, calls and puts, for the {len(by)} strikes nearest "
-                      f"NQ {underlying:,.2f}: {int(by.get('C', pd.Series(0)).sum()):,} call and "
-                      f"{int(by.get('P', pd.Series(0)).sum()):,} put contracts; busiest the {busiest[0]:g} "
-                      f"{'calls' if busiest[1] == 'C' else 'puts'} with {int(by.loc[busiest]):,}.")
+    return Chart(
+        fig,
+        f"Bar chart of contracts traded by strike, calls and puts, for the {len(by)} strikes nearest "
+        f"NQ {underlying:,.2f}: {int(by.get('C', pd.Series(0)).sum()):,} call and "
+        f"{int(by.get('P', pd.Series(0)).sum()):,} put contracts; busiest the {busiest[0]:g} "
+        f"{'calls' if busiest[1] == 'C' else 'puts'} with {int(by.loc[busiest]):,}.",
+    )
 
 
 def premium_timeline(result: WindowResult, config: Config) -> Chart:
@@ -100,13 +102,30 @@ def premium_timeline(result: WindowResult, config: Config) -> Chart:
     colors = orders["side"].map({"B": BUY, "A": SELL}).fillna(NEUTRAL)
     ax.scatter(orders["ts_event"], orders["premium_usd"], s=np.clip(orders["size"], 4, 300), c=colors, alpha=0.6)
     large = orders[orders["premium_usd"] >= config.thresholds.large_premium_usd]
-    ax.scatter(large["ts_event"], large["premium_usd"], s=260, facecolors="none", edgecolors="black",
-               linewidths=1.5, label="large order")
+    ax.scatter(
+        large["ts_event"],
+        large["premium_usd"],
+        s=260,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.5,
+        label="large order",
+    )
     for _, order in large.iterrows():
-        ax.annotate(order["symbol"], (order["ts_event"], order["premium_usd"]), textcoords="offset points",
-                    xytext=(6, 6), fontsize=8)
-    ax.axhline(config.thresholds.large_premium_usd, color="black", linestyle=":", linewidth=1,
-               label=f"threshold ${config.thresholds.large_premium_usd / 1e6:g}M")
+        ax.annotate(
+            order["symbol"],
+            (order["ts_event"], order["premium_usd"]),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+        )
+    ax.axhline(
+        config.thresholds.large_premium_usd,
+        color="black",
+        linestyle=":",
+        linewidth=1,
+        label=f"threshold ${config.thresholds.large_premium_usd / 1e6:g}M",
+    )
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(_money_tick))
     ax.set_ylabel("premium per order (log scale)")
@@ -117,9 +136,12 @@ def premium_timeline(result: WindowResult, config: Config) -> Chart:
     fig.autofmt_xdate()
     fig.tight_layout()
     top = orders.loc[orders["premium_usd"].idxmax()]
-    return Chart(fig, f"Scatter of the premium of {len(orders):,} aggressor orders over the window, log scale, against "
-                      f"the {_millions(config.thresholds.large_premium_usd)} threshold: {len(large)} at or above it; the "
-                      f"largest {_millions(top['premium_usd'])} on {top['symbol']}.")
+    return Chart(
+        fig,
+        f"Scatter of the premium of {len(orders):,} aggressor orders over the window, log scale, against "
+        f"the {_millions(config.thresholds.large_premium_usd)} threshold: {len(large)} at or above it; the "
+        f"largest {_millions(top['premium_usd'])} on {top['symbol']}.",
+    )
 
 
 def surge_ratios(result: WindowResult, config: Config, top: int = 15) -> Chart:
@@ -150,10 +172,14 @@ def surge_ratios(result: WindowResult, config: Config, top: int = 15) -> Chart:
     fig.tight_layout()
     first = ranked.iloc[0]
     held_words = [f"{sym} ({why})" for sym, why in zip(ranked["symbol"][held], gate[held])]
-    return Chart(fig, f"Horizontal bars of the {len(ranked)} highest ratios of window volume to the expected volume "
-                      f"for this time of day, against tiers {', '.join(f'{t:g}x' for t in config.thresholds.surge_tiers)}: "
-                      f"highest {first['level']} {first['symbol']} at {first['ratio']:,.1f}x"
-                      + (f"; past a tier but unable to alert: {', '.join(held_words)}" if held_words else "") + ".")
+    return Chart(
+        fig,
+        f"Horizontal bars of the {len(ranked)} highest ratios of window volume to the expected volume "
+        f"for this time of day, against tiers {', '.join(f'{t:g}x' for t in config.thresholds.surge_tiers)}: "
+        f"highest {first['level']} {first['symbol']} at {first['ratio']:,.1f}x"
+        + (f"; past a tier but unable to alert: {', '.join(held_words)}" if held_words else "")
+        + ".",
+    )
 
 
 def aggression(result: WindowResult) -> Chart:
@@ -173,8 +199,11 @@ def aggression(result: WindowResult) -> Chart:
     ax.set_title("Aggressor premium")
     ax.legend()
     fig.tight_layout()
-    words = [f"{'calls' if r == 'C' else 'puts'} {_millions(table.loc[r].get('B', 0.0) * 1e6)} bought and "
-             f"{_millions(table.loc[r].get('A', 0.0) * 1e6)} sold" for r in rights]
+    words = [
+        f"{'calls' if r == 'C' else 'puts'} {_millions(table.loc[r].get('B', 0.0) * 1e6)} bought and "
+        f"{_millions(table.loc[r].get('A', 0.0) * 1e6)} sold"
+        for r in rights
+    ]
     return Chart(fig, "Bars of buyer- and seller-initiated premium: " + "; ".join(words) + ".")
 
 
@@ -183,8 +212,22 @@ def alerts_table(result: WindowResult) -> Styler:
     alerts = result.alerts
     if alerts.empty:
         return readable(alerts.iloc[:0, :0], "No alert in this window.")
-    table = alerts[["event_time", "label", "confidence", "kind", "symbol", "direction", "sentiment", "volume",
-                    "ratio", "tier", "premium_usd", "reasons"]].copy()
+    table = alerts[
+        [
+            "event_time",
+            "label",
+            "confidence",
+            "kind",
+            "symbol",
+            "direction",
+            "sentiment",
+            "volume",
+            "ratio",
+            "tier",
+            "premium_usd",
+            "reasons",
+        ]
+    ].copy()
     table["ratio"] = table["ratio"].map(lambda r: "" if pd.isna(r) else f"{r:,.1f}x")
     table["tier"] = table["tier"].map(lambda t: "" if pd.isna(t) or not t else f"{t:g}x")
     table["event_time"] = _clock(table["event_time"])
@@ -199,8 +242,9 @@ def watch_table(result: WindowResult, config: Config) -> Styler:
         return readable(pd.DataFrame(), "The watch list is off (thresholds.watch_premium_usd = 0).")
     table = result.detection.watch.copy()
     if table.empty:
-        return readable(table, f"No order between {usd(watch)} and {usd(config.thresholds.large_premium_usd)} "
-                               f"in this window.")
+        return readable(
+            table, f"No order between {usd(watch)} and {usd(config.thresholds.large_premium_usd)} in this window."
+        )
     table["event_time"] = _clock(table["event_time"])
     return readable(table)
 
@@ -220,8 +264,14 @@ def _clock(times: pd.Series) -> pd.Series:
 
 # --------------------------------------------------------------------------- threshold lab
 # Okabe-Ito colours (colour-blind safe), one per alert kind.
-KIND_COLOURS = {Kind.LARGE_ORDER: "#0072B2", Kind.SWEEP: "#CC79A7", Kind.STRATEGY: "#009E73", Kind.VOLUME_SURGE: "#E69F00",
-                Kind.OFF_BOOK: "#56B4E9", Kind.HEALTH: "#000000"}
+KIND_COLOURS = {
+    Kind.LARGE_ORDER: "#0072B2",
+    Kind.SWEEP: "#CC79A7",
+    Kind.STRATEGY: "#009E73",
+    Kind.VOLUME_SURGE: "#E69F00",
+    Kind.OFF_BOOK: "#56B4E9",
+    Kind.HEALTH: "#000000",
+}
 assert set(KIND_COLOURS) == set(Kind), "every alert kind needs a colour"
 
 
@@ -242,8 +292,11 @@ def alerts_per_session(counts: pd.DataFrame) -> Chart:
     fig.tight_layout()
     by_kind = ", ".join(f"{kind} {int(counts[kind].sum())}" for kind in counts.columns)
     busiest = counts.sum(axis=1)
-    return Chart(fig, f"Stacked bars of alerts per session by kind over {len(counts)} sessions: {by_kind}; "
-                      f"most on {busiest.idxmax()} ({int(busiest.max())}).")
+    return Chart(
+        fig,
+        f"Stacked bars of alerts per session by kind over {len(counts)} sessions: {by_kind}; "
+        f"most on {busiest.idxmax()} ({int(busiest.max())}).",
+    )
 
 
 def threshold_curves(curves: pd.DataFrame, current: dict[str, float]) -> Chart:
@@ -269,9 +322,12 @@ def threshold_curves(curves: pd.DataFrame, current: dict[str, float]) -> Chart:
         ax.set_ylabel("alerts")
         ax.legend(loc="upper right", frameon=False, fontsize=8)
     fig.tight_layout()
-    return Chart(fig, f"Line charts of the alerts each threshold would raise across its values ({', '.join(names)}), "
-                      f"with true alerts, precision and recall where ground truth exists; a dashed line marks "
-                      f"each configured value.")
+    return Chart(
+        fig,
+        f"Line charts of the alerts each threshold would raise across its values ({', '.join(names)}), "
+        f"with true alerts, precision and recall where ground truth exists; a dashed line marks "
+        f"each configured value.",
+    )
 
 
 def off_book_by_strike(day: OffBookDay) -> Chart:
@@ -308,10 +364,15 @@ def off_book_by_strike(day: OffBookDay) -> Chart:
     fig.suptitle(f"Traded off the order book in session {day.trade_date} (next-day cleared volume minus screen volume)")
     fig.tight_layout()
     largest = off.nlargest(5, "premium_usd")
-    words = "; ".join(f"{s} {v:,.0f} contracts {_millions(p)}" for s, v, p in
-                      zip(largest["symbol"], largest["off_book_volume"], largest["premium_usd"]))
-    return Chart(fig, f"Bar charts of off-book premium at settlement in session {day.trade_date}, by strike (calls "
-                      f"beside puts) and by expiry ({', '.join(order)}); the largest: {words}.")
+    words = "; ".join(
+        f"{s} {v:,.0f} contracts {_millions(p)}"
+        for s, v, p in zip(largest["symbol"], largest["off_book_volume"], largest["premium_usd"])
+    )
+    return Chart(
+        fig,
+        f"Bar charts of off-book premium at settlement in session {day.trade_date}, by strike (calls "
+        f"beside puts) and by expiry ({', '.join(order)}); the largest: {words}.",
+    )
 
 
 # --------------------------------------------------------------------------- session report
@@ -320,16 +381,24 @@ def _bought_sold_bars(ax, table: pd.DataFrame, labels: list[str]) -> None:
     x = np.arange(len(table))
     for offset, right, colour, name in ((-0.2, "calls", CALLS, "calls"), (0.2, "puts", PUTS, "puts")):
         ax.bar(x + offset, table[f"{right}_bought"] / 1e6, width=0.4, color=colour, label=f"{name} bought")
-        ax.bar(x + offset, -table[f"{right}_sold"] / 1e6, width=0.4, color=colour, alpha=0.45, hatch="//",
-               label=f"{name} sold")
+        ax.bar(
+            x + offset,
+            -table[f"{right}_sold"] / 1e6,
+            width=0.4,
+            color=colour,
+            alpha=0.45,
+            hatch="//",
+            label=f"{name} sold",
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, labels, rotation=60 if len(x) > 12 else 0, fontsize=8)
     ax.set_ylabel("premium by the aggressor ($M): bought up, sold down")
     ax.legend(fontsize=8, ncols=2)
 
 
-def session_premium_by_strike(flow: SessionFlow, strikes: int = 30,
-                              walls: dict[str, float | None] | None = None) -> Chart:
+def session_premium_by_strike(
+    flow: SessionFlow, strikes: int = 30, walls: dict[str, float | None] | None = None
+) -> Chart:
     """Premium bought and sold by the aggressor at the session's busiest strikes, calls beside puts;
     `walls` (name -> strike, from `nqflow.engine.gex`) are marked where they fall among them."""
     fig, ax = plt.subplots(figsize=(12, 4.5))
@@ -352,11 +421,13 @@ def session_premium_by_strike(flow: SessionFlow, strikes: int = 30,
     ax.set_title(f"Session {flow.trade_date}: premium by strike, the {len(table)} busiest strikes")
     fig.tight_layout()
     net = (table["calls_bought"] - table["calls_sold"]) + (table["puts_bought"] - table["puts_sold"])
-    return Chart(fig, f"Bar chart of option premium bought (up) and sold (down) by the aggressor at the {len(table)} "
-                      f"busiest strikes of session {flow.trade_date}, calls beside puts; the most net bought is "
-                      f"{net.idxmax():,.0f} ({_millions(net.max())}), the most net sold {net.idxmin():,.0f} "
-                      f"({_millions(net.min())})" + (f"; dealer walls marked: {', '.join(marked)}" if marked else "")
-                      + ".")
+    return Chart(
+        fig,
+        f"Bar chart of option premium bought (up) and sold (down) by the aggressor at the {len(table)} "
+        f"busiest strikes of session {flow.trade_date}, calls beside puts; the most net bought is "
+        f"{net.idxmax():,.0f} ({_millions(net.max())}), the most net sold {net.idxmin():,.0f} "
+        f"({_millions(net.min())})" + (f"; dealer walls marked: {', '.join(marked)}" if marked else "") + ".",
+    )
 
 
 def session_premium_by_expiry(flow: SessionFlow, expiries: int = 14) -> Chart:
@@ -371,9 +442,12 @@ def session_premium_by_expiry(flow: SessionFlow, expiries: int = 14) -> Chart:
     ax.set_title(f"Session {flow.trade_date}: premium by expiry, the {len(table)} nearest")
     fig.tight_layout()
     total = table.sum(axis=1)
-    return Chart(fig, f"Bar chart of option premium bought (up) and sold (down) by the aggressor for the {len(table)} "
-                      f"nearest expiries of session {flow.trade_date}, calls beside puts; the busiest is "
-                      f"{total.idxmax()} with {_millions(total.max())}.")
+    return Chart(
+        fig,
+        f"Bar chart of option premium bought (up) and sold (down) by the aggressor for the {len(table)} "
+        f"nearest expiries of session {flow.trade_date}, calls beside puts; the busiest is "
+        f"{total.idxmax()} with {_millions(total.max())}.",
+    )
 
 
 def session_cumulative_premium(flow: SessionFlow) -> Chart:
@@ -384,8 +458,13 @@ def session_cumulative_premium(flow: SessionFlow) -> Chart:
         _empty(ax, f"no option trades in session {flow.trade_date}")
         return Chart(fig, f"Cumulative premium: no option trades in session {flow.trade_date}.")
     ax.plot(series.index, series["net_call_premium_usd"] / 1e6, color=CALLS, label="net call premium (bought - sold)")
-    ax.plot(series.index, series["net_put_premium_usd"] / 1e6, color=PUTS, linestyle="--",
-            label="net put premium (bought - sold)")
+    ax.plot(
+        series.index,
+        series["net_put_premium_usd"] / 1e6,
+        color=PUTS,
+        linestyle="--",
+        label="net put premium (bought - sold)",
+    )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("cumulative net premium ($M)")
     ax.set_xlabel("time (UTC)")
@@ -400,9 +479,12 @@ def session_cumulative_premium(flow: SessionFlow) -> Chart:
     fig.tight_layout()
     last = series.iloc[-1]
     price = "" if pd.isna(last["future_price"]) else f"; the NQ future ended at {last['future_price']:,.2f}"
-    return Chart(fig, f"Line chart of net call and net put premium (bought minus sold by the aggressor) summed through "
-                      f"session {flow.trade_date}, ending at {_millions(last['net_call_premium_usd'])} for calls and "
-                      f"{_millions(last['net_put_premium_usd'])} for puts{price}.")
+    return Chart(
+        fig,
+        f"Line chart of net call and net put premium (bought minus sold by the aggressor) summed through "
+        f"session {flow.trade_date}, ending at {_millions(last['net_call_premium_usd'])} for calls and "
+        f"{_millions(last['net_put_premium_usd'])} for puts{price}.",
+    )
 
 
 def session_headline(summary: dict) -> str:
@@ -410,16 +492,18 @@ def session_headline(summary: dict) -> str:
     ratio = summary["put_call_premium_ratio"]
     off = summary["previous_off_book_contracts"]
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["alerts_by_kind"].items())) or "none"
-    return (f"**Session** {summary['trade_date']} | **contracts** {summary['contracts']:,} | **premium** "
-            f"{_millions(summary['premium_usd'])} (calls {_millions(summary['call_premium_usd'])}, puts "
-            f"{_millions(summary['put_premium_usd'])}) | **put/call premium ratio** "
-            f"{'n/a' if ratio is None else f'{ratio:.2f}'} | **0DTE share of contracts** "
-            f"{summary['zero_dte_share']:.0%} | **packages** {summary['packages']:,}\n\n"
-            f"**Net premium by the aggressor** calls {_millions(summary['net_call_premium_usd'])}, puts "
-            f"{_millions(summary['net_put_premium_usd'])} | **alerts recorded** {summary['alerts']} ({kinds}) | "
-            f"**previous session off the book** "
-            f"{'not published yet' if off is None else f'{off:,} contracts'}"
-            + "".join(f"\n\n> {note}" for note in summary["notes"]))
+    return (
+        f"**Session** {summary['trade_date']} | **contracts** {summary['contracts']:,} | **premium** "
+        f"{_millions(summary['premium_usd'])} (calls {_millions(summary['call_premium_usd'])}, puts "
+        f"{_millions(summary['put_premium_usd'])}) | **put/call premium ratio** "
+        f"{'n/a' if ratio is None else f'{ratio:.2f}'} | **0DTE share of contracts** "
+        f"{summary['zero_dte_share']:.0%} | **packages** {summary['packages']:,}\n\n"
+        f"**Net premium by the aggressor** calls {_millions(summary['net_call_premium_usd'])}, puts "
+        f"{_millions(summary['net_put_premium_usd'])} | **alerts recorded** {summary['alerts']} ({kinds}) | "
+        f"**previous session off the book** "
+        f"{'not published yet' if off is None else f'{off:,} contracts'}"
+        + "".join(f"\n\n> {note}" for note in summary["notes"])
+    )
 
 
 def session_alerts_table(flow: SessionFlow) -> Styler:
@@ -428,8 +512,21 @@ def session_alerts_table(flow: SessionFlow) -> Styler:
     if alerts.empty:
         return readable(alerts.iloc[:0, :0], f"No alert was recorded for session {flow.trade_date}.")
     alerts = alerts.sort_values("event_time", kind="stable")
-    table = alerts[["event_time", "label", "confidence", "kind", "symbol", "direction", "sentiment",
-                    "days_to_expiry", "volume", "premium_usd", "reasons"]].copy()
+    table = alerts[
+        [
+            "event_time",
+            "label",
+            "confidence",
+            "kind",
+            "symbol",
+            "direction",
+            "sentiment",
+            "days_to_expiry",
+            "volume",
+            "premium_usd",
+            "reasons",
+        ]
+    ].copy()
     table["event_time"] = _clock(table["event_time"])
     table["kind"] = table["kind"].str.replace("_", " ")
     return readable(table)
@@ -447,8 +544,9 @@ def money_table(frame: pd.DataFrame, empty: str = "None in this session.") -> St
 def off_book_alerts_table(day: OffBookDay) -> Styler:
     """The session's off-book alerts, readable (no aggressor is published: UNKNOWN)."""
     if day.alerts.empty:
-        return readable(day.alerts.iloc[:0, :0], f"No off-book trade of session {day.trade_date} reached the "
-                                                 f"alert level.")
+        return readable(
+            day.alerts.iloc[:0, :0], f"No off-book trade of session {day.trade_date} reached the alert level."
+        )
     return readable(day.alerts[["label", "confidence", "symbol", "direction", "volume", "premium_usd", "reasons"]])
 
 
@@ -456,28 +554,50 @@ def off_book_volumes_table(day: OffBookDay) -> Styler:
     """Every option with off-book volume: what cleared, what printed on the screen, the rest, and
     the open interest before and after, in columns that fit the page."""
     rows = day.volumes[day.volumes["off_book_volume"] > 0]
-    table = rows[["symbol", "cleared_volume", "screen_volume", "off_book_volume", "settlement", "premium_usd",
-                  "oi_before", "oi_after", "oi_change"]].rename(columns={
-                      "cleared_volume": "cleared", "screen_volume": "on screen", "off_book_volume": "off book",
-                      "oi_before": "OI before", "oi_after": "OI after", "oi_change": "OI change"})
+    table = rows[
+        [
+            "symbol",
+            "cleared_volume",
+            "screen_volume",
+            "off_book_volume",
+            "settlement",
+            "premium_usd",
+            "oi_before",
+            "oi_after",
+            "oi_change",
+        ]
+    ].rename(
+        columns={
+            "cleared_volume": "cleared",
+            "screen_volume": "on screen",
+            "off_book_volume": "off book",
+            "oi_before": "OI before",
+            "oi_after": "OI after",
+            "oi_change": "OI change",
+        }
+    )
     return readable(table, f"No option of session {day.trade_date} traded off the book.")
 
 
 def previous_off_book(flow: SessionFlow):
     """The session report's off-book section: the previous session's chart, or why there is none."""
     from IPython.display import Markdown
+
     day = flow.previous_off_book
     if day is None:
         return Markdown("The previous session's statistics are not published yet (or not in this data).")
     if not (day.volumes["off_book_volume"] > 0).any():
-        return Markdown(f"Nothing traded off the order book in session {day.trade_date}: its cleared volume "
-                        f"equals what printed on the screen.")
+        return Markdown(
+            f"Nothing traded off the order book in session {day.trade_date}: its cleared volume "
+            f"equals what printed on the screen."
+        )
     return off_book_by_strike(day)
 
 
 # --------------------------------------------------------------------------- dealer positioning
 def gex_headline(positioning: DealerPositioning, before: DealerPositioning | None = None) -> str:
     """The GEX page's first lines (Markdown): the future, walls and flip, and their change since the day before."""
+
     def strike(value: float | None) -> str:
         return "none" if value is None else f"{value:,.0f}"
 
@@ -485,18 +605,22 @@ def gex_headline(positioning: DealerPositioning, before: DealerPositioning | Non
         if before is None or now is None or then is None:
             return ""
         return f" ({now - then:+,.0f} since {before.session})"
+
     def then(name: str) -> float | None:
         return None if before is None else getattr(before, name)
+
     p = positioning
     flips = p.crossings
     several = f" (crossings at {', '.join(f'{c:,.0f}' for c in flips)}: the nearest is shown)" if len(flips) > 1 else ""
     skipped = "; ".join(f"{n:,} {why}" for why, n in p.skipped.items()) or "none"
-    return (f"**Session** {p.session} | **{p.future}** {p.future_price:,.2f} | **total GEX** {usd(p.total_gex_usd)} "
-            f"per 1% | **call wall** {strike(p.call_wall)}{change(p.call_wall, then('call_wall'))} | "
-            f"**put wall** {strike(p.put_wall)}{change(p.put_wall, then('put_wall'))} | "
-            f"**absolute-gamma strike** {strike(p.abs_gamma_strike)} | **zero gamma** {strike(p.zero_gamma)}"
-            f"{change(p.zero_gamma, then('zero_gamma'))}{several}\n\n"
-            f"{len(p.options):,} options counted; left out (no implied volatility from their settlement): {skipped}.")
+    return (
+        f"**Session** {p.session} | **{p.future}** {p.future_price:,.2f} | **total GEX** {usd(p.total_gex_usd)} "
+        f"per 1% | **call wall** {strike(p.call_wall)}{change(p.call_wall, then('call_wall'))} | "
+        f"**put wall** {strike(p.put_wall)}{change(p.put_wall, then('put_wall'))} | "
+        f"**absolute-gamma strike** {strike(p.abs_gamma_strike)} | **zero gamma** {strike(p.zero_gamma)}"
+        f"{change(p.zero_gamma, then('zero_gamma'))}{several}\n\n"
+        f"{len(p.options):,} options counted; left out (no implied volatility from their settlement): {skipped}."
+    )
 
 
 def gex_by_strike(positioning: DealerPositioning, strikes_each_side: int = 40) -> Chart:
@@ -513,8 +637,11 @@ def gex_by_strike(positioning: DealerPositioning, strikes_each_side: int = 40) -
     ax.bar(near["strike"], near["put_gex_usd"] / 1e6, width=width, color=PUTS, label="puts (-)")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axvline(price, color="black", linestyle="--", linewidth=1, label=f"{positioning.future} {price:,.2f}")
-    for name, value, style in (("call wall", positioning.call_wall, ":"), ("put wall", positioning.put_wall, ":"),
-                               ("zero gamma", positioning.zero_gamma, "-.")):
+    for name, value, style in (
+        ("call wall", positioning.call_wall, ":"),
+        ("put wall", positioning.put_wall, ":"),
+        ("zero gamma", positioning.zero_gamma, "-."),
+    ):
         if value is not None and near["strike"].min() <= value <= near["strike"].max():
             ax.axvline(value, color="#57606a", linestyle=style, linewidth=1.2, label=f"{name} {value:,.0f}")
     ax.set_xlabel("strike (index points), all expiries")
@@ -522,9 +649,12 @@ def gex_by_strike(positioning: DealerPositioning, strikes_each_side: int = 40) -
     ax.set_title(f"Session {positioning.session}: dealer gamma by strike (calls up, puts down)")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    return Chart(fig, f"Bars of dealer gamma exposure by strike for session {positioning.session}, calls up and puts "
-                      f"down, in $M per 1% move: call wall {positioning.call_wall}, put wall {positioning.put_wall}, "
-                      f"zero gamma {positioning.zero_gamma}, {positioning.future} at {price:,.2f}.")
+    return Chart(
+        fig,
+        f"Bars of dealer gamma exposure by strike for session {positioning.session}, calls up and puts "
+        f"down, in $M per 1% move: call wall {positioning.call_wall}, put wall {positioning.put_wall}, "
+        f"zero gamma {positioning.zero_gamma}, {positioning.future} at {price:,.2f}.",
+    )
 
 
 def gex_profile_chart(positioning: DealerPositioning) -> Chart:
@@ -533,8 +663,13 @@ def gex_profile_chart(positioning: DealerPositioning) -> Chart:
     fig, ax = plt.subplots(figsize=(11, 4))
     ax.plot(profile["future_price"], profile["total_gex_usd"] / 1e6, color=CALLS, label="total GEX")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.axvline(positioning.future_price, color="black", linestyle="--", linewidth=1,
-               label=f"{positioning.future} {positioning.future_price:,.2f}")
+    ax.axvline(
+        positioning.future_price,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"{positioning.future} {positioning.future_price:,.2f}",
+    )
     for crossing in positioning.crossings:
         ax.axvline(crossing, color=PUTS, linestyle="-.", linewidth=1.2, label=f"zero gamma {crossing:,.0f}")
     ax.set_xlabel(f"{positioning.future} price (index points); every option repriced there, volatility kept")
@@ -543,8 +678,11 @@ def gex_profile_chart(positioning: DealerPositioning) -> Chart:
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     crossings = ", ".join(f"{c:,.0f}" for c in positioning.crossings) or "none within 10%"
-    return Chart(fig, f"Line of total dealer gamma exposure as the {positioning.future} moves 10% either way from "
-                      f"{positioning.future_price:,.2f}: it crosses zero at {crossings}.")
+    return Chart(
+        fig,
+        f"Line of total dealer gamma exposure as the {positioning.future} moves 10% either way from "
+        f"{positioning.future_price:,.2f}: it crosses zero at {crossings}.",
+    )
 
 
 def gex_by_expiry_table(positioning: DealerPositioning) -> Styler:

@@ -52,9 +52,11 @@ Array.from(table.tHead.rows[0].cells).forEach((th, column) => th.addEventListene
 apply();
 """
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#24292f}table{border-collapse:collapse;margin-bottom:2em}
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#24292f}
+table{border-collapse:collapse;margin-bottom:2em}
 td,th{border:1px solid #d0d7de;padding:4px 8px;font-size:14px}th{background:#f6f8fa}
-#alerts th{cursor:pointer}#alerts th[data-order=desc]::after{content:' \\25BC'}#alerts th[data-order=asc]::after{content:' \\25B2'}
+#alerts th{cursor:pointer}#alerts th[data-order=desc]::after{content:' \\25BC'}
+#alerts th[data-order=asc]::after{content:' \\25B2'}
 tr.failed td{background:#ffebe9}tr.pending td,tr.waiting td{background:#fff8c5}
 td.number{text-align:right;font-variant-numeric:tabular-nums}.filters label{margin-right:1em}"""
 
@@ -77,17 +79,24 @@ def _session_of(window_start: str) -> str:
     return str(found[0]) if found else window_start[:10]
 
 
-def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFrame | None = None,
-                alerts: list[dict] | None = None) -> Path:
+def write_index(
+    outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFrame | None = None, alerts: list[dict] | None = None
+) -> Path:
     """Write outputs/index.html (see the module doc) and return its path."""
-    daily_runs = daily_runs if daily_runs is not None else pd.DataFrame(
-        columns=["job", "trade_date", "status", "html_path", "summary", "alerts", "last_error"])
+    daily_runs = (
+        daily_runs
+        if daily_runs is not None
+        else pd.DataFrame(columns=["job", "trade_date", "status", "html_path", "summary", "alerts", "last_error"])
+    )
     alerts = alerts or []
 
     def link(path, text: str) -> str:
         # relpath, not relative_to: a report written under an earlier outputs folder still links
-        return (f'<a href="{html.escape(Path(os.path.relpath(path, outputs_dir)).as_posix())}">{text}</a>'
-                if isinstance(path, str) and path and Path(path).exists() else "")
+        return (
+            f'<a href="{html.escape(Path(os.path.relpath(path, outputs_dir)).as_posix())}">{text}</a>'
+            if isinstance(path, str) and path and Path(path).exists()
+            else ""
+        )
 
     reports = {w.window_start: w.html_path for w in windows.itertuples(index=False)}
     daily = {(d.job, d.trade_date): d for d in daily_runs.itertuples(index=False)}
@@ -112,12 +121,19 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
             f"<td>{link(off_book.html_path, 'off-book report') if off_book is not None else ''}"
             f"{html.escape(' ' + off_book.status) if off_book is not None and off_book.status != 'ok' else ''}</td>"
             f"<td>{link(gex.html_path, 'dealer gamma') if gex is not None else ''}"
-            f"{html.escape(' ' + gex.status) if gex is not None and gex.status != 'ok' else ''}</td></tr>")
+            f"{html.escape(' ' + gex.status) if gex is not None and gex.status != 'ok' else ''}</td></tr>"
+        )
 
-    alert_rows, options = [], {key: set() for key in FILTERS}
+    alert_rows: list[str] = []
+    options: dict[str, set[str]] = {key: set() for key in FILTERS}
     for alert in sorted(alerts, key=lambda a: a.get("event_time") or a["window_start"], reverse=True):
-        values = {"kind": alert["kind"], "label": alert.get("label") or "", "product": alert_product(alert),
-                  "expiry": alert.get("expiry") or "", "direction": alert.get("direction") or ""}
+        values = {
+            "kind": alert["kind"],
+            "label": alert.get("label") or "",
+            "product": alert_product(alert),
+            "expiry": alert.get("expiry") or "",
+            "direction": alert.get("direction") or "",
+        }
         for key, value in values.items():
             if value:
                 options[key].add(value)
@@ -133,22 +149,38 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
             f'<tr {data} data-premium="{premium:.2f}">'
             f"<td>{html.escape(str(alert.get('event_time') or alert['window_start'])[:19])}</td>"
             f"<td>{html.escape(values['kind'])}</td><td>{html.escape(values['label'])}</td>"
-            f"<td class=number data-value=\"{alert.get('confidence') or 0}\">{alert.get('confidence') or 0:.0f}</td>"
+            f'<td class=number data-value="{alert.get("confidence") or 0}">{alert.get("confidence") or 0:.0f}</td>'
             f"<td>{html.escape(values['product'])}</td><td>{html.escape(str(alert.get('symbol') or ''))}</td>"
             f"<td>{html.escape(values['expiry'])}</td>"
-            f"<td class=number data-value=\"{'' if dte is None else dte}\">{'' if dte is None else dte}</td>"
+            f'<td class=number data-value="{"" if dte is None else dte}">{"" if dte is None else dte}</td>'
             f"<td>{html.escape(values['direction'])}</td>"
-            f"<td class=number data-value=\"{alert.get('volume') or 0}\">{alert.get('volume') or 0:,}</td>"
+            f'<td class=number data-value="{alert.get("volume") or 0}">{alert.get("volume") or 0:,}</td>'
             f'<td class=number data-value="{premium:.2f}">{usd(premium)}</td>'
-            f"<td>{where}</td></tr>")
+            f"<td>{where}</td></tr>"
+        )
     selects = "".join(
         f'<label>{key} <select data-filter="{key}"><option value="">all</option>'
         + "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in sorted(options[key]))
-        + "</select></label>" for key in FILTERS)
-    headers = "".join(f'<th data-type="{kind}">{name}</th>' for name, kind in (
-        ("event time (UTC)", "text"), ("kind", "text"), ("label", "text"), ("confidence", "number"),
-        ("product", "text"), ("symbol", "text"), ("expiry", "text"), ("days to expiry", "number"),
-        ("direction", "text"), ("volume", "number"), ("premium", "number"), ("report", "text")))
+        + "</select></label>"
+        for key in FILTERS
+    )
+    headers = "".join(
+        f'<th data-type="{kind}">{name}</th>'
+        for name, kind in (
+            ("event time (UTC)", "text"),
+            ("kind", "text"),
+            ("label", "text"),
+            ("confidence", "number"),
+            ("product", "text"),
+            ("symbol", "text"),
+            ("expiry", "text"),
+            ("days to expiry", "number"),
+            ("direction", "text"),
+            ("volume", "number"),
+            ("premium", "number"),
+            ("report", "text"),
+        )
+    )
 
     window_rows = []
     for w in windows.sort_values("window_start", ascending=False).itertuples(index=False):
@@ -160,7 +192,8 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
             f"<td>{'' if pd.isna(w.alerts) else int(w.alerts)}</td><td>{html.escape(by_kind)}</td>"
             f"<td>{summary.get('max_confidence', '')}</td>"
             f"<td>{link(w.html_path, 'report')}</td><td>{link(w.notebook_path, 'notebook')}</td>"
-            f"<td>{html.escape(_text(w.last_error))}</td></tr>")
+            f"<td>{html.escape(_text(w.last_error))}</td></tr>"
+        )
 
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nqflow: NQ options institutional flow</title>
@@ -171,15 +204,16 @@ def write_index(outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFra
 <h2>Sessions</h2>
 <table id="sessions"><thead><tr><th>session</th><th>windows ok</th><th>windows failed</th><th>alerts</th>
 <th>by kind</th><th>session report</th><th>off the order book</th><th>dealer positioning</th></tr></thead>
-<tbody>{''.join(session_rows)}</tbody></table>
+<tbody>{"".join(session_rows)}</tbody></table>
 <h2>Alerts</h2>
 <p class="filters">{selects}<label>premium at least ($M) <input data-filter="premium" type="number" min="0"
 step="0.5" value="0" size="6"></label> <span id="shown"></span></p>
-<table id="alerts"><thead><tr>{headers}</tr></thead><tbody>{''.join(alert_rows)}</tbody></table>
+<table id="alerts"><thead><tr>{headers}</tr></thead><tbody>{"".join(alert_rows)}</tbody></table>
 <h2>Windows</h2>
-<table id="windows"><thead><tr><th>window start (UTC)</th><th>status</th><th>attempts</th><th>alerts</th><th>by kind</th>
+<table id="windows"><thead><tr><th>window start (UTC)</th><th>status</th><th>attempts</th><th>alerts</th>
+<th>by kind</th>
 <th>max confidence</th><th>report</th><th>notebook</th><th>error</th></tr></thead>
-<tbody>{''.join(window_rows)}</tbody></table>
+<tbody>{"".join(window_rows)}</tbody></table>
 <script>{SCRIPT}</script></body></html>"""
     outputs_dir.mkdir(parents=True, exist_ok=True)
     index = outputs_dir / "index.html"

@@ -9,24 +9,35 @@ import numbers
 from collections.abc import Iterable
 
 import numpy as np
-
 import pandas as pd
 from pandas.io.formats.style import Styler
 
 from nqflow.alerts import Direction, usd
 
 #: Column names as a reader says them (anything else: underscores become spaces, `_usd` goes).
-HEADERS = {"event_time": "time (UTC)", "ts_event": "time (UTC)", "premium_usd": "premium", "side": "aggressor",
-           "days_to_expiry": "days to expiry", "open_interest": "open interest", "volume_oi": "volume / OI",
-           "net_premium_usd": "net premium", "gross_premium_usd": "gross premium", "put_call": "call / put"}
+HEADERS = {
+    "event_time": "time (UTC)",
+    "ts_event": "time (UTC)",
+    "premium_usd": "premium",
+    "side": "aggressor",
+    "days_to_expiry": "days to expiry",
+    "open_interest": "open interest",
+    "volume_oi": "volume / OI",
+    "net_premium_usd": "net premium",
+    "gross_premium_usd": "gross premium",
+    "put_call": "call / put",
+}
 
 #: The page's CSS for tables: wrap long text, fit the page, no sideways scroll.
 TABLE_STYLES = [
     {"selector": "", "props": "width: 100%; max-width: 100%; table-layout: auto; border-collapse: collapse;"},
     {"selector": "th", "props": "text-align: left; white-space: normal; padding: 2px 6px;"},
     # break-word, not anywhere: a long word may break, but a short one ("UNKNOWN") keeps its column wide enough
-    {"selector": "td", "props": "text-align: left; white-space: normal; overflow-wrap: break-word; "
-                                "word-break: normal; padding: 2px 6px; vertical-align: top;"},
+    {
+        "selector": "td",
+        "props": "text-align: left; white-space: normal; overflow-wrap: break-word; "
+        "word-break: normal; padding: 2px 6px; vertical-align: top;",
+    },
 ]
 
 

@@ -34,12 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nqflow.market import hours as cal
 from nqflow.alerts import ALERT_FIELDS
-from nqflow.engine.baseline import BaselineStore, session_slot_volumes
 from nqflow.config import Config
-from nqflow.market.frames import session_bounds
-from nqflow.errors import UsageError
+from nqflow.engine.baseline import BaselineStore, session_slot_volumes
 from nqflow.engine.features import (
     WINDOW,
     Features,
@@ -53,6 +50,9 @@ from nqflow.engine.features import (
     write_features,
 )
 from nqflow.engine.monitor import load_session
+from nqflow.errors import UsageError
+from nqflow.market import hours as cal
+from nqflow.market.frames import session_bounds
 from nqflow.sources.replay import ReplaySource
 
 WindowFilter = Callable[[pd.Timestamp, pd.Timestamp], bool]
@@ -88,13 +88,17 @@ def data_digest(source: ReplaySource, trade_date: dt.date) -> str:
     """A short digest of the DBN files holding one session (name, size, modification time):
     regenerated or re-downloaded data changes it, and with it the stored features' validity."""
     start, end = session_bounds(trade_date)
-    parts = sorted(f"{f.path.name}:{f.path.stat().st_size}:{f.path.stat().st_mtime_ns}" for f in source.files
-                   if f.start < end and f.end > start)
+    parts = sorted(
+        f"{f.path.name}:{f.path.stat().st_size}:{f.path.stat().st_mtime_ns}"
+        for f in source.files
+        if f.start < end and f.end > start
+    )
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def wanted_params(config: Config, digests: dict[dt.date, str], available: Sequence[dt.date],
-                  trade_date: dt.date) -> tuple[dict, str]:
+def wanted_params(
+    config: Config, digests: dict[dt.date, str], available: Sequence[dt.date], trade_date: dt.date
+) -> tuple[dict, str]:
     """(what a session's market features must have been computed with, the digest of its history:
     the ``baseline_sessions`` sessions before it that the expected volumes come from)."""
     n = config.thresholds.baseline_sessions
@@ -109,8 +113,9 @@ def session_volumes(data_dir: str, trade_date: dt.date) -> tuple[list[int], pd.D
     return session_slot_volumes(_source(data_dir), trade_date)
 
 
-def session_market(config: Config, data_dir: str, root: str, trade_date: dt.date,
-                   params: dict) -> tuple[list[int], pd.DataFrame]:
+def session_market(
+    config: Config, data_dir: str, root: str, trade_date: dt.date, params: dict
+) -> tuple[list[int], pd.DataFrame]:
     """Decode one session once: store its market features, return its slot volumes for the baseline."""
     source = _source(data_dir)
     features = market_features(load_session(config, trade_date, source).windows, config)
@@ -119,8 +124,14 @@ def session_market(config: Config, data_dir: str, root: str, trade_date: dt.date
     return session_slot_volumes(source, trade_date)
 
 
-def session_alerts(config: Config, root: str, baseline_path: str, trade_date: dt.date, history: str,
-                   window_filter: WindowFilter | None = None) -> tuple[list[dict], pd.DataFrame]:
+def session_alerts(
+    config: Config,
+    root: str,
+    baseline_path: str,
+    trade_date: dt.date,
+    history: str,
+    window_filter: WindowFilter | None = None,
+) -> tuple[list[dict], pd.DataFrame]:
     """One session's alerts from its stored features; adds and stores the expected volumes first
     when the stored ones are missing or come from another history."""
     features = read_features(root, trade_date)
@@ -131,8 +142,9 @@ def session_alerts(config: Config, root: str, baseline_path: str, trade_date: dt
     return alerts_of(features, config, trade_date, window_filter)
 
 
-def expected_volumes(config: Config, features: Features, baseline: BaselineStore,
-                     trade_date: dt.date) -> list[pd.DataFrame]:
+def expected_volumes(
+    config: Config, features: Features, baseline: BaselineStore, trade_date: dt.date
+) -> list[pd.DataFrame]:
     """Each window's expected volume for the (level, key) pairs it traded: what `nqflow.engine.monitor`
     asks the baseline for, from the features instead of the fills."""
     market_open = cal.sessions(trade_date, trade_date).iloc[0].market_open
@@ -141,35 +153,53 @@ def expected_volumes(config: Config, features: Features, baseline: BaselineStore
         return []
     volumes = features.volumes
     wanted = volumes[volumes["level"].isin(["instrument", "expiry"]).to_numpy()]
-    keys = pd.DataFrame({"slot": slots[wanted[WINDOW].to_numpy(dtype="int64")], "level": wanted["level"].to_numpy(dtype=object),
-                         "key": wanted["key"].to_numpy(dtype=object)}).drop_duplicates()
+    keys = pd.DataFrame(
+        {
+            "slot": slots[wanted[WINDOW].to_numpy(dtype="int64")],
+            "level": wanted["level"].to_numpy(dtype=object),
+            "key": wanted["key"].to_numpy(dtype=object),
+        }
+    ).drop_duplicates()
     by_slot = baseline.expected(trade_date, sorted(set(slots.tolist())), config.thresholds.baseline_sessions, keys)
     return [by_slot[slot] for slot in slots.tolist()]
 
 
-def alerts_of(features: Features, config: Config, trade_date: dt.date | None = None,
-              window_filter: WindowFilter | None = None) -> tuple[list[dict], pd.DataFrame]:
+def alerts_of(
+    features: Features, config: Config, trade_date: dt.date | None = None, window_filter: WindowFilter | None = None
+) -> tuple[list[dict], pd.DataFrame]:
     """The threshold stage over one batch of features: alert records (with trade_date) and the
     window table, for the windows `window_filter` keeps (windows are independent, so filtering
     after evaluating gives what evaluating only those windows gives)."""
     from nqflow.engine.detect import evaluate
+
     alerts = evaluate(features, config).alerts
     table = features.windows
-    keep = pd.Series(True, index=table.index) if window_filter is None else \
-        pd.Series([bool(window_filter(s, e)) for s, e in zip(table["window_start"], table["window_end"])], index=table.index)
+    keep = (
+        pd.Series(True, index=table.index)
+        if window_filter is None
+        else pd.Series(
+            [bool(window_filter(s, e)) for s, e in zip(table["window_start"], table["window_end"])], index=table.index
+        )
+    )
     alerts = alerts[keep.to_numpy()[alerts[WINDOW].to_numpy(dtype="int64")]] if len(alerts) else alerts
     counts = alerts[WINDOW].value_counts()
-    windows = pd.DataFrame({
-        "trade_date": table["trade_date"] if trade_date is None else str(trade_date),
-        "window_start": [ts.isoformat() for ts in table["window_start"]],
-        "window_end": [ts.isoformat() for ts in table["window_end"]],
-        "option_trades": table["option_trades"], "contracts": table["contracts"], "premium_usd": table["premium_usd"],
-        "alerts": table[WINDOW].map(counts).fillna(0).astype("int64"),
-    })[keep.to_numpy()].reset_index(drop=True)
+    windows = pd.DataFrame(
+        {
+            "trade_date": table["trade_date"] if trade_date is None else str(trade_date),
+            "window_start": [ts.isoformat() for ts in table["window_start"]],
+            "window_end": [ts.isoformat() for ts in table["window_end"]],
+            "option_trades": table["option_trades"],
+            "contracts": table["contracts"],
+            "premium_usd": table["premium_usd"],
+            "alerts": table[WINDOW].map(counts).fillna(0).astype("int64"),
+        }
+    )[keep.to_numpy()].reset_index(drop=True)
     records = alerts.drop(columns=WINDOW).to_dict("records")
     dates = table["trade_date"].to_numpy()[alerts[WINDOW].to_numpy(dtype="int64")] if len(alerts) else []
-    return ([{"trade_date": str(trade_date) if trade_date else d, **a} for a, d in zip(records, dates)],
-            windows[WINDOW_COLUMNS])
+    return (
+        [{"trade_date": str(trade_date) if trade_date else d, **a} for a, d in zip(records, dates)],
+        windows[WINDOW_COLUMNS],
+    )
 
 
 _SOURCES: dict[str, ReplaySource] = {}
@@ -187,6 +217,7 @@ def _source(data_dir: str) -> ReplaySource:
 def dask_client(workers: int, scheduler_address: str | None):
     """A client on the given cluster, or on a LocalCluster of `workers` single-threaded processes."""
     from dask.distributed import Client, LocalCluster
+
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the progress bar
     if scheduler_address:
         with Client(scheduler_address) as client:
@@ -194,8 +225,12 @@ def dask_client(workers: int, scheduler_address: str | None):
         return
     if workers < 1:  # a LocalCluster of no workers never runs a task: it would wait forever
         raise UsageError(f"a backtest needs at least 1 worker, not {workers}; pass --workers 1 or more")
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -212,6 +247,7 @@ def _gather(client, futures, label: str, progress: bool, on_result: Callable | N
     """Every future's result in submission order; `on_result(key, value)` is called as each arrives."""
     from dask.distributed import as_completed
     from tqdm import tqdm
+
     results = {}
     with tqdm(total=len(futures), desc=label, unit="session", disable=not progress) as bar:
         for future, value in as_completed(futures, with_results=True):
@@ -228,16 +264,28 @@ def sessions_between(data_dir: str | Path, first: dt.date, last: dt.date) -> tup
     available = ReplaySource(data_dir).sessions_available()
     sessions = [d for d in available if first <= d <= last]
     if not sessions:
-        raise UsageError(f"no sessions between {first} and {last} in {data_dir} "
-                         f"(it holds {available[0] if available else '-'} to {available[-1] if available else '-'}); "
-                         f"pick dates inside that range")
+        raise UsageError(
+            f"no sessions between {first} and {last} in {data_dir} "
+            f"(it holds {available[0] if available else '-'} to {available[-1] if available else '-'}); "
+            f"pick dates inside that range"
+        )
     return sessions, available
 
 
-def build_features(config: Config, first: dt.date, last: dt.date, data_dir: str | Path, client=None, workers: int = 2,
-                   scheduler_address: str | None = None, baseline_path: str | Path | None = None,
-                   features_dir: str | Path | None = None, progress: bool = True, refresh: bool = False,
-                   window_filter: WindowFilter | None = None) -> tuple[list[dt.date], list[tuple[list[dict], pd.DataFrame]]]:
+def build_features(
+    config: Config,
+    first: dt.date,
+    last: dt.date,
+    data_dir: str | Path,
+    client=None,
+    workers: int = 2,
+    scheduler_address: str | None = None,
+    baseline_path: str | Path | None = None,
+    features_dir: str | Path | None = None,
+    progress: bool = True,
+    refresh: bool = False,
+    window_filter: WindowFilter | None = None,
+) -> tuple[list[dt.date], list[tuple[list[dict], pd.DataFrame]]]:
     """Make sure every session from `first` to `last` has complete stored features (see the module
     doc), and evaluate each under `config` on the workers. Returns the sessions and, per
     session, its alert records and window table. `refresh` recomputes stored features."""
@@ -245,12 +293,14 @@ def build_features(config: Config, first: dt.date, last: dt.date, data_dir: str 
     sessions, available = sessions_between(data_dir, first, last)
     root = str(Path(features_dir) if features_dir else features_root(data_dir))
     n = config.thresholds.baseline_sessions
-    needed = [d for d in available if d < sessions[-1]][-(n + len(sessions)):]
+    needed = [d for d in available if d < sessions[-1]][-(n + len(sessions)) :]
     source = ReplaySource(data_dir)
     digests = {d: data_digest(source, d) for d in sorted(set(needed) | set(sessions))}
     wanted = {d: wanted_params(config, digests, available, d) for d in sessions}
     stale = [d for d in sessions if refresh or _market_params(stored_params(root, d)) != wanted[d][0]]
-    missing_history = [d for d in sessions if d not in stale and (stored_params(root, d) or {}).get("history") != wanted[d][1]]
+    missing_history = [
+        d for d in sessions if d not in stale and (stored_params(root, d) or {}).get("history") != wanted[d][1]
+    ]
     with tempfile.TemporaryDirectory() as tmp, _client_or(client, workers, scheduler_address) as client:
         baseline_file = str(baseline_path or Path(tmp) / "baseline.sqlite")
         if stale or missing_history:
@@ -264,9 +314,12 @@ def build_features(config: Config, first: dt.date, last: dt.date, data_dir: str 
             def record(key, value) -> None:  # while the workers go on with the other sessions
                 if str(days[key]) not in complete:
                     store.record(days[key], *value)
+
             _gather(client, tasks, "features", progress, record)
-        tasks = [client.submit(session_alerts, config, root, baseline_file, d, wanted[d][1], window_filter, pure=False)
-                 for d in sessions]
+        tasks = [
+            client.submit(session_alerts, config, root, baseline_file, d, wanted[d][1], window_filter, pure=False)
+            for d in sessions
+        ]
         results = _gather(client, tasks, "sessions", progress)
     return sessions, results
 
@@ -275,25 +328,48 @@ def _market_params(stored: dict | None) -> dict | None:
     return None if stored is None else {k: v for k, v in stored.items() if k != "history"}
 
 
-def backtest(config: Config, first: dt.date, last: dt.date, data_dir: str | Path, workers: int = 2,
-             scheduler_address: str | None = None, window_filter: WindowFilter | None = None,
-             baseline_path: str | Path | None = None, progress: bool = True, client=None,
-             features_dir: str | Path | None = None, refresh: bool = False) -> BacktestResult:
+def backtest(
+    config: Config,
+    first: dt.date,
+    last: dt.date,
+    data_dir: str | Path,
+    workers: int = 2,
+    scheduler_address: str | None = None,
+    window_filter: WindowFilter | None = None,
+    baseline_path: str | Path | None = None,
+    progress: bool = True,
+    client=None,
+    features_dir: str | Path | None = None,
+    refresh: bool = False,
+) -> BacktestResult:
     """Alerts of every window of the sessions from `first` to `last` (inclusive) in a data folder.
 
     Features are stored under `features_dir` (default ``<data_dir>/features``) and reused by
     the next backtest of the range. `client` reuses a running dask.distributed Client;
     otherwise one is made from `workers` / `scheduler_address` and closed after.
     """
-    sessions, results = build_features(config, first, last, data_dir, client, workers, scheduler_address, baseline_path,
-                                       features_dir, progress, refresh, window_filter)
+    sessions, results = build_features(
+        config,
+        first,
+        last,
+        data_dir,
+        client,
+        workers,
+        scheduler_address,
+        baseline_path,
+        features_dir,
+        progress,
+        refresh,
+        window_filter,
+    )
     alerts = pd.DataFrame([a for r in results for a in r[0]], columns=["trade_date", *ALERT_FIELDS])
     windows = pd.concat([r[1] for r in results], ignore_index=True)
     return BacktestResult(alerts.sort_values(["window_start", "alert_id"], ignore_index=True), windows, sessions)
 
 
-def load_features(config: Config, first: dt.date, last: dt.date, data_dir: str | Path,
-                  features_dir: str | Path | None = None, **build) -> tuple[list[dt.date], Features]:
+def load_features(
+    config: Config, first: dt.date, last: dt.date, data_dir: str | Path, features_dir: str | Path | None = None, **build
+) -> tuple[list[dt.date], Features]:
     """The stored features of a range as one batch in memory (built first where missing or
     stale, with `build_features`' options), for re-thresholding it many times: the lab."""
     sessions, _ = build_features(config, first, last, data_dir, features_dir=features_dir, progress=False, **build)

@@ -31,8 +31,10 @@ def fresh_state(state_db: Path) -> str:
     earlier demo's database replaced, or somebody else's kept as it is (nothing deleted)."""
     if state_db.exists():
         if StateStore(state_db).meta("created_by") != CREATED_BY:
-            return (f"using the state database {state_db} as it is (not created by a demo, so nothing in it is "
-                    f"deleted); alerts already recorded there are not sent again")
+            return (
+                f"using the state database {state_db} as it is (not created by a demo, so nothing in it is "
+                f"deleted); alerts already recorded there are not sent again"
+            )
         for made in [state_db, *(state_db.with_name(state_db.name + suffix) for suffix in ("-wal", "-shm", ".lock"))]:
             made.unlink(missing_ok=True)
         said = f"a fresh demo state database in {state_db} (the last demo's was replaced)"
@@ -48,6 +50,7 @@ def demo(args, config: Config, make_scheduler) -> int:
     clock=...)` builds the scheduler the CLI would."""
     from nqflow.research.quality import expected_events
     from nqflow.research.sample.generator import generate_sample_market, load_ground_truth
+
     sample = generate_sample_market(resolve(args.data_dir or config.data.replay_dir))
     truth = load_ground_truth(sample)
     state_db = Path(args.state_db) if args.state_db else resolve(DEMO_STATE_DB)
@@ -61,20 +64,30 @@ def demo(args, config: Config, make_scheduler) -> int:
     planted = expected_events(truth, config, last)
     planted = planted[planted["kind"] != "off_book"]  # session-wide, read from the next day: shown last
     # One window per kind of event first (a strategy package and a 0DTE order lead), then the rest.
-    priority = {"strategy": 0, "block_0dte": 1, "block": 2, "sweep": 3, "surge_expiry": 4, "surge_instrument": 5,
-                "surge_product": 6}
+    priority = {
+        "strategy": 0,
+        "block_0dte": 1,
+        "block": 2,
+        "sweep": 3,
+        "surge_expiry": 4,
+        "surge_instrument": 5,
+        "surge_product": 6,
+    }
     kinds = planted["kind"] + np.where(planted.get("zero_dte", False).fillna(False).astype(bool), "_0dte", "")
     order = planted.assign(rank=kinds.map(priority).fillna(9), seen=kinds.duplicated())
     order = order.sort_values(["seen", "rank", "window_start"], ascending=[True, True, False])
     picks = list(dict.fromkeys(order["window_start"]))[: args.windows]
-    windows = sorted((pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes))
-                     for s in picks)
+    windows = sorted(
+        (pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes)) for s in picks
+    )
     clock = SimulatedClock(windows[0][1])
     args.state_db = str(state_db)
     args.source, args.data_dir = "replay", str(sample)
     scheduler = make_scheduler(args, config, clock=clock, say=lambda line: None)  # the demo says its own lines
-    print(f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
-          f"planted in it (ground truth), then what the monitor found; {state_said}; outputs in {scheduler.outputs_dir}")
+    print(
+        f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
+        f"planted in it (ground truth), then what the monitor found; {state_said}; outputs in {scheduler.outputs_dir}"
+    )
     for start, end in windows:
         clock.current = end + pd.Timedelta(minutes=config.schedule.availability_delay_minutes)
         print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)")
@@ -83,8 +96,10 @@ def demo(args, config: Config, make_scheduler) -> int:
         sys.stdout.flush()
         run = scheduler.process(start, end)
         scheduler.deliver()
-        print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
-              + (f"; FAILED: {run.error}" if not run.ok else ""))
+        print(
+            f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+            + (f"; FAILED: {run.error}" if not run.ok else "")
+        )
     if len(off_book):
         event = off_book.iloc[-1]  # the latest session whose next-day statistics the sample holds
         day = dt.date.fromisoformat(event["session"])
@@ -94,24 +109,34 @@ def demo(args, config: Config, make_scheduler) -> int:
         clock.current = pd.Timestamp(event["published"]) + pd.Timedelta(minutes=5)
         run = scheduler.process_daily("off_book", day)
         scheduler.deliver()
-        print(f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
-              + (f"; FAILED: {run.error}" if not run.ok else ""))
+        print(
+            f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+            + (f"; FAILED: {run.error}" if not run.ok else "")
+        )
     from nqflow.market import hours as cal
-    for day in sorted({cal.session_of(start)[0] for start, _ in windows}):
+
+    days = sorted({found[0] for start, _ in windows if (found := cal.session_of(start)) is not None})
+    for day in days:
         print(f"\n== session {day}: the session report (every alert, premium by strike and expiry, largest prints)")
         sys.stdout.flush()
         clock.current = max(clock.current, scheduler.ready_at("session", day))
         run = scheduler.process_daily("session", day)
-        print(f"   {run.summary.get('alerts', 0) if run.summary else 0} alert(s) recorded in the session; "
-              f"report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else ""))
-    last_day = max(cal.session_of(start)[0] for start, _ in windows)
-    print(f"\n== session {last_day}: dealer positioning (gamma by strike, walls, zero gamma from that morning's "
-          f"open interest)")
+        print(
+            f"   {run.summary.get('alerts', 0) if run.summary else 0} alert(s) recorded in the session; "
+            f"report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else "")
+        )
+    last_day = days[-1]
+    print(
+        f"\n== session {last_day}: dealer positioning (gamma by strike, walls, zero gamma from that morning's "
+        f"open interest)"
+    )
     sys.stdout.flush()
     clock.current = max(clock.current, scheduler.ready_at("gex", last_day) + pd.Timedelta(hours=1))
     run = scheduler.process_daily("gex", last_day)
-    print(f"   call wall {run.summary.get('call_wall')}, put wall {run.summary.get('put_wall')}, zero gamma "
-          f"{run.summary.get('zero_gamma')}; report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else ""))
+    print(
+        f"   call wall {run.summary.get('call_wall')}, put wall {run.summary.get('put_wall')}, zero gamma "
+        f"{run.summary.get('zero_gamma')}; report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else "")
+    )
     index = scheduler.refresh_index()
     print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
     return 0
@@ -119,6 +144,7 @@ def demo(args, config: Config, make_scheduler) -> int:
 
 def _overrides(args) -> list[tuple[str, object]]:
     from nqflow.config import parse_override
+
     return [parse_override(setting) for setting in args.set]
 
 
@@ -128,11 +154,12 @@ def _planted(event, config: Config) -> str:
     if event.kind == "off_book":
         legs = " + ".join(f"{size:,} {symbol}" for size, symbol in zip(event.sizes, event.symbols))
         name = event.strategy if isinstance(event.strategy, str) else "block"
-        what = (f"off-book {name} of {legs}, {usd(event.premium_usd)} at settlement, "
-                f"never on the screen")
+        what = f"off-book {name} of {legs}, {usd(event.premium_usd)} at settlement, never on the screen"
     elif event.kind == "strategy":
-        what = (f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, {usd(event.premium_usd)} "
-                f"gross premium, reads {event.sentiment.lower()}")
+        what = (
+            f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, {usd(event.premium_usd)} "
+            f"gross premium, reads {event.sentiment.lower()}"
+        )
     elif event.kind in ("block", "sweep"):
         zero = " 0DTE" if getattr(event, "zero_dte", False) is True else ""
         what = f"{event.kind}{zero} of {event.size:,} contracts {side}, {usd(event.premium_usd)} premium"

@@ -30,8 +30,11 @@ from nqflow.engine.features import WINDOW, Features
 from nqflow.research.quality import evaluate, expected_events, matches
 
 #: Overrides for a deliberately loose run (each below its default): tests and the bench use it.
-LOOSE = {"thresholds.large_premium_usd": 1_000_000.0, "thresholds.surge_tiers": [5.0, 30.0, 50.0],
-         "thresholds.instrument_min_volume": 25}
+LOOSE = {
+    "thresholds.large_premium_usd": 1_000_000.0,
+    "thresholds.surge_tiers": [5.0, 30.0, 50.0],
+    "thresholds.instrument_min_volume": 25,
+}
 
 #: Knob -> what it sets. ``confidence_cut`` is not a threshold of detection but a cut on its output.
 KNOBS = {
@@ -64,9 +67,14 @@ def mark_planted(alerts: pd.DataFrame, truth: dict) -> pd.DataFrame:
 def current_values(config: Config) -> dict[str, float]:
     """Where each knob stands in `config` (confidence: no cut)."""
     t = config.thresholds
-    return {"large_premium_usd": t.large_premium_usd, "first_surge_tier": t.surge_tiers[0],
-            "instrument_min_volume": float(t.instrument_min_volume), "expiry_min_volume": float(t.expiry_min_volume),
-            "product_min_volume": float(t.product_min_volume), "confidence_cut": 0.0}
+    return {
+        "large_premium_usd": t.large_premium_usd,
+        "first_surge_tier": t.surge_tiers[0],
+        "instrument_min_volume": float(t.instrument_min_volume),
+        "expiry_min_volume": float(t.expiry_min_volume),
+        "product_min_volume": float(t.product_min_volume),
+        "confidence_cut": 0.0,
+    }
 
 
 def config_at(config: Config, values: dict[str, float]) -> Config:
@@ -96,11 +104,13 @@ class Lab:
     truth: dict | None = None
 
     @classmethod
-    def load(cls, config: Config, first: dt.date, last: dt.date, data_dir: str | Path, truth: dict | None = None,
-             **build) -> Lab:
+    def load(
+        cls, config: Config, first: dt.date, last: dt.date, data_dir: str | Path, truth: dict | None = None, **build
+    ) -> Lab:
         """Features of the sessions from `first` to `last` (built where missing: `build` goes to
         `nqflow.research.backtest.build_features`, e.g. ``client`` or ``workers``)."""
         from nqflow.research.backtest import load_features
+
         sessions, features = load_features(config, first, last, data_dir, **build)
         return cls(config, features, [str(d) for d in sessions], truth)
 
@@ -118,8 +128,10 @@ class Lab:
         started = time.perf_counter()
         alerts = self.alerts(**values)
         seconds = time.perf_counter() - started
-        return {**summary_table(alerts, self.truth, config_at(self.config, _thresholds(values)), self.sessions),
-                "seconds": round(seconds, 3)}
+        return {
+            **summary_table(alerts, self.truth, config_at(self.config, _thresholds(values)), self.sessions),
+            "seconds": round(seconds, 3),
+        }
 
     def curve(self, name: str, grid: Iterable[float], **values: float) -> pd.DataFrame:
         """One curve: the point at each value of its knob, the other knobs at `values`."""
@@ -131,8 +143,12 @@ class Lab:
             point = self.point(**{**values, knob: value})
             row = {"curve": name, "value": value, "alerts": point["alerts"]}
             if self.truth is not None:
-                row.update(true_alerts=point["true_alerts"], false_alerts=point["alerts"] - point["true_alerts"],
-                           precision=point["precision"], recall=point["recall"])
+                row.update(
+                    true_alerts=point["true_alerts"],
+                    false_alerts=point["alerts"] - point["true_alerts"],
+                    precision=point["precision"],
+                    recall=point["recall"],
+                )
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -148,6 +164,7 @@ def evaluate_alerts(features: Features, config: Config) -> pd.DataFrame:
     """`nqflow.engine.detect.evaluate` over a batch of sessions, as a backtest's alert table."""
     from nqflow.alerts import ALERT_FIELDS
     from nqflow.engine.detect import evaluate as apply_thresholds
+
     alerts = apply_thresholds(features, config).alerts
     dates = features.windows["trade_date"].to_numpy()[alerts[WINDOW].to_numpy(dtype="int64")]
     alerts = alerts.drop(columns=WINDOW)
@@ -161,10 +178,14 @@ def summary_table(alerts: pd.DataFrame, truth: dict | None, config: Config, sess
     if truth is not None:
         result = evaluate(alerts, truth, config, sessions)
         planted = alerts["planted"] if "planted" in alerts else mark_planted(alerts, truth)["planted"]
-        out.update(recall=result["recall"], recall_by_kind=result["recall_by_kind"], true_alerts=int(planted.sum()),
-                   precision=round(float(planted.mean()), 3) if len(alerts) else None,
-                   false_alerts_per_session=result["false_alerts_per_session"],
-                   expected_events=int(expected_events(truth, config, sessions)["should_alert"].sum()))
+        out.update(
+            recall=result["recall"],
+            recall_by_kind=result["recall_by_kind"],
+            true_alerts=int(planted.sum()),
+            precision=round(float(planted.mean()), 3) if len(alerts) else None,
+            false_alerts_per_session=result["false_alerts_per_session"],
+            expected_events=int(expected_events(truth, config, sessions)["should_alert"].sum()),
+        )
     return out
 
 
@@ -193,8 +214,15 @@ def lab_widget(lab: Lab, grids: dict[str, Iterable[float]], draw_curves=None):
     start = current_values(lab.config)
     sliders = {}
     for name, (low, high, step) in SLIDERS.items():
-        common = dict(min=low, max=high, step=step, description=name, continuous_update=False,
-                      style={"description_width": "170px"}, layout=widgets.Layout(width="560px"))
+        common = dict(
+            min=low,
+            max=high,
+            step=step,
+            description=name,
+            continuous_update=False,
+            style={"description_width": "170px"},
+            layout=widgets.Layout(width="560px"),
+        )
         if name == "large_premium_usd":
             sliders[name] = widgets.FloatLogSlider(value=start[name], base=10, readout_format=".3s", **common)
         elif name.endswith("_min_volume"):
@@ -219,17 +247,28 @@ def lab_widget(lab: Lab, grids: dict[str, Iterable[float]], draw_curves=None):
 
     for slider in sliders.values():
         slider.observe(refresh, names="value")
-    box = widgets.VBox([widgets.HTML("<b>Thresholds</b> (released sliders re-evaluate every window of the range)"),
-                        *sliders.values(), figures, table, chart])
+    box = widgets.VBox(
+        [
+            widgets.HTML("<b>Thresholds</b> (released sliders re-evaluate every window of the range)"),
+            *sliders.values(),
+            figures,
+            table,
+            chart,
+        ]
+    )
     box.sliders, box.refresh = sliders, refresh
     refresh()
     return box
 
 
 def _figures_html(point: dict) -> str:
-    parts = [f"<b>{point['alerts']}</b> alerts in {point['sessions']} sessions "
-             f"(evaluated in {point['seconds'] * 1000:.0f} ms)"]
+    parts = [
+        f"<b>{point['alerts']}</b> alerts in {point['sessions']} sessions "
+        f"(evaluated in {point['seconds'] * 1000:.0f} ms)"
+    ]
     if "precision" in point:
-        parts.append(f"precision <b>{point['precision']}</b>, recall <b>{point['recall']}</b> of "
-                     f"{point['expected_events']} planted events, {point['false_alerts_per_session']} false alerts per session")
+        parts.append(
+            f"precision <b>{point['precision']}</b>, recall <b>{point['recall']}</b> of "
+            f"{point['expected_events']} planted events, {point['false_alerts_per_session']} false alerts per session"
+        )
     return "<p class='lab-figures'>" + "; ".join(parts) + "</p>"

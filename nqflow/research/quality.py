@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from nqflow.market import hours as cal
 from nqflow.alerts import Direction, Kind, Level
 from nqflow.config import Config
+from nqflow.market import hours as cal
 
-EXPECTED_KIND = {"block": Kind.LARGE_ORDER, "sweep": Kind.SWEEP, "strategy": Kind.STRATEGY,
-                 "surge_instrument": Kind.VOLUME_SURGE, "surge_expiry": Kind.VOLUME_SURGE, "surge_product": Kind.VOLUME_SURGE,
-                 "off_book": Kind.OFF_BOOK}
+EXPECTED_KIND = {
+    "block": Kind.LARGE_ORDER,
+    "sweep": Kind.SWEEP,
+    "strategy": Kind.STRATEGY,
+    "surge_instrument": Kind.VOLUME_SURGE,
+    "surge_expiry": Kind.VOLUME_SURGE,
+    "surge_product": Kind.VOLUME_SURGE,
+    "off_book": Kind.OFF_BOOK,
+}
 ORDER_KINDS = ("block", "sweep", "strategy")  # alert at large_premium_usd
 EXPECTED_LEVEL = {"surge_product": Level.PRODUCT, "surge_expiry": Level.EXPIRY}
 
@@ -38,7 +44,8 @@ def expected_events(truth: dict, config: Config, sessions: list[str] | None = No
     ratio = events.get("ratio", pd.Series(float("nan"), index=events.index))
     events = events.assign(
         expected_kind=events["kind"].map(EXPECTED_KIND),
-        should_alert=(is_order & (premium >= t.large_premium_usd)) | (off_book & (premium >= t.off_book_premium_usd))
+        should_alert=(is_order & (premium >= t.large_premium_usd))
+        | (off_book & (premium >= t.off_book_premium_usd))
         | (~is_order & ~off_book & ratio.ge(t.surge_tiers[0])),
     )
     return events
@@ -52,17 +59,26 @@ def matches(alert: dict, event: pd.Series) -> bool:
     if event["kind"] == "surge_product":
         return True
     if event["kind"] == "surge_expiry":
-        return alert["kind"] != Kind.VOLUME_SURGE or alert["level"] != Level.EXPIRY or alert["symbol"] == event["expiry"] \
+        return (
+            alert["kind"] != Kind.VOLUME_SURGE
+            or alert["level"] != Level.EXPIRY
+            or alert["symbol"] == event["expiry"]
             or bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
+        )
     return bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
 
 
 def misread(alert: dict, event: pd.Series) -> bool:
     """A planted package's leg reported as a directional single-leg alert in its window."""
-    return (event["kind"] == "strategy" and alert["window_start"] == event["window_start"]
-            and (alert["kind"] in (Kind.LARGE_ORDER, Kind.SWEEP)
-                 or (alert["kind"] == Kind.VOLUME_SURGE and alert["level"] == Level.INSTRUMENT))
-            and bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"])))
+    return (
+        event["kind"] == "strategy"
+        and alert["window_start"] == event["window_start"]
+        and (
+            alert["kind"] in (Kind.LARGE_ORDER, Kind.SWEEP)
+            or (alert["kind"] == Kind.VOLUME_SURGE and alert["level"] == Level.INSTRUMENT)
+        )
+        and bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
+    )
 
 
 def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[str]) -> dict:
@@ -89,20 +105,29 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
         # Off-book trades carry no aggressor: the right direction is UNKNOWN.
         side_direction = Direction.of_side(event.get("side"))
         is_strategy = event["kind"] == "strategy"
-        found.append({
-            "event_id": event["event_id"], "kind": event["kind"], "should_alert": bool(event["should_alert"]),
-            "found": best is not None, "alert_id": best["alert_id"] if best else None,
-            "direction_ok": bool(best and best["direction"] == side_direction),
-            "tier_expected": event.get("tier"), "tier_found": best["tier"] if best else None,
-            "confidence": best["confidence"] if best else None,
-            "zero_dte": bool(event.get("zero_dte") is True),
-            "strategy_ok": bool(best and best.get("strategy") == event["strategy"]) if is_strategy else None,
-            "sentiment_ok": bool(best and best.get("sentiment") == event["sentiment"]) if is_strategy else None,
-            "misread": any(misread(a, event) for a in records_by_window.get(event["window_start"], ())) if is_strategy else None,
-        })
+        found.append(
+            {
+                "event_id": event["event_id"],
+                "kind": event["kind"],
+                "should_alert": bool(event["should_alert"]),
+                "found": best is not None,
+                "alert_id": best["alert_id"] if best else None,
+                "direction_ok": bool(best and best["direction"] == side_direction),
+                "tier_expected": event.get("tier"),
+                "tier_found": best["tier"] if best else None,
+                "confidence": best["confidence"] if best else None,
+                "zero_dte": bool(event.get("zero_dte") is True),
+                "strategy_ok": bool(best and best.get("strategy") == event["strategy"]) if is_strategy else None,
+                "sentiment_ok": bool(best and best.get("sentiment") == event["sentiment"]) if is_strategy else None,
+                "misread": any(misread(a, event) for a in records_by_window.get(event["window_start"], ()))
+                if is_strategy
+                else None,
+            }
+        )
     found = pd.DataFrame(found)
-    matched_ids = {a["alert_id"] for a in records
-                   if any(matches(a, e) for e in events_by_window.get(a["window_start"], ()))}
+    matched_ids = {
+        a["alert_id"] for a in records if any(matches(a, e) for e in events_by_window.get(a["window_start"], ()))
+    }
     false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
     positives = found[found["should_alert"]]
     recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
@@ -114,17 +139,28 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
     found_strategies = strategies[strategies["found"]]
     zero_dte = positives[positives["zero_dte"]]
     return {
-        "sessions": len(sessions), "events": int(len(found)), "positives": int(len(positives)),
-        "strategy_named_right": round(float(found_strategies["strategy_ok"].mean()), 3) if len(found_strategies) else None,
-        "strategy_sentiment_right": round(float(found_strategies["sentiment_ok"].mean()), 3) if len(found_strategies) else None,
+        "sessions": len(sessions),
+        "events": int(len(found)),
+        "positives": int(len(positives)),
+        "strategy_named_right": round(float(found_strategies["strategy_ok"].mean()), 3)
+        if len(found_strategies)
+        else None,
+        "strategy_sentiment_right": round(float(found_strategies["sentiment_ok"].mean()), 3)
+        if len(found_strategies)
+        else None,
         "misread_rate": round(float(strategies["misread"].mean()), 3) if len(strategies) else None,
         "zero_dte_recall": round(float(zero_dte["found"].mean()), 3) if len(zero_dte) else None,
         "recall_by_kind": {k: round(v, 3) for k, v in recall.items()},
         "recall": round(float(positives["found"].mean()), 3) if len(positives) else None,
-        "direction_accuracy": round(float(positives[positives["found"]]["direction_ok"].mean()), 3) if positives["found"].any() else None,
-        "tier_accuracy": round(float((surges["tier_expected"] == surges["tier_found"]).mean()), 3) if len(surges) else None,
+        "direction_accuracy": round(float(positives[positives["found"]]["direction_ok"].mean()), 3)
+        if positives["found"].any()
+        else None,
+        "tier_accuracy": round(float((surges["tier_expected"] == surges["tier_found"]).mean()), 3)
+        if len(surges)
+        else None,
         "below_threshold_alerted": int(found[~found["should_alert"] & found["found"]].shape[0]),
-        "alerts": len(records), "false_alerts": len(false_alerts),
+        "alerts": len(records),
+        "false_alerts": len(false_alerts),
         "false_alerts_per_session": round(len(false_alerts) / max(len(sessions), 1), 3),
         "quiet_session_alerts": len(quiet_alerts),
         "missed": found[found["should_alert"] & ~found["found"]]["event_id"].tolist(),

@@ -39,24 +39,34 @@ class SourceSpec:
 
 def _replay(config: Config, data_dir: str | None) -> DataSource:
     from nqflow.sources.replay import ReplaySource
+
     folder = resolve(data_dir or config.data.replay_dir)
     if not folder.is_dir():
         # Generating the sample is an explicit step: it takes a minute and writes ~35 MB.
-        raise DataError(f"replay folder {folder} does not exist; create the sample market with `make sample` "
-                        f"(or `scheduler.py sample`), or point data.replay_dir at a folder of Databento DBN files")
+        raise DataError(
+            f"replay folder {folder} does not exist; create the sample market with `make sample` "
+            f"(or `scheduler.py sample`), or point data.replay_dir at a folder of Databento DBN files"
+        )
     return ReplaySource(folder)
 
 
 def _databento(config: Config, data_dir: str | None) -> DataSource:
     from nqflow.sources.databento_historical import DatabentoSource
+
     return DatabentoSource(config, cache_dir=resolve(data_dir or config.data.cache_dir))
 
 
 SOURCES: dict[str, SourceSpec] = {
-    "replay": SourceSpec("replay", "a folder of DBN files (the bundled sample market by default)", _replay,
-                         fixed_end=True),
-    "databento": SourceSpec("databento", "Databento's Historical API, GLBX.MDP3, cached on disk as DBN", _databento,
-                            publishes_late=True, priced=True),
+    "replay": SourceSpec(
+        "replay", "a folder of DBN files (the bundled sample market by default)", _replay, fixed_end=True
+    ),
+    "databento": SourceSpec(
+        "databento",
+        "Databento's Historical API, GLBX.MDP3, cached on disk as DBN",
+        _databento,
+        publishes_late=True,
+        priced=True,
+    ),
 }
 SOURCE_NAMES: tuple[str, ...] = tuple(SOURCES)
 
@@ -65,8 +75,10 @@ __all__ = ["SOURCES", "SOURCE_NAMES", "SourceSpec", "make_source", "source_spec"
 
 def source_spec(name: str) -> SourceSpec:
     if name not in SOURCES:
-        raise ConfigError(f"data.source must be one of {', '.join(SOURCE_NAMES)}, not {name!r}: "
-                          f"set it in config/monitoring.toml or pass --source")
+        raise ConfigError(
+            f"data.source must be one of {', '.join(SOURCE_NAMES)}, not {name!r}: "
+            f"set it in config/monitoring.toml or pass --source"
+        )
     return SOURCES[name]
 
 

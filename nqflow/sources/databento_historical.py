@@ -53,9 +53,9 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from nqflow.market import hours as cal
 from nqflow.config import Config
-from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
+from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable, NqflowError
+from nqflow.market import hours as cal
 from nqflow.market.frames import (
     future_fills,
     option_fills,
@@ -64,7 +64,7 @@ from nqflow.market.frames import (
     undefined_fills,
     unwatched_message,
 )
-from nqflow.errors import BudgetExceeded, CredentialsError, DataError, DataNotYetAvailable, NqflowError
+from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
 from nqflow.retry import backoff_seconds, honour_retry_after, retry_after_seconds
 from nqflow.sources.dbn import check_complete_dbn, read_dbn
 from nqflow.sources.replay import ReplaySource
@@ -89,6 +89,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, BentoError) and "streaming" in str(exc).lower()
 
 
+def _outcome(state: RetryCallState) -> str:
+    """What a failed attempt raised, in one line (`describe`)."""
+    error = state.outcome.exception() if state.outcome is not None else None
+    return describe(error) if error is not None else "no exception"
+
+
 def describe(exc: BaseException) -> str:
     """One line for any client failure, without the response body's noise."""
     status = _status(exc)
@@ -103,15 +109,20 @@ class DatabentoSource:
 
     name = "databento"
 
-    def __init__(self, config: Config, cache_dir: str | Path, client: db.Historical | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        config: Config,
+        cache_dir: str | Path,
+        client: db.Historical | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.config = config
         self.settings = config.databento
         self.dataset = config.universe.dataset
         self.symbols = [*config.universe.parents, config.universe.underlying_parent]
         self.client = client or self._client()
         for api in (self.client.timeseries, self.client.metadata):
-            api.TIMEOUT = self.settings.timeout_seconds  # the client's default is 100 s
+            api.TIMEOUT = self.settings.timeout_seconds  # type: ignore[assignment]  # float seconds work; default 100 s
         self.cache_dir = Path(cache_dir) / self.dataset
         self.replay = ReplaySource(self.cache_dir, allow_empty=True)
         self._sleep = sleep
@@ -123,8 +134,10 @@ class DatabentoSource:
         env = self.settings.api_key_env
         key = os.environ.get(env, "").strip()
         if not key:
-            raise CredentialsError(f"{env} is not set; export {env}=db-... with a key from {KEYS_URL} "
-                                   f"(or use --source replay for the bundled sample)")
+            raise CredentialsError(
+                f"{env} is not set; export {env}=db-... with a key from {KEYS_URL} "
+                f"(or use --source replay for the bundled sample)"
+            )
         try:
             return db.Historical(key=key, gateway=self.settings.gateway or db.HistoricalGateway.BO1)
         except ValueError as exc:
@@ -132,8 +145,9 @@ class DatabentoSource:
 
     # -- HTTP with retries ----------------------------------------------------------
     def _wait(self, state: RetryCallState) -> float:
-        backoff = backoff_seconds(self.settings.retry_base_seconds, state.attempt_number - 1,
-                                  self.settings.retry_max_seconds, jitter=True)
+        backoff = backoff_seconds(
+            self.settings.retry_base_seconds, state.attempt_number - 1, self.settings.retry_max_seconds, jitter=True
+        )
         headers = getattr(state.outcome.exception(), "headers", None) if state.outcome else None
         server = retry_after_seconds(headers.get("Retry-After")) if headers else None
         return honour_retry_after(backoff, server, self.settings.retry_max_seconds)
@@ -141,10 +155,16 @@ class DatabentoSource:
     def _call(self, what: str, func: Callable, *args, server_warnings: bool = True, **kwargs):
         """One API call with retries; every failure leaves as a one-line nqflow error. Server
         warnings go to the log unless `server_warnings` is off (an answer expected to warn)."""
+
         def before_sleep(state: RetryCallState) -> None:
-            log.warning("Databento %s failed (%s); retry %d of %d in %.1fs", what,
-                        describe(state.outcome.exception()), state.attempt_number, self.settings.max_retries,
-                        state.next_action.sleep if state.next_action else 0.0)
+            log.warning(
+                "Databento %s failed (%s); retry %d of %d in %.1fs",
+                what,
+                _outcome(state),
+                state.attempt_number,
+                self.settings.max_retries,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
 
         def attempt():
             self.requests += 1
@@ -155,22 +175,31 @@ class DatabentoSource:
                 self._warn_once(f"Databento {what}: {warning.message}")
             return result
 
-        retrying = Retrying(retry=retry_if_exception(is_transient), wait=self._wait, sleep=self._sleep,
-                            stop=stop_after_attempt(self.settings.max_retries + 1), reraise=True,
-                            before_sleep=before_sleep)
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=self._wait,
+            sleep=self._sleep,
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            reraise=True,
+            before_sleep=before_sleep,
+        )
         env = self.settings.api_key_env
         try:
             return retrying(attempt)
         except (BentoError, requests.RequestException) as exc:
             status = _status(exc)
             if status in (401, 403):
-                raise CredentialsError(f"Databento rejected the key in {env} ({describe(exc)}); "
-                                       f"set {env} to a valid key from {KEYS_URL}") from None
+                raise CredentialsError(
+                    f"Databento rejected the key in {env} ({describe(exc)}); set {env} to a valid key from {KEYS_URL}"
+                ) from None
             if is_transient(exc):
-                raise DataError(f"Databento {what} still failing after {self.settings.max_retries + 1} tries "
-                                f"({describe(exc)}); the window will be retried on a later tick") from None
-            raise DataError(f"Databento refused {what} ({describe(exc)}); check universe.option_parents "
-                            f"and the date range") from None
+                raise DataError(
+                    f"Databento {what} still failing after {self.settings.max_retries + 1} tries "
+                    f"({describe(exc)}); the window will be retried on a later tick"
+                ) from None
+            raise DataError(
+                f"Databento refused {what} ({describe(exc)}); check universe.option_parents and the date range"
+            ) from None
 
     def _warn_once(self, message: str) -> None:
         """Server warnings (e.g. a parent symbol that resolves to nothing) go to the log once each."""
@@ -197,13 +226,25 @@ class DatabentoSource:
 
     def describe_end(self) -> str:
         """Where the published data ends, in words, for a window refused as not published yet."""
-        return (f"Databento {self.dataset} trades are published up to {self.available_end('trades'):%Y-%m-%d %H:%M}Z "
-                f"(without CME real-time licensing they run hours behind)")
+        return (
+            f"Databento {self.dataset} trades are published up to {self.available_end('trades'):%Y-%m-%d %H:%M}Z "
+            f"(without CME real-time licensing they run hours behind)"
+        )
 
     def estimate_cost(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
         """Dollars Databento would bill for this pull (``metadata.get_cost``)."""
-        return float(self._call("get_cost", self.client.metadata.get_cost, dataset=self.dataset,
-                                symbols=self.symbols, stype_in="parent", schema=schema, start=start, end=end))
+        return float(
+            self._call(
+                "get_cost",
+                self.client.metadata.get_cost,
+                dataset=self.dataset,
+                symbols=self.symbols,
+                stype_in="parent",
+                schema=schema,
+                start=start,
+                end=end,
+            )
+        )
 
     def check_budget(self, pulls: Iterable[tuple[str, pd.Timestamp, pd.Timestamp]]) -> float:
         """Price a set of pulls; refuse the lot when it is over ``databento.budget_usd``."""
@@ -211,10 +252,12 @@ class DatabentoSource:
         total = sum(self.estimate_cost(*p) for p in pulls)
         if total > self.settings.budget_usd:
             first, last = min(p[1] for p in pulls), max(p[2] for p in pulls)
-            raise BudgetExceeded(f"Databento pull of {', '.join(sorted({p[0] for p in pulls}))} "
-                                 f"{first:%Y-%m-%d %H:%M}Z-{last:%Y-%m-%d %H:%M}Z is estimated at ${total:,.2f}, "
-                                 f"above databento.budget_usd=${self.settings.budget_usd:,.2f}; raise the budget "
-                                 f"in config/monitoring.toml or pull a shorter range")
+            raise BudgetExceeded(
+                f"Databento pull of {', '.join(sorted({p[0] for p in pulls}))} "
+                f"{first:%Y-%m-%d %H:%M}Z-{last:%Y-%m-%d %H:%M}Z is estimated at ${total:,.2f}, "
+                f"above databento.budget_usd=${self.settings.budget_usd:,.2f}; raise the budget "
+                f"in config/monitoring.toml or pull a shorter range"
+            )
         return total
 
     def prepare_sessions(self, days: Iterable[dt.date]) -> float:
@@ -237,16 +280,30 @@ class DatabentoSource:
         open_, close = session_bounds(trade_date)
         return schema, open_.floor("D"), close
 
-    def _pull(self, what: str, path: Path, schema: str, start: pd.Timestamp, end: pd.Timestamp,
-              symbols: list[str], server_warnings: bool = True) -> None:
+    def _pull(
+        self,
+        what: str,
+        path: Path,
+        schema: str,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        symbols: list[str],
+        server_warnings: bool = True,
+    ) -> None:
         """One ``timeseries.get_range`` into `path` (written whole or not at all), with retries."""
         partial = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
 
         def pull():
             partial.unlink(missing_ok=True)  # the client refuses to overwrite, and a retry starts over
             return self.client.timeseries.get_range(
-                dataset=self.dataset, symbols=symbols, stype_in="parent", schema=schema,
-                start=start, end=end, path=partial)
+                dataset=self.dataset,
+                symbols=symbols,
+                stype_in="parent",
+                schema=schema,
+                start=start,
+                end=end,
+                path=partial,
+            )
 
         try:
             self._call(what, pull, server_warnings=server_warnings)
@@ -259,8 +316,10 @@ class DatabentoSource:
         """Pull [start, end) of one schema into the cache (atomically) and register the file."""
         available = self.available_end(schema)
         if end > available:
-            raise DataNotYetAvailable(f"Databento {self.dataset} {schema} is published up to {available:%Y-%m-%d %H:%M:%S}Z; "
-                                      f"{start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z is not available yet and will be tried again")
+            raise DataNotYetAvailable(
+                f"Databento {self.dataset} {schema} is published up to {available:%Y-%m-%d %H:%M:%S}Z; "
+                f"{start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z is not available yet and will be tried again"
+            )
         if end - start > pd.Timedelta(minutes=self.config.schedule.interval_minutes):
             self.check_budget([(schema, start, end)])
         folder = self.cache_dir / schema / str(trade_date)
@@ -301,8 +360,9 @@ class DatabentoSource:
             path = marker.with_name(f"{trade_date}.definition.check")  # not *.dbn.zst: never read as data
             try:
                 # parents that list nothing that day answer with a "not found" warning: expected here
-                self._pull(f"universe check {trade_date}", path, "definition", start, end, parents,
-                           server_warnings=False)
+                self._pull(
+                    f"universe check {trade_date}", path, "definition", start, end, parents, server_warnings=False
+                )
                 definitions = read_dbn(path, "definition")
             except NqflowError as exc:
                 log.warning("could not check %s for NQ option products not watched (%s)", trade_date, exc)
@@ -323,7 +383,9 @@ class DatabentoSource:
     def _top_up(self, schema: str, trade_date: dt.date, until: pd.Timestamp) -> None:
         """Pull what a day's cache lacks up to `until` (a day first cached while it was still going)."""
         known = [f for f in self.replay.files if f.schema == schema and f.path.parent.name == str(trade_date)]
-        since = max(f.end for f in known)
+        # A day first pulled right at its open can hold only an empty file (nothing published yet),
+        # which no DBN scan lists: then the whole day so far is what it lacks.
+        since = max((f.end for f in known), default=self._day_pull(schema, trade_date)[1])
         if until > since:
             self._fetch(schema, since, until, trade_date)
 
@@ -344,10 +406,12 @@ class DatabentoSource:
             fills = self.replay.trades(start, end)
         if session and cal.window_is_open(start, end) and option_fills(fills).empty:
             futures, unknown = len(future_fills(fills)), len(undefined_fills(fills))
-            raise DataError(f"Databento returned no NQ option trades for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
-                            f"while CME Globex was open ({futures} futures trades, {unknown} on instruments without "
-                            f"a definition); this is a data problem, not a "
-                            f"quiet market: check universe.option_parents and your GLBX.MDP3 options entitlement")
+            raise DataError(
+                f"Databento returned no NQ option trades for {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z "
+                f"while CME Globex was open ({futures} futures trades, {unknown} on instruments without "
+                f"a definition); this is a data problem, not a "
+                f"quiet market: check universe.option_parents and your GLBX.MDP3 options entitlement"
+            )
         return fills
 
     def chain(self, trade_date: dt.date) -> pd.DataFrame:
@@ -374,6 +438,7 @@ class DatabentoSource:
         """Trading days of the last 60 days held whole by the dataset (open after its start,
         closed before its available end)."""
         end = self.available_end("trades")
+        assert self._range is not None  # available_end asked for it
         start = pd.Timestamp(self._range[1]["start"])
         start = start.tz_convert("UTC") if start.tzinfo else start.tz_localize("UTC")
         days = cal.sessions(end.date() - dt.timedelta(days=60), end.date())

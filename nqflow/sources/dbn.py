@@ -45,11 +45,15 @@ def open_dbn(path: Path, expected_schema: str | None = None) -> db.DBNStore:
     except FileNotFoundError:
         raise DataError(f"DBN file {path} does not exist; check the replay folder path") from None
     except Exception as exc:  # the decoder raises several types for bad bytes
-        raise DataError(f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
-                        f"delete it and re-download or regenerate it") from None
+        raise DataError(
+            f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
+            f"delete it and re-download or regenerate it"
+        ) from None
     if expected_schema and schema != expected_schema:
-        raise DataError(f"DBN file {path} holds schema {schema!r}, expected {expected_schema!r}; "
-                        f"move it out of the folder or pass the right file")
+        raise DataError(
+            f"DBN file {path} holds schema {schema!r}, expected {expected_schema!r}; "
+            f"move it out of the folder or pass the right file"
+        )
     return store
 
 
@@ -67,8 +71,9 @@ def check_complete_dbn(path: Path) -> None:
     except zstandard.ZstdError as exc:
         raise DataError(f"corrupt DBN file {path} (zstd: {exc}); delete it and re-download or regenerate it") from None
     if not decompressor.eof:
-        raise DataError(f"truncated DBN file {path} (the zstd stream ends early); "
-                        f"delete it and re-download or regenerate it")
+        raise DataError(
+            f"truncated DBN file {path} (the zstd stream ends early); delete it and re-download or regenerate it"
+        )
 
 
 def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
@@ -78,8 +83,10 @@ def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
     try:
         frame = _quiet_to_df(store)
     except Exception as exc:
-        raise DataError(f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
-                        f"delete it and re-download or regenerate it") from None
+        raise DataError(
+            f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
+            f"delete it and re-download or regenerate it"
+        ) from None
     return frame.reset_index()
 
 

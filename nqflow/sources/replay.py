@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.frames import (
     OPEN_INTEREST_STAT_TYPE,
@@ -32,7 +33,6 @@ from nqflow.market.frames import (
     tidy_trades,
     time_range,
 )
-from nqflow.errors import DataError
 from nqflow.sources.dbn import SCHEMAS, DbnFile, describe_dbn, read_dbn
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,16 @@ class ReplaySource:
         if allow_empty:
             self.folder.mkdir(parents=True, exist_ok=True)
         if not self.folder.is_dir():
-            raise DataError(f"replay folder {self.folder} does not exist; generate the sample with "
-                            f"`make demo` or point data.replay_dir at a folder of Databento DBN files")
+            raise DataError(
+                f"replay folder {self.folder} does not exist; generate the sample with "
+                f"`make demo` or point data.replay_dir at a folder of Databento DBN files"
+            )
         self.files = self._scan()
         if not self.files and not allow_empty:
-            raise DataError(f"replay folder {self.folder} holds no .dbn or .dbn.zst files of schemas "
-                            f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`")
+            raise DataError(
+                f"replay folder {self.folder} holds no .dbn or .dbn.zst files of schemas "
+                f"{', '.join(SCHEMAS)}; download them from Databento or run `make demo`"
+            )
         self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
         self._cache_files = cache_files
         # Built chains are kept for the few latest days only: a backtest walks forward in time.
@@ -81,12 +85,19 @@ class ReplaySource:
             stamp = [stat.st_size, stat.st_mtime_ns]
             cached = known.get(key)
             if cached and cached["stamp"] == stamp:
-                entry = DbnFile(path, cached["schema"], pd.Timestamp(cached["start"]), pd.Timestamp(cached["end"])) \
-                    if cached["schema"] else None
+                entry = (
+                    DbnFile(path, cached["schema"], pd.Timestamp(cached["start"]), pd.Timestamp(cached["end"]))
+                    if cached["schema"]
+                    else None
+                )
             else:
                 entry = describe_dbn(path)
-            index[key] = {"stamp": stamp, "schema": entry.schema if entry else None,
-                          "start": entry.start.isoformat() if entry else None, "end": entry.end.isoformat() if entry else None}
+            index[key] = {
+                "stamp": stamp,
+                "schema": entry.schema if entry else None,
+                "start": entry.start.isoformat() if entry else None,
+                "end": entry.end.isoformat() if entry else None,
+            }
             if entry is not None:
                 entries.append(entry)
         if index != known:
@@ -177,9 +188,13 @@ class ReplaySource:
             return empty_frame(columns)
         oi = raw[raw["stat_type"] == OPEN_INTEREST_STAT_TYPE].sort_values("ts_recv")
         oi = oi.drop_duplicates("instrument_id", keep="last")
-        return pd.DataFrame({"instrument_id": oi["instrument_id"].astype("int64"),
-                             "open_interest": oi["quantity"].astype("int64"),
-                             "ts_event": pd.to_datetime(oi["ts_event"], utc=True)}).reset_index(drop=True)
+        return pd.DataFrame(
+            {
+                "instrument_id": oi["instrument_id"].astype("int64"),
+                "open_interest": oi["quantity"].astype("int64"),
+                "ts_event": pd.to_datetime(oi["ts_event"], utc=True),
+            }
+        ).reset_index(drop=True)
 
     def statistics(self, trade_date: dt.date) -> pd.DataFrame:
         start, end = session_bounds(trade_date)

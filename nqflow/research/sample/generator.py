@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import zstandard
 
+from nqflow.engine.levels import SHORT_DATED_DAYS, slot_volumes
 from nqflow.market import hours as cal
 from nqflow.market.contracts import (
     CHICAGO,
@@ -62,7 +63,6 @@ from nqflow.market.contracts import (
     third_friday,
     years_between,
 )
-from nqflow.engine.levels import SHORT_DATED_DAYS, slot_volumes
 from nqflow.market.pricing import black76, black76_delta, smile_vol
 
 DATASET = "GLBX.MDP3"
@@ -82,6 +82,8 @@ BACKGROUND_SPREAD_MAX_PREMIUM_USD = 900_000.0
 SURGE_MIN_BASELINE_CONTRACTS = 8.0
 INSTRUMENT_SURGE_MIN_EXPECTED = 2.0
 EXPIRY_SURGE_MIN_BASELINE_CONTRACTS = 30.0
+
+
 class _Carry(dict):
     """Deferred quarterly futures trade at a small carry premium over NQZ6: 0.95% a quarter. The
     bundled sample needs the four listed; a long generated range (a year) reaches further ones."""
@@ -103,8 +105,16 @@ NEAR_BANDS = ((100.0, 0.08), (10.0, 0.025))
 FAR_BANDS = ((100.0, 0.12),)
 NEAR_DAYS = 70
 #: Background spread mix: strategy -> relative frequency.
-SPREAD_MIX = {"vertical": 0.34, "straddle": 0.14, "strangle": 0.1, "risk_reversal": 0.1, "butterfly": 0.08,
-              "calendar": 0.1, "condor": 0.06, "covered": 0.08}
+SPREAD_MIX = {
+    "vertical": 0.34,
+    "straddle": 0.14,
+    "strangle": 0.1,
+    "risk_reversal": 0.1,
+    "butterfly": 0.08,
+    "calendar": 0.1,
+    "condor": 0.06,
+    "covered": 0.08,
+}
 #: Share of spreads whose definition carries no legs (leg_count 0): the legs must be inferred.
 NO_LEG_DEFINITION_SHARE = 0.2
 SPREAD_ID_BASE = 900_000
@@ -128,8 +138,17 @@ class SampleSpec:
     #: session index -> off-book trade planted in its next-day cleared volume: a "block" on one
     #: option, a "vertical" or "calendar" package, or a "small" block below the alert level.
     #: (The last session has no next day, so nothing is planted there.)
-    off_book: dict[int, str] = field(default_factory=lambda: {
-        6: "block", 9: "vertical", 11: "small", 14: "calendar", 17: "block", 20: "vertical", 23: "block"})
+    off_book: dict[int, str] = field(
+        default_factory=lambda: {
+            6: "block",
+            9: "vertical",
+            11: "small",
+            14: "calendar",
+            17: "block",
+            20: "vertical",
+            23: "block",
+        }
+    )
 
 
 @dataclass
@@ -143,6 +162,13 @@ class Instrument:
     underlying: str = ""
     underlying_id: int = 0
     product: str = "NQ"
+
+    @property
+    def listing(self) -> OptionExpiry:
+        """The option's listed expiry (an option always has one; a future or spread has none)."""
+        if self.expiry is None:
+            raise ValueError(f"{self.raw_symbol} is not an option: it has no listed expiry")
+        return self.expiry
 
 
 @dataclass
@@ -186,8 +212,11 @@ def build_universe(spec: SampleSpec, schedule: pd.DataFrame) -> Universe:
     first, last = schedule.index[0], schedule.index[-1]
     horizon = cal.sessions(first, last + dt.timedelta(days=220))
     closes = {day: row.market_close.to_pydatetime() for day, row in horizon.iterrows()}
-    expiries = [e for e in listed_expiries(first, last + dt.timedelta(days=210), closes)
-                if (e.expiry_date - last).days <= HORIZON_DAYS[e.style]]
+    expiries = [
+        e
+        for e in listed_expiries(first, last + dt.timedelta(days=210), closes)
+        if (e.expiry_date - last).days <= HORIZON_DAYS[e.style]
+    ]
     futures: dict[str, Instrument] = {}
     quarters = [(2026, 12), (2027, 3), (2027, 6), (2027, 9)]
     needed = {e.underlying for e in expiries}
@@ -224,17 +253,31 @@ def list_strikes(universe: Universe, session_date: dt.date, level: float) -> lis
         for strike in sorted(wanted - listed):
             listed.add(strike)
             for put_call in ("C", "P"):
-                new.append(Instrument(
-                    universe.next_id, option_raw_symbol(root, put_call, strike), put_call,
-                    _ns(expiry.expiration), strike, expiry, expiry.underlying, underlying.instrument_id, expiry.product))
+                new.append(
+                    Instrument(
+                        universe.next_id,
+                        option_raw_symbol(root, put_call, strike),
+                        put_call,
+                        _ns(expiry.expiration),
+                        strike,
+                        expiry,
+                        expiry.underlying,
+                        underlying.instrument_id,
+                        expiry.product,
+                    )
+                )
                 universe.next_id += 1
     universe.options.extend(new)
     return new
 
 
 def _listed(options: list[Instrument], session_open_ns: int, session_date: dt.date) -> list[Instrument]:
-    return [o for o in options if o.expiration_ns > session_open_ns
-            and (o.expiry.expiry_date - session_date).days <= HORIZON_DAYS[o.expiry.style]]
+    return [
+        o
+        for o in options
+        if o.expiration_ns > session_open_ns
+        and (o.listing.expiry_date - session_date).days <= HORIZON_DAYS[o.listing.style]
+    ]
 
 
 # --------------------------------------------------------------------------- intraday shape
@@ -260,24 +303,48 @@ def expiry_share(days_left: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- record writing
-def _write_dbn(path: Path, schema: dbn.Schema, start_ns: int, end_ns: int, records: list,
-               symbols: dict[str, int], mapping_dates: tuple[dt.date, dt.date]) -> None:
+def _write_dbn(
+    path: Path,
+    schema: dbn.Schema,
+    start_ns: int,
+    end_ns: int,
+    records: list,
+    symbols: dict[str, int],
+    mapping_dates: tuple[dt.date, dt.date],
+) -> None:
     mappings = [
-        SimpleNamespace(raw_symbol=sym, intervals=[SimpleNamespace(start_date=mapping_dates[0],
-                                                                   end_date=mapping_dates[1], symbol=str(iid))])
+        SimpleNamespace(
+            raw_symbol=sym,
+            intervals=[SimpleNamespace(start_date=mapping_dates[0], end_date=mapping_dates[1], symbol=str(iid))],
+        )
         for sym, iid in sorted(symbols.items())
     ]
-    metadata = dbn.Metadata(dataset=DATASET, start=start_ns, end=end_ns, stype_in=dbn.SType.RAW_SYMBOL,
-                            stype_out=dbn.SType.INSTRUMENT_ID, schema=schema, symbols=sorted(symbols),
-                            partial=[], not_found=[], mappings=mappings, ts_out=False)
+    metadata = dbn.Metadata(
+        dataset=DATASET,
+        start=start_ns,
+        end=end_ns,
+        stype_in=dbn.SType.RAW_SYMBOL,
+        stype_out=dbn.SType.INSTRUMENT_ID,
+        schema=schema,
+        symbols=sorted(symbols),
+        partial=[],
+        not_found=[],
+        mappings=mappings,
+        ts_out=False,
+    )
     payload = bytes(metadata) + b"".join(bytes(r) for r in records)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(zstandard.ZstdCompressor(level=3).compress(payload))
     tmp.replace(path)
 
 
-_CLASS = {"C": dbn.InstrumentClass.CALL, "P": dbn.InstrumentClass.PUT, "F": dbn.InstrumentClass.FUTURE,
-          "T": dbn.InstrumentClass.OPTION_SPREAD, "M": dbn.InstrumentClass.MIXED_SPREAD}
+_CLASS = {
+    "C": dbn.InstrumentClass.CALL,
+    "P": dbn.InstrumentClass.PUT,
+    "F": dbn.InstrumentClass.FUTURE,
+    "T": dbn.InstrumentClass.OPTION_SPREAD,
+    "M": dbn.InstrumentClass.MIXED_SPREAD,
+}
 
 
 def _definition(inst: Instrument, ts_ns: int, **legs) -> dbn.InstrumentDefMsg:
@@ -285,21 +352,36 @@ def _definition(inst: Instrument, ts_ns: int, **legs) -> dbn.InstrumentDefMsg:
     is_spread = inst.kind in ("T", "M")
     future = inst.kind == "F"
     return dbn.InstrumentDefMsg(
-        publisher_id=PUBLISHER_ID, instrument_id=inst.instrument_id, ts_event=ts_ns, ts_recv=ts_ns,
-        min_price_increment=int((0.25 if future else 0.05) * FIXED), display_factor=FIXED,
-        raw_symbol=inst.raw_symbol, asset=inst.product,
-        security_type="FUT" if future else "OOF", instrument_class=_CLASS[inst.kind],
-        security_update_action=dbn.SecurityUpdateAction.ADD, expiration=inst.expiration_ns,
+        publisher_id=PUBLISHER_ID,
+        instrument_id=inst.instrument_id,
+        ts_event=ts_ns,
+        ts_recv=ts_ns,
+        min_price_increment=int((0.25 if future else 0.05) * FIXED),
+        display_factor=FIXED,
+        raw_symbol=inst.raw_symbol,
+        asset=inst.product,
+        security_type="FUT" if future else "OOF",
+        instrument_class=_CLASS[inst.kind],
+        security_update_action=dbn.SecurityUpdateAction.ADD,
+        expiration=inst.expiration_ns,
         # Like real GLBX.MDP3 definitions: contract_multiplier undefined, size in unit_of_measure_qty.
-        unit_of_measure_qty=int(NQ_POINT_VALUE_USD * FIXED), unit_of_measure="IPNT",
+        unit_of_measure_qty=int(NQ_POINT_VALUE_USD * FIXED),
+        unit_of_measure="IPNT",
         min_price_increment_amount=int((5.0 if future else 1.0) * FIXED),
         strike_price=int(round(inst.strike * FIXED)) if is_option else dbn.UNDEF_PRICE,
-        underlying_id=inst.underlying_id, underlying=inst.underlying if (is_option or is_spread) else "",
-        currency="USD", settl_currency="USD", exchange="XCME", group=inst.product,
+        underlying_id=inst.underlying_id,
+        underlying=inst.underlying if (is_option or is_spread) else "",
+        currency="USD",
+        settl_currency="USD",
+        exchange="XCME",
+        group=inst.product,
         cfi=("OCEFPS" if inst.kind == "C" else "OPEFPS") if is_option else "FFIXSX" if future else "OMXXXX",
         strike_price_currency="USD" if is_option else "",
-        min_lot_size_round_lot=1, min_trade_vol=1, max_trade_vol=10_000,
-        match_algorithm=dbn.MatchAlgorithm.FIFO, user_defined_instrument=dbn.UserDefinedInstrument.YES if is_spread else dbn.UserDefinedInstrument.NO,
+        min_lot_size_round_lot=1,
+        min_trade_vol=1,
+        max_trade_vol=10_000,
+        match_algorithm=dbn.MatchAlgorithm.FIFO,
+        user_defined_instrument=dbn.UserDefinedInstrument.YES if is_spread else dbn.UserDefinedInstrument.NO,
         **legs,
     )
 
@@ -310,15 +392,25 @@ def _spread_definitions(spread: Spread, ts_ns: int) -> list[dbn.InstrumentDefMsg
         return [_definition(spread.instrument, ts_ns)]
     records = []
     for index, (leg, price, delta) in enumerate(zip(spread.legs, spread.leg_prices, spread.leg_deltas)):
-        records.append(_definition(
-            spread.instrument, ts_ns, leg_count=len(spread.legs), leg_index=index,
-            leg_instrument_id=leg.instrument.instrument_id, leg_raw_symbol=leg.instrument.raw_symbol,
-            leg_instrument_class=_CLASS[leg.instrument.kind],
-            leg_side=dbn.Side.BID if leg.sign > 0 else dbn.Side.ASK,
-            leg_ratio_qty_numerator=leg.ratio, leg_ratio_qty_denominator=1,
-            leg_ratio_price_numerator=leg.ratio, leg_ratio_price_denominator=1,
-            leg_price=int(round(price * FIXED)), leg_delta=int(round(delta * FIXED)),
-            leg_underlying_id=leg.instrument.underlying_id))
+        records.append(
+            _definition(
+                spread.instrument,
+                ts_ns,
+                leg_count=len(spread.legs),
+                leg_index=index,
+                leg_instrument_id=leg.instrument.instrument_id,
+                leg_raw_symbol=leg.instrument.raw_symbol,
+                leg_instrument_class=_CLASS[leg.instrument.kind],
+                leg_side=dbn.Side.BID if leg.sign > 0 else dbn.Side.ASK,
+                leg_ratio_qty_numerator=leg.ratio,
+                leg_ratio_qty_denominator=1,
+                leg_ratio_price_numerator=leg.ratio,
+                leg_ratio_price_denominator=1,
+                leg_price=int(round(price * FIXED)),
+                leg_delta=int(round(delta * FIXED)),
+                leg_underlying_id=leg.instrument.underlying_id,
+            )
+        )
     return records
 
 
@@ -347,9 +439,15 @@ class _Session:
         self.side.append(np.asarray(side, dtype="<U1"))
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"ts": np.concatenate(self.ts), "iid": np.concatenate(self.iid),
-                             "price": np.concatenate(self.price), "size": np.concatenate(self.size),
-                             "side": np.concatenate(self.side)})
+        return pd.DataFrame(
+            {
+                "ts": np.concatenate(self.ts),
+                "iid": np.concatenate(self.iid),
+                "price": np.concatenate(self.price),
+                "size": np.concatenate(self.size),
+                "side": np.concatenate(self.side),
+            }
+        )
 
     def forward_at(self, ts_ns: np.ndarray) -> np.ndarray:
         minute = np.clip((np.asarray(ts_ns) - self.open_ns) // 60_000_000_000, 0, len(self.minute_forward) - 1)
@@ -425,14 +523,14 @@ class _Generator:
         exp_ns = np.array([o.expiration_ns for o in listed], dtype=np.int64)
         carry = np.array([CARRY[o.underlying] for o in listed])
         is_put = np.array([o.kind == "P" for o in listed])
-        roots = np.array([o.expiry.symbol_root for o in listed])
+        roots = np.array([o.listing.symbol_root for o in listed])
         alive = exp_ns > t_ns + 30 * 60_000_000_000
         fwd = sess.forward_at(np.array([t_ns]))[0] * carry
         years = years_between(t_ns, exp_ns)
         width = 0.20 * np.sqrt(np.maximum(years, 1 / 365)) + 0.002
         moneyness = np.log(strikes / fwd) / width
         round_bonus = 1.0 + 1.0 * (strikes % 100 == 0) + 2.0 * (strikes % 500 == 0)
-        within = np.where(alive, np.where(is_put, 1.25, 1.0) * np.exp(-0.5 * moneyness ** 2) * round_bonus, 0.0)
+        within = np.where(alive, np.where(is_put, 1.25, 1.0) * np.exp(-0.5 * moneyness**2) * round_bonus, 0.0)
         totals = pd.Series(within).groupby(roots).transform("sum").to_numpy()
         share = expiry_share(years * 365.25)
         weight = np.where(totals > 0, within / np.where(totals > 0, totals, 1.0) * share, 0.0)
@@ -464,7 +562,9 @@ class _Generator:
         price_model = self.option_prices(iids, ts, sess)
         side = rng.choice(np.array(["B", "A", "N"]), size=ts.size, p=[0.46, 0.46, 0.08])
         half_spread = np.maximum(0.01 * price_model, 0.05)
-        price = round_to_tick(price_model + np.where(side == "B", half_spread, np.where(side == "A", -half_spread, 0.0)))
+        price = round_to_tick(
+            price_model + np.where(side == "B", half_spread, np.where(side == "A", -half_spread, 0.0))
+        )
         # Heavy-tailed order sizes (Pareto, tail index 1.5), capped so background premium stays modest.
         size = np.floor(rng.pareto(1.5, size=ts.size) + 1.0).astype(np.int64)
         cap = np.maximum(np.floor(BACKGROUND_MAX_PREMIUM_USD / (price * NQ_POINT_VALUE_USD)), 1).astype(np.int64)
@@ -472,24 +572,37 @@ class _Generator:
         self._add_orders(sess, ts, iids, price, size, side, multi_fill_share=0.15)
 
         # Front-month future: same intraday shape, small sizes.
-        fut_minutes = np.repeat(np.arange(minutes), rng.poisson(profile / profile.sum() * spec.future_trades_per_session))
-        fut_ts = np.sort(sess.open_ns + fut_minutes * 60_000_000_000 + rng.integers(0, 60_000_000_000, fut_minutes.size))
+        fut_minutes = np.repeat(
+            np.arange(minutes), rng.poisson(profile / profile.sum() * spec.future_trades_per_session)
+        )
+        fut_ts = np.sort(
+            sess.open_ns + fut_minutes * 60_000_000_000 + rng.integers(0, 60_000_000_000, fut_minutes.size)
+        )
         fut_side = rng.choice(np.array(["B", "A"]), size=fut_ts.size)
         fut_px = np.round(sess.forward_at(fut_ts) * 4 + np.where(fut_side == "B", 1, -1) * 0.5) / 4
-        sess.add(fut_ts, np.full(fut_ts.size, self.front.instrument_id), fut_px,
-                 np.minimum(np.floor(rng.pareto(2.0, fut_ts.size) + 1), 50), fut_side)
+        sess.add(
+            fut_ts,
+            np.full(fut_ts.size, self.front.instrument_id),
+            fut_px,
+            np.minimum(np.floor(rng.pareto(2.0, fut_ts.size) + 1), 50),
+            fut_side,
+        )
 
         # Ordinary small spreads through the session, on the same intraday shape.
         n_spreads = int(spec.spreads_per_session * activity * minutes / 1380.0)
         spread_minutes = np.sort(rng.choice(minutes, size=n_spreads, p=profile / profile.sum()))
         for minute in spread_minutes:
             t = int(sess.open_ns + minute * 60_000_000_000 + rng.integers(0, 60_000_000_000))
-            strategy = str(rng.choice(list(SPREAD_MIX), p=np.array(list(SPREAD_MIX.values())) / sum(SPREAD_MIX.values())))
+            strategy = str(
+                rng.choice(list(SPREAD_MIX), p=np.array(list(SPREAD_MIX.values())) / sum(SPREAD_MIX.values()))
+            )
             spread = self.make_spread(sess, t, strategy)
             if spread is None:
                 continue
-            gross = sum(abs(p) * leg.ratio for leg, p in zip(spread.legs, spread.leg_prices) if leg.instrument.kind != "F")
-            cap = max(int(BACKGROUND_SPREAD_MAX_PREMIUM_USD / max(gross * NQ_POINT_VALUE_USD, 1.0)), 1)
+            gross = sum(
+                abs(p) * leg.ratio for leg, p in zip(spread.legs, spread.leg_prices) if leg.instrument.kind != "F"
+            )
+            cap = max(int(BACKGROUND_SPREAD_MAX_PREMIUM_USD / max(float(gross) * NQ_POINT_VALUE_USD, 1.0)), 1)
             quantity = int(min(np.floor(rng.pareto(1.3) + 1.0), 40, cap))
             self.print_spread(sess, spread, t, quantity, str(rng.choice(["B", "A"])))
 
@@ -503,7 +616,7 @@ class _Generator:
             chains: dict[str, list[Instrument]] = {}
             for o in sess.listed:
                 if o.expiration_ns >= cutoff:
-                    chains.setdefault(o.expiry.symbol_root, []).append(o)
+                    chains.setdefault(o.listing.symbol_root, []).append(o)
             self._chains[key] = chains
         return self._chains[key]
 
@@ -517,8 +630,15 @@ class _Generator:
         same = [o for o in chain if o.kind == put_call]
         return min(same, key=lambda o: (abs(o.strike - strike), o.strike))
 
-    def make_spread(self, sess: _Session, t_ns: int, strategy: str, root: str | None = None,
-                    width_points: float | None = None, legs_in_definition: bool | None = None) -> Spread | None:
+    def make_spread(
+        self,
+        sess: _Session,
+        t_ns: int,
+        strategy: str,
+        root: str | None = None,
+        width_points: float | None = None,
+        legs_in_definition: bool | None = None,
+    ) -> Spread | None:
         """A spread instrument of the given strategy near the money at t, with its leg prices and deltas."""
         rng = self.rng
         chains = self._chain(sess, t_ns)
@@ -532,7 +652,10 @@ class _Generator:
         wing = width_points or max(step, round(fwd * 0.004 * math.sqrt(max(days, 0.3)) / step) * step)
         right = str(rng.choice(["C", "P"]))
         atm = round(fwd / step) * step
-        pick = lambda pc, k: self._option(chain, pc, k)
+
+        def pick(pc, k):
+            return self._option(chain, pc, k)
+
         if strategy == "vertical":
             low = atm + (0 if right == "C" else -wing)
             legs = [Leg(pick(right, low), 1, 1), Leg(pick(right, low + wing), 1, -1)]
@@ -545,13 +668,25 @@ class _Generator:
         elif strategy == "risk_reversal":
             legs = [Leg(pick("C", atm + wing), 1, 1), Leg(pick("P", atm - wing), 1, -1)]
         elif strategy == "butterfly":
-            legs = [Leg(pick(right, atm - wing), 1, 1), Leg(pick(right, atm), 2, -1), Leg(pick(right, atm + wing), 1, 1)]
+            legs = [
+                Leg(pick(right, atm - wing), 1, 1),
+                Leg(pick(right, atm), 2, -1),
+                Leg(pick(right, atm + wing), 1, 1),
+            ]
         elif strategy == "condor":
-            legs = [Leg(pick("P", atm - 2 * wing), 1, 1), Leg(pick("P", atm - wing), 1, -1),
-                    Leg(pick("C", atm + wing), 1, -1), Leg(pick("C", atm + 2 * wing), 1, 1)]
+            legs = [
+                Leg(pick("P", atm - 2 * wing), 1, 1),
+                Leg(pick("P", atm - wing), 1, -1),
+                Leg(pick("C", atm + wing), 1, -1),
+                Leg(pick("C", atm + 2 * wing), 1, 1),
+            ]
         elif strategy == "calendar":
-            later = [r for r in chains if chains[r][0].expiration_ns > chain[0].expiration_ns
-                     and chains[r][0].expiry.underlying == chain[0].expiry.underlying]
+            later = [
+                r
+                for r in chains
+                if chains[r][0].expiration_ns > chain[0].expiration_ns
+                and chains[r][0].listing.underlying == chain[0].listing.underlying
+            ]
             if not later:
                 return None
             far = chains[min(later, key=lambda r: chains[r][0].expiration_ns)]
@@ -568,25 +703,42 @@ class _Generator:
             return None  # strikes ran off the listed range
         return self._spread(sess, t_ns, legs, strategy, legs_in_definition)
 
-    def _spread(self, sess: _Session, t_ns: int, legs: list[Leg], strategy: str,
-                legs_in_definition: bool | None) -> Spread:
+    def _spread(
+        self, sess: _Session, t_ns: int, legs: list[Leg], strategy: str, legs_in_definition: bool | None
+    ) -> Spread:
         options = [leg for leg in legs if leg.instrument.kind in ("C", "P")]
         kind = "M" if any(leg.instrument.kind == "F" for leg in legs) else "T"
         near = min(options, key=lambda leg: leg.instrument.expiration_ns).instrument
         spread_id = self.next_spread_id
         self.next_spread_id += 1
-        code = {"vertical": "VT", "straddle": "ST", "strangle": "SG", "risk_reversal": "RR", "butterfly": "BO",
-                "condor": "IC", "calendar": "HO", "covered": "CV"}.get(strategy, "GN")
-        instrument = Instrument(spread_id, f"UD:1V: {code} {2_500_000 + spread_id}", kind, near.expiration_ns,
-                                expiry=near.expiry, underlying=near.underlying, underlying_id=near.underlying_id,
-                                product=near.product)
+        code = {
+            "vertical": "VT",
+            "straddle": "ST",
+            "strangle": "SG",
+            "risk_reversal": "RR",
+            "butterfly": "BO",
+            "condor": "IC",
+            "calendar": "HO",
+            "covered": "CV",
+        }.get(strategy, "GN")
+        instrument = Instrument(
+            spread_id,
+            f"UD:1V: {code} {2_500_000 + spread_id}",
+            kind,
+            near.expiration_ns,
+            expiry=near.expiry,
+            underlying=near.underlying,
+            underlying_id=near.underlying_id,
+            product=near.product,
+        )
         if legs_in_definition is None:
             legs_in_definition = bool(self.rng.random() >= NO_LEG_DEFINITION_SHARE)
         spread = Spread(instrument, legs, strategy, legs_in_definition)
         for leg in legs:
             if leg.instrument.kind == "F":
-                spread.leg_prices.append(float(np.round(sess.forward_at(np.array([t_ns]))[0]
-                                                        * CARRY[leg.instrument.raw_symbol] * 4) / 4))
+                spread.leg_prices.append(
+                    float(np.round(sess.forward_at(np.array([t_ns]))[0] * CARRY[leg.instrument.raw_symbol] * 4) / 4)
+                )
                 spread.leg_deltas.append(1.0)
             else:
                 ids, ts = np.array([leg.instrument.instrument_id]), np.array([t_ns])
@@ -599,8 +751,11 @@ class _Generator:
     def print_spread(self, sess: _Session, spread: Spread, t_ns: int, quantity: int, side: str) -> pd.DataFrame:
         """The spread's print (aggressor side, net price, possibly negative) and its leg prints at
         the same ts_event in the leg ratios; leg prints mostly carry no aggressor (side N)."""
-        net = sum(leg.sign * leg.ratio * price for leg, price in zip(spread.legs, spread.leg_prices)
-                  if leg.instrument.kind != "F")
+        net = sum(
+            leg.sign * leg.ratio * price
+            for leg, price in zip(spread.legs, spread.leg_prices)
+            if leg.instrument.kind != "F"
+        )
         ids = [spread.instrument.instrument_id] + [leg.instrument.instrument_id for leg in spread.legs]
         prices = [round(net, 2)] + spread.leg_prices
         sizes = [quantity] + [quantity * leg.ratio for leg in spread.legs]
@@ -614,8 +769,9 @@ class _Generator:
         return pd.DataFrame({"ts": t_ns, "iid": ids, "price": prices, "size": sizes, "side": [side] + leg_sides})
 
     # ------------------------------------------------------------------ planted events
-    def _add_orders(self, sess: _Session, ts, iids, price, size, side, multi_fill_share: float,
-                    pieces: np.ndarray | None = None) -> None:
+    def _add_orders(
+        self, sess: _Session, ts, iids, price, size, side, multi_fill_share: float, pieces: np.ndarray | None = None
+    ) -> None:
         """Add aggressor orders; some are filled in several pieces at the same ts_event."""
         rng = self.rng
         n = len(ts)
@@ -628,7 +784,7 @@ class _Generator:
         for i in np.flatnonzero(pieces > 1):
             start = int(np.searchsorted(rep, i))
             cuts = np.sort(rng.choice(np.arange(1, size[i]), size=pieces[i] - 1, replace=False))
-            fill_size[start:start + pieces[i]] = np.diff(np.concatenate(([0], cuts, [size[i]])))
+            fill_size[start : start + pieces[i]] = np.diff(np.concatenate(([0], cuts, [size[i]])))
         single = pieces[rep] == 1
         fill_size[single] = np.asarray(size)[rep[single]]
         # Later pieces of a buy walk up the book one tick, of a sell down.
@@ -643,22 +799,31 @@ class _Generator:
         return start, min(start + cal.SLOT_MINUTES * 60_000_000_000, sess.close_ns)
 
     def _event(self, sess: _Session, kind: str, window: tuple[int, int], **fields) -> dict:
-        event = {"event_id": f"{sess.trade_date:%Y%m%d}-{len([e for e in self.events if e['session'] == str(sess.trade_date)]) + 1:02d}",
-                 "session": str(sess.trade_date), "kind": kind,
-                 "window_start": pd.Timestamp(window[0], tz="UTC").isoformat(),
-                 "window_end": pd.Timestamp(window[1], tz="UTC").isoformat(), **fields}
+        event = {
+            "event_id": f"{sess.trade_date:%Y%m%d}-"
+            f"{len([e for e in self.events if e['session'] == str(sess.trade_date)]) + 1:02d}",
+            "session": str(sess.trade_date),
+            "kind": kind,
+            "window_start": pd.Timestamp(window[0], tz="UTC").isoformat(),
+            "window_end": pd.Timestamp(window[1], tz="UTC").isoformat(),
+            **fields,
+        }
         self.events.append(event)
         return event
 
     def _days_to_expiry(self, sess: _Session, inst: Instrument) -> int:
-        return (inst.expiry.expiry_date - sess.trade_date).days
+        return (inst.listing.expiry_date - sess.trade_date).days
 
-    def _liquid_options(self, sess: _Session, ts_ns: int, max_abs_log_moneyness: float, min_days: float,
-                        max_days: float = 1e9) -> list[Instrument]:
+    def _liquid_options(
+        self, sess: _Session, ts_ns: int, max_abs_log_moneyness: float, min_days: float, max_days: float = 1e9
+    ) -> list[Instrument]:
         fwd = sess.forward_at(np.array([ts_ns]))[0]
-        return [o for o in sess.listed
-                if min_days <= (o.expiration_ns - ts_ns) / 86400e9 <= max_days
-                and abs(math.log(o.strike / (fwd * CARRY[o.underlying]))) <= max_abs_log_moneyness]
+        return [
+            o
+            for o in sess.listed
+            if min_days <= (o.expiration_ns - ts_ns) / 86400e9 <= max_days
+            and abs(math.log(o.strike / (fwd * CARRY[o.underlying]))) <= max_abs_log_moneyness
+        ]
 
     def _rth_slots(self, sess: _Session, last_ct_hour: float = 14.5) -> np.ndarray:
         n_slots = int(math.ceil((sess.close_ns - sess.open_ns) / (cal.SLOT_MINUTES * 60e9)))
@@ -684,8 +849,7 @@ class _Generator:
         window = self._slot_window(sess, slot)
         ts = int(rng.integers(window[0] + 1_000_000_000, window[1] - 1_000_000_000))
         if zero_dte:
-            pool = [o for o in self._liquid_options(sess, ts, 0.006, 1 / 24)
-                    if self._days_to_expiry(sess, o) == 0]
+            pool = [o for o in self._liquid_options(sess, ts, 0.006, 1 / 24) if self._days_to_expiry(sess, o) == 0]
             floor = 15.0
         else:
             pool = self._liquid_options(sess, ts, 0.03, 2.0)
@@ -702,14 +866,31 @@ class _Generator:
         size = max(int(round(premium_usd / (price * NQ_POINT_VALUE_USD))), 1)
         pieces = int(rng.integers(1, 13))
         before = sum(len(x) for x in sess.ts)
-        self._add_orders(sess, np.array([ts]), np.array([inst.instrument_id]), np.array([price]),
-                         np.array([size]), np.array([side]), 0.0, pieces=np.array([pieces]))
+        self._add_orders(
+            sess,
+            np.array([ts]),
+            np.array([inst.instrument_id]),
+            np.array([price]),
+            np.array([size]),
+            np.array([side]),
+            0.0,
+            pieces=np.array([pieces]),
+        )
         fills = sess.frame().iloc[before:]
-        self._event(sess, "block", window, ts_event=pd.Timestamp(ts, tz="UTC").isoformat(),
-                    instrument_ids=[inst.instrument_id], symbols=[inst.raw_symbol], side=side,
-                    size=int(fills["size"].sum()), fills=len(fills), zero_dte=zero_dte,
-                    days_to_expiry=self._days_to_expiry(sess, inst),
-                    premium_usd=round(float((fills["price"] * fills["size"]).sum() * NQ_POINT_VALUE_USD), 2))
+        self._event(
+            sess,
+            "block",
+            window,
+            ts_event=pd.Timestamp(ts, tz="UTC").isoformat(),
+            instrument_ids=[inst.instrument_id],
+            symbols=[inst.raw_symbol],
+            side=side,
+            size=int(fills["size"].sum()),
+            fills=len(fills),
+            zero_dte=zero_dte,
+            days_to_expiry=self._days_to_expiry(sess, inst),
+            premium_usd=round(float((fills["price"] * fills["size"]).sum() * NQ_POINT_VALUE_USD), 2),
+        )
 
     def plant_sweep(self, sess: _Session, premium_usd: float) -> None:
         rng = self.rng
@@ -717,11 +898,14 @@ class _Generator:
         window = self._slot_window(sess, slot)
         ts0 = int(rng.integers(window[0] + 1_000_000_000, window[1] - 2_000_000_000))
         put_call = str(rng.choice(["C", "P"]))
-        pool = [o for o in self._liquid_options(sess, ts0, 0.025, 1.0) if o.kind == put_call
-                and self._days_to_expiry(sess, o) > SHORT_DATED_DAYS]
+        pool = [
+            o
+            for o in self._liquid_options(sess, ts0, 0.025, 1.0)
+            if o.kind == put_call and self._days_to_expiry(sess, o) > SHORT_DATED_DAYS
+        ]
         by_expiry: dict[str, list[Instrument]] = {}
         for o in pool:
-            by_expiry.setdefault(o.expiry.symbol_root, []).append(o)
+            by_expiry.setdefault(o.listing.symbol_root, []).append(o)
         roots = sorted(k for k, v in by_expiry.items() if len(v) >= 6)
         root = roots[int(rng.integers(0, min(2, len(roots))))]
         chain = sorted(by_expiry[root], key=lambda o: o.strike)
@@ -729,7 +913,7 @@ class _Generator:
         # Sweeps take strikes a few steps apart (25-50 points), as a desk lifts offers up the chain.
         spacing = max(1, int(round(30.0 / max(chain[1].strike - chain[0].strike, 1.0))))
         first = int(rng.integers(0, max(len(chain) - legs_n * spacing, 1)))
-        legs = chain[first:first + legs_n * spacing:spacing][:legs_n]
+        legs = chain[first : first + legs_n * spacing : spacing][:legs_n]
         legs_n = len(legs)
         side = str(rng.choice(["B", "A"]))
         ts = ts0 + np.cumsum(rng.integers(2_000_000, 60_000_000, size=legs_n))  # a few ms apart
@@ -738,17 +922,30 @@ class _Generator:
         price = round_to_tick(model * (1.004 if side == "B" else 0.996))
         size = np.maximum(np.round(premium_usd / legs_n / (price * NQ_POINT_VALUE_USD)), 1).astype(np.int64)
         before = sum(len(x) for x in sess.ts)
-        self._add_orders(sess, ts, ids, price, size, np.full(legs_n, side), 0.0,
-                         pieces=rng.integers(1, 4, size=legs_n))
+        self._add_orders(sess, ts, ids, price, size, np.full(legs_n, side), 0.0, pieces=rng.integers(1, 4, size=legs_n))
         fills = sess.frame().iloc[before:]
-        self._event(sess, "sweep", window, ts_event=pd.Timestamp(int(ts[0]), tz="UTC").isoformat(),
-                    instrument_ids=[int(i) for i in ids], symbols=[o.raw_symbol for o in legs], side=side,
-                    size=int(fills["size"].sum()), fills=len(fills), expiry=root, put_call=put_call,
-                    premium_usd=round(float((fills["price"] * fills["size"]).sum() * NQ_POINT_VALUE_USD), 2))
+        self._event(
+            sess,
+            "sweep",
+            window,
+            ts_event=pd.Timestamp(int(ts[0]), tz="UTC").isoformat(),
+            instrument_ids=[int(i) for i in ids],
+            symbols=[o.raw_symbol for o in legs],
+            side=side,
+            size=int(fills["size"].sum()),
+            fills=len(fills),
+            expiry=root,
+            put_call=put_call,
+            premium_usd=round(float((fills["price"] * fills["size"]).sum() * NQ_POINT_VALUE_USD), 2),
+        )
 
     #: Planted strategy -> (sentiment when bought, expected strategy name, whether the definition lists the legs)
-    STRATEGIES = {"vertical": ("BULLISH", True), "covered_straddle": ("VOLATILITY", True),
-                  "risk_reversal": ("BULLISH", False), "calendar": ("VOLATILITY", True)}
+    STRATEGIES = {
+        "vertical": ("BULLISH", True),
+        "covered_straddle": ("VOLATILITY", True),
+        "risk_reversal": ("BULLISH", False),
+        "calendar": ("VOLATILITY", True),
+    }
 
     def plant_strategy(self, sess: _Session, strategy: str, premium_usd: float) -> None:
         """A $3M+ (gross premium) package of the given strategy, printed as one spread trade."""
@@ -770,22 +967,30 @@ class _Generator:
             call, put = self._option(chain, "C", atm - 60), self._option(chain, "P", atm - 60)
             deltas = self.option_deltas(np.array([call.instrument_id, put.instrument_id]), np.array([t, t]), sess)
             per_future = max(int(round(1.0 / max(abs(float(deltas.sum())), 0.02))), 1)
-            legs = [Leg(call, per_future, 1), Leg(put, per_future, 1),
-                    Leg(self.futures[call.underlying], 1, -1 if deltas.sum() > 0 else 1)]
+            legs = [
+                Leg(call, per_future, 1),
+                Leg(put, per_future, 1),
+                Leg(self.futures[call.underlying], 1, -1 if deltas.sum() > 0 else 1),
+            ]
             spread = self._spread(sess, t, legs, "straddle", in_definition)
         elif strategy == "risk_reversal":
             legs = [Leg(self._option(chain, "C", atm + 150), 1, 1), Leg(self._option(chain, "P", atm - 150), 1, -1)]
             spread = self._spread(sess, t, legs, "risk_reversal", in_definition)
         else:  # calendar: sell the nearer, buy the later expiry at the same strike
-            later = [r for r in chains if chains[r][0].expiration_ns > chain[0].expiration_ns
-                     and chains[r][0].expiry.underlying == chain[0].expiry.underlying]
+            later = [
+                r
+                for r in chains
+                if chains[r][0].expiration_ns > chain[0].expiration_ns
+                and chains[r][0].listing.underlying == chain[0].listing.underlying
+            ]
             far = chains[min(later, key=lambda r: chains[r][0].expiration_ns)]
             near_leg = self._option(chain, "C", atm)
             legs = [Leg(near_leg, 1, -1), Leg(self._option(far, "C", near_leg.strike), 1, 1)]
             spread = self._spread(sess, t, legs, "calendar", in_definition)
         gross_unit = sum(p * leg.ratio for leg, p in zip(spread.legs, spread.leg_prices) if leg.instrument.kind != "F")
-        net_unit = sum(leg.sign * leg.ratio * p for leg, p in zip(spread.legs, spread.leg_prices)
-                       if leg.instrument.kind != "F")
+        net_unit = sum(
+            leg.sign * leg.ratio * p for leg, p in zip(spread.legs, spread.leg_prices) if leg.instrument.kind != "F"
+        )
         basis = abs(net_unit) if strategy == "vertical" else gross_unit
         quantity = max(int(math.ceil(premium_usd / (basis * NQ_POINT_VALUE_USD))), 1)
         side = "B"
@@ -795,18 +1000,28 @@ class _Generator:
         net_delta = sum(leg.sign * leg.ratio * d for leg, d in zip(spread.legs, spread.leg_deltas))
         gross_delta = sum(leg.ratio * abs(d) for leg, d in zip(spread.legs, spread.leg_deltas))
         expected_name = {"covered_straddle": "covered"}.get(strategy, strategy)
-        self._event(sess, "strategy", window, ts_event=pd.Timestamp(t, tz="UTC").isoformat(),
-                    strategy=expected_name, planted_as=strategy,
-                    spread_instrument_id=spread.instrument.instrument_id, spread_symbol=spread.instrument.raw_symbol,
-                    instrument_ids=[leg.instrument.instrument_id for leg in spread.legs],
-                    symbols=[leg.instrument.raw_symbol for leg in spread.legs],
-                    ratios=[leg.ratio for leg in spread.legs], signs=[leg.sign for leg in spread.legs],
-                    legs_in_definition=spread.legs_in_definition, side=side, size=quantity,
-                    premium_usd=round(float((option_legs["price"] * option_legs["size"]).sum() * NQ_POINT_VALUE_USD), 2),
-                    net_premium_usd=round(net_unit * quantity * NQ_POINT_VALUE_USD, 2),
-                    net_delta_share=round(net_delta / gross_delta, 4),
-                    sentiment=self.STRATEGIES[strategy][0],
-                    days_to_expiry=self._days_to_expiry(sess, spread.instrument))
+        self._event(
+            sess,
+            "strategy",
+            window,
+            ts_event=pd.Timestamp(t, tz="UTC").isoformat(),
+            strategy=expected_name,
+            planted_as=strategy,
+            spread_instrument_id=spread.instrument.instrument_id,
+            spread_symbol=spread.instrument.raw_symbol,
+            instrument_ids=[leg.instrument.instrument_id for leg in spread.legs],
+            symbols=[leg.instrument.raw_symbol for leg in spread.legs],
+            ratios=[leg.ratio for leg in spread.legs],
+            signs=[leg.sign for leg in spread.legs],
+            legs_in_definition=spread.legs_in_definition,
+            side=side,
+            size=quantity,
+            premium_usd=round(float((option_legs["price"] * option_legs["size"]).sum() * NQ_POINT_VALUE_USD), 2),
+            net_premium_usd=round(net_unit * quantity * NQ_POINT_VALUE_USD, 2),
+            net_delta_share=round(net_delta / gross_delta, 4),
+            sentiment=self.STRATEGIES[strategy][0],
+            days_to_expiry=self._days_to_expiry(sess, spread.instrument),
+        )
 
     # ------------------------------------------------------------------ surges
     def _current_keys(self, sess: _Session) -> pd.DataFrame:
@@ -817,11 +1032,15 @@ class _Generator:
         """Option fills in the columns `nqflow.engine.baseline.level_keys` reads."""
         frame = frame[_is_option_id(frame["iid"].to_numpy())]
         insts = [self.by_id[i] for i in frame["iid"].to_numpy()]
-        return pd.DataFrame({
-            "ts_event": pd.to_datetime(frame["ts"].to_numpy(), utc=True),
-            "instrument_id": frame["iid"].to_numpy(), "symbol": [o.raw_symbol for o in insts],
-            "expiration": pd.to_datetime(np.array([o.expiration_ns for o in insts], dtype=np.int64), utc=True),
-            "size": frame["size"].to_numpy()})
+        return pd.DataFrame(
+            {
+                "ts_event": pd.to_datetime(frame["ts"].to_numpy(), utc=True),
+                "instrument_id": frame["iid"].to_numpy(),
+                "symbol": [o.raw_symbol for o in insts],
+                "expiration": pd.to_datetime(np.array([o.expiration_ns for o in insts], dtype=np.int64), utc=True),
+                "size": frame["size"].to_numpy(),
+            }
+        )
 
     def _history_baseline(self, level: str, key: str, slot: int, session_index: int) -> tuple[float, int]:
         """Trimmed mean of one slot's volume over the previous sessions (see nqflow.engine.baseline)."""
@@ -880,13 +1099,33 @@ class _Generator:
         price = round_to_tick(model * np.where(sides == "B", 1.004, 0.996))
         self._add_orders(sess, ts, ids, price, sizes.astype(np.int64), sides, 0.2)
         inst = self.by_id[iid]
-        self._event(sess, "surge_instrument", window, instrument_ids=[iid], symbols=[inst.raw_symbol],
-                    side=side, size=int(target), planted_contracts=int(extra), baseline=round(floored, 4),
-                    expected=round(baseline, 4), history_sessions=n_hist, ratio=round(target / floored, 3), tier=tier,
-                    days_to_expiry=self._days_to_expiry(sess, inst))
+        self._event(
+            sess,
+            "surge_instrument",
+            window,
+            instrument_ids=[iid],
+            symbols=[inst.raw_symbol],
+            side=side,
+            size=int(target),
+            planted_contracts=int(extra),
+            baseline=round(floored, 4),
+            expected=round(baseline, 4),
+            history_sessions=n_hist,
+            ratio=round(target / floored, 3),
+            tier=tier,
+            days_to_expiry=self._days_to_expiry(sess, inst),
+        )
 
-    def _spread_over(self, sess: _Session, window: tuple[int, int], pool: list[Instrument], extra: int,
-                     side: str, n_orders: int, same_side: float) -> np.ndarray:
+    def _spread_over(
+        self,
+        sess: _Session,
+        window: tuple[int, int],
+        pool: list[Instrument],
+        extra: int,
+        side: str,
+        n_orders: int,
+        same_side: float,
+    ) -> np.ndarray:
         """`extra` contracts in `n_orders` orders over `pool`, so no strike dominates."""
         rng = self.rng
         iids = rng.choice(np.array([o.instrument_id for o in pool]), size=n_orders)
@@ -912,19 +1151,36 @@ class _Generator:
         side = str(rng.choice(["B", "A"]))
         # Spread across many strikes of expiries past the short-dated ones, so no single strike,
         # expiry or days-to-expiry bucket dominates.
-        pool = [o for o in self._liquid_options(sess, window[0], 0.03, 1.0)
-                if self._days_to_expiry(sess, o) > SHORT_DATED_DAYS]
+        pool = [
+            o
+            for o in self._liquid_options(sess, window[0], 0.03, 1.0)
+            if self._days_to_expiry(sess, o) > SHORT_DATED_DAYS
+        ]
         self._spread_over(sess, window, pool, extra, side, int(min(max(extra // 12, 200), 1200)), 0.8)
-        self._event(sess, "surge_product", window, instrument_ids=[], symbols=[], side=side, size=int(target),
-                    planted_contracts=int(extra), baseline=round(baseline, 4), history_sessions=n_hist,
-                    ratio=round(target / baseline, 3), tier=tier)
+        self._event(
+            sess,
+            "surge_product",
+            window,
+            instrument_ids=[],
+            symbols=[],
+            side=side,
+            size=int(target),
+            planted_contracts=int(extra),
+            baseline=round(baseline, 4),
+            history_sessions=n_hist,
+            ratio=round(target / baseline, 3),
+            tier=tier,
+        )
 
     def plant_zero_dte_surge(self, sess: _Session, tier: int) -> None:
         """The day's expiring options (0DTE) trade `tier` times their usual volume for the slot,
         across several strikes: a 0DTE surge at the days-to-expiry level."""
         rng = self.rng
-        slots = [s for s in range(28, 40)  # 00:00-03:00 CT: thin 0DTE volume overnight
-                 if self._history_baseline("expiry", "0DTE", s, sess.index)[0] >= EXPIRY_SURGE_MIN_BASELINE_CONTRACTS]
+        slots = [
+            s
+            for s in range(28, 40)  # 00:00-03:00 CT: thin 0DTE volume overnight
+            if self._history_baseline("expiry", "0DTE", s, sess.index)[0] >= EXPIRY_SURGE_MIN_BASELINE_CONTRACTS
+        ]
         if not slots:
             return
         slot = int(rng.choice(slots))
@@ -934,16 +1190,32 @@ class _Generator:
         if len(pool) < 8:
             return
         current = self._current_keys(sess)
-        existing = int(current[(current["level"] == "expiry") & (current["key"] == "0DTE")
-                               & (current["slot"] == slot)]["volume"].sum())
+        existing = int(
+            current[(current["level"] == "expiry") & (current["key"] == "0DTE") & (current["slot"] == slot)][
+                "volume"
+            ].sum()
+        )
         ratio = float(rng.uniform(*TIER_RATIO_RANGES[tier]))
         target = int(math.ceil(ratio * baseline))
         side = str(rng.choice(["B", "A"]))
         iids = self._spread_over(sess, window, pool, target - existing, side, 60, 0.85)
-        self._event(sess, "surge_expiry", window, instrument_ids=sorted({int(i) for i in iids}), symbols=[],
-                    expiry="0DTE", side=side, size=int(target), planted_contracts=int(target - existing),
-                    baseline=round(baseline, 4), history_sessions=n_hist, ratio=round(target / baseline, 3),
-                    tier=tier, zero_dte=True, days_to_expiry=0)
+        self._event(
+            sess,
+            "surge_expiry",
+            window,
+            instrument_ids=sorted({int(i) for i in iids}),
+            symbols=[],
+            expiry="0DTE",
+            side=side,
+            size=int(target),
+            planted_contracts=int(target - existing),
+            baseline=round(baseline, 4),
+            history_sessions=n_hist,
+            ratio=round(target / baseline, 3),
+            tier=tier,
+            zero_dte=True,
+            days_to_expiry=0,
+        )
 
     def plant(self, sess: _Session) -> None:
         rng, spec = self.rng, self.spec
@@ -963,8 +1235,9 @@ class _Generator:
             self.plant_block(sess, float(rng.uniform(3.6e6, 8e6)), zero_dte=True)
         if sess.index >= 2:
             strategies = list(self.STRATEGIES)
-            for strategy in ([strategies[sess.index % 4], strategies[(sess.index + 1) % 4]] if last
-                             else [strategies[sess.index % 4]]):
+            for strategy in (
+                [strategies[sess.index % 4], strategies[(sess.index + 1) % 4]] if last else [strategies[sess.index % 4]]
+            ):
                 self.plant_strategy(sess, strategy, float(rng.uniform(3.6e6, 9e6)))
         if sess.index >= 5 and rng.random() < 0.75:
             self.plant_instrument_surge(sess, int(rng.choice([10, 30, 50])))
@@ -976,7 +1249,9 @@ class _Generator:
     # ------------------------------------------------------------------ output
     def record_volumes(self, sess: _Session) -> None:
         volumes = self._current_keys(sess)
-        lookup = dict(zip(zip(volumes["level"], volumes["key"], volumes["slot"].astype(int)), volumes["volume"].astype(int)))
+        lookup = dict(
+            zip(zip(volumes["level"], volumes["key"], volumes["slot"].astype(int)), volumes["volume"].astype(int))
+        )
         self.slot_volume.append((lookup, len(cal.session_windows(sess.trade_date))))
         for key in dict.fromkeys(zip(volumes["level"], volumes["key"])):
             self.first_seen.setdefault(key, sess.index)
@@ -998,9 +1273,19 @@ class _Generator:
             if o.instrument_id in off_book:  # the block opened positions: OI grows by its size overnight
                 oi = self.previous_oi.get(o.instrument_id, oi) + off_book[o.instrument_id]
             written_oi[o.instrument_id] = oi
-            stats.append(dbn.StatMsg(PUBLISHER_ID, o.instrument_id, ts_stats, ts_stats + recv_delay,
-                                     _ns(pd.Timestamp(sess.trade_date, tz="UTC")), dbn.UNDEF_PRICE, oi,
-                                     dbn.StatType.OPEN_INTEREST, update_action=dbn.StatUpdateAction.NEW))
+            stats.append(
+                dbn.StatMsg(
+                    PUBLISHER_ID,
+                    o.instrument_id,
+                    ts_stats,
+                    ts_stats + recv_delay,
+                    _ns(pd.Timestamp(sess.trade_date, tz="UTC")),
+                    dbn.UNDEF_PRICE,
+                    oi,
+                    dbn.StatType.OPEN_INTEREST,
+                    update_action=dbn.StatUpdateAction.NEW,
+                )
+            )
         previous = self.previous
         if previous is not None:
             ts_ref = _ns(pd.Timestamp(previous.trade_date, tz="UTC"))
@@ -1010,17 +1295,44 @@ class _Generator:
             for iid, size in off_book.items():  # blocks clear, but never print on the screen
                 cleared[iid] = int(cleared.get(iid, 0)) + size
             alive = [o for o in previous.listed if o.expiration_ns > previous.close_ns]
-            settle = self.option_prices(np.array([o.instrument_id for o in alive], dtype=np.int64),
-                                        np.full(len(alive), previous.close_ns - 60_000_000_000), previous) if alive else []
+            settle: list[float] | np.ndarray = (
+                self.option_prices(
+                    np.array([o.instrument_id for o in alive], dtype=np.int64),
+                    np.full(len(alive), previous.close_ns - 60_000_000_000),
+                    previous,
+                )
+                if alive
+                else []
+            )
             for o, price in zip(alive, settle):
-                stats.append(dbn.StatMsg(PUBLISHER_ID, o.instrument_id, ts_stats, ts_stats + recv_delay, ts_ref,
-                                         int(round(float(round_to_tick(np.array([price]))[0]) * FIXED)), dbn.UNDEF_STAT_QUANTITY,
-                                         dbn.StatType.SETTLEMENT_PRICE, update_action=dbn.StatUpdateAction.NEW,
-                                         stat_flags=1))  # final settlement
+                stats.append(
+                    dbn.StatMsg(
+                        PUBLISHER_ID,
+                        o.instrument_id,
+                        ts_stats,
+                        ts_stats + recv_delay,
+                        ts_ref,
+                        int(round(float(round_to_tick(np.array([price]))[0]) * FIXED)),
+                        dbn.UNDEF_STAT_QUANTITY,
+                        dbn.StatType.SETTLEMENT_PRICE,
+                        update_action=dbn.StatUpdateAction.NEW,
+                        stat_flags=1,
+                    )
+                )  # final settlement
             for iid, volume in cleared.items():
-                stats.append(dbn.StatMsg(PUBLISHER_ID, int(iid), ts_stats, ts_stats + recv_delay, ts_ref,
-                                         dbn.UNDEF_PRICE, int(volume), dbn.StatType.CLEARED_VOLUME,
-                                         update_action=dbn.StatUpdateAction.NEW))
+                stats.append(
+                    dbn.StatMsg(
+                        PUBLISHER_ID,
+                        int(iid),
+                        ts_stats,
+                        ts_stats + recv_delay,
+                        ts_ref,
+                        dbn.UNDEF_PRICE,
+                        int(volume),
+                        dbn.StatType.CLEARED_VOLUME,
+                        update_action=dbn.StatUpdateAction.NEW,
+                    )
+                )
         self.previous_oi = written_oi
         return stats
 
@@ -1034,20 +1346,33 @@ class _Generator:
         rng = np.random.default_rng(self.spec.seed + 7919 * (traded.index + 1))
         ts = traded.close_ns - 60_000_000_000
         pool = [o for o in self._liquid_options(traded, ts, 0.03, 6.0) if o.expiration_ns > published.close_ns]
-        prices = dict(zip([o.instrument_id for o in pool],
-                          self.option_prices(np.array([o.instrument_id for o in pool], dtype=np.int64),
-                                             np.full(len(pool), ts), traded)))
+        prices = dict(
+            zip(
+                [o.instrument_id for o in pool],
+                self.option_prices(
+                    np.array([o.instrument_id for o in pool], dtype=np.int64), np.full(len(pool), ts), traded
+                ),
+            )
+        )
         pool = [o for o in pool if prices[o.instrument_id] >= 40.0]
         first = pool[int(rng.integers(len(pool)))]
         members, ratios, strategy = [first], [1], None
         if kind == "vertical":  # same expiry and right, the next strike 50-150 points away, 1:1
-            others = [o for o in pool if o.expiry.symbol_root == first.expiry.symbol_root and o.kind == first.kind
-                      and 50 <= abs(o.strike - first.strike) <= 150]
+            others = [
+                o
+                for o in pool
+                if o.listing.symbol_root == first.listing.symbol_root
+                and o.kind == first.kind
+                and 50 <= abs(o.strike - first.strike) <= 150
+            ]
             if others:
                 members, ratios, strategy = [first, others[int(rng.integers(len(others)))]], [1, 1], "vertical"
         elif kind == "calendar":  # same strike and right, a later expiry, 1:1
-            others = [o for o in pool if o.strike == first.strike and o.kind == first.kind
-                      and o.expiration_ns > first.expiration_ns]
+            others = [
+                o
+                for o in pool
+                if o.strike == first.strike and o.kind == first.kind and o.expiration_ns > first.expiration_ns
+            ]
             if others:
                 members, ratios, strategy = [first, others[int(rng.integers(len(others)))]], [1, 1], "calendar"
         target = float(rng.uniform(1.0e6, 1.8e6)) if kind == "small" else float(rng.uniform(4e6, 9e6))
@@ -1055,12 +1380,20 @@ class _Generator:
         quantity = max(int(round(target / unit)), 1)
         sizes = {o.instrument_id: quantity * r for o, r in zip(members, ratios)}
         settle = {o.instrument_id: float(round_to_tick(np.array([prices[o.instrument_id]]))[0]) for o in members}
-        self._event(traded, "off_book", (traded.open_ns, traded.close_ns),
-                    instrument_ids=[o.instrument_id for o in members], symbols=[o.raw_symbol for o in members],
-                    sizes=[sizes[o.instrument_id] for o in members], size=int(sum(sizes.values())),
-                    strategy=strategy, package=len(members) > 1, opening=True,
-                    premium_usd=round(sum(sizes[i] * settle[i] for i in sizes) * NQ_POINT_VALUE_USD, 2),
-                    published=pd.Timestamp(published.open_ns + 30 * 60_000_000_000, tz="UTC").isoformat())
+        self._event(
+            traded,
+            "off_book",
+            (traded.open_ns, traded.close_ns),
+            instrument_ids=[o.instrument_id for o in members],
+            symbols=[o.raw_symbol for o in members],
+            sizes=[sizes[o.instrument_id] for o in members],
+            size=int(sum(sizes.values())),
+            strategy=strategy,
+            package=len(members) > 1,
+            opening=True,
+            premium_usd=round(sum(sizes[i] * settle[i] for i in sizes) * NQ_POINT_VALUE_USD, 2),
+            published=pd.Timestamp(published.open_ns + 30 * 60_000_000_000, tz="UTC").isoformat(),
+        )
         return sizes
 
     def write_session(self, sess: _Session, folder: Path) -> dict:
@@ -1071,32 +1404,77 @@ class _Generator:
         side_map = {"B": dbn.Side.BID, "A": dbn.Side.ASK, "N": dbn.Side.NONE}
         recv_delay = 150_000  # 150 µs from match to receipt, like the real feed's ts_recv - ts_event
         trades = [
-            dbn.TradeMsg(PUBLISHER_ID, int(i), int(t), int(round(p * FIXED)), int(s), dbn.Action.TRADE,
-                         side_map[d], 0, int(t) + recv_delay, flags=0x80, sequence=k + 1)
-            for k, (t, i, p, s, d) in enumerate(zip(frame.ts.to_numpy(), frame.iid.to_numpy(), frame.price.to_numpy(),
-                                                   frame["size"].to_numpy(), frame.side.to_numpy()))
+            dbn.TradeMsg(
+                PUBLISHER_ID,
+                int(i),
+                int(t),
+                int(round(p * FIXED)),
+                int(s),
+                dbn.Action.TRADE,
+                side_map[d],
+                0,
+                int(t) + recv_delay,
+                flags=0x80,
+                sequence=k + 1,
+            )
+            for k, (t, i, p, s, d) in enumerate(
+                zip(
+                    frame.ts.to_numpy(),
+                    frame.iid.to_numpy(),
+                    frame.price.to_numpy(),
+                    frame["size"].to_numpy(),
+                    frame.side.to_numpy(),
+                )
+            )
         ]
         spreads = [s.instrument for s in sess.spreads]
         listed = sess.listed + list(self.futures.values()) + spreads
         symbols = {o.raw_symbol: o.instrument_id for o in listed}
-        _write_dbn(folder / f"{tag}.trades.dbn.zst", dbn.Schema.TRADES, sess.open_ns, sess.close_ns, trades,
-                   symbols, (open_date, close_date))
+        _write_dbn(
+            folder / f"{tag}.trades.dbn.zst",
+            dbn.Schema.TRADES,
+            sess.open_ns,
+            sess.close_ns,
+            trades,
+            symbols,
+            (open_date, close_date),
+        )
         definitions = [_definition(o, sess.open_ns) for o in sess.listed + list(self.futures.values())]
         definitions += [record for s in sess.spreads for record in _spread_definitions(s, sess.open_ns)]
-        _write_dbn(folder / f"{tag}.definition.dbn.zst", dbn.Schema.DEFINITION, sess.open_ns, sess.close_ns,
-                   definitions, symbols, (open_date, close_date))
-        _write_dbn(folder / f"{tag}.statistics.dbn.zst", dbn.Schema.STATISTICS, sess.open_ns, sess.close_ns,
-                   self._statistics(sess), {o.raw_symbol: o.instrument_id for o in sess.listed}, (open_date, close_date))
+        _write_dbn(
+            folder / f"{tag}.definition.dbn.zst",
+            dbn.Schema.DEFINITION,
+            sess.open_ns,
+            sess.close_ns,
+            definitions,
+            symbols,
+            (open_date, close_date),
+        )
+        _write_dbn(
+            folder / f"{tag}.statistics.dbn.zst",
+            dbn.Schema.STATISTICS,
+            sess.open_ns,
+            sess.close_ns,
+            self._statistics(sess),
+            {o.raw_symbol: o.instrument_id for o in sess.listed},
+            (open_date, close_date),
+        )
         options = frame[_is_option_id(frame["iid"].to_numpy())]
         zero_dte = np.array([self._days_to_expiry(sess, self.by_id[i]) == 0 for i in options["iid"].to_numpy()])
         one_dte = np.array([self._days_to_expiry(sess, self.by_id[i]) <= 1 for i in options["iid"].to_numpy()])
         self.previous = sess
-        return {"trade_date": str(sess.trade_date), "option_trades": len(options),
-                "option_contracts": int(options["size"].sum()), "future_trades": int((frame.iid < 100_000).sum()),
-                "listed_options": len(sess.listed), "products": len({o.product for o in sess.listed}),
-                "spreads": len(sess.spreads), "spreads_without_legs": sum(not s.legs_in_definition for s in sess.spreads),
-                "zero_dte_contract_share": round(float(options["size"][zero_dte].sum() / options["size"].sum()), 4),
-                "one_dte_or_less_contract_share": round(float(options["size"][one_dte].sum() / options["size"].sum()), 4)}
+        return {
+            "trade_date": str(sess.trade_date),
+            "option_trades": len(options),
+            "option_contracts": int(options["size"].sum()),
+            "future_trades": int((frame.iid < 100_000).sum()),
+            "listed_options": len(sess.listed),
+            "products": len({o.product for o in sess.listed}),
+            "spreads": len(sess.spreads),
+            "spreads_without_legs": sum(not s.legs_in_definition for s in sess.spreads),
+            "zero_dte_contract_share": round(float(options["size"][zero_dte].sum() / options["size"].sum()), 4),
+            "one_dte_or_less_contract_share": round(float(options["size"][one_dte].sum() / options["size"].sum()), 4),
+        }
 
 
 def generate_sample_market(folder: str | Path, spec: SampleSpec | None = None) -> Path:
@@ -1133,8 +1511,8 @@ def generate_sample_market(folder: str | Path, spec: SampleSpec | None = None) -
         "sessions": [str(d) for d in gen.schedule.index],
         "quiet_sessions": [str(gen.schedule.index[i]) for i in spec.quiet_sessions if i < spec.n_sessions],
         "baseline_definition": f"trimmed mean (busiest session dropped when >= 5) of the slot's contracts over up to "
-                               f"{spec.baseline_sessions} previous sessions since the key first traded; options "
-                               f"within {SHORT_DATED_DAYS} days of expiry counted by days to expiry",
+        f"{spec.baseline_sessions} previous sessions since the key first traded; options "
+        f"within {SHORT_DATED_DAYS} days of expiry counted by days to expiry",
         "session_stats": session_stats,
         "events": gen.events,
     }
@@ -1154,6 +1532,8 @@ def _fingerprint(spec: SampleSpec) -> str:
 def load_ground_truth(folder: str | Path) -> dict:
     path = Path(folder) / "ground_truth.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; generate the sample with `python scheduler.py demo` or "
-                                f"nqflow.research.sample.generator.generate_sample_market('{folder}')")
+        raise FileNotFoundError(
+            f"{path} not found; generate the sample with `python scheduler.py demo` or "
+            f"nqflow.research.sample.generator.generate_sample_market('{folder}')"
+        )
     return json.loads(path.read_text())
