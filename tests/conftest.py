@@ -1,12 +1,18 @@
-"""Shared fixtures: the generated sample market (built once, reused across runs) and configs."""
+"""Shared fixtures: the generated sample market (built once, reused across runs), configs, the test
+CA, the Slack webhook and the stand-in Databento gateway (their classes live in helpers.py)."""
 
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import warnings
 from pathlib import Path
 
 import pytest
+import trustme
+from helpers import KEY, Webhook
+from standin_gateway import StandInGateway
 
 from nqflow.config import load_config
 from nqflow.engine.monitor import REPO_ROOT
@@ -66,3 +72,46 @@ def pytest_collection_modifyitems(items):
         path = str(getattr(item, "path", ""))
         if path.endswith(".ipynb"):
             item.add_marker(pytest.mark.xdist_group(f"notebook:{Path(path).name}"))
+
+
+# --------------------------------------------------------------------------- stand-in servers on loopback
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory):
+    ca = trustme.CA()
+    bundle = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return bundle, context
+
+
+@pytest.fixture()
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(sample_dir, tmp_path_factory):
+    ca = trustme.CA()
+    bundle = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    saved = os.environ.get("REQUESTS_CA_BUNDLE")
+    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)  # requests trusts the test CA, and only for this module
+    try:
+        with StandInGateway(sample_dir, KEY, ca.issue_cert("127.0.0.1")) as gw:
+            yield gw
+    finally:
+        os.environ.pop("REQUESTS_CA_BUNDLE") if saved is None else os.environ.__setitem__("REQUESTS_CA_BUNDLE", saved)
+
+
+@pytest.fixture()
+def gw(gateway, monkeypatch):
+    """The shared gateway, reset: no queued faults, an empty request log, the full range available."""
+    gateway.faults.clear()
+    gateway.log.clear()
+    gateway.available_end = gateway.market.end
+    gateway.cost_multiplier = 1.0
+    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+    return gateway

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 
 import pandas as pd
 import pandas.testing as pdt
 import pytest
-import trustme
-from standin_gateway import Fault, StandInGateway
+from helpers import KEY, make_config
+from standin_gateway import Fault
 
 from nqflow.config import Config, load_config
 from nqflow.engine.baseline import BaselineStore, ensure_history
@@ -29,47 +28,8 @@ from nqflow.sources.replay import ReplaySource
 # Slow: make test-fast leaves it out.
 pytestmark = pytest.mark.slow
 
-KEY = "db-TESTkey-standin-0123456789"
 #: A window of the sample's last session, well inside regular trading hours.
 WINDOW = (pd.Timestamp("2026-10-29T14:15Z"), pd.Timestamp("2026-10-29T14:30Z"))
-
-
-@pytest.fixture(scope="module")
-def gateway(sample_dir, tmp_path_factory):
-    ca = trustme.CA()
-    bundle = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    saved = os.environ.get("REQUESTS_CA_BUNDLE")
-    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)  # requests trusts the test CA, and only for this module
-    try:
-        with StandInGateway(sample_dir, KEY, ca.issue_cert("127.0.0.1")) as gw:
-            yield gw
-    finally:
-        os.environ.pop("REQUESTS_CA_BUNDLE") if saved is None else os.environ.__setitem__("REQUESTS_CA_BUNDLE", saved)
-
-
-@pytest.fixture()
-def gw(gateway, monkeypatch):
-    """The shared gateway, reset: no queued faults, an empty request log, the full range available."""
-    gateway.faults.clear()
-    gateway.log.clear()
-    gateway.available_end = gateway.market.end
-    gateway.cost_multiplier = 1.0
-    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
-    return gateway
-
-
-def make_config(gw, **databento) -> Config:
-    base = Config()
-    settings = {
-        "gateway": gw.url,
-        "retry_base_seconds": 0.02,
-        "retry_max_seconds": 1.0,
-        "timeout_seconds": 3.0,
-        "range_cache_seconds": 0.0,
-        **databento,
-    }
-    return dataclasses.replace(base, databento=dataclasses.replace(base.databento, **settings))
 
 
 def test_frames_match_the_replay_of_the_same_records(gw, source, tmp_path):

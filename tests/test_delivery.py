@@ -4,163 +4,23 @@ killed mid-delivery, escalation/cooldown, and secrets kept out of messages and l
 
 from __future__ import annotations
 
-import email
 import json
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import threading
-from email import policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
-import trustme
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from helpers import SMTP_PASSWORD, Inbox, free_port, make_alert, smtp_server
 
-from nqflow.alerts import ALERT_FIELDS
 from nqflow.config import load_config
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.store import StateStore
 from nqflow.ops.suppression import repeats_to_suppress
 
-SMTP_PASSWORD = "smtp-SECRET-pw-7731"
-WEBHOOK_PATH = "/services/T000/B000/SECRET-hook-token"
 T0 = pd.Timestamp("2026-10-29T14:32:00Z")
-
-
-def make_alert(
-    n: int,
-    window_start: str = "2026-10-29T14:15:00+00:00",
-    kind: str = "large_order",
-    confidence: float = 50.0,
-    tier: float | None = None,
-    symbol: str | None = None,
-) -> dict:
-    alert = {field: None for field in ALERT_FIELDS}
-    alert.update(
-        alert_id=f"{kind}-{window_start[:16]}-{n:03d}",
-        kind=kind,
-        window_start=window_start,
-        window_end=(pd.Timestamp(window_start) + pd.Timedelta(minutes=15)).isoformat(),
-        event_time=window_start,
-        level="instrument",
-        symbol=symbol or f"NQZ6 C{21000 + 25 * n}",
-        direction="BUY",
-        sentiment="BULLISH",
-        volume=400 + n,
-        premium_usd=3.2e6 + n * 1e5,
-        confidence=confidence,
-        label="HIGH" if confidence >= 70 else "MEDIUM" if confidence >= 40 else "LOW",
-        tier=tier,
-        ratio=tier,
-        reasons=[f"reason one of alert {n}", "second reason"],
-    )
-    return alert
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# --------------------------------------------------------------------------- servers
-class Inbox:
-    """aiosmtpd handler keeping every accepted message; `hold` makes DATA hang until released."""
-
-    def __init__(self, hold: threading.Event | None = None):
-        self.messages: list[email.message.EmailMessage] = []
-        self.hold, self.in_data = hold, threading.Event()
-
-    async def handle_DATA(self, server, session, envelope):
-        self.in_data.set()
-        if self.hold is not None:
-            while not self.hold.is_set():
-                import asyncio
-
-                await asyncio.sleep(0.05)
-            return "451 try again later"
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
-
-
-def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = (
-        isinstance(auth_data, LoginPassword)
-        and auth_data.login == b"desk"
-        and auth_data.password == SMTP_PASSWORD.encode()
-    )
-    return AuthResult(success=ok)
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    ca = trustme.CA()
-    bundle = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return bundle, context
-
-
-def smtp_server(tls, inbox: Inbox, port: int) -> Controller:
-    controller = Controller(
-        inbox,
-        hostname="127.0.0.1",
-        port=port,
-        tls_context=tls[1],
-        require_starttls=True,
-        authenticator=authenticator,
-        auth_require_tls=True,
-    )
-    controller.start()
-    return controller
-
-
-class Webhook:
-    """A loopback HTTP endpoint that answers like Slack's incoming webhook, with scripted failures."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        self.script: list[tuple[int, dict]] = []  # (status, headers) for the next requests
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status, headers = hook.script.pop(0) if hook.script else (200, {})
-                if status == 200 and self.path == WEBHOOK_PATH:
-                    hook.bodies.append(json.loads(body))
-                payload = b"ok" if status == 200 else b"rate_limited" if status == 429 else b"error"
-                self.send_response(status if self.path == WEBHOOK_PATH else 404)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{WEBHOOK_PATH}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture()
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.close()
 
 
 @pytest.fixture()

@@ -8,8 +8,7 @@ import dataclasses
 
 import pandas as pd
 import pytest
-from test_databento_source import KEY, gateway, gw, make_config  # noqa: F401  (fixtures)
-from test_delivery import SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server, tls  # noqa: F401
+from helpers import KEY, SMTP_PASSWORD, Inbox, Webhook, free_port, make_config, smtp_server
 
 from nqflow.ops.doctor import run_doctor
 from nqflow.ops.scheduling import Scheduler, SimulatedClock

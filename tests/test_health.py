@@ -10,8 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from test_delivery import Inbox, free_port, smtp_server, tls  # noqa: F401  (tls is a fixture)
-from test_scheduler import InProcessExecutor
+from helpers import SMTP_PASSWORD, Inbox, InProcessExecutor, free_port, smtp_server
 
 from nqflow.config import load_config
 from nqflow.engine.baseline import BaselineStore
@@ -105,7 +104,6 @@ def test_data_lagging_by_hours_says_real_time_licensing(tmp_path):
 def test_a_channel_down_is_told_on_the_others_and_its_alerts_go_out_once_it_is_back(
     make_scheduler, truth, tls, tmp_path, monkeypatch
 ):
-    from test_delivery import SMTP_PASSWORD
 
     monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
     monkeypatch.setenv("NQFLOW_SMTP_PASSWORD", SMTP_PASSWORD)

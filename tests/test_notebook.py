@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import chromium as chromium_context
 
 from nqflow.ops.runner import execute_window
 from nqflow.ops.store import StateStore
@@ -88,13 +88,6 @@ def test_failed_run_keeps_its_executed_notebook(sample_dir, tmp_path):
     assert run.notebook_path.exists() and "does not exist" in run.notebook_path.read_text()
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if not path:
-        pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
-    return path
-
-
 def test_index_and_report_render_in_headless_chromium(executed, tmp_path):
     _, run, out = executed
     store = StateStore(out / "state.sqlite")
@@ -115,19 +108,7 @@ def test_index_and_report_render_in_headless_chromium(executed, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=_chromium(),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
+        browser = chromium_context(p, tmp_path / "profile")
         page = browser.new_page()
         page.goto(index.as_uri())
         links = page.eval_on_selector_all("a", "els => els.map(e => e.href)")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import chromium as chromium_context
 
 from nqflow.config import load_config
 from nqflow.engine.offbook import SETTLEMENT, group_packages, off_book_volumes, read_off_book
@@ -196,9 +196,6 @@ def test_offbook_command_prints_only_json_and_sends_once(sample_dir, truth, tmp_
 
 
 def test_offbook_report_renders_in_headless_chromium(sample_dir, truth, tmp_path):
-    chromium = shutil.which("chromium")
-    if not chromium:
-        pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
     from nqflow.ops.runner import execute_daily
 
     day = next(s for s, e in planted_off_book(truth).items() if e["package"])
@@ -212,19 +209,7 @@ def test_offbook_report_renders_in_headless_chromium(sample_dir, truth, tmp_path
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=chromium,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
+        browser = chromium_context(p, tmp_path / "profile")
         page = browser.new_page()
         page.goto(Path(run.html_path).as_uri())
         page.wait_for_load_state("load")

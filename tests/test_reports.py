@@ -4,12 +4,12 @@ real scheduler (papermill, SQLite, outbox) on one sample session, opened in head
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import SCREENSHOTS, chromium
 
 from nqflow.config import load_config
 from nqflow.engine.levels import days_to_expiry
@@ -20,8 +20,6 @@ from nqflow.paths import REPO_ROOT
 
 # Slow: make test-fast leaves it out.
 pytestmark = pytest.mark.slow
-
-SCREENSHOTS = REPO_ROOT / "outputs" / "screenshots"  # kept for review (outputs/ is git-ignored)
 
 
 @pytest.fixture(scope="module")
@@ -118,33 +116,13 @@ def test_window_reports_stay_under_one_megabyte(reported):
     assert all(path.stat().st_size < 1_000_000 for path in reports), [path.stat().st_size for path in reports]
 
 
-def _browser(p, profile: Path):
-    chromium = shutil.which("chromium")
-    if not chromium:
-        pytest.skip("Debian's chromium is not installed (.ci/ensure-chromium installs it as root)")
-    return p.chromium.launch_persistent_context(
-        str(profile),
-        executable_path=chromium,
-        headless=True,
-        viewport={"width": 1300, "height": 1000},
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-sync",
-        ],
-    )
-
-
 def test_index_filters_sorts_and_links_in_headless_chromium(reported, tmp_path):
     scheduler, day, _, index = reported
     alerts = scheduler.store.alerts()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = _browser(p, tmp_path / "profile")
+        browser = chromium(p, tmp_path / "profile")
         page = browser.new_page()
         requests = []
         page.on("request", lambda r: requests.append(r.url))
@@ -194,7 +172,7 @@ def test_every_image_of_every_report_decodes_with_alt_text(reported, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = _browser(p, tmp_path / "profile")
+        browser = chromium(p, tmp_path / "profile")
         page = browser.new_page()
         for path in pages:
             page.goto(path.as_uri())

@@ -6,34 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import InProcessExecutor
 
-from nqflow.alerts import to_records
 from nqflow.config import load_config
 from nqflow.engine.baseline import BaselineStore
-from nqflow.engine.monitor import REPO_ROOT, run_window
+from nqflow.engine.monitor import REPO_ROOT
 from nqflow.errors import NqflowError
-from nqflow.ops.runner import NotebookRun
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
-
-
-class InProcessExecutor:
-    """Runs the same nqflow.engine.monitor.run_window the notebook runs, without a kernel, and can fail on demand."""
-
-    def __init__(self, source, baseline, fail_times: int = 0):
-        self.source, self.baseline, self.fail_times, self.calls = source, baseline, fail_times, []
-
-    def __call__(self, start, end, outputs_dir, parameters):
-        self.calls.append(start)
-        path = Path(outputs_dir) / f"{start:%Y%m%d%H%M}.ipynb"
-        if self.fail_times > 0:
-            self.fail_times -= 1
-            return NotebookRun(path, None, error="DataError: injected failure")
-        result = run_window(load_config(), start, end, self.source, self.baseline, record_baseline=False)
-        return NotebookRun(path, None, alerts=to_records(result.alerts), summary={"alerts": len(result.alerts)})
 
 
 @pytest.fixture()

@@ -27,8 +27,7 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from test_databento_source import KEY, gateway, gw  # noqa: F401  (fixtures)
-from test_delivery import SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server, tls  # noqa: F401
+from helpers import KEY, SMTP_PASSWORD, Inbox, Webhook, free_port, smtp_server
 
 from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.market import hours as cal

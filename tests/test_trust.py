@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import make_alert
 
 from nqflow.config import load_config
 from nqflow.errors import DataError, ExitCode
@@ -361,36 +362,13 @@ def test_a_missing_api_key_is_refused_before_any_notebook_and_said_once(tmp_path
     assert windows_in(tmp_path / "state.sqlite") == []
 
 
-def alert_at(window_start: str, alert_id: str) -> dict:
-    from nqflow.alerts import ALERT_FIELDS
-
-    record = {field: None for field in ALERT_FIELDS}
-    record.update(
-        alert_id=alert_id,
-        kind="large_order",
-        level="instrument",
-        window_start=window_start,
-        window_end=window_start,
-        event_time=window_start,
-        symbol="NQZ6 C21000",
-        direction="BUY",
-        sentiment="BULLISH",
-        volume=400,
-        premium_usd=3.2e6,
-        confidence=72.5,
-        label="HIGH",
-        reasons=["why"],
-    )
-    return record
-
-
 def test_alerts_since_honours_the_offset(tmp_path):
     store = StateStore(tmp_path / "state.sqlite")
-    store.record_alerts(
-        [alert_at("2026-10-30T17:45:00+00:00", "early"), alert_at("2026-10-30T18:15:00+00:00", "late")], [], "x"
-    )
+    early, late = make_alert(1, "2026-10-30T17:45:00+00:00"), make_alert(2, "2026-10-30T18:15:00+00:00")
+    store.record_alerts([early, late], [], "x")
     done = cli("alerts", "--since", "2026-10-30T14:00:00-04:00", "--json", tmp_path=tmp_path, timeout=60)
-    assert done.returncode == 0 and [a["alert_id"] for a in json.loads(done.stdout)] == ["late"]  # 14:00 EDT = 18:00Z
+    # 14:00 EDT is 18:00Z: only the later window's alert
+    assert done.returncode == 0 and [a["alert_id"] for a in json.loads(done.stdout)] == [late["alert_id"]]
 
 
 def test_the_exit_codes_are_listed_in_the_help():
