@@ -614,7 +614,8 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
             )
             alert_id = stable_id("sweep", ",".join(map(str, ids)), event_time.value, side)
         else:
-            what = f"one aggressor order, {int(first['fills'])} fill(s) at ts {event_time.isoformat()}"
+            clock = f"{event_time:%H:%M:%S}.{event_time.microsecond // 1000:03d}Z"
+            what = f"one aggressor order, {int(first['fills'])} fill(s) at {clock}"
             alert_id = stable_id("large_order", ids[0], event_time.value, side)
         reasons = [
             f"{_usd(premium)} premium >= {_usd(t.large_premium_usd)} threshold ({what})",
