@@ -43,6 +43,16 @@ class Clock(Protocol):
         """Until `seconds` have passed or `stop` is set (`run`'s pause between passes)."""
 
 
+def _guarded(execute: Callable[[], NotebookRun], notebook: Path) -> NotebookRun:
+    """A notebook run that cannot escape as an exception (a folder gone read-only, a disk full):
+    it comes back as a failed run with its error, so the window or day is recorded and retried,
+    never left pending."""
+    try:
+        return execute()
+    except Exception as exc:
+        return NotebookRun(notebook, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+
+
 class SystemClock:
     def now(self) -> pd.Timestamp:
         return pd.Timestamp.now(tz="UTC")
@@ -139,23 +149,23 @@ class Scheduler:
         return sorted(due)
 
     # -- running -------------------------------------------------------------------------
-    def process(self, start: pd.Timestamp, end: pd.Timestamp) -> NotebookRun:
-        """Run one window's notebook, record its alerts (once) and the window's state."""
-        s = self.config.schedule
-        now = self.clock.now()
-        attempts = self.store.start_attempt(start.isoformat(), end.isoformat(), now.isoformat())
-        parameters = {
+    def notebook_parameters(self) -> dict:
+        """What every notebook is given: plain parameters only, never a secret."""
+        return {
             "config_path": self.config.path,
             "source": self.source or "",
             "data_dir": self.data_dir or "",
             "state_db": str(self.state_db),
             "overrides": self.overrides,
         }
-        try:
-            run = self.run_window(start, end, self.outputs_dir, parameters)
-        except Exception as exc:  # a folder gone read-only, a disk full: recorded and retried, never left pending
-            notebook, html = window_paths(self.outputs_dir, start, end)
-            run = NotebookRun(notebook, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+
+    def process(self, start: pd.Timestamp, end: pd.Timestamp) -> NotebookRun:
+        """Run one window's notebook, record its alerts (once) and the window's state."""
+        s = self.config.schedule
+        now = self.clock.now()
+        attempts = self.store.start_attempt(start.isoformat(), end.isoformat(), now.isoformat())
+        notebook, _ = window_paths(self.outputs_dir, start, end)
+        run = _guarded(lambda: self.run_window(start, end, self.outputs_dir, self.notebook_parameters()), notebook)
         done = self.clock.now()
         if run.ok:
             n = self.config.notify
@@ -281,18 +291,8 @@ class Scheduler:
         """Run one session's `job` notebook (`runner.DAILY_NOTEBOOKS`) and record its alerts once.
         Data not published yet leaves the day 'waiting' without spending an attempt."""
         s = self.config.schedule
-        parameters = {
-            "config_path": self.config.path,
-            "source": self.source or "",
-            "data_dir": self.data_dir or "",
-            "state_db": str(self.state_db),
-            "overrides": self.overrides,
-        }
-        try:
-            run = self.run_daily(job, trade_date, self.outputs_dir, parameters)
-        except Exception as exc:  # as for a window: recorded and retried, never lost
-            notebook, html = daily_paths(self.outputs_dir, job, trade_date)
-            run = NotebookRun(notebook, None, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+        notebook, _ = daily_paths(self.outputs_dir, job, trade_date)
+        run = _guarded(lambda: self.run_daily(job, trade_date, self.outputs_dir, self.notebook_parameters()), notebook)
         done, day = self.clock.now(), str(trade_date)
         paths = (
             str(run.notebook_path) if run.notebook_path.exists() else None,
