@@ -448,15 +448,12 @@ def offbook(args, config) -> int:
 
 
 def gex(args, config) -> int:
-    """The page through its notebook (like every daily job); with --json the whole positioning,
-    by strike and by expiry included, computed here from the same source."""
-    if args.json:
-        from nqflow.engine.gex import dealer_positioning
+    """The page through its notebook (like every daily job); with --json the whole positioning the
+    notebook glued (`DealerPositioning.summary`), without the window-summary fields it carries."""
+    from nqflow.alerts import SUMMARY_REQUIRED
 
-        day = _trade_date(args.date, "gex")
-        positioning = dealer_positioning(_scheduler(args, config).data_source(), day)
-        json_out = args.emit_json
-        args.emit_json = lambda _summary: json_out(positioning.to_json())
+    emit = args.emit_json
+    args.emit_json = lambda summary: emit({k: v for k, v in summary.items() if k not in SUMMARY_REQUIRED})
     return _daily(
         args,
         config,

@@ -194,9 +194,6 @@ def surprise_component(p_value: float, config: Config) -> float:
     return min(1.0, -math.log10(max(p_value, 1e-300)) / config.confidence.surprise_full_log10)
 
 
-_usd = usd
-
-
 # --------------------------------------------------------------------------- the engine
 def detect_window(window: WindowData, expected: pd.DataFrame | None, config: Config) -> Detection:
     """Find large orders, sweeps, strategy packages and volume surges in one window.
@@ -618,7 +615,7 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
             what = f"one aggressor order, {int(first['fills'])} fill(s) at {clock}"
             alert_id = stable_id("large_order", ids[0], event_time.value, side)
         reasons = [
-            f"{_usd(premium)} premium >= {_usd(t.large_premium_usd)} threshold ({what})",
+            f"{usd(premium)} premium >= {usd(t.large_premium_usd)} threshold ({what})",
             f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"
             if side in ("B", "A")
             else f"{volume:,} {right} with no known aggressor (side {side}): direction and sentiment unknown",
@@ -744,8 +741,8 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
             "no spread instrument": "no spread instrument: legs printed together at one ts_event",
         }[package.source]
         reasons = [
-            f"{package.strategy.replace('_', ' ')} package {verb}: {_usd(premium)} gross premium >= "
-            f"{_usd(t.large_premium_usd)} threshold, net {_usd(abs(net))} {'debit' if net >= 0 else 'credit'} "
+            f"{package.strategy.replace('_', ' ')} package {verb}: {usd(premium)} gross premium >= "
+            f"{usd(t.large_premium_usd)} threshold, net {usd(abs(net))} {'debit' if net >= 0 else 'credit'} "
             f"per the buyer; {package.quantity:,} x ({legs_text})",
             f"net delta {net_delta:+,.0f} futures-equivalent for the aggressor: "
             + ("delta-neutral, a volatility trade" if sentiment == "VOLATILITY" else f"reads {sentiment.lower()}"),
@@ -901,7 +898,7 @@ def _surge_alerts(context: _Context) -> list[_Candidate]:
             f"{row.volume:,} contracts vs expected {row.baseline:,.1f} for this time of day: {row.ratio:,.1f}x "
             f"(tier {tier:g}x) over {row.history_sessions} sessions of history{short}",
             f"tail probability {row.p_value:.1e} under the slot's count model",
-            f"aggressor premium {_usd(row.buy_premium_usd)} bought vs {_usd(row.sell_premium_usd)} sold: "
+            f"aggressor premium {usd(row.buy_premium_usd)} bought vs {usd(row.sell_premium_usd)} sold: "
             f"{direction.lower()}, reads {sentiment.lower()}",
             f"largest single order is {row.top_order_share:.0%} of the volume",
         ]

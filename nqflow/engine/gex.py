@@ -163,10 +163,10 @@ class DealerPositioning:
 
     @property
     def summary(self) -> dict:
-        """The page's figures for the scheduler (the scraps' summary form, like every daily job's),
-        without the by-strike and by-expiry tables."""
+        """The whole positioning (`to_json`) in the scraps' summary form, like every daily job's: the
+        notebook glues it, and `scheduler.py gex --json` prints its `to_json` part."""
         opens, closes = session_bounds(self.session)
-        figures = {k: v for k, v in self.to_json().items() if k not in ("by_strike", "by_expiry")}
+        figures = self.to_json()
         return {
             "window_start": opens.isoformat(),
             "window_end": closes.isoformat(),

@@ -7,13 +7,13 @@ from __future__ import annotations
 from nqflow import _exports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    "tables": ("readable",),
     "charts": (
         "Chart",
         "KIND_COLOURS",
         "aggression",
         "alerts_per_session",
         "alerts_table",
-        "money_table",
         "off_book_by_strike",
         "premium_timeline",
         "session_alerts_table",

@@ -139,8 +139,8 @@ def premium_timeline(result: WindowResult, config: Config) -> Chart:
     return Chart(
         fig,
         f"Scatter of the premium of {len(orders):,} aggressor orders over the window, log scale, against "
-        f"the {_millions(config.thresholds.large_premium_usd)} threshold: {len(large)} at or above it; the "
-        f"largest {_millions(top['premium_usd'])} on {top['symbol']}.",
+        f"the {usd(config.thresholds.large_premium_usd)} threshold: {len(large)} at or above it; the "
+        f"largest {usd(top['premium_usd'])} on {top['symbol']}.",
     )
 
 
@@ -200,8 +200,8 @@ def aggression(result: WindowResult) -> Chart:
     ax.legend()
     fig.tight_layout()
     words = [
-        f"{'calls' if r == 'C' else 'puts'} {_millions(table.loc[r].get('B', 0.0) * 1e6)} bought and "
-        f"{_millions(table.loc[r].get('A', 0.0) * 1e6)} sold"
+        f"{'calls' if r == 'C' else 'puts'} {usd(table.loc[r].get('B', 0.0) * 1e6)} bought and "
+        f"{usd(table.loc[r].get('A', 0.0) * 1e6)} sold"
         for r in rights
     ]
     return Chart(fig, "Bars of buyer- and seller-initiated premium: " + "; ".join(words) + ".")
@@ -230,8 +230,6 @@ def alerts_table(result: WindowResult) -> Styler:
     ].copy()
     table["ratio"] = table["ratio"].map(lambda r: "" if pd.isna(r) else f"{r:,.1f}x")
     table["tier"] = table["tier"].map(lambda t: "" if pd.isna(t) or not t else f"{t:g}x")
-    table["event_time"] = _clock(table["event_time"])
-    table["kind"] = table["kind"].str.replace("_", " ")
     return readable(table)
 
 
@@ -240,26 +238,17 @@ def watch_table(result: WindowResult, config: Config) -> Styler:
     watch = config.thresholds.watch_premium_usd
     if watch <= 0:
         return readable(pd.DataFrame(), "The watch list is off (thresholds.watch_premium_usd = 0).")
-    table = result.detection.watch.copy()
+    table = result.detection.watch
     if table.empty:
         return readable(
             table, f"No order between {usd(watch)} and {usd(config.thresholds.large_premium_usd)} in this window."
         )
-    table["event_time"] = _clock(table["event_time"])
     return readable(table)
-
-
-_millions = usd
 
 
 def _money_tick(value: float, _position: int) -> str:
     """An axis tick in money: $1M, $250k, $5."""
     return usd(value).replace(".00M", "M")
-
-
-def _clock(times: pd.Series) -> pd.Series:
-    """UTC time of day to the millisecond: a report covers one window, so the date is in its title."""
-    return pd.to_datetime(times, utc=True, format="ISO8601").dt.strftime("%H:%M:%S.%f").str[:-3] + "Z"
 
 
 # --------------------------------------------------------------------------- threshold lab
@@ -365,7 +354,7 @@ def off_book_by_strike(day: OffBookDay) -> Chart:
     fig.tight_layout()
     largest = off.nlargest(5, "premium_usd")
     words = "; ".join(
-        f"{s} {v:,.0f} contracts {_millions(p)}"
+        f"{s} {v:,.0f} contracts {usd(p)}"
         for s, v, p in zip(largest["symbol"], largest["off_book_volume"], largest["premium_usd"])
     )
     return Chart(
@@ -425,8 +414,8 @@ def session_premium_by_strike(
         fig,
         f"Bar chart of option premium bought (up) and sold (down) by the aggressor at the {len(table)} "
         f"busiest strikes of session {flow.trade_date}, calls beside puts; the most net bought is "
-        f"{net.idxmax():,.0f} ({_millions(net.max())}), the most net sold {net.idxmin():,.0f} "
-        f"({_millions(net.min())})" + (f"; dealer walls marked: {', '.join(marked)}" if marked else "") + ".",
+        f"{net.idxmax():,.0f} ({usd(net.max())}), the most net sold {net.idxmin():,.0f} "
+        f"({usd(net.min())})" + (f"; dealer walls marked: {', '.join(marked)}" if marked else "") + ".",
     )
 
 
@@ -446,7 +435,7 @@ def session_premium_by_expiry(flow: SessionFlow, expiries: int = 14) -> Chart:
         fig,
         f"Bar chart of option premium bought (up) and sold (down) by the aggressor for the {len(table)} "
         f"nearest expiries of session {flow.trade_date}, calls beside puts; the busiest is "
-        f"{total.idxmax()} with {_millions(total.max())}.",
+        f"{total.idxmax()} with {usd(total.max())}.",
     )
 
 
@@ -482,8 +471,8 @@ def session_cumulative_premium(flow: SessionFlow) -> Chart:
     return Chart(
         fig,
         f"Line chart of net call and net put premium (bought minus sold by the aggressor) summed through "
-        f"session {flow.trade_date}, ending at {_millions(last['net_call_premium_usd'])} for calls and "
-        f"{_millions(last['net_put_premium_usd'])} for puts{price}.",
+        f"session {flow.trade_date}, ending at {usd(last['net_call_premium_usd'])} for calls and "
+        f"{usd(last['net_put_premium_usd'])} for puts{price}.",
     )
 
 
@@ -494,12 +483,12 @@ def session_headline(summary: dict) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["alerts_by_kind"].items())) or "none"
     return (
         f"**Session** {summary['trade_date']} | **contracts** {summary['contracts']:,} | **premium** "
-        f"{_millions(summary['premium_usd'])} (calls {_millions(summary['call_premium_usd'])}, puts "
-        f"{_millions(summary['put_premium_usd'])}) | **put/call premium ratio** "
+        f"{usd(summary['premium_usd'])} (calls {usd(summary['call_premium_usd'])}, puts "
+        f"{usd(summary['put_premium_usd'])}) | **put/call premium ratio** "
         f"{'n/a' if ratio is None else f'{ratio:.2f}'} | **0DTE share of contracts** "
         f"{summary['zero_dte_share']:.0%} | **packages** {summary['packages']:,}\n\n"
-        f"**Net premium by the aggressor** calls {_millions(summary['net_call_premium_usd'])}, puts "
-        f"{_millions(summary['net_put_premium_usd'])} | **alerts recorded** {summary['alerts']} ({kinds}) | "
+        f"**Net premium by the aggressor** calls {usd(summary['net_call_premium_usd'])}, puts "
+        f"{usd(summary['net_put_premium_usd'])} | **alerts recorded** {summary['alerts']} ({kinds}) | "
         f"**previous session off the book** "
         f"{'not published yet' if off is None else f'{off:,} contracts'}"
         + "".join(f"\n\n> {note}" for note in summary["notes"])
@@ -526,19 +515,8 @@ def session_alerts_table(flow: SessionFlow) -> Styler:
             "premium_usd",
             "reasons",
         ]
-    ].copy()
-    table["event_time"] = _clock(table["event_time"])
-    table["kind"] = table["kind"].str.replace("_", " ")
+    ]
     return readable(table)
-
-
-def money_table(frame: pd.DataFrame, empty: str = "None in this session.") -> Styler:
-    """A frame for reading (`nqflow.reports.tables.readable`), times as UTC clock times."""
-    table = frame.copy()
-    for column in ("ts_event", "event_time"):
-        if column in table and len(table):
-            table[column] = _clock(table[column])
-    return readable(table, empty)
 
 
 def off_book_alerts_table(day: OffBookDay) -> Styler:

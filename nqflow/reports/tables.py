@@ -1,6 +1,7 @@
 """Tables as a trader reads them: no index column, headers in words, money as $4.44M, counts
-with separators, times as UTC clock times, sides as BUY / SELL / UNKNOWN, reasons as sentences,
-nothing shown as NaN, and every table wrapping to the page instead of scrolling sideways."""
+with separators, times as UTC clock times to the millisecond, alert kinds in words, sides as
+BUY / SELL / UNKNOWN, reasons as sentences, nothing shown as NaN, and every table wrapping to the
+page instead of scrolling sideways."""
 
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ def _cell(column: str, value: object) -> str:
         return usd(float(value))  # type: ignore[arg-type]
     if column in ("side", "aggressor"):
         return Direction.of_side(value).value
+    if column in ("event_time", "ts_event"):  # a report covers one window or session: its date is in the title
+        ts = pd.Timestamp(value).tz_convert("UTC")
+        return f"{ts:%H:%M:%S}.{ts.microsecond // 1000:03d}Z"
+    if column == "kind":
+        return str(value).replace("_", " ")
     if column in ("confidence",):
         return f"{float(value):.0f}"  # type: ignore[arg-type]
     if isinstance(value, (bool, np.bool_)):
