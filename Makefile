@@ -21,11 +21,13 @@ demo: $(STAMP)
 
 NOTEBOOKS := notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb notebooks/session.ipynb notebooks/gex.ipynb
 
-# The whole suite on both cores (pytest-xdist), after the type checker and ruff.
+# The tests on both cores (pytest-xdist), after the type checker and ruff; then the notebooks
+# with nbval in one process (a notebook's cells share one kernel, so they must not be split).
 test: $(STAMP) lint
 	bash .ci/ensure-chromium
 	$(PY) scheduler.py sample
-	$(PY) -m pytest -n 2 --dist loadgroup tests $(NOTEBOOKS) --nbval-lax
+	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m pytest $(NOTEBOOKS) --nbval-lax
 
 # The edit-test loop: everything but the tests marked slow, and no notebooks (under 2 minutes).
 test-fast: $(STAMP)

@@ -64,16 +64,6 @@ def feature_store(tmp_path_factory):
         yield client, tmp_path_factory.mktemp("features"), tmp_path_factory.mktemp("baseline") / "baseline.sqlite"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (--dist loadgroup), every cell of one notebook runs on one worker, in
-    order, in the kernel nbval started for it."""
-    for item in items:
-        path = str(getattr(item, "path", ""))
-        if path.endswith(".ipynb"):
-            item.add_marker(pytest.mark.xdist_group(f"notebook:{Path(path).name}"))
-
-
 # --------------------------------------------------------------------------- stand-in servers on loopback
 @pytest.fixture(scope="session")
 def tls(tmp_path_factory):
