@@ -2,7 +2,8 @@
 
 Backtests every window of every session with at least 5 sessions of history (the same
 `run_window` the notebook runs, spread over Dask workers), reads each session's off-book
-volume from the next day's statistics, and compares both with ground_truth.json. Prints
+volume from the next day's statistics, confirms every alert against the next morning's open
+interest, and compares all of it with ground_truth.json. Prints
 figures, and the alerts that match no planted event. Run: make quality  [WORKERS, default 2]
 """
 
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nqflow.config import load_config
 from nqflow.engine.monitor import REPO_ROOT
 from nqflow.engine.offbook import read_off_book_days
+from nqflow.engine.positions import confirm_days
 from nqflow.research.backtest import backtest
 from nqflow.research.lab import summary_table
 from nqflow.research.quality import evaluate
@@ -36,7 +38,8 @@ def main() -> None:
     off_book = read_off_book_days(ReplaySource(folder), sessions, config)
     alerts = pd.concat([result.alerts.drop(columns="trade_date"), off_book], ignore_index=True)
     days = [str(d) for d in sessions]
-    figures = evaluate(alerts, truth, config, days)
+    confirmations = confirm_days(ReplaySource(folder), alerts, sessions, config)
+    figures = evaluate(alerts, truth, config, days, confirmations)
     figures.pop("per_event")
     false_ids = set(figures.pop("false_alert_ids"))
     figures["precision"] = summary_table(alerts, truth, config, days)["precision"]

@@ -31,9 +31,13 @@ class Kind(StrEnum):
 
     LARGE_ORDER = "large_order"
     SWEEP = "sweep"
+    WORKED_ORDER = "worked_order"  # one party's order worked in many child orders, across windows
     STRATEGY = "strategy"
     VOLUME_SURGE = "volume_surge"
     OFF_BOOK = "off_book"  # blocks and other trades away from the book, from next-day statistics
+    CONFIRMATION = (
+        "confirmation"  # a follow-up: the next morning, which of a session's alerts opened or closed positions
+    )
     HEALTH = "health"  # the monitor itself: blind, a window failed for good, a channel down; and each recovery
 
 
@@ -44,6 +48,7 @@ class Level(StrEnum):
     EXPIRY = "expiry"
     PRODUCT = "product"
     PACKAGE = "package"
+    SESSION = "session"  # a follow-up about a whole session's alerts
     SYSTEM = "system"  # a health alert: about nqflow, not the market
 
 
@@ -106,7 +111,7 @@ KINDS: tuple[str, ...] = tuple(Kind)
 LEVELS: tuple[str, ...] = tuple(Level)
 LABELS: tuple[str, ...] = tuple(Label)
 #: Kinds that are one trading event (an order, a sweep, a package) rather than a volume surge.
-EVENT_KINDS: tuple[str, ...] = (Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY)
+EVENT_KINDS: tuple[str, ...] = (Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY, Kind.WORKED_ORDER)
 
 
 @dataclass
@@ -155,6 +160,11 @@ class Alert:
     legs: list[dict] | None = None
     net_premium_usd: float | None = None
     net_delta: float | None = None
+    child_orders: int | None = None  # a worked order: its child orders so far, the first and the last
+    first_time: str | None = None
+    last_time: str | None = None
+    vwap: float | None = None  # volume-weighted price of its child orders, index points
+    price_drift: str | None = None  # "ascending", "descending" or "flat": the child orders' prices over time
 
     def __post_init__(self) -> None:
         name = self.alert_id if isinstance(self.alert_id, str) else "<no id>"
@@ -176,7 +186,7 @@ class Alert:
                 "an alert is not a JSON object; the notebook must glue a list of dicts (nqflow.alerts.to_records)"
             )
         name = data.get("alert_id", "<no id>")
-        missing = [k for k in ALERT_FIELDS if k not in data]
+        missing = [k for k in ALERT_FIELDS if k not in data and k not in LATER_FIELDS]
         if missing:
             raise DataError(f"alert {name} lacks fields {missing}; glue nqflow.alerts.to_records(...) in the notebook")
         unknown = sorted(set(data) - set(ALERT_FIELDS))
@@ -184,7 +194,8 @@ class Alert:
             raise DataError(
                 f"alert {name} has unknown fields {unknown}; glue nqflow.alerts.to_records(...) in the notebook"
             )
-        return cls(**{k: data[k] for k in ALERT_FIELDS})
+        values: dict[str, Any] = {k: data.get(k) for k in ALERT_FIELDS}
+        return cls(**values)
 
     @property
     def is_event(self) -> bool:
@@ -233,7 +244,14 @@ ALERT_FIELDS: list[str] = [
     "legs",
     "net_premium_usd",
     "net_delta",
+    "child_orders",
+    "first_time",
+    "last_time",
+    "vwap",
+    "price_drift",
 ]
+#: Fields added after alerts were first recorded: an alert stored before them reads back with None.
+LATER_FIELDS: frozenset[str] = frozenset({"child_orders", "first_time", "last_time", "vwap", "price_drift"})
 assert sorted(ALERT_FIELDS) == sorted(spec.name for spec in dataclasses.fields(Alert))
 
 _ENUMS = {"kind": Kind, "level": Level, "label": Label, "direction": Direction, "sentiment": Sentiment}

@@ -81,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     offbook.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
     offbook.add_argument("--json", action="store_true", help="print only the session's off-book alerts as JSON")
+    confirm = sub.add_parser(
+        "confirm",
+        help="whether each of a session's recorded alerts opened or closed positions, from the next "
+        "morning's open interest (runs notebooks/offbook.ipynb; the follow-up goes out once)",
+    )
+    confirm.add_argument("date", help="the session's trade date, e.g. 2026-11-05")
+    confirm.add_argument(
+        "--json",
+        action="store_true",
+        help="print one object per alert: alert_id, kind, symbol, volume, oi_before, oi_after, oi_change, verdict",
+    )
     session = sub.add_parser(
         "session", help="one session's flow report (runs notebooks/session.ipynb; outputs/YYYY-MM-DD/session.html)"
     )
@@ -419,10 +430,11 @@ def _trade_date(text: str, command: str):
     return day
 
 
-def _daily(args, config, job: str, done) -> int:
+def _daily(args, config, job: str, done, payload=None, command: str | None = None) -> int:
     """Run one session's `job` notebook now, deliver what it found, and report in one line
-    (`done(run)`); with --json, stdout holds only the JSON."""
-    day = _trade_date(args.date, {"off_book": "offbook"}.get(job, job))
+    (`done(run)`); with --json, stdout holds only the JSON (`payload(run)`: by default the
+    off-book alerts, or the job's summary)."""
+    day = _trade_date(args.date, command or {"off_book": "offbook"}.get(job, job))
     scheduler = _scheduler(args, config)
     scheduler.preflight()
     run = scheduler.process_daily(job, day)
@@ -433,7 +445,7 @@ def _daily(args, config, job: str, done) -> int:
     if not run.ok:
         raise NqflowError(f"{job} {day} failed: {run.error} (notebook: {run.notebook_path})")
     if args.json:
-        args.emit_json(run.alerts if job == "off_book" else run.summary)
+        args.emit_json(payload(run) if payload else run.alerts if job == "off_book" else run.summary)
     print(f"session {day}: {done(run)}; report {run.html_path}")
     return 0
 
@@ -445,6 +457,20 @@ def offbook(args, config) -> int:
         "off_book",
         lambda run: f"{run.summary.get('off_book_contracts', 0):,} contracts off the book, {len(run.alerts)} alert(s)",
     )
+
+
+def confirm(args, config) -> int:
+    """Next-morning confirmation of a session's recorded alerts: the off-book notebook reads the
+    next day's statistics once for both (`nqflow.engine.positions`), records the verdicts beside
+    the alerts and sends the follow-up once; --json prints one object per alert."""
+    from nqflow.engine.positions import VERDICTS
+
+    def done(run) -> str:
+        rows = run.notes.get("confirmation", [])
+        counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+        return f"{len(rows)} alert(s) confirmed: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+
+    return _daily(args, config, "off_book", done, lambda run: run.notes.get("confirmation", []), "confirm")
 
 
 def gex(args, config) -> int:
@@ -508,6 +534,7 @@ COMMANDS = {
     "backtest": run_backtest,
     "cost": cost,
     "gex": gex,
+    "confirm": confirm,
     "offbook": offbook,
     "session": session,
     "demo": demo,

@@ -33,6 +33,7 @@ class Schedule:
     session_reports: bool = True
     off_book: bool = True
     dealer_positioning: bool = True
+    confirm_positions: bool = True
     daily_lookback_sessions: int = 5
     daily_wait_minutes: float = 30.0
 
@@ -86,6 +87,15 @@ class Thresholds:
     delta_neutral_share: float = 0.15
     off_book_premium_usd: float = 3_000_000.0
     off_book_package_max_ratio: int = 4
+    worked_max_gap_s: float = 120.0
+    worked_max_span_minutes: float = 30.0
+    worked_min_orders: int = 8
+    worked_flat_drift_share: float = 0.002
+
+
+@dataclass(frozen=True)
+class Confirm:
+    share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -183,6 +193,7 @@ class Config:
     universe: Universe = field(default_factory=Universe)
     thresholds: Thresholds = field(default_factory=Thresholds)
     confidence: Confidence = field(default_factory=Confidence)
+    confirm: Confirm = field(default_factory=Confirm)
     notify: Notify = field(default_factory=Notify)
     databento: DatabentoSettings = field(default_factory=DatabentoSettings)
     health: Health = field(default_factory=Health)
@@ -267,6 +278,16 @@ def _validate(config: Config) -> Config:
     for key in ("dominance_share", "sweep_block_share", "direction_share", "surge_max_order_share"):
         if not 0 < getattr(t, key) <= 1:
             raise ConfigError(f"config key thresholds.{key} must be in (0, 1], got {getattr(t, key)}")
+    for key in ("worked_max_gap_s", "worked_max_span_minutes", "worked_min_orders"):
+        if getattr(t, key) <= 0:
+            raise ConfigError(f"config key thresholds.{key} must be positive, got {getattr(t, key)}")
+    if t.worked_max_gap_s > t.worked_max_span_minutes * 60:
+        raise ConfigError(
+            f"config key thresholds.worked_max_gap_s ({t.worked_max_gap_s:g}) must not exceed "
+            f"worked_max_span_minutes ({t.worked_max_span_minutes:g}) in seconds"
+        )
+    if not 0 < config.confirm.share <= 1:
+        raise ConfigError(f"config key confirm.share must be in (0, 1], got {config.confirm.share}")
     _validate_parents(config.universe)
     if not 0 < t.delta_neutral_share < 1:
         raise ConfigError(f"config key thresholds.delta_neutral_share must be in (0, 1), got {t.delta_neutral_share}")

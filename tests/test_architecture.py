@@ -102,7 +102,7 @@ def test_every_list_of_kinds_and_levels_derives_from_the_enums():
     )
     assert tuple(kind_option.choices) == KINDS
     assert set(KIND_COLOURS) == set(Kind)
-    assert set(lab.CURVES["large_premium_usd"][1]) == {Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY}
+    assert set(lab.CURVES["large_premium_usd"][1]) == {Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY, Kind.WORKED_ORDER}
 
 
 def test_to_records_checks_what_the_notebook_glues():

@@ -76,7 +76,17 @@ def test_symbols_expiries_strikes_and_multiplier_in_definitions(sample_dir, trut
     # NQZ6 options: AM-settled quarterly, third Friday of December 2026 at 08:30 Chicago.
     assert row["expiration"] == pd.Timestamp("2026-12-18 14:30", tz="UTC")
     assert row["unit_of_measure_qty"] == 20.0
-    assert (options["strike_price"] % 10 == 0).all() and (options["strike_price"] % 100 != 0).any()  # 10-point strikes
+    # CME's grids: quarterly and serial NQ options at 25 and 50 points near the money, 100-500 points
+    # on far expiries; weeklies and end-of-month at multiples of 10 mixed with 25.
+    strike, asset = options["strike_price"], options["asset"]
+    quarterly = asset == "NQ"
+    assert (strike[quarterly] % 25 == 0).all() and (strike[quarterly] % 50 != 0).any()
+    far = quarterly & (options["expiration"] > pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=75))
+    assert far.any() and (strike[far] % 100 == 0).all()
+    weekly = ~quarterly
+    assert (strike[weekly] % 5 == 0).all()
+    assert ((strike[weekly] % 10 == 0) & (strike[weekly] % 25 != 0)).any()  # the 10s ...
+    assert ((strike[weekly] % 25 == 0) & (strike[weekly] % 10 != 0)).any()  # ... mixed with the 25s
     assert (options["symbol"] == options["raw_symbol"]).all()  # metadata mappings give to_df symbols
     # Real CME format: <product><month><year> <C|P><strike>, the product in `asset`.
     assert options["raw_symbol"].str.fullmatch(r"(NQ|QNE|QN[1-4]|Q[1-5][A-D])[FGHJKMNQUVXZ]\d [CP]\d+").all()
@@ -134,12 +144,14 @@ def test_spreads_have_leg_definitions_and_print_with_their_legs(sample_dir, trut
     with_legs = spreads[spreads["leg_count"] > 0]
     assert len(with_legs) and (spreads["leg_count"] == 0).any()  # some feeds carry no legs
     assert (with_legs.groupby("instrument_id").size() == with_legs.groupby("instrument_id")["leg_count"].first()).all()
-    assert set(with_legs["leg_side"]) == {"B", "A"} and spreads["raw_symbol"].str.startswith("UD:1V: ").all()
+    assert set(with_legs["leg_side"]) == {"B", "A"}
+    assert spreads["raw_symbol"].str.fullmatch(r"UD:2V: (VT|GN|RR|BO|IC|CO) \d+").all()  # CME's names
     assert (spreads["instrument_class"] == "M").any()  # covered: options against futures
     trades = _df(sample_dir / f"glbx-mdp3-{day}.trades.dbn.zst")
     prints = trades[trades["instrument_id"].isin(with_legs["instrument_id"])]
     assert len(prints) and set(prints["side"]) <= {"B", "A"}
-    assert (prints["price"] < 0).any()  # credit spreads print negative
+    every_print = trades[trades["instrument_id"].isin(spreads["instrument_id"])]
+    assert 0.15 < (every_print["price"] < 0).mean() < 0.4  # about a quarter are credits, printed negative
     for spread in prints.head(50).itertuples():
         legs = with_legs[with_legs["instrument_id"] == spread.instrument_id]
         at = trades[(trades["ts_event"] == spread.ts_event) & trades["instrument_id"].isin(legs["leg_instrument_id"])]
@@ -169,13 +181,51 @@ def test_next_day_statistics_carry_settlement_and_cleared_volume(sample_dir, tru
     assert cleared.set_index("instrument_id")["quantity"].reindex(expected.index).eq(expected).all()
 
 
-def test_open_interest_statistics(sample_dir, truth):
+def test_open_interest_statistics(sample_dir, truth, source):
     day = truth["sessions"][-1].replace("-", "")
     stats = _df(sample_dir / f"glbx-mdp3-{day}.statistics.dbn.zst")
     oi = stats[stats["stat_type"] == 9]
     defs = _df(sample_dir / f"glbx-mdp3-{day}.definition.dbn.zst")
     assert set(oi["instrument_id"]) == set(defs.loc[defs["instrument_class"].isin(["C", "P"]), "instrument_id"])
-    assert (oi["quantity"] > 0).all() and oi["quantity"].max() > 1_000
+    assert (oi["quantity"] >= 0).all() and oi["quantity"].max() > 1_000
+    # Some options' open interest comes twice in a morning (a preliminary figure, then the final):
+    # the last one counts, and the source gives only that one.
+    repeated = oi.groupby("instrument_id").size()
+    assert (repeated == 2).any() and repeated.max() == 2
+    twice = repeated.index[repeated == 2][0]
+    final = oi[oi["instrument_id"] == twice].sort_values("ts_recv")["quantity"].iloc[-1]
+    read = source.open_interest(dt.date.fromisoformat(truth["sessions"][-1]))
+    assert read.set_index("instrument_id").loc[twice, "open_interest"] == final and read["instrument_id"].is_unique
+
+
+def test_open_interest_follows_the_planted_positions(source, truth):
+    """A planted trade that opened positions raises its options' next-morning open interest by
+    about its size, one that closed them lowers it: the ground truth of the confirmations."""
+    sessions = [dt.date.fromisoformat(d) for d in truth["sessions"]]
+    checked = 0
+    for event in truth["events"]:
+        if event.get("position") not in ("opening", "closing") or event["kind"] == "strategy":
+            continue
+        day = dt.date.fromisoformat(event["session"])
+        if day == sessions[-1]:
+            continue
+        after = source.open_interest(sessions[sessions.index(day) + 1]).set_index("instrument_id")["open_interest"]
+        before = source.open_interest(day).set_index("instrument_id")["open_interest"]
+        change = float((after.reindex(event["instrument_ids"]) - before.reindex(event["instrument_ids"])).sum())
+        sign = 1 if event["position"] == "opening" else -1
+        assert sign * change >= 0.5 * event["size"], event["event_id"]
+        checked += 1
+    assert checked >= 20
+
+
+def test_trade_records_look_like_the_real_feed(sample_dir, truth):
+    """flags 0 on some days (as on real records), F_LAST on the others; ts_in_delta 12-15 µs."""
+    flags = {}
+    for day in truth["sessions"][:8]:
+        trades = db.DBNStore.from_file(sample_dir / f"glbx-mdp3-{day.replace('-', '')}.trades.dbn.zst").to_ndarray()
+        flags[day] = set(np.unique(trades["flags"]).tolist())
+        assert 12_000 <= trades["ts_in_delta"].min() and trades["ts_in_delta"].max() <= 15_000
+    assert {frozenset(f) for f in flags.values()} == {frozenset({0}), frozenset({128})}
 
 
 def test_known_strike_volume_matches_trades_file(sample_dir, truth, source):
@@ -218,7 +268,30 @@ def test_intraday_u_shape_heavy_tails_sides_and_black76_prices(source, truth):
 
 def test_ground_truth_lists_every_kind_and_quiet_sessions(truth):
     kinds = {e["kind"] for e in truth["events"]}
-    assert kinds == {"block", "sweep", "strategy", "surge_instrument", "surge_expiry", "surge_product", "off_book"}
+    assert kinds == {
+        "block",
+        "sweep",
+        "strategy",
+        "worked",
+        "two_sided",
+        "surge_instrument",
+        "surge_expiry",
+        "surge_product",
+        "off_book",
+    }
+    worked = [e for e in truth["events"] if e["kind"] == "worked"]
+    assert {e["side"] for e in worked} == {"B", "A"} and len(worked) >= 8
+    for e in worked:  # worked across a window edge: the alert's window is a later one than the first child's
+        assert pd.Timestamp(e["first_time"]).floor("15min") < pd.Timestamp(e["window_start"]) <= pd.Timestamp(
+            e["last_time"]
+        )
+        assert e["children"] >= 12 and e["premium_usd"] >= 3e6 > e["premium_usd"] / e["children"]
+    decoys = [e for e in truth["events"] if e["kind"] == "two_sided"]
+    assert len(decoys) >= 4 and all(
+        0.3 < e["bought_premium_usd"] / e["premium_usd"] < 0.6 and e["premium_usd"] > 3e6 for e in decoys
+    )
+    positions = {e.get("position") for e in truth["events"] if e["kind"] in ("block", "sweep", "strategy", "worked")}
+    assert positions == {"opening", "closing", "unknown"}  # unknown: a 0DTE trade expires before the next morning
     off_book = [e for e in truth["events"] if e["kind"] == "off_book"]
     assert {e["strategy"] for e in off_book if e["package"]} == {"vertical", "calendar"}
     assert min(e["premium_usd"] for e in off_book) < 3e6 < max(e["premium_usd"] for e in off_book)

@@ -288,7 +288,7 @@ def test_a_database_of_the_schema_before_versions_is_upgraded_and_loses_nothing(
     store = StateStore(path)
     with sqlite3.connect(path) as conn:
         after = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert after == before
     assert store.window("2026-10-30T15:15:00+00:00", "2026-10-30T15:30:00+00:00")["last_error"] == "DataError: gone"
     StateStore(path)  # opening an upgraded file again changes nothing

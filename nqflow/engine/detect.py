@@ -100,7 +100,8 @@ from nqflow.engine.levels import (
     PRODUCT_KEY,
     SHORT_DATED_DAYS,
 )
-from nqflow.engine.strategies import package_headline, read_package
+from nqflow.engine.strategies import covered_reading, package_headline, read_package
+from nqflow.engine.worked import eligible_children, price_drift, worked_crossings
 from nqflow.market.contracts import CHICAGO
 from nqflow.market.frames import WindowData
 
@@ -258,8 +259,12 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
     volumes = _scored_volumes(features.volumes, config)
     volumes["gate"] = surge_gate(volumes, config)  # "" where a surge may alert, else why not (charts show it)
     context = _Context(features, volumes, config, score_every_volume)
+    orders = orders.assign(sweep_id=sweep)
     candidates = (
-        _order_alerts(context, orders.assign(sweep_id=sweep)) + _strategy_alerts(context) + _surge_alerts(context)
+        _order_alerts(context, orders)
+        + _worked_alerts(context, orders, features.windows["trade_date"].to_numpy()[orders[WINDOW].to_numpy()])
+        + _strategy_alerts(context)
+        + _surge_alerts(context)
     )
     by_window: dict[int, list[_Candidate]] = {}
     for candidate in candidates:
@@ -680,6 +685,135 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
     return alerts
 
 
+def alerted_orders(orders: pd.DataFrame, t) -> np.ndarray:
+    """Orders that are an alert of their own: a single order at ``large_premium_usd`` or more (not
+    a package leg, not in a sweep), or a member of a sweep whose summed premium reaches it."""
+    premium = orders["premium_usd"].to_numpy(dtype=float)
+    sweep = orders["sweep_id"].to_numpy(dtype="int64")
+    single = (sweep < 0) & (orders["package_id"].to_numpy() < 0) & (premium >= t.large_premium_usd)
+    in_sweep = sweep >= 0
+    if not in_sweep.any():
+        return single
+    totals = pd.Series(premium[in_sweep]).groupby(sweep[in_sweep]).sum()
+    big = totals.index[totals.to_numpy() >= t.large_premium_usd].to_numpy()
+    return single | (in_sweep & np.isin(sweep, big))
+
+
+def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray) -> list[_Candidate]:
+    """Worked orders (`nqflow.engine.worked`): one alert at the child order where each crosses
+    ``large_premium_usd``, in that child's window."""
+    config = context.config
+    t = config.thresholds
+    if orders.empty:
+        return []
+    eligible = eligible_children(orders, alerted_orders(orders, t))
+    crossings = worked_crossings(orders, session, eligible, t)
+    if crossings.empty:
+        return []
+    rows = crossings["row"].to_numpy(dtype="int64")
+    windows = orders[WINDOW].to_numpy(dtype="int64")[rows]
+    volume_row = context.instrument_rows(windows, orders["instrument_id"].to_numpy(dtype="int64")[rows])
+    context.p_values(volume_row[volume_row >= 0])
+    v = context.volumes
+    alerts = []
+    for crossing, window, vrow in zip(crossings.itertuples(index=False), windows, volume_row):
+        children = orders.iloc[crossing.child_rows]
+        last, first = children.iloc[-1], children.iloc[0]
+        index = int(window)
+        premium, volume = float(crossing.premium_usd), int(crossing.contracts)
+        side = str(last["side"])
+        direction = Direction.of_side(side)
+        bullish = (side == "B") == (last["put_call"] == "C")
+        sentiment = "BULLISH" if bullish else "BEARISH"
+        history = int(v["history_sessions"].iat[vrow]) if vrow >= 0 else 0
+        p_value = float(v["p_value"].iat[vrow]) if vrow >= 0 and history else 1.0
+        inst_volume = float(v["volume"].iat[vrow]) if vrow >= 0 else float(volume)
+        baseline = float(v["baseline"].iat[vrow]) if vrow >= 0 else None
+        oi = float(v["open_interest"].iat[vrow]) if vrow >= 0 else float("nan")
+        total_oi = None if math.isnan(oi) else int(oi)
+        components = {
+            "surprise": surprise_component(p_value, config) if history else 0.0,
+            "premium": premium_component(premium, config),
+            "imbalance": 2.0 * float(crossing.side_share) - 1.0,
+            "concentration": float(crossing.side_share),
+            "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
+        }
+        confidence, label = score(components, config)
+        sizes = children["size"].to_numpy(dtype=float)
+        prices = children["vwap"].to_numpy(dtype=float)
+        vwap = float(np.average(prices, weights=sizes))
+        drift = price_drift(prices, sizes, t.worked_flat_drift_share)
+        first_time, last_time = pd.Timestamp(first["ts_event"]), pd.Timestamp(last["ts_event"])
+        minutes = (last_time - first_time).total_seconds() / 60.0
+        right = "calls" if last["put_call"] == "C" else "puts"
+        largest = float(children["premium_usd"].max())
+        reasons = [
+            f"{usd(premium)} premium in {crossing.children} child orders >= {usd(t.large_premium_usd)} threshold: "
+            f"one order worked from {_clock(first_time)} to {_clock(last_time)} ({minutes:.0f} min), "
+            f"the largest child {usd(largest)}",
+            f"{volume:,} {right} {direction.verb} at a VWAP of {vwap:,.2f} ({drift}): reads {sentiment.lower()}",
+            f"{'buyers' if side == 'B' else 'sellers'} hold {crossing.side_share:.0%} of this option's aggressor "
+            f"premium over the span (>= {t.direction_share:.0%}): one side working, not a market maker",
+        ]
+        if history:
+            reasons.append(
+                f"instrument window volume {inst_volume:,.0f} vs expected {baseline:,.1f}; "
+                f"tail probability {p_value:.1e} over {history} sessions"
+            )
+        reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
+        days = int(last["days_to_expiry"])
+        alerts.append(
+            context.candidate(
+                index,
+                [("instrument", str(int(last["instrument_id"])))],
+                expiry_keys={str(last["expiry_key"])},
+                alert_id=stable_id("worked_order", int(last["instrument_id"]), first_time.value, side),
+                kind="worked_order",
+                level="instrument",
+                event_time=last_time.isoformat(),
+                symbol=str(last["symbol"]),
+                symbols=[str(last["symbol"])],
+                instrument_ids=[int(last["instrument_id"])],
+                expiry=str(last["expiry"]),
+                expiration=pd.Timestamp(last["expiration"]).isoformat(),
+                strike=float(last["strike"]),
+                put_call=str(last["put_call"]),
+                direction=direction,
+                sentiment=sentiment,
+                volume=volume,
+                buy_volume=float(volume if side == "B" else 0),
+                sell_volume=float(volume if side == "A" else 0),
+                baseline=baseline,
+                ratio=inst_volume / baseline if baseline else None,
+                tier=None,
+                history_sessions=history,
+                p_value=p_value,
+                premium_usd=round(premium, 2),
+                buy_premium_usd=premium if side == "B" else 0.0,
+                sell_premium_usd=premium if side == "A" else 0.0,
+                imbalance=1.0 if side == "B" else -1.0,
+                underlying_price=context.underlying_at(index, last_time),
+                open_interest=total_oi,
+                volume_oi=round(volume / total_oi, 4) if total_oi else None,
+                confidence=confidence,
+                label=label,
+                reasons=reasons + _dte_reason(days),
+                days_to_expiry=days,
+                zero_dte=days == 0,
+                child_orders=int(crossing.children),
+                first_time=first_time.isoformat(),
+                last_time=last_time.isoformat(),
+                vwap=round(vwap, 4),
+                price_drift=drift,
+            )
+        )
+    return alerts
+
+
+def _clock(ts: pd.Timestamp) -> str:
+    return f"{ts:%H:%M:%S}Z"
+
+
 def _dte_reason(days: int | None) -> list[str]:
     if days is None or pd.isna(days):
         return []
@@ -704,6 +838,8 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
     for package in big.itertuples(index=False):
         index = int(package.window)
         direction, sentiment, net_delta = read_package(package._asdict(), t.delta_neutral_share)
+        if package.strategy == "covered":
+            net_delta = 0.0  # delta-neutral as agreed: the futures legs offset the options' delta
         ids = package.option_leg_ids
         rows = volume_row[offset : offset + len(ids)]
         offset += len(ids)
@@ -752,6 +888,15 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
             reasons.append(
                 f"exchange instrument {package.spread_symbol}, {package.quantity:,} packages of "
                 f"{volume:,} option contracts in all"
+            )
+        covered = covered_reading(package.legs) if package.strategy == "covered" else None
+        if covered is not None:
+            agreed, model = covered
+            reasons.insert(
+                2,
+                f"covered: the futures ratio says the two sides agreed a delta of {agreed:.2f} per option, "
+                f"the model gives {model:.2f} (a gap of {abs(agreed - model):.2f}); read as traded, "
+                f"delta-neutral by construction",
             )
         reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
         alerts.append(

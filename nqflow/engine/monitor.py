@@ -21,7 +21,8 @@ from nqflow.engine.baseline import (
     window_keys,
     window_keys_by,
 )
-from nqflow.engine.detect import Detection, detect_window, detect_windows
+from nqflow.engine.detect import Detection, detect_windows
+from nqflow.engine.worked import lookback
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.frames import (
@@ -63,7 +64,10 @@ def run_window(
 
     A window of open market with no option trades raises DataError: on CME Globex that is a data
     problem (a missing file, an entitlement, a wrong universe), never a quiet market, so the
-    window fails and is retried instead of being recorded as done and seen."""
+    window fails and is retried instead of being recorded as done and seen.
+
+    The session's windows in the worked-order lookback before it are detected with it (their
+    own alerts dropped), so a worked order crossing in this window is seen as a backtest sees it."""
     window = load_window(source, start, end, config.universe.products)
     if window.trade_date is not None and window.empty:
         raise DataError(
@@ -81,12 +85,29 @@ def run_window(
         expected = baseline.expected(
             window.trade_date, [slot], config.thresholds.baseline_sessions, {slot: window_keys(window.trades)}
         )[slot]
-    detection = detect_window(window, expected, config)
+    earlier = earlier_windows(config, source, window)
+    detection = detect_windows([*earlier, window], [None] * len(earlier) + [expected], config)[-1]
     if record_baseline and window.trade_date is not None and not window.empty:
         whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
         if whole_slot:
             baseline.record(window.trade_date, [slot], slot_volumes(window.trades, row.market_open))
     return WindowResult(window, detection)
+
+
+def earlier_windows(config: Config, source: DataSource, window: WindowData) -> list[WindowData]:
+    """The windows of `window`'s session in the `nqflow.engine.worked.lookback` before it: a worked
+    order's children in them count toward its total. Read from the source (cached per window
+    by a Databento source), never from an earlier process's memory, so a restarted monitor
+    and a backtest see the same orders."""
+    if window.trade_date is None:
+        return []
+    row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
+    since = max(window.start - lookback(config.thresholds), row.market_open)
+    return [
+        load_window(source, start, end, config.universe.products)
+        for start, end in cal.session_windows(window.trade_date, config.schedule.interval_minutes)
+        if start >= since and end <= window.start
+    ]
 
 
 @dataclass

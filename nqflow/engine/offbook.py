@@ -32,7 +32,8 @@ Confidence uses the window alerts' weights (`nqflow.engine.detect.score`) with t
 surprise = the off-book share of the cleared volume (all of it off the screen reads 1),
 premium as for any alert, imbalance 0 (no aggressor is known), concentration 1 for a single
 option or a package whose ratios are exact, and volume/OI = OI change / off-book volume
-(positions opened by at least the block's size read 1).
+(positions opened by at least the block's size read 1). Whether it opened or closed positions
+is the next-morning verdict every alert gets (`nqflow.engine.positions.verdict_of`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import pandas as pd
 from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Label, Level, stable_id, usd
 from nqflow.config import Config
 from nqflow.engine.detect import premium_component, score
+from nqflow.engine.positions import verdict_of
 from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
 from nqflow.market.contracts import CHICAGO
@@ -108,6 +110,15 @@ class OffBookDay:
             "alerts_by_kind": {"off_book": int(len(self.alerts))} if len(self.alerts) else {},
             "max_confidence": float(self.alerts["confidence"].max()) if len(self.alerts) else 0.0,
         }
+
+
+#: The next-morning verdict (`nqflow.engine.positions.verdict_of`) as an off-book reason says it.
+READING = {
+    "opening": ": positions opened",
+    "closing": ": positions closed",
+    "mixed": ": mixed opening and closing",
+    "unknown": "",
+}
 
 
 def about_session(statistics: pd.DataFrame, trade_date: dt.date) -> pd.DataFrame:
@@ -250,13 +261,7 @@ def off_book_alerts(
                     f"{s}: {b:,.0f} -> {a:,.0f}"
                     for s, b, a in zip(members["symbol"], members["oi_before"], members["oi_after"])
                 )
-                + (
-                    ": positions opened"
-                    if (oi_change or 0) >= volume
-                    else ": positions closed"
-                    if oi_change is not None and oi_change <= -volume
-                    else ": mixed opening and closing"
-                )
+                + READING[verdict_of(volume, oi_change, config.confirm.share)]
                 if oi_change is not None
                 else "open interest change unknown"
             ),

@@ -433,16 +433,34 @@ def package_headline(strategy: str, legs: list[dict]) -> str:
     return f"{name} {right}{strategy.replace('_', ' ')}"
 
 
+def covered_reading(legs: list[dict]) -> tuple[float, float] | None:
+    """(agreed, model) delta per option contract of a covered package: the futures legs' ratio
+    over the option legs' (10 calls against 6 futures: 0.60), and the options' own net delta
+    from the model. None without both kinds of leg."""
+    options = [leg for leg in legs if leg["put_call"] in ("C", "P")]
+    futures = [leg for leg in legs if leg["put_call"] == "F"]
+    option_ratio = sum(leg["ratio"] for leg in options)
+    if not options or not futures or option_ratio <= 0:
+        return None
+    agreed = sum(leg["ratio"] for leg in futures) / option_ratio
+    model = abs(float(np.nansum([leg["sign"] * leg["ratio"] * leg.get("delta", np.nan) for leg in options])))
+    return agreed, model / option_ratio
+
+
 def read_package(package: pd.Series, neutral_share: float) -> tuple[str, str, float]:
     """(direction, sentiment, the aggressor's net delta in futures-equivalent contracts).
 
     Direction is what the aggressor did to the package (BUY / SELL; UNKNOWN when no aggressor).
     Sentiment comes from the net delta: VOLATILITY when delta-neutral, else BULLISH / BEARISH
-    by the sign of the aggressor's delta (NEUTRAL when the aggressor is unknown)."""
+    by the sign of the aggressor's delta (NEUTRAL when the aggressor is unknown). A covered
+    package is VOLATILITY whatever the model's delta: its futures ratio is the delta the two
+    sides agreed (`covered_reading`), and the model disagreeing makes it no bet on direction."""
     direction = Direction.of_side(package["side"])
     sign = {"B": 1, "A": -1}.get(package["side"], 0)
     unit, gross = package["unit_delta"], package["unit_gross_delta"]
     net = unit * package["quantity"] * (sign or 1)
+    if package.get("strategy") == "covered":  # hedged at the delta both sides agreed: never directional
+        return direction, "VOLATILITY", net
     if gross > 0 and abs(unit) <= neutral_share * gross:
         return direction, "VOLATILITY", net
     if sign == 0:

@@ -52,6 +52,8 @@ def enabled_channels(config: Config) -> list[str]:
 def _wanted(alert: dict, settings) -> bool:
     if alert["kind"] == "health":  # the monitor's own state reaches every channel, whatever its filters
         return True
+    if alert["kind"] == "confirmation":  # queued only on the channels that carried the alerts it follows up
+        return True
     return alert["confidence"] >= settings.min_confidence and (not settings.kinds or alert["kind"] in settings.kinds)
 
 

@@ -48,6 +48,10 @@ class NotebookRun:
     duration_s: float = 0.0
     #: The exception's class name when the notebook raised one (papermill's ``ename``).
     error_type: str | None = None
+    #: What the notebook learned about earlier alerts (scrap ``notes``): note -> rows, each with
+    #: its ``alert_id`` (``confirmation``: next-morning verdicts; ``worked_final``: a worked
+    #: order's final total). Kept beside the alerts, which stay as they were sent.
+    notes: dict[str, list[dict]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +61,16 @@ class NotebookRun:
     def waiting(self) -> bool:
         """It failed only because the data is not published yet: try later, no attempt spent."""
         return self.error_type == DataNotYetAvailable.__name__
+
+
+def check_notes(data) -> dict[str, list[dict]]:
+    """The ``notes`` scrap read back: note name -> rows with an ``alert_id``; anything else is a one-line error."""
+    if not isinstance(data, dict) or not all(
+        isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("alert_id"), str) for r in rows)
+        for rows in data.values()
+    ):
+        raise ValueError("the notes scrap must map a note name to rows with an alert_id; glue Confirmations.records()")
+    return {str(k): v for k, v in data.items()}
 
 
 def window_paths(outputs_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -> tuple[Path, Path]:
@@ -135,6 +149,8 @@ def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, param
                 scraps = sb.read_notebook(str(notebook_path)).scraps
                 run.alerts = [validate(a) for a in scraps["alerts"].data]
                 run.summary = dict(check_summary(scraps["summary"].data))
+                if "notes" in scraps:
+                    run.notes = check_notes(scraps["notes"].data)
             except Exception as exc:
                 run.error = f"could not read the notebook's scraps: {exc}".splitlines()[0][:500]
     run.duration_s = time.monotonic() - began

@@ -23,6 +23,7 @@ from nqflow.config import Config
 from nqflow.errors import DataNotYetAvailable, MarketClosed, NqflowError, UsageError
 from nqflow.market import hours as cal
 from nqflow.ops import health
+from nqflow.ops.followups import confirmation_message
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.retention import Removed, apply_retention
 from nqflow.ops.runner import NotebookRun, daily_paths, execute_daily, execute_window, window_paths
@@ -300,6 +301,7 @@ class Scheduler:
         )
         if run.ok:
             self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat())
+            self.record_notes(day, run.notes, done.isoformat())
             self.store.record_daily_run(
                 job, day, "ok", done.isoformat(), run.duration_s, *paths, len(run.alerts), run.summary
             )
@@ -341,6 +343,20 @@ class Scheduler:
             )
         )
         return run
+
+    def record_notes(self, day: str, notes: dict[str, list[dict]], now: str) -> None:
+        """Keep what a daily notebook learned about the session's alerts beside them; the first
+        confirmations of a session go out as one follow-up on the channels that carried its alerts."""
+        for note, rows in notes.items():
+            new = self.store.record_notes(note, day, rows, now)
+            if note != "confirmation" or not new or not rows:
+                continue
+            # Off-book alerts say in their own reasons whether they opened positions: the follow-up
+            # is about the alerts sent while the session traded.
+            followed = [row for row in rows if row["kind"] != "off_book"]
+            channels = self.store.channels_that_carried([row["alert_id"] for row in followed])
+            if followed and channels:
+                self.store.record_alerts([confirmation_message(day, followed)], channels, now)
 
     def ready_at(self, job: str, trade_date: dt.date) -> pd.Timestamp:
         """When a session's `job` may first run: its report once its last window is due; its

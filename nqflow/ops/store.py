@@ -60,6 +60,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE windows_v2 RENAME TO windows;
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 3: what was learned about an alert after it was sent, kept beside it (the alert stays as
+    # sent): its next-morning confirmation, a worked order's final total.
+    """
+    CREATE TABLE IF NOT EXISTS alert_notes (
+        alert_id TEXT NOT NULL, note TEXT NOT NULL, trade_date TEXT NOT NULL, payload TEXT NOT NULL,
+        recorded_at TEXT NOT NULL, PRIMARY KEY (alert_id, note));
+    CREATE INDEX IF NOT EXISTS alert_notes_day ON alert_notes (trade_date, note);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -322,6 +330,45 @@ class StateStore:
                     )
         return new
 
+    def record_notes(self, note: str, trade_date: str, rows: Sequence[dict], now: str) -> int:
+        """Keep `note` rows (each with its ``alert_id``) beside their alerts; a later reading of
+        the same note replaces the earlier one. Returns how many rows were new."""
+        with self.connect() as conn:
+            known = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT alert_id FROM alert_notes WHERE note = ? AND trade_date = ?", (note, trade_date)
+                )
+            }
+            conn.executemany(
+                "INSERT OR REPLACE INTO alert_notes (alert_id, note, trade_date, payload, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(row["alert_id"], note, trade_date, json.dumps(row), now) for row in rows],
+            )
+        return len({row["alert_id"] for row in rows} - known)
+
+    def notes(self, note: str, trade_date: str | None = None) -> dict[str, dict]:
+        """Alert id -> the `note` kept beside it (of one session, or all)."""
+        query, params = "SELECT alert_id, payload FROM alert_notes WHERE note = ?", [note]
+        if trade_date:
+            query += " AND trade_date = ?"
+            params.append(trade_date)
+        with self.connect() as conn:
+            return {r[0]: json.loads(r[1]) for r in conn.execute(query, params)}
+
+    def channels_that_carried(self, alert_ids: Sequence[str]) -> list[str]:
+        """The channels that delivered (or still owe) at least one of these alerts."""
+        if not alert_ids:
+            return []
+        marks = ",".join("?" * len(alert_ids))
+        with self.connect() as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT channel FROM deliveries WHERE alert_id IN ({marks}) "
+                "AND status IN ('sent', 'pending')",
+                list(alert_ids),
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
     def surges_sent_since(self, since: str) -> list[dict]:
         """Volume-surge alerts from windows starting at or after `since` that were queued for
         delivery on some channel (not suppressed as repeats): what escalation compares against."""
@@ -408,4 +455,4 @@ def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
     market_open, market_close = session_bounds(trade_date)
     rows = StateStore(path).alerts(since=market_open.isoformat(), until=market_close.isoformat())
     # the market's alerts: health alerts are about the monitor, and live in the index
-    return pd.DataFrame([r for r in rows if r["kind"] != "health"], columns=ALERT_FIELDS)
+    return pd.DataFrame([r for r in rows if r["kind"] not in ("health", "confirmation")], columns=ALERT_FIELDS)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from nqflow.engine.gex import DealerPositioning
     from nqflow.engine.monitor import WindowResult
     from nqflow.engine.offbook import OffBookDay
+    from nqflow.engine.positions import Confirmations
     from nqflow.engine.session_flow import SessionFlow
 
 # Okabe-Ito (colour-blind safe): blue for bought / calls, vermillion for sold / puts.
@@ -259,6 +260,8 @@ KIND_COLOURS = {
     Kind.STRATEGY: "#009E73",
     Kind.VOLUME_SURGE: "#E69F00",
     Kind.OFF_BOOK: "#56B4E9",
+    Kind.WORKED_ORDER: "#D55E00",
+    Kind.CONFIRMATION: "#F0E442",
     Kind.HEALTH: "#000000",
 }
 assert set(KIND_COLOURS) == set(Kind), "every alert kind needs a colour"
@@ -555,6 +558,17 @@ def off_book_volumes_table(day: OffBookDay) -> Styler:
         }
     )
     return readable(table, f"No option of session {day.trade_date} traded off the book.")
+
+
+def confirmations_table(confirmations: Confirmations) -> Styler:
+    """Each of a session's alerts against the next morning's open interest: opened, closed,
+    mixed, or unknown (an option that expired has no next-morning open interest)."""
+    table = confirmations.table
+    if table.empty:
+        return readable(table.iloc[:0, :0], f"No alert of session {confirmations.trade_date} to confirm.")
+    order = {"opening": 0, "closing": 1, "mixed": 2, "unknown": 3}
+    table = table.assign(_order=table["verdict"].map(order)).sort_values(["_order", "volume"], ascending=[True, False])
+    return readable(table[["verdict", "kind", "symbol", "event_time", "volume", "oi_before", "oi_after", "oi_change"]])
 
 
 def previous_off_book(flow: SessionFlow):

@@ -27,6 +27,10 @@ HEADERS = {
     "net_premium_usd": "net premium",
     "gross_premium_usd": "gross premium",
     "put_call": "call / put",
+    "oi_before": "OI before",
+    "oi_after": "OI after",
+    "oi_change": "OI change",
+    "child_orders": "child orders",
 }
 
 #: The page's CSS for tables: wrap long text, fit the page, no sideways scroll.

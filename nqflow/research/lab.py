@@ -27,7 +27,7 @@ import pandas as pd
 from nqflow.alerts import EVENT_KINDS, Kind, Level
 from nqflow.config import Config
 from nqflow.engine.features import WINDOW, Features
-from nqflow.research.quality import evaluate, expected_events, matches
+from nqflow.research.quality import evaluate, events_by_window, expected_events, matches
 
 #: Overrides for a deliberately loose run (each below its default): tests and the bench use it.
 LOOSE = {
@@ -43,6 +43,9 @@ KNOBS = {
     "instrument_min_volume": "thresholds.instrument_min_volume",
     "expiry_min_volume": "thresholds.expiry_min_volume",
     "product_min_volume": "thresholds.product_min_volume",
+    "worked_min_orders": "thresholds.worked_min_orders",
+    "worked_max_gap_s": "thresholds.worked_max_gap_s",
+    "worked_max_span_minutes": "thresholds.worked_max_span_minutes",
     "confidence_cut": "alerts below this confidence are dropped",
 }
 
@@ -51,16 +54,19 @@ CURVES = {
     "large_premium_usd": ("large_premium_usd", EVENT_KINDS, None),
     "surge_ratio": ("first_surge_tier", (Kind.VOLUME_SURGE,), None),
     "instrument_min_volume": ("instrument_min_volume", (Kind.VOLUME_SURGE,), Level.INSTRUMENT),
+    "worked_min_orders": ("worked_min_orders", (Kind.WORKED_ORDER,), None),
+    "worked_max_gap_s": ("worked_max_gap_s", (Kind.WORKED_ORDER,), None),
     "confidence": ("confidence_cut", None, None),
 }
 
 
 def mark_planted(alerts: pd.DataFrame, truth: dict) -> pd.DataFrame:
     """Add ``planted``: True when an alert matches a planted event of the ground truth."""
-    by_window: dict[str, list[pd.Series]] = {}
-    for _, event in pd.DataFrame(truth["events"]).iterrows():
-        by_window.setdefault(event["window_start"], []).append(event)
-    planted = [any(matches(a, e) for e in by_window.get(a["window_start"], ())) for a in alerts.to_dict("records")]
+    by_window = events_by_window(pd.DataFrame(truth["events"]))
+    planted = [
+        any(matches(a, e) and e["kind"] != "two_sided" for e in by_window.get(a["window_start"], ()))
+        for a in alerts.to_dict("records")
+    ]
     return alerts.assign(planted=pd.Series(planted, index=alerts.index, dtype=bool))
 
 
@@ -73,6 +79,9 @@ def current_values(config: Config) -> dict[str, float]:
         "instrument_min_volume": float(t.instrument_min_volume),
         "expiry_min_volume": float(t.expiry_min_volume),
         "product_min_volume": float(t.product_min_volume),
+        "worked_min_orders": float(t.worked_min_orders),
+        "worked_max_gap_s": t.worked_max_gap_s,
+        "worked_max_span_minutes": t.worked_max_span_minutes,
         "confidence_cut": 0.0,
     }
 
@@ -88,9 +97,12 @@ def config_at(config: Config, values: dict[str, float]) -> Config:
         changes["large_premium_usd"] = float(values["large_premium_usd"])
     if "first_surge_tier" in values:
         changes["surge_tiers"] = (float(values["first_surge_tier"]), *t.surge_tiers[1:])
-    for name in ("instrument_min_volume", "expiry_min_volume", "product_min_volume"):
+    for name in ("instrument_min_volume", "expiry_min_volume", "product_min_volume", "worked_min_orders"):
         if name in values:
             changes[name] = int(values[name])
+    for name in ("worked_max_gap_s", "worked_max_span_minutes"):
+        if name in values:
+            changes[name] = float(values[name])
     return dataclasses.replace(config, thresholds=dataclasses.replace(t, **changes))
 
 

@@ -5,6 +5,14 @@ event's instruments (any instrument for a product-wide or 0DTE-wide surge). Reca
 counted per planted kind for events at or above the configured thresholds; an alert that
 matches no planted event is a false alert.
 
+A worked order (one party's child orders on one option) is matched by its option and time
+instead of its window: the window where its running total crosses the threshold depends on
+the threshold. Two-sided decoys (a market maker trading both sides of one option at a similar
+size) must raise nothing: any alert on one is a false alert, counted as ``decoys_alerted``.
+
+Planted trades also carry whether they opened or closed positions; with the next-morning
+confirmations (`nqflow.engine.positions`) each found event's verdict is checked against it.
+
 Strategy packages are also checked for how they were read: the strategy named right, the
 sentiment right (a delta-neutral package is a volatility trade), and never *misread*: a
 package's legs reported as directional single-leg alerts (a large order, a sweep or an
@@ -27,8 +35,10 @@ EXPECTED_KIND = {
     "surge_expiry": Kind.VOLUME_SURGE,
     "surge_product": Kind.VOLUME_SURGE,
     "off_book": Kind.OFF_BOOK,
+    "worked": Kind.WORKED_ORDER,
 }
-ORDER_KINDS = ("block", "sweep", "strategy")  # alert at large_premium_usd
+ORDER_KINDS = ("block", "sweep", "strategy", "worked")  # alert at large_premium_usd
+SPANNING = ("worked", "two_sided")  # matched by instrument and time span, not by window
 EXPECTED_LEVEL = {"surge_product": Level.PRODUCT, "surge_expiry": Level.EXPIRY}
 
 
@@ -44,7 +54,7 @@ def expected_events(truth: dict, config: Config, sessions: list[str] | None = No
     ratio = events.get("ratio", pd.Series(float("nan"), index=events.index))
     events = events.assign(
         expected_kind=events["kind"].map(EXPECTED_KIND),
-        should_alert=(is_order & (premium >= t.large_premium_usd))
+        should_alert=(is_order & (premium >= t.large_premium_usd) & (events["kind"] != "two_sided"))
         | (off_book & (premium >= t.off_book_premium_usd))
         | (~is_order & ~off_book & ratio.ge(t.surge_tiers[0])),
     )
@@ -52,6 +62,12 @@ def expected_events(truth: dict, config: Config, sessions: list[str] | None = No
 
 
 def matches(alert: dict, event: pd.Series) -> bool:
+    if event["kind"] in SPANNING:  # one party's (or a market maker's) orders over several windows
+        return (
+            pd.Timestamp(event["first_time"]) <= pd.Timestamp(alert["event_time"]) <= pd.Timestamp(event["last_time"])
+            and bool(set(alert["instrument_ids"] or []) & set(event["instrument_ids"]))
+            and alert["kind"] != Kind.OFF_BOOK
+        )
     if alert["window_start"] != event["window_start"]:
         return False
     if (event["kind"] == "off_book") != (alert["kind"] == Kind.OFF_BOOK):  # a session-wide alert, not a window's
@@ -81,21 +97,53 @@ def misread(alert: dict, event: pd.Series) -> bool:
     )
 
 
-def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[str]) -> dict:
-    """Recall per kind, tier and direction accuracy, and false alerts per session."""
+def _windows_spanned(event: pd.Series, minutes: int) -> list[str]:
+    first = pd.Timestamp(event["first_time"]).floor(f"{minutes}min")
+    return [w.isoformat() for w in pd.date_range(first, pd.Timestamp(event["last_time"]), freq=f"{minutes}min")]
+
+
+def events_by_window(events: pd.DataFrame, minutes: int = 15) -> dict[str, list[pd.Series]]:
+    """Planted events by the windows an alert about them can lie in: their own, or every window
+    a worked order (or a decoy) spans."""
+    out: dict[str, list[pd.Series]] = {}
+    for _, event in events.iterrows():
+        for window in _windows_spanned(event, minutes) if event["kind"] in SPANNING else [event["window_start"]]:
+            out.setdefault(window, []).append(event)
+    return out
+
+
+def evaluate(
+    alerts: pd.DataFrame,
+    truth: dict,
+    config: Config,
+    sessions: list[str],
+    confirmations: pd.DataFrame | None = None,
+) -> dict:
+    """Recall per kind, tier and direction accuracy, false alerts per session, and (with the
+    alerts' `confirmations`: alert_id, verdict) the verdicts against the planted positions."""
     events = expected_events(truth, config, sessions)
     records = alerts.to_dict("records")
+    verdicts = (
+        dict(zip(confirmations["alert_id"], confirmations["verdict"]))
+        if confirmations is not None and len(confirmations)
+        else {}
+    )
     # An alert can only match an event of its own window: index both by window once.
     event_rows = [event for _, event in events.iterrows()]
     records_by_window: dict[str, list[dict]] = {}
     for a in records:
         records_by_window.setdefault(a["window_start"], []).append(a)
-    events_by_window: dict[str, list[pd.Series]] = {}
-    for event in event_rows:
-        events_by_window.setdefault(event["window_start"], []).append(event)
+    minutes = config.schedule.interval_minutes
+    by_window = events_by_window(events, minutes)
+
+    def candidates(event: pd.Series) -> list[dict]:
+        if event["kind"] not in SPANNING:
+            return list(records_by_window.get(event["window_start"], ()))
+        return [a for w in _windows_spanned(event, minutes) for a in records_by_window.get(w, ())]
+
     found = []
     for event in event_rows:
-        hits = [a for a in records_by_window.get(event["window_start"], ()) if matches(a, event)]
+        hits = [a for a in candidates(event) if matches(a, event)]
         level = EXPECTED_LEVEL.get(event["kind"])
         if event["kind"] == "off_book":
             package = event.get("package")
@@ -122,13 +170,30 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
                 "misread": any(misread(a, event) for a in records_by_window.get(event["window_start"], ()))
                 if is_strategy
                 else None,
+                "alerted": len(hits),
+                "position": _text(event.get("position")),
+                "verdict": verdicts.get(best["alert_id"]) if best else None,
             }
         )
     found = pd.DataFrame(found)
     matched_ids = {
-        a["alert_id"] for a in records if any(matches(a, e) for e in events_by_window.get(a["window_start"], ()))
+        a["alert_id"]
+        for a in records
+        if any(matches(a, e) and e["kind"] != "two_sided" for e in by_window.get(a["window_start"], ()))
     }
     false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
+    decoys = found[found["kind"] == "two_sided"]
+    worked = found[(found["kind"] == "worked") & found["should_alert"]]
+    graded = found[
+        found["found"] & found["position"].isin(["opening", "closing", "unknown"]) & found["verdict"].notna()
+    ]
+    by_kind = {}
+    if verdicts:
+        confirmed = alerts[alerts["alert_id"].isin(verdicts)].assign(verdict=lambda f: f["alert_id"].map(verdicts))
+        by_kind = {
+            str(kind): round(float((group["verdict"] == "opening").mean()), 3)
+            for kind, group in confirmed.groupby("kind")
+        }
     positives = found[found["should_alert"]]
     recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
     surges = positives[positives["kind"].str.startswith("surge") & positives["found"]]
@@ -149,6 +214,14 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
         if len(found_strategies)
         else None,
         "misread_rate": round(float(strategies["misread"].mean()), 3) if len(strategies) else None,
+        "worked_recall": round(float(worked["found"].mean()), 3) if len(worked) else None,
+        "worked_orders": int(len(worked)),
+        "decoys": int(len(decoys)),
+        "decoys_alerted": int((decoys["alerted"] > 0).sum()) if len(decoys) else 0,
+        "verdicts_graded": int(len(graded)),
+        "verdicts_right": round(float((graded["position"] == graded["verdict"]).mean()), 3) if len(graded) else None,
+        "verdicts_wrong": graded[graded["position"] != graded["verdict"]]["event_id"].tolist(),
+        "opening_share_by_kind": by_kind,
         "zero_dte_recall": round(float(zero_dte["found"].mean()), 3) if len(zero_dte) else None,
         "recall_by_kind": {k: round(v, 3) for k, v in recall.items()},
         "recall": round(float(positives["found"].mean()), 3) if len(positives) else None,
@@ -167,6 +240,10 @@ def evaluate(alerts: pd.DataFrame, truth: dict, config: Config, sessions: list[s
         "false_alert_ids": [a["alert_id"] for a in false_alerts],
         "per_event": found,
     }
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _session_of(alert: dict) -> str | None:

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import zstandard
 
-from nqflow.engine.levels import SHORT_DATED_DAYS, slot_volumes
+from nqflow.engine.levels import SHORT_DATED_DAYS, level_keys, slot_volumes
 from nqflow.market import hours as cal
 from nqflow.market.contracts import (
     CHICAGO,
@@ -70,7 +70,10 @@ PUBLISHER_ID = 1  # GLBX.MDP3 on CME Globex
 FIXED = 1_000_000_000  # DBN fixed-point prices: 1e-9 units
 #: 2: strikes listed around the market session by session; 3: two-leg sweeps; 4: the real CME
 #: product set and schedule, 0DTE-heavy volume, spreads with leg prints, planted strategies.
-GENERATOR_VERSION = 5
+#: 6: ``UD:2V:`` spread names and credits at negative prices, CME's 25/50-point quarterly grid,
+#: flags 0 on some days, worked orders and two-sided decoys, open interest that follows the
+#: trades (positions opened and closed, with ground truth), repeated statistics messages.
+GENERATOR_VERSION = 6
 #: Background orders stay below this premium so that only planted events cross $3M.
 BACKGROUND_MAX_PREMIUM_USD = 1_200_000.0
 #: Background spreads stay below this gross premium (sum over legs).
@@ -82,6 +85,8 @@ BACKGROUND_SPREAD_MAX_PREMIUM_USD = 900_000.0
 SURGE_MIN_BASELINE_CONTRACTS = 8.0
 INSTRUMENT_SURGE_MIN_EXPECTED = 2.0
 EXPIRY_SURGE_MIN_BASELINE_CONTRACTS = 30.0
+SURGE_MAX_PRICE_POINTS = 150.0
+EXPIRY_FLOOR_CONTRACTS = 30.0  # thresholds.expiry_baseline_floor's default
 
 
 class _Carry(dict):
@@ -99,10 +104,16 @@ TIER_RATIO_RANGES = {10: (15.0, 21.0), 30: (37.0, 43.0), 50: (65.0, 90.0)}
 #: An expiry is listed (and traded) this many calendar days before it expires: four weeks of
 #: Monday-Thursday weeklies, about five of Friday weeklies, a few months of the others.
 HORIZON_DAYS = {"weekly": 30, "eom": 70, "monthly": 100, "quarterly": 200}
-#: Strike bands: (step in index points, half-width as a share of the market). Near-dated
-#: expiries list 10-point strikes near the money and 100-point strikes further out.
-NEAR_BANDS = ((100.0, 0.08), (10.0, 0.025))
-FAR_BANDS = ((100.0, 0.12),)
+#: Strike bands: (step in index points, half-width as a share of the market), as CME lists them:
+#: quarterly and serial options at 25 and 50 points near the money, 100 further out, and 100 to
+#: 500 points on far expiries; weeklies and end-of-month options at multiples of 10 mixed with 25.
+STRIKE_BANDS = {
+    "quarterly": ((100.0, 0.10), (50.0, 0.05), (25.0, 0.02)),
+    "monthly": ((100.0, 0.10), (50.0, 0.05), (25.0, 0.02)),
+    "weekly": ((100.0, 0.08), (25.0, 0.04), (10.0, 0.02)),
+    "eom": ((100.0, 0.08), (25.0, 0.04), (10.0, 0.02)),
+}
+FAR_BANDS = ((500.0, 0.25), (100.0, 0.08))
 NEAR_DAYS = 70
 #: Background spread mix: strategy -> relative frequency.
 SPREAD_MIX = {
@@ -115,7 +126,29 @@ SPREAD_MIX = {
     "condor": 0.06,
     "covered": 0.08,
 }
-#: Share of spreads whose definition carries no legs (leg_count 0): the legs must be inferred.
+#: CME's user-defined spread type codes as NQ options show them (``UD:2V: VT 2500123``); the
+#: rest print as GN (generic).
+UDS_TYPE = {"vertical": "VT", "risk_reversal": "RR", "butterfly": "BO", "condor": "IC", "covered": "CO"}
+#: Share of background spreads defined the short way round, so they print at negative prices
+#: (credits); with the structures that are credits anyway, about a quarter of spreads.
+CREDIT_DEFINITION_SHARE = 0.2
+#: Sessions (by index) whose trade records carry flags = 0, as some real days' do.
+NO_FLAGS_EVERY = 4
+#: The gateway's ts_in_delta of trade records (ns): 12-15 µs, as on real records.
+TS_IN_DELTA_NS = (12_000, 15_000)
+#: Share of options whose open interest is published twice in a morning (a preliminary figure,
+#: then the final one): the last message counts.
+REPEATED_STATISTICS_SHARE = 0.1
+#: Share of planted trades (not expiring that day) that close positions; the rest open them.
+CLOSING_SHARE = 0.35
+#: Worked orders are stated against the default thresholds (config/monitoring.toml): the alert
+#: comes at the child where the running premium reaches $3M with at least 8 children.
+WORKED_CROSSING_USD = 3_000_000.0
+WORKED_MIN_ORDERS = 8
+#: Children of a worked order keep each window's contracts on the option below this, under the
+#: instrument surge's minimum volume (75): the order is seen as one worked order, not a surge.
+WORKED_MAX_WINDOW_CONTRACTS = 70
+#: Share of background spreads whose definition carries no legs (leg_count 0): the legs must be inferred.
 NO_LEG_DEFINITION_SHARE = 0.2
 SPREAD_ID_BASE = 900_000
 
@@ -240,9 +273,10 @@ def list_strikes(universe: Universe, session_date: dt.date, level: float) -> lis
         if days < 0 or days > HORIZON_DAYS[expiry.style]:
             continue
         root = expiry.symbol_root
-        bands = universe.bands.setdefault(root, NEAR_BANDS if days <= NEAR_DAYS else FAR_BANDS)
-        if days <= NEAR_DAYS and bands is FAR_BANDS:  # a far expiry comes near: 10-point strikes added
-            bands = universe.bands[root] = NEAR_BANDS
+        near_bands = STRIKE_BANDS[expiry.style]
+        bands = universe.bands.setdefault(root, near_bands if days <= NEAR_DAYS else FAR_BANDS)
+        if days <= NEAR_DAYS and bands is FAR_BANDS:  # a far expiry comes near: its finer strikes are added
+            bands = universe.bands[root] = near_bands
         listed = universe.strikes.setdefault(root, set())
         wanted: set[float] = set()
         for step, width in bands:
@@ -480,6 +514,10 @@ class _Generator:
         self.previous: _Session | None = None
         #: open interest written for the previous session, so a planted block's OI change is real
         self.previous_oi: dict[int, int] = {}
+        #: per session index: instrument -> contracts that planted positions opened (+) or closed (-)
+        self.position_change: dict[int, dict[int, int]] = {}
+        #: per session index: instrument -> open interest it must hold at the open (a position closed that day)
+        self.oi_floor: dict[int, dict[int, int]] = {}
         self._chains: dict[tuple, dict[str, list[Instrument]]] = {}
 
     # ------------------------------------------------------------------ prices
@@ -648,7 +686,8 @@ class _Generator:
         chain = chains[root]
         fwd = float(sess.forward_at(np.array([t_ns]))[0] * CARRY[chain[0].underlying])
         days = (chain[0].expiration_ns - t_ns) / 86400e9
-        step = 10.0 if any(o.strike % 100 for o in chain) else 100.0
+        step = min(np.diff(sorted({o.strike for o in chain}))) if len(chain) > 2 else 100.0
+        step = max(float(step), 10.0)
         wing = width_points or max(step, round(fwd * 0.004 * math.sqrt(max(days, 0.3)) / step) * step)
         right = str(rng.choice(["C", "P"]))
         atm = round(fwd / step) * step
@@ -701,6 +740,8 @@ class _Generator:
             raise ValueError(f"unknown strategy {strategy}")
         if len({leg.instrument.instrument_id for leg in legs}) < len(legs):
             return None  # strikes ran off the listed range
+        if strategy != "covered" and rng.random() < CREDIT_DEFINITION_SHARE:
+            legs = [Leg(leg.instrument, leg.ratio, -leg.sign) for leg in legs]  # defined the short way: a credit
         return self._spread(sess, t_ns, legs, strategy, legs_in_definition)
 
     def _spread(
@@ -711,19 +752,9 @@ class _Generator:
         near = min(options, key=lambda leg: leg.instrument.expiration_ns).instrument
         spread_id = self.next_spread_id
         self.next_spread_id += 1
-        code = {
-            "vertical": "VT",
-            "straddle": "ST",
-            "strangle": "SG",
-            "risk_reversal": "RR",
-            "butterfly": "BO",
-            "condor": "IC",
-            "calendar": "HO",
-            "covered": "CV",
-        }.get(strategy, "GN")
         instrument = Instrument(
             spread_id,
-            f"UD:1V: {code} {2_500_000 + spread_id}",
+            f"UD:2V: {UDS_TYPE.get(strategy, 'GN')} {2_500_000 + spread_id}",
             kind,
             near.expiration_ns,
             expiry=near.expiry,
@@ -843,6 +874,21 @@ class _Generator:
         free = [s for s in slots if pd.Timestamp(self._slot_window(sess, int(s))[0], tz="UTC").isoformat() not in taken]
         return int(self.rng.choice(free if free else slots))
 
+    def _position(self, sess: _Session, sizes: dict[int, int], days_to_expiry: int) -> str:
+        """Whether a planted trade opened or closed positions; the next morning's open interest of
+        its instruments moves by its size accordingly. An option that expires that day has no
+        next-morning open interest: "unknown"."""
+        if days_to_expiry == 0:
+            return "unknown"
+        position = "closing" if self.rng.random() < CLOSING_SHARE else "opening"
+        change = self.position_change.setdefault(sess.index, {})
+        floor = self.oi_floor.setdefault(sess.index, {})
+        for iid, size in sizes.items():
+            change[iid] = change.get(iid, 0) + (size if position == "opening" else -size)
+            if position == "closing":  # what is closed was open: the open interest holds it
+                floor[iid] = max(floor.get(iid, 0), int(size * 1.3) + 100)
+        return position
+
     def plant_block(self, sess: _Session, premium_usd: float, zero_dte: bool = False) -> None:
         rng = self.rng
         slot = self._free_slot(sess, self._rth_slots(sess, 13.5 if zero_dte else 14.5))
@@ -877,10 +923,12 @@ class _Generator:
             pieces=np.array([pieces]),
         )
         fills = sess.frame().iloc[before:]
+        days = self._days_to_expiry(sess, inst)
         self._event(
             sess,
             "block",
             window,
+            position=self._position(sess, {inst.instrument_id: int(fills["size"].sum())}, days),
             ts_event=pd.Timestamp(ts, tz="UTC").isoformat(),
             instrument_ids=[inst.instrument_id],
             symbols=[inst.raw_symbol],
@@ -928,6 +976,11 @@ class _Generator:
             sess,
             "sweep",
             window,
+            position=self._position(
+                sess,
+                {int(i): int(v) for i, v in fills.groupby("iid")["size"].sum().items()},
+                min(self._days_to_expiry(sess, o) for o in legs),
+            ),
             ts_event=pd.Timestamp(int(ts[0]), tz="UTC").isoformat(),
             instrument_ids=[int(i) for i in ids],
             symbols=[o.raw_symbol for o in legs],
@@ -984,7 +1037,10 @@ class _Generator:
                 and chains[r][0].listing.underlying == chain[0].listing.underlying
             ]
             far = chains[min(later, key=lambda r: chains[r][0].expiration_ns)]
-            near_leg = self._option(chain, "C", atm)
+            # A calendar is one strike in two expiries: one both list (a weekly's 10-point grid
+            # and a monthly's 25-point grid share the 50s).
+            common = sorted({o.strike for o in chain} & {o.strike for o in far}, key=lambda k: abs(k - fwd))
+            near_leg = self._option(chain, "C", common[0] if common else atm)
             legs = [Leg(near_leg, 1, -1), Leg(self._option(far, "C", near_leg.strike), 1, 1)]
             spread = self._spread(sess, t, legs, "calendar", in_definition)
         gross_unit = sum(p * leg.ratio for leg, p in zip(spread.legs, spread.leg_prices) if leg.instrument.kind != "F")
@@ -1000,10 +1056,12 @@ class _Generator:
         net_delta = sum(leg.sign * leg.ratio * d for leg, d in zip(spread.legs, spread.leg_deltas))
         gross_delta = sum(leg.ratio * abs(d) for leg, d in zip(spread.legs, spread.leg_deltas))
         expected_name = {"covered_straddle": "covered"}.get(strategy, strategy)
+        option_sizes = {int(i): int(v) for i, v in option_legs.groupby("iid")["size"].sum().items()}
         self._event(
             sess,
             "strategy",
             window,
+            position=self._position(sess, option_sizes, self._days_to_expiry(sess, spread.instrument)),
             ts_event=pd.Timestamp(t, tz="UTC").isoformat(),
             strategy=expected_name,
             planted_as=strategy,
@@ -1021,6 +1079,121 @@ class _Generator:
             net_delta_share=round(net_delta / gross_delta, 4),
             sentiment=self.STRATEGIES[strategy][0],
             days_to_expiry=self._days_to_expiry(sess, spread.instrument),
+        )
+
+    def _worked_pool(self, sess: _Session, ts: int) -> list[Instrument]:
+        """Far-dated options near the money worth 1,100 points or more: a worked $3M+ order on one
+        of them is a couple of hundred contracts, a few dozen a window."""
+        pool = [o for o in self._liquid_options(sess, ts, 0.06, 30.0) if o.strike % 25 == 0]
+        prices = self.option_prices(np.array([o.instrument_id for o in pool]), np.full(len(pool), ts), sess)
+        return [o for o, p in zip(pool, prices) if p >= 1100.0]
+
+    def _worked_times(self, edge: int, n: int, gap_s: tuple[int, int] = (40, 100)) -> np.ndarray:
+        """Child order times: starting 5-11 minutes before a window edge, `gap_s` seconds apart."""
+        start = edge - int(self.rng.integers(5 * 60, 11 * 60)) * 1_000_000_000
+        gaps = self.rng.integers(gap_s[0] * 1000, gap_s[1] * 1000, size=n - 1) * 1_000_000
+        return start + np.concatenate([[0], np.cumsum(gaps)]) + self.rng.integers(0, 1_000_000, size=n)
+
+    def _window_contracts_ok(self, sess: _Session, ts: np.ndarray, sizes: np.ndarray) -> bool:
+        slots = (ts - sess.open_ns) // (cal.SLOT_MINUTES * 60_000_000_000)
+        return bool(np.bincount(slots, weights=sizes).max() <= WORKED_MAX_WINDOW_CONTRACTS)
+
+    def plant_worked(self, sess: _Session, side: str) -> None:
+        """One party works a $3.3M-4.6M order in 12-18 child orders on one option, 40-100 s
+        apart, across a window edge; each child far below any threshold. Its alert comes in
+        the window where the running premium crosses WORKED_CROSSING_USD."""
+        rng = self.rng
+        for _ in range(30):
+            slot = self._free_slot(sess, self._rth_slots(sess, 14.0)[1:])
+            edge = self._slot_window(sess, slot)[0]
+            pool = self._worked_pool(sess, edge)
+            if not pool:
+                return
+            inst = pool[int(rng.integers(len(pool)))]
+            n = int(rng.integers(12, 19))
+            ts = self._worked_times(edge, n)
+            model = self.option_prices(np.full(n, inst.instrument_id), ts, sess)
+            # Working a buy pays up a little over time, a sell gives a little: the price drifts.
+            walk = 1.0 + (0.0006 if side == "B" else -0.0006) * np.arange(n)
+            price = round_to_tick(model * walk * (1.002 if side == "B" else 0.998))
+            target = float(rng.uniform(3.3e6, 4.6e6))
+            contracts = int(math.ceil(target / (float(np.mean(price)) * NQ_POINT_VALUE_USD)))
+            sizes = rng.multinomial(contracts - n, np.full(n, 1.0 / n)) + 1
+            cum = np.cumsum(price * sizes * NQ_POINT_VALUE_USD)
+            crossing = int(np.flatnonzero((cum >= WORKED_CROSSING_USD) & (np.arange(n) + 1 >= WORKED_MIN_ORDERS))[0])
+            crossing_slot = int((ts[crossing] - sess.open_ns) // (cal.SLOT_MINUTES * 60_000_000_000))
+            first_slot = int((ts[0] - sess.open_ns) // (cal.SLOT_MINUTES * 60_000_000_000))
+            window = self._slot_window(sess, crossing_slot)
+            taken = {e["window_start"] for e in self.events if e["session"] == str(sess.trade_date)}
+            if (
+                crossing_slot > first_slot
+                and ts[-1] < sess.close_ns
+                and self._window_contracts_ok(sess, ts, sizes)
+                and pd.Timestamp(window[0], tz="UTC").isoformat() not in taken
+            ):
+                break
+        else:
+            return
+        self._add_orders(sess, ts, np.full(n, inst.instrument_id), price, sizes.astype(np.int64), np.full(n, side), 0.0)
+        premium = float((price * sizes).sum() * NQ_POINT_VALUE_USD)
+        self._event(
+            sess,
+            "worked",
+            window,
+            position=self._position(sess, {inst.instrument_id: int(sizes.sum())}, self._days_to_expiry(sess, inst)),
+            ts_event=pd.Timestamp(int(ts[crossing]), tz="UTC").isoformat(),
+            first_time=pd.Timestamp(int(ts[0]), tz="UTC").isoformat(),
+            last_time=pd.Timestamp(int(ts[-1]), tz="UTC").isoformat(),
+            instrument_ids=[inst.instrument_id],
+            symbols=[inst.raw_symbol],
+            side=side,
+            children=n,
+            children_at_crossing=crossing + 1,
+            size=int(sizes.sum()),
+            premium_usd=round(premium, 2),
+            premium_at_crossing_usd=round(float(cum[crossing]), 2),
+            price_drift="ascending" if side == "B" else "descending",
+            days_to_expiry=self._days_to_expiry(sess, inst),
+        )
+
+    def plant_two_sided(self, sess: _Session) -> None:
+        """A decoy: a market maker trading both sides of one option, 18-26 orders 50-100 s apart
+        worth $3.6M-5M in all, about half bought and half sold. No worked order: it must not alert."""
+        rng = self.rng
+        slot = self._free_slot(sess, self._rth_slots(sess, 14.0)[1:])
+        edge = self._slot_window(sess, slot)[0]
+        pool = self._worked_pool(sess, edge)
+        if not pool:
+            return
+        for _ in range(30):
+            inst = pool[int(rng.integers(len(pool)))]
+            n = int(rng.integers(18, 27))
+            ts = self._worked_times(edge, n, (50, 100))
+            sides = np.where(rng.permutation(n) % 2 == 0, "B", "A")
+            model = self.option_prices(np.full(n, inst.instrument_id), ts, sess)
+            price = round_to_tick(model * np.where(sides == "B", 1.002, 0.998))
+            contracts = int(math.ceil(float(rng.uniform(3.6e6, 5e6)) / (float(np.mean(price)) * NQ_POINT_VALUE_USD)))
+            sizes = rng.multinomial(contracts - n, np.full(n, 1.0 / n)) + 1
+            if self._window_contracts_ok(sess, ts, sizes) and ts[-1] < sess.close_ns:
+                break
+        else:
+            return
+        self._add_orders(sess, ts, np.full(n, inst.instrument_id), price, sizes.astype(np.int64), sides, 0.0)
+        bought = float((price * sizes * (sides == "B")).sum() * NQ_POINT_VALUE_USD)
+        sold = float((price * sizes * (sides == "A")).sum() * NQ_POINT_VALUE_USD)
+        self._event(
+            sess,
+            "two_sided",
+            self._slot_window(sess, slot),
+            first_time=pd.Timestamp(int(ts[0]), tz="UTC").isoformat(),
+            last_time=pd.Timestamp(int(ts[-1]), tz="UTC").isoformat(),
+            instrument_ids=[inst.instrument_id],
+            symbols=[inst.raw_symbol],
+            children=n,
+            size=int(sizes.sum()),
+            premium_usd=round(bought + sold, 2),
+            bought_premium_usd=round(bought, 2),
+            sold_premium_usd=round(sold, 2),
         )
 
     # ------------------------------------------------------------------ surges
@@ -1064,6 +1237,12 @@ class _Generator:
         current = current[current["level"] == "instrument"].set_index(["key", "slot"])["volume"]
         choices = []
         near = self._liquid_options(sess, sess.open_ns, 0.02, 0.0)
+        # A surge is many parties' small orders: on options cheap enough that its buyers' premium
+        # stays well under $3M (a $3M+ run of one side's orders is a worked order, planted apart).
+        near_prices = self.option_prices(
+            np.array([o.instrument_id for o in near]), np.full(len(near), sess.open_ns), sess
+        )
+        near = [o for o, p in zip(near, near_prices) if p <= SURGE_MAX_PRICE_POINTS]
         for slot in self._rth_slots(sess):
             for o in near:
                 if self.first_seen.get(("instrument", str(o.instrument_id)), sess.index) > sess.index - 5:
@@ -1072,11 +1251,29 @@ class _Generator:
                     continue
                 choices.append((o.instrument_id, int(slot)))
         rng.shuffle(choices)
+        ratio = float(rng.uniform(*TIER_RATIO_RANGES[tier]))
+        everything = self._current_keys(sess).set_index(["level", "key", "slot"])["volume"]
+        taken = {e["window_start"] for e in self.events if e["session"] == str(sess.trade_date)}
         best = (0.0, 0, 0, 0)
         for iid, slot in choices[:3000]:
+            if pd.Timestamp(self._slot_window(sess, slot)[0], tz="UTC").isoformat() in taken:
+                continue  # one planted event per window keeps ground truth clear
             baseline, n_hist = self._history_baseline("instrument", str(iid), slot, sess.index)
+            if baseline <= 0:
+                continue
+            # The strike's surge must not make its whole expiry surge with the strike a minority of
+            # it: then the expiry owns the alert, and the planted strike is not what a desk sees.
+            key = self._expiry_key(sess, self.by_id[iid])
+            expiry_expected = max(self._history_baseline("expiry", key, slot, sess.index)[0], EXPIRY_FLOOR_CONTRACTS)
+            extra = int(math.ceil(ratio * max(baseline, SURGE_MIN_BASELINE_CONTRACTS))) - int(
+                current.get((str(iid), slot), 0)
+            )
+            expiry_after = int(everything.get(("expiry", key, slot), 0)) + extra
+            if expiry_after / expiry_expected >= 8.0 and extra < 0.6 * expiry_after:
+                continue
             best = max(best, (baseline, n_hist, iid, slot))
             if baseline >= INSTRUMENT_SURGE_MIN_EXPECTED:
+                best = (baseline, n_hist, iid, slot)
                 break
         baseline, n_hist, iid, slot = best
         if baseline <= 0:
@@ -1084,7 +1281,6 @@ class _Generator:
         # Options past their last days trade a few contracts a slot: the ratio is stated against
         # the floored baseline, as the engine measures it.
         floored = max(baseline, SURGE_MIN_BASELINE_CONTRACTS)
-        ratio = float(rng.uniform(*TIER_RATIO_RANGES[tier]))
         existing = int(current.get((str(iid), slot), 0))
         target = int(math.ceil(ratio * floored))
         extra = target - existing
@@ -1116,6 +1312,11 @@ class _Generator:
             days_to_expiry=self._days_to_expiry(sess, inst),
         )
 
+    def _expiry_key(self, sess: _Session, inst: Instrument) -> str:
+        """The expiry-level baseline key an option counts under (`nqflow.engine.baseline.level_keys`)."""
+        frame = pd.DataFrame({"ts": [sess.open_ns + 3_600_000_000_000], "iid": [inst.instrument_id], "size": [1]})
+        return str(level_keys(self._tidy(sess, frame))["expiry"].iloc[0])
+
     def _spread_over(
         self,
         sess: _Session,
@@ -1131,9 +1332,12 @@ class _Generator:
         iids = rng.choice(np.array([o.instrument_id for o in pool]), size=n_orders)
         sizes = rng.multinomial(extra - n_orders, np.full(n_orders, 1.0 / n_orders)) + 1
         ts = np.sort(rng.integers(window[0], window[1], size=n_orders))
-        sides = np.where(rng.random(n_orders) < same_side, side, "A" if side == "B" else "B")
         model = self.option_prices(iids, ts, sess)
-        price = round_to_tick(model * np.where(sides == "B", 1.004, 0.996))
+        for _ in range(20):  # the planted side holds a clear majority of the premium, not only of the orders
+            sides = np.where(rng.random(n_orders) < same_side, side, "A" if side == "B" else "B")
+            price = round_to_tick(model * np.where(sides == "B", 1.004, 0.996))
+            if float((price * sizes)[sides == side].sum()) >= 0.75 * float((price * sizes).sum()):
+                break
         self._add_orders(sess, ts, iids, price, sizes.astype(np.int64), sides, 0.1)
         return iids
 
@@ -1245,6 +1449,10 @@ class _Generator:
             self.plant_product_surge(sess, spec.product_surges[sess.index])
         if sess.index in spec.zero_dte_surges:
             self.plant_zero_dte_surge(sess, spec.zero_dte_surges[sess.index])
+        if sess.index >= 2 and (last or rng.random() < 0.55):
+            self.plant_worked(sess, "B" if rng.random() < 0.55 else "A")
+        if sess.index % 5 == 1:
+            self.plant_two_sided(sess)
 
     # ------------------------------------------------------------------ output
     def record_volumes(self, sess: _Session) -> None:
@@ -1259,27 +1467,49 @@ class _Generator:
     def _statistics(self, sess: _Session) -> list:
         """Open interest near the open; the previous session's settlement and cleared volume, which
         CME publishes the next morning (ts_ref names the session they belong to)."""
-        rng = self.rng
         fwd = sess.minute_forward[0]
         ts_stats = sess.open_ns + 30 * 60_000_000_000
         recv_delay = 150_000
         stats = []
         off_book = self.plant_off_book(self.previous, sess) if self.previous is not None else {}
+        # Open interest follows the trades: yesterday's, moved by what yesterday's volume opened or
+        # closed (planted positions by their size, off-book blocks opened); a new listing starts fresh.
+        oi_rng = np.random.default_rng(self.spec.seed + 104_729 * (sess.index + 1))
+        change = self._overnight_change(self.previous, off_book, oi_rng) if self.previous is not None else {}
+        floor = self.oi_floor.get(sess.index, {})
         written_oi = {}
+        ts_ref_today = _ns(pd.Timestamp(sess.trade_date, tz="UTC"))
         for o in sess.listed:
-            years = max((o.expiration_ns - sess.open_ns) / (365.25 * 86400e9), 1 / 365)
-            z = math.log(o.strike / fwd) / (0.2 * math.sqrt(years) + 0.01)
-            oi = int(rng.lognormal(math.log(40 + 3000 * math.exp(-0.5 * z * z) * min(years * 12, 1.5)), 0.5))
-            if o.instrument_id in off_book:  # the block opened positions: OI grows by its size overnight
-                oi = self.previous_oi.get(o.instrument_id, oi) + off_book[o.instrument_id]
-            written_oi[o.instrument_id] = oi
+            iid = o.instrument_id
+            if iid in self.previous_oi:
+                oi = max(self.previous_oi[iid] + change.get(iid, 0), 0)
+            else:
+                years = max((o.expiration_ns - sess.open_ns) / (365.25 * 86400e9), 1 / 365)
+                z = math.log(o.strike / fwd) / (0.2 * math.sqrt(years) + 0.01)
+                oi = int(oi_rng.lognormal(math.log(40 + 3000 * math.exp(-0.5 * z * z) * min(years * 12, 1.5)), 0.5))
+            oi = max(oi, floor.get(iid, 0))
+            written_oi[iid] = oi
+            if oi_rng.random() < REPEATED_STATISTICS_SHARE:  # a preliminary figure first: the last one counts
+                stats.append(
+                    dbn.StatMsg(
+                        PUBLISHER_ID,
+                        iid,
+                        ts_stats - 20 * 60_000_000_000,
+                        ts_stats - 20 * 60_000_000_000 + recv_delay,
+                        ts_ref_today,
+                        dbn.UNDEF_PRICE,
+                        int(oi * oi_rng.uniform(0.8, 1.2)) + 1,
+                        dbn.StatType.OPEN_INTEREST,
+                        update_action=dbn.StatUpdateAction.NEW,
+                    )
+                )
             stats.append(
                 dbn.StatMsg(
                     PUBLISHER_ID,
-                    o.instrument_id,
+                    iid,
                     ts_stats,
                     ts_stats + recv_delay,
-                    _ns(pd.Timestamp(sess.trade_date, tz="UTC")),
+                    ts_ref_today,
                     dbn.UNDEF_PRICE,
                     oi,
                     dbn.StatType.OPEN_INTEREST,
@@ -1335,6 +1565,25 @@ class _Generator:
                 )
         self.previous_oi = written_oi
         return stats
+
+    def _overnight_change(self, traded: _Session, off_book: dict[int, int], rng: np.random.Generator) -> dict[int, int]:
+        """Open interest change per option from session `traded` to the next morning: a planted
+        position moves it by its size (give or take 5% of the option's volume), an off-book block
+        opens its size, the rest of the volume opens or closes a random share (-40% to +60%)."""
+        frame = traded.frame()
+        options = frame[_is_option_id(frame["iid"].to_numpy())]
+        volume = options.groupby("iid")["size"].sum()
+        planted = self.position_change.get(traded.index, {})
+        change: dict[int, int] = {}
+        for iid, size in volume.items():
+            iid = int(iid)
+            if iid in planted:
+                change[iid] = planted[iid] + int(round(rng.uniform(-0.05, 0.05) * size))
+            else:
+                change[iid] = int(round(rng.uniform(-0.4, 0.6) * size))
+        for iid, size in off_book.items():
+            change[iid] = change.get(iid, 0) + size
+        return change
 
     def plant_off_book(self, traded: _Session, published: _Session) -> dict[int, int]:
         """Off-book contracts (instrument -> size) of session `traded`, which clear and show in the
@@ -1403,6 +1652,8 @@ class _Generator:
         close_date = pd.Timestamp(sess.close_ns, tz="UTC").date() + dt.timedelta(days=1)
         side_map = {"B": dbn.Side.BID, "A": dbn.Side.ASK, "N": dbn.Side.NONE}
         recv_delay = 150_000  # 150 µs from match to receipt, like the real feed's ts_recv - ts_event
+        flags = 0 if sess.index % NO_FLAGS_EVERY == NO_FLAGS_EVERY - 1 else 0x80  # F_LAST, or none at all
+        in_delta = np.random.default_rng(self.spec.seed + sess.index).integers(*TS_IN_DELTA_NS, size=len(frame))
         trades = [
             dbn.TradeMsg(
                 PUBLISHER_ID,
@@ -1414,16 +1665,18 @@ class _Generator:
                 side_map[d],
                 0,
                 int(t) + recv_delay,
-                flags=0x80,
+                ts_in_delta=int(delta),
+                flags=flags,
                 sequence=k + 1,
             )
-            for k, (t, i, p, s, d) in enumerate(
+            for k, (t, i, p, s, d, delta) in enumerate(
                 zip(
                     frame.ts.to_numpy(),
                     frame.iid.to_numpy(),
                     frame.price.to_numpy(),
                     frame["size"].to_numpy(),
                     frame.side.to_numpy(),
+                    in_delta,
                 )
             )
         ]

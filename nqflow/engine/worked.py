@@ -1,0 +1,174 @@
+"""Worked orders: one party working an order in many child orders, each below any threshold.
+
+Institutions rarely show $3M in one aggressor order on the screen; an execution algorithm
+works it in child orders over minutes. `worked_crossings` finds, per session, instrument and
+aggressor side, the child order at which such an order becomes an alert:
+
+- children are aggressor orders (side B or A) that are not a package leg and not an alert of
+  their own (a large order, or a member of an alerted sweep): `eligible_children`;
+- a child's **chain** is the run of children before it, back to the first gap longer than
+  ``worked_max_gap_s`` and no further back than ``worked_max_span_minutes``;
+- the chain **qualifies** at a child when it holds at least ``worked_min_orders`` children
+  worth ``large_premium_usd`` or more together, and that side holds at least
+  ``direction_share`` of the instrument's aggressor premium over the chain's span (both
+  sides, package legs left out): a market maker trading both sides is no worked order;
+- the alert is raised at the first child whose chain qualifies while no earlier child of its
+  chain did: one alert per worked order, in the window where its running total crosses.
+
+Everything a crossing depends on lies at most twice the span before it, so one window judged
+with the session's preceding ``2 x worked_max_span_minutes`` gives what the whole session
+gives (`lookback`): the live notebook and a backtest agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nqflow.config import Thresholds
+
+CROSSING_COLUMNS = [
+    "row",  # the crossing child's position in the orders frame
+    "first_row",  # the chain's first child
+    "child_rows",  # every child of the chain, in time order
+    "children",
+    "contracts",
+    "premium_usd",
+    "side_share",
+]
+
+
+def lookback(thresholds: Thresholds) -> pd.Timedelta:
+    """How much of the session before a window its worked orders depend on."""
+    return pd.Timedelta(minutes=2 * thresholds.worked_max_span_minutes)
+
+
+def eligible_children(orders: pd.DataFrame, alerted: np.ndarray) -> np.ndarray:
+    """Which orders may be a worked order's child: an aggressor order, no package leg, no alert of its own."""
+    free = orders["package_id"].to_numpy() < 0 if "package_id" in orders else np.ones(len(orders), dtype=bool)
+    return orders["side"].isin(["B", "A"]).to_numpy() & free & ~alerted
+
+
+def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.ndarray, t: Thresholds) -> pd.DataFrame:
+    """The crossing child of every worked order in `orders` (one batch, any number of sessions).
+
+    `session` names each order's session (chains never cross sessions); `eligible` marks the
+    children (`eligible_children`). Returns `CROSSING_COLUMNS`, in the order of the crossings' rows.
+    """
+    aggressive = orders["side"].isin(["B", "A"]).to_numpy().copy()
+    if "package_id" in orders:
+        aggressive &= orders["package_id"].to_numpy() < 0
+    rows = np.flatnonzero(eligible)
+    if len(rows) < t.worked_min_orders:
+        return pd.DataFrame(columns=CROSSING_COLUMNS)
+    ts = orders["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    premium = orders["premium_usd"].to_numpy(dtype=float)
+    size = orders["size"].to_numpy(dtype="int64")
+    side = orders["side"].to_numpy()
+    instrument = orders["instrument_id"].to_numpy(dtype="int64")
+    session_code = pd.factorize(session)[0]
+
+    kids = pd.DataFrame(
+        {"row": rows, "s": session_code[rows], "i": instrument[rows], "side": side[rows], "ts": ts[rows]}
+    )
+    kids = kids.sort_values(["s", "i", "side", "ts", "row"], kind="stable")
+    k_rows, k_ts = kids["row"].to_numpy(), kids["ts"].to_numpy()
+    group = kids.groupby(["s", "i", "side"], sort=False).ngroup().to_numpy()
+    gap_ns, span_ns = int(t.worked_max_gap_s * 1e9), int(t.worked_max_span_minutes * 60e9)
+    breaks = np.ones(len(k_rows), dtype=bool)
+    breaks[1:] = (group[1:] != group[:-1]) | (np.diff(k_ts) > gap_ns)
+    run = np.cumsum(breaks) - 1
+    # Only gap-runs that could ever qualify are examined child by child: few of them.
+    run_premium = np.bincount(run, weights=premium[k_rows])
+    run_count = np.bincount(run)
+    hopeful = np.flatnonzero((run_premium >= t.large_premium_usd) & (run_count >= t.worked_min_orders))
+    if not len(hopeful):
+        return pd.DataFrame(columns=CROSSING_COLUMNS)
+    run_starts = np.flatnonzero(breaks)
+    run_ends = np.append(run_starts[1:], len(k_rows))
+    # Both sides' aggressor premium per (session, instrument), in time order, for the side share.
+    both = np.flatnonzero(aggressive)
+    book = pd.DataFrame({"s": session_code[both], "i": instrument[both], "ts": ts[both], "row": both})
+    book = book.sort_values(["s", "i", "ts", "row"], kind="stable").reset_index(drop=True)
+    b_rows, b_ts = book["row"].to_numpy(), book["ts"].to_numpy()
+    positions = book.groupby(["s", "i"], sort=False).indices  # contiguous: the frame is sorted by them
+    is_buy = side[b_rows] == "B"
+    cum_buy = np.concatenate([[0.0], np.cumsum(premium[b_rows] * is_buy)])
+    cum_sell = np.concatenate([[0.0], np.cumsum(premium[b_rows] * ~is_buy)])
+
+    found = []
+    for r in hopeful:
+        a, b = run_starts[r], run_ends[r]
+        c_rows, c_ts = k_rows[a:b], k_ts[a:b]
+        c_prem = premium[c_rows]
+        cum = np.concatenate([[0.0], np.cumsum(c_prem)])
+        start = np.searchsorted(c_ts, c_ts - span_ns, side="left")
+        count = np.arange(len(c_rows)) - start + 1
+        chain_premium = cum[1:] - cum[start]
+        at = positions[(session_code[c_rows[0]], instrument[c_rows[0]])]
+        lo, hi = int(at[0]), int(at[-1])
+        window_ts = b_ts[lo : hi + 1]
+        left = lo + np.searchsorted(window_ts, c_ts[start], side="left")
+        right = lo + np.searchsorted(window_ts, c_ts, side="right")
+        buy, sell = cum_buy[right] - cum_buy[left], cum_sell[right] - cum_sell[left]
+        own = buy if side[c_rows[0]] == "B" else sell
+        share = own / np.maximum(buy + sell, 1e-9)
+        qualifies = (
+            (count >= t.worked_min_orders) & (chain_premium >= t.large_premium_usd) & (share >= t.direction_share)
+        )
+        earlier = np.concatenate([[0], np.cumsum(qualifies)])
+        crossing = qualifies & (earlier[np.arange(len(c_rows))] - earlier[start] == 0)
+        for j in np.flatnonzero(crossing):
+            members = c_rows[start[j] : j + 1]
+            found.append(
+                {
+                    "row": int(c_rows[j]),
+                    "first_row": int(c_rows[start[j]]),
+                    "child_rows": [int(m) for m in members],
+                    "children": int(count[j]),
+                    "contracts": int(size[members].sum()),
+                    "premium_usd": float(chain_premium[j]),
+                    "side_share": float(share[j]),
+                }
+            )
+    if not found:
+        return pd.DataFrame(columns=CROSSING_COLUMNS)
+    return pd.DataFrame(found, columns=CROSSING_COLUMNS).sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def price_drift(prices: np.ndarray, sizes: np.ndarray, flat_share: float) -> str:
+    """How the child orders' prices moved: the second half's VWAP against the first half's,
+    "ascending" or "descending" beyond `flat_share` of the whole VWAP, else "flat"."""
+    n = len(prices)
+    if n < 2:
+        return "flat"
+    half = n // 2
+    first = np.average(prices[:half], weights=sizes[:half])
+    last = np.average(prices[half:], weights=sizes[half:])
+    whole = np.average(prices, weights=sizes)
+    change = (last - first) / whole if whole > 0 else 0.0
+    return "ascending" if change > flat_share else "descending" if change < -flat_share else "flat"
+
+
+def worked_totals(orders: pd.DataFrame, first_row: int, gap_s: float, span_minutes: float) -> dict:
+    """A worked order's final extent once later children followed its alert: the children of
+    its side and instrument that go on within ``gap_s`` of each other and within the span of
+    its first child (the session report and the index show these)."""
+    first = orders.loc[first_row]
+    same = orders[
+        (orders["instrument_id"] == first["instrument_id"])
+        & (orders["side"] == first["side"])
+        & (orders["ts_event"] >= first["ts_event"])
+        & (orders["ts_event"] <= first["ts_event"] + pd.Timedelta(minutes=span_minutes))
+    ].sort_values("ts_event", kind="stable")
+    if "package_id" in same:
+        same = same[same["package_id"] < 0]
+    gaps = same["ts_event"].diff().dt.total_seconds().fillna(0.0).to_numpy()
+    keep = np.cumsum(gaps > gap_s) == 0
+    same = same[keep]
+    return {
+        "children": int(len(same)),
+        "contracts": int(same["size"].sum()),
+        "premium_usd": float(same["premium_usd"].sum()),
+        "last_time": pd.Timestamp(same["ts_event"].iloc[-1]).isoformat() if len(same) else None,
+    }
