@@ -282,8 +282,10 @@ def test_ground_truth_lists_every_kind_and_quiet_sessions(truth):
     worked = [e for e in truth["events"] if e["kind"] == "worked"]
     assert {e["side"] for e in worked} == {"B", "A"} and len(worked) >= 8
     for e in worked:  # worked across a window edge: the alert's window is a later one than the first child's
-        assert pd.Timestamp(e["first_time"]).floor("15min") < pd.Timestamp(e["window_start"]) <= pd.Timestamp(
-            e["last_time"]
+        assert (
+            pd.Timestamp(e["first_time"]).floor("15min")
+            < pd.Timestamp(e["window_start"])
+            <= pd.Timestamp(e["last_time"])
         )
         assert e["children"] >= 12 and e["premium_usd"] >= 3e6 > e["premium_usd"] / e["children"]
     decoys = [e for e in truth["events"] if e["kind"] == "two_sided"]
