@@ -412,6 +412,8 @@ def one_line(alert: dict | Alert) -> str:
         return (
             f"[{a['label']}] health {a['symbol']}: {a['reasons'][0] if a['reasons'] else ''} @ {a['event_time'][:19]}Z"
         )
+    if a["kind"] == Kind.CONFIRMATION:
+        return f"[follow-up] {a['symbol']}: {a['reasons'][0] if a['reasons'] else ''}"
     tier = f" {a['tier']:g}x" if a.get("tier") else ""
     if a.get("zero_dte"):
         tier += " 0DTE"

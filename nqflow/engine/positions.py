@@ -130,10 +130,12 @@ class Confirmations:
 
     def records(self) -> list[dict]:
         """Plain JSON-safe rows (what the notebook glues and `confirm --json` prints)."""
+        counts = ("volume", "oi_before", "oi_after", "oi_change", "instruments")
         frame = self.table.astype(object).where(self.table.notna(), None)
-        return [
+        rows = [
             {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame.to_dict("records")
         ]
+        return [{k: int(v) if k in counts and v is not None else v for k, v in row.items()} for row in rows]
 
 
 def read_confirmations(

@@ -21,6 +21,7 @@ import pandas as pd
 
 from nqflow.engine.levels import days_to_expiry
 from nqflow.engine.strategies import find_packages, package_headline
+from nqflow.engine.worked import final_total
 from nqflow.market import hours as cal
 from nqflow.market.frames import DataSource, classify_fills, front_future, session_bounds
 
@@ -124,6 +125,39 @@ class SessionFlow:
                 "exchange_code": top["spread_symbol"].fillna("") if "spread_symbol" in top else "",
             }
         ).reset_index(drop=True)
+
+    def worked_finals(self, gap_s: float, large_premium_usd: float) -> pd.DataFrame:
+        """Each recorded worked order's final total (`nqflow.engine.worked.final_total`) beside what
+        its alert carried: one row per ``worked_order`` alert, ``more_children`` when more followed."""
+        columns = ["alert_id", "symbol", "side", "first_time", "last_time", "children", "contracts", "premium_usd"]
+        worked = self.alerts[self.alerts["kind"] == "worked_order"] if len(self.alerts) else self.alerts
+        if worked.empty:
+            return pd.DataFrame(columns=[*columns, "alert_children", "alert_premium_usd", "more_children"])
+        prints = self.prints[(self.prints["package_id"] < 0) & self.prints["side"].isin(["B", "A"])]
+        orders = (
+            prints.groupby(["instrument_id", "side", "ts_event"], sort=False)[["size", "premium_usd"]]
+            .sum()
+            .reset_index()
+        )
+        orders = orders[orders["premium_usd"] < large_premium_usd]  # an alert of its own is no child
+        rows = []
+        for alert in worked.to_dict("records"):
+            side = "B" if alert["direction"] == "BUY" else "A"
+            mine = orders[(orders["instrument_id"] == alert["instrument_ids"][0]) & (orders["side"] == side)]
+            total = final_total(mine, pd.Timestamp(alert["first_time"]), gap_s)
+            rows.append(
+                {
+                    "alert_id": alert["alert_id"],
+                    "symbol": alert["symbol"],
+                    "side": side,
+                    "first_time": alert["first_time"],
+                    **total,
+                    "alert_children": int(alert["child_orders"]),
+                    "alert_premium_usd": float(alert["premium_usd"]),
+                    "more_children": total["children"] > int(alert["child_orders"]),
+                }
+            )
+        return pd.DataFrame(rows)
 
     @property
     def summary(self) -> dict:

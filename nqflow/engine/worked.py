@@ -150,25 +150,16 @@ def price_drift(prices: np.ndarray, sizes: np.ndarray, flat_share: float) -> str
     return "ascending" if change > flat_share else "descending" if change < -flat_share else "flat"
 
 
-def worked_totals(orders: pd.DataFrame, first_row: int, gap_s: float, span_minutes: float) -> dict:
-    """A worked order's final extent once later children followed its alert: the children of
-    its side and instrument that go on within ``gap_s`` of each other and within the span of
-    its first child (the session report and the index show these)."""
-    first = orders.loc[first_row]
-    same = orders[
-        (orders["instrument_id"] == first["instrument_id"])
-        & (orders["side"] == first["side"])
-        & (orders["ts_event"] >= first["ts_event"])
-        & (orders["ts_event"] <= first["ts_event"] + pd.Timedelta(minutes=span_minutes))
-    ].sort_values("ts_event", kind="stable")
-    if "package_id" in same:
-        same = same[same["package_id"] < 0]
-    gaps = same["ts_event"].diff().dt.total_seconds().fillna(0.0).to_numpy()
-    keep = np.cumsum(gaps > gap_s) == 0
-    same = same[keep]
+def final_total(children: pd.DataFrame, first_time: pd.Timestamp, gap_s: float) -> dict:
+    """A worked order's extent once later children followed its alert: its option's and side's
+    child orders (`children`, with ``ts_event``, ``size``, ``premium_usd``) from its first child
+    on, for as long as none is more than `gap_s` after the one before."""
+    later = children[children["ts_event"] >= first_time].sort_values("ts_event", kind="stable")
+    gaps = later["ts_event"].diff().dt.total_seconds().fillna(0.0).to_numpy()
+    later = later[np.cumsum(gaps > gap_s) == 0]
     return {
-        "children": int(len(same)),
-        "contracts": int(same["size"].sum()),
-        "premium_usd": float(same["premium_usd"].sum()),
-        "last_time": pd.Timestamp(same["ts_event"].iloc[-1]).isoformat() if len(same) else None,
+        "children": int(len(later)),
+        "contracts": int(later["size"].sum()),
+        "premium_usd": round(float(later["premium_usd"].sum()), 2),
+        "last_time": pd.Timestamp(later["ts_event"].iloc[-1]).isoformat() if len(later) else None,
     }

@@ -101,6 +101,8 @@ def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -
     )
     if all(a["kind"] == "health" for a in ranked):
         subject = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"
+    if all(a["kind"] == "confirmation" for a in ranked):
+        subject = f"nqflow follow-up: {ranked[0]['symbol']}: {ranked[0]['reasons'][0]}"
     link = _report_link(ranked[0], config, reports)
     text = [f"{len(ranked)} institutional-flow alert(s), strongest first.", f"Report: {link}", ""]
     rows = []
@@ -197,6 +199,8 @@ def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -
     title = f"nqflow: {len(ranked)} alert(s), window {ranked[0]['window_start'][:16]}Z"
     if all(a["kind"] == "health" for a in ranked):
         title = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"[:150]
+    if all(a["kind"] == "confirmation" for a in ranked):
+        title = f"nqflow follow-up: {ranked[0]['symbol']}, opened or closed"[:150]
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     for a in ranked[:20]:
         blocks.append(

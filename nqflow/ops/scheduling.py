@@ -346,11 +346,14 @@ class Scheduler:
 
     def record_notes(self, day: str, notes: dict[str, list[dict]], now: str) -> None:
         """Keep what a daily notebook learned about the session's alerts beside them; the first
-        confirmations of a session go out as one follow-up on the channels that carried its alerts."""
+        confirmations of a session go out as one follow-up on the channels that carried its alerts,
+        and its session report is written again to show them."""
         for note, rows in notes.items():
             new = self.store.record_notes(note, day, rows, now)
             if note != "confirmation" or not new or not rows:
                 continue
+            if "session" in self.daily_jobs():  # the session report shows the verdicts: write it again
+                self.store.requeue_daily("session", day, now, "next-morning confirmations recorded")
             # Off-book alerts say in their own reasons whether they opened positions: the follow-up
             # is about the alerts sent while the session traded.
             followed = [row for row in rows if row["kind"] != "off_book"]
@@ -486,7 +489,11 @@ class Scheduler:
 
     def refresh_index(self) -> Path:
         return write_index(
-            self.outputs_dir, self.store.windows(limit=2000), self.store.daily_runs(limit=800), self.store.alerts()
+            self.outputs_dir,
+            self.store.windows(limit=2000),
+            self.store.daily_runs(limit=800),
+            self.store.alerts(),
+            {note: self.store.notes(note) for note in ("confirmation", "worked_final")},
         )
 
     def tick(self) -> list[NotebookRun]:

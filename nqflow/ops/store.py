@@ -356,6 +356,17 @@ class StateStore:
         with self.connect() as conn:
             return {r[0]: json.loads(r[1]) for r in conn.execute(query, params)}
 
+    def requeue_daily(self, job: str, trade_date: str, now: str, why: str) -> bool:
+        """Have a session's finished `job` run again (its report is out of date: `why`); False
+        when it has not run yet (it will, with what is known then)."""
+        with self.connect() as conn:
+            cursor = conn.execute(
+                "UPDATE daily_runs SET status = 'waiting', next_attempt_at = ?, last_error = ? "
+                "WHERE job = ? AND trade_date = ? AND status = 'ok'",
+                (now, why, job, trade_date),
+            )
+        return bool(cursor.rowcount)
+
     def channels_that_carried(self, alert_ids: Sequence[str]) -> list[str]:
         """The channels that delivered (or still owe) at least one of these alerts."""
         if not alert_ids:
@@ -456,3 +467,10 @@ def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
     rows = StateStore(path).alerts(since=market_open.isoformat(), until=market_close.isoformat())
     # the market's alerts: health alerts are about the monitor, and live in the index
     return pd.DataFrame([r for r in rows if r["kind"] not in ("health", "confirmation")], columns=ALERT_FIELDS)
+
+
+def recorded_notes(config, state_db: str, note: str, trade_date: dt.date) -> dict[str, dict]:
+    """Alert id -> the `note` recorded beside it for session `trade_date` (`StateStore.notes`);
+    none when there is no database yet."""
+    path = resolve(state_db or config.data.state_db)
+    return StateStore(path).notes(note, str(trade_date)) if path.exists() else {}

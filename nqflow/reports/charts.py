@@ -498,26 +498,40 @@ def session_headline(summary: dict) -> str:
     )
 
 
-def session_alerts_table(flow: SessionFlow) -> Styler:
-    """Every alert recorded for the session, in time order, readable."""
+def session_alerts_table(flow: SessionFlow, verdicts: dict[str, dict] | None = None) -> Styler:
+    """Every alert recorded for the session, in time order, readable; with `verdicts` (the next
+    morning's confirmations by alert id, once recorded) whether each opened or closed positions."""
     alerts = flow.alerts
     if alerts.empty:
         return readable(alerts.iloc[:0, :0], f"No alert was recorded for session {flow.trade_date}.")
     alerts = alerts.sort_values("event_time", kind="stable")
-    table = alerts[
-        [
-            "event_time",
-            "label",
-            "confidence",
-            "kind",
-            "symbol",
-            "direction",
-            "sentiment",
-            "days_to_expiry",
-            "volume",
-            "premium_usd",
-            "reasons",
+    columns = [
+        "event_time",
+        "label",
+        "confidence",
+        "kind",
+        "symbol",
+        "direction",
+        "sentiment",
+        "days_to_expiry",
+        "volume",
+        "premium_usd",
+    ]
+    table = alerts[[*columns, "reasons"]]
+    if verdicts:
+        table = table.assign(opened_or_closed=[(verdicts.get(i) or {}).get("verdict", "") for i in alerts["alert_id"]])[
+            [*columns, "opened_or_closed", "reasons"]
         ]
+    return readable(table)
+
+
+def worked_finals_table(finals: pd.DataFrame) -> Styler:
+    """Each worked order of the session as it ended: its child orders, contracts and premium
+    when its alert went out, and in all (more children often follow the alert)."""
+    if finals.empty:
+        return readable(finals.iloc[:0, :0], "No worked order reached the alert level in this session.")
+    table = finals[
+        ["symbol", "side", "first_time", "last_time", "alert_children", "alert_premium_usd", "children", "premium_usd"]
     ]
     return readable(table)
 

@@ -2,8 +2,9 @@
 
 Sessions newest first (alert counts by kind, the session report, the off-book report), then
 every recorded alert in one table that sorts and filters in the browser (kind, label, product,
-expiry, direction, minimum premium), each row linking to the report it came from, then every
-window with its status. Self-contained: inline style and script, nothing fetched.
+expiry, direction, next-morning verdict, minimum premium), each row linking to the report it
+came from (a worked order with its final total when more child orders followed its alert), then
+every window with its status. Self-contained: inline style and script, nothing fetched.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import pandas as pd
 from nqflow.alerts import usd
 from nqflow.market import hours as cal
 
-#: What the alert table filters on, each a data- attribute of its rows.
-FILTERS = ("kind", "label", "product", "expiry", "direction")
+#: What the alert table filters on, each a data- attribute of its rows (``verdict``: the next
+#: morning's confirmation, opening / closing / mixed / unknown, once the open interest is out).
+FILTERS = ("kind", "label", "product", "expiry", "direction", "verdict")
 
 SCRIPT = """
 const table = document.getElementById('alerts');
@@ -74,15 +76,29 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
+def _final(total: dict | None) -> str:
+    """A worked order's final total beside the premium its alert carried, when more children followed."""
+    if not total or not total.get("more_children"):
+        return ""
+    return html.escape(f" (final {usd(total['premium_usd'])} in {total['children']} orders)")
+
+
 def _session_of(window_start: str) -> str:
     found = cal.session_of(pd.Timestamp(window_start))
     return str(found[0]) if found else window_start[:10]
 
 
 def write_index(
-    outputs_dir: Path, windows: pd.DataFrame, daily_runs: pd.DataFrame | None = None, alerts: list[dict] | None = None
+    outputs_dir: Path,
+    windows: pd.DataFrame,
+    daily_runs: pd.DataFrame | None = None,
+    alerts: list[dict] | None = None,
+    notes: dict[str, dict[str, dict]] | None = None,
 ) -> Path:
-    """Write outputs/index.html (see the module doc) and return its path."""
+    """Write outputs/index.html (see the module doc) and return its path. `notes`: what was
+    learned about alerts after they were sent (`StateStore.notes`), by note then alert id."""
+    notes = notes or {}
+    verdicts, finals = notes.get("confirmation", {}), notes.get("worked_final", {})
     daily_runs = (
         daily_runs
         if daily_runs is not None
@@ -127,12 +143,15 @@ def write_index(
     alert_rows: list[str] = []
     options: dict[str, set[str]] = {key: set() for key in FILTERS}
     for alert in sorted(alerts, key=lambda a: a.get("event_time") or a["window_start"], reverse=True):
+        if alert["kind"] == "confirmation":  # a follow-up message: its verdicts are on the alerts' rows
+            continue
         values = {
             "kind": alert["kind"],
             "label": alert.get("label") or "",
             "product": alert_product(alert),
             "expiry": alert.get("expiry") or "",
             "direction": alert.get("direction") or "",
+            "verdict": (verdicts.get(alert["alert_id"]) or {}).get("verdict", ""),
         }
         for key, value in values.items():
             if value:
@@ -155,8 +174,8 @@ def write_index(
             f'<td class=number data-value="{"" if dte is None else dte}">{"" if dte is None else dte}</td>'
             f"<td>{html.escape(values['direction'])}</td>"
             f'<td class=number data-value="{alert.get("volume") or 0}">{alert.get("volume") or 0:,}</td>'
-            f'<td class=number data-value="{premium:.2f}">{usd(premium)}</td>'
-            f"<td>{where}</td></tr>"
+            f'<td class=number data-value="{premium:.2f}">{usd(premium)}{_final(finals.get(alert["alert_id"]))}</td>'
+            f"<td>{html.escape(values['verdict'])}</td><td>{where}</td></tr>"
         )
     selects = "".join(
         f'<label>{key} <select data-filter="{key}"><option value="">all</option>'
@@ -178,6 +197,7 @@ def write_index(
             ("direction", "text"),
             ("volume", "number"),
             ("premium", "number"),
+            ("opened / closed", "text"),
             ("report", "text"),
         )
     )

@@ -31,6 +31,12 @@ HEADERS = {
     "oi_after": "OI after",
     "oi_change": "OI change",
     "child_orders": "child orders",
+    "first_time": "first child (UTC)",
+    "last_time": "last child (UTC)",
+    "alert_children": "children at the alert",
+    "alert_premium_usd": "premium at the alert",
+    "children": "children in all",
+    "opened_or_closed": "opened / closed",
 }
 
 #: The page's CSS for tables: wrap long text, fit the page, no sideways scroll.
@@ -63,7 +69,12 @@ def _cell(column: str, value: object) -> str:
         return usd(float(value))  # type: ignore[arg-type]
     if column in ("side", "aggressor"):
         return Direction.of_side(value).value
-    if column in ("event_time", "ts_event"):  # a report covers one window or session: its date is in the title
+    if column in (
+        "event_time",
+        "ts_event",
+        "first_time",
+        "last_time",
+    ):  # a report covers one window or session: its date is in the title
         ts = pd.Timestamp(value).tz_convert("UTC")
         return f"{ts:%H:%M:%S}.{ts.microsecond // 1000:03d}Z"
     if column == "kind":

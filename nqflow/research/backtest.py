@@ -168,8 +168,9 @@ def alerts_of(
     features: Features, config: Config, trade_date: dt.date | None = None, window_filter: WindowFilter | None = None
 ) -> tuple[list[dict], pd.DataFrame]:
     """The threshold stage over one batch of features: alert records (with trade_date) and the
-    window table, for the windows `window_filter` keeps (windows are independent, so filtering
-    after evaluating gives what evaluating only those windows gives)."""
+    window table, for the windows `window_filter` keeps (filtering after evaluating the whole
+    batch gives what the monitor gives for those windows: a worked order reads the windows
+    before its own, as `nqflow.engine.monitor.run_window` does)."""
     from nqflow.engine.detect import evaluate
 
     alerts = evaluate(features, config).alerts

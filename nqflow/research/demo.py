@@ -16,6 +16,7 @@ import pandas as pd
 
 from nqflow.alerts import Direction, usd
 from nqflow.config import Config, load_config
+from nqflow.ops.followups import confirmation_line
 from nqflow.ops.scheduling import SimulatedClock
 from nqflow.ops.store import StateStore
 from nqflow.paths import resolve
@@ -66,12 +67,13 @@ def demo(args, config: Config, make_scheduler) -> int:
     # One window per kind of event first (a strategy package and a 0DTE order lead), then the rest.
     priority = {
         "strategy": 0,
-        "block_0dte": 1,
-        "block": 2,
-        "sweep": 3,
-        "surge_expiry": 4,
-        "surge_instrument": 5,
-        "surge_product": 6,
+        "worked": 1,
+        "block_0dte": 2,
+        "block": 3,
+        "sweep": 4,
+        "surge_expiry": 5,
+        "surge_instrument": 6,
+        "surge_product": 7,
     }
     kinds = planted["kind"] + np.where(planted.get("zero_dte", False).fillna(False).astype(bool), "_0dte", "")
     order = planted.assign(rank=kinds.map(priority).fillna(9), seen=kinds.duplicated())
@@ -100,30 +102,61 @@ def demo(args, config: Config, make_scheduler) -> int:
             f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
             + (f"; FAILED: {run.error}" if not run.ok else "")
         )
-    if len(off_book):
-        event = off_book.iloc[-1]  # the latest session whose next-day statistics the sample holds
-        day = dt.date.fromisoformat(event["session"])
-        print(f"\n== session {day}: off the order book (blocks), read from the next day's statistics")
-        print(f"   planted: {_planted(event, config)}")
-        sys.stdout.flush()
-        clock.current = pd.Timestamp(event["published"]) + pd.Timedelta(minutes=5)
-        run = scheduler.process_daily("off_book", day)
-        scheduler.deliver()
-        print(
-            f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
-            + (f"; FAILED: {run.error}" if not run.ok else "")
-        )
     from nqflow.market import hours as cal
 
     days = sorted({found[0] for start, _ in windows if (found := cal.session_of(start)) is not None})
+    published = [d for d in days if str(cal.next_trading_day(d)) in truth["sessions"]]
+    if len(off_book):
+        event = off_book.iloc[-1]  # the latest session whose next-day statistics the sample holds
+        day = dt.date.fromisoformat(event["session"])
+        if day not in published:
+            print(f"\n== session {day}: off the order book (blocks), read from the next day's statistics")
+            print(f"   planted: {_planted(event, config)}")
+            sys.stdout.flush()
+            clock.current = pd.Timestamp(event["published"]) + pd.Timedelta(minutes=5)
+            run = scheduler.process_daily("off_book", day)
+            scheduler.deliver()
+            print(
+                f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
+                + (f"; FAILED: {run.error}" if not run.ok else "")
+            )
+    for day in published:
+        print(
+            f"\n== session {day}: the next morning's statistics: blocks off the order book, and whether each "
+            f"alert opened or closed positions (open interest)"
+        )
+        sys.stdout.flush()
+        following = cal.next_trading_day(day)
+        clock.current = max(
+            clock.current, cal.sessions(following, following).iloc[0].market_open + pd.Timedelta(hours=1)
+        )
+        run = scheduler.process_daily("off_book", day)
+        scheduler.deliver()  # the follow-up message goes out once, on the channels that carried the alerts
+        for row in run.notes.get("confirmation", []):
+            truth_says = _planted_position(planted, row)
+            print(f"   {confirmation_line(row)}" + (f" (planted: {truth_says})" if truth_says else ""))
+        print(
+            f"   {len(run.alerts)} off-book alert(s); report {run.html_path}"
+            + (f"; FAILED: {run.error}" if not run.ok else "")
+        )
     for day in days:
-        print(f"\n== session {day}: the session report (every alert, premium by strike and expiry, largest prints)")
+        print(
+            f"\n== session {day}: the session report (every alert and whether it opened or closed positions, "
+            f"worked orders as they ended, premium by strike and expiry, largest prints)"
+        )
         sys.stdout.flush()
         clock.current = max(clock.current, scheduler.ready_at("session", day))
         run = scheduler.process_daily("session", day)
+        finals = [f for f in run.notes.get("worked_final", []) if f.get("more_children")]
         print(
             f"   {run.summary.get('alerts', 0) if run.summary else 0} alert(s) recorded in the session; "
-            f"report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else "")
+            + "".join(
+                f"worked order {f['symbol']}: {f['alert_children']} children at the alert, {f['children']} "
+                f"({usd(f['premium_usd'])}) in all; "
+                for f in finals
+            )
+            + f"report {run.html_path}"
+            + (f"; FAILED: {run.error}" if not run.ok else "")
         )
     last_day = days[-1]
     print(
@@ -140,6 +173,17 @@ def demo(args, config: Config, make_scheduler) -> int:
     index = scheduler.refresh_index()
     print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
     return 0
+
+
+def _planted_position(planted: pd.DataFrame, row: dict) -> str:
+    """What the ground truth says the planted order behind a confirmed alert on one option did."""
+    if "position" not in planted:
+        return ""
+    for event in planted[planted["position"].notna()].itertuples(index=False):
+        if event.kind in ("block", "worked") and [row["symbol"]] == list(event.symbols):
+            if str(event.window_start)[:10] <= row["event_time"][:10]:
+                return str(event.position)
+    return ""
 
 
 def _overrides(args) -> list[tuple[str, object]]:
@@ -159,6 +203,13 @@ def _planted(event, config: Config) -> str:
         what = (
             f"{event.strategy.replace('_', ' ')} package of {event.size:,} {side}, {usd(event.premium_usd)} "
             f"gross premium, reads {event.sentiment.lower()}"
+        )
+    elif event.kind == "worked":
+        what = (
+            f"worked order: {int(event.children)} child orders {side} over "
+            f"{(pd.Timestamp(event.last_time) - pd.Timestamp(event.first_time)).total_seconds() / 60:.0f} min "
+            f"from {pd.Timestamp(event.first_time):%H:%M}Z, {event.size:,} contracts, {usd(event.premium_usd)} in all "
+            f"(each child far below any threshold)"
         )
     elif event.kind in ("block", "sweep"):
         zero = " 0DTE" if getattr(event, "zero_dte", False) is True else ""

@@ -1152,7 +1152,7 @@ class _Generator:
             size=int(sizes.sum()),
             premium_usd=round(premium, 2),
             premium_at_crossing_usd=round(float(cum[crossing]), 2),
-            price_drift="ascending" if side == "B" else "descending",
+            price_drift=_drift(price[: crossing + 1], sizes[: crossing + 1]),  # as the alert sees it
             days_to_expiry=self._days_to_expiry(sess, inst),
         )
 
@@ -1728,6 +1728,15 @@ class _Generator:
             "zero_dte_contract_share": round(float(options["size"][zero_dte].sum() / options["size"].sum()), 4),
             "one_dte_or_less_contract_share": round(float(options["size"][one_dte].sum() / options["size"].sum()), 4),
         }
+
+
+def _drift(prices: np.ndarray, sizes: np.ndarray, flat_share: float = 0.002) -> str:
+    """How a worked order's child prices moved, by the rule the engine states (second half's
+    VWAP against the first half's; 0.2% is thresholds.worked_flat_drift_share's default)."""
+    half = len(prices) // 2
+    first, last = np.average(prices[:half], weights=sizes[:half]), np.average(prices[half:], weights=sizes[half:])
+    change = (last - first) / np.average(prices, weights=sizes)
+    return "ascending" if change > flat_share else "descending" if change < -flat_share else "flat"
 
 
 def generate_sample_market(folder: str | Path, spec: SampleSpec | None = None) -> Path:
