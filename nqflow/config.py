@@ -33,7 +33,6 @@ class Schedule:
     session_reports: bool = True
     off_book: bool = True
     dealer_positioning: bool = True
-    confirm_positions: bool = True
     daily_lookback_sessions: int = 5
     daily_wait_minutes: float = 30.0
 

@@ -114,10 +114,12 @@ def test_backtest_cli_names_the_available_range_for_a_bad_one(sample_dir):
 
 def test_a_batch_of_a_whole_session_equals_its_windows_one_at_a_time(source, tmp_path):
     """`detect_windows` over all 92 windows of a session with planted events (loose thresholds,
-    so ~50 alerts) gives, window for window, what `detect_window` gives alone: nothing leaks
+    so ~50 alerts) gives, window for window, what the window gives with only the windows of
+    its worked-order lookback before it (as `run_window` reads them): nothing else leaks
     between neighbouring windows of a batch (orders, sweeps, volumes, baselines)."""
     from nqflow.engine.baseline import ensure_history, window_keys
     from nqflow.engine.detect import detect_window, detect_windows
+    from nqflow.engine.worked import lookback
     from nqflow.market.frames import window_from
     from nqflow.research.lab import LOOSE
 
@@ -149,8 +151,13 @@ def test_a_batch_of_a_whole_session_equals_its_windows_one_at_a_time(source, tmp
     batch = detect_windows(windows, [expected[s] for s in slots], config)
     assert sum(len(d.alerts) for d in batch) > 12 and sum(d.orders["sweep_id"].ge(0).sum() for d in batch) > 0
     assert sum(len(d.packages) for d in batch) > 100  # the session's spreads, read as packages on both paths
+    span = lookback(config.thresholds)
     for window, slot, together in zip(windows, slots, batch):
-        alone = detect_window(window, expected[slot], config)
+        # a window with the windows of its worked-order lookback, as run_window detects it
+        earlier = [w for w in windows if w.start >= window.start - span and w.end <= window.start]
+        alone = detect_windows([*earlier, window], [None] * len(earlier) + [expected[slot]], config)[-1]
+        if not earlier:
+            pdt.assert_frame_equal(alone.alerts, detect_window(window, expected[slot], config).alerts)
         pdt.assert_frame_equal(together.alerts, alone.alerts)
         pdt.assert_frame_equal(together.orders, alone.orders)
         pdt.assert_frame_equal(together.volumes, alone.volumes)

@@ -183,7 +183,8 @@ def test_scheduler_waits_for_publication_then_runs_the_notebook_on_live_data(gw,
     large = [a for a in runs[0].alerts if a["kind"] == "large_order"]
     assert any(a["instrument_ids"] == block["instrument_ids"] for a in large)
     assert scheduler.store.windows()["status"].tolist() == ["ok"]
-    assert len(gw.requests("get_range", "trades")) == 1 + 3  # the window, and three baseline sessions
+    # the window, the hour before it (a worked order's children count from there), three baseline sessions
+    assert len(gw.requests("get_range", "trades")) == 1 + 1 + 3
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".html", ".log", ".json", ".sqlite"):
             assert KEY.encode() not in path.read_bytes(), path

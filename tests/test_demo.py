@@ -50,9 +50,18 @@ def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_c
         report = re.search(r"report (\S+\.html)", block).group(1)
         assert report.startswith(str(tmp_path / "outputs")) and os.path.exists(report)
     assert run.stdout.rstrip().endswith(str(tmp_path / "outputs" / "index.html"))
-    # then the off-book reading of a session and the session reports, each with its report
+    assert any(re.search(r"^\[HIGH \d+\] worked_order ", block, flags=re.M) for block in windows)
+    # then the next-day statistics of the sessions (off-book blocks, and every alert opened or closed,
+    # beside what was planted) and the session reports, each with its report
     off_book = [block for block in daily if "off the order book" in block.splitlines()[0]]
-    assert len(off_book) == 1 and re.search(r"^\[HIGH \d+\] off_book ", off_book[0], flags=re.M)
+    assert off_book and any(re.search(r"^\[HIGH \d+\] off_book ", block, flags=re.M) for block in off_book)
+    verdicts = re.findall(
+        r"^   (opening|closing|mixed|unknown): (\w+) .*?(?:\(planted: (\w+)\))?$", "".join(off_book), re.M
+    )
+    assert verdicts and all(planted in ("", verdict) for verdict, _, planted in verdicts)  # as planted
+    assert any(planted for _, _, planted in verdicts)  # at least one verdict checked against ground truth
+    follow_ups = sum(block.count("\n[follow-up] ") for block in off_book)
+    assert follow_ups >= 1  # one per session, on the channels that carried its alerts
     sessions = [
         re.search(r"report (\S+/session\.html)", block).group(1)
         for block in daily
@@ -60,11 +69,10 @@ def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_c
     ]
     assert sessions and all(os.path.exists(path) for path in sessions)
     sent = (tmp_path / "alerts.log").read_text().count("alert_id")
-    assert sent == sum(
-        len(re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\]", block, flags=re.M)) for block in windows + off_book
-    )
+    alerts = sum(len(re.findall(r"^\[(?:LOW|MEDIUM|HIGH) \d+\]", block, flags=re.M)) for block in windows + off_book)
+    assert sent == alerts + follow_ups
     index = (tmp_path / "outputs" / "index.html").read_text()
-    assert index.count("<tr data-kind=") == sent  # every alert in the index's alert table
+    assert index.count("<tr data-kind=") == alerts  # every alert in the index's alert table (follow-ups are not alerts)
     # every page the demo wrote, as a trader reads it in headless Chromium: no NaN, no Python list,
     # no raw UD: code in a headline column, nothing that scrolls sideways (screenshots kept)
     from helpers import SCREENSHOTS, chromium, reader_problems

@@ -67,6 +67,7 @@ def test_every_planted_event_above_threshold_is_found_with_kind_tier_and_directi
         "block",
         "sweep",
         "strategy",
+        "worked",
         "surge_instrument",
         "surge_expiry",
         "surge_product",
@@ -75,6 +76,8 @@ def test_every_planted_event_above_threshold_is_found_with_kind_tier_and_directi
     assert result["direction_accuracy"] == 1.0
     assert result["tier_accuracy"] == 1.0
     assert result["zero_dte_recall"] == 1.0
+    assert result["worked_recall"] == 1.0 and result["worked_orders"] >= 8
+    assert result["decoys"] >= 3 and result["decoys_alerted"] == 0  # market makers trading both sides
 
 
 def test_packages_are_read_as_one_trade_named_right_and_never_misread(runs, truth):
@@ -127,6 +130,15 @@ def test_planted_alerts_carry_reasons_and_high_confidence(runs, truth):
     config, sessions, alerts, _ = runs
     orders = alerts[alerts["kind"].isin(["large_order", "sweep", "strategy"])]
     assert (orders["confidence"] >= config.confidence.medium).all()
+    # A worked order on an option with volume history scores its surprise and is HIGH; on one that
+    # never traded before (far-dated strikes) the surprise is not scored and it sits near the
+    # medium cut: said in its reasons, not inflated.
+    worked = alerts[alerts["kind"] == "worked_order"]
+    assert len(worked) and (worked.loc[worked["history_sessions"] > 0, "confidence"] >= config.confidence.high).all()
+    assert all(
+        any("surprise not scored" in r for r in reasons)
+        for reasons in worked.loc[worked["history_sessions"] == 0, "reasons"]
+    )
     assert alerts["days_to_expiry"].notna().sum() >= len(orders)  # every alert on an expiry says how far it is
     assert all(len(r) >= 3 for r in alerts["reasons"])
 
@@ -134,4 +146,4 @@ def test_planted_alerts_carry_reasons_and_high_confidence(runs, truth):
 def test_quiet_session_stays_quiet(runs):
     _, _, _, quiet_alerts = runs
     assert len(quiet_alerts) <= MAX_QUIET_SESSION_ALERTS
-    assert (quiet_alerts["kind"] == "volume_surge").all()  # no large orders, sweeps or packages on a quiet day
+    assert (quiet_alerts["kind"] == "volume_surge").all()  # no orders, sweeps, worked orders or packages on a quiet day

@@ -61,13 +61,14 @@ def reported(sample_dir, truth, tmp_path_factory):
     assert scheduler.daily_due("session", clock.now()) == []  # the session is still open
     clock.current = scheduler.ready_at("off_book", trade_date) + pd.Timedelta(minutes=40)
     assert scheduler.daily_due("session", clock.now()) == [trade_date]
-    runs = scheduler.daily_tick()  # the session report, the off-book reading, then the dealer gamma page
-    assert [(r.ok, r.notebook_path.stem) for r in runs] == [(True, "session"), (True, "offbook"), (True, "gex")], [
+    # the next-day statistics (off-book and confirmations), the session report that shows them, the dealer gamma page
+    runs = scheduler.daily_tick()
+    assert [(r.ok, r.notebook_path.stem) for r in runs] == [(True, "offbook"), (True, "session"), (True, "gex")], [
         r.error for r in runs
     ]
     assert scheduler.daily_tick() == []  # once each
     index = scheduler.refresh_index()
-    return scheduler, trade_date, runs[0], index
+    return scheduler, trade_date, runs[1], index  # the session report
 
 
 def test_session_report_figures_come_from_the_session_data(reported, source, config):
@@ -118,7 +119,7 @@ def test_window_reports_stay_under_one_megabyte(reported):
 
 def test_index_filters_sorts_and_links_in_headless_chromium(reported, tmp_path):
     scheduler, day, _, index = reported
-    alerts = scheduler.store.alerts()
+    alerts = [a for a in scheduler.store.alerts() if a["kind"] != "confirmation"]  # follow-ups are not rows
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -16,6 +16,12 @@ Kinds of alert
                  with small neighbours, not a sweep, and is judged as a single order. Windows
                  are judged alone, so a sweep straddling a window edge (a few hundred ms in
                  900 s: rare) is seen as two parts.
+``worked_order`` one party's order worked in child orders on one option and side, across
+                 window edges (`nqflow.engine.worked`): children no more than ``worked_max_gap_s``
+                 apart within ``worked_max_span_minutes``, at least ``worked_min_orders`` of them,
+                 together >= ``large_premium_usd``, that side holding ``direction_share`` of the
+                 option's aggressor premium over the span. Raised once, in the window where the
+                 running total crosses; a surge it mostly makes folds into it.
 ``volume_surge`` window volume at ``instrument``, ``expiry`` or ``product`` level against the
                  expected volume for the slot (`nqflow.engine.baseline`); tiers from ``surge_tiers``
                  (10x / 30x / 50x). ratio = volume / max(expected, floor); a level needs
@@ -45,7 +51,9 @@ C  concentration: share of the alert's volume in its largest order (surges) or t
    share of its instruments' window volume (orders and sweeps).
 V  volume / open interest, capped at 1 (volume above OI suggests new positions); 0 when OI is unknown.
 
-Packages score imbalance 1 when the package's aggressor is known (one side took it all).
+Packages score imbalance 1 when the package's aggressor is known (one side took it all). A
+worked order scores imbalance 2 x side share - 1 and concentration its side share, its surprise
+and volume/OI from the option's window volume where it crosses.
 
 Labels: HIGH >= confidence.high, MEDIUM >= confidence.medium, else LOW.
 
@@ -211,10 +219,12 @@ def detect_windows(
 ) -> list[Detection]:
     """`detect_window` for many windows at once (a whole session, in a backtest), one Detection each.
 
-    The two stages back to back: `nqflow.engine.features.compute_features`, then `evaluate`. Windows
-    are independent (every grouping is also by window), so each result equals what
-    `detect_window` gives for that window alone; batching only saves pandas' per-call overhead,
-    which dominates 15-minute windows. `expected[i]` is window i's expected volume.
+    The two stages back to back: `nqflow.engine.features.compute_features`, then `evaluate`. Every
+    grouping is also by window except a worked order's, which reads the earlier windows of its
+    session in the batch (`nqflow.engine.monitor.run_window` gives a window its lookback for
+    it); so each result equals what the window gives with the windows before it, and batching
+    only saves pandas' per-call overhead, which dominates 15-minute windows. `expected[i]` is
+    window i's expected volume.
     """
     features = compute_features(windows, expected, config)
     return split(features, evaluate(features, config, score_every_volume=True), config)
@@ -760,6 +770,8 @@ def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray)
                 f"instrument window volume {inst_volume:,.0f} vs expected {baseline:,.1f}; "
                 f"tail probability {p_value:.1e} over {history} sessions"
             )
+        else:
+            reasons.append("no volume history for this option: surprise not scored")
         reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
         days = int(last["days_to_expiry"])
         alerts.append(

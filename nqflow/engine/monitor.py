@@ -96,17 +96,26 @@ def run_window(
 
 def earlier_windows(config: Config, source: DataSource, window: WindowData) -> list[WindowData]:
     """The windows of `window`'s session in the `nqflow.engine.worked.lookback` before it: a worked
-    order's children in them count toward its total. Read from the source (cached per window
-    by a Databento source), never from an earlier process's memory, so a restarted monitor
-    and a backtest see the same orders."""
+    order's children in them count toward its total. Read from the source in one request (a
+    Databento source pulls only what its cache lacks), never from an earlier process's memory,
+    so a restarted monitor and a backtest see the same orders."""
     if window.trade_date is None:
         return []
     row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
     since = max(window.start - lookback(config.thresholds), row.market_open)
-    return [
-        load_window(source, start, end, config.universe.products)
+    bounds = [
+        (start, end)
         for start, end in cal.session_windows(window.trade_date, config.schedule.interval_minutes)
         if start >= since and end <= window.start
+    ]
+    if not bounds:
+        return []
+    fills = classify_fills(source.trades(bounds[0][0], bounds[-1][1]), config.universe.products)
+    return [
+        window_from(
+            start, end, window.trade_date, fills.between(start, end), window.chain, window.open_interest, window.legs
+        )
+        for start, end in bounds
     ]
 
 

@@ -284,7 +284,8 @@ class Scheduler:
         s = self.config.schedule
         return [
             job
-            for job, on in (("session", s.session_reports), ("off_book", s.off_book), ("gex", s.dealer_positioning))
+            # The next-day statistics first: a session report due at the same time then shows the verdicts.
+            for job, on in (("off_book", s.off_book), ("session", s.session_reports), ("gex", s.dealer_positioning))
             if on
         ]
 

@@ -270,7 +270,20 @@ class DatabentoSource:
 
     # -- the cache --------------------------------------------------------------------
     def _cached(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> bool:
-        return any(f.schema == schema and f.start <= start and f.end >= end for f in self.replay.files)
+        return self._uncovered(schema, start, end) is None
+
+    def _uncovered(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp | None:
+        """Where the cached files of `schema`, taken together, stop covering [start, end) (None:
+        they cover it all): a range over several cached windows is served without a pull, and a
+        pull asks only from there on."""
+        covered = start
+        for f in sorted((f for f in self.replay.files if f.schema == schema), key=lambda f: f.start):
+            if f.start > covered:
+                break
+            covered = max(covered, f.end)
+            if covered >= end:
+                return None
+        return covered
 
     def _day_cached(self, schema: str, trade_date: dt.date) -> bool:
         folder = self.cache_dir / schema / str(trade_date)
@@ -396,8 +409,9 @@ class DatabentoSource:
         trade_date = session[0] if session else start.date()
         if session:
             self._ensure_day("definition", trade_date)
-        if not self._cached("trades", start, end):
-            self._fetch("trades", start, end, trade_date)
+        missing_from = self._uncovered("trades", start, end)
+        if missing_from is not None:
+            self._fetch("trades", missing_from, end, trade_date)
         fills = self.replay.trades(start, end)
         unknown = undefined_fills(fills)
         if session and len(unknown):

@@ -186,8 +186,10 @@ class ReplaySource:
         columns = {"instrument_id": "int64", "open_interest": "int64", "ts_event": "datetime64[ns, UTC]"}
         if raw.empty:
             return empty_frame(columns)
-        oi = raw[raw["stat_type"] == OPEN_INTEREST_STAT_TYPE].sort_values("ts_recv")
-        oi = oi.drop_duplicates("instrument_id", keep="last")
+        # Several messages for one option in a morning (a preliminary figure, then the final): the
+        # last received counts. Ordered by instrument, so every source gives the same frame.
+        oi = raw[raw["stat_type"] == OPEN_INTEREST_STAT_TYPE].sort_values("ts_recv", kind="stable")
+        oi = oi.drop_duplicates("instrument_id", keep="last").sort_values("instrument_id", kind="stable")
         return pd.DataFrame(
             {
                 "instrument_id": oi["instrument_id"].astype("int64"),
