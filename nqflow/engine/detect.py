@@ -33,7 +33,11 @@ One event, one alert: a finer and a coarser surge in the same window are folded 
 The finer one owns it when it carries >= ``dominance_share`` of the coarser level's volume (a
 single strike explains its expiry's surge); otherwise the coarser one owns it (a broad move).
 An instrument surge that is mostly (>= ``dominance_share``) one alerted order or sweep is
-folded into that order's alert. Folded alerts are named in the owner's reasons.
+folded into that order's alert. A surge folded into a surge is named in the owner's reasons;
+one folded into an order, sweep, package or worked order is not: an event alert is judged on
+what had traded when it was complete (its instrument volume up to its last print, the future's
+price at it), so the live path, which sends it then, and the window notebook give the same
+alert, field for field.
 
 Confidence (0-100)
 ------------------
@@ -472,6 +476,8 @@ class _Context:
         self.ends = [ts.isoformat() for ts in features.windows["window_end"]]
         self.window_end = list(features.windows["window_end"])
         self.packages = features.packages
+        self.orders = features.orders
+        self._prints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (codes, times, cumulative sizes)
         # (sorted window-and-instrument codes, their volume rows), built on first use
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         path = features.underlying
@@ -499,6 +505,35 @@ class _Context:
         v["p_value"] = column
         self._scored[rows] = True
 
+    def so_far(self, rows: np.ndarray, until: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+        """Each instrument volume row's volume in its window up to and including `until` (an
+        event's last print), and that volume's tail probability against the slot's whole expected
+        volume (1.0 without history). An event alert is judged on what had traded when it was
+        complete, never on prints after it: so the live path, judging it the moment it is
+        complete, and the window notebook give the same alert field for field."""
+        rows = np.asarray(rows, dtype="int64")
+        if self._prints is None:
+            orders = self.orders
+            codes = orders[WINDOW].to_numpy(dtype="int64") * _ID_SPAN + orders["instrument_id"].to_numpy(dtype="int64")
+            ts = orders["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
+            order = np.lexsort((ts, codes))
+            self._prints = (codes[order], ts[order], np.cumsum(orders["size"].to_numpy(dtype="int64")[order]))
+        codes, ts, cum = self._prints
+        v = self.volumes
+        wanted = v[WINDOW].to_numpy(dtype="int64")[rows] * _ID_SPAN + v["instrument_id"].to_numpy(dtype="int64")[rows]
+        volume = np.zeros(len(rows), dtype="int64")
+        for k, code in enumerate(wanted):
+            lo, hi = np.searchsorted(codes, [code, code + 1])
+            at = lo + int(np.searchsorted(ts[lo:hi], until.value, side="right"))
+            volume[k] = (cum[at - 1] if at > 0 else 0) - (cum[lo - 1] if lo > 0 else 0)
+        history = v["history_sessions"].to_numpy()[rows]
+        baseline = v["baseline"].to_numpy(dtype=float)[rows]
+        variance = np.maximum(
+            np.nan_to_num(v["variance"].to_numpy(dtype=float, na_value=np.nan)[rows], nan=0.0), baseline
+        )
+        p = np.where(history > 0, tail_probability(volume, baseline, variance), 1.0) if len(rows) else np.ones(0)
+        return volume, np.asarray(p, dtype=float)
+
     def instrument_rows(self, windows: np.ndarray, instrument_ids: np.ndarray) -> np.ndarray:
         """Volume row of each (window, instrument id); -1 when the window has none."""
         if not len(instrument_ids):
@@ -515,13 +550,14 @@ class _Context:
         return np.where(codes[at] == wanted, rows[at], -1)
 
     def underlying_at(self, window: int, ts: pd.Timestamp) -> float | None:
-        """The front future's last price at or before `ts` in the window (its last price when it
-        printed only later; None when it did not print)."""
+        """The front future's last price at or before `ts` in the window (its first print after `ts`
+        when it printed only later; None when it did not print): never a price from long after
+        the event, so the alert is the same whenever it is judged."""
         lo, hi = np.searchsorted(self._path_window, [window, window + 1])
         if lo == hi:
             return None
         at = lo + int(np.searchsorted(self._path_ts[lo:hi], ts.value, side="right")) - 1
-        return float(self._path_price[at if at >= lo else hi - 1])
+        return float(self._path_price[at if at >= lo else lo])
 
     def candidate(
         self,
@@ -571,10 +607,9 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
     members_all = orders.iloc[chosen]
     # One lookup for every member's instrument row of window volume, then tail probabilities for those rows only.
     volume_row = context.instrument_rows(members_all[WINDOW].to_numpy(), members_all["instrument_id"].to_numpy())
-    context.p_values(volume_row[volume_row >= 0])
     v = context.volumes
-    v_volume, v_baseline = v["volume"].to_numpy(dtype=float), v["baseline"].to_numpy(dtype=float)
-    v_history, v_p = v["history_sessions"].to_numpy(), v["p_value"].to_numpy(dtype=float)
+    v_baseline = v["baseline"].to_numpy(dtype=float)
+    v_history = v["history_sessions"].to_numpy()
     v_oi = v["open_interest"].to_numpy(dtype=float)
     side_cols = side_columns(members_all)
     records = members_all.to_dict("records")
@@ -597,11 +632,12 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
         # Each distinct instrument once, in id order (a sweep may hit one strike twice).
         by_id = {int(m["instrument_id"]): int(r) for m, r in zip(members, member_rows)}
         inst = np.array([by_id[i] for i in ids], dtype="int64")
-        inst_volume = float(v_volume[inst].sum())
+        so_far, so_far_p = context.so_far(inst, max(m["ts_event"] for m in members))
+        inst_volume = float(so_far.sum())
         oi = v_oi[inst]
         total_oi = int(oi.sum()) if not np.isnan(oi).any() else None
         history = int(v_history[inst].max())
-        p_value = float(v_p[inst].min()) if (v_history[inst] > 0).any() else 1.0
+        p_value = float(so_far_p.min()) if (v_history[inst] > 0).any() else 1.0
         baseline = float(v_baseline[inst].sum())
         strikes = sorted({m["strike"] for m in members})
         components = {
@@ -637,8 +673,8 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
         ]
         if history:
             reasons.append(
-                f"instrument window volume {inst_volume:,.0f} vs expected {baseline:,.1f}; "
-                f"tail probability {p_value:.1e} over {history} sessions"
+                f"instrument volume {inst_volume:,.0f} in the window up to this {kind.replace('_', ' ')} vs "
+                f"{baseline:,.1f} expected for the slot; tail probability {p_value:.1e} over {history} sessions"
             )
         else:
             reasons.append("no volume history for this instrument: surprise not scored")
@@ -723,7 +759,6 @@ def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray)
     rows = crossings["row"].to_numpy(dtype="int64")
     windows = orders[WINDOW].to_numpy(dtype="int64")[rows]
     volume_row = context.instrument_rows(windows, orders["instrument_id"].to_numpy(dtype="int64")[rows])
-    context.p_values(volume_row[volume_row >= 0])
     v = context.volumes
     alerts = []
     for crossing, window, vrow in zip(crossings.itertuples(index=False), windows, volume_row):
@@ -736,8 +771,9 @@ def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray)
         bullish = (side == "B") == (last["put_call"] == "C")
         sentiment = "BULLISH" if bullish else "BEARISH"
         history = int(v["history_sessions"].iat[vrow]) if vrow >= 0 else 0
-        p_value = float(v["p_value"].iat[vrow]) if vrow >= 0 and history else 1.0
-        inst_volume = float(v["volume"].iat[vrow]) if vrow >= 0 else float(volume)
+        so_far, so_far_p = context.so_far(np.array([vrow] if vrow >= 0 else [], dtype="int64"), last["ts_event"])
+        p_value = float(so_far_p[0]) if vrow >= 0 and history else 1.0
+        inst_volume = float(so_far[0]) if vrow >= 0 else float(volume)
         baseline = float(v["baseline"].iat[vrow]) if vrow >= 0 else None
         oi = float(v["open_interest"].iat[vrow]) if vrow >= 0 else float("nan")
         total_oi = None if math.isnan(oi) else int(oi)
@@ -767,8 +803,8 @@ def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray)
         ]
         if history:
             reasons.append(
-                f"instrument window volume {inst_volume:,.0f} vs expected {baseline:,.1f}; "
-                f"tail probability {p_value:.1e} over {history} sessions"
+                f"instrument volume {inst_volume:,.0f} in the window up to the crossing child vs "
+                f"{baseline:,.1f} expected for the slot; tail probability {p_value:.1e} over {history} sessions"
             )
         else:
             reasons.append("no volume history for this option: surprise not scored")
@@ -842,10 +878,8 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
         return []
     lookups = [(int(p.window), int(i)) for p in big.itertuples(index=False) for i in p.option_leg_ids]
     volume_row = context.instrument_rows(np.array([w for w, _ in lookups]), np.array([i for _, i in lookups]))
-    context.p_values(volume_row[volume_row >= 0])
     v = context.volumes
-    v_volume, v_history = v["volume"].to_numpy(dtype=float), v["history_sessions"].to_numpy()
-    v_p, v_oi = v["p_value"].to_numpy(dtype=float), v["open_interest"].to_numpy(dtype=float)
+    v_history, v_oi = v["history_sessions"].to_numpy(), v["open_interest"].to_numpy(dtype=float)
     alerts, offset = [], 0
     for package in big.itertuples(index=False):
         index = int(package.window)
@@ -857,9 +891,10 @@ def _strategy_alerts(context: _Context) -> list[_Candidate]:
         offset += len(ids)
         rows = rows[rows >= 0]
         history = int(v_history[rows].max()) if len(rows) else 0
-        p_value = float(v_p[rows].min()) if history else 1.0
+        so_far, so_far_p = context.so_far(rows, pd.Timestamp(package.ts_event, tz="UTC"))
+        p_value = float(so_far_p.min()) if history else 1.0
         volume = int(sum(leg["size"] for leg in package.legs if leg["put_call"] != "F"))
-        inst_volume = float(v_volume[rows].sum()) if len(rows) else float(volume)
+        inst_volume = float(so_far.sum()) if len(rows) else float(volume)
         oi = v_oi[rows]
         total_oi = int(oi.sum()) if len(rows) == len(ids) and not np.isnan(oi).any() else None
         premium = float(package.gross_premium_usd)
@@ -1114,7 +1149,10 @@ def _fold(candidates: list[_Candidate], config: Config) -> list[Alert]:
 
     def fold(loser: Alert, owner: Alert, why: str) -> None:
         dropped.add(loser.alert_id)
-        owner.reasons.append(f"also {why}")
+        if not owner.is_event:
+            # An event alert stays what it was when it was complete (the live path sends it then);
+            # the surge it explains is dropped, and shown in the window's volume table.
+            owner.reasons.append(f"also {why}")
 
     # instrument <-> expiry <-> product, fine to coarse
     for fine_level, coarse_level in ((Level.INSTRUMENT, Level.EXPIRY), (Level.EXPIRY, Level.PRODUCT)):
