@@ -1,4 +1,4 @@
-"""Command line: run | once | window | backfill | backtest | cost | demo | status | alerts (see `scheduler.py -h`).
+"""Command line: run | live | once | window | backfill | backtest | cost | demo | status | ... (`scheduler.py -h`).
 
 Every failure is one line on stderr (with --json, a JSON error object on stdout as well) and
 an exit code of its own (`nqflow.errors.ExitCode`, listed in `scheduler.py -h`)."""
@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="every interval, aligned to the clock, until SIGINT/SIGTERM")
+    live = sub.add_parser(
+        "live", help="stream Databento Live until SIGINT/SIGTERM: alerts within a second, recorded for the windows"
+    )
+    live.add_argument(
+        "--start",
+        help="replay from this time, ISO 8601 with a zone (default: the end of the last window recorded, "
+        "else the current session's open)",
+    )
     once = sub.add_parser("once", help="the latest complete window")
     once.add_argument("--json", action="store_true", help="print the window's alerts as JSON")
     window = sub.add_parser("window", help="one chosen window")
@@ -506,6 +514,14 @@ def run(args, config) -> int:
     return 0
 
 
+def live(args, config) -> int:
+    from nqflow.ops.live import run_live
+
+    start = _time(args.start) if args.start else None
+    run_live(config, Path(args.state_db) if args.state_db else None, start, say=_say)
+    return 0
+
+
 def demo(args, config) -> int:
     from nqflow.research.demo import demo as run_demo
 
@@ -528,6 +544,7 @@ def sample(args, config) -> int:
 #: Subcommand -> handler(args, config) -> exit code.
 COMMANDS = {
     "run": run,
+    "live": live,
     "once": once,
     "window": window,
     "backfill": backfill,

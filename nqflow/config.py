@@ -170,6 +170,17 @@ class DatabentoSettings:
     retry_max_seconds: float = 60.0
     timeout_seconds: float = 60.0
     range_cache_seconds: float = 30.0
+    live: bool = False
+    live_gateway: str = ""
+
+
+@dataclass(frozen=True)
+class Live:
+    max_silent_minutes: float = 5.0
+    flash_every_seconds: float = 0.2
+    record_grace_seconds: float = 2.0
+    reconnect_max_seconds: float = 60.0
+    heartbeat_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,7 @@ class Config:
     confirm: Confirm = field(default_factory=Confirm)
     notify: Notify = field(default_factory=Notify)
     databento: DatabentoSettings = field(default_factory=DatabentoSettings)
+    live: Live = field(default_factory=Live)
     health: Health = field(default_factory=Health)
     retention: Retention = field(default_factory=Retention)
     path: str = ""  # where it was loaded from (not a TOML key)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock
 
 from nqflow.alerts import one_line, usd
 from nqflow.config import Config
@@ -270,8 +271,16 @@ def _by_window(alerts: list[dict]) -> list[list[dict]]:
 def deliver_pending(
     store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str] | None = None
 ) -> dict[str, int]:
-    """Send every due delivery of every enabled channel; returns how many were sent per channel."""
-    reports = reports or {}
+    """Send every due delivery of every enabled channel; returns how many were sent per channel.
+
+    One sender at a time per state database (a file lock beside it): the window loop and the
+    live stream deliver from the same outbox, and two senders reading the same pending row
+    would send it twice."""
+    with FileLock(str(store.path) + ".deliver.lock"):
+        return _deliver_pending(store, config, now, reports or {})
+
+
+def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str]) -> dict[str, int]:
     sent: dict[str, int] = {}
     for channel in enabled_channels(config):
         settings = CHANNELS[channel].settings(config)

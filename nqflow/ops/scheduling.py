@@ -566,6 +566,11 @@ class Scheduler:
             self.preflight()
             self.store.set_meta("first_started_at", self.clock.now().isoformat(), replace=False)
             self.say(self.start_line())
+            if self.config.databento.live:
+                from nqflow.ops.live import check_live_config, live_thread
+
+                check_live_config(self.config)
+                live_thread(self.config, self.state_db, self.stop_event, self.say)
             interrupted = self.store.recover_interrupted(self.clock.now().isoformat())
             if interrupted:  # we hold the lock: no other scheduler is running them
                 log.warning(

@@ -86,6 +86,15 @@ def migrate(conn: sqlite3.Connection) -> int:
     return SCHEMA_VERSION
 
 
+HEALTH_SCOPES = ("live",)  # processes beside the window loop that judge health conditions of their own
+
+
+def health_scope(key: str) -> str:
+    """Which process owns a health condition key (`StateStore.update_health`)."""
+    head = key.split(":", 1)[0]
+    return head if head in HEALTH_SCOPES and ":" in key else ""
+
+
 class StateStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -256,14 +265,21 @@ class StateStore:
         with self.connect() as conn:
             return {row["key"]: dict(row) for row in conn.execute(query).fetchall()}
 
-    def update_health(self, conditions: list, now: str) -> tuple[list, list]:
+    def update_health(self, conditions: list, now: str, scope: str = "") -> tuple[list, list]:
         """Record the conditions holding at `now` (`nqflow.ops.health.Condition`); returns those raised
         now and those cleared now, each with the time it was raised. A condition is raised once it
-        has held for its delay; one that ends before that is forgotten."""
+        has held for its delay; one that ends before that is forgotten.
+
+        Each process judges its own conditions: `scope` "live" is the live stream's (keys
+        ``live:...``), "" the window loop's (every other key), so neither clears the other's."""
         raised, cleared = [], []
         current = {c.key: c for c in conditions}
         with self.connect() as conn:
-            active = {row["key"]: dict(row) for row in conn.execute("SELECT * FROM health WHERE cleared_at IS NULL")}
+            active = {
+                row["key"]: dict(row)
+                for row in conn.execute("SELECT * FROM health WHERE cleared_at IS NULL")
+                if health_scope(row["key"]) == scope
+            }
             for key, condition in current.items():
                 row = active.get(key)
                 if row is None:

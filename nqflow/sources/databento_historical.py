@@ -221,8 +221,10 @@ class DatabentoSource:
         return pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
 
     def published(self, end: pd.Timestamp) -> bool:
-        """Whether Databento has published trades up to `end` (`available_end`)."""
-        return end <= self.available_end("trades")
+        """Whether trades up to `end` can be read: the cache holds the window ending there (the
+        live stream recorded it), or Databento has published up to it (`available_end`)."""
+        interval = pd.Timedelta(minutes=self.config.schedule.interval_minutes)
+        return self.covers("trades", end - interval, end) or end <= self.available_end("trades")
 
     def describe_end(self) -> str:
         """Where the published data ends, in words, for a window refused as not published yet."""
@@ -271,6 +273,14 @@ class DatabentoSource:
     # -- the cache --------------------------------------------------------------------
     def _cached(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> bool:
         return self._uncovered(schema, start, end) is None
+
+    def covers(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> bool:
+        """Whether the cache holds [start, end) of `schema` (no pull needed), as of the last scan."""
+        return self._cached(schema, start, end)
+
+    def holds_day(self, schema: str, trade_date: dt.date) -> bool:
+        """Whether the cache holds `trade_date`'s pull of a day schema (definition, statistics)."""
+        return self._day_cached(schema, trade_date)
 
     def _uncovered(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp | None:
         """Where the cached files of `schema`, taken together, stop covering [start, end) (None:

@@ -1,0 +1,171 @@
+"""Flash alerts: orders, sweeps, packages and worked orders judged the moment they are complete.
+
+The live path (`nqflow.ops.live`) feeds the session's fills here as they stream in, and asks
+`FlashMonitor.judge` for the alerts complete by an event time. Completion is by event time,
+never the wall clock: an event whose ``event_time`` plus ``sweep_span_ms`` is at or before the
+latest ``ts_event`` received can no longer change (a sweep's members are within the span of its
+first order; an order's membership of a sweep, and so whether it is an alert of its own or a
+worked order's child, is settled by then; a package's legs print at one ``ts_event``).
+
+The judging is the window notebook's own: `nqflow.engine.detect.detect_windows` over the
+session's windows in the worked-order lookback before the window and the window so far, with
+the slot's expected volume from the same baseline. Event alerts are judged on what had traded
+when they were complete (`nqflow.engine.detect`), so a flash alert equals the notebook's alert
+for the same event field for field, with the same stable id: recorded first, the notebook's
+finds it already in the outbox and nothing is sent twice. Volume surges keep their window (the
+notebook raises them); the baseline is read, never built here (building it pulls whole
+sessions): without history, flash alerts flow with their surprise not scored, and one line says
+so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+
+from nqflow.alerts import Alert, Kind, to_alerts
+from nqflow.config import Config
+from nqflow.engine.baseline import BaselineStore, window_keys
+from nqflow.engine.detect import detect_windows
+from nqflow.engine.worked import lookback
+from nqflow.errors import DataError
+from nqflow.market import hours as cal
+from nqflow.market.frames import TRADE_COLUMNS, DataSource, classify_fills, empty_frame, tidy_trades, window_from
+
+log = logging.getLogger(__name__)
+
+#: The kinds a flash alert can be: events complete at one print. Surges need their whole window.
+FLASH_KINDS = frozenset({Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY, Kind.WORKED_ORDER})
+
+
+class FlashMonitor:
+    """One session at a time: its chain, open interest and spread legs from `source` (the
+    Databento cache, pulled once a day like the notebook's), the fills so far, and what was
+    judged. `say` gets the lines a user should read (no history yet, a new session)."""
+
+    def __init__(
+        self, config: Config, source: DataSource, baseline: BaselineStore, say: Callable[[str], None] = log.info
+    ):
+        self.config = config
+        self.source = source
+        self.baseline = baseline
+        self.say = say
+        self.span = pd.Timedelta(milliseconds=config.thresholds.sweep_span_ms)
+        self.interval = pd.Timedelta(minutes=config.schedule.interval_minutes)
+        self.trade_date: dt.date | None = None
+        self.judged_until: pd.Timestamp | None = None
+        self._fills: list[pd.DataFrame] = []
+        self._judged: set[str] = set()
+
+    # -- the session ----------------------------------------------------------------------
+    def begin(self, trade_date: dt.date, since: pd.Timestamp) -> None:
+        """Start `trade_date`'s session with the stream resuming at `since`: the fills of the
+        lookback before it are read from the source (the cache the stream recorded, else
+        Historical), so a restart judges worked orders as an unbroken stream would."""
+        open_, close = cal.sessions(trade_date, trade_date).iloc[0][["market_open", "market_close"]]
+        self.trade_date, self.market_open, self.market_close = trade_date, open_, close
+        self.chain = self.source.chain(trade_date)
+        self.open_interest = self.source.open_interest(trade_date)
+        self.legs = self.source.spread_legs(trade_date)
+        self._fills, self._judged = [], set()
+        self.judged_until = max(since, open_)
+        earliest = max(open_, self._window_start(self.judged_until) - lookback(self.config.thresholds))
+        if earliest < self.judged_until:
+            try:
+                self._fills.append(self.source.trades(earliest, self.judged_until))
+            except DataError as exc:
+                self.say(
+                    f"live: the session's fills before {self.judged_until:%H:%M}Z cannot be read ({exc}); "
+                    f"a worked order begun before it is judged on its children from then on"
+                )
+        history = self.baseline.expected(trade_date, [0], self.config.thresholds.baseline_sessions)[0]
+        sessions = int(history["history_sessions"].max()) if len(history) else 0
+        self.say(
+            f"live: session {trade_date} from {self.judged_until:%Y-%m-%d %H:%M:%S}Z"
+            + (
+                ""
+                if sessions
+                else "; no volume history yet: flash alerts flow with their surprise not scored, and volume "
+                "surges wait for history (the window notebooks build it)"
+            )
+        )
+
+    def refresh_definitions(self) -> None:
+        """Re-read the chain after new definitions reached the cache (an option listed intraday)."""
+        if self.trade_date is not None:
+            self.chain = self.source.chain(self.trade_date)
+            self.legs = self.source.spread_legs(self.trade_date)
+
+    def add(self, raw_trades: pd.DataFrame) -> pd.DataFrame:
+        """Take streamed trade records (ts_event, instrument_id, price, size, side) of this
+        session; returns them tidy (`nqflow.market.frames.tidy_trades`)."""
+        tidy = tidy_trades(raw_trades, self.chain) if len(raw_trades) else empty_frame(TRADE_COLUMNS)
+        if len(tidy):
+            self._fills.append(tidy)
+        return tidy
+
+    def forget_after(self, ts: pd.Timestamp) -> None:
+        """Drop fills at or after `ts`: the stream is about to replay them (a reconnect)."""
+        fills = self.fills()
+        self._fills = [fills[fills["ts_event"] < ts].reset_index(drop=True)]
+
+    def fills(self) -> pd.DataFrame:
+        if len(self._fills) > 1:
+            fills = pd.concat(self._fills, ignore_index=True)
+            self._fills = [fills.sort_values(["ts_event", "instrument_id"], kind="stable", ignore_index=True)]
+        return self._fills[0].reset_index(drop=True) if self._fills else empty_frame(TRADE_COLUMNS)
+
+    # -- judging ------------------------------------------------------------------------
+    def judge(self, until: pd.Timestamp) -> list[Alert]:
+        """The event alerts complete at `until` (the latest ts_event received) not given before,
+        each exactly as the window notebook will give it."""
+        if self.trade_date is None or self.judged_until is None or until <= self.judged_until:
+            return []
+        until = min(until, self.market_close)
+        # Events completing in (judged_until, until] start in (judged_until - span, until - span].
+        first = self._window_start(max(self.judged_until - self.span, self.market_open))
+        last = self._window_start(until - pd.Timedelta(1))
+        bounds = [(s, e) for s, e in cal.session_windows(self.trade_date, self.config.schedule.interval_minutes)]
+        since = max(self.market_open, first - lookback(self.config.thresholds))
+        batch = [(s, e) for s, e in bounds if s >= since and s <= last]
+        judged = [(s, e) for s, e in batch if s >= first]
+        fills = classify_fills(self.fills(), self.config.universe.products)
+        windows = [
+            window_from(
+                s,
+                e,
+                self.trade_date,
+                fills.between(s, min(e, until + pd.Timedelta(1))),
+                self.chain,
+                self.open_interest,
+                self.legs,
+            )
+            for s, e in batch
+        ]
+        expected = [None] * (len(batch) - len(judged)) + self._expected(windows[len(batch) - len(judged) :])
+        detections = detect_windows(windows, expected, self.config)[len(batch) - len(judged) :]
+        self.judged_until = until
+        alerts = []
+        for detection in detections:
+            for alert in to_alerts(detection.alerts):
+                complete = pd.Timestamp(alert.event_time) + self.span <= until
+                if alert.kind in FLASH_KINDS and complete and alert.alert_id not in self._judged:
+                    self._judged.add(alert.alert_id)
+                    alerts.append(alert)
+        return alerts
+
+    def _expected(self, windows) -> list[pd.DataFrame | None]:
+        slots = [cal.slot_of(w.start, self.market_open) for w in windows]
+        by_slot = self.baseline.expected(
+            self.trade_date,  # type: ignore[arg-type]  # set by begin
+            sorted(set(slots)),
+            self.config.thresholds.baseline_sessions,
+            {slot: window_keys(w.trades) for slot, w in zip(slots, windows)},
+        )
+        return [by_slot[slot] for slot in slots]
+
+    def _window_start(self, ts: pd.Timestamp) -> pd.Timestamp:
+        return self.market_open + ((ts - self.market_open) // self.interval) * self.interval
