@@ -7,6 +7,11 @@ feed without options raises and clears its health alert."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,9 +23,10 @@ from standin_live_gateway import Behaviour, StandInLiveGateway
 from nqflow.alerts import Alert
 from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.engine.flash import FLASH_KINDS
-from nqflow.engine.monitor import run_window
+from nqflow.engine.monitor import REPO_ROOT, run_window
+from nqflow.errors import ConfigError
 from nqflow.market import hours as cal
-from nqflow.ops.live import RECORDED_UNTIL, LiveRunner
+from nqflow.ops.live import NO_OPTIONS, RECORDED_UNTIL, LiveRunner, check_live_config
 from nqflow.ops.store import StateStore
 from nqflow.sources.databento_historical import DatabentoSource
 
@@ -108,3 +114,132 @@ def test_flash_alerts_equal_the_window_notebooks_and_the_windows_read_the_record
         assert {k: (got[k], v) for k, v in alert.items() if got[k] != v} == {}
     assert StateStore(config.data.state_db).meta(RECORDED_UNTIL) >= END.isoformat()
     assert runner.stats.option_trades > 0
+
+
+def _cli(tmp_path, gw, lgw, *extra: str) -> list[str]:
+    sets = {
+        "data.source": "databento",
+        "data.cache_dir": str(tmp_path / "cache"),
+        "data.state_db": str(tmp_path / "state.sqlite"),
+        "data.outputs_dir": str(tmp_path / "outputs"),
+        "databento.gateway": gw.url,
+        "databento.live_gateway": lgw.address,
+        "notify.console.enabled": "false",
+        "notify.log.path": str(tmp_path / "alerts.log"),
+        "notify.slack.enabled": "true",
+        "notify.slack.min_confidence": "0",
+    }
+    args = [sys.executable, str(REPO_ROOT / "scheduler.py")]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    return [*args, "live", *extra]
+
+
+def _logged(path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _logged_ids(path) -> list[str]:
+    return [alert["alert_id"] for alert in _logged(path)]
+
+
+def test_each_alert_reaches_each_channel_once_through_a_drop_and_a_sigkill(gw, lgw, tmp_path, webhook):
+    env = {**os.environ, "DATABENTO_API_KEY": KEY, "NQFLOW_SLACK_WEBHOOK_URL": webhook.url}
+    start, end = pd.Timestamp("2026-10-27T14:15Z"), pd.Timestamp("2026-10-27T16:00Z")
+    lgw.behaviour = Behaviour(speed=400.0, drop_after=1_500, end=end + pd.Timedelta(seconds=5))
+    log_path = tmp_path / "alerts.log"
+    first = subprocess.Popen(_cli(tmp_path, gw, lgw, "--start", start.isoformat()), env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _logged(log_path):
+            assert first.poll() is None, "live exited early"
+            time.sleep(0.1)
+        assert [a["kind"] for a in _logged(log_path)][:1] == ["large_order"], "the first flash alert reached the log"
+        assert len(lgw.sessions) >= 2, "the connection was dropped and the stream replayed in a new session"
+    finally:
+        first.kill()  # SIGKILL: no clean-up of any kind
+        first.wait(30)
+    recorded = StateStore(tmp_path / "state.sqlite").meta(RECORDED_UNTIL)
+    assert recorded is not None and start < pd.Timestamp(recorded) < end
+    # Restarted without --start: it resumes from the end of the last window it recorded.
+    second = subprocess.Popen(_cli(tmp_path, gw, lgw), env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        store = StateStore(tmp_path / "state.sqlite")
+        while time.monotonic() < deadline and pd.Timestamp(store.meta(RECORDED_UNTIL) or recorded) < end:
+            assert second.poll() is None, "live exited early"
+            time.sleep(0.2)
+        resumed = [s for s in lgw.sessions if s.subscriptions][-1].subscriptions[0].get("start")
+        assert int(resumed) == pd.Timestamp(recorded).value
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    alerts = StateStore(tmp_path / "state.sqlite").alerts()
+    kinds = sorted(a["kind"] for a in alerts)
+    assert {"large_order", "worked_order"} <= set(kinds) and "health" not in kinds
+    ids = sorted(a["alert_id"] for a in alerts)
+    assert sorted(_logged_ids(log_path)) == ids
+    slack = sorted(b["block_id"] for body in webhook.bodies for b in body["blocks"] if b["type"] == "section")
+    assert slack == ids
+
+
+def test_a_feed_without_options_raises_health_and_leaves_the_windows_to_historical(gw, lgw, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+    config = live_config(gw, lgw, tmp_path, max_silent_minutes=5.0)
+    store = StateStore(config.data.state_db)
+    silent_end = pd.Timestamp("2026-10-27T14:30Z")
+    lgw.behaviour = Behaviour(without_options=True, end=silent_end + pd.Timedelta(seconds=5))
+    runner = stream(config, silent_end, start=START)
+    assert runner.stats.option_trades == 0 and runner.stats.trades > 0
+    raised = store.health_states()
+    assert NO_OPTIONS in raised and raised[NO_OPTIONS]["raised_at"]
+    health_alerts = [a for a in store.alerts(kind="health")]
+    assert [a["symbol"] for a in health_alerts] == ["live feed carries no options"]
+    assert "licence" in health_alerts[0]["reasons"][0]
+    # nothing recorded for the silent windows: the window reads them from Historical
+    assert not list((tmp_path / "cache" / "GLBX.MDP3" / "trades").rglob("2026102?T14*.dbn.zst"))
+    pulls = len([r for r in gw.log if r.endpoint == "get_range" and r.params.get("schema") == "trades"])
+    window = run_window(config, START, START + pd.Timedelta(minutes=15), DatabentoSource(config, tmp_path / "cache"))
+    assert len(window.window.trades) > 0
+    assert len([r for r in gw.log if r.endpoint == "get_range" and r.params.get("schema") == "trades"]) > pulls
+
+    # options back: the condition clears, once
+    lgw.behaviour = Behaviour(end=pd.Timestamp("2026-10-27T15:00Z"))
+    stream(config, pd.Timestamp("2026-10-27T14:45Z"), start=silent_end)
+    assert NO_OPTIONS not in store.health_states()
+    symbols = sorted(a["symbol"] for a in store.alerts(kind="health"))
+    assert symbols == ["live feed carries no options", "recovered: live feed carries no options"]
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [("auth", "refused the key in DATABENTO_API_KEY"), ("limit", "open connection limit is reached")],
+)
+def test_a_refused_session_is_one_line_with_its_fix(gw, lgw, tmp_path, error, says):
+    lgw.behaviour = Behaviour(error=error)
+    env = {**os.environ, "DATABENTO_API_KEY": KEY}
+    done = subprocess.run(
+        _cli(tmp_path, gw, lgw, "--start", START.isoformat()),
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 3 and len(errors) == 1 and says in errors[0], done.stderr
+
+
+def test_live_beside_the_window_loop_needs_the_databento_source_and_a_host_port(config, tmp_path):
+    live_on = dataclasses.replace(config, databento=dataclasses.replace(config.databento, live=True))
+    with pytest.raises(ConfigError, match='set data.source = "databento"'):
+        check_live_config(live_on)
+    bad = dataclasses.replace(
+        live_on,
+        data=dataclasses.replace(config.data, source="databento"),
+        databento=dataclasses.replace(live_on.databento, live_gateway="localhost"),
+    )
+    with pytest.raises(ConfigError, match="must be host:port"):
+        check_live_config(bad)

@@ -28,7 +28,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +60,9 @@ NO_OPTIONS = "live:no_options"
 RECORDED_UNTIL = "live_recorded_until"  # state meta: the end of the last window the stream recorded
 LIVE_PORT = 13000
 MAX_BATCH = 200_000  # records taken in one go before the stream is judged again
-HEALTH_EVERY_SECONDS = 5.0
 
 
-class LiveRefused(NqflowError):
+class LiveRefused(ConfigError):
     """The gateway refused the session for good (a bad key, the connection limit): no retry helps."""
 
 
@@ -163,7 +161,7 @@ class LiveRunner:
         self._last_option: pd.Timestamp | None = None
         self._last_future: pd.Timestamp | None = None
         self._silent_since: pd.Timestamp | None = None
-        self._health_checked = 0.0
+        self._silent: bool | None = None  # the no-options condition as last told to the state database
 
     # -- where to start -------------------------------------------------------------------
     def resume_point(self) -> pd.Timestamp:
@@ -201,6 +199,7 @@ class LiveRunner:
             since = self.recorder.recorded_until or since
             self.recorder.forget_from(since)
             self.monitor.forget_after(since)
+            self.stats.last_event = since  # the replay's records are judged again as they come
             self.stats.reconnects += 1
             delay = backoff_seconds(1.0, max(failures - 1, 0), self.config.live.reconnect_max_seconds)
             self.say(f"live: connection lost; reconnecting in {delay:.0f} s, replaying from {since:%Y-%m-%d %H:%M:%S}Z")
@@ -316,10 +315,13 @@ class LiveRunner:
         self.stats.trades += len(raw)
         self.stats.option_trades += int(is_option.sum())
         last = pd.Timestamp(int(ts.max()), tz="UTC")
+        # the latest seen, never moved back by a replay after a reconnect
         if is_option.any():
-            self._last_option = pd.Timestamp(int(ts[is_option].max()), tz="UTC")
+            self._last_option = _latest(self._last_option, int(ts[is_option].max()))
         if (~is_option).any():
-            self._last_future = pd.Timestamp(int(ts[~is_option].max()), tz="UTC")
+            self._last_future = _latest(self._last_future, int(ts[~is_option].max()))
+            if self._silent_since is None:  # silence is counted from the first futures print seen
+                self._silent_since = pd.Timestamp(int(ts[~is_option].min()), tz="UTC")
         self.stats.last_event = max(self.stats.last_event or last, last)
         while len(raw):  # a batch may run into the next session (a fast replay)
             self._ensure_session(pd.Timestamp(int(ts.min()), tz="UTC"))
@@ -382,39 +384,45 @@ class LiveRunner:
         deliver_pending(self.store, self.config, now)
 
     def _watch_options(self, until: pd.Timestamp) -> None:
-        """The no-options health condition, by event time over open market."""
-        if time.monotonic() - self._health_checked < HEALTH_EVERY_SECONDS:
-            return
-        self._health_checked = time.monotonic()
+        """The no-options health condition, by event time over open market; the state database
+        is told only when the condition starts or ends."""
         futures_flowing = self._last_future is not None and until - self._last_future < pd.Timedelta(minutes=1)
         if not futures_flowing or cal.session_of(until) is None:
             return  # a quiet or closed market says nothing about the licence
-        if self._last_option is None and self._silent_since is None:
-            self._silent_since = until  # silence counts from the first futures print seen without options
         since = self._last_option or self._silent_since
-        conditions = []
-        if since is not None:
-            quiet = (until - since).total_seconds() / 60.0
-            if quiet >= self.config.live.max_silent_minutes:
-                conditions.append(
-                    health.Condition(
-                        NO_OPTIONS,
-                        health.Verdict.DEGRADED,
-                        "live feed carries no options",
-                        f"futures are streaming but no NQ option record has arrived for {quiet:.0f} min of open "
-                        f"market: the account's live licence probably lacks CME options. The windows are pulled "
-                        f"from Historical meanwhile (later); ask Databento to add CME options to the live licence",
-                    )
+        quiet = (until - since).total_seconds() / 60.0 if since is not None else 0.0
+        silent = quiet >= self.config.live.max_silent_minutes
+        if silent == self._silent:
+            return
+        self._silent = silent
+        conditions = (
+            [
+                health.Condition(
+                    NO_OPTIONS,
+                    health.Verdict.DEGRADED,
+                    "live feed carries no options",
+                    f"futures are streaming but no NQ option record has arrived for {quiet:.0f} min of open market "
+                    f"(to {until:%Y-%m-%d %H:%M}Z): the account's live licence probably lacks CME options; the windows "
+                    f"are pulled from Historical meanwhile (later). Ask Databento to add CME options to the licence",
                 )
+            ]
+            if silent
+            else []
+        )
         now = self.now()
         raised, cleared = self.store.update_health(conditions, now.isoformat(), scope="live")
-        pairs = [health.health_alert(c, at, now) for c, at in raised]
-        pairs += [health.health_alert(health.from_row(row), at, now, cleared=True) for row, at in cleared]
-        for alert in pairs:
+        alerts = [health.health_alert(c, at, now) for c, at in raised]
+        alerts += [health.health_alert(health.from_row(row), at, now, cleared=True) for row, at in cleared]
+        for alert in alerts:
             self.say(f"live: health: {alert.symbol}")
-        if pairs:
-            self.store.record_alerts(pairs, self.channels, now.isoformat())
+        if alerts:
+            self.store.record_alerts(alerts, self.channels, now.isoformat())
             deliver_pending(self.store, self.config, now)
+
+
+def _latest(known: pd.Timestamp | None, ts_ns: int) -> pd.Timestamp:
+    ts = pd.Timestamp(ts_ns, tz="UTC")
+    return ts if known is None or ts > known else known
 
 
 def _drain(records: queue.SimpleQueue, wait: float) -> list:

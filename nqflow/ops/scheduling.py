@@ -27,7 +27,7 @@ from nqflow.ops.followups import confirmation_message
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.retention import Removed, apply_retention
 from nqflow.ops.runner import NotebookRun, daily_paths, execute_daily, execute_window, window_paths
-from nqflow.ops.store import StateStore
+from nqflow.ops.store import StateStore, health_scope
 from nqflow.ops.suppression import repeats_to_suppress
 from nqflow.paths import ensure_writable, resolve
 from nqflow.reports.index import write_index
@@ -439,6 +439,12 @@ class Scheduler:
         window ever done, `never_done` too (no evidence is not health)."""
         now = self.clock.now()
         conditions = health.in_force(self._assess(), self.store, now)
+        # the live stream's own conditions (`nqflow.ops.live`), as it last recorded them
+        conditions += [
+            health.from_row(row)
+            for key, row in self.store.health_states().items()
+            if health_scope(key) and row["raised_at"]
+        ]
         nothing = health.never_done(self.store)
         return conditions + [nothing] if nothing else conditions
 

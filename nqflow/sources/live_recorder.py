@@ -175,8 +175,8 @@ class LiveRecorder:
         metadata = dbn.Metadata(
             dataset=self.dataset,
             start=start.value,
-            stype_in=dbn.SType.PARENT,
-            stype_out=dbn.SType.INSTRUMENT_ID,
+            stype_in=dbn.SType.PARENT,  # type: ignore[arg-type]  # the stubs type the enum members as str
+            stype_out=dbn.SType.INSTRUMENT_ID,  # type: ignore[arg-type]
             schema=dbn.Schema.from_str(schema),
             symbols=list(self.symbols),
             partial=[],
