@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_window.py
 	$(PY) bench/bench_backtest.py
 	$(PY) bench/bench_gex.py
+	$(PY) bench/bench_live.py
 
 quality: $(STAMP)
 	$(PY) bench/detection_quality.py

@@ -26,10 +26,11 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from nqflow.alerts import Alert, Kind, to_alerts
+from nqflow.alerts import Alert, Kind
 from nqflow.config import Config
 from nqflow.engine.baseline import BaselineStore, window_keys
-from nqflow.engine.detect import detect_windows
+from nqflow.engine.detect import WINDOW, evaluate
+from nqflow.engine.features import Features, concat_features, market_features, with_expected
 from nqflow.engine.worked import lookback
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
@@ -59,6 +60,8 @@ class FlashMonitor:
         self.judged_until: pd.Timestamp | None = None
         self._fills: list[pd.DataFrame] = []
         self._judged: set[str] = set()
+        self._features: dict[pd.Timestamp, Features] = {}  # complete windows' features, by window start
+        self._expected: dict[pd.Timestamp, pd.DataFrame] = {}
 
     # -- the session ----------------------------------------------------------------------
     def begin(self, trade_date: dt.date, since: pd.Timestamp) -> None:
@@ -70,7 +73,7 @@ class FlashMonitor:
         self.chain = self.source.chain(trade_date)
         self.open_interest = self.source.open_interest(trade_date)
         self.legs = self.source.spread_legs(trade_date)
-        self._fills, self._judged = [], set()
+        self._fills, self._judged, self._features, self._expected = [], set(), {}, {}
         self.judged_until = max(since, open_)
         earliest = max(open_, self._window_start(self.judged_until) - lookback(self.config.thresholds))
         if earliest < self.judged_until:
@@ -125,47 +128,90 @@ class FlashMonitor:
         if self.trade_date is None or self.judged_until is None or until <= self.judged_until:
             return []
         until = min(until, self.market_close)
+        if not self._could_complete(until):
+            self.judged_until = until
+            return []
         # Events completing in (judged_until, until] start in (judged_until - span, until - span].
         first = self._window_start(max(self.judged_until - self.span, self.market_open))
         last = self._window_start(until - pd.Timedelta(1))
-        bounds = [(s, e) for s, e in cal.session_windows(self.trade_date, self.config.schedule.interval_minutes)]
         since = max(self.market_open, first - lookback(self.config.thresholds))
-        batch = [(s, e) for s, e in bounds if s >= since and s <= last]
-        judged = [(s, e) for s, e in batch if s >= first]
-        fills = classify_fills(self.fills(), self.config.universe.products)
-        windows = [
-            window_from(
-                s,
-                e,
-                self.trade_date,
-                fills.between(s, min(e, until + pd.Timedelta(1))),
-                self.chain,
-                self.open_interest,
-                self.legs,
-            )
-            for s, e in batch
+        batch = [
+            (s, e)
+            for s, e in cal.session_windows(self.trade_date, self.config.schedule.interval_minutes)
+            if since <= s <= last
         ]
-        expected = [None] * (len(batch) - len(judged)) + self._expected(windows[len(batch) - len(judged) :])
-        detections = detect_windows(windows, expected, self.config)[len(batch) - len(judged) :]
+        lookback_windows = sum(s < first for s, _ in batch)  # read for worked orders, not judged
+        fills = classify_fills(self.fills(), self.config.universe.products)
+        parts, expected = [], []
+        for index, (s, e) in enumerate(batch):
+            complete = e + self.span <= until  # no print can still land in it
+            judged = index >= lookback_windows
+            if not (complete and s in self._features):
+                window = window_from(
+                    s,
+                    e,
+                    self.trade_date,
+                    fills.between(s, min(e, until + pd.Timedelta(1))),
+                    self.chain,
+                    self.open_interest,
+                    self.legs,
+                )
+                features = market_features([window], self.config)
+                slot = cal.slot_of(s, self.market_open)
+                slot_expected = self.baseline.expected(
+                    self.trade_date,
+                    [slot],
+                    self.config.thresholds.baseline_sessions,
+                    {slot: window_keys(window.trades)},
+                )[slot]
+                if not complete:
+                    parts.append(features)
+                    expected.append(slot_expected if judged else None)
+                    continue
+                self._features[s], self._expected[s] = features, slot_expected
+            parts.append(self._features[s])
+            expected.append(self._expected[s] if judged else None)
+        for old in [s for s in self._features if s < since]:
+            del self._features[old], self._expected[old]
+        # The window notebook's two stages (`detect_windows`), the features of windows that
+        # can no longer change kept from the last call: only the window so far is featured again.
+        features = with_expected(concat_features(parts), expected)
+        evaluation = evaluate(features, self.config)
         self.judged_until = until
         alerts = []
-        for detection in detections:
-            for alert in to_alerts(detection.alerts):
-                complete = pd.Timestamp(alert.event_time) + self.span <= until
-                if alert.kind in FLASH_KINDS and complete and alert.alert_id not in self._judged:
-                    self._judged.add(alert.alert_id)
-                    alerts.append(alert)
+        for record, window in zip(evaluation.records, evaluation.alerts[WINDOW].to_numpy()):
+            if window < lookback_windows or record["kind"] not in FLASH_KINDS:
+                continue
+            complete = pd.Timestamp(record["event_time"]) + self.span <= until
+            if complete and record["alert_id"] not in self._judged:
+                self._judged.add(record["alert_id"])
+                alerts.append(Alert.from_json(record))
         return alerts
 
-    def _expected(self, windows) -> list[pd.DataFrame | None]:
-        slots = [cal.slot_of(w.start, self.market_open) for w in windows]
-        by_slot = self.baseline.expected(
-            self.trade_date,  # type: ignore[arg-type]  # set by begin
-            sorted(set(slots)),
-            self.config.thresholds.baseline_sessions,
-            {slot: window_keys(w.trades) for slot, w in zip(slots, windows)},
-        )
-        return [by_slot[slot] for slot in slots]
+    def _could_complete(self, until: pd.Timestamp) -> bool:
+        """Whether any event can complete in (judged_until, until]: a sound bound, so most calls
+        skip the two stages. Such an event's prints lie in (judged_until - span, until] and hold
+        ``large_premium_usd`` between them (an order, sweep or package), or it is a worked order
+        whose side of one option holds that much over the worked span before its crossing child."""
+        t = self.config.thresholds
+        fills = self.fills()
+        if fills.empty or self.judged_until is None:
+            return False
+        ts = fills["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        options = fills["put_call"].isin(["C", "P"]).to_numpy(dtype=bool)
+        premium = fills["premium_usd"].to_numpy(dtype=float)
+        recent = (ts > (self.judged_until - self.span).value) & (ts <= until.value) & options
+        if not recent.any():
+            return False
+        if float(premium[recent].sum()) >= t.large_premium_usd:
+            return True
+        span = self.span + pd.Timedelta(minutes=t.worked_max_span_minutes)
+        reach = options & (ts > (self.judged_until - span).value) & (ts <= until.value)
+        keys = fills["instrument_id"].astype("string") + fills["side"].astype("string")
+        wanted = set(keys[recent])
+        inside = reach & keys.isin(wanted).to_numpy(dtype=bool)
+        totals = pd.Series(premium[inside]).groupby(keys[inside].to_numpy()).sum()
+        return bool((totals >= t.large_premium_usd).any())
 
     def _window_start(self, ts: pd.Timestamp) -> pd.Timestamp:
         return self.market_open + ((ts - self.market_open) // self.interval) * self.interval

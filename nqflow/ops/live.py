@@ -59,6 +59,7 @@ SCHEMAS = ("trades", "definition", "statistics")
 NO_OPTIONS = "live:no_options"
 RECORDED_UNTIL = "live_recorded_until"  # state meta: the end of the last window the stream recorded
 LIVE_PORT = 13000
+REPLAY_LIMIT = pd.Timedelta(hours=23)  # Databento Live replays the last 24 hours; a margin for the clock
 MAX_BATCH = 200_000  # records taken in one go before the stream is judged again
 
 
@@ -161,6 +162,7 @@ class LiveRunner:
         self._last_option: pd.Timestamp | None = None
         self._last_future: pd.Timestamp | None = None
         self._silent_since: pd.Timestamp | None = None
+        self._aged_out = False  # the gateway said the start is older than its replay
         self._silent: bool | None = None  # the no-options condition as last told to the state database
 
     # -- where to start -------------------------------------------------------------------
@@ -174,7 +176,7 @@ class LiveRunner:
         now = self.now()
         session = cal.session_of(now)
         if session is not None:
-            return session[1]
+            return max(session[1], now - REPLAY_LIMIT)
         upcoming = cal.sessions(now.date(), now.date() + pd.Timedelta(days=7)).market_open
         return upcoming[upcoming > now].iloc[0]
 
@@ -197,6 +199,15 @@ class LiveRunner:
             if self.stop_event.is_set():
                 break
             since = self.recorder.recorded_until or since
+            if self._aged_out:
+                # Live replays the last 24 hours only: the window loop fills the gap from Historical.
+                self._aged_out = False
+                resume = max(since, self.now() - REPLAY_LIMIT)
+                self.say(
+                    f"live: {since:%Y-%m-%d %H:%M}Z is past Live's replay; streaming from "
+                    f"{resume:%Y-%m-%d %H:%M}Z, the gap before it is the window loop's (Historical)"
+                )
+                since = resume
             self.recorder.forget_from(since)
             self.monitor.forget_after(since)
             self.stats.last_event = since  # the replay's records are judged again as they come
@@ -349,6 +360,7 @@ class LiveRunner:
                 f"(a product that lists nothing today is not an error)"
             )
         elif record.code == dbn.ErrorCode.REPLAY_DATA_AGED_OUT:
+            self._aged_out = True
             self.say(f"live: {message}; the start is more than 24 hours back: the window loop fills it from Historical")
         else:
             log.error("live: gateway error: %s", message)
