@@ -14,19 +14,22 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from helpers import KEY, make_config
 from standin_live_gateway import Behaviour, StandInLiveGateway
 
-from nqflow.alerts import Alert
+from nqflow.alerts import Alert, to_records
 from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.engine.flash import FLASH_KINDS
 from nqflow.engine.monitor import REPO_ROOT, run_window
 from nqflow.errors import ConfigError
 from nqflow.market import hours as cal
 from nqflow.ops.live import NO_OPTIONS, RECORDED_UNTIL, LiveRunner, check_live_config
+from nqflow.ops.runner import NotebookRun
+from nqflow.ops.scheduling import Scheduler, SimulatedClock
 from nqflow.ops.store import StateStore
 from nqflow.sources.databento_historical import DatabentoSource
 
@@ -243,3 +246,64 @@ def test_live_beside_the_window_loop_needs_the_databento_source_and_a_host_port(
     )
     with pytest.raises(ConfigError, match="must be host:port"):
         check_live_config(bad)
+
+
+def test_run_streams_live_beside_the_window_loop(gw, lgw, tmp_path, monkeypatch):
+    """`run` with databento.live = true: the stream records a window Historical has not published
+    yet, the window loop runs it from the recording, and the flash alert is not sent twice."""
+    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+    config = live_config(gw, lgw, tmp_path)
+    config = dataclasses.replace(
+        config,
+        databento=dataclasses.replace(config.databento, live=True),
+        schedule=dataclasses.replace(config.schedule, session_reports=False, off_book=False, dealer_positioning=False),
+    )
+    store = StateStore(config.data.state_db)
+    store.set_meta(RECORDED_UNTIL, "2026-10-27T14:15:00+00:00")  # the stream resumes here
+    gw.available_end = pd.Timestamp("2026-10-27T14:30Z")  # Historical lags the window due
+    lgw.behaviour = Behaviour(end=pd.Timestamp("2026-10-27T14:50Z"))
+    window = (pd.Timestamp("2026-10-27T14:30Z"), pd.Timestamp("2026-10-27T14:45Z"))
+    calls = []
+
+    def executor(start, end, outputs_dir, parameters):  # the window notebook, in-process, a new source each run
+        calls.append(start)
+        result = run_window(config, start, end, DatabentoSource(config, tmp_path / "cache"))
+        return NotebookRun(Path(outputs_dir) / "w.ipynb", None, alerts=to_records(result.alerts), summary={})
+
+    class UntilRecorded(SimulatedClock):
+        passes = 0
+
+        def wait(self, stop, seconds):
+            self.passes += 1
+            deadline = time.monotonic() + 90
+            while self.passes == 1 and time.monotonic() < deadline:
+                if pd.Timestamp(store.meta(RECORDED_UNTIL)) >= window[1]:
+                    return  # one more pass: the window is published now
+                time.sleep(0.2)
+            stop.set()
+
+    scheduler = Scheduler(
+        config,
+        clock=UntilRecorded(pd.Timestamp("2026-10-27T14:48Z")),
+        outputs_dir=tmp_path / "outputs",
+        state_db=tmp_path / "state.sqlite",
+        executor=executor,
+        daily_executor=lambda *a: pytest.fail("no daily job is due"),
+        say=lambda line: None,
+    )
+    pulls = len(gw.log)
+    scheduler.run_forever()
+    assert calls == [window[0]]
+    assert store.window(window[0].isoformat(), window[1].isoformat())["status"] == "ok"
+    pulled = [
+        (pd.Timestamp(r.params["start"]), pd.Timestamp(r.params["end"]))
+        for r in gw.log[pulls:]
+        if r.endpoint == "get_range" and r.params.get("schema") == "trades"
+    ]
+    assert pulled and not [p for p in pulled if p[0] < window[1] and p[1] > window[0]], (
+        "the window came from Historical"
+    )
+    flashed = [a for a in store.alerts() if a["kind"] == "large_order"]
+    assert flashed and all(a["window_start"] == window[0].isoformat() for a in flashed)
+    logged = _logged_ids(tmp_path / "alerts.log")
+    assert len(logged) == len(set(logged)) and {a["alert_id"] for a in flashed} <= set(logged)

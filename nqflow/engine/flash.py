@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from nqflow.alerts import Alert, Kind
@@ -62,6 +63,8 @@ class FlashMonitor:
         self._judged: set[str] = set()
         self._features: dict[pd.Timestamp, Features] = {}  # complete windows' features, by window start
         self._expected: dict[pd.Timestamp, pd.DataFrame] = {}
+        # (ts_event ns, is an option, premium, instrument-and-side code) of every fill so far, for the gate
+        self._prints: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     # -- the session ----------------------------------------------------------------------
     def begin(self, trade_date: dt.date, since: pd.Timestamp) -> None:
@@ -71,14 +74,15 @@ class FlashMonitor:
         open_, close = cal.sessions(trade_date, trade_date).iloc[0][["market_open", "market_close"]]
         self.trade_date, self.market_open, self.market_close = trade_date, open_, close
         self.chain = self.source.chain(trade_date)
+        self._chain_by_id = self.chain.set_index("instrument_id")
         self.open_interest = self.source.open_interest(trade_date)
         self.legs = self.source.spread_legs(trade_date)
-        self._fills, self._judged, self._features, self._expected = [], set(), {}, {}
+        self._fills, self._judged, self._features, self._expected, self._prints = [], set(), {}, {}, []
         self.judged_until = max(since, open_)
         earliest = max(open_, self._window_start(self.judged_until) - lookback(self.config.thresholds))
         if earliest < self.judged_until:
             try:
-                self._fills.append(self.source.trades(earliest, self.judged_until))
+                self._keep(self.source.trades(earliest, self.judged_until))
             except DataError as exc:
                 self.say(
                     f"live: the session's fills before {self.judged_until:%H:%M}Z cannot be read ({exc}); "
@@ -100,20 +104,34 @@ class FlashMonitor:
         """Re-read the chain after new definitions reached the cache (an option listed intraday)."""
         if self.trade_date is not None:
             self.chain = self.source.chain(self.trade_date)
+            self._chain_by_id = self.chain.set_index("instrument_id")
             self.legs = self.source.spread_legs(self.trade_date)
 
     def add(self, raw_trades: pd.DataFrame) -> pd.DataFrame:
         """Take streamed trade records (ts_event, instrument_id, price, size, side) of this
         session; returns them tidy (`nqflow.market.frames.tidy_trades`)."""
-        tidy = tidy_trades(raw_trades, self.chain) if len(raw_trades) else empty_frame(TRADE_COLUMNS)
+        tidy = tidy_trades(raw_trades, self._chain_by_id) if len(raw_trades) else empty_frame(TRADE_COLUMNS)
+        self._keep(tidy)
+        return tidy
+
+    def _keep(self, tidy: pd.DataFrame) -> None:
         if len(tidy):
             self._fills.append(tidy)
-        return tidy
+            side = tidy["side"].to_numpy(dtype=object)
+            self._prints.append(
+                (
+                    tidy["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64"),
+                    tidy["put_call"].isin(["C", "P"]).to_numpy(dtype=bool),
+                    tidy["premium_usd"].to_numpy(dtype=float, na_value=0.0),
+                    tidy["instrument_id"].to_numpy(dtype="int64") * 4 + (side == "B") + 2 * (side == "A"),
+                )
+            )
 
     def forget_after(self, ts: pd.Timestamp) -> None:
         """Drop fills at or after `ts`: the stream is about to replay them (a reconnect)."""
         fills = self.fills()
-        self._fills = [fills[fills["ts_event"] < ts].reset_index(drop=True)]
+        self._fills, self._prints = [], []
+        self._keep(fills[fills["ts_event"] < ts].reset_index(drop=True))
 
     def fills(self) -> pd.DataFrame:
         if len(self._fills) > 1:
@@ -194,23 +212,25 @@ class FlashMonitor:
         ``large_premium_usd`` between them (an order, sweep or package), or it is a worked order
         whose side of one option holds that much over the worked span before its crossing child."""
         t = self.config.thresholds
-        fills = self.fills()
-        if fills.empty or self.judged_until is None:
+        if not self._prints or self.judged_until is None:
             return False
-        ts = fills["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
-        options = fills["put_call"].isin(["C", "P"]).to_numpy(dtype=bool)
-        premium = fills["premium_usd"].to_numpy(dtype=float)
-        recent = (ts > (self.judged_until - self.span).value) & (ts <= until.value) & options
+        if len(self._prints) > 1:
+            parts = [np.concatenate(column) for column in zip(*self._prints)]
+            order = np.argsort(parts[0], kind="stable")
+            self._prints = [(parts[0][order], parts[1][order], parts[2][order], parts[3][order])]
+        ts, options, premium, keys = self._prints[0]
+        reach = self.span + pd.Timedelta(minutes=t.worked_max_span_minutes)
+        lo, mid, hi = np.searchsorted(
+            ts, [(self.judged_until - reach).value, (self.judged_until - self.span).value, until.value], side="right"
+        )
+        recent = options[mid:hi]
         if not recent.any():
             return False
-        if float(premium[recent].sum()) >= t.large_premium_usd:
+        if float(premium[mid:hi][recent].sum()) >= t.large_premium_usd:
             return True
-        span = self.span + pd.Timedelta(minutes=t.worked_max_span_minutes)
-        reach = options & (ts > (self.judged_until - span).value) & (ts <= until.value)
-        keys = fills["instrument_id"].astype("string") + fills["side"].astype("string")
-        wanted = set(keys[recent])
-        inside = reach & keys.isin(wanted).to_numpy(dtype=bool)
-        totals = pd.Series(premium[inside]).groupby(keys[inside].to_numpy()).sum()
+        wanted = np.unique(keys[mid:hi][recent])
+        inside = options[lo:hi] & np.isin(keys[lo:hi], wanted)
+        totals = pd.Series(premium[lo:hi][inside]).groupby(keys[lo:hi][inside]).sum()
         return bool((totals >= t.large_premium_usd).any())
 
     def _window_start(self, ts: pd.Timestamp) -> pd.Timestamp:

@@ -279,10 +279,11 @@ def legs_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
 
 
 def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
-    """Join raw trade records with the chain: one typed row per fill, premium in USD."""
+    """Join raw trade records with the chain: one typed row per fill, premium in USD. `chain` may
+    come indexed by instrument_id already (a caller joining many small batches to one chain)."""
     if raw.empty:
         return empty_frame(TRADE_COLUMNS)
-    info = chain.set_index("instrument_id")
+    info = chain if chain.index.name == "instrument_id" else chain.set_index("instrument_id")
     joined = raw[["ts_event", "instrument_id", "price", "size", "side"]].join(
         info[["symbol", "product", "instrument_class", "expiration", "strike", "put_call", "multiplier"]],
         on="instrument_id",

@@ -63,6 +63,22 @@ REPLAY_LIMIT = pd.Timedelta(hours=23)  # Databento Live replays the last 24 hour
 MAX_BATCH = 200_000  # records taken in one go before the stream is judged again
 
 
+class _SaidOurselves(logging.Filter):
+    """The client logs each symbol that does not resolve as an error, and the collected errors
+    once more when the session closes; `LiveRunner` says each in one line with its fix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("symbol_resolution_failed" in message or "Failed to resolve symbol" in message)
+
+
+def _quiet_client_logs() -> None:
+    for name in ("databento.live.protocol", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _SaidOurselves) for f in logger.filters):
+            logger.addFilter(_SaidOurselves())
+
+
 class LiveRefused(ConfigError):
     """The gateway refused the session for good (a bad key, the connection limit): no retry helps."""
 
@@ -144,6 +160,7 @@ class LiveRunner:
         self.say = say
         self.now = now
         self.key = live_key(config)
+        _quiet_client_logs()
         self.gateway = gateway_address(config)
         self.source = DatabentoSource(config, cache_dir=resolve(config.data.cache_dir))
         self.symbols = [*config.universe.parents, config.universe.underlying_parent]

@@ -224,7 +224,13 @@ class DatabentoSource:
         """Whether trades up to `end` can be read: the cache holds the window ending there (the
         live stream recorded it), or Databento has published up to it (`available_end`)."""
         interval = pd.Timedelta(minutes=self.config.schedule.interval_minutes)
-        return self.covers("trades", end - interval, end) or end <= self.available_end("trades")
+        if self.covers("trades", end - interval, end):
+            return True
+        if self.config.databento.live:
+            self.replay.rescan()  # the stream, in another thread or process, may have written it since
+            if self.covers("trades", end - interval, end):
+                return True
+        return end <= self.available_end("trades")
 
     def describe_end(self) -> str:
         """Where the published data ends, in words, for a window refused as not published yet."""

@@ -109,6 +109,10 @@ class ReplaySource:
                 pass
         return entries
 
+    def rescan(self) -> None:
+        """Read the folder again: files another process wrote since (the live stream's)."""
+        self.files = self._scan()
+
     def add(self, path: Path) -> None:
         """Take in a file written after the folder was scanned (the Databento cache does this)."""
         entry = describe_dbn(Path(path))
