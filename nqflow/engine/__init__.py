@@ -35,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "offbook": ("OffBookDay", "off_book_alerts", "off_book_volumes", "read_off_book", "read_off_book_days"),
     "session_flow": ("SessionFlow", "read_session_flow"),
     "monitor": ("WindowResult", "SessionWindows", "load_session", "run_session", "run_window"),
+    "flash": ("FLASH_KINDS", "FlashMonitor"),
 }
 __all__ = _exports.names_of(_EXPORTS)
 

@@ -1,4 +1,4 @@
-"""Running it for weeks: the window loop and its clocks, papermill runs, the state store and
+"""Running it for weeks: the window loop and its clocks, the Databento Live stream, papermill runs, the state store and
 outbox, notification channels, the surge cooldown, health, retention and the set-up doctor.
 """
 
@@ -8,6 +8,7 @@ from nqflow import _exports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "scheduling": ("Clock", "Scheduler", "SimulatedClock", "SystemClock"),
+    "live": ("LiveRunner", "LiveStats", "run_live"),
     "runner": ("DAILY_NOTEBOOKS", "KERNEL_NAME", "NotebookRun", "execute_daily", "execute_window", "write_html"),
     "store": ("StateStore", "recorded_alerts"),
     "notify": ("CHANNELS", "Channel", "DeliveryError", "deliver_pending", "enabled_channels"),

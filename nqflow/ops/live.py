@@ -6,7 +6,7 @@ What it does, in one loop:
   last window it recorded, else from the current session's open; a dropped connection is a
   new session from the end of the last window recorded (what was buffered after it is
   replayed, never counted twice), retried with backoff up to ``live.reconnect_max_seconds``;
-- records the stream into the Databento cache (`nqflow.sources.live_recorder`), so the window
+- records the stream into the Databento cache (`nqflow.sources.databento_live`), so the window
   notebooks read it with no Historical pull and stay the record of every window;
 - judges orders, sweeps, packages and worked orders the moment they are complete, by event time
   (`nqflow.engine.flash`), and sends them through the same outbox as the notebooks' alerts, at
@@ -51,7 +51,7 @@ from nqflow.ops.store import StateStore
 from nqflow.paths import resolve
 from nqflow.retry import backoff_seconds
 from nqflow.sources.databento_historical import KEYS_URL, DatabentoSource
-from nqflow.sources.live_recorder import LiveRecorder, trades_frame
+from nqflow.sources.databento_live import LiveRecorder, trades_frame
 
 log = logging.getLogger(__name__)
 
