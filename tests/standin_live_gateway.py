@@ -53,6 +53,7 @@ class Behaviour:
     without_options: bool = False  # leave out option and spread records (a futures-only licence)
     end: pd.Timestamp | None = None  # send records with ts_event before this only
     heartbeat_s: float = 0.5
+    replay_hours: float | None = None  # a start further back than this (wall clock): REPLAY_DATA_AGED_OUT
 
 
 @dataclass
@@ -184,21 +185,23 @@ class StandInLiveGateway:
         return names, schema_of[order].astype("int64"), rows_all[order].astype("int64"), sorted(set(unknown))
 
     def _stream(self, conn: socket.socket, session: _Session, behaviour: Behaviour) -> None:
+        if behaviour.replay_hours is not None:
+            oldest = time.time_ns() - int(behaviour.replay_hours * 3600e9)
+            if any(int(sub.get("start") or oldest) < oldest for sub in session.subscriptions):
+                # as Databento does: an error record, and the session ends
+                conn.sendall(bytes(self._metadata(session)))
+                conn.sendall(
+                    bytes(
+                        dbn.ErrorMsg(
+                            time.time_ns(),
+                            "Requested replay start is older than the last 24 hours",
+                            code=dbn.ErrorCode.REPLAY_DATA_AGED_OUT,
+                        )
+                    )
+                )
+                return
         names, schema_of, rows, unknown = self._plan(session, behaviour)
-        first_start = min((int(s["start"]) for s in session.subscriptions if s.get("start")), default=0)
-        metadata = dbn.Metadata(
-            dataset="GLBX.MDP3",
-            start=first_start,
-            stype_in=dbn.SType.PARENT,
-            stype_out=dbn.SType.INSTRUMENT_ID,
-            schema=None,
-            symbols=sorted({s for sub in session.subscriptions for s in sub.get("symbols", "").split(",") if s}),
-            partial=[],
-            not_found=[],
-            mappings=[],
-            ts_out=False,
-        )
-        control = [bytes(metadata)]
+        control = [bytes(self._metadata(session))]
         now = time.time_ns()
         for sub in session.subscriptions:
             control.append(
@@ -251,6 +254,21 @@ class StandInLiveGateway:
         while not self._stop.is_set():  # caught up: heartbeats until the client leaves
             time.sleep(behaviour.heartbeat_s)
             conn.sendall(bytes(dbn.SystemMsg(time.time_ns(), "Heartbeat", dbn.SystemCode.HEARTBEAT)))
+
+    def _metadata(self, session: _Session) -> dbn.Metadata:
+        first_start = min((int(s["start"]) for s in session.subscriptions if s.get("start")), default=0)
+        return dbn.Metadata(
+            dataset="GLBX.MDP3",
+            start=first_start,
+            stype_in=dbn.SType.PARENT,
+            stype_out=dbn.SType.INSTRUMENT_ID,
+            schema=None,
+            symbols=sorted({s for sub in session.subscriptions for s in sub.get("symbols", "").split(",") if s}),
+            partial=[],
+            not_found=[],
+            mappings=[],
+            ts_out=False,
+        )
 
     def _send_records(self, conn, session, behaviour, names, schema_of, rows) -> None:
         if not len(rows):

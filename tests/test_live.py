@@ -307,3 +307,25 @@ def test_run_streams_live_beside_the_window_loop(gw, lgw, tmp_path, monkeypatch)
     assert flashed and all(a["window_start"] == window[0].isoformat() for a in flashed)
     logged = _logged_ids(tmp_path / "alerts.log")
     assert len(logged) == len(set(logged)) and {a["alert_id"] for a in flashed} <= set(logged)
+
+
+def test_a_start_past_lives_replay_streams_from_within_it_and_leaves_the_gap_to_historical(
+    gw, lgw, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+    config = live_config(gw, lgw, tmp_path)
+    lgw.behaviour = Behaviour(replay_hours=24.0)
+    lines: list[str] = []
+    runner = LiveRunner(config, start=START, say=lines.append)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len([s for s in lgw.sessions if s.subscriptions]) < 2:
+        time.sleep(0.1)
+    runner.stop_event.set()
+    thread.join(30)
+    first, second = [s for s in lgw.sessions if s.subscriptions][:2]
+    assert int(first.subscriptions[0]["start"]) == START.value
+    resumed = pd.Timestamp(int(second.subscriptions[0]["start"]), tz="UTC")
+    assert abs(resumed - (pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=23))) < pd.Timedelta(minutes=2)
+    assert any("past Live's replay" in line and "window loop's (Historical)" in line for line in lines)

@@ -1,5 +1,6 @@
-"""Running it for weeks: the window loop and its clocks, the Databento Live stream, papermill runs, the state store and
-outbox, notification channels, the surge cooldown, health, retention and the set-up doctor.
+"""Running it for weeks: the window loop and its clocks, the Databento Live stream, papermill
+runs, the state store and outbox, notification channels, the surge cooldown, health, retention
+and the set-up doctor.
 """
 
 from __future__ import annotations
