@@ -36,6 +36,7 @@ from standin_gateway import StandInGateway  # noqa: E402
 from standin_live_gateway import Behaviour, StandInLiveGateway  # noqa: E402
 
 from nqflow.config import load_config  # noqa: E402
+from nqflow.market import hours as cal  # noqa: E402
 from nqflow.research.sample.generator import generate_sample_market  # noqa: E402
 
 LATENCY_RANGES = [  # busy afternoons with planted blocks, sweeps, packages and worked orders
@@ -106,7 +107,7 @@ def _stream(gw, lgw, start: pd.Timestamp, end: pd.Timestamp, behaviour: Behaviou
         with sqlite3.connect(tmp / "state.sqlite") as conn:
             rows = conn.execute(
                 "SELECT a.kind, a.event_time, d.delivered_at FROM alerts a JOIN deliveries d USING (alert_id) "
-                "WHERE d.channel = 'log' AND d.status = 'delivered' AND a.kind != 'health'"
+                "WHERE d.channel = 'log' AND d.status = 'sent' AND a.kind != 'health'"
             ).fetchall()
     return {
         "alerts": rows,
@@ -144,16 +145,22 @@ def main() -> None:
             StandInGateway(sample, KEY, ca.issue_cert("127.0.0.1")) as gw,
             StandInLiveGateway(key=KEY, market=gw.market) as lgw,
         ):
+            session = pd.Timestamp(THROUGHPUT_SESSION).date()
+            row = cal.sessions(session, session).iloc[0]
+            whole = _stream(gw, lgw, row.market_open, row.market_close, Behaviour(end=row.market_close))
+            print(
+                f"whole session {THROUGHPUT_SESSION} as fast as the gateway sends: {whole['records']:,} records "
+                f"in {whole['seconds']:.1f} s = {whole['records'] / max(whole['seconds'], 1e-9):,.0f} records/s "
+                f"(target >= 50,000/s)",
+                flush=True,
+            )
+            print(f"peak resident memory of `live` over the session: {whole['peak_mb']:.0f} MB (target <= 300 MB)")
             waits: list[float] = []
             for first, last in LATENCY_RANGES:
                 start, end = pd.Timestamp(first), pd.Timestamp(last)
                 run = _stream(gw, lgw, start, end, Behaviour(speed=args.speed, end=end + pd.Timedelta(seconds=5)))
                 waits += latencies(run, config.thresholds.sweep_span_ms)
-            session = pd.Timestamp(THROUGHPUT_SESSION).date()
-            from nqflow.market import hours as cal
-
-            row = cal.sessions(session, session).iloc[0]
-            whole = _stream(gw, lgw, row.market_open, row.market_close, Behaviour(end=row.market_close))
+                print(f"  {first}..{last}: {len(run['alerts'])} flash alert(s)", flush=True)
     waits.sort()
     p99 = waits[min(len(waits) - 1, int(round(0.99 * (len(waits) - 1))))] if waits else float("nan")
     print(
@@ -163,12 +170,6 @@ def main() -> None:
         if waits
         else "flash latency: no alert was delivered"
     )
-    print(
-        f"whole session {THROUGHPUT_SESSION} as fast as the gateway sends: {whole['records']:,} records in "
-        f"{whole['seconds']:.1f} s = {whole['records'] / max(whole['seconds'], 1e-9):,.0f} records/s "
-        f"(target >= 50,000/s)"
-    )
-    print(f"peak resident memory of `live` over the session: {whole['peak_mb']:.0f} MB (target <= 300 MB)")
 
 
 if __name__ == "__main__":

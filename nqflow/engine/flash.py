@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,12 +36,29 @@ from nqflow.engine.features import Features, concat_features, market_features, w
 from nqflow.engine.worked import lookback
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
-from nqflow.market.frames import TRADE_COLUMNS, DataSource, classify_fills, empty_frame, tidy_trades, window_from
+from nqflow.market.frames import (
+    TRADE_COLUMNS,
+    ClassifiedFills,
+    DataSource,
+    classify_fills,
+    empty_frame,
+    tidy_trades,
+    window_from,
+)
 
 log = logging.getLogger(__name__)
 
 #: The kinds a flash alert can be: events complete at one print. Surges need their whole window.
 FLASH_KINDS = frozenset({Kind.LARGE_ORDER, Kind.SWEEP, Kind.STRATEGY, Kind.WORKED_ORDER})
+
+
+@dataclass
+class _Chunk:
+    """Consecutive windows featured in one call: their starts, features and expected volumes."""
+
+    starts: list[pd.Timestamp]
+    features: Features
+    expected: list[pd.DataFrame]
 
 
 class FlashMonitor:
@@ -61,8 +79,7 @@ class FlashMonitor:
         self.judged_until: pd.Timestamp | None = None
         self._fills: list[pd.DataFrame] = []
         self._judged: set[str] = set()
-        self._features: dict[pd.Timestamp, Features] = {}  # complete windows' features, by window start
-        self._expected: dict[pd.Timestamp, pd.DataFrame] = {}
+        self._chunks: list[_Chunk] = []  # complete windows' features, kept: no print can still land in them
         # (ts_event ns, is an option, premium, instrument-and-side code) of every fill so far, for the gate
         self._prints: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -77,7 +94,7 @@ class FlashMonitor:
         self._chain_by_id = self.chain.set_index("instrument_id")
         self.open_interest = self.source.open_interest(trade_date)
         self.legs = self.source.spread_legs(trade_date)
-        self._fills, self._judged, self._features, self._expected, self._prints = [], set(), {}, {}, []
+        self._fills, self._judged, self._chunks, self._prints = [], set(), [], []
         self.judged_until = max(since, open_)
         earliest = max(open_, self._window_start(self.judged_until) - lookback(self.config.thresholds))
         if earliest < self.judged_until:
@@ -148,6 +165,7 @@ class FlashMonitor:
         until = min(until, self.market_close)
         if not self._could_complete(until):
             self.judged_until = until
+            self.warm(until)
             return []
         # Events completing in (judged_until, until] start in (judged_until - span, until - span].
         first = self._window_start(max(self.judged_until - self.span, self.market_open))
@@ -158,39 +176,29 @@ class FlashMonitor:
             for s, e in cal.session_windows(self.trade_date, self.config.schedule.interval_minutes)
             if since <= s <= last
         ]
-        lookback_windows = sum(s < first for s, _ in batch)  # read for worked orders, not judged
         fills = classify_fills(self.fills(), self.config.universe.products)
-        parts, expected = [], []
-        for index, (s, e) in enumerate(batch):
-            complete = e + self.span <= until  # no print can still land in it
-            judged = index >= lookback_windows
-            if not (complete and s in self._features):
-                window = window_from(
-                    s,
-                    e,
-                    self.trade_date,
-                    fills.between(s, min(e, until + pd.Timedelta(1))),
-                    self.chain,
-                    self.open_interest,
-                    self.legs,
-                )
-                features = market_features([window], self.config)
-                slot = cal.slot_of(s, self.market_open)
-                slot_expected = self.baseline.expected(
-                    self.trade_date,
-                    [slot],
-                    self.config.thresholds.baseline_sessions,
-                    {slot: window_keys(window.trades)},
-                )[slot]
-                if not complete:
-                    parts.append(features)
-                    expected.append(slot_expected if judged else None)
-                    continue
-                self._features[s], self._expected[s] = features, slot_expected
-            parts.append(self._features[s])
-            expected.append(self._expected[s] if judged else None)
-        for old in [s for s in self._features if s < since]:
-            del self._features[old], self._expected[old]
+        cached = {start for chunk in self._chunks for start in chunk.starts}
+        todo = [(s, e) for s, e in batch if s not in cached and e + self.span <= until]
+        if todo:  # complete windows not featured yet: in one call (a fast replay brings many), then kept
+            self._chunks.append(self._featured(todo, until, fills))
+        self._chunks = sorted((c for c in self._chunks if c.starts[-1] >= since), key=lambda c: c.starts[0])
+        pieces = [c for c in self._chunks if c.starts[0] <= last]
+        in_progress = [(s, e) for s, e in batch if s not in cached and e + self.span > until]
+        if in_progress:
+            pieces.append(self._featured(in_progress, until, fills))
+        starts = [start for piece in pieces for start in piece.starts]
+        if starts != sorted(starts):  # chunks interleaved (never so far): feature the batch afresh, in order
+            complete = [(s, e) for s, e in batch if e + self.span <= until]
+            self._chunks = [self._featured(complete, until, fills)] if complete else []
+            pieces = [*self._chunks, *pieces[-1:]] if in_progress else list(self._chunks)
+            starts = [start for piece in pieces for start in piece.starts]
+        lookback_windows = sum(start < first for start in starts)  # read for worked orders, not judged
+        expected = [
+            slot_expected if start >= first else None
+            for piece in pieces
+            for start, slot_expected in zip(piece.starts, piece.expected)
+        ]
+        parts = [piece.features for piece in pieces]
         # The window notebook's two stages (`detect_windows`), the features of windows that
         # can no longer change kept from the last call: only the window so far is featured again.
         features = with_expected(concat_features(parts), expected)
@@ -205,6 +213,34 @@ class FlashMonitor:
                 self._judged.add(record["alert_id"])
                 alerts.append(Alert.from_json(record))
         return alerts
+
+    def _featured(
+        self, bounds: list[tuple[pd.Timestamp, pd.Timestamp]], until: pd.Timestamp, fills: ClassifiedFills
+    ) -> _Chunk:
+        """Windows' features as of `until` in one feature-stage call, with each window's slot
+        expected volume for the keys it has traded (one baseline query)."""
+        windows = [
+            window_from(
+                start,
+                end,
+                self.trade_date,  # type: ignore[arg-type]  # set by begin
+                fills.between(start, min(end, until + pd.Timedelta(1))),
+                self.chain,
+                self.open_interest,
+                self.legs,
+            )
+            for start, end in bounds
+        ]
+        slots = [cal.slot_of(start, self.market_open) for start, _ in bounds]
+        by_slot = self.baseline.expected(
+            self.trade_date,  # type: ignore[arg-type]
+            sorted(set(slots)),
+            self.config.thresholds.baseline_sessions,
+            {slot: window_keys(w.trades) for slot, w in zip(slots, windows)},
+        )
+        return _Chunk(
+            [start for start, _ in bounds], market_features(windows, self.config), [by_slot[s] for s in slots]
+        )
 
     def _could_complete(self, until: pd.Timestamp) -> bool:
         """Whether any event can complete in (judged_until, until]: a sound bound, so most calls
@@ -223,15 +259,45 @@ class FlashMonitor:
         lo, mid, hi = np.searchsorted(
             ts, [(self.judged_until - reach).value, (self.judged_until - self.span).value, until.value], side="right"
         )
-        recent = options[mid:hi]
-        if not recent.any():
+        recent = np.flatnonzero(options[mid:hi]) + mid
+        if not len(recent):
             return False
-        if float(premium[mid:hi][recent].sum()) >= t.large_premium_usd:
+        # an order, sweep or package: its prints within one span hold the threshold
+        opt_ts, opt_premium = ts[recent], premium[recent]
+        cum = np.concatenate([[0.0], np.cumsum(opt_premium)])
+        ends = np.searchsorted(opt_ts, opt_ts + self.span.value, side="right")
+        if float((cum[ends] - cum[:-1]).max()) >= t.large_premium_usd:
             return True
-        wanted = np.unique(keys[mid:hi][recent])
-        inside = options[lo:hi] & np.isin(keys[lo:hi], wanted)
-        totals = pd.Series(premium[lo:hi][inside]).groupby(keys[lo:hi][inside]).sum()
-        return bool((totals >= t.large_premium_usd).any())
+        # a worked order: one option's side holds it over the worked span before a recent print
+        rows = np.flatnonzero(options[lo:hi] & np.isin(keys[lo:hi], np.unique(keys[recent]))) + lo
+        order = np.lexsort((ts[rows], keys[rows]))
+        rows = rows[order]
+        at = ts[rows] - ts[rows].min()
+        if len(rows) and int(at.max()) >= 1 << 46:
+            return True  # too long a stretch to code below: judge it
+        rank = np.unique(keys[rows], return_inverse=True)[1].astype("int64")
+        codes = (rank << 46) + at  # rows sorted by key, then time: one sortable code
+        cum = np.concatenate([[0.0], np.cumsum(premium[rows])])
+        span_ns = pd.Timedelta(minutes=t.worked_max_span_minutes).value
+        first = np.searchsorted(codes, (rank << 46) + np.maximum(at - span_ns, 0), side="left")
+        return bool(((cum[1:] - cum[first]) >= t.large_premium_usd).any())
+
+    def warm(self, until: pd.Timestamp) -> None:
+        """Feature the complete windows of the lookback not featured yet (a quiet moment's work),
+        so the judging that follows a large print pays for the window so far only."""
+        if self.trade_date is None:
+            return
+        since = max(self.market_open, self._window_start(until) - lookback(self.config.thresholds))
+        cached = {start for chunk in self._chunks for start in chunk.starts}
+        todo = [
+            (s, e)
+            for s, e in cal.session_windows(self.trade_date, self.config.schedule.interval_minutes)
+            if since <= s and e + self.span <= until and s not in cached
+        ]
+        if todo:
+            self._chunks.append(
+                self._featured(todo, until, classify_fills(self.fills(), self.config.universe.products))
+            )
 
     def _window_start(self, ts: pd.Timestamp) -> pd.Timestamp:
         return self.market_open + ((ts - self.market_open) // self.interval) * self.interval

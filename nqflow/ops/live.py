@@ -180,6 +180,8 @@ class LiveRunner:
         self._last_future: pd.Timestamp | None = None
         self._silent_since: pd.Timestamp | None = None
         self._aged_out = False  # the gateway said the start is older than its replay
+        self._replays_completed = 0  # REPLAY_COMPLETED messages of the current gateway session
+        self._watermark: pd.Timestamp | None = None  # event time known passed without a record (heartbeats)
         self._silent: bool | None = None  # the no-options condition as last told to the state database
 
     # -- where to start -------------------------------------------------------------------
@@ -228,6 +230,7 @@ class LiveRunner:
             self.recorder.forget_from(since)
             self.monitor.forget_after(since)
             self.stats.last_event = since  # the replay's records are judged again as they come
+            self._watermark = None
             self.stats.reconnects += 1
             delay = backoff_seconds(1.0, max(failures - 1, 0), self.config.live.reconnect_max_seconds)
             self.say(f"live: connection lost; reconnecting in {delay:.0f} s, replaying from {since:%Y-%m-%d %H:%M:%S}Z")
@@ -263,6 +266,7 @@ class LiveRunner:
             f"replaying from {since:%Y-%m-%d %H:%M:%S}Z"
         )
         flowed = False
+        self._replays_completed = 0
         every = self.config.live.flash_every_seconds
         try:
             while not self.stop_event.is_set():
@@ -361,7 +365,13 @@ class LiveRunner:
 
     def _system(self, record) -> None:
         if record.is_heartbeat():
+            if self._replays_completed >= len(SCHEMAS):
+                # Caught up with the market: the gateway's clock is event time now, so a quiet
+                # market (the daily halt, the weekend) still closes the windows before it.
+                self._watermark = _latest(self._watermark, int(record.ts_event))
             return
+        if record.code == dbn.SystemCode.REPLAY_COMPLETED:
+            self._replays_completed += 1
         if record.code == dbn.SystemCode.SLOW_READER_WARNING:
             self.stats.slow_reader_warnings += 1
             log.warning("live: the gateway says this reader is slow (%s); alerts may lag", record.msg)
@@ -387,6 +397,8 @@ class LiveRunner:
         until = self.stats.last_event
         if until is None:
             return
+        if self._watermark is not None and self._watermark > until:
+            until = self._watermark
         self._record(until)
         alerts = self.monitor.judge(until)
         if alerts:

@@ -93,6 +93,7 @@ class LiveRecorder:
         self.interval, self.grace = interval, grace
         self._windows: dict[pd.Timestamp, _Window] = {}
         self._days: dict[tuple[str, dt.date], list[tuple[int, bytes]]] = {}
+        self._day_of_hour: dict[int, dt.date] = {}
         self.written: set[pd.Timestamp] = set()  # window starts written by this recorder
         self.late = 0  # records for a window already written, left out
         self.recorded_until: pd.Timestamp | None = None  # end of the last window written
@@ -120,9 +121,12 @@ class LiveRecorder:
 
     def add_day(self, schema: str, ts_event: int, record: bytes) -> None:
         """A definition or statistics record."""
-        ts = pd.Timestamp(ts_event, tz="UTC")
-        session = cal.session_of(ts) or cal.session_of(ts + pd.Timedelta(hours=12))
-        day = session[0] if session else ts.date()
+        hour = ts_event // 3_600_000_000_000
+        day = self._day_of_hour.get(hour)
+        if day is None:  # sessions open and close on the hour: one calendar lookup per hour of records
+            ts = pd.Timestamp(hour * 3_600_000_000_000, tz="UTC")
+            session = cal.session_of(ts) or cal.session_of(ts + pd.Timedelta(hours=12))
+            day = self._day_of_hour[hour] = session[0] if session else ts.date()
         self._days.setdefault((schema, day), []).append((ts_event, record))
 
     def day_records(self, schema: str, day: dt.date) -> int:
