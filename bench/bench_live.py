@@ -42,6 +42,9 @@ from nqflow.research.sample.generator import generate_sample_market  # noqa: E40
 LATENCY_RANGES = [  # busy afternoons with planted blocks, sweeps, packages and worked orders
     ("2026-10-27T14:00Z", "2026-10-27T19:00Z"),
     ("2026-10-28T13:30Z", "2026-10-28T19:00Z"),
+    ("2026-10-30T14:30Z", "2026-10-30T17:00Z"),
+    ("2026-11-02T14:30Z", "2026-11-02T19:30Z"),
+    ("2026-11-03T15:00Z", "2026-11-03T19:30Z"),
 ]
 THROUGHPUT_SESSION = "2026-10-30"
 
@@ -132,7 +135,7 @@ def latencies(run: dict, span_ms: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--speed", type=float, default=120.0, help="event seconds per wall second (latency run)")
+    parser.add_argument("--speed", type=float, default=240.0, help="event seconds per wall second (latency run)")
     args = parser.parse_args()
     sample = generate_sample_market(ROOT / "data" / "sample")
     config = load_config()

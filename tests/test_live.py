@@ -89,6 +89,7 @@ def stream(config, until: pd.Timestamp, start=START, timeout: float = 180.0) -> 
     return runner
 
 
+@pytest.mark.slow
 def test_flash_alerts_equal_the_window_notebooks_and_the_windows_read_the_recording(gw, lgw, tmp_path, monkeypatch):
     monkeypatch.setenv("DATABENTO_API_KEY", KEY)
     config = live_config(gw, lgw, tmp_path)
@@ -148,6 +149,7 @@ def _logged_ids(path) -> list[str]:
     return [alert["alert_id"] for alert in _logged(path)]
 
 
+@pytest.mark.slow
 def test_each_alert_reaches_each_channel_once_through_a_drop_and_a_sigkill(gw, lgw, tmp_path, webhook):
     env = {**os.environ, "DATABENTO_API_KEY": KEY, "NQFLOW_SLACK_WEBHOOK_URL": webhook.url}
     start, end = pd.Timestamp("2026-10-27T14:15Z"), pd.Timestamp("2026-10-27T16:00Z")
@@ -188,6 +190,7 @@ def test_each_alert_reaches_each_channel_once_through_a_drop_and_a_sigkill(gw, l
     assert slack == ids
 
 
+@pytest.mark.slow
 def test_a_feed_without_options_raises_health_and_leaves_the_windows_to_historical(gw, lgw, tmp_path, monkeypatch):
     monkeypatch.setenv("DATABENTO_API_KEY", KEY)
     config = live_config(gw, lgw, tmp_path, max_silent_minutes=5.0)
@@ -248,6 +251,7 @@ def test_live_beside_the_window_loop_needs_the_databento_source_and_a_host_port(
         check_live_config(bad)
 
 
+@pytest.mark.slow
 def test_run_streams_live_beside_the_window_loop(gw, lgw, tmp_path, monkeypatch):
     """`run` with databento.live = true: the stream records a window Historical has not published
     yet, the window loop runs it from the recording, and the flash alert is not sent twice."""

@@ -303,6 +303,7 @@ class LiveRunner:
             self._send(self.monitor.judge(self.monitor.market_close))
         try:
             self.monitor.begin(day, ts)
+            self.source.replay.forget_decoded()  # the monitor keeps the session's chain; the raw frames go
         except NqflowError as exc:
             # no lookback or no chain yet: flash alerts wait for the session's definitions
             self.say(f"live: cannot begin session {day} yet ({exc}); trying again with the next records")
@@ -412,6 +413,7 @@ class LiveRunner:
             self.source.replay.add(path)
         if any(p.parent.parent.name == "definition" for p in days):
             self.monitor.refresh_definitions()
+            self.source.replay.forget_decoded()
         self.stats.files += len(written) + len(days)
         if self.recorder.recorded_until is not None:
             self.store.set_meta(RECORDED_UNTIL, self.recorder.recorded_until.isoformat())

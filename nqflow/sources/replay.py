@@ -113,6 +113,12 @@ class ReplaySource:
         """Read the folder again: files another process wrote since (the live stream's)."""
         self.files = self._scan()
 
+    def forget_decoded(self) -> None:
+        """Drop the decoded files and chains kept in memory (a long-running reader that took
+        what it needs: the live stream keeps its session's chain itself)."""
+        self._cache.clear()
+        self._chains.clear()
+
     def add(self, path: Path) -> None:
         """Take in a file written after the folder was scanned (the Databento cache does this)."""
         entry = describe_dbn(Path(path))
