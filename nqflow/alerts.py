@@ -53,11 +53,16 @@ class Level(StrEnum):
 
 
 class Label(StrEnum):
-    """The confidence band (thresholds.confidence_medium / confidence_high)."""
+    """The confidence band (``[confidence] medium`` / ``high`` in config/monitoring.toml)."""
 
     LOW = "LOW"
     MEDIUM = "MEDIUM"
     HIGH = "HIGH"
+
+    @classmethod
+    def of(cls, confidence: float, medium: float, high: float) -> Label:
+        """The band of a confidence score, given the config's cut-offs."""
+        return cls.HIGH if confidence >= high else cls.MEDIUM if confidence >= medium else cls.LOW
 
 
 class Direction(StrEnum):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from nqflow.alerts import Alert
-from nqflow.config import Thresholds, load_config
+from nqflow.config import Config, Thresholds, load_config
 from nqflow.engine.baseline import BaselineStore
 from nqflow.engine.monitor import run_window
 from nqflow.engine.positions import confirm, read_confirmations, verdict_of
@@ -255,7 +255,7 @@ def test_the_follow_up_goes_once_to_the_channels_that_carried_the_alerts(tmp_pat
     scheduler.record_notes(day, {"confirmation": rows}, START.isoformat())  # read again: no second message
     assert len([a for a in store.alerts() if a["kind"] == "confirmation"]) == 1
     assert store.notes("confirmation", day)[sent["alert_id"]]["verdict"] == "opening"
-    message = confirmation_message(day, rows)
+    message = confirmation_message(day, rows, Config().confidence)
     assert message.alert_id == follow[0]["alert_id"] and message.confidence == 50.0
 
 

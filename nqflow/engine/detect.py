@@ -93,7 +93,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Level, stable_id, usd
+from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Label, Level, stable_id, usd
 from nqflow.config import Config
 from nqflow.engine.features import (  # noqa: F401  (re-exported: the building blocks tests and charts use)
     ORDER_KEYS,
@@ -192,8 +192,7 @@ def score(components: dict[str, float], config: Config) -> tuple[float, str]:
     }
     total = sum(weights.values())
     value = 100.0 * sum(weights[k] * float(np.clip(components.get(k, 0.0), 0, 1)) for k in weights) / total
-    label = "HIGH" if value >= c.high else "MEDIUM" if value >= c.medium else "LOW"
-    return round(value, 1), label
+    return round(value, 1), str(Label.of(value, c.medium, c.high))
 
 
 def premium_component(premium: float, config: Config) -> float:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from nqflow.alerts import Alert, Direction, Kind, Label, Level, stable_id
+from nqflow.config import Confidence
 from nqflow.market.frames import session_bounds
 
 VERDICT_ORDER = {"opening": 0, "closing": 1, "mixed": 2, "unknown": 3}
@@ -28,16 +29,17 @@ def confirmation_line(row: dict) -> str:
     return f"{head}: open interest {row['oi_change']:+,} ({row['oi_before']:,} -> {row['oi_after']:,})"
 
 
-def confirmation_message(trade_date: str, rows: Sequence[dict]) -> Alert:
+def confirmation_message(trade_date: str, rows: Sequence[dict], cuts: Confidence) -> Alert:
     """Session `trade_date`'s confirmations as one follow-up (kind ``confirmation``), its reasons
-    one line per alert (openings first), with the strongest confirmed alert's confidence (so a
-    channel that carried that alert carries its follow-up)."""
+    one line per alert (openings first), with the strongest confirmed alert's confidence and its
+    band under the config's cut-offs `cuts` (so a channel that carried that alert carries its
+    follow-up)."""
     confidence = max((float(row.get("confidence") or 0.0) for row in rows), default=0.0)
     market_open, market_close = session_bounds(dt.date.fromisoformat(trade_date))
     counts = Counter(row["verdict"] for row in rows)
     ordered = sorted(rows, key=lambda r: (VERDICT_ORDER.get(r["verdict"], 9), -r["volume"]))
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER if counts[v])
-    label = Label.HIGH if confidence >= 70 else Label.MEDIUM if confidence >= 40 else Label.LOW
+    label = Label.of(confidence, cuts.medium, cuts.high)
     return Alert(
         alert_id=stable_id("confirmation", trade_date),
         kind=Kind.CONFIRMATION,

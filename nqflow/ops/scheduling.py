@@ -360,7 +360,7 @@ class Scheduler:
             followed = [row for row in rows if row["kind"] != "off_book"]
             channels = self.store.channels_that_carried([row["alert_id"] for row in followed])
             if followed and channels:
-                self.store.record_alerts([confirmation_message(day, followed)], channels, now)
+                self.store.record_alerts([confirmation_message(day, followed, self.config.confidence)], channels, now)
 
     def ready_at(self, job: str, trade_date: dt.date) -> pd.Timestamp:
         """When a session's `job` may first run: its report once its last window is due; its
