@@ -14,7 +14,15 @@ import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
-from nqflow.engine.gex import DealerPositioning, black76_gamma, dealer_positioning, gex_profile, option_gex
+from nqflow.engine.gex import (
+    FLOW_ASSUMPTION,
+    DealerPositioning,
+    black76_gamma,
+    dealer_positioning,
+    flow_adjusted,
+    gex_profile,
+    option_gex,
+)
 from nqflow.errors import DataNotYetAvailable
 from nqflow.paths import REPO_ROOT
 
@@ -161,3 +169,29 @@ def test_gex_command_prints_one_json_object(sample_dir, truth, tmp_path):
         "net_gex_usd",
     }
     assert (tmp_path / "out" / day / "gex.html").exists() and "call wall" in done.stderr
+
+
+def test_the_flow_adjusted_view_moves_dealer_positions_by_the_aggressor():
+    # The three options of the by-hand test: call 20,000 (100 OI, +$1,593,776), put 19,500 (200 OI,
+    # -$3,048,184), call 20,500 (50 OI, +$782,562), so $15,937.76, $15,240.92 and $15,651.24 a contract.
+    # Customers buy 40 of the 20,000 call (dealers now long 60) and sell 50 of the 19,500 put to
+    # dealers (dealers short 150); a print on an option without a settled gamma is counted, not summed.
+    options = chain([("C", 20_000.0, 100), ("P", 19_500.0, 200), ("C", 20_500.0, 50)], years=0.25)
+    options["gamma"] = black76_gamma(20_000.0, options["strike"], 0.25, 0.2)
+    options["gex_usd"] = option_gex(options["gamma"], options["open_interest"], 20.0, 20_000.0, options["put_call"])
+    settled = DealerPositioning(dt.date(2026, 11, 25), "NQZ6", 20_000.0, options, {})
+    prints = pd.DataFrame(
+        {
+            "instrument_id": [0, 0, 1, 1, 2, 99],
+            "size": [30, 10, 50, 7, 5, 11],
+            "side": ["B", "B", "A", "N", "B", "B"],  # side N: no aggressor, no customer known
+        }
+    )
+    adjusted = flow_adjusted(settled, prints)
+    gex = adjusted.options.set_index("strike")["gex_usd"]
+    assert gex[20_000.0] == pytest.approx(60 * 15_937.76, abs=10)
+    assert gex[19_500.0] == pytest.approx(-150 * 15_240.92, abs=10)
+    assert gex[20_500.0] == pytest.approx(45 * 15_651.24, abs=10)
+    assert adjusted.skipped == {"flow on options without a settled gamma (contracts)": 11}
+    assert settled.options["gex_usd"].sum() == pytest.approx(1_593_776 - 3_048_184 + 782_562, abs=150)  # untouched
+    assert "estimate" in FLOW_ASSUMPTION.lower()

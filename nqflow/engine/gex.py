@@ -304,6 +304,43 @@ def dealer_positioning(source: DataSource, session: dt.date) -> DealerPositionin
     return positioning
 
 
+FLOW_ASSUMPTION = (
+    "An estimate: the morning's open interest moved by the session's screen flow, every aggressor "
+    "order read as a customer trading with a dealer (a customer buy takes the contracts from dealers, "
+    "a customer sell gives them to dealers). Dealer-to-dealer trades, blocks off the book and the legs "
+    "of packages are not told apart; gamma stays at the morning's."
+)
+
+
+def flow_adjusted(positioning: DealerPositioning, prints: pd.DataFrame) -> DealerPositioning:
+    """The settled positioning with each option's dealer position moved by the session's screen
+    flow (`FLOW_ASSUMPTION`, the one assumption beyond the settled view's): under the convention
+    dealers hold +OI of each call and -OI of each put, and a customer buy of n contracts (the
+    exchange aggressor B) takes n from them, a sell (A) gives n. `prints` are option fills with
+    ``instrument_id``, ``size`` and ``side``. Options without a settled gamma are left out, and
+    their flow counted in ``skipped``. GEX, walls and the flip follow from the moved positions."""
+    options = positioning.options.copy()
+    aggressive = prints[prints["side"].isin(["B", "A"])]
+    customer_buys = (
+        (aggressive["size"] * np.where(aggressive["side"] == "B", 1, -1)).groupby(aggressive["instrument_id"]).sum()
+    )
+    bought = options["instrument_id"].map(customer_buys).fillna(0.0).to_numpy(dtype=float)
+    is_call = (options["put_call"] == "C").to_numpy()
+    # `option_gex` signs by right: a call's dealer position enters as is, a put's as its negative
+    dealer = np.where(is_call, 1.0, -1.0) * options["open_interest"].to_numpy(dtype=float) - bought
+    options["open_interest"] = np.where(is_call, dealer, -dealer)
+    options["gex_usd"] = option_gex(
+        options["gamma"], options["open_interest"], options["multiplier"], options["future_price"], options["put_call"]
+    )
+    unseen = int(aggressive.loc[~aggressive["instrument_id"].isin(options["instrument_id"]), "size"].sum())
+    skipped = dict(positioning.skipped)
+    if unseen:
+        skipped["flow on options without a settled gamma (contracts)"] = unseen
+    adjusted = DealerPositioning(positioning.session, positioning.future, positioning.future_price, options, skipped)
+    adjusted.profile, adjusted.crossings = gex_profile(options, positioning.future_price)
+    return adjusted
+
+
 def gex_profile(options: pd.DataFrame, price: float, grid: np.ndarray = FLIP_GRID) -> tuple[pd.DataFrame, list[float]]:
     """Total GEX with every future moved by the same share (sticky-strike volatility), over
     `grid`, and the prices where it changes sign (interpolated, ascending)."""

@@ -663,6 +663,55 @@ def gex_by_strike(positioning: DealerPositioning, strikes_each_side: int = 40) -
     )
 
 
+def gex_settled_and_flow(settled: DealerPositioning, adjusted: DealerPositioning, strikes_each_side: int = 30) -> Chart:
+    """Net GEX by strike, settled beside the flow-adjusted estimate (`nqflow.engine.gex.flow_adjusted`),
+    with each view's walls and flip named in the title and the alt text."""
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    table = settled.by_strike.merge(
+        adjusted.by_strike[["strike", "net_gex_usd"]], on="strike", how="outer", suffixes=("", "_flow")
+    ).fillna(0.0)
+    if table.empty:
+        _empty(ax, "no option with open interest and a settlement")
+        return Chart(fig, f"Settled and flow-adjusted GEX for session {settled.session}: no option to count.")
+    price = settled.future_price
+    near = table.iloc[(table["strike"] - price).abs().argsort()[: 2 * strikes_each_side]].sort_values("strike")
+    width = float(np.diff(near["strike"]).min()) * 0.4 if len(near) > 1 else 5.0
+    ax.bar(
+        near["strike"] - width / 2,
+        near["net_gex_usd"] / 1e6,
+        width=width,
+        color="#8c959f",
+        label="settled (morning OI)",
+    )
+    ax.bar(
+        near["strike"] + width / 2,
+        near["net_gex_usd_flow"] / 1e6,
+        width=width,
+        color=CALLS,
+        label="flow-adjusted (estimate)",
+    )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(price, color="black", linestyle="--", linewidth=1, label=f"{settled.future} {price:,.2f}")
+    ax.set_xlabel("strike (index points), all expiries")
+    ax.set_ylabel("net GEX ($M per 1% move)")
+
+    def walls(p: DealerPositioning) -> str:
+        return ", ".join(
+            f"{name} {value:,.0f}" if value is not None else f"{name} none"
+            for name, value in (("call wall", p.call_wall), ("put wall", p.put_wall), ("zero gamma", p.zero_gamma))
+        )
+
+    ax.set_title(f"Session {settled.session}: net dealer gamma by strike, settled and moved by the session's flow")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return Chart(
+        fig,
+        f"Paired bars of net dealer gamma by strike for session {settled.session} in $M per 1% move: grey the "
+        f"settled view from the morning's open interest ({walls(settled)}), blue an estimate moved by the "
+        f"session's screen flow ({walls(adjusted)}).",
+    )
+
+
 def gex_profile_chart(positioning: DealerPositioning) -> Chart:
     """Total GEX against a hypothetical futures price: where it crosses zero is the flip."""
     profile = positioning.profile
