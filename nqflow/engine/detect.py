@@ -582,11 +582,99 @@ class _Candidate:
     expiry_keys: set[str] = field(default_factory=set)  # an order's, sweep's or package's expiry-level keys
 
 
-def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
-    """Sweeps whose summed premium, and single orders (not package legs, not in a sweep) whose
-    premium, reach ``large_premium_usd``: sweeps first (by sweep id), then orders in time order."""
-    config = context.config
-    t = config.thresholds
+@dataclass(frozen=True)
+class _Evidence:
+    """What an event alert's confidence and its shared reasons rest on: its own premium and
+    volume, its aggressor imbalance and concentration components, and its instruments' window
+    volume up to its last print against the slot's history (`_instrument_evidence`)."""
+
+    premium: float
+    volume: int
+    imbalance: float  # the imbalance component before its absolute value, in [-1, 1]
+    concentration: float
+    inst_volume: float
+    history: int
+    p_value: float
+    baseline: float | None
+    total_oi: int | None
+
+    def scored(self, config: Config) -> tuple[float, str]:
+        """Confidence and label (`score`) from the five components (module doc)."""
+        return score(
+            {
+                "surprise": surprise_component(self.p_value, config) if self.history else 0.0,
+                "premium": premium_component(self.premium, config),
+                "imbalance": abs(self.imbalance),
+                "concentration": self.concentration,
+                "volume_oi": min(1.0, self.volume / self.total_oi) if self.total_oi else 0.0,
+            },
+            config,
+        )
+
+    def surprise_reason(self, upto: str, subject: str) -> str:
+        if self.history:
+            return (
+                f"instrument volume {self.inst_volume:,.0f} in the window up to {upto} vs "
+                f"{self.baseline:,.1f} expected for the slot; tail probability {self.p_value:.1e} "
+                f"over {self.history} sessions"
+            )
+        return f"no volume history for this {subject}: surprise not scored"
+
+    def oi_reason(self, above_note: bool = False) -> str:
+        if not self.total_oi:
+            return "open interest unknown"
+        ratio = self.volume / self.total_oi
+        above = " (above OI: likely new positions)" if above_note and self.volume > self.total_oi else ""
+        return f"volume/open interest {ratio:.2f}{above}"
+
+
+def _instrument_evidence(
+    context: _Context, rows: np.ndarray, until: pd.Timestamp, volume: int, every_row: bool = True
+) -> tuple[float, int, float, float | None, int | None]:
+    """(instrument volume up to `until`, history sessions, tail probability, expected volume,
+    open interest) over the instrument volume rows `rows` (-1: none); open interest only when
+    every instrument has a row (`every_row`) and a published figure."""
+    rows = np.asarray(rows, dtype="int64")
+    rows = rows[rows >= 0]
+    if not len(rows):
+        return float(volume), 0, 1.0, None, None
+    v = context.volumes
+    so_far, so_far_p = context.so_far(rows, until)
+    history = int(v["history_sessions"].to_numpy()[rows].max())
+    oi = v["open_interest"].to_numpy(dtype=float)[rows]
+    return (
+        float(so_far.sum()),
+        history,
+        float(so_far_p.min()) if history else 1.0,
+        float(v["baseline"].to_numpy(dtype=float)[rows].sum()),
+        int(oi.sum()) if every_row and not np.isnan(oi).any() else None,
+    )
+
+
+def _event_fields(
+    context: _Context, index: int, at: pd.Timestamp, evidence: _Evidence, reasons: list[str], days: int
+) -> dict:
+    """The fields every event alert fills the same way from its evidence and score."""
+    confidence, label = evidence.scored(context.config)
+    total_oi = evidence.total_oi
+    return {
+        "volume": evidence.volume,
+        "history_sessions": evidence.history,
+        "p_value": evidence.p_value,
+        "premium_usd": round(evidence.premium, 2),
+        "underlying_price": context.underlying_at(index, at),
+        "open_interest": total_oi,
+        "volume_oi": round(evidence.volume / total_oi, 4) if total_oi else None,
+        "confidence": confidence,
+        "label": label,
+        "reasons": reasons + _dte_reason(days),
+        "days_to_expiry": days,
+        "zero_dte": days == 0,
+    }
+
+
+def _order_groups(orders: pd.DataFrame, t) -> list[tuple[str, np.ndarray]]:
+    """(kind, order rows) of every alerted sweep (by sweep id) and single order (in time order)."""
     premium_all = orders["premium_usd"].to_numpy(dtype=float)
     sweep_all = orders["sweep_id"].to_numpy(dtype="int64")
     in_sweep = np.flatnonzero(sweep_all >= 0)
@@ -600,134 +688,111 @@ def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
         (sweep_all < 0) & (orders["package_id"].to_numpy() < 0) & (premium_all >= t.large_premium_usd)
     )
     groups.extend(("large_order", np.array([row])) for row in single)
+    return groups
+
+
+def _order_alerts(context: _Context, orders: pd.DataFrame) -> list[_Candidate]:
+    """Sweeps whose summed premium, and single orders (not package legs, not in a sweep) whose
+    premium, reach ``large_premium_usd``: sweeps first (by sweep id), then orders in time order."""
+    groups = _order_groups(orders, context.config.thresholds)
     if not groups:
         return []
     chosen = np.concatenate([rows for _, rows in groups])
     members_all = orders.iloc[chosen]
-    # One lookup for every member's instrument row of window volume, then tail probabilities for those rows only.
+    # One lookup for every member's instrument row of window volume.
     volume_row = context.instrument_rows(members_all[WINDOW].to_numpy(), members_all["instrument_id"].to_numpy())
-    v = context.volumes
-    v_baseline = v["baseline"].to_numpy(dtype=float)
-    v_history = v["history_sessions"].to_numpy()
-    v_oi = v["open_interest"].to_numpy(dtype=float)
-    side_cols = side_columns(members_all)
     records = members_all.to_dict("records")
-    sides = side_cols.to_dict("records")
+    sides = side_columns(members_all).to_dict("records")
     alerts, offset = [], 0
     for kind, rows in groups:
         n = len(rows)
-        members, member_sides, member_rows = (
-            records[offset : offset + n],
-            sides[offset : offset + n],
-            volume_row[offset : offset + n],
+        alerts.append(
+            _order_candidate(
+                context,
+                kind,
+                records[offset : offset + n],
+                sides[offset : offset + n],
+                volume_row[offset : offset + n],
+            )
         )
         offset += n
-        index = int(members[0][WINDOW])
-        premium = float(sum(m["premium_usd"] for m in members))
-        ids = sorted({int(m["instrument_id"]) for m in members})
-        first = min(members, key=lambda m: m["ts_event"])  # the earliest (the first of equals)
-        volume = int(sum(m["size"] for m in members))
-        totals = {k: float(sum(s[k] for s in member_sides)) for k in SIDE_COLUMNS}
-        # Each distinct instrument once, in id order (a sweep may hit one strike twice).
-        by_id = {int(m["instrument_id"]): int(r) for m, r in zip(members, member_rows)}
-        inst = np.array([by_id[i] for i in ids], dtype="int64")
-        so_far, so_far_p = context.so_far(inst, max(m["ts_event"] for m in members))
-        inst_volume = float(so_far.sum())
-        oi = v_oi[inst]
-        total_oi = int(oi.sum()) if not np.isnan(oi).any() else None
-        history = int(v_history[inst].max())
-        p_value = float(so_far_p.min()) if (v_history[inst] > 0).any() else 1.0
-        baseline = float(v_baseline[inst].sum())
-        strikes = sorted({m["strike"] for m in members})
-        components = {
-            "surprise": surprise_component(p_value, config) if history else 0.0,
-            "premium": premium_component(premium, config),
-            "imbalance": abs(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"])),
-            "concentration": volume / max(inst_volume, volume),
-            "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
-        }
-        confidence, label = score(components, config)
-        side = str(first["side"])
-        direction = Direction.of_side(side)
-        sentiment = sentiment_of(totals["bullish_premium_usd"], totals["bearish_premium_usd"], t.direction_share)
-        right = "calls" if first["put_call"] == "C" else "puts"
-        verb = direction.verb
-        event_time = first["ts_event"]
-        if kind == "sweep":
-            span = max(m["ts_event"] for m in members) - min(m["ts_event"] for m in members)
-            what = (
-                f"sweep of {len(strikes)} strikes {strikes[0]:g}-{strikes[-1]:g} {first['expiry']} {right}, "
-                f"{len(members)} orders within {span.total_seconds() * 1000:.0f} ms"
-            )
-            alert_id = stable_id("sweep", ",".join(map(str, ids)), event_time.value, side)
-        else:
-            clock = f"{event_time:%H:%M:%S}.{event_time.microsecond // 1000:03d}Z"
-            what = f"one aggressor order, {int(first['fills'])} fill(s) at {clock}"
-            alert_id = stable_id("large_order", ids[0], event_time.value, side)
-        reasons = [
-            f"{usd(premium)} premium >= {usd(t.large_premium_usd)} threshold ({what})",
-            f"{volume:,} contracts {verb} by the aggressor: {right} {verb} reads {sentiment.lower()}"
-            if side in ("B", "A")
-            else f"{volume:,} {right} with no known aggressor (side {side}): direction and sentiment unknown",
-        ]
-        if history:
-            reasons.append(
-                f"instrument volume {inst_volume:,.0f} in the window up to this {kind.replace('_', ' ')} vs "
-                f"{baseline:,.1f} expected for the slot; tail probability {p_value:.1e} over {history} sessions"
-            )
-        else:
-            reasons.append("no volume history for this instrument: surprise not scored")
-        if total_oi:
-            reasons.append(
-                f"volume/open interest {volume / total_oi:.2f}"
-                + (" (above OI: likely new positions)" if volume > total_oi else "")
-            )
-        else:
-            reasons.append("open interest unknown")
-        days = min(int(m["days_to_expiry"]) for m in members)
-        alerts.append(
-            context.candidate(
-                index,
-                [("instrument", str(i)) for i in ids],
-                expiry_keys={m["expiry_key"] for m in members},
-                alert_id=alert_id,
-                kind=kind,
-                level="instrument" if kind == "large_order" else "expiry",
-                event_time=event_time.isoformat(),
-                symbol=str(first["symbol"])
-                if kind == "large_order"
-                else f"{first['expiry']} {first['put_call']}{strikes[0]:g}-{strikes[-1]:g}",
-                symbols=sorted({str(m["symbol"]) for m in members}),
-                instrument_ids=ids,
-                expiry=str(first["expiry"]),
-                expiration=pd.Timestamp(first["expiration"]).isoformat(),
-                strike=float(strikes[0]) if len(strikes) == 1 else None,
-                put_call=str(first["put_call"]),
-                direction=direction,
-                sentiment=sentiment,
-                volume=volume,
-                buy_volume=totals["buy_volume"],
-                sell_volume=totals["sell_volume"],
-                baseline=baseline,
-                ratio=inst_volume / baseline,
-                tier=None,
-                history_sessions=history,
-                p_value=p_value,
-                premium_usd=round(premium, 2),
-                buy_premium_usd=totals["buy_premium_usd"],
-                sell_premium_usd=totals["sell_premium_usd"],
-                imbalance=round(imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"]), 4),
-                underlying_price=context.underlying_at(index, event_time),
-                open_interest=total_oi,
-                volume_oi=round(volume / total_oi, 4) if total_oi else None,
-                confidence=confidence,
-                label=label,
-                reasons=reasons + _dte_reason(days),
-                days_to_expiry=days,
-                zero_dte=days == 0,
-            )
-        )
     return alerts
+
+
+def _order_candidate(
+    context: _Context, kind: str, members: list[dict], member_sides: list[dict], member_rows: np.ndarray
+) -> _Candidate:
+    """One large order or sweep (its member orders) as an alert candidate."""
+    t = context.config.thresholds
+    index = int(members[0][WINDOW])
+    premium = float(sum(m["premium_usd"] for m in members))
+    ids = sorted({int(m["instrument_id"]) for m in members})
+    first = min(members, key=lambda m: m["ts_event"])  # the earliest (the first of equals)
+    volume = int(sum(m["size"] for m in members))
+    totals = {k: float(sum(s[k] for s in member_sides)) for k in SIDE_COLUMNS}
+    # Each distinct instrument once, in id order (a sweep may hit one strike twice).
+    by_id = {int(m["instrument_id"]): int(r) for m, r in zip(members, member_rows)}
+    inst_volume, history, p_value, baseline, total_oi = _instrument_evidence(
+        context, np.array([by_id[i] for i in ids], dtype="int64"), max(m["ts_event"] for m in members), volume
+    )
+    imbalance = imbalance_of(totals["buy_premium_usd"], totals["sell_premium_usd"])
+    evidence = _Evidence(
+        premium, volume, imbalance, volume / max(inst_volume, volume), inst_volume, history, p_value, baseline, total_oi
+    )
+    strikes = sorted({m["strike"] for m in members})
+    side = str(first["side"])
+    direction = Direction.of_side(side)
+    sentiment = sentiment_of(totals["bullish_premium_usd"], totals["bearish_premium_usd"], t.direction_share)
+    right = "calls" if first["put_call"] == "C" else "puts"
+    event_time = first["ts_event"]
+    if kind == "sweep":
+        span = max(m["ts_event"] for m in members) - min(m["ts_event"] for m in members)
+        what = (
+            f"sweep of {len(strikes)} strikes {strikes[0]:g}-{strikes[-1]:g} {first['expiry']} {right}, "
+            f"{len(members)} orders within {span.total_seconds() * 1000:.0f} ms"
+        )
+        alert_id = stable_id("sweep", ",".join(map(str, ids)), event_time.value, side)
+    else:
+        clock = f"{event_time:%H:%M:%S}.{event_time.microsecond // 1000:03d}Z"
+        what = f"one aggressor order, {int(first['fills'])} fill(s) at {clock}"
+        alert_id = stable_id("large_order", ids[0], event_time.value, side)
+    reasons = [
+        f"{usd(premium)} premium >= {usd(t.large_premium_usd)} threshold ({what})",
+        f"{volume:,} contracts {direction.verb} by the aggressor: {right} {direction.verb} reads {sentiment.lower()}"
+        if side in ("B", "A")
+        else f"{volume:,} {right} with no known aggressor (side {side}): direction and sentiment unknown",
+        evidence.surprise_reason(f"this {kind.replace('_', ' ')}", "instrument"),
+        evidence.oi_reason(above_note=True),
+    ]
+    return context.candidate(
+        index,
+        [("instrument", str(i)) for i in ids],
+        expiry_keys={m["expiry_key"] for m in members},
+        alert_id=alert_id,
+        kind=kind,
+        level="instrument" if kind == "large_order" else "expiry",
+        event_time=event_time.isoformat(),
+        symbol=str(first["symbol"])
+        if kind == "large_order"
+        else f"{first['expiry']} {first['put_call']}{strikes[0]:g}-{strikes[-1]:g}",
+        symbols=sorted({str(m["symbol"]) for m in members}),
+        instrument_ids=ids,
+        expiry=str(first["expiry"]),
+        expiration=pd.Timestamp(first["expiration"]).isoformat(),
+        strike=float(strikes[0]) if len(strikes) == 1 else None,
+        put_call=str(first["put_call"]),
+        direction=direction,
+        sentiment=sentiment,
+        buy_volume=totals["buy_volume"],
+        sell_volume=totals["sell_volume"],
+        baseline=baseline,
+        ratio=inst_volume / baseline if baseline else None,
+        tier=None,
+        buy_premium_usd=totals["buy_premium_usd"],
+        sell_premium_usd=totals["sell_premium_usd"],
+        imbalance=round(imbalance, 4),
+        **_event_fields(context, index, event_time, evidence, reasons, min(int(m["days_to_expiry"]) for m in members)),
+    )
 
 
 def alerted_orders(orders: pd.DataFrame, t) -> np.ndarray:
@@ -747,8 +812,7 @@ def alerted_orders(orders: pd.DataFrame, t) -> np.ndarray:
 def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray) -> list[_Candidate]:
     """Worked orders (`nqflow.engine.worked`): one alert at the child order where each crosses
     ``large_premium_usd``, in that child's window."""
-    config = context.config
-    t = config.thresholds
+    t = context.config.thresholds
     if orders.empty:
         return []
     eligible = eligible_children(orders, alerted_orders(orders, t))
@@ -758,103 +822,75 @@ def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray)
     rows = crossings["row"].to_numpy(dtype="int64")
     windows = orders[WINDOW].to_numpy(dtype="int64")[rows]
     volume_row = context.instrument_rows(windows, orders["instrument_id"].to_numpy(dtype="int64")[rows])
-    v = context.volumes
-    alerts = []
-    for crossing, window, vrow in zip(crossings.itertuples(index=False), windows, volume_row):
-        children = orders.iloc[crossing.child_rows]
-        last, first = children.iloc[-1], children.iloc[0]
-        index = int(window)
-        premium, volume = float(crossing.premium_usd), int(crossing.contracts)
-        side = str(last["side"])
-        direction = Direction.of_side(side)
-        bullish = (side == "B") == (last["put_call"] == "C")
-        sentiment = "BULLISH" if bullish else "BEARISH"
-        history = int(v["history_sessions"].iat[vrow]) if vrow >= 0 else 0
-        so_far, so_far_p = context.so_far(np.array([vrow] if vrow >= 0 else [], dtype="int64"), last["ts_event"])
-        p_value = float(so_far_p[0]) if vrow >= 0 and history else 1.0
-        inst_volume = float(so_far[0]) if vrow >= 0 else float(volume)
-        baseline = float(v["baseline"].iat[vrow]) if vrow >= 0 else None
-        oi = float(v["open_interest"].iat[vrow]) if vrow >= 0 else float("nan")
-        total_oi = None if math.isnan(oi) else int(oi)
-        components = {
-            "surprise": surprise_component(p_value, config) if history else 0.0,
-            "premium": premium_component(premium, config),
-            "imbalance": 2.0 * float(crossing.side_share) - 1.0,
-            "concentration": float(crossing.side_share),
-            "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
-        }
-        confidence, label = score(components, config)
-        sizes = children["size"].to_numpy(dtype=float)
-        prices = children["vwap"].to_numpy(dtype=float)
-        vwap = float(np.average(prices, weights=sizes))
-        drift = price_drift(prices, sizes, t.worked_flat_drift_share)
-        first_time, last_time = pd.Timestamp(first["ts_event"]), pd.Timestamp(last["ts_event"])
-        minutes = (last_time - first_time).total_seconds() / 60.0
-        right = "calls" if last["put_call"] == "C" else "puts"
-        largest = float(children["premium_usd"].max())
-        reasons = [
-            f"{usd(premium)} premium in {crossing.children} child orders >= {usd(t.large_premium_usd)} threshold: "
-            f"one order worked from {_clock(first_time)} to {_clock(last_time)} ({minutes:.0f} min), "
-            f"the largest child {usd(largest)}",
-            f"{volume:,} {right} {direction.verb} at a VWAP of {vwap:,.2f} ({drift}): reads {sentiment.lower()}",
-            f"{'buyers' if side == 'B' else 'sellers'} hold {crossing.side_share:.0%} of this option's aggressor "
-            f"premium over the span (>= {t.direction_share:.0%}): one side working, not a market maker",
-        ]
-        if history:
-            reasons.append(
-                f"instrument volume {inst_volume:,.0f} in the window up to the crossing child vs "
-                f"{baseline:,.1f} expected for the slot; tail probability {p_value:.1e} over {history} sessions"
-            )
-        else:
-            reasons.append("no volume history for this option: surprise not scored")
-        reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
-        days = int(last["days_to_expiry"])
-        alerts.append(
-            context.candidate(
-                index,
-                [("instrument", str(int(last["instrument_id"])))],
-                expiry_keys={str(last["expiry_key"])},
-                alert_id=stable_id("worked_order", int(last["instrument_id"]), first_time.value, side),
-                kind="worked_order",
-                level="instrument",
-                event_time=last_time.isoformat(),
-                symbol=str(last["symbol"]),
-                symbols=[str(last["symbol"])],
-                instrument_ids=[int(last["instrument_id"])],
-                expiry=str(last["expiry"]),
-                expiration=pd.Timestamp(last["expiration"]).isoformat(),
-                strike=float(last["strike"]),
-                put_call=str(last["put_call"]),
-                direction=direction,
-                sentiment=sentiment,
-                volume=volume,
-                buy_volume=float(volume if side == "B" else 0),
-                sell_volume=float(volume if side == "A" else 0),
-                baseline=baseline,
-                ratio=inst_volume / baseline if baseline else None,
-                tier=None,
-                history_sessions=history,
-                p_value=p_value,
-                premium_usd=round(premium, 2),
-                buy_premium_usd=premium if side == "B" else 0.0,
-                sell_premium_usd=premium if side == "A" else 0.0,
-                imbalance=1.0 if side == "B" else -1.0,
-                underlying_price=context.underlying_at(index, last_time),
-                open_interest=total_oi,
-                volume_oi=round(volume / total_oi, 4) if total_oi else None,
-                confidence=confidence,
-                label=label,
-                reasons=reasons + _dte_reason(days),
-                days_to_expiry=days,
-                zero_dte=days == 0,
-                child_orders=int(crossing.children),
-                first_time=first_time.isoformat(),
-                last_time=last_time.isoformat(),
-                vwap=round(vwap, 4),
-                price_drift=drift,
-            )
-        )
-    return alerts
+    return [
+        _worked_candidate(context, orders.iloc[crossing.child_rows], crossing, int(window), int(vrow))
+        for crossing, window, vrow in zip(crossings.itertuples(index=False), windows, volume_row)
+    ]
+
+
+def _worked_candidate(context: _Context, children: pd.DataFrame, crossing, index: int, vrow: int) -> _Candidate:
+    """One worked order at its crossing child (`children` in time order, the crossing child last)."""
+    t = context.config.thresholds
+    last, first = children.iloc[-1], children.iloc[0]
+    premium, volume = float(crossing.premium_usd), int(crossing.contracts)
+    side = str(last["side"])
+    direction = Direction.of_side(side)
+    sentiment = "BULLISH" if (side == "B") == (last["put_call"] == "C") else "BEARISH"
+    inst_volume, history, p_value, baseline, total_oi = _instrument_evidence(
+        context, np.array([vrow], dtype="int64"), last["ts_event"], volume
+    )
+    share = float(crossing.side_share)
+    evidence = _Evidence(premium, volume, 2.0 * share - 1.0, share, inst_volume, history, p_value, baseline, total_oi)
+    sizes = children["size"].to_numpy(dtype=float)
+    prices = children["vwap"].to_numpy(dtype=float)
+    vwap = float(np.average(prices, weights=sizes))
+    drift = price_drift(prices, sizes, t.worked_flat_drift_share)
+    first_time, last_time = pd.Timestamp(first["ts_event"]), pd.Timestamp(last["ts_event"])
+    minutes = (last_time - first_time).total_seconds() / 60.0
+    right = "calls" if last["put_call"] == "C" else "puts"
+    reasons = [
+        f"{usd(premium)} premium in {crossing.children} child orders >= {usd(t.large_premium_usd)} threshold: "
+        f"one order worked from {_clock(first_time)} to {_clock(last_time)} ({minutes:.0f} min), "
+        f"the largest child {usd(float(children['premium_usd'].max()))}",
+        f"{volume:,} {right} {direction.verb} at a VWAP of {vwap:,.2f} ({drift}): reads {sentiment.lower()}",
+        f"{'buyers' if side == 'B' else 'sellers'} hold {share:.0%} of this option's aggressor "
+        f"premium over the span (>= {t.direction_share:.0%}): one side working, not a market maker",
+        evidence.surprise_reason("the crossing child", "option"),
+        evidence.oi_reason(),
+    ]
+    instrument_id = int(last["instrument_id"])
+    return context.candidate(
+        index,
+        [("instrument", str(instrument_id))],
+        expiry_keys={str(last["expiry_key"])},
+        alert_id=stable_id("worked_order", instrument_id, first_time.value, side),
+        kind="worked_order",
+        level="instrument",
+        event_time=last_time.isoformat(),
+        symbol=str(last["symbol"]),
+        symbols=[str(last["symbol"])],
+        instrument_ids=[instrument_id],
+        expiry=str(last["expiry"]),
+        expiration=pd.Timestamp(last["expiration"]).isoformat(),
+        strike=float(last["strike"]),
+        put_call=str(last["put_call"]),
+        direction=direction,
+        sentiment=sentiment,
+        buy_volume=float(volume if side == "B" else 0),
+        sell_volume=float(volume if side == "A" else 0),
+        baseline=baseline,
+        ratio=inst_volume / baseline if baseline else None,
+        tier=None,
+        buy_premium_usd=premium if side == "B" else 0.0,
+        sell_premium_usd=premium if side == "A" else 0.0,
+        imbalance=1.0 if side == "B" else -1.0,
+        child_orders=int(crossing.children),
+        first_time=first_time.isoformat(),
+        last_time=last_time.isoformat(),
+        vwap=round(vwap, 4),
+        price_drift=drift,
+        **_event_fields(context, index, last_time, evidence, reasons, int(last["days_to_expiry"])),
+    )
 
 
 def _clock(ts: pd.Timestamp) -> str:
@@ -869,151 +905,121 @@ def _dte_reason(days: int | None) -> list[str]:
 
 def _strategy_alerts(context: _Context) -> list[_Candidate]:
     """A package whose gross premium reaches ``large_premium_usd`` is one alert of kind ``strategy``."""
-    config = context.config
-    t = config.thresholds
     packages = context.packages
-    big = packages[packages["gross_premium_usd"] >= t.large_premium_usd] if len(packages) else packages
+    big = (
+        packages[packages["gross_premium_usd"] >= context.config.thresholds.large_premium_usd]
+        if len(packages)
+        else packages
+    )
     if big.empty:
         return []
     lookups = [(int(p.window), int(i)) for p in big.itertuples(index=False) for i in p.option_leg_ids]
     volume_row = context.instrument_rows(np.array([w for w, _ in lookups]), np.array([i for _, i in lookups]))
-    v = context.volumes
-    v_history, v_oi = v["history_sessions"].to_numpy(), v["open_interest"].to_numpy(dtype=float)
     alerts, offset = [], 0
     for package in big.itertuples(index=False):
-        index = int(package.window)
-        direction, sentiment, net_delta = read_package(package._asdict(), t.delta_neutral_share)
-        if package.strategy == "covered":
-            net_delta = 0.0  # delta-neutral as agreed: the futures legs offset the options' delta
-        ids = package.option_leg_ids
-        rows = volume_row[offset : offset + len(ids)]
-        offset += len(ids)
-        rows = rows[rows >= 0]
-        history = int(v_history[rows].max()) if len(rows) else 0
-        so_far, so_far_p = context.so_far(rows, pd.Timestamp(package.ts_event, tz="UTC"))
-        p_value = float(so_far_p.min()) if history else 1.0
-        volume = int(sum(leg["size"] for leg in package.legs if leg["put_call"] != "F"))
-        inst_volume = float(so_far.sum()) if len(rows) else float(volume)
-        oi = v_oi[rows]
-        total_oi = int(oi.sum()) if len(rows) == len(ids) and not np.isnan(oi).any() else None
-        premium = float(package.gross_premium_usd)
-        components = {
-            "surprise": surprise_component(p_value, config) if history else 0.0,
-            "premium": premium_component(premium, config),
-            "imbalance": 1.0 if package.side in ("B", "A") else 0.0,  # one aggressor took the whole package
-            "concentration": volume / max(inst_volume, volume),
-            "volume_oi": min(1.0, volume / total_oi) if total_oi else 0.0,
-        }
-        confidence, label = score(components, config)
-        event_time = pd.Timestamp(package.ts_event, tz="UTC")
-        days_by_leg = [
-            (_days_between(event_time, leg["expiration"]), leg["symbol"])
-            for leg in package.legs
-            if leg["put_call"] != "F"
-        ]
-        days = min(d for d, _ in days_by_leg)
-        legs_text = ", ".join(
-            f"{'+' if leg['sign'] > 0 else '-'}{leg['ratio']} {leg['symbol']}" for leg in package.legs
-        )
-        net = float(package.net_premium_usd)
-        verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded (aggressor unknown)")
-        source = {
-            "definition": "legs from the spread's definition",
-            "prints": "legs inferred from the prints at its ts_event (the definition lists none)",
-            "no spread instrument": "no spread instrument: legs printed together at one ts_event",
-        }[package.source]
-        reasons = [
-            f"{package.strategy.replace('_', ' ')} package {verb}: {usd(premium)} gross premium >= "
-            f"{usd(t.large_premium_usd)} threshold, net {usd(abs(net))} {'debit' if net >= 0 else 'credit'} "
-            f"per the buyer; {package.quantity:,} x ({legs_text})",
-            f"net delta {net_delta:+,.0f} futures-equivalent for the aggressor: "
-            + ("delta-neutral, a volatility trade" if sentiment == "VOLATILITY" else f"reads {sentiment.lower()}"),
-            f"one trade, not {len(package.legs)} bets: {source}; its legs are not reported as orders or sweeps",
-        ]
-        if package.spread_symbol:
-            reasons.append(
-                f"exchange instrument {package.spread_symbol}, {package.quantity:,} packages of "
-                f"{volume:,} option contracts in all"
-            )
-        covered = covered_reading(package.legs) if package.strategy == "covered" else None
-        if covered is not None:
-            agreed, model = covered
-            reasons.insert(
-                2,
-                f"covered: the futures ratio says the two sides agreed a delta of {agreed:.2f} per option, "
-                f"the model gives {model:.2f} (a gap of {abs(agreed - model):.2f}); read as traded, "
-                f"delta-neutral by construction",
-            )
-        reasons.append(f"volume/open interest {volume / total_oi:.2f}" if total_oi else "open interest unknown")
-        alerts.append(
-            context.candidate(
-                index,
-                [("instrument", str(i)) for i in ids],
-                expiry_keys={
-                    f"{d}DTE" if d <= SHORT_DATED_DAYS else symbol.split(" ", 1)[0] for d, symbol in days_by_leg
-                },
-                alert_id=stable_id(
-                    "strategy",
-                    package.spread_id,
-                    ",".join(map(str, package.leg_instrument_ids)),
-                    package.ts_event,
-                    package.side,
-                ),
-                kind="strategy",
-                level="package",
-                event_time=event_time.isoformat(),
-                symbol=package_headline(package.strategy, package.legs),
-                symbols=[leg["symbol"] for leg in package.legs],
-                instrument_ids=list(package.leg_instrument_ids),
-                expiry=str(package.expiry),
-                expiration=pd.Timestamp(package.expiration, tz="UTC").isoformat(),
-                strike=None,
-                put_call=package.put_call,
-                direction=direction,
-                sentiment=sentiment,
-                volume=volume,
-                buy_volume=float(volume if package.side == "B" else 0),
-                sell_volume=float(volume if package.side == "A" else 0),
-                baseline=None,
-                ratio=None,
-                tier=None,
-                history_sessions=history,
-                p_value=p_value,
-                premium_usd=round(premium, 2),
-                buy_premium_usd=premium if package.side == "B" else 0.0,
-                sell_premium_usd=premium if package.side == "A" else 0.0,
-                imbalance=1.0 if package.side == "B" else -1.0 if package.side == "A" else 0.0,
-                underlying_price=context.underlying_at(index, event_time),
-                open_interest=total_oi,
-                volume_oi=round(volume / total_oi, 4) if total_oi else None,
-                confidence=confidence,
-                label=label,
-                reasons=reasons + _dte_reason(days),
-                days_to_expiry=days,
-                zero_dte=days == 0,
-                strategy=package.strategy,
-                legs=[
-                    {
-                        k: leg[k]
-                        for k in (
-                            "instrument_id",
-                            "symbol",
-                            "put_call",
-                            "strike",
-                            "ratio",
-                            "sign",
-                            "size",
-                            "price",
-                            "delta",
-                        )
-                    }
-                    for leg in package.legs
-                ],
-                net_premium_usd=round(net, 2),
-                net_delta=round(float(net_delta), 2),
-            )
-        )
+        rows = volume_row[offset : offset + len(package.option_leg_ids)]
+        offset += len(package.option_leg_ids)
+        alerts.append(_strategy_candidate(context, package, rows))
     return alerts
+
+
+def _strategy_candidate(context: _Context, package, rows: np.ndarray) -> _Candidate:
+    """One strategy package (a row of `Features.packages`; `rows`: its option legs' volume rows)."""
+    t = context.config.thresholds
+    index = int(package.window)
+    direction, sentiment, net_delta = read_package(package._asdict(), t.delta_neutral_share)
+    if package.strategy == "covered":
+        net_delta = 0.0  # delta-neutral as agreed: the futures legs offset the options' delta
+    event_time = pd.Timestamp(package.ts_event, tz="UTC")
+    volume = int(sum(leg["size"] for leg in package.legs if leg["put_call"] != "F"))
+    inst_volume, history, p_value, _, total_oi = _instrument_evidence(
+        context, rows, event_time, volume, every_row=bool((np.asarray(rows) >= 0).all())
+    )
+    premium = float(package.gross_premium_usd)
+    one_side = 1.0 if package.side in ("B", "A") else 0.0  # one aggressor took the whole package
+    evidence = _Evidence(
+        premium, volume, one_side, volume / max(inst_volume, volume), inst_volume, history, p_value, None, total_oi
+    )
+    days_by_leg = [
+        (_days_between(event_time, leg["expiration"]), leg["symbol"]) for leg in package.legs if leg["put_call"] != "F"
+    ]
+    reasons = _package_reasons(package, direction, sentiment, net_delta, volume, t) + [evidence.oi_reason()]
+    return context.candidate(
+        index,
+        [("instrument", str(i)) for i in package.option_leg_ids],
+        expiry_keys={f"{d}DTE" if d <= SHORT_DATED_DAYS else symbol.split(" ", 1)[0] for d, symbol in days_by_leg},
+        alert_id=stable_id(
+            "strategy",
+            package.spread_id,
+            ",".join(map(str, package.leg_instrument_ids)),
+            package.ts_event,
+            package.side,
+        ),
+        kind="strategy",
+        level="package",
+        event_time=event_time.isoformat(),
+        symbol=package_headline(package.strategy, package.legs),
+        symbols=[leg["symbol"] for leg in package.legs],
+        instrument_ids=list(package.leg_instrument_ids),
+        expiry=str(package.expiry),
+        expiration=pd.Timestamp(package.expiration, tz="UTC").isoformat(),
+        strike=None,
+        put_call=package.put_call,
+        direction=direction,
+        sentiment=sentiment,
+        buy_volume=float(volume if package.side == "B" else 0),
+        sell_volume=float(volume if package.side == "A" else 0),
+        baseline=None,
+        ratio=None,
+        tier=None,
+        buy_premium_usd=premium if package.side == "B" else 0.0,
+        sell_premium_usd=premium if package.side == "A" else 0.0,
+        imbalance=1.0 if package.side == "B" else -1.0 if package.side == "A" else 0.0,
+        strategy=package.strategy,
+        legs=[{k: leg[k] for k in LEG_FIELDS} for leg in package.legs],
+        net_premium_usd=round(float(package.net_premium_usd), 2),
+        net_delta=round(float(net_delta), 2),
+        **_event_fields(context, index, event_time, evidence, reasons, min(d for d, _ in days_by_leg)),
+    )
+
+
+#: The fields of each leg a strategy alert carries.
+LEG_FIELDS = ("instrument_id", "symbol", "put_call", "strike", "ratio", "sign", "size", "price", "delta")
+
+
+def _package_reasons(package, direction: str, sentiment: str, net_delta: float, volume: int, t) -> list[str]:
+    """What a strategy alert says of its package: the trade, its delta, why it is one trade."""
+    premium, net = float(package.gross_premium_usd), float(package.net_premium_usd)
+    legs_text = ", ".join(f"{'+' if leg['sign'] > 0 else '-'}{leg['ratio']} {leg['symbol']}" for leg in package.legs)
+    verb = {"BUY": "bought", "SELL": "sold"}.get(direction, "traded (aggressor unknown)")
+    source = {
+        "definition": "legs from the spread's definition",
+        "prints": "legs inferred from the prints at its ts_event (the definition lists none)",
+        "no spread instrument": "no spread instrument: legs printed together at one ts_event",
+    }[package.source]
+    reasons = [
+        f"{package.strategy.replace('_', ' ')} package {verb}: {usd(premium)} gross premium >= "
+        f"{usd(t.large_premium_usd)} threshold, net {usd(abs(net))} {'debit' if net >= 0 else 'credit'} "
+        f"per the buyer; {package.quantity:,} x ({legs_text})",
+        f"net delta {net_delta:+,.0f} futures-equivalent for the aggressor: "
+        + ("delta-neutral, a volatility trade" if sentiment == "VOLATILITY" else f"reads {sentiment.lower()}"),
+        f"one trade, not {len(package.legs)} bets: {source}; its legs are not reported as orders or sweeps",
+    ]
+    if package.spread_symbol:
+        reasons.append(
+            f"exchange instrument {package.spread_symbol}, {package.quantity:,} packages of "
+            f"{volume:,} option contracts in all"
+        )
+    covered = covered_reading(package.legs) if package.strategy == "covered" else None
+    if covered is not None:
+        agreed, model = covered
+        reasons.insert(
+            2,
+            f"covered: the futures ratio says the two sides agreed a delta of {agreed:.2f} per option, "
+            f"the model gives {model:.2f} (a gap of {abs(agreed - model):.2f}); read as traded, "
+            f"delta-neutral by construction",
+        )
+    return reasons
 
 
 def _days_between(event_time: pd.Timestamp, expiration_ns: int) -> int:
