@@ -26,7 +26,7 @@ NOTEBOOKS := notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/off
 test: $(STAMP) lint
 	bash .ci/ensure-chromium
 	$(PY) scheduler.py sample
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 	$(PY) -m pytest $(NOTEBOOKS) --nbval-lax
 
 # The edit-test loop: everything but the tests marked slow, and no notebooks (under 2 minutes).

@@ -220,108 +220,121 @@ def off_book_alerts(
 ) -> pd.DataFrame:
     """`off_book` alerts of one session (ALERT_FIELDS), strongest first (see the module doc)."""
     t = config.thresholds
-    market_open, market_close = session_bounds(trade_date)
-    alerts: list[Alert] = []
-    for group in group_packages(volumes, t.off_book_package_max_ratio):
-        members = volumes.loc[group]
-        premium = float(members["premium_usd"].sum())
-        if not premium >= t.off_book_premium_usd:  # NaN (no settlement) is never an alert
-            continue
-        volume = int(members["off_book_volume"].sum())
-        sizes = members["off_book_volume"].astype(int).tolist()
-        unit = reduce(math.gcd, sizes)
-        is_package = len(members) > 1
-        cleared = float(members["cleared_volume"].sum())
-        oi_change = float(members["oi_change"].sum()) if members["oi_change"].notna().all() else None
-        components = {
-            "surprise": volume / max(cleared, 1.0),
-            "premium": premium_component(premium, config),
-            "imbalance": 0.0,
-            "concentration": 1.0,
-            "volume_oi": min(1.0, max(oi_change, 0.0) / volume) if oi_change is not None else 0.0,
-        }
-        confidence, label = score(components, config)
-        first = members.loc[members["expiration"].idxmin()]  # the nearest expiry speaks for the package
-        expiries = [
-            root
-            for _, root in sorted({(e, s.split(" ", 1)[0]) for e, s in zip(members["expiration"], members["symbol"])})
-        ]
-        strategy = _package_name(members) if is_package else None
-        legs_text = ", ".join(f"{int(v / unit)} x {s}" for v, s in zip(sizes, members["symbol"]))
-        reasons = [
-            f"{volume:,} contracts traded off the order book "
-            f"({'package: ' + legs_text if is_package else first['symbol']}): cleared volume {cleared:,.0f} vs "
-            f"{members['screen_volume'].sum():,.0f} on the screen in session {trade_date}",
-            f"{usd(premium)} premium at final settlement "
-            + ", ".join(f"{p:g}" for p in members["settlement"])
-            + f" >= {usd(t.off_book_premium_usd)} threshold",
-            (
-                "open interest "
-                + ", ".join(
-                    f"{s}: {b:,.0f} -> {a:,.0f}"
-                    for s, b, a in zip(members["symbol"], members["oi_before"], members["oi_after"])
-                )
-                + READING[verdict_of(volume, oi_change, config.confirm.share)]
-                if oi_change is not None
-                else "open interest change unknown"
-            ),
-            "no aggressor is disseminated for off-book trades: direction unknown; valued at settlement, not the "
-            "negotiated price",
-            "cleared volume also holds exchange-for-related-position (EFR) and other negotiated trades, "
-            "not only blocks",
-        ]
-        days = (
-            (pd.Timestamp(first["expiration"]).tz_convert(CHICAGO).date() - trade_date).days
-            if pd.notna(first["expiration"])
-            else None
-        )
-        ids = [int(i) for i in members["instrument_id"]]
-        alerts.append(
-            Alert(
-                alert_id=stable_id("off_book", trade_date, ",".join(map(str, ids)), volume),
-                kind=Kind.OFF_BOOK,
-                level=Level.PACKAGE if is_package else Level.INSTRUMENT,
-                window_start=market_open.isoformat(),
-                window_end=market_close.isoformat(),
-                event_time=(published_at or market_close).isoformat(),
-                symbol=f"{strategy} {' / '.join(expiries)}" if is_package else str(first["symbol"]),
-                symbols=[str(s) for s in members["symbol"]],
-                instrument_ids=ids,
-                expiry=expiries[0],
-                expiration=pd.Timestamp(first["expiration"]).isoformat() if pd.notna(first["expiration"]) else None,
-                strike=None if is_package else float(first["strike"]),
-                put_call="".join(sorted(set(members["put_call"]))),
-                direction=Direction.UNKNOWN,
-                sentiment=None,
-                volume=volume,
-                premium_usd=round(premium, 2),
-                history_sessions=None,
-                open_interest=int(members["oi_after"].sum()) if members["oi_after"].notna().all() else None,
-                volume_oi=round(volume / members["oi_after"].sum(), 4)
-                if members["oi_after"].notna().all() and members["oi_after"].sum() > 0
-                else None,
-                confidence=confidence,
-                label=Label(label),
-                reasons=reasons,
-                days_to_expiry=days,
-                zero_dte=days == 0 if days is not None else None,
-                strategy=strategy,
-                legs=[
-                    {
-                        "instrument_id": i,
-                        "symbol": str(s),
-                        "ratio": int(v / unit),
-                        "size": int(v),
-                        "settlement": float(p),
-                    }
-                    for i, s, v, p in zip(ids, members["symbol"], sizes, members["settlement"])
-                ]
-                if is_package
-                else None,
-            )
-        )
+    alerts = [
+        _off_book_alert(trade_date, volumes.loc[group], config, published_at)
+        for group in group_packages(volumes, t.off_book_package_max_ratio)
+        # NaN premium (no settlement) is never an alert
+        if float(volumes.loc[group, "premium_usd"].sum()) >= t.off_book_premium_usd
+    ]
     frame = pd.DataFrame([a.to_json() for a in alerts], columns=ALERT_FIELDS)
     return frame.sort_values(["confidence", "premium_usd"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _off_book_alert(
+    trade_date: dt.date, members: pd.DataFrame, config: Config, published_at: pd.Timestamp | None
+) -> Alert:
+    """One option, or a package of several, traded off the book (the rows of `members`)."""
+    market_open, market_close = session_bounds(trade_date)
+    premium = float(members["premium_usd"].sum())
+    volume = int(members["off_book_volume"].sum())
+    sizes = members["off_book_volume"].astype(int).tolist()
+    unit = reduce(math.gcd, sizes)
+    is_package = len(members) > 1
+    cleared = float(members["cleared_volume"].sum())
+    oi_change = float(members["oi_change"].sum()) if members["oi_change"].notna().all() else None
+    components = {
+        "surprise": volume / max(cleared, 1.0),
+        "premium": premium_component(premium, config),
+        "imbalance": 0.0,
+        "concentration": 1.0,
+        "volume_oi": min(1.0, max(oi_change, 0.0) / volume) if oi_change is not None else 0.0,
+    }
+    confidence, label = score(components, config)
+    first = members.loc[members["expiration"].idxmin()]  # the nearest expiry speaks for the package
+    expiries = [
+        root for _, root in sorted({(e, s.split(" ", 1)[0]) for e, s in zip(members["expiration"], members["symbol"])})
+    ]
+    strategy = _package_name(members) if is_package else None
+    legs_text = ", ".join(f"{int(v / unit)} x {s}" for v, s in zip(sizes, members["symbol"]))
+    days = (
+        (pd.Timestamp(first["expiration"]).tz_convert(CHICAGO).date() - trade_date).days
+        if pd.notna(first["expiration"])
+        else None
+    )
+    ids = [int(i) for i in members["instrument_id"]]
+    oi_after = members["oi_after"]
+    return Alert(
+        alert_id=stable_id("off_book", trade_date, ",".join(map(str, ids)), volume),
+        kind=Kind.OFF_BOOK,
+        level=Level.PACKAGE if is_package else Level.INSTRUMENT,
+        window_start=market_open.isoformat(),
+        window_end=market_close.isoformat(),
+        event_time=(published_at or market_close).isoformat(),
+        symbol=f"{strategy} {' / '.join(expiries)}" if is_package else str(first["symbol"]),
+        symbols=[str(s) for s in members["symbol"]],
+        instrument_ids=ids,
+        expiry=expiries[0],
+        expiration=pd.Timestamp(first["expiration"]).isoformat() if pd.notna(first["expiration"]) else None,
+        strike=None if is_package else float(first["strike"]),
+        put_call="".join(sorted(set(members["put_call"]))),
+        direction=Direction.UNKNOWN,
+        sentiment=None,
+        volume=volume,
+        premium_usd=round(premium, 2),
+        history_sessions=None,
+        open_interest=int(oi_after.sum()) if oi_after.notna().all() else None,
+        volume_oi=round(volume / oi_after.sum(), 4) if oi_after.notna().all() and oi_after.sum() > 0 else None,
+        confidence=confidence,
+        label=Label(label),
+        reasons=_off_book_reasons(
+            trade_date, members, volume, premium, cleared, oi_change, legs_text if is_package else None, config
+        ),
+        days_to_expiry=days,
+        zero_dte=days == 0 if days is not None else None,
+        strategy=strategy,
+        legs=[
+            {"instrument_id": i, "symbol": str(s), "ratio": int(v / unit), "size": int(v), "settlement": float(p)}
+            for i, s, v, p in zip(ids, members["symbol"], sizes, members["settlement"])
+        ]
+        if is_package
+        else None,
+    )
+
+
+def _off_book_reasons(
+    trade_date: dt.date,
+    members: pd.DataFrame,
+    volume: int,
+    premium: float,
+    cleared: float,
+    oi_change: float | None,
+    legs_text: str | None,
+    config: Config,
+) -> list[str]:
+    """What an off-book alert says: the volume against the screen's, the premium at settlement,
+    the open interest's verdict, and what off-book volume cannot tell."""
+    first = members.loc[members["expiration"].idxmin()]
+    return [
+        f"{volume:,} contracts traded off the order book "
+        f"({'package: ' + legs_text if legs_text else first['symbol']}): cleared volume {cleared:,.0f} vs "
+        f"{members['screen_volume'].sum():,.0f} on the screen in session {trade_date}",
+        f"{usd(premium)} premium at final settlement "
+        + ", ".join(f"{p:g}" for p in members["settlement"])
+        + f" >= {usd(config.thresholds.off_book_premium_usd)} threshold",
+        (
+            "open interest "
+            + ", ".join(
+                f"{s}: {b:,.0f} -> {a:,.0f}"
+                for s, b, a in zip(members["symbol"], members["oi_before"], members["oi_after"])
+            )
+            + READING[verdict_of(volume, oi_change, config.confirm.share)]
+            if oi_change is not None
+            else "open interest change unknown"
+        ),
+        "no aggressor is disseminated for off-book trades: direction unknown; valued at settlement, not the "
+        "negotiated price",
+        "cleared volume also holds exchange-for-related-position (EFR) and other negotiated trades, not only blocks",
+    ]
 
 
 def _package_name(members: pd.DataFrame) -> str:
