@@ -22,6 +22,8 @@ gives (`lookback`): the live notebook and a backtest agree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -86,54 +88,77 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     run_starts = np.flatnonzero(breaks)
     run_ends = np.append(run_starts[1:], len(k_rows))
-    # Both sides' aggressor premium per (session, instrument), in time order, for the side share.
-    both = np.flatnonzero(aggressive)
-    book = pd.DataFrame({"s": session_code[both], "i": instrument[both], "ts": ts[both], "row": both})
-    book = book.sort_values(["s", "i", "ts", "row"], kind="stable").reset_index(drop=True)
-    b_rows, b_ts = book["row"].to_numpy(), book["ts"].to_numpy()
-    positions = book.groupby(["s", "i"], sort=False).indices  # contiguous: the frame is sorted by them
-    is_buy = side[b_rows] == "B"
-    cum_buy = np.concatenate([[0.0], np.cumsum(premium[b_rows] * is_buy)])
-    cum_sell = np.concatenate([[0.0], np.cumsum(premium[b_rows] * ~is_buy)])
-
+    book = _SideBook.of(np.flatnonzero(aggressive), session_code, instrument, ts, premium, side)
     found = []
     for r in hopeful:
-        a, b = run_starts[r], run_ends[r]
-        c_rows, c_ts = k_rows[a:b], k_ts[a:b]
-        c_prem = premium[c_rows]
-        cum = np.concatenate([[0.0], np.cumsum(c_prem)])
-        start = np.searchsorted(c_ts, c_ts - span_ns, side="left")
-        count = np.arange(len(c_rows)) - start + 1
-        chain_premium = cum[1:] - cum[start]
-        at = positions[(session_code[c_rows[0]], instrument[c_rows[0]])]
-        lo, hi = int(at[0]), int(at[-1])
-        window_ts = b_ts[lo : hi + 1]
-        left = lo + np.searchsorted(window_ts, c_ts[start], side="left")
-        right = lo + np.searchsorted(window_ts, c_ts, side="right")
-        buy, sell = cum_buy[right] - cum_buy[left], cum_sell[right] - cum_sell[left]
-        own = buy if side[c_rows[0]] == "B" else sell
-        share = own / np.maximum(buy + sell, 1e-9)
-        qualifies = (
-            (count >= t.worked_min_orders) & (chain_premium >= t.large_premium_usd) & (share >= t.direction_share)
-        )
-        earlier = np.concatenate([[0], np.cumsum(qualifies)])
-        crossing = qualifies & (earlier[np.arange(len(c_rows))] - earlier[start] == 0)
-        for j in np.flatnonzero(crossing):
-            members = c_rows[start[j] : j + 1]
-            found.append(
-                {
-                    "row": int(c_rows[j]),
-                    "first_row": int(c_rows[start[j]]),
-                    "child_rows": [int(m) for m in members],
-                    "children": int(count[j]),
-                    "contracts": int(size[members].sum()),
-                    "premium_usd": float(chain_premium[j]),
-                    "side_share": float(share[j]),
-                }
-            )
+        c_rows, c_ts = k_rows[run_starts[r] : run_ends[r]], k_ts[run_starts[r] : run_ends[r]]
+        found.extend(_run_crossings(c_rows, c_ts, premium, size, side, book, (session_code, instrument), span_ns, t))
     if not found:
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     return pd.DataFrame(found, columns=CROSSING_COLUMNS).sort_values("row", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _SideBook:
+    """Both sides' aggressor premium per (session, instrument), in time order, summed: what the
+    side share over any stretch of one option is read from."""
+
+    ts: np.ndarray
+    positions: dict  # (session code, instrument) -> its rows of `ts` (contiguous)
+    cum_buy: np.ndarray
+    cum_sell: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray, session_code: np.ndarray, instrument: np.ndarray, ts, premium, side) -> _SideBook:
+        book = pd.DataFrame({"s": session_code[rows], "i": instrument[rows], "ts": ts[rows], "row": rows})
+        book = book.sort_values(["s", "i", "ts", "row"], kind="stable").reset_index(drop=True)
+        b_rows = book["row"].to_numpy()
+        is_buy = side[b_rows] == "B"
+        return cls(
+            book["ts"].to_numpy(),
+            book.groupby(["s", "i"], sort=False).indices,  # contiguous: the frame is sorted by them
+            np.concatenate([[0.0], np.cumsum(premium[b_rows] * is_buy)]),
+            np.concatenate([[0.0], np.cumsum(premium[b_rows] * ~is_buy)]),
+        )
+
+    def share(self, key: tuple, buyer: bool, since: np.ndarray, until: np.ndarray) -> np.ndarray:
+        """The buyers' (or sellers') share of the option's aggressor premium in each [since, until]."""
+        at = self.positions[key]
+        lo, hi = int(at[0]), int(at[-1])
+        window_ts = self.ts[lo : hi + 1]
+        left = lo + np.searchsorted(window_ts, since, side="left")
+        right = lo + np.searchsorted(window_ts, until, side="right")
+        buy, sell = self.cum_buy[right] - self.cum_buy[left], self.cum_sell[right] - self.cum_sell[left]
+        return (buy if buyer else sell) / np.maximum(buy + sell, 1e-9)
+
+
+def _run_crossings(c_rows, c_ts, premium, size, side, book: _SideBook, codes, span_ns: int, t: Thresholds) -> list:
+    """The crossings in one gap-run of children (`c_rows`, times `c_ts`) of one option and side."""
+    session_code, instrument = codes
+    cum = np.concatenate([[0.0], np.cumsum(premium[c_rows])])
+    start = np.searchsorted(c_ts, c_ts - span_ns, side="left")
+    count = np.arange(len(c_rows)) - start + 1
+    chain_premium = cum[1:] - cum[start]
+    key = (session_code[c_rows[0]], instrument[c_rows[0]])
+    share = book.share(key, side[c_rows[0]] == "B", c_ts[start], c_ts)
+    qualifies = (count >= t.worked_min_orders) & (chain_premium >= t.large_premium_usd) & (share >= t.direction_share)
+    earlier = np.concatenate([[0], np.cumsum(qualifies)])
+    crossing = qualifies & (earlier[np.arange(len(c_rows))] - earlier[start] == 0)
+    found = []
+    for j in np.flatnonzero(crossing):
+        members = c_rows[start[j] : j + 1]
+        found.append(
+            {
+                "row": int(c_rows[j]),
+                "first_row": int(c_rows[start[j]]),
+                "child_rows": [int(m) for m in members],
+                "children": int(count[j]),
+                "contracts": int(size[members].sum()),
+                "premium_usd": float(chain_premium[j]),
+                "side_share": float(share[j]),
+            }
+        )
+    return found
 
 
 def price_drift(prices: np.ndarray, sizes: np.ndarray, flat_share: float) -> str:
