@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    _window_commands(sub)
+    _backtest_command(sub)
+    _daily_commands(sub)
+    _tool_commands(sub)
+    return parser
+
+
+def _window_commands(sub) -> None:
+    """run, live, once, window, backfill: the windows, as they come or chosen."""
     sub.add_parser("run", help="every interval, aligned to the clock, until SIGINT/SIGTERM")
     live = sub.add_parser(
         "live", help="stream Databento Live until SIGINT/SIGTERM: alerts within a second, recorded for the windows"
@@ -61,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("start", help="first window start, ISO 8601 with a zone")
     backfill.add_argument("end", help="end of the range (after the start)")
     backfill.add_argument("--json", action="store_true", help="print the range's alerts as JSON")
+
+
+def _backtest_command(sub) -> None:
+    """backtest: sessions in parallel with Dask, Parquet out."""
     bt = sub.add_parser("backtest", help="every window of sessions FROM..TO (dates) in parallel with Dask; Parquet out")
     bt.add_argument("start", help="first trade date, e.g. 2026-10-05")
     bt.add_argument("end", help="last trade date (inclusive)")
@@ -82,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--features-dir", help="where session features are stored and reused (default <data>/features)")
     bt.add_argument("--refresh-features", action="store_true", help="recompute stored features even when they match")
     bt.add_argument("--json", action="store_true", help="print counts and output paths as JSON")
+
+
+def _daily_commands(sub) -> None:
+    """offbook, confirm, session, gex: one session's daily jobs."""
     offbook = sub.add_parser(
         "offbook",
         help="one session's blocks and other off-book trades, from the next day's "
@@ -112,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     gex.add_argument("date", help="the session's trade date, e.g. 2026-11-25")
     gex.add_argument("--json", action="store_true", help="print the session's positioning as one JSON object")
+
+
+def _tool_commands(sub) -> None:
+    """cost, sample, demo, doctor, status, alerts."""
     cost = sub.add_parser("cost", help="what Databento would bill to pull a range (asks metadata.get_cost)")
     cost.add_argument("start")
     cost.add_argument("end")
@@ -144,7 +165,6 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--kind", choices=list(KINDS))
     alerts.add_argument("--min-confidence", type=float, default=0.0)
     alerts.add_argument("--json", action="store_true")
-    return parser
 
 
 #: What each exit code means (`scheduler.py -h`, the README).
