@@ -77,82 +77,106 @@ def assess(
     with a fixed end (a replay folder) ends: blindness is measured up to it instead of the clock.
     With no window recorded at all, blindness counts from the first start of `run`
     (``meta.first_started_at``)."""
-    s, h = config.schedule, config.health
-    conditions: list[Condition] = []
-    windows = store.windows(limit=s.max_catchup_windows * 4)
-    for w in windows[(windows["status"] == "failed") & (windows["attempts"] >= s.max_attempts)].itertuples(index=False):
-        conditions.append(
-            Condition(
-                f"window_failed:{w.window_start}",
-                Verdict.DEGRADED,
-                f"window {w.window_start[:16]}Z failed for good",
-                f"window {w.window_start[:16]}Z failed all {w.attempts} attempts ({w.last_error}); its flow is not "
-                f"monitored: fix the cause, then run `scheduler.py window {w.window_start[:16]}Z`",
-            )
+    windows = store.windows(limit=config.schedule.max_catchup_windows * 4)
+    return [
+        *_failed_windows(windows, config),
+        *_blind(windows, store.meta("first_started_at"), config, now, horizon),
+        *_data_lag(config, now, data_end),
+        *_channels_down(store.deliveries(), config),
+    ]
+
+
+def _failed_windows(windows: pd.DataFrame, config: Config) -> list[Condition]:
+    s = config.schedule
+    failed = windows[(windows["status"] == "failed") & (windows["attempts"] >= s.max_attempts)]
+    return [
+        Condition(
+            f"window_failed:{w.window_start}",
+            Verdict.DEGRADED,
+            f"window {w.window_start[:16]}Z failed for good",
+            f"window {w.window_start[:16]}Z failed all {w.attempts} attempts ({w.last_error}); its flow is not "
+            f"monitored: fix the cause, then run `scheduler.py window {w.window_start[:16]}Z`",
         )
+        for w in failed.itertuples(index=False)
+    ]
+
+
+def _blind(
+    windows: pd.DataFrame, first_started: str | None, config: Config, now: pd.Timestamp, horizon: pd.Timestamp | None
+) -> list[Condition]:
+    s, h = config.schedule, config.health
+    if not (len(windows) or first_started):
+        return []
     done = windows[windows["status"] == "ok"]
     ready = now - pd.Timedelta(minutes=s.availability_delay_minutes)
     if horizon is not None:
         ready = min(ready, horizon)
     due_end = ready.floor(f"{s.interval_minutes}min")
-    first_started = store.meta("first_started_at")
-    if len(windows) or first_started:
-        since = (
-            pd.Timestamp(done["window_end"].max())
-            if len(done)
-            else pd.Timestamp(windows["window_start"].min())
-            if len(windows)
-            else pd.Timestamp(first_started)
+    since = (
+        pd.Timestamp(done["window_end"].max())
+        if len(done)
+        else pd.Timestamp(windows["window_start"].min())
+        if len(windows)
+        else pd.Timestamp(first_started)
+    )
+    missed = _open_minutes(since, due_end, s.interval_minutes)
+    if missed < h.blind_minutes:
+        return []
+    return [
+        Condition(
+            "blind",
+            Verdict.BLIND,
+            f"blind: no window done for {missed:.0f} open-market minutes",
+            f"no window has been done since {since:%Y-%m-%d %H:%M}Z ({missed:.0f} minutes of open market up to "
+            f"{'the data end' if horizon is not None else 'now'}); the data is not published or every window "
+            f"fails: see `scheduler.py status` and the window errors",
         )
-        missed = _open_minutes(since, due_end, s.interval_minutes)
-        if missed >= h.blind_minutes:
-            conditions.append(
-                Condition(
-                    "blind",
-                    Verdict.BLIND,
-                    f"blind: no window done for {missed:.0f} open-market minutes",
-                    f"no window has been done since {since:%Y-%m-%d %H:%M}Z ({missed:.0f} minutes of open market up to "
-                    f"{'the data end' if horizon is not None else 'now'}); the data is not published or every window "
-                    f"fails: see `scheduler.py status` and the window errors",
-                )
-            )
-    if data_end is not None and cal.session_of(now) is not None:
-        lag = now - data_end
-        if lag > pd.Timedelta(minutes=h.max_data_lag_minutes):
-            hours = lag / pd.Timedelta(hours=1)
-            licensing = (
-                " A lag of hours means the account gets delayed data: 15-minute polling needs CME "
-                "real-time licensing on the Databento account."
-                if hours >= 1
-                else ""
-            )
-            conditions.append(
-                Condition(
-                    "data_lag",
-                    Verdict.BLIND,
-                    f"data lags real time by {lag / pd.Timedelta(minutes=1):.0f} min",
-                    f"Databento's data ends at {data_end:%Y-%m-%d %H:%M}Z, {hours:.1f} h behind real time, more than "
-                    f"health.max_data_lag_minutes={h.max_data_lag_minutes:g} allows.{licensing}",
-                )
-            )
-    deliveries = store.deliveries()
-    if len(deliveries):
-        # a delivery that failed stays pending with its error until it is sent (`notify.deliver_pending`)
-        failing = deliveries[
-            (deliveries["status"] == "pending") & deliveries["last_error"].notna() & (deliveries["attempts"] > 0)
-        ]
-        for channel, rows in failing.groupby("channel"):
-            conditions.append(
-                Condition(
-                    f"channel_down:{channel}",
-                    Verdict.DEGRADED,
-                    f"{channel} channel down",
-                    f"{len(rows)} alert(s) wait on the {channel} channel ({_last_error(rows)}); "
-                    f"they are retried and sent once it is back: check its settings and the server",
-                    pd.Timedelta(minutes=h.channel_down_minutes),
-                )
-            )
-    return conditions
+    ]
+
+
+def _data_lag(config: Config, now: pd.Timestamp, data_end: pd.Timestamp | None) -> list[Condition]:
+    h = config.health
+    if data_end is None or cal.session_of(now) is None:
+        return []
+    lag = now - data_end
+    if lag <= pd.Timedelta(minutes=h.max_data_lag_minutes):
+        return []
+    hours = lag / pd.Timedelta(hours=1)
+    licensing = (
+        " A lag of hours means the account gets delayed data: 15-minute polling needs CME "
+        "real-time licensing on the Databento account."
+        if hours >= 1
+        else ""
+    )
+    return [
+        Condition(
+            "data_lag",
+            Verdict.BLIND,
+            f"data lags real time by {lag / pd.Timedelta(minutes=1):.0f} min",
+            f"Databento's data ends at {data_end:%Y-%m-%d %H:%M}Z, {hours:.1f} h behind real time, more than "
+            f"health.max_data_lag_minutes={h.max_data_lag_minutes:g} allows.{licensing}",
+        )
+    ]
+
+
+def _channels_down(deliveries: pd.DataFrame, config: Config) -> list[Condition]:
+    if not len(deliveries):
+        return []
+    # a delivery that failed stays pending with its error until it is sent (`notify.deliver_pending`)
+    failing = deliveries[
+        (deliveries["status"] == "pending") & deliveries["last_error"].notna() & (deliveries["attempts"] > 0)
+    ]
+    return [
+        Condition(
+            f"channel_down:{channel}",
+            Verdict.DEGRADED,
+            f"{channel} channel down",
+            f"{len(rows)} alert(s) wait on the {channel} channel ({_last_error(rows)}); "
+            f"they are retried and sent once it is back: check its settings and the server",
+            pd.Timedelta(minutes=config.health.channel_down_minutes),
+        )
+        for channel, rows in failing.groupby("channel")
+    ]
 
 
 def never_done(store: StateStore) -> Condition | None:
