@@ -98,24 +98,59 @@ def write_index(
     """Write outputs/index.html (see the module doc) and return its path. `notes`: what was
     learned about alerts after they were sent (`StateStore.notes`), by note then alert id."""
     notes = notes or {}
-    verdicts, finals = notes.get("confirmation", {}), notes.get("worked_final", {})
     daily_runs = (
         daily_runs
         if daily_runs is not None
         else pd.DataFrame(columns=["job", "trade_date", "status", "html_path", "summary", "alerts", "last_error"])
     )
     alerts = alerts or []
+    link = _Linker(outputs_dir)
+    daily = {(d.job, d.trade_date): d for d in daily_runs.itertuples(index=False)}
+    sessions = _session_counts(windows, daily_runs, alerts)
+    alert_rows, options = _alert_rows(alerts, windows, daily, notes, link)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nqflow: NQ options institutional flow</title>
+<style>{STYLE}</style></head>
+<body><h1>nqflow: NQ options institutional flow</h1>
+<p>Generated {pd.Timestamp.now(tz="UTC"):%Y-%m-%d %H:%M:%S}Z. {len(sessions)} sessions, {len(alerts)} alerts,
+{len(windows)} windows.</p>
+<h2>Sessions</h2>
+<table id="sessions"><thead><tr><th>session</th><th>windows ok</th><th>windows failed</th><th>alerts</th>
+<th>by kind</th><th>session report</th><th>off the order book</th><th>dealer positioning</th></tr></thead>
+<tbody>{"".join(_session_rows(sessions, windows, daily, link))}</tbody></table>
+<h2>Alerts</h2>
+<p class="filters">{_filters(options)}<label>premium at least ($M) <input data-filter="premium" type="number" min="0"
+step="0.5" value="0" size="6"></label> <span id="shown"></span></p>
+<table id="alerts"><thead><tr>{_alert_headers()}</tr></thead><tbody>{"".join(alert_rows)}</tbody></table>
+<h2>Windows</h2>
+<table id="windows"><thead><tr><th>window start (UTC)</th><th>status</th><th>attempts</th><th>alerts</th>
+<th>by kind</th>
+<th>max confidence</th><th>report</th><th>notebook</th><th>error</th></tr></thead>
+<tbody>{"".join(_window_rows(windows, link))}</tbody></table>
+<script>{SCRIPT}</script></body></html>"""
+    outputs_dir.mkdir(parents=True, exist_ok=True)
+    index = outputs_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
 
-    def link(path, text: str) -> str:
+
+class _Linker:
+    """A link to a report relative to the index, or nothing when the file is gone."""
+
+    def __init__(self, outputs_dir: Path):
+        self.outputs_dir = outputs_dir
+
+    def __call__(self, path, text: str) -> str:
         # relpath, not relative_to: a report written under an earlier outputs folder still links
         return (
-            f'<a href="{html.escape(Path(os.path.relpath(path, outputs_dir)).as_posix())}">{text}</a>'
+            f'<a href="{html.escape(Path(os.path.relpath(path, self.outputs_dir)).as_posix())}">{text}</a>'
             if isinstance(path, str) and path and Path(path).exists()
             else ""
         )
 
-    reports = {w.window_start: w.html_path for w in windows.itertuples(index=False)}
-    daily = {(d.job, d.trade_date): d for d in daily_runs.itertuples(index=False)}
+
+def _session_counts(windows: pd.DataFrame, daily_runs: pd.DataFrame, alerts: list[dict]) -> dict[str, Counter]:
+    """Every session the index knows (from windows, daily jobs and alerts) with its alerts by kind."""
     sessions: dict[str, Counter] = {}
     for w in windows.itertuples(index=False):
         sessions.setdefault(_session_of(w.window_start), Counter())
@@ -123,13 +158,16 @@ def write_index(
         sessions.setdefault(day, Counter())
     for alert in alerts:
         sessions.setdefault(_session_of(alert["window_start"]), Counter())[alert["kind"]] += 1
-    window_status = Counter((_session_of(w.window_start), w.status) for w in windows.itertuples(index=False))
+    return sessions
 
-    session_rows = []
+
+def _session_rows(sessions: dict[str, Counter], windows: pd.DataFrame, daily: dict, link: _Linker) -> list[str]:
+    window_status = Counter((_session_of(w.window_start), w.status) for w in windows.itertuples(index=False))
+    rows = []
     for day in sorted(sessions, reverse=True):
         counts = sessions[day]
         report, off_book, gex = daily.get(("session", day)), daily.get(("off_book", day)), daily.get(("gex", day))
-        session_rows.append(
+        rows.append(
             f"<tr><td>{html.escape(day)}</td><td class=number>{window_status[(day, 'ok')]}</td>"
             f"<td class=number>{window_status[(day, 'failed')]}</td><td class=number>{sum(counts.values())}</td>"
             f"<td>{html.escape(', '.join(f'{k} {v}' for k, v in sorted(counts.items())))}</td>"
@@ -139,8 +177,16 @@ def write_index(
             f"<td>{link(gex.html_path, 'dealer gamma') if gex is not None else ''}"
             f"{html.escape(' ' + gex.status) if gex is not None and gex.status != 'ok' else ''}</td></tr>"
         )
+    return rows
 
-    alert_rows: list[str] = []
+
+def _alert_rows(
+    alerts: list[dict], windows: pd.DataFrame, daily: dict, notes: dict[str, dict[str, dict]], link: _Linker
+) -> tuple[list[str], dict[str, set[str]]]:
+    """The alert table's rows, newest first, and every value each filter offers."""
+    verdicts, finals = notes.get("confirmation", {}), notes.get("worked_final", {})
+    reports = {w.window_start: w.html_path for w in windows.itertuples(index=False)}
+    rows: list[str] = []
     options: dict[str, set[str]] = {key: set() for key in FILTERS}
     for alert in sorted(alerts, key=lambda a: a.get("event_time") or a["window_start"], reverse=True):
         if alert["kind"] == "confirmation":  # a follow-up message: its verdicts are on the alerts' rows
@@ -164,7 +210,7 @@ def write_index(
             where = link(reports.get(alert["window_start"]), "window report")
         dte = alert.get("days_to_expiry")
         data = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in values.items())
-        alert_rows.append(
+        rows.append(
             f'<tr {data} data-premium="{premium:.2f}">'
             f"<td>{html.escape(str(alert.get('event_time') or alert['window_start'])[:19])}</td>"
             f"<td>{html.escape(values['kind'])}</td><td>{html.escape(values['label'])}</td>"
@@ -177,36 +223,45 @@ def write_index(
             f'<td class=number data-value="{premium:.2f}">{usd(premium)}{_final(finals.get(alert["alert_id"]))}</td>'
             f"<td>{html.escape(values['verdict'])}</td><td>{where}</td></tr>"
         )
-    selects = "".join(
+    return rows, options
+
+
+def _filters(options: dict[str, set[str]]) -> str:
+    return "".join(
         f'<label>{key} <select data-filter="{key}"><option value="">all</option>'
         + "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in sorted(options[key]))
         + "</select></label>"
         for key in FILTERS
     )
-    headers = "".join(
-        f'<th data-type="{kind}">{name}</th>'
-        for name, kind in (
-            ("event time (UTC)", "text"),
-            ("kind", "text"),
-            ("label", "text"),
-            ("confidence", "number"),
-            ("product", "text"),
-            ("symbol", "text"),
-            ("expiry", "text"),
-            ("days to expiry", "number"),
-            ("direction", "text"),
-            ("volume", "number"),
-            ("premium", "number"),
-            ("opened / closed", "text"),
-            ("report", "text"),
-        )
-    )
 
-    window_rows = []
+
+ALERT_COLUMNS = (
+    ("event time (UTC)", "text"),
+    ("kind", "text"),
+    ("label", "text"),
+    ("confidence", "number"),
+    ("product", "text"),
+    ("symbol", "text"),
+    ("expiry", "text"),
+    ("days to expiry", "number"),
+    ("direction", "text"),
+    ("volume", "number"),
+    ("premium", "number"),
+    ("opened / closed", "text"),
+    ("report", "text"),
+)
+
+
+def _alert_headers() -> str:
+    return "".join(f'<th data-type="{kind}">{name}</th>' for name, kind in ALERT_COLUMNS)
+
+
+def _window_rows(windows: pd.DataFrame, link: _Linker) -> list[str]:
+    rows = []
     for w in windows.sort_values("window_start", ascending=False).itertuples(index=False):
         summary = json.loads(w.summary) if isinstance(w.summary, str) and w.summary else {}
         by_kind = ", ".join(f"{k} {v}" for k, v in (summary.get("alerts_by_kind") or {}).items())
-        window_rows.append(
+        rows.append(
             f'<tr class="{html.escape(w.status)}"><td>{html.escape(w.window_start)}</td>'
             f"<td>{html.escape(w.status)}</td><td>{w.attempts}</td>"
             f"<td>{'' if pd.isna(w.alerts) else int(w.alerts)}</td><td>{html.escape(by_kind)}</td>"
@@ -214,28 +269,4 @@ def write_index(
             f"<td>{link(w.html_path, 'report')}</td><td>{link(w.notebook_path, 'notebook')}</td>"
             f"<td>{html.escape(_text(w.last_error))}</td></tr>"
         )
-
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>nqflow: NQ options institutional flow</title>
-<style>{STYLE}</style></head>
-<body><h1>nqflow: NQ options institutional flow</h1>
-<p>Generated {pd.Timestamp.now(tz="UTC"):%Y-%m-%d %H:%M:%S}Z. {len(sessions)} sessions, {len(alerts)} alerts,
-{len(windows)} windows.</p>
-<h2>Sessions</h2>
-<table id="sessions"><thead><tr><th>session</th><th>windows ok</th><th>windows failed</th><th>alerts</th>
-<th>by kind</th><th>session report</th><th>off the order book</th><th>dealer positioning</th></tr></thead>
-<tbody>{"".join(session_rows)}</tbody></table>
-<h2>Alerts</h2>
-<p class="filters">{selects}<label>premium at least ($M) <input data-filter="premium" type="number" min="0"
-step="0.5" value="0" size="6"></label> <span id="shown"></span></p>
-<table id="alerts"><thead><tr>{headers}</tr></thead><tbody>{"".join(alert_rows)}</tbody></table>
-<h2>Windows</h2>
-<table id="windows"><thead><tr><th>window start (UTC)</th><th>status</th><th>attempts</th><th>alerts</th>
-<th>by kind</th>
-<th>max confidence</th><th>report</th><th>notebook</th><th>error</th></tr></thead>
-<tbody>{"".join(window_rows)}</tbody></table>
-<script>{SCRIPT}</script></body></html>"""
-    outputs_dir.mkdir(parents=True, exist_ok=True)
-    index = outputs_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return rows
