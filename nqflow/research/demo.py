@@ -16,6 +16,7 @@ import pandas as pd
 
 from nqflow.alerts import Direction, usd
 from nqflow.config import Config, load_config
+from nqflow.market import hours as cal
 from nqflow.ops.followups import confirmation_line
 from nqflow.ops.scheduling import SimulatedClock
 from nqflow.ops.store import StateStore
@@ -64,7 +65,28 @@ def demo(args, config: Config, make_scheduler) -> int:
     off_book = every[(every["kind"] == "off_book") & every["should_alert"]]
     planted = expected_events(truth, config, last)
     planted = planted[planted["kind"] != "off_book"]  # session-wide, read from the next day: shown last
-    # One window per kind of event first (a strategy package and a 0DTE order lead), then the rest.
+    windows = _pick_windows(planted, args.windows, config.schedule.interval_minutes)
+    clock = SimulatedClock(windows[0][1])
+    args.state_db = str(state_db)
+    args.source, args.data_dir = "replay", str(sample)
+    scheduler = make_scheduler(args, config, clock=clock, say=lambda line: None)  # the demo says its own lines
+    print(
+        f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
+        f"planted in it (ground truth), then what the monitor found; {state_said}; outputs in {scheduler.outputs_dir}"
+    )
+    _replay_windows(scheduler, clock, windows, planted, config)
+    days = sorted({found[0] for start, _ in windows if (found := cal.session_of(start)) is not None})
+    published = [d for d in days if str(cal.next_trading_day(d)) in truth["sessions"]]
+    _next_mornings(scheduler, clock, off_book, planted, published, config)
+    _session_pages(scheduler, clock, days)
+    index = scheduler.refresh_index()
+    print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
+    return 0
+
+
+def _pick_windows(planted: pd.DataFrame, n: int, interval_minutes: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """`n` windows holding planted events: one per kind first (a strategy package and a 0DTE order
+    lead), then the rest, latest first; returned in time order."""
     priority = {
         "strategy": 0,
         "worked": 1,
@@ -78,18 +100,12 @@ def demo(args, config: Config, make_scheduler) -> int:
     kinds = planted["kind"] + np.where(planted.get("zero_dte", False).fillna(False).astype(bool), "_0dte", "")
     order = planted.assign(rank=kinds.map(priority).fillna(9), seen=kinds.duplicated())
     order = order.sort_values(["seen", "rank", "window_start"], ascending=[True, True, False])
-    picks = list(dict.fromkeys(order["window_start"]))[: args.windows]
-    windows = sorted(
-        (pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=config.schedule.interval_minutes)) for s in picks
-    )
-    clock = SimulatedClock(windows[0][1])
-    args.state_db = str(state_db)
-    args.source, args.data_dir = "replay", str(sample)
-    scheduler = make_scheduler(args, config, clock=clock, say=lambda line: None)  # the demo says its own lines
-    print(
-        f"nqflow demo: replaying {len(windows)} windows of the sample market in {sample}; each shows the event "
-        f"planted in it (ground truth), then what the monitor found; {state_said}; outputs in {scheduler.outputs_dir}"
-    )
+    picks = list(dict.fromkeys(order["window_start"]))[:n]
+    return sorted((pd.Timestamp(s), pd.Timestamp(s) + pd.Timedelta(minutes=interval_minutes)) for s in picks)
+
+
+def _replay_windows(scheduler, clock, windows, planted: pd.DataFrame, config: Config) -> None:
+    """Each window through the scheduler, after what was planted in it."""
     for start, end in windows:
         clock.current = end + pd.Timedelta(minutes=config.schedule.availability_delay_minutes)
         print(f"\n== window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z (simulated clock {clock.current:%H:%M}Z)")
@@ -102,10 +118,10 @@ def demo(args, config: Config, make_scheduler) -> int:
             f"   {len(run.alerts)} alert(s) in {run.duration_s:.1f}s; report {run.html_path}"
             + (f"; FAILED: {run.error}" if not run.ok else "")
         )
-    from nqflow.market import hours as cal
 
-    days = sorted({found[0] for start, _ in windows if (found := cal.session_of(start)) is not None})
-    published = [d for d in days if str(cal.next_trading_day(d)) in truth["sessions"]]
+
+def _next_mornings(scheduler, clock, off_book: pd.DataFrame, planted: pd.DataFrame, published, config: Config) -> None:
+    """The next-day statistics: a planted off-book block, then each replayed session's confirmations."""
     if len(off_book):
         event = off_book.iloc[-1]  # the latest session whose next-day statistics the sample holds
         day = dt.date.fromisoformat(event["session"])
@@ -139,6 +155,10 @@ def demo(args, config: Config, make_scheduler) -> int:
             f"   {len(run.alerts)} off-book alert(s); report {run.html_path}"
             + (f"; FAILED: {run.error}" if not run.ok else "")
         )
+
+
+def _session_pages(scheduler, clock, days) -> None:
+    """Each replayed session's report, then the last one's dealer positioning."""
     for day in days:
         print(
             f"\n== session {day}: the session report (every alert and whether it opened or closed positions, "
@@ -170,9 +190,6 @@ def demo(args, config: Config, make_scheduler) -> int:
         f"   call wall {run.summary.get('call_wall')}, put wall {run.summary.get('put_wall')}, zero gamma "
         f"{run.summary.get('zero_gamma')}; report {run.html_path}" + (f"; FAILED: {run.error}" if not run.ok else "")
     )
-    index = scheduler.refresh_index()
-    print(f"\nReport index (sessions, every alert, sortable and filterable): {index}")
-    return 0
 
 
 def _planted_position(planted: pd.DataFrame, row: dict) -> str:
