@@ -33,7 +33,7 @@ from nqflow.ops.scheduling import Scheduler, SimulatedClock
 from nqflow.ops.store import StateStore
 from nqflow.sources.databento_historical import DatabentoSource
 
-pytestmark = pytest.mark.xdist_group("gateway")
+pytestmark = pytest.mark.xdist_group("live")  # its own: it can run beside the Historical gateway tests
 
 DAY = pd.Timestamp("2026-10-27").date()  # blocks, a worked order and a strategy package
 START = pd.Timestamp("2026-10-27T14:00Z")
