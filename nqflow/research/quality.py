@@ -129,12 +129,37 @@ def evaluate(
         else {}
     )
     # An alert can only match an event of its own window: index both by window once.
-    event_rows = [event for _, event in events.iterrows()]
     records_by_window: dict[str, list[dict]] = {}
     for a in records:
         records_by_window.setdefault(a["window_start"], []).append(a)
-    minutes = config.schedule.interval_minutes
-    by_window = events_by_window(events, minutes)
+    found = _match_events(events, records_by_window, verdicts, config.schedule.interval_minutes)
+    by_window = events_by_window(events, config.schedule.interval_minutes)
+    matched_ids = {
+        a["alert_id"]
+        for a in records
+        if any(matches(a, e) and e["kind"] != "two_sided" for e in by_window.get(a["window_start"], ()))
+    }
+    false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
+    quiet = set(truth.get("quiet_sessions", [])) & set(sessions)
+    # By session, not by the UTC date of window_start: a session opens the evening before its trade date.
+    quiet_alerts = [a for a in records if _session_of(a) in quiet]
+    return {
+        "sessions": len(sessions),
+        **_figures(found, alerts, verdicts),
+        "alerts": len(records),
+        "false_alerts": len(false_alerts),
+        "false_alerts_per_session": round(len(false_alerts) / max(len(sessions), 1), 3),
+        "quiet_session_alerts": len(quiet_alerts),
+        "missed": found[found["should_alert"] & ~found["found"]]["event_id"].tolist(),
+        "false_alert_ids": [a["alert_id"] for a in false_alerts],
+        "per_event": found,
+    }
+
+
+def _match_events(
+    events: pd.DataFrame, records_by_window: dict[str, list[dict]], verdicts: dict, minutes: int
+) -> pd.DataFrame:
+    """Each planted event with the alert that found it (the first of the right kind and level)."""
 
     def candidates(event: pd.Series) -> list[dict]:
         if event["kind"] not in SPANNING:
@@ -142,7 +167,7 @@ def evaluate(
         return [a for w in _windows_spanned(event, minutes) for a in records_by_window.get(w, ())]
 
     found = []
-    for event in event_rows:
+    for _, event in events.iterrows():
         hits = [a for a in candidates(event) if matches(a, event)]
         level = EXPECTED_LEVEL.get(event["kind"])
         if event["kind"] == "off_book":
@@ -175,13 +200,15 @@ def evaluate(
                 "verdict": verdicts.get(best["alert_id"]) if best else None,
             }
         )
-    found = pd.DataFrame(found)
-    matched_ids = {
-        a["alert_id"]
-        for a in records
-        if any(matches(a, e) and e["kind"] != "two_sided" for e in by_window.get(a["window_start"], ()))
-    }
-    false_alerts = [a for a in records if a["alert_id"] not in matched_ids]
+    return pd.DataFrame(found)
+
+
+def _rate(values: pd.Series) -> float | None:
+    return round(float(values.mean()), 3) if len(values) else None
+
+
+def _figures(found: pd.DataFrame, alerts: pd.DataFrame, verdicts: dict) -> dict:
+    """The figures over the matched events: recall, strategies, worked orders, decoys, verdicts."""
     decoys = found[found["kind"] == "two_sided"]
     worked = found[(found["kind"] == "worked") & found["should_alert"]]
     graded = found[
@@ -197,48 +224,30 @@ def evaluate(
     positives = found[found["should_alert"]]
     recall = positives.groupby("kind")["found"].mean().to_dict() if len(positives) else {}
     surges = positives[positives["kind"].str.startswith("surge") & positives["found"]]
-    quiet = set(truth.get("quiet_sessions", [])) & set(sessions)
-    # By session, not by the UTC date of window_start: a session opens the evening before its trade date.
-    quiet_alerts = [a for a in records if _session_of(a) in quiet]
     strategies = found[found["kind"] == "strategy"]
     found_strategies = strategies[strategies["found"]]
-    zero_dte = positives[positives["zero_dte"]]
     return {
-        "sessions": len(sessions),
         "events": int(len(found)),
         "positives": int(len(positives)),
-        "strategy_named_right": round(float(found_strategies["strategy_ok"].mean()), 3)
-        if len(found_strategies)
-        else None,
-        "strategy_sentiment_right": round(float(found_strategies["sentiment_ok"].mean()), 3)
-        if len(found_strategies)
-        else None,
-        "misread_rate": round(float(strategies["misread"].mean()), 3) if len(strategies) else None,
-        "worked_recall": round(float(worked["found"].mean()), 3) if len(worked) else None,
+        "strategy_named_right": _rate(found_strategies["strategy_ok"]),
+        "strategy_sentiment_right": _rate(found_strategies["sentiment_ok"]),
+        "misread_rate": _rate(strategies["misread"]),
+        "worked_recall": _rate(worked["found"]),
         "worked_orders": int(len(worked)),
         "decoys": int(len(decoys)),
         "decoys_alerted": int((decoys["alerted"] > 0).sum()) if len(decoys) else 0,
         "verdicts_graded": int(len(graded)),
-        "verdicts_right": round(float((graded["position"] == graded["verdict"]).mean()), 3) if len(graded) else None,
+        "verdicts_right": _rate(graded["position"] == graded["verdict"]),
         "verdicts_wrong": graded[graded["position"] != graded["verdict"]]["event_id"].tolist(),
         "opening_share_by_kind": by_kind,
-        "zero_dte_recall": round(float(zero_dte["found"].mean()), 3) if len(zero_dte) else None,
+        "zero_dte_recall": _rate(positives[positives["zero_dte"]]["found"]),
         "recall_by_kind": {k: round(v, 3) for k, v in recall.items()},
-        "recall": round(float(positives["found"].mean()), 3) if len(positives) else None,
-        "direction_accuracy": round(float(positives[positives["found"]]["direction_ok"].mean()), 3)
+        "recall": _rate(positives["found"]),
+        "direction_accuracy": _rate(positives[positives["found"]]["direction_ok"])
         if positives["found"].any()
         else None,
-        "tier_accuracy": round(float((surges["tier_expected"] == surges["tier_found"]).mean()), 3)
-        if len(surges)
-        else None,
+        "tier_accuracy": _rate(surges["tier_expected"] == surges["tier_found"]),
         "below_threshold_alerted": int(found[~found["should_alert"] & found["found"]].shape[0]),
-        "alerts": len(records),
-        "false_alerts": len(false_alerts),
-        "false_alerts_per_session": round(len(false_alerts) / max(len(sessions), 1), 3),
-        "quiet_session_alerts": len(quiet_alerts),
-        "missed": found[found["should_alert"] & ~found["found"]]["event_id"].tolist(),
-        "false_alert_ids": [a["alert_id"] for a in false_alerts],
-        "per_event": found,
     }
 
 
