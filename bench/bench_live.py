@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import KEY  # noqa: E402
 from standin_gateway import StandInGateway  # noqa: E402
-from standin_live_gateway import Behaviour, StandInLiveGateway  # noqa: E402
+from standin_live_gateway import Behaviour, StandInLiveGateway, live_command  # noqa: E402
 
 from nqflow.config import load_config  # noqa: E402
 from nqflow.market import hours as cal  # noqa: E402
@@ -47,22 +47,6 @@ LATENCY_RANGES = [  # busy afternoons with planted blocks, sweeps, packages and 
     ("2026-11-03T15:00Z", "2026-11-03T19:30Z"),
 ]
 THROUGHPUT_SESSION = "2026-10-30"
-
-
-def _command(tmp: Path, gw, lgw, start: pd.Timestamp) -> list[str]:
-    sets = {
-        "data.source": "databento",
-        "data.cache_dir": str(tmp / "cache"),
-        "data.state_db": str(tmp / "state.sqlite"),
-        "databento.gateway": gw.url,
-        "databento.live_gateway": lgw.address,
-        "notify.console.enabled": "false",
-        "notify.log.path": str(tmp / "alerts.log"),
-    }
-    args = [sys.executable, str(ROOT / "scheduler.py")]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
-    return [*args, "live", "--start", start.isoformat()]
 
 
 def _recorded_until(state_db: Path) -> pd.Timestamp | None:
@@ -91,7 +75,12 @@ def _stream(gw, lgw, start: pd.Timestamp, end: pd.Timestamp, behaviour: Behaviou
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         env = {**os.environ, "DATABENTO_API_KEY": KEY}
-        process = subprocess.Popen(_command(tmp, gw, lgw, start), env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            live_command(tmp, gw.url, lgw.address, "--start", start.isoformat()),
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         first_record = None
         peak = 0.0
         try:

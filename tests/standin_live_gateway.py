@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,11 +100,6 @@ class StandInLiveGateway:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._listener.close()
-        for conn in list(self._connections):
-            _close(conn)
-
-    def drop_all(self) -> None:
-        """Close every open connection now (a network failure)."""
         for conn in list(self._connections):
             _close(conn)
 
@@ -319,6 +315,28 @@ class StandInLiveGateway:
         self.sent.append((time.time(), int(ts_event[j - 1])))
 
 
+def live_command(
+    folder: Path, historical_url: str, live_address: str, *args: str, sets: dict | None = None
+) -> list[str]:
+    """`scheduler.py ... live ARGS` against the two stand-ins, its cache, state and alert log in
+    `folder`, the console quiet; `sets` adds config overrides."""
+    settings = {
+        "data.source": "databento",
+        "data.cache_dir": str(folder / "cache"),
+        "data.state_db": str(folder / "state.sqlite"),
+        "data.outputs_dir": str(folder / "outputs"),
+        "databento.gateway": historical_url,
+        "databento.live_gateway": live_address,
+        "notify.console.enabled": "false",
+        "notify.log.path": str(folder / "alerts.log"),
+        **(sets or {}),
+    }
+    command = [sys.executable, str(Path(__file__).resolve().parent.parent / "scheduler.py")]
+    for key, value in settings.items():
+        command += ["--set", f"{key}={value}"]
+    return [*command, "live", *args]
+
+
 def _fields(line: bytes) -> dict[str, str]:
     text = line.decode().strip()
     return dict(part.partition("=")[::2] for part in text.split("|") if part)
@@ -332,4 +350,4 @@ def _close(conn: socket.socket) -> None:
     conn.close()
 
 
-__all__ = ["LIVE_KEY", "Behaviour", "StandInLiveGateway"]
+__all__ = ["LIVE_KEY", "Behaviour", "StandInLiveGateway", "live_command"]

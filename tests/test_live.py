@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import KEY, make_config
-from standin_live_gateway import Behaviour, StandInLiveGateway
+from standin_live_gateway import Behaviour, StandInLiveGateway, live_command
 
 from nqflow.alerts import Alert, to_records
 from nqflow.engine.baseline import BaselineStore, ensure_history
@@ -121,22 +120,8 @@ def test_flash_alerts_equal_the_window_notebooks_and_the_windows_read_the_record
 
 
 def _cli(tmp_path, gw, lgw, *extra: str) -> list[str]:
-    sets = {
-        "data.source": "databento",
-        "data.cache_dir": str(tmp_path / "cache"),
-        "data.state_db": str(tmp_path / "state.sqlite"),
-        "data.outputs_dir": str(tmp_path / "outputs"),
-        "databento.gateway": gw.url,
-        "databento.live_gateway": lgw.address,
-        "notify.console.enabled": "false",
-        "notify.log.path": str(tmp_path / "alerts.log"),
-        "notify.slack.enabled": "true",
-        "notify.slack.min_confidence": "0",
-    }
-    args = [sys.executable, str(REPO_ROOT / "scheduler.py")]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
-    return [*args, "live", *extra]
+    sets = {"notify.slack.enabled": "true", "notify.slack.min_confidence": "0"}
+    return live_command(tmp_path, gw.url, lgw.address, *extra, sets=sets)
 
 
 def _logged(path) -> list[dict]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import databento_dbn as dbn
 import numpy as np
 import pandas as pd
 from databento.common.error import BentoError
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from nqflow.alerts import Alert
 from nqflow.config import Config
@@ -46,6 +45,7 @@ from nqflow.engine.flash import FlashMonitor
 from nqflow.errors import ConfigError, CredentialsError, NqflowError
 from nqflow.market import hours as cal
 from nqflow.ops import health
+from nqflow.ops.instance import sole_instance
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.store import StateStore
 from nqflow.paths import resolve
@@ -180,6 +180,7 @@ class LiveRunner:
         self._last_future: pd.Timestamp | None = None
         self._silent_since: pd.Timestamp | None = None
         self._aged_out = False  # the gateway said the start is older than its replay
+        self._told_recorded: pd.Timestamp | None = None  # RECORDED_UNTIL as last written to the state database
         self._replays_completed = 0  # REPLAY_COMPLETED messages of the current gateway session
         self._watermark: pd.Timestamp | None = None  # event time known passed without a record (heartbeats)
         self._silent: bool | None = None  # the no-options condition as last told to the state database
@@ -415,8 +416,10 @@ class LiveRunner:
             self.monitor.refresh_definitions()
             self.source.replay.forget_decoded()
         self.stats.files += len(written) + len(days)
-        if self.recorder.recorded_until is not None:
-            self.store.set_meta(RECORDED_UNTIL, self.recorder.recorded_until.isoformat())
+        recorded = self.recorder.recorded_until
+        if recorded is not None and recorded != self._told_recorded:  # a write only when a window closed
+            self.store.set_meta(RECORDED_UNTIL, recorded.isoformat())
+            self._told_recorded = recorded
 
     def _send(self, alerts: list[Alert]) -> None:
         if not alerts:
@@ -490,25 +493,8 @@ def run_live(
     check_live_config(config)
     runner = LiveRunner(config, state_db, start, say=say)
     lock = FileLock(str(runner.state_db) + ".live.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise NqflowError(
-            f"another `scheduler.py live` holds {lock.lock_file}; stop it first (one stream at a time)"
-        ) from None
-    received: list[str] = []
-
-    def stop(signum, _frame) -> None:
-        received.append(signal.Signals(signum).name)
-        runner.stop_event.set()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with sole_instance(lock, "`scheduler.py live`", "stream", runner.stop_event) as received:
         stats = runner.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        lock.release()
     s = runner.stats
     say(
         f"nqflow live stopped{' on ' + received[0] if received else ''}: {s.records:,} records "

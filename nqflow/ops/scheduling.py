@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,13 +16,14 @@ from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from nqflow.config import Config
 from nqflow.errors import DataNotYetAvailable, MarketClosed, NqflowError, UsageError
 from nqflow.market import hours as cal
 from nqflow.ops import health
 from nqflow.ops.followups import confirmation_message
+from nqflow.ops.instance import sole_instance
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.retention import Removed, apply_retention
 from nqflow.ops.runner import NotebookRun, daily_paths, execute_daily, execute_window, window_paths
@@ -553,52 +553,36 @@ class Scheduler:
 
     def run_forever(self) -> None:
         """`scheduler.py run`: tick every poll interval until SIGINT/SIGTERM, one instance at a time."""
-        lock = self.lock()
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise NqflowError(
-                f"another scheduler holds {lock.lock_file}; stop it first (one instance at a time)"
-            ) from None
-        received: list[str] = []
+        with sole_instance(self.lock(), "scheduler", "instance", self.stop_event) as received:
+            done_before = self.store.count_windows("ok")
+            try:
+                self.preflight()
+                self.store.set_meta("first_started_at", self.clock.now().isoformat(), replace=False)
+                self.say(self.start_line())
+                if self.config.databento.live:
+                    from nqflow.ops.live import check_live_config, live_thread
 
-        def stop(signum, _frame) -> None:
-            received.append(signal.Signals(signum).name)
-            self.stop_event.set()
-
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        done_before = self.store.count_windows("ok")
-        try:
-            self.preflight()
-            self.store.set_meta("first_started_at", self.clock.now().isoformat(), replace=False)
-            self.say(self.start_line())
-            if self.config.databento.live:
-                from nqflow.ops.live import check_live_config, live_thread
-
-                check_live_config(self.config)
-                live_thread(self.config, self.state_db, self.stop_event, self.say)
-            interrupted = self.store.recover_interrupted(self.clock.now().isoformat())
-            if interrupted:  # we hold the lock: no other scheduler is running them
-                log.warning(
-                    "%d window(s) were left running by a scheduler that stopped mid-window; retrying them: %s",
-                    len(interrupted),
-                    ", ".join(interrupted),
+                    check_live_config(self.config)
+                    live_thread(self.config, self.state_db, self.stop_event, self.say)
+                interrupted = self.store.recover_interrupted(self.clock.now().isoformat())
+                if interrupted:  # we hold the lock: no other scheduler is running them
+                    log.warning(
+                        "%d window(s) were left running by a scheduler that stopped mid-window; retrying them: %s",
+                        len(interrupted),
+                        ", ".join(interrupted),
+                    )
+                while not self.stop_event.is_set():
+                    self.tick()
+                    self.daily_tick()
+                    self.health_tick()
+                    self.retention_tick()
+                    self.clock.wait(self.stop_event, self.config.schedule.poll_seconds)
+            finally:
+                done = self.store.count_windows("ok") - done_before
+                self.say(
+                    f"nqflow run stopped{' on ' + received[0] if received else ''}: {done} window(s) done this run; "
+                    f"state in {self.state_db}"
                 )
-            while not self.stop_event.is_set():
-                self.tick()
-                self.daily_tick()
-                self.health_tick()
-                self.retention_tick()
-                self.clock.wait(self.stop_event, self.config.schedule.poll_seconds)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            lock.release()
-            done = self.store.count_windows("ok") - done_before
-            self.say(
-                f"nqflow run stopped{' on ' + received[0] if received else ''}: {done} window(s) done this run; "
-                f"state in {self.state_db}"
-            )
 
     def start_line(self) -> str:
         """What `run` is about to do, in one line: source, products, channels, windows due."""

@@ -629,6 +629,11 @@ def gex_headline(positioning: DealerPositioning, before: DealerPositioning | Non
     )
 
 
+def _strikes_near(table: pd.DataFrame, price: float, each_side: int) -> pd.DataFrame:
+    """The rows of a by-strike table at the 2 x `each_side` strikes nearest `price`, ascending."""
+    return table.iloc[(table["strike"] - price).abs().argsort()[: 2 * each_side]].sort_values("strike")
+
+
 def gex_by_strike(positioning: DealerPositioning, strikes_each_side: int = 40) -> Chart:
     """Call GEX up, put GEX down, by strike near the future, with the walls, the flip and the price marked."""
     table = positioning.by_strike
@@ -637,7 +642,7 @@ def gex_by_strike(positioning: DealerPositioning, strikes_each_side: int = 40) -
         _empty(ax, "no option with open interest and a settlement")
         return Chart(fig, f"GEX by strike for session {positioning.session}: no option to count.")
     price = positioning.future_price
-    near = table.iloc[(table["strike"] - price).abs().argsort()[: 2 * strikes_each_side]].sort_values("strike")
+    near = _strikes_near(table, price, strikes_each_side)
     width = float(np.diff(near["strike"]).min()) * 0.8 if len(near) > 1 else 10.0
     ax.bar(near["strike"], near["call_gex_usd"] / 1e6, width=width, color=CALLS, label="calls (+)")
     ax.bar(near["strike"], near["put_gex_usd"] / 1e6, width=width, color=PUTS, label="puts (-)")
@@ -674,7 +679,7 @@ def gex_settled_and_flow(settled: DealerPositioning, adjusted: DealerPositioning
         _empty(ax, "no option with open interest and a settlement")
         return Chart(fig, f"Settled and flow-adjusted GEX for session {settled.session}: no option to count.")
     price = settled.future_price
-    near = table.iloc[(table["strike"] - price).abs().argsort()[: 2 * strikes_each_side]].sort_values("strike")
+    near = _strikes_near(table, price, strikes_each_side)
     width = float(np.diff(near["strike"]).min()) * 0.4 if len(near) > 1 else 5.0
     ax.bar(
         near["strike"] - width / 2,

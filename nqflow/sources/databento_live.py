@@ -129,9 +129,6 @@ class LiveRecorder:
             day = self._day_of_hour[hour] = session[0] if session else ts.date()
         self._days.setdefault((schema, day), []).append((ts_event, record))
 
-    def day_records(self, schema: str, day: dt.date) -> int:
-        return len(self._days.get((schema, day), ()))
-
     def due(self, until: pd.Timestamp) -> list[pd.Timestamp]:
         """Window starts whose end the stream has passed by the grace."""
         return sorted(s for s, w in self._windows.items() if w.end + self.grace <= until)
