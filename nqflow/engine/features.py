@@ -429,12 +429,14 @@ def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], bu
     by_frame: dict[int, tuple[pd.Series, list[int]]] = {}
     for i in busy:
         oi = windows[i].open_interest
-        if not oi.empty:
-            entry = by_frame.setdefault(
-                id(oi),
-                (oi.drop_duplicates("instrument_id").set_index("instrument_id")["open_interest"].astype(float), []),
+        if oi.empty:
+            continue
+        if id(oi) not in by_frame:  # indexed once per frame, not once per window
+            by_frame[id(oi)] = (
+                oi.drop_duplicates("instrument_id").set_index("instrument_id")["open_interest"].astype(float),
+                [],
             )
-            entry[1].append(i)
+        by_frame[id(oi)][1].append(i)
     for series, members in by_frame.values():
         rows = np.isin(window, members)
         column[instrument[rows]] = series.reindex(ids[rows]).to_numpy(dtype=float)

@@ -4,11 +4,11 @@ turned into one line that names the file and the fix."""
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import databento as db
+import numpy as np
 import pandas as pd
 import zstandard
 
@@ -17,6 +17,56 @@ from nqflow.errors import DataError
 log = logging.getLogger(__name__)
 
 SCHEMAS = ("trades", "definition", "statistics")
+
+#: The fields nqflow reads of each schema, by how they decode: fixed-point prices become points
+#: (NaN where undefined), nanosecond stamps UTC times (NaT where undefined), byte strings text,
+#: the rest stays the integer it is. What `DBNStore.to_df` gives for these columns, decoded from
+#: `DBNStore.to_ndarray` (9x faster on definitions: to_df formats every one of 70 fields).
+DECODED_FIELDS: dict[str, dict[str, str]] = {
+    "trades": {
+        "ts_recv": "time",
+        "ts_event": "time",
+        "instrument_id": "int",
+        "price": "price",
+        "size": "int",
+        "side": "text",
+    },
+    "definition": {
+        "ts_recv": "time",
+        "ts_event": "time",
+        "instrument_id": "int",
+        "raw_symbol": "text",
+        "asset": "text",
+        "instrument_class": "text",
+        "strike_price": "price",
+        "expiration": "time",
+        "underlying": "text",
+        "underlying_id": "int",
+        "unit_of_measure_qty": "price",
+        "contract_multiplier": "int",
+        "leg_count": "int",
+        "leg_index": "int",
+        "leg_instrument_id": "int",
+        "leg_side": "text",
+        "leg_ratio_qty_numerator": "int",
+        "leg_ratio_qty_denominator": "int",
+        "leg_price": "price",
+        "leg_delta": "price",
+    },
+    "statistics": {
+        "ts_recv": "time",
+        "ts_event": "time",
+        "ts_ref": "time",
+        "instrument_id": "int",
+        "stat_type": "int",
+        "price": "price",
+        "quantity": "int",
+        "stat_flags": "int",
+    },
+}
+PRICE_SCALE = 1e9  # DBN fixed-point prices: units of 1e-9
+UNDEF_PRICE = 2**63 - 1
+UNDEF_TIMESTAMP = 2**64 - 1
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first four bytes of every zstd frame
 
 
@@ -26,15 +76,6 @@ class DbnFile:
     schema: str
     start: pd.Timestamp
     end: pd.Timestamp
-
-
-def _quiet_to_df(store: db.DBNStore) -> pd.DataFrame:
-    # databento's to_df emits a Pandas4Warning under pandas 3 from inside the client.
-    # Symbols come from the definitions (raw_symbol), so the symbology mapping, which costs
-    # four fifths of decoding a trades file, is skipped.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return store.to_df(map_symbols=False)
 
 
 def open_dbn(path: Path, expected_schema: str | None = None) -> db.DBNStore:
@@ -77,17 +118,45 @@ def check_complete_dbn(path: Path) -> None:
 
 
 def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
-    """Decode a whole DBN file to a DataFrame (index reset, ts_recv a column)."""
+    """Decode a whole DBN file to a DataFrame of the schema's `DECODED_FIELDS` (fields an older
+    DBN version lacks are left out; legs, for one, are only in version 2 definitions on)."""
     store = open_dbn(path, expected_schema)
     check_complete_dbn(path)
+    schema = str(store.schema)
     try:
-        frame = _quiet_to_df(store)
+        records = store.to_ndarray()
     except Exception as exc:
         raise DataError(
             f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
             f"delete it and re-download or regenerate it"
         ) from None
-    return frame.reset_index()
+    return frame_from_records(records, DECODED_FIELDS.get(schema, {}))
+
+
+def frame_from_records(records: np.ndarray, fields: dict[str, str]) -> pd.DataFrame:
+    """The named fields of DBN records (a structured array) as columns, decoded by kind (see
+    `DECODED_FIELDS`): prices divided by the scale as DBNStore does, so the floats are the same."""
+    present = records.dtype.names or ()
+    columns: dict[str, object] = {}
+    for name, kind in fields.items():
+        if name not in present:
+            continue
+        values = records[name]
+        if kind == "price":
+            points = values.astype("float64") / PRICE_SCALE
+            points[values == UNDEF_PRICE] = np.nan
+            columns[name] = points
+        elif kind == "time":
+            stamps = values.astype("int64")
+            undefined = values == UNDEF_TIMESTAMP
+            if undefined.any():
+                stamps[undefined] = np.iinfo("int64").min  # NaT
+            columns[name] = pd.DatetimeIndex(stamps.view("datetime64[ns]"), tz="UTC")
+        elif kind == "text":
+            columns[name] = pd.array(values.astype("U"), dtype="str")
+        else:
+            columns[name] = values
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
 
 
 def describe_dbn(path: Path) -> DbnFile | None:
