@@ -88,8 +88,9 @@ def _backtest_command(sub) -> None:
     )
     bt.add_argument(
         "--baseline",
-        help="SQLite file for the range's volume baseline; on a remote cluster put it "
-        "on storage every worker reads (default: a temporary file)",
+        help="folder for the range's volume baseline (Parquet, one file per session; a SQLite "
+        "baseline file named here is copied once into a .parquet folder beside it); on a remote "
+        "cluster put it on storage every worker reads (default: a temporary folder)",
     )
     bt.add_argument("--out", help="folder for alerts.parquet and windows.parquet (default outputs/backtests/FROM_TO)")
     bt.add_argument("--features-dir", help="where session features are stored and reused (default <data>/features)")

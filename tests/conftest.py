@@ -61,7 +61,7 @@ def feature_store(tmp_path_factory):
     from nqflow.research.backtest import dask_client
 
     with dask_client(2, None) as client:
-        yield client, tmp_path_factory.mktemp("features"), tmp_path_factory.mktemp("baseline") / "baseline.sqlite"
+        yield client, tmp_path_factory.mktemp("features"), tmp_path_factory.mktemp("baseline") / "baseline"
 
 
 # --------------------------------------------------------------------------- stand-in servers on loopback

@@ -1,4 +1,5 @@
-"""The baseline store's expected volumes equal the module's definition, computed from raw fills."""
+"""The baseline stores' expected volumes equal the module's definition, computed from raw fills,
+and the columnar store (`ParquetBaseline`) gives the SQLite store's numbers, also once migrated."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from nqflow.engine.baseline import (
     BaselineStore,
+    ParquetBaseline,
     expected_volume,
     record_session,
     slot_volumes,
@@ -48,19 +50,30 @@ def oracle(source, recorded: dict, session, slot: int, max_sessions: int) -> pd.
 
 
 @pytest.fixture(scope="module")
-def store_and_record(source, tmp_path_factory):
+def both_stores(source, tmp_path_factory):
+    """The SQLite and the Parquet store, recorded alike: five whole sessions, then the sixth
+    only partly (its first slots, window by window, as the monitor records a day cut short)."""
     days = source.sessions_available()[:7]
-    store = BaselineStore(tmp_path_factory.mktemp("baseline") / "baseline.sqlite")
+    folder = tmp_path_factory.mktemp("baseline")
+    stores = {"sqlite": BaselineStore(folder / "baseline.sqlite"), "parquet": ParquetBaseline(folder / "columnar")}
     recorded = {}
     for day in days[:5]:
-        record_session(store, source, day)
+        for store in stores.values():
+            record_session(store, source, day)
         recorded[day] = list(range(len(cal.session_windows(day))))
-    # the sixth session only partly: its first slots, recorded window by window as the monitor does
     row = cal.sessions(days[5], days[5]).iloc[0]
-    partial = option_fills(source.trades(row.market_open, row.market_close))
-    store.record(days[5], PARTIAL_SLOTS, slot_volumes(partial, row.market_open))
+    partial = slot_volumes(option_fills(source.trades(row.market_open, row.market_close)), row.market_open)
+    for store in stores.values():
+        for slot in PARTIAL_SLOTS:
+            store.record(days[5], [slot], partial)
     recorded[days[5]] = PARTIAL_SLOTS
-    return store, recorded, days[6]
+    return stores, recorded, days[6]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "parquet"])
+def store_and_record(both_stores, request):
+    stores, recorded, session = both_stores
+    return stores[request.param], recorded, session
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -100,3 +113,51 @@ def test_store_with_no_earlier_session_expects_nothing(source, store_and_record)
     first = min(recorded)
     got = store.expected(first, [0, 1], MAX_SESSIONS)
     assert list(got) == [0, 1] and all(frame.empty for frame in got.values())
+
+
+def _every_slot(store, session, keys=None) -> dict:
+    slots = list(range(len(cal.session_windows(session))))
+    return {slot: _sorted(frame) for slot, frame in store.expected(session, slots, MAX_SESSIONS, keys).items()}
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    assert sum(len(frame) for frame in want.values()) > 1000
+    for slot in want:
+        pdt.assert_frame_equal(got[slot], want[slot], check_dtype=False, obj=f"slot {slot}")
+
+
+def test_the_columnar_store_gives_the_sqlite_numbers_in_every_slot(source, both_stores):
+    stores, recorded, session = both_stores
+    assert stores["parquet"].complete_sessions() == stores["sqlite"].complete_sessions()
+    assert len(stores["sqlite"].complete_sessions()) == 5
+    day = max(recorded)
+    assert stores["parquet"].recorded_slots(day) == stores["sqlite"].recorded_slots(day) == set(PARTIAL_SLOTS)
+    # every key seen before, then a whole session's keys as one frame (the backtest's way)
+    _assert_same(_every_slot(stores["parquet"], session), _every_slot(stores["sqlite"], session))
+    row = cal.sessions(session, session).iloc[0]
+    fills = option_fills(source.trades(row.market_open, row.market_close))
+    keys = slot_volumes(fills, row.market_open)[["slot", "level", "key"]]
+    keys = keys[keys["level"] != "product"]
+    _assert_same(_every_slot(stores["parquet"], session, keys), _every_slot(stores["sqlite"], session, keys))
+    # read again from the folder by a new process's store: the index names what was written
+    _assert_same(_every_slot(ParquetBaseline(stores["parquet"].folder), session), _every_slot(stores["sqlite"], session))
+
+
+def test_a_sqlite_baseline_is_copied_once_and_left_as_it_was(source, both_stores, tmp_path):
+    from nqflow.research.backtest import baseline_folder
+
+    stores, recorded, session = both_stores
+    sqlite_file = tmp_path / "baseline.sqlite"
+    sqlite_file.write_bytes(stores["sqlite"].path.read_bytes())
+    before = sqlite_file.read_bytes()
+    folder = baseline_folder(sqlite_file)
+    assert folder == tmp_path / "baseline.parquet"
+    migrated = ParquetBaseline(folder)
+    assert migrated.complete_sessions() == stores["sqlite"].complete_sessions()
+    assert migrated.recorded_slots(max(recorded)) == set(PARTIAL_SLOTS)
+    _assert_same(_every_slot(migrated, session), _every_slot(stores["sqlite"], session))
+    stamp = (folder / ParquetBaseline.SLOTS).stat().st_mtime_ns
+    assert baseline_folder(sqlite_file) == folder  # once: the second call finds the copy
+    assert (folder / ParquetBaseline.SLOTS).stat().st_mtime_ns == stamp
+    assert sqlite_file.read_bytes() == before

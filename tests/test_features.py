@@ -18,7 +18,7 @@ import pytest
 
 from nqflow.alerts import ALERT_FIELDS, to_records
 from nqflow.config import load_config
-from nqflow.engine.baseline import BaselineStore, ensure_history
+from nqflow.engine.baseline import ParquetBaseline, ensure_history
 from nqflow.engine.detect import detect_windows, evaluate
 from nqflow.engine.features import read_features, session_folder, stored_params
 from nqflow.engine.monitor import load_session
@@ -50,7 +50,7 @@ def _live_session(data_dir: str, baseline: str, day, available) -> tuple[int, di
     """One session's windows as the monitor loads them, detected at each setting (on a worker)."""
     from nqflow.sources.replay import ReplaySource
 
-    source, store = ReplaySource(data_dir), BaselineStore(baseline)
+    source, store = ReplaySource(data_dir), ParquetBaseline(baseline)
     configs = {name: load_config(None, overrides) for name, overrides in SETTINGS.items()}
     n = configs["default"].thresholds.baseline_sessions
     session = load_session(configs["default"], day, source)

@@ -39,6 +39,7 @@ from nqflow.engine.levels import (  # noqa: F401  (re-exported: the store's keys
     window_keys,
     window_keys_by,
 )
+from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.frames import option_fills
 
@@ -114,9 +115,10 @@ class BaselineStore:
         with sqlite.connect(self.path) as conn:
             conn.executescript(_SCHEMA)
 
-    def record(self, session: dt.date, slots: list[int], volumes: pd.DataFrame) -> None:
+    def record(self, session: dt.date, slots: list[int], volumes: pd.DataFrame, flush: bool = True) -> None:
         """Record the volumes of whole slots of a session. Idempotent: re-recording replaces.
-        Rows of `volumes` outside `slots` are ignored, also for when a key was first seen."""
+        Rows of `volumes` outside `slots` are ignored, also for when a key was first seen.
+        (`flush` is for `ParquetBaseline`'s sake: here every record is committed.)"""
         day = str(session)
         volumes = volumes[volumes["slot"].isin(slots)]
         level, key = volumes["level"].astype(str).tolist(), volumes["key"].astype(str).tolist()
@@ -141,6 +143,9 @@ class BaselineStore:
                 [(lv, k, day) for lv, k in dict.fromkeys(zip(level, key))],
             )
 
+    def flush(self) -> None:
+        """Nothing to do: every record is committed (`ParquetBaseline.flush` writes its index)."""
+
     def complete_sessions(self) -> set[str]:
         """Sessions whose every slot is recorded."""
         with sqlite.connect(self.path) as conn:
@@ -164,47 +169,21 @@ class BaselineStore:
 
         `keys` maps a slot to the (level, key) pairs wanted there (product is always added); a
         slot it leaves out gets every key seen before. `keys` may also be one frame of slot, level
-        and key (a whole session's), where a slot it lacks wants the product only. A key counts the sessions from the
-        one it
-        first traded in, zeros included. The sums are taken in SQLite over the wanted keys only,
-        so a whole session's slots cost one query and little memory.
+        and key (a whole session's), where a slot it lacks wants the product only. A key counts
+        the sessions from the one it first traded in, zeros included. The sums are taken in
+        SQLite over the wanted keys only, so a whole session's slots cost one query and little memory.
         """
         day = str(session)
         with sqlite.connect(self.path) as conn:
             recorded = pd.read_sql_query(
                 "SELECT slot, session FROM baseline_slot WHERE session < ?", conn, params=[day]
             )
-            chosen = (
-                recorded[recorded["slot"].isin(slots)]
-                .sort_values("session", ascending=False)
-                .groupby("slot")
-                .head(max_sessions)
-            )
             first_seen = pd.read_sql_query(
                 "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session < ?",
                 conn,
                 params=[day],
             )
-            if isinstance(keys, pd.DataFrame):  # one frame of (slot, level, key); a slot it lacks wants none
-                keyed = set(slots)
-                wanted = [keys[["level", "key", "slot"]].astype({"level": str, "key": str})]
-            else:
-                keys = keys or {}
-                keyed = set(keys)
-                wanted = [keys[slot][["level", "key"]].astype(str).assign(slot=slot) for slot in slots if slot in keys]
-            wanted.append(
-                pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keyed]})
-            )
-            every_key = [slot for slot in slots if slot not in keyed]
-            if every_key:
-                wanted.append(first_seen[["level", "key"]].merge(pd.DataFrame({"slot": every_key}), how="cross"))
-            wanted = pd.concat(wanted, ignore_index=True).drop_duplicates()
-            wanted = wanted[wanted["slot"].isin(chosen["slot"])].merge(first_seen, on=["level", "key"])
-            wanted["n"] = _sessions_since(chosen, wanted)
-            wanted = wanted[wanted["n"] > 0].reset_index(drop=True)
-            # A slot's chosen sessions are its latest recorded ones, so they are exactly the
-            # recorded sessions from the oldest chosen one on: one index range per wanted key.
-            since = chosen.groupby("slot")["session"].min()
+            wanted = wanted_keys(recorded, first_seen, slots, max_sessions, keys)
             conn.execute(
                 "CREATE TEMP TABLE wanted (row INTEGER PRIMARY KEY, slot INTEGER, level TEXT, key TEXT, since TEXT)"
             )
@@ -216,7 +195,7 @@ class BaselineStore:
                     wanted["slot"].tolist(),
                     wanted["level"].tolist(),
                     wanted["key"].tolist(),
-                    wanted["slot"].map(since).tolist(),
+                    wanted["since"].tolist(),
                 ),
             )
             # CROSS JOIN keeps the planner scanning `wanted` and seeking the index for each row.
@@ -228,10 +207,266 @@ class BaselineStore:
                 conn,
                 params=[day],
             ).set_index("row")
-        moments = wanted.join(sums).fillna({"total": 0, "total2": 0, "top": 0})  # no rows: zero in every session
-        expected = summarise(moments)
-        rows = moments.groupby("slot").indices if len(moments) else {}
-        return {slot: expected.take(rows.get(slot, [])).reset_index(drop=True) for slot in slots}
+        return expected_by_slot(wanted, sums, slots)
+
+
+class ParquetBaseline:
+    """The same per-slot volume history as `BaselineStore`, in a folder of Parquet files: one per
+    session (``session=YYYY-MM-DD.parquet``: level, key, slot, volume) and an index of the slots
+    each session recorded and the session each key first traded in (``index-slots.parquet``,
+    ``index-first-seen.parquet``). A backtest writes a session's 20,000 slot volumes in one file
+    instead of 20,000 rows, and reads a session's history in one pass over the files it needs
+    (kept in memory, as a backtest walks forward); the expected volumes are the same numbers
+    (`wanted_keys` and `summarise` serve both stores, and a test compares them).
+
+    Files are written beside and renamed into place, a session's file before the index that
+    names it, so a reader never sees half a session. One writer at a time (the backtest's driver).
+    """
+
+    SLOTS, FIRST_SEEN = "index-slots.parquet", "index-first-seen.parquet"
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._slots = _read_or(self.folder / self.SLOTS, {"session": str, "slot": "int64"})
+        self._first_seen = _read_or(self.folder / self.FIRST_SEEN, {"level": str, "key": str, "first_session": str})
+
+    def record(self, session: dt.date, slots: list[int], volumes: pd.DataFrame, flush: bool = True) -> None:
+        """Record the volumes of whole slots of a session (replacing what it held for them);
+        `flush=False` leaves the index to `flush` (a backtest records many sessions, then flushes)."""
+        day = str(session)
+        volumes = volumes[volumes["slot"].isin(slots)]
+        path = self._session_path(day)
+        kept = _session_frame(path)
+        kept = kept[~kept["slot"].isin(slots)] if kept is not None else None
+        frame = pd.DataFrame(
+            {
+                "level": volumes["level"].astype(str).to_numpy(dtype=object),
+                "key": volumes["key"].astype(str).to_numpy(dtype=object),
+                "slot": volumes["slot"].to_numpy(dtype="int64"),
+                "volume": volumes["volume"].to_numpy(dtype="int64"),
+            }
+        )
+        if kept is not None and len(kept):
+            frame = pd.concat([kept, frame], ignore_index=True)
+        _write_beside(frame, path)
+        _SESSION_FRAMES.pop(path, None)
+        self._slots = pd.concat(
+            [self._slots, pd.DataFrame({"session": day, "slot": pd.Series(slots, dtype="int64")})], ignore_index=True
+        ).drop_duplicates(ignore_index=True)
+        seen = pd.DataFrame({"level": frame["level"], "key": frame["key"], "first_session": day}).drop_duplicates()
+        self._first_seen = (
+            pd.concat([self._first_seen, seen], ignore_index=True)
+            .sort_values("first_session", kind="stable")
+            .drop_duplicates(["level", "key"], ignore_index=True)
+        )
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the index (after the session files it names)."""
+        _write_beside(self._slots, self.folder / self.SLOTS)
+        _write_beside(self._first_seen, self.folder / self.FIRST_SEEN)
+
+    def complete_sessions(self) -> set[str]:
+        counts = self._slots.groupby("session").size()
+        return {day for day, n in counts.items() if n >= len(cal.session_windows(dt.date.fromisoformat(str(day))))}
+
+    def recorded_slots(self, session: dt.date) -> set[int]:
+        return set(self._slots.loc[self._slots["session"] == str(session), "slot"].tolist())
+
+    def expected(
+        self,
+        session: dt.date,
+        slots: list[int],
+        max_sessions: int,
+        keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
+    ) -> dict[int, pd.DataFrame]:
+        """`BaselineStore.expected`, summed in memory over the chosen sessions' files."""
+        day = str(session)
+        recorded = self._slots[self._slots["session"] < day]
+        first_seen = self._first_seen[self._first_seen["first_session"] < day]
+        wanted = wanted_keys(recorded, first_seen, slots, max_sessions, keys)
+        sums = pd.DataFrame(columns=["total", "total2", "top"])
+        if len(wanted):
+            days = sorted(set(recorded.loc[recorded["session"] >= wanted["since"].min(), "session"]))
+            history = [self._recorded(d) for d in days]
+            # Joined on one integer per (level, key, slot): a merge on two text columns over
+            # 20 sessions' rows costs ten times more.
+            joint = np.concatenate([h.attrs["joint"] for h in history])
+            day_number = np.repeat([_day_number(d) for d in days], [len(h) for h in history])
+            volume = np.concatenate([h["volume"].to_numpy(dtype=float) for h in history])
+            wanted_joint = _joint(wanted["level"], wanted["key"], wanted["slot"])
+            joined = pd.DataFrame({"joint": joint, "day": day_number, "v": volume}).merge(
+                pd.DataFrame(
+                    {"joint": wanted_joint, "row": np.arange(len(wanted)), "since": _day_numbers(wanted["since"])}
+                ),
+                on="joint",
+            )
+            joined = joined[joined["day"].to_numpy() >= joined["since"].to_numpy()]
+            sums = (
+                joined.assign(v2=joined["v"] ** 2)
+                .groupby("row")
+                .agg(total=("v", "sum"), total2=("v2", "sum"), top=("v", "max"))
+            )
+        return expected_by_slot(wanted, sums, slots)
+
+    @classmethod
+    def from_sqlite(cls, sqlite_path: str | Path, folder: str | Path) -> ParquetBaseline:
+        """Copy a SQLite baseline (`BaselineStore`) into a new Parquet folder, once: every session's
+        volumes and slots and every key's first session; the SQLite file is left as it was."""
+        store = cls(folder)
+        with sqlite.connect(sqlite_path) as conn:
+            volumes = pd.read_sql_query("SELECT level, key, session, slot, volume FROM baseline_volume", conn)
+            slots = pd.read_sql_query("SELECT session, slot FROM baseline_slot", conn)
+            first_seen = pd.read_sql_query("SELECT level, key, session AS first_session FROM baseline_first_seen", conn)
+        by_day = volumes.groupby("session")
+        for day, day_slots in slots.groupby("session"):
+            rows = by_day.get_group(day) if day in by_day.groups else volumes.iloc[:0]
+            store.record(dt.date.fromisoformat(str(day)), day_slots["slot"].tolist(), rows, flush=False)
+        store._first_seen = first_seen.astype(str).sort_values("first_session", kind="stable", ignore_index=True)
+        store.flush()
+        return store
+
+    def _session_path(self, day: str) -> Path:
+        return self.folder / f"session={day}.parquet"
+
+    def _recorded(self, day: str) -> pd.DataFrame:
+        frame = _session_frame(self._session_path(day))
+        if frame is None:
+            raise DataError(
+                f"the baseline folder {self.folder} lists session {day} but its file is gone; "
+                f"delete the folder to rebuild the history"
+            )
+        return frame
+
+
+#: Session files read in this process, by path: a backtest worker reads each one for the 20
+#: sessions after it. Keyed with the file's stamp, so a rewritten file is read again.
+_SESSION_FRAMES: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = {}
+_SESSION_FRAMES_KEPT = 64
+
+
+def _session_frame(path: Path) -> pd.DataFrame | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    stamp = (stat.st_size, stat.st_mtime_ns)
+    cached = _SESSION_FRAMES.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    frame = pd.read_parquet(path)
+    frame = frame.astype({"level": object, "key": object})  # plain strings, as the wanted keys are
+    frame.attrs["joint"] = _joint(frame["level"], frame["key"], frame["slot"])
+    if len(_SESSION_FRAMES) >= _SESSION_FRAMES_KEPT:
+        _SESSION_FRAMES.pop(next(iter(_SESSION_FRAMES)))
+    _SESSION_FRAMES[path] = (stamp, frame)
+    return frame
+
+
+#: A number for each (level, key) this process has met, so keys join as integers.
+_KEY_NUMBERS: dict[tuple[str, str], int] = {}
+_SLOTS_PER_KEY = 1 << 12  # more than any session's 15-minute slots
+
+
+def _joint(level: pd.Series, key: pd.Series, slot: pd.Series) -> np.ndarray:
+    """One integer per (level, key, slot): the key's number times `_SLOTS_PER_KEY` plus the slot."""
+    level_codes, levels = pd.factorize(level.to_numpy(dtype=object))
+    key_codes, keys = pd.factorize(key.to_numpy(dtype=object))
+    if not len(key_codes):
+        return np.empty(0, dtype="int64")
+    pairs, inverse = np.unique(level_codes.astype("int64") * len(keys) + key_codes, return_inverse=True)
+    numbers = np.array(
+        [
+            _KEY_NUMBERS.setdefault((str(levels[p // len(keys)]), str(keys[p % len(keys)])), len(_KEY_NUMBERS))
+            for p in pairs
+        ],
+        dtype="int64",
+    )
+    return numbers[inverse] * _SLOTS_PER_KEY + slot.to_numpy(dtype="int64")
+
+
+def _day_number(day: str) -> int:
+    return (dt.date.fromisoformat(day) - dt.date(1970, 1, 1)).days
+
+
+def _day_numbers(days: pd.Series) -> np.ndarray:
+    return pd.to_datetime(days, format="%Y-%m-%d").to_numpy(dtype="datetime64[D]").astype("int64")
+
+
+def _read_or(path: Path, columns: dict[str, object]) -> pd.DataFrame:
+    if path.exists():
+        return pd.read_parquet(path).astype({c: (object if t is str else t) for c, t in columns.items()})
+    return pd.DataFrame({c: pd.Series(dtype=(object if t is str else t)) for c, t in columns.items()})
+
+
+def _write_beside(frame: pd.DataFrame, path: Path) -> None:
+    part = path.with_name(path.name + ".part")
+    frame.to_parquet(part, index=False)
+    part.replace(path)
+
+
+SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+
+
+def open_baseline(path: str | Path) -> BaselineStore | ParquetBaseline:
+    """The baseline store at `path`: a SQLite file (``.sqlite`` / ``.db``, the monitor's state
+    database among them) or a folder of Parquet files (anything else)."""
+    path = Path(path)
+    return BaselineStore(path) if path.suffix in SQLITE_SUFFIXES else ParquetBaseline(path)
+
+
+def wanted_keys(
+    recorded: pd.DataFrame,
+    first_seen: pd.DataFrame,
+    slots: list[int],
+    max_sessions: int,
+    keys: dict[int, pd.DataFrame] | pd.DataFrame | None,
+) -> pd.DataFrame:
+    """The (slot, level, key) pairs whose history is summed, each with ``n`` (sessions it counts,
+    zeros included) and ``since`` (the oldest session summed for its slot), from the earlier
+    sessions' recorded slots (columns slot, session) and each key's first session (level, key,
+    first_session). Every baseline store chooses its history here (`BaselineStore.expected`)."""
+    chosen = (
+        recorded[recorded["slot"].isin(slots)]
+        .sort_values("session", ascending=False)
+        .groupby("slot")
+        .head(max_sessions)
+    )
+    if isinstance(keys, pd.DataFrame):  # one frame of (slot, level, key); a slot it lacks wants none
+        keyed = set(slots)
+        wanted = [keys[["level", "key", "slot"]].astype({"level": str, "key": str})]
+    else:
+        keys = keys or {}
+        keyed = set(keys)
+        present = [slot for slot in slots if slot in keys]
+        wanted = []
+        if present:  # one frame for all slots, converted once
+            frame = pd.concat([keys[slot][["level", "key"]] for slot in present], ignore_index=True)
+            frame["slot"] = np.repeat(present, [len(keys[slot]) for slot in present]).astype("int64")
+            wanted.append(frame.astype({"level": str, "key": str}))
+    wanted.append(pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keyed]}))
+    every_key = [slot for slot in slots if slot not in keyed]
+    if every_key:
+        wanted.append(first_seen[["level", "key"]].merge(pd.DataFrame({"slot": every_key}), how="cross"))
+    frame = pd.concat(wanted, ignore_index=True).drop_duplicates()
+    frame = frame[frame["slot"].isin(chosen["slot"])].merge(first_seen, on=["level", "key"])
+    frame["n"] = _sessions_since(chosen, frame)
+    frame = frame[frame["n"] > 0].reset_index(drop=True)
+    # A slot's chosen sessions are its latest recorded ones, so they are exactly the recorded
+    # sessions from the oldest chosen one on: one range per wanted key.
+    frame["since"] = frame["slot"].map(chosen.groupby("slot")["session"].min())
+    return frame
+
+
+def expected_by_slot(wanted: pd.DataFrame, sums: pd.DataFrame, slots: list[int]) -> dict[int, pd.DataFrame]:
+    """Each slot's expected volumes from the wanted keys (`wanted_keys`) and their sums (total,
+    total2, top by wanted row; a key with no row traded zero in every session)."""
+    moments = wanted.join(sums).fillna({"total": 0, "total2": 0, "top": 0})
+    expected = summarise(moments)
+    rows = moments.groupby("slot").indices if len(moments) else {}
+    return {slot: expected.take(rows.get(slot, [])).reset_index(drop=True) for slot in slots}
 
 
 def _sessions_since(chosen: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:
@@ -248,11 +483,15 @@ def _sessions_since(chosen: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:
     )
 
 
-def session_slot_volumes(source, trade_date: dt.date) -> tuple[list[int], pd.DataFrame]:
-    """Every slot of one whole session and its volumes (`slot_volumes`), read from a data source."""
+def session_slot_volumes(
+    source, trade_date: dt.date, options: pd.DataFrame | None = None
+) -> tuple[list[int], pd.DataFrame]:
+    """Every slot of one whole session and its volumes (`slot_volumes`), read from a data source
+    (or from the session's option fills, when they are at hand already)."""
     row = cal.sessions(trade_date, trade_date).iloc[0]
-    trades = option_fills(source.trades(row.market_open, row.market_close))
-    return list(range(len(cal.session_windows(trade_date)))), slot_volumes(trades, row.market_open)
+    if options is None:
+        options = option_fills(source.trades(row.market_open, row.market_close))
+    return list(range(len(cal.session_windows(trade_date)))), slot_volumes(options, row.market_open)
 
 
 def record_session(store: BaselineStore, source, trade_date: dt.date) -> None:

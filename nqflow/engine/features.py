@@ -228,7 +228,11 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
         else:
             out["symbol"] = key_values
             out["expiry"] = grouped["expiry"].first() if level == "expiry" else ""
-            out["expiration"] = grouped["expiration"].first() if level == "expiry" else pd.NaT
+            out["expiration"] = (
+                grouped["expiration"].first()
+                if level == "expiry"
+                else pd.Series(pd.NaT, index=out.index, dtype=orders["expiration"].dtype)  # one dtype: no object concat
+            )
             out["days_to_expiry"] = grouped["days_to_expiry"].min() if level == "expiry" else np.nan
             out["expiry_key"] = key_values if level == "expiry" else ""
             out["strike"] = float("nan")

@@ -51,12 +51,13 @@ def expiry_level_key(fills: pd.DataFrame) -> pd.Series:
     dte = (
         fills["days_to_expiry"] if "days_to_expiry" in fills else days_to_expiry(fills["ts_event"], fills["expiration"])
     )
-    short = dte.to_numpy() <= SHORT_DATED_DAYS
-    return pd.Series(
-        np.where(short, dte.astype(str).to_numpy(dtype=object) + "DTE", root.astype(str).to_numpy(dtype=object)),
-        index=fills.index,
-        dtype=object,
-    )
+    dte_values = dte.to_numpy()
+    short = dte_values <= SHORT_DATED_DAYS
+    keys = root.astype(str).to_numpy(dtype=object)
+    if short.any():  # each distinct day count formatted once, not once per fill
+        codes, distinct = pd.factorize(dte_values[short])
+        keys[short] = (pd.Series(distinct).astype(str).to_numpy(dtype=object) + "DTE")[codes]
+    return pd.Series(keys, index=fills.index, dtype=object)
 
 
 def level_keys(fills: pd.DataFrame) -> dict[str, pd.Series]:

@@ -30,6 +30,7 @@ from nqflow.market.frames import (
     WindowData,
     classify_fills,
     load_window,
+    option_fills,
     window_from,
 )
 from nqflow.paths import REPO_ROOT, resolve  # noqa: F401  (re-exported for notebooks)
@@ -127,6 +128,8 @@ class SessionWindows:
     windows: list[WindowData]
     slots: list[int]
     keys: dict[int, pd.DataFrame]
+    #: the whole session's option fills (every product: what the baseline records), when loaded whole
+    option_fills: pd.DataFrame | None = None
 
     def expected(self, baseline: BaselineStore, max_sessions: int) -> list[pd.DataFrame]:
         """Each window's expected volume from `baseline` (one query for the session)."""
@@ -153,14 +156,16 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource, window
     if not bounds:
         return SessionWindows(trade_date, [], [], {})
     # Classified once for the session, then cut per window: the same frames `load_window` gives.
-    session_fills = classify_fills(source.trades(row.market_open, row.market_close), config.universe.products)
+    trades = source.trades(row.market_open, row.market_close)
+    session_fills = classify_fills(trades, config.universe.products)
     chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
     loaded = [
         window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs) for start, end in bounds
     ]
     slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
     keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))
-    return SessionWindows(trade_date, loaded, slots, keys)
+    whole = window_filter is None
+    return SessionWindows(trade_date, loaded, slots, keys, option_fills(trades) if whole else None)
 
 
 def run_session(

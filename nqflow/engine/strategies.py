@@ -195,7 +195,7 @@ def find_packages(
     boundaries = np.flatnonzero((np.diff(w_s) != 0) | (np.diff(t_s) != 0)) + 1
     starts = np.concatenate(([0], boundaries))
     ends = np.concatenate((boundaries, [len(order)]))
-    multi = np.array([i_s[a] != i_s[b - 1] for a, b in zip(starts, ends)], dtype=bool)
+    multi = i_s[starts] != i_s[ends - 1]  # two instruments at one instant
     spread_ts = set()
     if len(spreads):
         sw = spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads), dtype=np.int64)

@@ -9,7 +9,8 @@ backtest of the same range with other thresholds only re-reads the features:
 1. each session of the range is decoded once on a worker: its slot volumes go to the volume
    baseline and its market features (everything but the expected volumes) to Parquet; the
    ``baseline_sessions`` before the range only give slot volumes. The driver writes the
-   baseline into one SQLite file, so no task ever writes to it;
+   baseline, one Parquet file per session (`nqflow.engine.baseline.ParquetBaseline`), so no
+   task ever writes to it; a SQLite baseline named instead is copied into one once (`baseline_folder`);
 2. each session's task then adds the expected volumes from that file, stores the complete
    features and applies the thresholds.
 
@@ -36,7 +37,7 @@ import pandas as pd
 
 from nqflow.alerts import ALERT_FIELDS
 from nqflow.config import Config
-from nqflow.engine.baseline import BaselineStore, session_slot_volumes
+from nqflow.engine.baseline import SQLITE_SUFFIXES, BaselineStore, ParquetBaseline, session_slot_volumes
 from nqflow.engine.features import (
     WINDOW,
     Features,
@@ -55,6 +56,7 @@ from nqflow.market import hours as cal
 from nqflow.market.frames import session_bounds
 from nqflow.sources.replay import ReplaySource
 
+log = logging.getLogger(__name__)
 WindowFilter = Callable[[pd.Timestamp, pd.Timestamp], bool]
 WINDOW_COLUMNS = ["trade_date", "window_start", "window_end", "option_trades", "contracts", "premium_usd", "alerts"]
 
@@ -118,10 +120,11 @@ def session_market(
 ) -> tuple[list[int], pd.DataFrame]:
     """Decode one session once: store its market features, return its slot volumes for the baseline."""
     source = _source(data_dir)
-    features = market_features(load_session(config, trade_date, source).windows, config)
+    session = load_session(config, trade_date, source)
+    features = market_features(session.windows, config)
     features.params = {**params, "history": None}  # expected volumes not in yet
     write_features(features, root, trade_date)
-    return session_slot_volumes(source, trade_date)
+    return session_slot_volumes(source, trade_date, session.option_fills)
 
 
 def session_alerts(
@@ -136,14 +139,16 @@ def session_alerts(
     when the stored ones are missing or come from another history."""
     features = read_features(root, trade_date)
     if features.params.get("history") != history:
-        features = with_expected(features, expected_volumes(config, features, BaselineStore(baseline_path), trade_date))
+        features = with_expected(
+            features, expected_volumes(config, features, ParquetBaseline(baseline_path), trade_date)
+        )
         features.params = {**features.params, "history": history}
         write_features(features, root, trade_date, frames=("volumes",))  # the only frame that changed
     return alerts_of(features, config, trade_date, window_filter)
 
 
 def expected_volumes(
-    config: Config, features: Features, baseline: BaselineStore, trade_date: dt.date
+    config: Config, features: Features, baseline: BaselineStore | ParquetBaseline, trade_date: dt.date
 ) -> list[pd.DataFrame]:
     """Each window's expected volume for the (level, key) pairs it traded: what `nqflow.engine.monitor`
     asks the baseline for, from the features instead of the fills."""
@@ -162,6 +167,20 @@ def expected_volumes(
     ).drop_duplicates()
     by_slot = baseline.expected(trade_date, sorted(set(slots.tolist())), config.thresholds.baseline_sessions, keys)
     return [by_slot[slot] for slot in slots.tolist()]
+
+
+def baseline_folder(path: str | Path) -> Path:
+    """The Parquet baseline folder a backtest uses for `path`: the folder itself, or for a SQLite
+    baseline (``baseline.sqlite``) the folder beside it (``baseline.parquet/``), filled from the
+    SQLite file the first time; the SQLite file is never changed."""
+    path = Path(path)
+    if path.suffix not in SQLITE_SUFFIXES:
+        return path
+    folder = path.with_suffix(".parquet")
+    if path.exists() and not (folder / ParquetBaseline.SLOTS).exists():
+        log.info("copying the SQLite baseline %s into %s (once)", path, folder)
+        ParquetBaseline.from_sqlite(path, folder)
+    return folder
 
 
 def alerts_of(
@@ -303,9 +322,9 @@ def build_features(
         d for d in sessions if d not in stale and (stored_params(root, d) or {}).get("history") != wanted[d][1]
     ]
     with tempfile.TemporaryDirectory() as tmp, _client_or(client, workers, scheduler_address) as client:
-        baseline_file = str(baseline_path or Path(tmp) / "baseline.sqlite")
+        baseline_file = str(baseline_folder(baseline_path) if baseline_path else Path(tmp) / "baseline")
         if stale or missing_history:
-            store = BaselineStore(baseline_file)
+            store = ParquetBaseline(baseline_file)
             complete = store.complete_sessions()
             todo = [d for d in needed if str(d) not in complete and d not in stale]
             tasks = [client.submit(session_market, config, data_dir, root, d, wanted[d][0], pure=False) for d in stale]
@@ -314,9 +333,11 @@ def build_features(
 
             def record(key, value) -> None:  # while the workers go on with the other sessions
                 if str(days[key]) not in complete:
-                    store.record(days[key], *value)
+                    slots, volumes = value
+                    store.record(days[key], slots, volumes, flush=False)
 
             _gather(client, tasks, "features", progress, record)
+            store.flush()
         tasks = [
             client.submit(session_alerts, config, root, baseline_file, d, wanted[d][1], window_filter, pure=False)
             for d in sessions
