@@ -141,7 +141,8 @@ def test_the_columnar_store_gives_the_sqlite_numbers_in_every_slot(source, both_
     keys = keys[keys["level"] != "product"]
     _assert_same(_every_slot(stores["parquet"], session, keys), _every_slot(stores["sqlite"], session, keys))
     # read again from the folder by a new process's store: the index names what was written
-    _assert_same(_every_slot(ParquetBaseline(stores["parquet"].folder), session), _every_slot(stores["sqlite"], session))
+    reopened = ParquetBaseline(stores["parquet"].folder)
+    _assert_same(_every_slot(reopened, session), _every_slot(stores["sqlite"], session))
 
 
 def test_a_sqlite_baseline_is_copied_once_and_left_as_it_was(source, both_stores, tmp_path):
