@@ -342,3 +342,62 @@ def test_any_number_of_sessions_is_generated_deterministically(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "--sessions must be at least 2" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_front_future_rolls_and_options_list_on_their_own_quarterly(tmp_path):
+    """A range across the December 2026 roll: NQZ6 is the front until its roll date (10 December),
+    NQH7 from then, at its carry over NQZ6; NQZ6 delists after its 18 December expiry; every option
+    exercises into the quarterly CME names for its expiry; the engine's window future follows."""
+    from nqflow.market import hours as cal
+    from nqflow.market.contracts import roll_date, underlying_future
+    from nqflow.market.frames import future_fills, load_window
+    from nqflow.research.sample.generator import CARRY
+    from nqflow.sources.replay import ReplaySource
+
+    spec = SampleSpec(
+        first_trade_date=dt.date(2026, 12, 9),
+        n_sessions=9,
+        option_trades_per_session=4_000,
+        future_trades_per_session=2_000,
+        spreads_per_session=40,
+        quiet_sessions=(),
+        product_surges={},
+        zero_dte_surges={},
+        off_book={},
+        baseline_sessions=2,
+    )
+    source = ReplaySource(generate_sample_market(tmp_path / "roll", spec))
+    assert roll_date(dt.date(2026, 12, 18)) == dt.date(2026, 12, 10)
+    fronts, ratios = {}, []
+    for day in source.sessions_available():
+        row = cal.sessions(day, day).iloc[0]
+        futures = future_fills(source.trades(row.market_open, row.market_close))
+        by_volume = futures.groupby("symbol")["size"].sum()
+        fronts[day] = by_volume.idxmax()
+        assert by_volume.max() > 0.95 * by_volume.sum()  # one front; others only as package legs
+        # NQZ6 legs of covered packages beside NQH7 prints of the same minute: the carry apart
+        z, h = (futures[futures["symbol"] == s].set_index("ts_event")["price"] for s in ("NQZ6", "NQH7"))
+        if len(z) and len(h):
+            near = h.reindex(z.index, method="nearest")
+            close_in_time = np.abs(h.index[h.index.get_indexer(z.index, method="nearest")] - z.index) < pd.Timedelta(
+                "1min"
+            )
+            ratios += list((near / z)[close_in_time])
+        chain = source.chain(day)
+        listed = set(chain.loc[chain["instrument_class"] == "F", "symbol"])
+        assert ("NQZ6" in listed) == (day <= dt.date(2026, 12, 18)), day
+        options = chain[chain["put_call"].isin(["C", "P"])]
+        quarterly_am = options["symbol"].str.startswith("NQ")  # AM quarterlies exercise into their own quarter
+        want = [
+            underlying_future(expiry.tz_convert("America/Chicago").date(), bool(am))
+            for expiry, am in zip(options["expiration"], quarterly_am)
+        ]
+        assert (options["underlying"].to_numpy() == np.array(want)).all(), day
+    days = sorted(fronts)
+    assert [fronts[d] for d in days] == ["NQZ6"] + ["NQH7"] * (len(days) - 1)
+    assert len(ratios) >= 5 and abs(np.median(ratios) / CARRY["NQH7"] - 1) < 0.001
+    roll_day = cal.sessions(days[1], days[1]).iloc[0]
+    start = roll_day.market_open + pd.Timedelta(hours=15)
+    window = load_window(source, start, start + pd.Timedelta(minutes=15))
+    assert set(window.underlying["symbol"]) == {"NQH7"}

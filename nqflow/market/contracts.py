@@ -63,6 +63,13 @@ class OptionExpiry:
         return self.expiration.astimezone(CHICAGO).date()
 
 
+def roll_date(future_expiry: dt.date) -> dt.date:
+    """The day volume rolls out of an expiring quarterly NQ future into the next: CME's equity
+    index roll date, the Thursday eight days before the third-Friday expiry. From that trade
+    date on, the next quarter is the front (most traded) future."""
+    return future_expiry - dt.timedelta(days=8)
+
+
 def underlying_future(expiry: dt.date, am_quarterly: bool = False) -> str:
     """The quarterly NQ future an option expiring on `expiry` exercises into: the quarter month's
     future until it expires (08:30 CT on its third Friday; the AM quarterly option itself still

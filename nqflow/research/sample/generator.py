@@ -59,6 +59,7 @@ from nqflow.market.contracts import (
     month_code,
     option_raw_symbol,
     option_tick,
+    roll_date,
     round_to_tick,
     third_friday,
     years_between,
@@ -73,7 +74,8 @@ FIXED = 1_000_000_000  # DBN fixed-point prices: 1e-9 units
 #: 6: ``UD:2V:`` spread names and credits at negative prices, CME's 25/50-point quarterly grid,
 #: flags 0 on some days, worked orders and two-sided decoys, open interest that follows the
 #: trades (positions opened and closed, with ground truth), repeated statistics messages.
-GENERATOR_VERSION = 6
+#: 7: the front future rolls (NQZ6 to NQH7 on 10 December 2026, and on) and expired futures delist.
+GENERATOR_VERSION = 7
 #: Background orders stay below this premium so that only planted events cross $3M.
 BACKGROUND_MAX_PREMIUM_USD = 1_200_000.0
 #: Background spreads stay below this gross premium (sum over legs).
@@ -225,6 +227,10 @@ class Spread:
 
 def _ns(ts: pd.Timestamp | dt.datetime) -> int:
     return int(pd.Timestamp(ts).value)
+
+
+def _chicago_date(ns: int) -> dt.date:
+    return pd.Timestamp(ns, tz="UTC").tz_convert(CHICAGO).date()
 
 
 # --------------------------------------------------------------------------- universe
@@ -504,7 +510,6 @@ class _Generator:
         self.universe = build_universe(spec, self.schedule)
         self.options, self.futures = self.universe.options, self.universe.futures
         self.by_id: dict[int, Instrument] = {f.instrument_id: f for f in self.futures.values()}
-        self.front = self.futures["NQZ6"]
         self.level = spec.start_forward
         self.events: list[dict] = []
         self.next_spread_id = SPREAD_ID_BASE
@@ -553,6 +558,12 @@ class _Generator:
         path = self.level * np.exp(gap + np.cumsum(self.rng.normal(0.0, minute_sigma)))
         self.level = float(path[-1])
         return _Session(index, trade_date, open_ns, close_ns, path, _listed(self.options, open_ns, trade_date))
+
+    def front_on(self, trade_date: dt.date) -> Instrument:
+        """The front (most traded) future of a session: the nearest quarterly not yet past its
+        roll date (`nqflow.market.contracts.roll_date`): NQZ6 until 10 December 2026, then NQH7."""
+        live = [f for f in self.futures.values() if roll_date(_chicago_date(f.expiration_ns)) > trade_date]
+        return min(live, key=lambda f: f.expiration_ns)
 
     def _weights(self, sess: _Session, t_ns: int, listed: list[Instrument]) -> np.ndarray:
         """Where volume goes at instant t: by expiry (0DTE and 1DTE most), then by moneyness
@@ -617,10 +628,13 @@ class _Generator:
             sess.open_ns + fut_minutes * 60_000_000_000 + rng.integers(0, 60_000_000_000, fut_minutes.size)
         )
         fut_side = rng.choice(np.array(["B", "A"]), size=fut_ts.size)
-        fut_px = np.round(sess.forward_at(fut_ts) * 4 + np.where(fut_side == "B", 1, -1) * 0.5) / 4
+        front = self.front_on(sess.trade_date)
+        fut_px = (
+            np.round(sess.forward_at(fut_ts) * CARRY[front.raw_symbol] * 4 + np.where(fut_side == "B", 1, -1) * 0.5) / 4
+        )
         sess.add(
             fut_ts,
-            np.full(fut_ts.size, self.front.instrument_id),
+            np.full(fut_ts.size, front.instrument_id),
             fut_px,
             np.minimum(np.floor(rng.pareto(2.0, fut_ts.size) + 1), 50),
             fut_side,
@@ -1692,7 +1706,8 @@ class _Generator:
             symbols,
             (open_date, close_date),
         )
-        definitions = [_definition(o, sess.open_ns) for o in sess.listed + list(self.futures.values())]
+        listed_futures = [f for f in self.futures.values() if f.expiration_ns > sess.open_ns]  # expired ones delist
+        definitions = [_definition(o, sess.open_ns) for o in sess.listed + listed_futures]
         definitions += [record for s in sess.spreads for record in _spread_definitions(s, sess.open_ns)]
         _write_dbn(
             folder / f"{tag}.definition.dbn.zst",
