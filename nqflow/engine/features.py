@@ -84,18 +84,25 @@ def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataF
         )
     if "package_id" not in trades:
         trades = trades.assign(package_id=-1)
-    grouped = trades.groupby(keys, sort=False, observed=True)
-    orders = grouped.agg(
-        symbol=("symbol", "first"),
-        expiration=("expiration", "first"),
-        strike=("strike", "first"),
-        put_call=("put_call", "first"),
-        size=("size", "sum"),
-        premium_usd=("premium_usd", "sum"),
-        fills=("size", "size"),
-        multiplier=("multiplier", "first"),
-        package_id=("package_id", "max"),
-    ).reset_index()
+    # Grouped with NumPy on one integer per key tuple, in order of first appearance (pandas'
+    # groupby with sort=False): its named aggregations cost more than the sums themselves.
+    group = _by_codes(trades, tuple(keys))
+    first = np.unique(group, return_index=True)[1]
+    n = len(first)
+    size = trades["size"].to_numpy(dtype="int64")
+    package_max = np.full(n, np.iinfo("int64").min)
+    np.maximum.at(package_max, group, trades["package_id"].to_numpy(dtype="int64"))
+    orders = pd.DataFrame(
+        {
+            **{k: trades[k].array.take(first) for k in keys},
+            **{c: trades[c].array.take(first) for c in ("symbol", "expiration", "strike", "put_call")},
+            "size": np.bincount(group, weights=size, minlength=n).astype("int64"),
+            "premium_usd": np.bincount(group, weights=trades["premium_usd"].to_numpy(dtype=float), minlength=n),
+            "fills": np.bincount(group, minlength=n).astype("int64"),
+            "multiplier": trades["multiplier"].array.take(first),
+            "package_id": package_max,
+        }
+    )
     orders["vwap"] = orders["premium_usd"] / (orders["size"] * orders["multiplier"])
     orders["expiry"] = expiry_key(orders["symbol"])
     orders["days_to_expiry"] = days_to_expiry(orders["ts_event"], orders["expiration"]).astype("int64")
@@ -175,78 +182,89 @@ SIDE_COLUMNS = [
 def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per level and key (and `by` values): volume, premium, side totals and the largest order's
     share of the volume; ``instrument_id`` on instrument rows (-1 on the others). Rows come by
-    `by`, then level (instrument, expiry, product), then first trade."""
+    `by`, then level (instrument, expiry, product), then first trade.
+
+    Grouped with NumPy on integer group numbers (`_groups`): the live window path pays pandas'
+    per-groupby overhead on a few hundred orders, which was most of its time."""
     if orders.empty:
         return pd.DataFrame(columns=["level", *by, "key", "volume"])
-    base = pd.concat(
-        [
-            orders[
-                [
-                    *by,
-                    "instrument_id",
-                    "symbol",
-                    "expiry",
-                    "expiration",
-                    "strike",
-                    "put_call",
-                    "size",
-                    "premium_usd",
-                    "ts_event",
-                    "days_to_expiry",
-                ]
-            ],
-            side_columns(orders),
-        ],
-        axis=1,
-    )
+    sides = side_columns(orders)
+    size = orders["size"].to_numpy(dtype="int64")
+    ts_ns = orders["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    iid = orders["instrument_id"].to_numpy(dtype="int64")
+    dte = orders["days_to_expiry"].to_numpy()
     keys = level_keys(orders)
-    base["expiry_key"] = keys["expiry"]
+    by_codes = _by_codes(orders, by)
     frames = []
     for level, key in keys.items():
-        grouped = base.groupby([*(base[b] for b in by), key.rename("key")], sort=False)
-        sums = grouped[["size", "premium_usd", *SIDE_COLUMNS]].sum()
-        out = sums.rename(columns={"size": "volume"})
-        out["top_order_share"] = grouped["size"].max() / sums["size"].clip(lower=1)
-        out["instruments"] = 1 if level == "instrument" else grouped["instrument_id"].nunique()
-        out["first_ts"] = grouped["ts_event"].min()
-        key_values = out.index.get_level_values("key")
+        group, first, key_values = _groups(by_codes, key.to_numpy(dtype=object))
+        n = len(first)
+        volume = np.bincount(group, weights=size, minlength=n)
+        top = np.zeros(n, dtype="int64")
+        np.maximum.at(top, group, size)
+        first_ns = np.full(n, np.iinfo("int64").max)
+        np.minimum.at(first_ns, group, ts_ns)
+        out = {
+            "level": level,
+            **{b: orders[b].array.take(first) for b in by},
+            "key": key_values,
+            "volume": volume.astype("int64"),
+            "premium_usd": np.bincount(group, weights=orders["premium_usd"].to_numpy(dtype=float), minlength=n),
+            **{c: np.bincount(group, weights=sides[c].to_numpy(dtype=float), minlength=n) for c in SIDE_COLUMNS},
+            "top_order_share": top / np.maximum(volume, 1),
+        }
         if level == "instrument":
-            out = out.join(
-                grouped[
-                    [
-                        "symbol",
-                        "expiry",
-                        "expiration",
-                        "strike",
-                        "put_call",
-                        "days_to_expiry",
-                        "expiry_key",
-                        "instrument_id",
-                    ]
-                ].first()
-            )
+            out["instruments"] = np.ones(n, dtype="int64")
+        else:
+            span = int(iid.max()) + 1 if len(iid) else 1
+            pairs = np.unique(group * span + iid) // span  # one entry per (group, instrument)
+            out["instruments"] = np.bincount(pairs, minlength=n).astype("int64")
+        out["first_ts"] = pd.DatetimeIndex(first_ns.view("datetime64[ns]"), tz="UTC")
+        if level == "instrument":
+            for column in ("symbol", "expiry", "expiration", "strike", "put_call", "days_to_expiry"):
+                out[column] = orders[column].array.take(first)  # the column's own dtype
+            out["expiry_key"] = keys["expiry"].to_numpy(dtype=object)[first]
+            out["instrument_id"] = iid[first]
         else:
             out["symbol"] = key_values
-            out["expiry"] = grouped["expiry"].first() if level == "expiry" else ""
-            out["expiration"] = (
-                grouped["expiration"].first()
-                if level == "expiry"
-                else pd.Series(pd.NaT, index=out.index, dtype=orders["expiration"].dtype)  # one dtype: no object concat
-            )
-            out["days_to_expiry"] = grouped["days_to_expiry"].min() if level == "expiry" else np.nan
+            out["expiry"] = orders["expiry"].array.take(first) if level == "expiry" else ""
+            out["expiration"] = orders["expiration"].array.take(
+                first if level == "expiry" else np.full(n, -1), allow_fill=True
+            )  # NaT beyond the expiry level, in the column's own dtype
+            if level == "expiry":
+                shortest = np.full(n, np.inf)
+                np.minimum.at(shortest, group, dte.astype(float))
+                out["days_to_expiry"] = shortest
+            else:
+                out["days_to_expiry"] = np.full(n, np.nan)
             out["expiry_key"] = key_values if level == "expiry" else ""
-            out["strike"] = float("nan")
+            out["strike"] = np.full(n, np.nan)
             out["put_call"] = ""
-            out["instrument_id"] = -1
-        out = out.reset_index()
-        out.insert(0, "level", level)
-        frames.append(out)
+            out["instrument_id"] = np.full(n, -1, dtype="int64")
+        frames.append(pd.DataFrame(out))
     volumes = pd.concat(frames, ignore_index=True)
+    volumes["expiry"] = volumes["expiry"].astype(object)  # as the orders hold it
     if by:
         volumes = volumes.sort_values(list(by), kind="stable", ignore_index=True)
-    volumes["volume"] = volumes["volume"].astype("int64")
-    volumes["instrument_id"] = volumes["instrument_id"].astype("int64")
     return volumes
+
+
+def _by_codes(orders: pd.DataFrame, by: tuple[str, ...]) -> np.ndarray:
+    """One integer per row for its `by` values (0 everywhere without `by`)."""
+    codes = np.zeros(len(orders), dtype="int64")
+    for column in by:
+        column_codes, distinct = pd.factorize(orders[column].array)
+        codes, _ = pd.factorize(codes * max(len(distinct), 1) + column_codes)  # kept dense: no overflow
+    return codes.astype("int64")
+
+
+def _groups(by_codes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's group among its (by, key) pairs, numbered in order of first appearance (as a
+    pandas groupby with ``sort=False``), each group's first row and its key."""
+    key_codes, distinct = pd.factorize(keys)
+    group, _ = pd.factorize(by_codes * max(len(distinct), 1) + key_codes)
+    first = np.unique(group, return_index=True)[1]
+    return group, first, distinct[key_codes[first]]
 
 
 def instrument_ids(volumes: pd.DataFrame) -> list[list[int]]:

@@ -223,7 +223,17 @@ def find_packages(
     fut_symbol = futures["symbol"].astype(str).to_numpy() if len(futures) else np.empty(0, dtype=object)
     fut_claimed = np.zeros(len(futures), dtype=bool)
 
-    legs_by_spread = {sid: group for sid, group in legs.groupby("spread_id")} if len(legs) else {}
+    # Each traded spread's legs as {leg instrument: (sign, ratio)}, built for the spreads that printed only.
+    legs_by_spread: dict[int, dict[int, tuple[int, int]]] = {}
+    if len(legs) and len(spreads):
+        traded = legs[legs["spread_id"].isin(spreads["instrument_id"].unique())]
+        for sid, leg_id, sign, ratio in zip(
+            traded["spread_id"].tolist(),
+            traded["leg_instrument_id"].tolist(),
+            traded["leg_sign"].tolist(),
+            traded["leg_ratio"].tolist(),
+        ):
+            legs_by_spread.setdefault(int(sid), {})[int(leg_id)] = (int(sign), int(ratio))
     rows: list[dict] = []
 
     def add(
@@ -305,21 +315,28 @@ def find_packages(
         grouped = frame.groupby(["_window", "_ts", "instrument_id", "side"], sort=True).agg(
             quantity=("size", "sum"), price=("price", "first"), symbol=("symbol", "first")
         )
-        for (w, ts, sid, side), spread in grouped.iterrows():
+        grouped = grouped.reset_index()
+        for w, ts, sid, side, quantity, spread_price, spread_symbol in zip(
+            grouped["_window"].tolist(),
+            grouped["_ts"].tolist(),
+            grouped["instrument_id"].tolist(),
+            grouped["side"].tolist(),
+            grouped["quantity"].tolist(),
+            grouped["price"].tolist(),
+            grouped["symbol"].tolist(),
+        ):
             key = (int(w), int(ts))
             here = [r for r in by_instant.get(key, []) if not claimed[r]]
             futures_here = [r for r in fut_by_instant.get(key, []) if not fut_claimed[r]]
-            quantity = int(spread["quantity"])
-            definition = legs_by_spread.get(sid)
+            quantity = int(quantity)
+            definition = legs_by_spread.get(int(sid))
             if definition is not None:
-                sign_of = dict(zip(definition["leg_instrument_id"], definition["leg_sign"]))
-                ratio_of = dict(zip(definition["leg_instrument_id"], definition["leg_ratio"]))
-                option_rows = [r for r in here if opt_iid[r] in sign_of]
-                future_rows = [r for r in futures_here if fut_iid[r] in sign_of]
-                signs = [int(sign_of[opt_iid[r]]) for r in option_rows]
-                ratios = [int(ratio_of[opt_iid[r]]) for r in option_rows]
-                future_signs = [int(sign_of[fut_iid[r]]) for r in future_rows]
-                future_ratios = [int(ratio_of[fut_iid[r]]) for r in future_rows]
+                option_rows = [r for r in here if int(opt_iid[r]) in definition]
+                future_rows = [r for r in futures_here if int(fut_iid[r]) in definition]
+                signs = [definition[int(opt_iid[r])][0] for r in option_rows]
+                ratios = [definition[int(opt_iid[r])][1] for r in option_rows]
+                future_signs = [definition[int(fut_iid[r])][0] for r in future_rows]
+                future_ratios = [definition[int(fut_iid[r])][1] for r in future_rows]
                 source = "definition"
             else:
                 option_rows, future_rows = here, futures_here
@@ -327,7 +344,7 @@ def find_packages(
                 all_ratios, _ = _reduced(sizes)
                 prices = [float(opt_price[r]) for r in option_rows] + [float(fut_price[r]) for r in future_rows]
                 is_option = [True] * len(option_rows) + [False] * len(future_rows)
-                all_signs = infer_signs(prices, all_ratios, is_option, float(spread["price"]))
+                all_signs = infer_signs(prices, all_ratios, is_option, float(spread_price))
                 k = len(option_rows)
                 signs, ratios = all_signs[:k], all_ratios[:k]
                 future_signs, future_ratios = all_signs[k:], all_ratios[k:]
@@ -339,10 +356,10 @@ def find_packages(
             add(
                 key,
                 int(sid),
-                str(spread["symbol"]),
+                str(spread_symbol),
                 str(side),
                 quantity,
-                float(spread["price"]),
+                float(spread_price),
                 option_rows,
                 signs,
                 ratios,
@@ -377,7 +394,8 @@ def _deltas(packages: pd.DataFrame, underlying: pd.DataFrame, batched: bool) -> 
     flat = [
         (p, leg) for p, legs in zip(packages.index, packages["legs"]) for leg in legs if leg["put_call"] in ("C", "P")
     ]
-    ts = np.array([packages.at[p, "ts_event"] for p, _ in flat], dtype=np.int64)
+    package_ts = dict(zip(packages.index, packages["ts_event"].tolist()))
+    ts = np.array([package_ts[p] for p, _ in flat], dtype=np.int64)
     forward = _asof(times, prices, ts)
     futures_price = {
         p: leg["price"] for p, legs in zip(packages.index, packages["legs"]) for leg in legs if leg["put_call"] == "F"
