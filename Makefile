@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench quality lab sample clean-outputs venv
+.PHONY: demo test test-fast lint bench bench-year quality lab sample clean-outputs venv
 
 venv: $(STAMP)
 
@@ -45,6 +45,10 @@ bench: $(STAMP)
 	$(PY) bench/bench_backtest.py
 	$(PY) bench/bench_gex.py
 	$(PY) bench/bench_live.py
+
+# The year: a first-run backtest of 250 generated sessions (generated once into data/sample-250).
+bench-year: $(STAMP)
+	$(PY) bench/bench_backtest.py --year
 
 quality: $(STAMP)
 	$(PY) bench/detection_quality.py

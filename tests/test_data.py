@@ -160,3 +160,34 @@ def test_fills_without_a_definition_are_left_out_and_said(source):
     assert window.underlying["instrument_id"].nunique() == 1 and window.underlying["symbol"].iloc[0].startswith("NQ")
     note = next(n for n in window.notes if "without a definition" in n)
     assert f"{dropped:,} fills on 1 instrument(s)" in note and str(busiest) in note and "2026-10-30" in note
+
+
+def test_a_days_instrument_table_is_built_once_and_rebuilt_when_its_files_change(sample_dir, tmp_path):
+    """Every window's notebook is a new process: the chain and spread legs a process builds from a
+    day's definitions are kept beside the data and read back equal, dtype for dtype; a changed
+    definition file names a new table."""
+    import os
+
+    import pandas.testing as pdt
+
+    from nqflow.sources.replay import INSTRUMENTS_DIR
+
+    folder = tmp_path / "two-days"
+    folder.mkdir()
+    for path in sorted(sample_dir.glob("glbx-mdp3-2026102[67].*.dbn.zst")):
+        shutil.copy(path, folder / path.name)
+    day = dt.date(2026, 10, 27)
+    first = ReplaySource(folder)
+    built = first.chain(day), first.spread_legs(day)
+    tables = sorted((folder / INSTRUMENTS_DIR).iterdir())
+    assert len(tables) >= 1 and all((t / "chain.parquet").exists() for t in tables)
+    assert len(built[0]) > 10_000 and len(built[1]) > 100
+    again = ReplaySource(folder)
+    again._records = None  # a kept table is read, not built: decoding the definitions would fail here
+    pdt.assert_frame_equal(again.chain(day), built[0])
+    pdt.assert_frame_equal(again.spread_legs(day), built[1])
+    definition = folder / "glbx-mdp3-20261027.definition.dbn.zst"
+    os.utime(definition, ns=(definition.stat().st_atime_ns, definition.stat().st_mtime_ns + 10**9))
+    changed = ReplaySource(folder)
+    pdt.assert_frame_equal(changed.chain(day), built[0])
+    assert len(list((folder / INSTRUMENTS_DIR).iterdir())) == len(tables) + 1

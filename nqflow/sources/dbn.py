@@ -130,7 +130,8 @@ def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
             f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
             f"delete it and re-download or regenerate it"
         ) from None
-    return frame_from_records(records, DECODED_FIELDS.get(schema, {}))
+    # A file without records decodes to an empty array of shape (0, 1): flattened, it is a frame of no rows.
+    return frame_from_records(records.reshape(-1), DECODED_FIELDS.get(schema, {}))
 
 
 def frame_from_records(records: np.ndarray, fields: dict[str, str]) -> pd.DataFrame:

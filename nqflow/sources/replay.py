@@ -10,9 +10,11 @@ never decodes the whole folder. The Databento source writes its cache in this fo
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,6 +23,8 @@ import pandas as pd
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.frames import (
+    CHAIN_COLUMNS,
+    LEG_COLUMNS,
     OPEN_INTEREST_STAT_TYPE,
     TRADE_COLUMNS,
     chain_from_definitions,
@@ -39,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: What the folder scan learned of each file (see `ReplaySource._scan`).
 INDEX_NAME = ".nqflow-dbn-index.json"
+#: Instrument tables built from each day's definitions, kept beside the data (`ReplaySource._instrument_tables`).
+INSTRUMENTS_DIR = ".nqflow-instruments"
+#: The newest tables kept (a backtest walks forward; the live path wants today's and yesterday's).
+KEPT_INSTRUMENT_TABLES = 16
 
 
 class ReplaySource:
@@ -143,15 +151,54 @@ class ReplaySource:
         return self._chain_and_legs(start, end)[0]
 
     def _chain_and_legs(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-        key = tuple(f.path for f in self._overlapping("definition", start, end))
+        files = self._overlapping("definition", start, end)
+        key = tuple(f.path for f in files)
         if key in self._chains:
             self._chains.move_to_end(key)
             return self._chains[key]
-        definitions = self._records("definition", start, end)
-        self._chains[key] = (chain_from_definitions(definitions), legs_from_definitions(definitions))
+        tables = self._instrument_tables(files)
+        if tables is None:
+            definitions = self._records("definition", start, end)
+            tables = (chain_from_definitions(definitions), legs_from_definitions(definitions))
+            self._keep_instrument_tables(files, tables)
+        self._chains[key] = tables
         if len(self._chains) > self._chain_days:
             self._chains.popitem(last=False)
         return self._chains[key]
+
+    def _instrument_table_path(self, files: list[DbnFile]) -> Path:
+        """Where the instrument table (chain and spread legs) built from these definition files
+        is kept: named by their names, sizes and modification times, so a changed or added file
+        (the live stream's, a top-up) names another table."""
+        stamps = "|".join(sorted(f"{f.path.name}:{f.path.stat().st_size}:{f.path.stat().st_mtime_ns}" for f in files))
+        return self.folder / INSTRUMENTS_DIR / hashlib.sha256(stamps.encode()).hexdigest()[:20]
+
+    def _instrument_tables(self, files: list[DbnFile]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """The instrument table a process built before from these files (every window's notebook
+        is a new process), or None. Read back in the tidy frames' own dtypes."""
+        if not files:
+            return None
+        folder = self._instrument_table_path(files)
+        try:
+            chain = pd.read_parquet(folder / "chain.parquet").astype(CHAIN_COLUMNS)
+            legs = pd.read_parquet(folder / "legs.parquet").astype(LEG_COLUMNS)
+        except (OSError, ValueError):  # never written, half gone or unreadable: built again
+            return None
+        return chain, legs
+
+    def _keep_instrument_tables(self, files: list[DbnFile], tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        if not files:
+            return
+        folder = self._instrument_table_path(files)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, frame in (("legs", tables[1]), ("chain", tables[0])):  # chain last: read first
+                part = folder / f"{name}.parquet.{os.getpid()}.part"
+                frame.to_parquet(part, index=False)
+                part.replace(folder / f"{name}.parquet")
+        except OSError:  # an unwritable folder just goes without
+            return
+        _prune(folder.parent, KEPT_INSTRUMENT_TABLES)
 
     def _records(self, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         pairs = [(f, self._decoded(f)) for f in self._overlapping(schema, start, end)]
@@ -270,3 +317,13 @@ def _without_overlap(pairs: list[tuple[DbnFile, pd.DataFrame]]) -> list[tuple[Db
         kept.append((entry, frame))
         covered = entry.end if covered is None else max(covered, entry.end)
     return kept
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Remove all but the `keep` newest tables; another process pruning at once is no error."""
+    try:
+        tables = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    for old in tables[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
