@@ -164,6 +164,16 @@ class BaselineStore:
         max_sessions: int,
         keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
     ) -> dict[int, pd.DataFrame]:
+        """`expected_table` split by slot: each slot's EXPECTED_COLUMNS frame."""
+        return split_by_slot(self.expected_table(session, slots, max_sessions, keys), slots)
+
+    def expected_table(
+        self,
+        session: dt.date,
+        slots: list[int],
+        max_sessions: int,
+        keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
         """Expected volume (EXPECTED_COLUMNS) per slot of `session`, from up to `max_sessions`
         earlier sessions in which the slot was recorded (the module doc's definition).
 
@@ -207,7 +217,7 @@ class BaselineStore:
                 conn,
                 params=[day],
             ).set_index("row")
-        return expected_by_slot(wanted, sums, slots)
+        return expected_rows(wanted, sums)
 
 
 class ParquetBaseline:
@@ -282,6 +292,16 @@ class ParquetBaseline:
         max_sessions: int,
         keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
     ) -> dict[int, pd.DataFrame]:
+        """`expected_table` split by slot: each slot's EXPECTED_COLUMNS frame."""
+        return split_by_slot(self.expected_table(session, slots, max_sessions, keys), slots)
+
+    def expected_table(
+        self,
+        session: dt.date,
+        slots: list[int],
+        max_sessions: int,
+        keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
         """`BaselineStore.expected`, summed in memory over the chosen sessions' files."""
         day = str(session)
         recorded = self._slots[self._slots["session"] < day]
@@ -309,7 +329,7 @@ class ParquetBaseline:
                 .groupby("row")
                 .agg(total=("v", "sum"), total2=("v2", "sum"), top=("v", "max"))
             )
-        return expected_by_slot(wanted, sums, slots)
+        return expected_rows(wanted, sums)
 
     @classmethod
     def from_sqlite(cls, sqlite_path: str | Path, folder: str | Path) -> ParquetBaseline:
@@ -396,9 +416,21 @@ def _day_numbers(days: pd.Series) -> np.ndarray:
 
 
 def _read_or(path: Path, columns: dict[str, object]) -> pd.DataFrame:
-    if path.exists():
-        return pd.read_parquet(path).astype({c: (object if t is str else t) for c, t in columns.items()})
-    return pd.DataFrame({c: pd.Series(dtype=(object if t is str else t)) for c, t in columns.items()})
+    """An index file (read once per process while it is unchanged: every backtest task opens the
+    store), or an empty frame of its columns."""
+    dtypes = {c: (object if t is str else t) for c, t in columns.items()}
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+    stamp = (stat.st_size, stat.st_mtime_ns)
+    cached = _INDEX_FRAMES.get(path)
+    if cached is None or cached[0] != stamp:
+        cached = _INDEX_FRAMES[path] = (stamp, pd.read_parquet(path).astype(dtypes))
+    return cached[1]
+
+
+_INDEX_FRAMES: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = {}
 
 
 def _write_beside(frame: pd.DataFrame, path: Path) -> None:
@@ -460,13 +492,17 @@ def wanted_keys(
     return frame
 
 
-def expected_by_slot(wanted: pd.DataFrame, sums: pd.DataFrame, slots: list[int]) -> dict[int, pd.DataFrame]:
-    """Each slot's expected volumes from the wanted keys (`wanted_keys`) and their sums (total,
-    total2, top by wanted row; a key with no row traded zero in every session)."""
+def expected_rows(wanted: pd.DataFrame, sums: pd.DataFrame) -> pd.DataFrame:
+    """The expected volumes (``slot`` and EXPECTED_COLUMNS) from the wanted keys (`wanted_keys`)
+    and their sums (total, total2, top by wanted row; a key with no row traded zero in every session)."""
     moments = wanted.join(sums).fillna({"total": 0, "total2": 0, "top": 0})
-    expected = summarise(moments)
-    rows = moments.groupby("slot").indices if len(moments) else {}
-    return {slot: expected.take(rows.get(slot, [])).reset_index(drop=True) for slot in slots}
+    return summarise(moments).assign(slot=moments["slot"].to_numpy(dtype="int64"))
+
+
+def split_by_slot(table: pd.DataFrame, slots: list[int]) -> dict[int, pd.DataFrame]:
+    """One EXPECTED_COLUMNS frame per slot of an `expected_table`."""
+    rows = table.groupby("slot").indices if len(table) else {}
+    return {slot: table.take(rows.get(slot, []))[EXPECTED_COLUMNS].reset_index(drop=True) for slot in slots}
 
 
 def _sessions_since(chosen: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:

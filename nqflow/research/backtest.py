@@ -50,6 +50,7 @@ from nqflow.engine.features import (
     with_expected,
     write_features,
 )
+from nqflow.engine.levels import EXPECTED_COLUMNS
 from nqflow.engine.monitor import load_session
 from nqflow.errors import UsageError
 from nqflow.market import hours as cal
@@ -149,13 +150,16 @@ def session_alerts(
 
 def expected_volumes(
     config: Config, features: Features, baseline: BaselineStore | ParquetBaseline, trade_date: dt.date
-) -> list[pd.DataFrame]:
-    """Each window's expected volume for the (level, key) pairs it traded: what `nqflow.engine.monitor`
-    asks the baseline for, from the features instead of the fills."""
+) -> pd.DataFrame:
+    """Each window's expected volume for the (level, key) pairs it traded (one frame, ``window``
+    and EXPECTED_COLUMNS): what `nqflow.engine.monitor` asks the baseline for, from the features
+    instead of the fills."""
     market_open = cal.sessions(trade_date, trade_date).iloc[0].market_open
     slots = np.array([cal.slot_of(start, market_open) for start in features.windows["window_start"]], dtype="int64")
     if not len(slots):
-        return []
+        return pd.DataFrame(
+            {WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}}
+        )
     volumes = features.volumes
     wanted = volumes[volumes["level"].isin(["instrument", "expiry"]).to_numpy()]
     keys = pd.DataFrame(
@@ -165,8 +169,9 @@ def expected_volumes(
             "key": wanted["key"].to_numpy(dtype=object),
         }
     ).drop_duplicates()
-    by_slot = baseline.expected(trade_date, sorted(set(slots.tolist())), config.thresholds.baseline_sessions, keys)
-    return [by_slot[slot] for slot in slots.tolist()]
+    table = baseline.expected_table(trade_date, sorted(set(slots.tolist())), config.thresholds.baseline_sessions, keys)
+    windows = pd.DataFrame({WINDOW: np.arange(len(slots), dtype="int64"), "slot": slots})
+    return windows.merge(table, on="slot").drop(columns="slot")
 
 
 def baseline_folder(path: str | Path) -> Path:
