@@ -247,7 +247,7 @@ class ParquetBaseline:
         day = str(session)
         volumes = volumes[volumes["slot"].isin(slots)]
         path = self._session_path(day)
-        kept = _session_frame(path)
+        kept = pd.read_parquet(path).astype({"level": object, "key": object}) if path.exists() else None
         kept = kept[~kept["slot"].isin(slots)] if kept is not None else None
         frame = pd.DataFrame(
             {
@@ -313,9 +313,9 @@ class ParquetBaseline:
             history = [self._recorded(d) for d in days]
             # Joined on one integer per (level, key, slot): a merge on two text columns over
             # 20 sessions' rows costs ten times more.
-            joint = np.concatenate([h.attrs["joint"] for h in history])
-            day_number = np.repeat([_day_number(d) for d in days], [len(h) for h in history])
-            volume = np.concatenate([h["volume"].to_numpy(dtype=float) for h in history])
+            joint = np.concatenate([h[0] for h in history])
+            day_number = np.repeat([_day_number(d) for d in days], [len(h[0]) for h in history])
+            volume = np.concatenate([h[1] for h in history])
             wanted_joint = _joint(wanted["level"], wanted["key"], wanted["slot"])
             joined = pd.DataFrame({"joint": joint, "day": day_number, "v": volume}).merge(
                 pd.DataFrame(
@@ -351,8 +351,8 @@ class ParquetBaseline:
     def _session_path(self, day: str) -> Path:
         return self.folder / f"session={day}.parquet"
 
-    def _recorded(self, day: str) -> pd.DataFrame:
-        frame = _session_frame(self._session_path(day))
+    def _recorded(self, day: str) -> tuple[np.ndarray, np.ndarray]:
+        frame = _session_history(self._session_path(day))
         if frame is None:
             raise DataError(
                 f"the baseline folder {self.folder} lists session {day} but its file is gone; "
@@ -361,13 +361,14 @@ class ParquetBaseline:
         return frame
 
 
-#: Session files read in this process, by path: a backtest worker reads each one for the 20
-#: sessions after it. Keyed with the file's stamp, so a rewritten file is read again.
-_SESSION_FRAMES: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = {}
-_SESSION_FRAMES_KEPT = 64
+#: Session files read in this process, by path, as (joint key, volume) arrays: a backtest worker
+#: reads each one for the 20 sessions after it. Keyed with the file's stamp, so a rewritten file
+#: is read again; the text keys are not kept (they were most of a worker's memory).
+_SESSION_FRAMES: dict[Path, tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = {}
+_SESSION_FRAMES_KEPT = 32
 
 
-def _session_frame(path: Path) -> pd.DataFrame | None:
+def _session_history(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -377,12 +378,11 @@ def _session_frame(path: Path) -> pd.DataFrame | None:
     if cached is not None and cached[0] == stamp:
         return cached[1]
     frame = pd.read_parquet(path)
-    frame = frame.astype({"level": object, "key": object})  # plain strings, as the wanted keys are
-    frame.attrs["joint"] = _joint(frame["level"], frame["key"], frame["slot"])
+    history = (_joint(frame["level"], frame["key"], frame["slot"]), frame["volume"].to_numpy(dtype=float))
     if len(_SESSION_FRAMES) >= _SESSION_FRAMES_KEPT:
         _SESSION_FRAMES.pop(next(iter(_SESSION_FRAMES)))
-    _SESSION_FRAMES[path] = (stamp, frame)
-    return frame
+    _SESSION_FRAMES[path] = (stamp, history)
+    return history
 
 
 #: A number for each (level, key) this process has met, so keys join as integers.
