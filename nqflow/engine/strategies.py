@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,6 +157,157 @@ def _asof(times: np.ndarray, prices: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return prices[position]
 
 
+@dataclass(frozen=True)
+class _OptionPrints:
+    """A batch's option fills as arrays, read once for the package search."""
+
+    window: np.ndarray
+    ts: np.ndarray
+    iid: np.ndarray
+    size: np.ndarray
+    price: np.ndarray
+    side: np.ndarray
+    put_call: np.ndarray
+    strike: np.ndarray
+    expiration: np.ndarray
+    multiplier: np.ndarray
+    symbol: np.ndarray
+
+    @classmethod
+    def of(cls, options: pd.DataFrame, window: pd.Series | None) -> _OptionPrints:
+        n = len(options)
+        return cls(
+            (window.to_numpy() if window is not None else np.zeros(n, dtype=np.int64)).astype(np.int64),
+            options["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64),
+            options["instrument_id"].to_numpy(dtype=np.int64),
+            options["size"].to_numpy(dtype=np.int64),
+            options["price"].to_numpy(dtype=float),
+            options["side"].astype(str).to_numpy(),
+            options["put_call"].astype(str).to_numpy(),
+            options["strike"].to_numpy(dtype=float),
+            options["expiration"].to_numpy(dtype="datetime64[ns]").astype(np.int64),
+            options["multiplier"].to_numpy(dtype=float),
+            options["symbol"].astype(str).to_numpy(),
+        )
+
+
+@dataclass(frozen=True)
+class _FuturePrints:
+    """A batch's futures fills as arrays; `claimed` marks the ones a package took as its leg."""
+
+    iid: np.ndarray
+    price: np.ndarray
+    size: np.ndarray
+    symbol: np.ndarray
+    claimed: np.ndarray
+
+    @classmethod
+    def of(cls, futures: pd.DataFrame) -> _FuturePrints:
+        if not len(futures):
+            empty_int = np.empty(0, np.int64)
+            return cls(empty_int, np.empty(0), empty_int, np.empty(0, dtype=object), np.zeros(0, dtype=bool))
+        return cls(
+            futures["instrument_id"].to_numpy(dtype=np.int64),
+            futures["price"].to_numpy(dtype=float),
+            futures["size"].to_numpy(dtype=np.int64),
+            futures["symbol"].astype(str).to_numpy(),
+            np.zeros(len(futures), dtype=bool),
+        )
+
+
+@dataclass(frozen=True)
+class _PackageLegs:
+    """Which prints one package is made of, each with its sign when the package is bought and its ratio."""
+
+    option_rows: list[int]
+    signs: list[int]
+    ratios: list[int]
+    future_rows: list[int] = field(default_factory=list)
+    future_signs: list[int] = field(default_factory=list)
+    future_ratios: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _PackageOrder:
+    """What one package's order is: where and when it printed, its spread instrument (-1: none)
+    and how it was read (``definition``, ``prints`` or ``no spread instrument``)."""
+
+    key: tuple[int, int]  # (window, ts_event ns)
+    spread_id: int
+    spread_symbol: str
+    side: str
+    quantity: int
+    spread_price: float
+    source: str
+
+
+class _Packages:
+    """The packages found so far, and the package id of every option fill (-1: none)."""
+
+    def __init__(self, options: _OptionPrints, futures: _FuturePrints):
+        self.options, self.futures = options, futures
+        self.rows: list[dict] = []
+        self.package_of = np.full(len(options.iid), -1, dtype=np.int64)
+
+    def add(self, order: _PackageOrder, legs: _PackageLegs) -> None:
+        o, f = self.options, self.futures
+        package_id = len(self.rows)
+        self.package_of[legs.option_rows] = package_id
+        leg_list: list[dict[str, Any]] = [
+            {
+                "instrument_id": int(o.iid[r]),
+                "symbol": str(o.symbol[r]),
+                "put_call": str(o.put_call[r]),
+                "strike": float(o.strike[r]),
+                "expiration": int(o.expiration[r]),
+                "ratio": int(ratio),
+                "sign": int(sign),
+                "size": int(o.size[r]),
+                "price": float(o.price[r]),
+                "premium_usd": float(o.price[r] * o.size[r] * o.multiplier[r]),
+            }
+            for r, sign, ratio in zip(legs.option_rows, legs.signs, legs.ratios)
+        ]
+        leg_list += [
+            {
+                "instrument_id": int(f.iid[r]),
+                "symbol": str(f.symbol[r]),
+                "put_call": "F",
+                "strike": float("nan"),
+                "expiration": 0,
+                "ratio": int(ratio),
+                "sign": int(sign),
+                "size": int(f.size[r]),
+                "price": float(f.price[r]),
+                "premium_usd": 0.0,
+            }
+            for r, sign, ratio in zip(legs.future_rows, legs.future_signs, legs.future_ratios)
+        ]
+        nearest = min(legs.option_rows, key=lambda r: o.expiration[r])
+        self.rows.append(
+            {
+                "window": order.key[0],
+                "package_id": package_id,
+                "ts_event": order.key[1],
+                "spread_id": order.spread_id,
+                "spread_symbol": order.spread_symbol,
+                "side": order.side,
+                "quantity": int(order.quantity),
+                "spread_price": order.spread_price,
+                "strategy": name_strategy(leg_list),
+                "source": order.source,
+                "legs": leg_list,
+                "leg_instrument_ids": [leg["instrument_id"] for leg in leg_list],
+                "option_leg_ids": sorted({int(o.iid[r]) for r in legs.option_rows}),
+                "gross_premium_usd": sum(leg["premium_usd"] for leg in leg_list),
+                "net_premium_usd": sum(leg["sign"] * leg["premium_usd"] for leg in leg_list),
+                "expiration": int(o.expiration[nearest]),
+                "expiry": o.symbol[nearest].split(" ", 1)[0],
+                "put_call": "".join(sorted({str(o.put_call[r]) for r in legs.option_rows})),
+            }
+        )
+
+
 def find_packages(
     options: pd.DataFrame,
     futures: pd.DataFrame,
@@ -171,220 +324,183 @@ def find_packages(
     leg definitions (`nqflow.market.frames.legs_from_definitions`); `underlying`: the front future's
     fills, for implied volatilities. In a batch, `window`, `spread_window` and
     `futures_window` give each fill's window: packages never cross windows.
-    """
-    n = len(options)
-    package_of = np.full(n, -1, dtype=np.int64)
-    if n == 0:
-        return pd.DataFrame(columns=PACKAGE_COLUMNS), package_of
-    opt_window = (window.to_numpy() if window is not None else np.zeros(n, dtype=np.int64)).astype(np.int64)
-    opt_ts = options["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    opt_iid = options["instrument_id"].to_numpy(dtype=np.int64)
-    opt_size = options["size"].to_numpy(dtype=np.int64)
-    opt_price = options["price"].to_numpy(dtype=float)
-    opt_side = options["side"].astype(str).to_numpy()
-    opt_pc = options["put_call"].astype(str).to_numpy()
-    opt_strike = options["strike"].to_numpy(dtype=float)
-    opt_exp = options["expiration"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    opt_mult = options["multiplier"].to_numpy(dtype=float)
-    opt_symbol = options["symbol"].astype(str).to_numpy()
 
-    # Instants that can hold a package: a spread printed there, or two option instruments did.
+    In two steps: 1. each print on a spread instrument is one package, its legs the option (and
+    futures) prints of its instant, signed by the spread's definition or, without one, read from
+    the prints (`_from_spread_prints`); 2. several option instruments printing at one instant
+    with no spread print are a package without a spread instrument (`_from_coincident_prints`).
+    """
+    if len(options) == 0:
+        return pd.DataFrame(columns=PACKAGE_COLUMNS), np.full(0, -1, dtype=np.int64)
+    opts, futs = _OptionPrints.of(options, window), _FuturePrints.of(futures)
+    spread_ts = _spread_instants(spreads, spread_window)
+    found = _Packages(opts, futs)
+    claimed = np.zeros(len(options), dtype=bool)
+    by_instant = _option_instants(opts, spread_ts)
+    if len(spreads):
+        _from_spread_prints(
+            found, spreads, spread_window, _legs_by_spread(legs, spreads), by_instant,
+            _futures_by_instant(futures, futures_window, spread_ts), claimed,
+        )  # fmt: skip
+    _from_coincident_prints(found, by_instant, claimed)
+    if not found.rows:
+        return pd.DataFrame(columns=PACKAGE_COLUMNS), found.package_of
+    packages = pd.DataFrame(found.rows)
+    _deltas(packages, underlying, window is not None)
+    return packages[PACKAGE_COLUMNS], found.package_of
+
+
+def _spread_instants(spreads: pd.DataFrame, spread_window: pd.Series | None) -> set[tuple[int, int]]:
+    """(window, ts_event) of every spread print."""
+    if not len(spreads):
+        return set()
+    sw = spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads), dtype=np.int64)
+    return set(
+        zip(
+            sw.astype(np.int64).tolist(),
+            spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist(),
+        )
+    )
+
+
+def _option_instants(opts: _OptionPrints, spread_ts: set[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    """The option rows of each instant that can hold a package: a spread printed there, or two
+    option instruments did."""
     by_instant: dict[tuple[int, int], list[int]] = {}
-    order = np.lexsort((opt_iid, opt_ts, opt_window))
-    w_s, t_s, i_s = opt_window[order], opt_ts[order], opt_iid[order]
+    order = np.lexsort((opts.iid, opts.ts, opts.window))
+    w_s, t_s, i_s = opts.window[order], opts.ts[order], opts.iid[order]
     boundaries = np.flatnonzero((np.diff(w_s) != 0) | (np.diff(t_s) != 0)) + 1
     starts = np.concatenate(([0], boundaries))
     ends = np.concatenate((boundaries, [len(order)]))
     multi = i_s[starts] != i_s[ends - 1]  # two instruments at one instant
-    spread_ts = set()
-    if len(spreads):
-        sw = spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads), dtype=np.int64)
-        spread_ts = set(
-            zip(
-                sw.astype(np.int64).tolist(),
-                spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist(),
-            )
-        )
     for a, b, is_multi in zip(starts, ends, multi):
         key = (int(w_s[a]), int(t_s[a]))
         if is_multi or key in spread_ts:
             by_instant[key] = order[a:b].tolist()
+    return by_instant
 
-    fut_by_instant: dict[tuple[int, int], list[int]] = {}
-    if len(futures):
-        fw = (futures_window.to_numpy() if futures_window is not None else np.zeros(len(futures))).astype(np.int64)
-        fts = futures["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        for row, key in enumerate(zip(fw.tolist(), fts.tolist())):
-            if key in spread_ts:
-                fut_by_instant.setdefault(key, []).append(row)
-    fut_iid = futures["instrument_id"].to_numpy(dtype=np.int64) if len(futures) else np.empty(0, np.int64)
-    fut_price = futures["price"].to_numpy(dtype=float) if len(futures) else np.empty(0)
-    fut_size = futures["size"].to_numpy(dtype=np.int64) if len(futures) else np.empty(0, np.int64)
-    fut_symbol = futures["symbol"].astype(str).to_numpy() if len(futures) else np.empty(0, dtype=object)
-    fut_claimed = np.zeros(len(futures), dtype=bool)
 
-    # Each traded spread's legs as {leg instrument: (sign, ratio)}, built for the spreads that printed only.
+def _futures_by_instant(
+    futures: pd.DataFrame, futures_window: pd.Series | None, spread_ts: set[tuple[int, int]]
+) -> dict[tuple[int, int], list[int]]:
+    """The futures rows printed at each spread print's instant (a covered package's future leg)."""
+    by_instant: dict[tuple[int, int], list[int]] = {}
+    if not len(futures):
+        return by_instant
+    fw = (futures_window.to_numpy() if futures_window is not None else np.zeros(len(futures))).astype(np.int64)
+    fts = futures["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    for row, key in enumerate(zip(fw.tolist(), fts.tolist())):
+        if key in spread_ts:
+            by_instant.setdefault(key, []).append(row)
+    return by_instant
+
+
+def _legs_by_spread(legs: pd.DataFrame, spreads: pd.DataFrame) -> dict[int, dict[int, tuple[int, int]]]:
+    """Each traded spread's legs as {leg instrument: (sign, ratio)}, for the spreads that printed only."""
     legs_by_spread: dict[int, dict[int, tuple[int, int]]] = {}
-    if len(legs) and len(spreads):
-        traded = legs[legs["spread_id"].isin(spreads["instrument_id"].unique())]
-        for sid, leg_id, sign, ratio in zip(
-            traded["spread_id"].tolist(),
-            traded["leg_instrument_id"].tolist(),
-            traded["leg_sign"].tolist(),
-            traded["leg_ratio"].tolist(),
-        ):
-            legs_by_spread.setdefault(int(sid), {})[int(leg_id)] = (int(sign), int(ratio))
-    rows: list[dict] = []
-
-    def add(
-        key,
-        spread_id,
-        spread_symbol,
-        side,
-        quantity,
-        spread_price,
-        option_rows,
-        signs,
-        ratios,
-        future_rows,
-        future_signs,
-        future_ratios,
-        source,
+    if not len(legs) or not len(spreads):
+        return legs_by_spread
+    traded = legs[legs["spread_id"].isin(spreads["instrument_id"].unique())]
+    for sid, leg_id, sign, ratio in zip(
+        traded["spread_id"].tolist(),
+        traded["leg_instrument_id"].tolist(),
+        traded["leg_sign"].tolist(),
+        traded["leg_ratio"].tolist(),
     ):
-        package_id = len(rows)
-        package_of[option_rows] = package_id
-        leg_list = [
-            {
-                "instrument_id": int(opt_iid[r]),
-                "symbol": str(opt_symbol[r]),
-                "put_call": str(opt_pc[r]),
-                "strike": float(opt_strike[r]),
-                "expiration": int(opt_exp[r]),
-                "ratio": int(ratio),
-                "sign": int(sign),
-                "size": int(opt_size[r]),
-                "price": float(opt_price[r]),
-                "premium_usd": float(opt_price[r] * opt_size[r] * opt_mult[r]),
-            }
-            for r, sign, ratio in zip(option_rows, signs, ratios)
-        ]
-        leg_list += [
-            {
-                "instrument_id": int(fut_iid[r]),
-                "symbol": str(fut_symbol[r]),
-                "put_call": "F",
-                "strike": float("nan"),
-                "expiration": 0,
-                "ratio": int(ratio),
-                "sign": int(sign),
-                "size": int(fut_size[r]),
-                "price": float(fut_price[r]),
-                "premium_usd": 0.0,
-            }
-            for r, sign, ratio in zip(future_rows, future_signs, future_ratios)
-        ]
-        nearest = min(option_rows, key=lambda r: opt_exp[r])
-        rows.append(
-            {
-                "window": key[0],
-                "package_id": package_id,
-                "ts_event": key[1],
-                "spread_id": spread_id,
-                "spread_symbol": spread_symbol,
-                "side": side,
-                "quantity": int(quantity),
-                "spread_price": spread_price,
-                "strategy": name_strategy(leg_list),
-                "source": source,
-                "legs": leg_list,
-                "leg_instrument_ids": [leg["instrument_id"] for leg in leg_list],
-                "option_leg_ids": sorted({int(opt_iid[r]) for r in option_rows}),
-                "gross_premium_usd": sum(leg["premium_usd"] for leg in leg_list),
-                "net_premium_usd": sum(leg["sign"] * leg["premium_usd"] for leg in leg_list),
-                "expiration": int(opt_exp[nearest]),
-                "expiry": opt_symbol[nearest].split(" ", 1)[0],
-                "put_call": "".join(sorted({str(opt_pc[r]) for r in option_rows})),
-            }
-        )
+        legs_by_spread.setdefault(int(sid), {})[int(leg_id)] = (int(sign), int(ratio))
+    return legs_by_spread
 
-    claimed = np.zeros(n, dtype=bool)
-    # 1. Prints on spread instruments: one order per spread, instant and side.
-    if len(spreads):
-        sw = (spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads))).astype(np.int64)
-        frame = spreads.assign(_window=sw, _ts=spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-        grouped = frame.groupby(["_window", "_ts", "instrument_id", "side"], sort=True).agg(
-            quantity=("size", "sum"), price=("price", "first"), symbol=("symbol", "first")
-        )
-        grouped = grouped.reset_index()
-        for w, ts, sid, side, quantity, spread_price, spread_symbol in zip(
-            grouped["_window"].tolist(),
-            grouped["_ts"].tolist(),
-            grouped["instrument_id"].tolist(),
-            grouped["side"].tolist(),
-            grouped["quantity"].tolist(),
-            grouped["price"].tolist(),
-            grouped["symbol"].tolist(),
-        ):
-            key = (int(w), int(ts))
-            here = [r for r in by_instant.get(key, []) if not claimed[r]]
-            futures_here = [r for r in fut_by_instant.get(key, []) if not fut_claimed[r]]
-            quantity = int(quantity)
-            definition = legs_by_spread.get(int(sid))
-            if definition is not None:
-                option_rows = [r for r in here if int(opt_iid[r]) in definition]
-                future_rows = [r for r in futures_here if int(fut_iid[r]) in definition]
-                signs = [definition[int(opt_iid[r])][0] for r in option_rows]
-                ratios = [definition[int(opt_iid[r])][1] for r in option_rows]
-                future_signs = [definition[int(fut_iid[r])][0] for r in future_rows]
-                future_ratios = [definition[int(fut_iid[r])][1] for r in future_rows]
-                source = "definition"
-            else:
-                option_rows, future_rows = here, futures_here
-                sizes = [int(opt_size[r]) for r in option_rows] + [int(fut_size[r]) for r in future_rows]
-                all_ratios, _ = _reduced(sizes)
-                prices = [float(opt_price[r]) for r in option_rows] + [float(fut_price[r]) for r in future_rows]
-                is_option = [True] * len(option_rows) + [False] * len(future_rows)
-                all_signs = infer_signs(prices, all_ratios, is_option, float(spread_price))
-                k = len(option_rows)
-                signs, ratios = all_signs[:k], all_ratios[:k]
-                future_signs, future_ratios = all_signs[k:], all_ratios[k:]
-                source = "prints"
-            if not option_rows:
-                continue
-            claimed[option_rows] = True
-            fut_claimed[future_rows] = True
-            add(
-                key,
-                int(sid),
-                str(spread_symbol),
-                str(side),
-                quantity,
-                float(spread_price),
+
+def _from_spread_prints(
+    found: _Packages,
+    spreads: pd.DataFrame,
+    spread_window: pd.Series | None,
+    legs_by_spread: dict[int, dict[int, tuple[int, int]]],
+    by_instant: dict[tuple[int, int], list[int]],
+    futures_by_instant: dict[tuple[int, int], list[int]],
+    claimed: np.ndarray,
+) -> None:
+    """Step 1: prints on spread instruments, one order per spread, instant and side."""
+    opts, futs = found.options, found.futures
+    sw = (spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads))).astype(np.int64)
+    frame = spreads.assign(_window=sw, _ts=spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    grouped = (
+        frame.groupby(["_window", "_ts", "instrument_id", "side"], sort=True)
+        .agg(quantity=("size", "sum"), price=("price", "first"), symbol=("symbol", "first"))
+        .reset_index()
+    )
+    for w, ts, sid, side, quantity, spread_price, spread_symbol in zip(
+        grouped["_window"].tolist(),
+        grouped["_ts"].tolist(),
+        grouped["instrument_id"].tolist(),
+        grouped["side"].tolist(),
+        grouped["quantity"].tolist(),
+        grouped["price"].tolist(),
+        grouped["symbol"].tolist(),
+    ):
+        key = (int(w), int(ts))
+        here = [r for r in by_instant.get(key, []) if not claimed[r]]
+        futures_here = [r for r in futures_by_instant.get(key, []) if not futs.claimed[r]]
+        definition = legs_by_spread.get(int(sid))
+        if definition is not None:
+            option_rows = [r for r in here if int(opts.iid[r]) in definition]
+            future_rows = [r for r in futures_here if int(futs.iid[r]) in definition]
+            package = _PackageLegs(
                 option_rows,
-                signs,
-                ratios,
+                [definition[int(opts.iid[r])][0] for r in option_rows],
+                [definition[int(opts.iid[r])][1] for r in option_rows],
                 future_rows,
-                future_signs,
-                future_ratios,
-                source,
+                [definition[int(futs.iid[r])][0] for r in future_rows],
+                [definition[int(futs.iid[r])][1] for r in future_rows],
             )
-    # 2. Several option instruments at one instant with no spread print: a package without a spread instrument.
+            source = "definition"
+        else:
+            package = _legs_from_prints(opts, futs, here, futures_here, float(spread_price))
+            source = "prints"
+        if not package.option_rows:
+            continue
+        claimed[package.option_rows] = True
+        futs.claimed[package.future_rows] = True
+        order = _PackageOrder(
+            key, int(sid), str(spread_symbol), str(side), int(quantity), float(spread_price), source
+        )  # fmt: skip
+        found.add(order, package)
+
+
+def _legs_from_prints(
+    opts: _OptionPrints, futs: _FuturePrints, option_rows: list[int], future_rows: list[int], spread_price: float
+) -> _PackageLegs:
+    """A spread print without a leg definition: its legs are the prints of its instant, ratios
+    reduced from their sizes and signs inferred so the legs' prices net to the spread's."""
+    sizes = [int(opts.size[r]) for r in option_rows] + [int(futs.size[r]) for r in future_rows]
+    all_ratios, _ = _reduced(sizes)
+    prices = [float(opts.price[r]) for r in option_rows] + [float(futs.price[r]) for r in future_rows]
+    is_option = [True] * len(option_rows) + [False] * len(future_rows)
+    all_signs = infer_signs(prices, all_ratios, is_option, spread_price)
+    k = len(option_rows)
+    return _PackageLegs(option_rows, all_signs[:k], all_ratios[:k], future_rows, all_signs[k:], all_ratios[k:])
+
+
+def _from_coincident_prints(
+    found: _Packages, by_instant: dict[tuple[int, int], list[int]], claimed: np.ndarray
+) -> None:
+    """Step 2: several option instruments at one instant with no spread print: a package without
+    a spread instrument, on the side of its largest leg with a known aggressor."""
+    opts = found.options
     for key, members in by_instant.items():
         members = [r for r in members if not claimed[r]]
-        if len({int(opt_iid[r]) for r in members}) < 2:
+        if len({int(opts.iid[r]) for r in members}) < 2:
             continue
-        sides = [str(opt_side[r]) for r in members]
-        known = [(opt_price[r] * opt_size[r], s) for r, s in zip(members, sides) if s in ("B", "A")]
-        side = max(known)[1] if known else "N"  # the package's side: its largest leg with a known aggressor
+        sides = [str(opts.side[r]) for r in members]
+        known = [(opts.price[r] * opts.size[r], s) for r, s in zip(members, sides) if s in ("B", "A")]
+        side = max(known)[1] if known else "N"
         signs = [1 if s in (side, "N") or side == "N" else -1 for s in sides]
-        ratios, divisor = _reduced([int(opt_size[r]) for r in members])
+        ratios, divisor = _reduced([int(opts.size[r]) for r in members])
         claimed[members] = True
-        add(key, -1, "", side, divisor, float("nan"), members, signs, ratios, [], [], [], "no spread instrument")
-    if not rows:
-        return pd.DataFrame(columns=PACKAGE_COLUMNS), package_of
-    packages = pd.DataFrame(rows)
-    _deltas(packages, underlying, window is not None)
-    return packages[PACKAGE_COLUMNS], package_of
+        found.add(
+            _PackageOrder(key, -1, "", side, divisor, float("nan"), "no spread instrument"),
+            _PackageLegs(members, signs, ratios),
+        )
 
 
 def _deltas(packages: pd.DataFrame, underlying: pd.DataFrame, batched: bool) -> None:
