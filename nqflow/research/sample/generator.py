@@ -229,6 +229,26 @@ def _ns(ts: pd.Timestamp | dt.datetime) -> int:
     return int(pd.Timestamp(ts).value)
 
 
+#: Statistics reach the gateway this long after their event (ns).
+STATS_RECV_DELAY_NS = 150_000
+
+
+def _stat(iid: int, ts_event: int, ts_ref: int, price: int, quantity: int, stat_type, **extra) -> dbn.StatMsg:
+    """One statistics record as CME sends it (a new value, received `STATS_RECV_DELAY_NS` later)."""
+    return dbn.StatMsg(
+        PUBLISHER_ID,
+        iid,
+        ts_event,
+        ts_event + STATS_RECV_DELAY_NS,
+        ts_ref,
+        price,
+        quantity,
+        stat_type,
+        update_action=dbn.StatUpdateAction.NEW,
+        **extra,
+    )
+
+
 def _chicago_date(ns: int) -> dt.date:
     return pd.Timestamp(ns, tz="UTC").tz_convert(CHICAGO).date()
 
@@ -1481,18 +1501,27 @@ class _Generator:
     def _statistics(self, sess: _Session) -> list:
         """Open interest near the open; the previous session's settlement and cleared volume, which
         CME publishes the next morning (ts_ref names the session they belong to)."""
-        fwd = sess.minute_forward[0]
         ts_stats = sess.open_ns + 30 * 60_000_000_000
-        recv_delay = 150_000
-        stats = []
         off_book = self.plant_off_book(self.previous, sess) if self.previous is not None else {}
         # Open interest follows the trades: yesterday's, moved by what yesterday's volume opened or
         # closed (planted positions by their size, off-book blocks opened); a new listing starts fresh.
         oi_rng = np.random.default_rng(self.spec.seed + 104_729 * (sess.index + 1))
         change = self._overnight_change(self.previous, off_book, oi_rng) if self.previous is not None else {}
+        stats, written_oi = self._open_interest_stats(sess, change, oi_rng, ts_stats)
+        if self.previous is not None:
+            stats += self._settlement_stats(self.previous, off_book, ts_stats)
+        self.previous_oi = written_oi
+        return stats
+
+    def _open_interest_stats(
+        self, sess: _Session, change: dict[int, int], oi_rng: np.random.Generator, ts_stats: int
+    ) -> tuple[list, dict[int, int]]:
+        """Each listed option's open interest at the open (a preliminary figure first for some),
+        and the figures written, for the next session to move."""
+        fwd = sess.minute_forward[0]
         floor = self.oi_floor.get(sess.index, {})
-        written_oi = {}
         ts_ref_today = _ns(pd.Timestamp(sess.trade_date, tz="UTC"))
+        stats, written_oi = [], {}
         for o in sess.listed:
             iid = o.instrument_id
             if iid in self.previous_oi:
@@ -1504,80 +1533,47 @@ class _Generator:
             oi = max(oi, floor.get(iid, 0))
             written_oi[iid] = oi
             if oi_rng.random() < REPEATED_STATISTICS_SHARE:  # a preliminary figure first: the last one counts
-                stats.append(
-                    dbn.StatMsg(
-                        PUBLISHER_ID,
-                        iid,
-                        ts_stats - 20 * 60_000_000_000,
-                        ts_stats - 20 * 60_000_000_000 + recv_delay,
-                        ts_ref_today,
-                        dbn.UNDEF_PRICE,
-                        int(oi * oi_rng.uniform(0.8, 1.2)) + 1,
-                        dbn.StatType.OPEN_INTEREST,
-                        update_action=dbn.StatUpdateAction.NEW,
-                    )
-                )
-            stats.append(
-                dbn.StatMsg(
-                    PUBLISHER_ID,
-                    iid,
-                    ts_stats,
-                    ts_stats + recv_delay,
-                    ts_ref_today,
-                    dbn.UNDEF_PRICE,
-                    oi,
-                    dbn.StatType.OPEN_INTEREST,
-                    update_action=dbn.StatUpdateAction.NEW,
-                )
+                early = ts_stats - 20 * 60_000_000_000
+                preliminary = int(oi * oi_rng.uniform(0.8, 1.2)) + 1
+                stats.append(_stat(iid, early, ts_ref_today, dbn.UNDEF_PRICE, preliminary, dbn.StatType.OPEN_INTEREST))
+            stats.append(_stat(iid, ts_stats, ts_ref_today, dbn.UNDEF_PRICE, oi, dbn.StatType.OPEN_INTEREST))
+        return stats, written_oi
+
+    def _settlement_stats(self, previous: _Session, off_book: dict[int, int], ts_stats: int) -> list:
+        """The previous session's final settlement of every option still alive and its cleared
+        volume (screen prints plus the blocks that never printed on the screen)."""
+        ts_ref = _ns(pd.Timestamp(previous.trade_date, tz="UTC"))
+        frame = previous.frame()
+        options = frame[_is_option_id(frame["iid"].to_numpy())]
+        cleared = options.groupby("iid")["size"].sum()
+        for iid, size in off_book.items():
+            cleared[iid] = int(cleared.get(iid, 0)) + size
+        alive = [o for o in previous.listed if o.expiration_ns > previous.close_ns]
+        settle: list[float] | np.ndarray = (
+            self.option_prices(
+                np.array([o.instrument_id for o in alive], dtype=np.int64),
+                np.full(len(alive), previous.close_ns - 60_000_000_000),
+                previous,
             )
-        previous = self.previous
-        if previous is not None:
-            ts_ref = _ns(pd.Timestamp(previous.trade_date, tz="UTC"))
-            frame = previous.frame()
-            options = frame[_is_option_id(frame["iid"].to_numpy())]
-            cleared = options.groupby("iid")["size"].sum()
-            for iid, size in off_book.items():  # blocks clear, but never print on the screen
-                cleared[iid] = int(cleared.get(iid, 0)) + size
-            alive = [o for o in previous.listed if o.expiration_ns > previous.close_ns]
-            settle: list[float] | np.ndarray = (
-                self.option_prices(
-                    np.array([o.instrument_id for o in alive], dtype=np.int64),
-                    np.full(len(alive), previous.close_ns - 60_000_000_000),
-                    previous,
-                )
-                if alive
-                else []
+            if alive
+            else []
+        )
+        stats = [
+            _stat(
+                o.instrument_id,
+                ts_stats,
+                ts_ref,
+                int(round(float(round_to_tick(np.array([price]))[0]) * FIXED)),
+                dbn.UNDEF_STAT_QUANTITY,
+                dbn.StatType.SETTLEMENT_PRICE,
+                stat_flags=1,  # final settlement
             )
-            for o, price in zip(alive, settle):
-                stats.append(
-                    dbn.StatMsg(
-                        PUBLISHER_ID,
-                        o.instrument_id,
-                        ts_stats,
-                        ts_stats + recv_delay,
-                        ts_ref,
-                        int(round(float(round_to_tick(np.array([price]))[0]) * FIXED)),
-                        dbn.UNDEF_STAT_QUANTITY,
-                        dbn.StatType.SETTLEMENT_PRICE,
-                        update_action=dbn.StatUpdateAction.NEW,
-                        stat_flags=1,
-                    )
-                )  # final settlement
-            for iid, volume in cleared.items():
-                stats.append(
-                    dbn.StatMsg(
-                        PUBLISHER_ID,
-                        int(iid),
-                        ts_stats,
-                        ts_stats + recv_delay,
-                        ts_ref,
-                        dbn.UNDEF_PRICE,
-                        int(volume),
-                        dbn.StatType.CLEARED_VOLUME,
-                        update_action=dbn.StatUpdateAction.NEW,
-                    )
-                )
-        self.previous_oi = written_oi
+            for o, price in zip(alive, settle)
+        ]
+        stats += [
+            _stat(int(iid), ts_stats, ts_ref, dbn.UNDEF_PRICE, int(volume), dbn.StatType.CLEARED_VOLUME)
+            for iid, volume in cleared.items()
+        ]
         return stats
 
     def _overnight_change(self, traded: _Session, off_book: dict[int, int], rng: np.random.Generator) -> dict[int, int]:
@@ -1660,15 +1656,35 @@ class _Generator:
         return sizes
 
     def write_session(self, sess: _Session, folder: Path) -> dict:
+        """Write a session's three DBN files (trades, definitions, statistics) and return its summary."""
         frame = sess.frame().sort_values(["ts", "iid"], kind="stable").reset_index(drop=True)
         tag = f"glbx-mdp3-{sess.trade_date:%Y%m%d}"
-        open_date = pd.Timestamp(sess.open_ns, tz="UTC").date()
-        close_date = pd.Timestamp(sess.close_ns, tz="UTC").date() + dt.timedelta(days=1)
+        dates = (
+            pd.Timestamp(sess.open_ns, tz="UTC").date(),
+            pd.Timestamp(sess.close_ns, tz="UTC").date() + dt.timedelta(days=1),
+        )
+        listed = sess.listed + list(self.futures.values()) + [s.instrument for s in sess.spreads]
+        symbols = {o.raw_symbol: o.instrument_id for o in listed}
+        listed_futures = [f for f in self.futures.values() if f.expiration_ns > sess.open_ns]  # expired ones delist
+        definitions = [_definition(o, sess.open_ns) for o in sess.listed + listed_futures]
+        definitions += [record for s in sess.spreads for record in _spread_definitions(s, sess.open_ns)]
+        option_symbols = {o.raw_symbol: o.instrument_id for o in sess.listed}
+        for name, schema, records, mapped in (
+            ("trades", dbn.Schema.TRADES, self._trade_records(sess, frame), symbols),
+            ("definition", dbn.Schema.DEFINITION, definitions, symbols),
+            ("statistics", dbn.Schema.STATISTICS, self._statistics(sess), option_symbols),
+        ):
+            _write_dbn(folder / f"{tag}.{name}.dbn.zst", schema, sess.open_ns, sess.close_ns, records, mapped, dates)
+        self.previous = sess
+        return self._summary(sess, frame)
+
+    def _trade_records(self, sess: _Session, frame: pd.DataFrame) -> list:
+        """The session's fills as trade records, in time order, with the real feed's timing fields."""
         side_map = {"B": dbn.Side.BID, "A": dbn.Side.ASK, "N": dbn.Side.NONE}
         recv_delay = 150_000  # 150 µs from match to receipt, like the real feed's ts_recv - ts_event
         flags = 0 if sess.index % NO_FLAGS_EVERY == NO_FLAGS_EVERY - 1 else 0x80  # F_LAST, or none at all
         in_delta = np.random.default_rng(self.spec.seed + sess.index).integers(*TS_IN_DELTA_NS, size=len(frame))
-        trades = [
+        return [
             dbn.TradeMsg(
                 PUBLISHER_ID,
                 int(i),
@@ -1694,43 +1710,12 @@ class _Generator:
                 )
             )
         ]
-        spreads = [s.instrument for s in sess.spreads]
-        listed = sess.listed + list(self.futures.values()) + spreads
-        symbols = {o.raw_symbol: o.instrument_id for o in listed}
-        _write_dbn(
-            folder / f"{tag}.trades.dbn.zst",
-            dbn.Schema.TRADES,
-            sess.open_ns,
-            sess.close_ns,
-            trades,
-            symbols,
-            (open_date, close_date),
-        )
-        listed_futures = [f for f in self.futures.values() if f.expiration_ns > sess.open_ns]  # expired ones delist
-        definitions = [_definition(o, sess.open_ns) for o in sess.listed + listed_futures]
-        definitions += [record for s in sess.spreads for record in _spread_definitions(s, sess.open_ns)]
-        _write_dbn(
-            folder / f"{tag}.definition.dbn.zst",
-            dbn.Schema.DEFINITION,
-            sess.open_ns,
-            sess.close_ns,
-            definitions,
-            symbols,
-            (open_date, close_date),
-        )
-        _write_dbn(
-            folder / f"{tag}.statistics.dbn.zst",
-            dbn.Schema.STATISTICS,
-            sess.open_ns,
-            sess.close_ns,
-            self._statistics(sess),
-            {o.raw_symbol: o.instrument_id for o in sess.listed},
-            (open_date, close_date),
-        )
+
+    def _summary(self, sess: _Session, frame: pd.DataFrame) -> dict:
+        """What `ground_truth.json` says of a session's size and shape."""
         options = frame[_is_option_id(frame["iid"].to_numpy())]
         zero_dte = np.array([self._days_to_expiry(sess, self.by_id[i]) == 0 for i in options["iid"].to_numpy()])
         one_dte = np.array([self._days_to_expiry(sess, self.by_id[i]) <= 1 for i in options["iid"].to_numpy()])
-        self.previous = sess
         return {
             "trade_date": str(sess.trade_date),
             "option_trades": len(options),
