@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import json
 import logging
 import logging.handlers
@@ -35,6 +34,7 @@ from nqflow.config import Config
 from nqflow.errors import CredentialsError
 from nqflow.ops.store import StateStore
 from nqflow.paths import resolve
+from nqflow.reports.pages import render
 from nqflow.retry import backoff_seconds, honour_retry_after, retry_after_seconds
 
 
@@ -106,22 +106,27 @@ def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -
         subject = f"nqflow follow-up: {ranked[0]['symbol']}: {ranked[0]['reasons'][0]}"
     link = _report_link(ranked[0], config, reports)
     text = [f"{len(ranked)} institutional-flow alert(s), strongest first.", f"Report: {link}", ""]
-    rows = []
     for a in ranked:
         text.append(one_line(a))
         text.extend(f"    - {r}" for r in a["reasons"])
         text.append(f"    id {a['alert_id']}")
-        rows.append(
-            f"<tr><td>{a['label']} {a['confidence']:.0f}</td><td>{html.escape(a['kind'])}</td>"
-            f"<td>{html.escape(a['symbol'])}</td><td>{a['direction']}</td><td>{a['volume']:,}</td>"
-            f"<td>{usd(a['premium_usd'])}</td><td>{'<br>'.join(html.escape(r) for r in a['reasons'])}</td>"
-            f"<td>{html.escape(a['alert_id'])}</td></tr>"
-        )
-    body_html = (
-        f"<p>{len(ranked)} institutional-flow alert(s), strongest first. "
-        f'Report: <a href="{html.escape(link)}">{html.escape(link)}</a></p>'
-        "<table border=1 cellpadding=4><tr><th>confidence</th><th>kind</th><th>instrument</th>"
-        f"<th>direction</th><th>volume</th><th>premium</th><th>reasons</th><th>id</th></tr>{''.join(rows)}</table>"
+    body_html = render(
+        "alert_email.html.j2",
+        link=link,
+        alerts=[
+            {
+                "label": a["label"],
+                "confidence": f"{a['confidence']:.0f}",
+                "kind": a["kind"],
+                "symbol": a["symbol"],
+                "direction": a["direction"],
+                "volume": f"{a['volume']:,}",
+                "premium": usd(a["premium_usd"]),
+                "reasons": a["reasons"],
+                "alert_id": a["alert_id"],
+            }
+            for a in ranked
+        ],
     )
     return subject, "\n".join(text), body_html
 
