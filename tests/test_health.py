@@ -17,7 +17,7 @@ from nqflow.engine.baseline import BaselineStore
 from nqflow.ops import health
 from nqflow.ops.retention import apply_retention
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
-from nqflow.ops.store import StateStore
+from nqflow.ops.store import RunOutcome, StateStore
 from nqflow.paths import REPO_ROOT
 
 QUIET = {"notify.console.enabled": False, "notify.email.enabled": False, "notify.slack.enabled": False}
@@ -79,7 +79,7 @@ def test_blind_counts_open_market_minutes_only(make_scheduler):
     scheduler = make_scheduler("2026-10-29T22:40:00Z")  # Thursday; the daily halt was 21:00-22:00Z
     scheduler.store.start_attempt("2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "x")
     scheduler.store.finish_window(
-        "2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "ok", "x", 0.0, None, None, 0, {}
+        "2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", RunOutcome("ok", "x", 0.0, None, None, 0, {})
     )
     assert [c.key for c in scheduler.health_conditions()] == []  # 30 open minutes since the halt
     scheduler.clock.current = pd.Timestamp("2026-10-29T22:50:00Z")
@@ -161,27 +161,13 @@ def test_status_json_exit_code_is_the_verdict(tmp_path):
         store.finish_window(
             "2026-10-30T14:45:00+00:00",
             "2026-10-30T15:00:00+00:00",
-            "failed",
-            "x",
-            0.0,
-            None,
-            None,
-            None,
-            None,
-            "DataError: gone",
+            RunOutcome("failed", "x", 0.0, None, None, None, None, error="DataError: gone"),
         )
         store.start_attempt("2026-10-30T14:45:00+00:00", "2026-10-30T15:00:00+00:00", "x")
     store.finish_window(
         "2026-10-30T14:45:00+00:00",
         "2026-10-30T15:00:00+00:00",
-        "failed",
-        "x",
-        0.0,
-        None,
-        None,
-        None,
-        None,
-        "DataError: gone",
+        RunOutcome("failed", "x", 0.0, None, None, None, None, error="DataError: gone"),
     )
     done = subprocess.run(
         [sys.executable, "scheduler.py", "--state-db", str(tmp_path / "state.sqlite"), "status", "--json"],
@@ -217,13 +203,15 @@ def test_retention_deletes_old_notebooks_and_reports_and_the_index_stops_linking
     scheduler.store.finish_window(
         start,
         "2026-10-01T01:15:00+00:00",
-        "ok",
-        start,
-        1.0,
-        str(out / "2026-10-01" / "0100-0115Z.ipynb"),
-        str(out / "2026-10-01" / "0100-0115Z.html"),
-        0,
-        {},
+        RunOutcome(
+            "ok",
+            start,
+            1.0,
+            str(out / "2026-10-01" / "0100-0115Z.ipynb"),
+            str(out / "2026-10-01" / "0100-0115Z.html"),
+            0,
+            {},
+        ),
     )
     removed = scheduler.retention_tick()
     assert (removed.notebooks, removed.reports, removed.folders) == (2, 1, 1)
@@ -241,7 +229,7 @@ def test_health_alerts_are_listed_as_the_monitor_s_in_the_index(make_scheduler):
     scheduler = make_scheduler("2026-10-29T22:50:00Z")
     scheduler.store.start_attempt("2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "x")
     scheduler.store.finish_window(
-        "2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", "ok", "x", 0.0, None, None, 0, {}
+        "2026-10-29T20:45:00+00:00", "2026-10-29T21:00:00+00:00", RunOutcome("ok", "x", 0.0, None, None, 0, {})
     )
     (alert,) = scheduler.health_tick()
     page = scheduler.refresh_index().read_text()

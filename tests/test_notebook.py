@@ -11,7 +11,7 @@ import pytest
 from helpers import chromium as chromium_context
 
 from nqflow.ops.runner import execute_window
-from nqflow.ops.store import StateStore
+from nqflow.ops.store import RunOutcome, StateStore
 from nqflow.reports.index import write_index
 
 # Slow: make test-fast leaves it out.
@@ -96,13 +96,9 @@ def test_index_and_report_render_in_headless_chromium(executed, tmp_path):
     store.finish_window(
         start,
         run.summary["window_end"],
-        "ok",
-        start,
-        run.duration_s,
-        str(run.notebook_path),
-        str(run.html_path),
-        len(run.alerts),
-        run.summary,
+        RunOutcome(
+            "ok", start, run.duration_s, str(run.notebook_path), str(run.html_path), len(run.alerts), run.summary
+        ),
     )
     index = write_index(out, store.windows())
     from playwright.sync_api import sync_playwright
@@ -136,7 +132,7 @@ def test_index_links_reports_kept_in_an_earlier_outputs_folder(tmp_path):
     store = StateStore(tmp_path / "state.sqlite")
     start, end = "2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00"
     store.start_attempt(start, end, start)
-    store.finish_window(start, end, "ok", start, 1.0, None, str(report), 0, {"alerts_by_kind": {}})
+    store.finish_window(start, end, RunOutcome("ok", start, 1.0, None, str(report), 0, {"alerts_by_kind": {}}))
     index = write_index(tmp_path / "new-outputs", store.windows())
     href = re.search(r'href="([^"]+)">report<', index.read_text()).group(1)
     assert (index.parent / href).resolve() == report.resolve()
@@ -148,6 +144,6 @@ def test_index_reads_a_window_that_failed_then_passed(tmp_path):
     for minute, (status, error) in zip(("00", "15"), (("ok", None), ("failed", "DataError: gone"))):
         start = f"2026-10-30T15:{minute}:00+00:00"
         store.start_attempt(start, start, start)
-        store.finish_window(start, start, status, start, 1.0, None, None, 0, {}, error)
+        store.finish_window(start, start, RunOutcome(status, start, 1.0, None, None, 0, {}, error=error))
     page = write_index(tmp_path / "out", store.windows()).read_text()
     assert "DataError: gone" in page and "nan" not in page.lower().replace("nanos", "")

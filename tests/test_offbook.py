@@ -19,6 +19,7 @@ from nqflow.engine.positions import verdict_of
 from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
+from nqflow.ops.store import RunOutcome
 from nqflow.paths import REPO_ROOT
 
 
@@ -115,13 +116,7 @@ def test_scheduler_reads_a_watched_session_once_after_publication(sample_dir, tr
     scheduler.store.finish_window(
         start.isoformat(),
         (start + pd.Timedelta(minutes=15)).isoformat(),
-        "ok",
-        start.isoformat(),
-        1.0,
-        None,
-        None,
-        0,
-        {},
+        RunOutcome("ok", start.isoformat(), 1.0, None, None, 0, {}),
     )
     assert scheduler.daily_due("off_book", clock.now()) == []  # the statistics come with the next session
     clock.current = following.market_open + pd.Timedelta(minutes=40)

@@ -16,6 +16,7 @@ from nqflow.engine.baseline import BaselineStore
 from nqflow.engine.monitor import REPO_ROOT
 from nqflow.errors import NqflowError
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
+from nqflow.ops.store import RunOutcome
 
 
 @pytest.fixture()
@@ -60,7 +61,7 @@ def test_closed_market_windows_are_skipped(make_scheduler):
     halt = make_scheduler("2026-10-30T21:48:00Z")  # 16:30 CT: daily halt
     halt.store.start_attempt("2026-10-30T20:45:00+00:00", "2026-10-30T21:00:00+00:00", "x")
     halt.store.finish_window(
-        "2026-10-30T20:45:00+00:00", "2026-10-30T21:00:00+00:00", "ok", "x", 0.0, None, None, 0, {}
+        "2026-10-30T20:45:00+00:00", "2026-10-30T21:00:00+00:00", RunOutcome("ok", "x", 0.0, None, None, 0, {})
     )
     assert halt.due_windows(halt.clock.now()) == []  # 21:00-21:45 all inside the halt
 

@@ -19,7 +19,7 @@ from helpers import make_alert
 from nqflow.config import load_config
 from nqflow.errors import DataError, ExitCode
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
-from nqflow.ops.store import SCHEMA_VERSION, StateStore
+from nqflow.ops.store import SCHEMA_VERSION, RunOutcome, StateStore
 from nqflow.paths import REPO_ROOT
 
 QUIET = ["--set", "notify.email.enabled=false", "--set", "notify.slack.enabled=false"]
@@ -145,7 +145,7 @@ def test_status_measures_a_replay_folder_against_its_data_end(make_scheduler_at)
     scheduler = make_scheduler_at("2026-12-02T15:00:00Z")  # days after the sample ends
     start = "2026-11-27T16:45:00+00:00"  # the sample's last window (the Thanksgiving half day closes 18:15Z)
     scheduler.store.start_attempt(start, "2026-11-27T17:00:00+00:00", start)
-    scheduler.store.finish_window(start, "2026-11-27T17:00:00+00:00", "ok", start, 1.0, None, None, 0, {})
+    scheduler.store.finish_window(start, "2026-11-27T17:00:00+00:00", RunOutcome("ok", start, 1.0, None, None, 0, {}))
     basis = scheduler.health_basis()
     assert basis["measured_against"] == "data_end" and basis["data_end"].startswith("2026-11-27")
     # 75 minutes of open market after the last window done, but the clock's five days do not count
@@ -178,7 +178,7 @@ def test_demo_never_deletes_a_state_database_it_did_not_create(sample_dir, tmp_p
     for minute in ("00", "15"):
         start, end = f"2026-10-30T15:{minute}:00+00:00", f"2026-10-30T15:{int(minute) + 15:02d}:00+00:00"
         store.start_attempt(start, end, start)
-        store.finish_window(start, end, "ok", start, 1.0, None, None, 0, {})
+        store.finish_window(start, end, RunOutcome("ok", start, 1.0, None, None, 0, {}))
     before = windows_in(mine)
     done = subprocess.run(
         [
@@ -245,7 +245,9 @@ def test_a_window_that_cannot_write_its_report_is_recorded_failed_and_retried(ma
 def test_the_window_state_is_keyed_by_the_whole_window(tmp_path):
     store = StateStore(tmp_path / "state.sqlite")
     store.start_attempt("2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00", "x")
-    store.finish_window("2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00", "ok", "x", 1.0, None, None, 2, {})
+    store.finish_window(
+        "2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00", RunOutcome("ok", "x", 1.0, None, None, 2, {})
+    )
     store.start_attempt("2026-10-30T15:00:00+00:00", "2026-10-30T17:00:00+00:00", "y")
     assert store.window("2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00")["status"] == "ok"
     assert store.window("2026-10-30T15:00:00+00:00", "2026-10-30T17:00:00+00:00")["status"] == "pending"

@@ -11,7 +11,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "scheduling": ("Clock", "Scheduler", "SimulatedClock", "SystemClock"),
     "live": ("LiveRunner", "LiveStats", "run_live"),
     "runner": ("DAILY_NOTEBOOKS", "KERNEL_NAME", "NotebookRun", "execute_daily", "execute_window", "write_html"),
-    "store": ("StateStore", "recorded_alerts"),
+    "store": ("RunOutcome", "StateStore", "recorded_alerts"),
     "notify": ("CHANNELS", "Channel", "DeliveryError", "deliver_pending", "enabled_channels"),
     "suppression": ("repeats_to_suppress",),
     "health": ("Condition", "Verdict", "assess", "health_alert", "verdict"),

@@ -27,7 +27,7 @@ from nqflow.ops.instance import sole_instance
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.retention import Removed, apply_retention
 from nqflow.ops.runner import NotebookRun, daily_paths, execute_daily, execute_window, window_paths
-from nqflow.ops.store import StateStore, health_scope
+from nqflow.ops.store import RunOutcome, StateStore, health_scope
 from nqflow.ops.suppression import repeats_to_suppress
 from nqflow.paths import ensure_writable, resolve
 from nqflow.reports.index import write_index
@@ -178,13 +178,15 @@ class Scheduler:
             self.store.finish_window(
                 start.isoformat(),
                 end.isoformat(),
-                "ok",
-                done.isoformat(),
-                run.duration_s,
-                str(run.notebook_path),
-                str(run.html_path) if run.html_path else None,
-                len(run.alerts),
-                run.summary,
+                RunOutcome(
+                    "ok",
+                    done.isoformat(),
+                    run.duration_s,
+                    str(run.notebook_path),
+                    str(run.html_path) if run.html_path else None,
+                    len(run.alerts),
+                    run.summary,
+                ),
             )
         else:
             retry_at = None
@@ -195,15 +197,15 @@ class Scheduler:
             self.store.finish_window(
                 start.isoformat(),
                 end.isoformat(),
-                "failed",
-                done.isoformat(),
-                run.duration_s,
-                str(run.notebook_path) if run.notebook_path.exists() else None,
-                str(run.html_path) if run.html_path else None,
-                None,
-                None,
-                run.error,
-                retry_at,
+                RunOutcome(
+                    "failed",
+                    done.isoformat(),
+                    run.duration_s,
+                    str(run.notebook_path) if run.notebook_path.exists() else None,
+                    str(run.html_path) if run.html_path else None,
+                    error=run.error,
+                    next_attempt_at=retry_at,
+                ),
             )
             log.error("window %s failed (attempt %d/%d): %s", start.isoformat(), attempts, s.max_attempts, run.error)
         when = f"window {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z"
@@ -304,21 +306,16 @@ class Scheduler:
             self.store.record_alerts(run.alerts, enabled_channels(self.config), done.isoformat())
             self.record_notes(day, run.notes, done.isoformat())
             self.store.record_daily_run(
-                job, day, "ok", done.isoformat(), run.duration_s, *paths, len(run.alerts), run.summary
+                job, day, RunOutcome("ok", done.isoformat(), run.duration_s, *paths, len(run.alerts), run.summary)
             )
         elif run.waiting:
             retry_at = (done + pd.Timedelta(minutes=s.daily_wait_minutes)).isoformat()
             self.store.record_daily_run(
                 job,
                 day,
-                "waiting",
-                done.isoformat(),
-                run.duration_s,
-                *paths,
-                None,
-                None,
-                run.error,
-                retry_at,
+                RunOutcome(
+                    "waiting", done.isoformat(), run.duration_s, *paths, error=run.error, next_attempt_at=retry_at
+                ),
                 attempt=False,
             )
             log.info("%s %s: data not published yet; looking again at %s", job, day, retry_at)
@@ -330,7 +327,11 @@ class Scheduler:
                 else None
             )
             self.store.record_daily_run(
-                job, day, "failed", done.isoformat(), run.duration_s, *paths, None, None, run.error, retry_at
+                job,
+                day,
+                RunOutcome(
+                    "failed", done.isoformat(), run.duration_s, *paths, error=run.error, next_attempt_at=retry_at
+                ),
             )
             log.error("%s %s failed (attempt %d/%d): %s", job, day, attempts, s.max_attempts, run.error)
         self.say(

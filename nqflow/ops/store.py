@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -95,6 +96,35 @@ def health_scope(key: str) -> str:
     return head if head in HEALTH_SCOPES and ":" in key else ""
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run of a window's or a daily job's notebook ended, as the store records it."""
+
+    status: str  # ok, failed, or (daily jobs) waiting
+    finished_at: str
+    duration_s: float
+    notebook_path: str | None = None
+    html_path: str | None = None
+    alerts: int | None = None
+    summary: dict | None = None
+    error: str | None = None
+    next_attempt_at: str | None = None
+
+    def columns(self) -> tuple:
+        """The values of the runs tables' columns, status to next_attempt_at, in their order."""
+        return (
+            self.status,
+            self.finished_at,
+            self.duration_s,
+            self.notebook_path,
+            self.html_path,
+            self.alerts,
+            json.dumps(self.summary) if self.summary is not None else None,
+            self.error,
+            self.next_attempt_at,
+        )
+
+
 class StateStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -152,38 +182,14 @@ class StateStore:
                 "SELECT attempts FROM windows WHERE window_start = ? AND window_end = ?", (start, end)
             ).fetchone()[0]
 
-    def finish_window(
-        self,
-        start: str,
-        end: str,
-        status: str,
-        now: str,
-        duration_s: float,
-        notebook_path: str | None,
-        html_path: str | None,
-        alerts: int | None,
-        summary: dict | None,
-        error: str | None = None,
-        next_attempt_at: str | None = None,
-    ) -> None:
+    def finish_window(self, start: str, end: str, outcome: RunOutcome) -> None:
+        """Record how one attempt at the window [start, end) ended."""
         with self.connect() as conn:
             conn.execute(
                 "UPDATE windows SET status = ?, finished_at = ?, duration_s = ?, notebook_path = ?, "
                 "html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
                 "WHERE window_start = ? AND window_end = ?",
-                (
-                    status,
-                    now,
-                    duration_s,
-                    notebook_path,
-                    html_path,
-                    alerts,
-                    json.dumps(summary) if summary is not None else None,
-                    error,
-                    next_attempt_at,
-                    start,
-                    end,
-                ),
+                (*outcome.columns(), start, end),
             )
 
     def recover_interrupted(self, now: str) -> list[str]:
@@ -210,46 +216,21 @@ class StateStore:
             ).fetchone()
         return dict(row) if row else None
 
-    def record_daily_run(
-        self,
-        job: str,
-        trade_date: str,
-        status: str,
-        now: str,
-        duration_s: float,
-        notebook_path: str | None,
-        html_path: str | None,
-        alerts: int | None,
-        summary: dict | None,
-        error: str | None = None,
-        next_attempt_at: str | None = None,
-        attempt: bool = True,
-    ) -> None:
-        """`status`: ok, waiting (the data is not published: no attempt spent) or failed."""
+    def record_daily_run(self, job: str, trade_date: str, outcome: RunOutcome, attempt: bool = True) -> None:
+        """Record how a daily job's run ended (`outcome.status`: ok, waiting, the data not
+        published, or failed); `attempt=False` spends no attempt (waiting for the data)."""
         with self.connect() as conn:
             conn.execute(
                 "INSERT INTO daily_runs (job, trade_date, status) VALUES (?, ?, ?) "
                 "ON CONFLICT (job, trade_date) DO NOTHING",
-                (job, trade_date, status),
+                (job, trade_date, outcome.status),
             )
+            status, *rest = outcome.columns()
             conn.execute(
                 "UPDATE daily_runs SET status = ?, attempts = attempts + ?, finished_at = ?, duration_s = ?, "
                 "notebook_path = ?, html_path = ?, alerts = ?, summary = ?, last_error = ?, next_attempt_at = ? "
                 "WHERE job = ? AND trade_date = ?",
-                (
-                    status,
-                    int(attempt),
-                    now,
-                    duration_s,
-                    notebook_path,
-                    html_path,
-                    alerts,
-                    json.dumps(summary) if summary is not None else None,
-                    error,
-                    next_attempt_at,
-                    job,
-                    trade_date,
-                ),
+                (status, int(attempt), *rest, job, trade_date),
             )
 
     def daily_runs(self, job: str | None = None, limit: int = 400) -> pd.DataFrame:
