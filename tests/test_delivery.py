@@ -194,6 +194,23 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path, tls, env):
     assert sorted(ids_in_mail(inbox)) == sorted(a["alert_id"] for a in alerts)
 
 
+def test_an_alert_logged_before_a_crash_is_not_logged_twice(tmp_path, env):
+    """Killed after writing the alert log but before recording the delivery: the retry finds the
+    alerts in the log and does not write them again (the log is the channel nqflow can read back)."""
+    from nqflow.ops.notify import send_log
+
+    config = channel_config(tmp_path, free_port(), **{"notify.email.enabled": False, "notify.slack.enabled": False})
+    store = StateStore(tmp_path / "state.sqlite")
+    alerts = [make_alert(i) for i in range(3)]
+    store.record_alerts(alerts, ["log"], T0.isoformat())
+    send_log(alerts[:2], config, {})  # what the killed process wrote; its delivery rows still pending
+    assert set(store.deliveries()["status"]) == {"pending"}
+    assert deliver_pending(store, config, T0) == {"log": 3}
+    lines = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
+    assert sorted(a["alert_id"] for a in lines) == sorted(a["alert_id"] for a in alerts)
+    assert set(store.deliveries()["status"]) == {"sent"}
+
+
 def surge(n: int, minute: int, tier: float, confidence: float, symbol: str = "NQZ6 C21000") -> dict:
     start = (pd.Timestamp("2026-10-29T14:00Z") + pd.Timedelta(minutes=minute)).isoformat()
     return make_alert(n, window_start=start, kind="volume_surge", confidence=confidence, tier=tier, symbol=symbol)

@@ -87,10 +87,36 @@ def send_log(alerts: list[dict], config: Config, reports: dict[str, str]) -> Non
             path, maxBytes=settings.max_bytes, backupCount=settings.backup_count, encoding="utf-8"
         )
         _log_handlers[str(path)] = handler
+    logged = logged_alert_ids(path)
     for alert in alerts:
+        if alert["alert_id"] in logged:  # written before a crash cut the delivery's record short
+            continue
         record = logging.LogRecord("nqflow.alerts", logging.INFO, "", 0, json.dumps(alert, sort_keys=True), None, None)
         handler.emit(record)
     handler.flush()
+
+
+#: How much of the alert log's end is read for alerts already written (pending deliveries are recent).
+LOG_TAIL_BYTES = 1 << 20
+
+
+def logged_alert_ids(path: Path) -> set[str]:
+    """The alert ids in the last `LOG_TAIL_BYTES` of the alert log. The log is the one channel
+    nqflow can read back, so its delivery is idempotent: a process killed after writing an alert
+    but before recording the delivery does not write it twice when the delivery is retried."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(path.stat().st_size - LOG_TAIL_BYTES, 0))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return set()
+    ids = set()
+    for line in tail.splitlines():
+        try:
+            ids.add(json.loads(line)["alert_id"])
+        except (ValueError, KeyError, TypeError):  # a line cut by the seek, or not an alert
+            continue
+    return ids
 
 
 def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -> tuple[str, str, str]:

@@ -80,7 +80,7 @@ class ReplaySource:
         stream (about 20 ms), and every window's notebook is a new process, so what was read is
         kept in `INDEX_NAME` beside the files, keyed by name, size and modification time: a
         changed or new file is read again, and an unwritable folder just goes without."""
-        paths = sorted(p for p in self.folder.rglob("*") if p.name.endswith((".dbn", ".dbn.zst")))
+        paths = sorted(_dbn_paths(self.folder))
         index_path = self.folder / INDEX_NAME
         try:
             known = json.loads(index_path.read_text()) if index_path.exists() else {}
@@ -327,3 +327,13 @@ def _prune(folder: Path, keep: int) -> None:
         return
     for old in tables[keep:]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _dbn_paths(folder: Path) -> list[Path]:
+    """Every DBN file under `folder`, in any sub-folder but the hidden ones (nqflow's own
+    indexes and tables, which other processes write and prune while this one walks)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):  # a folder removed mid-walk is skipped, not an error
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(Path(root) / name for name in files if name.endswith((".dbn", ".dbn.zst")))
+    return found
