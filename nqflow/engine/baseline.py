@@ -22,7 +22,9 @@ is left is the expected volume, and the spread feeds the count model in `nqflow.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -42,6 +44,8 @@ from nqflow.engine.levels import (  # noqa: F401  (re-exported: the store's keys
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.frames import option_fills
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS baseline_volume (
@@ -106,7 +110,40 @@ def summarise(moments: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-class BaselineStore:
+class _SlotHistory:
+    """What both baseline stores answer alike, from their `expected_table` and the number of
+    slots each session recorded (`_slot_counts`)."""
+
+    def expected_table(
+        self,
+        session: dt.date,
+        slots: list[int],
+        max_sessions: int,
+        keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _slot_counts(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def expected(
+        self,
+        session: dt.date,
+        slots: list[int],
+        max_sessions: int,
+        keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
+    ) -> dict[int, pd.DataFrame]:
+        """`expected_table` split by slot: each slot's EXPECTED_COLUMNS frame."""
+        return split_by_slot(self.expected_table(session, slots, max_sessions, keys), slots)
+
+    def complete_sessions(self) -> set[str]:
+        """Sessions whose every slot is recorded."""
+        return {
+            day for day, n in self._slot_counts().items() if n >= len(cal.session_windows(dt.date.fromisoformat(day)))
+        }
+
+
+class BaselineStore(_SlotHistory):
     """Per-slot volume history in SQLite (the same file as the scheduler's state by default)."""
 
     def __init__(self, path: str | Path):
@@ -146,26 +183,14 @@ class BaselineStore:
     def flush(self) -> None:
         """Nothing to do: every record is committed (`ParquetBaseline.flush` writes its index)."""
 
-    def complete_sessions(self) -> set[str]:
-        """Sessions whose every slot is recorded."""
+    def _slot_counts(self) -> dict[str, int]:
         with sqlite.connect(self.path) as conn:
-            counts = dict(conn.execute("SELECT session, COUNT(*) FROM baseline_slot GROUP BY session").fetchall())
-        return {day for day, n in counts.items() if n >= len(cal.session_windows(dt.date.fromisoformat(day)))}
+            return dict(conn.execute("SELECT session, COUNT(*) FROM baseline_slot GROUP BY session").fetchall())
 
     def recorded_slots(self, session: dt.date) -> set[int]:
         with sqlite.connect(self.path) as conn:
             rows = conn.execute("SELECT slot FROM baseline_slot WHERE session = ?", (str(session),)).fetchall()
         return {r[0] for r in rows}
-
-    def expected(
-        self,
-        session: dt.date,
-        slots: list[int],
-        max_sessions: int,
-        keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
-    ) -> dict[int, pd.DataFrame]:
-        """`expected_table` split by slot: each slot's EXPECTED_COLUMNS frame."""
-        return split_by_slot(self.expected_table(session, slots, max_sessions, keys), slots)
 
     def expected_table(
         self,
@@ -220,7 +245,7 @@ class BaselineStore:
         return expected_rows(wanted, sums)
 
 
-class ParquetBaseline:
+class ParquetBaseline(_SlotHistory):
     """The same per-slot volume history as `BaselineStore`, in a folder of Parquet files: one per
     session (``session=YYYY-MM-DD.parquet``: level, key, slot, volume) and an index of the slots
     each session recorded and the session each key first traded in (``index-slots.parquet``,
@@ -260,7 +285,6 @@ class ParquetBaseline:
         if kept is not None and len(kept):
             frame = pd.concat([kept, frame], ignore_index=True)
         _write_beside(frame, path)
-        _SESSION_FRAMES.pop(path, None)
         self._slots = pd.concat(
             [self._slots, pd.DataFrame({"session": day, "slot": pd.Series(slots, dtype="int64")})], ignore_index=True
         ).drop_duplicates(ignore_index=True)
@@ -278,22 +302,11 @@ class ParquetBaseline:
         _write_beside(self._slots, self.folder / self.SLOTS)
         _write_beside(self._first_seen, self.folder / self.FIRST_SEEN)
 
-    def complete_sessions(self) -> set[str]:
-        counts = self._slots.groupby("session").size()
-        return {day for day, n in counts.items() if n >= len(cal.session_windows(dt.date.fromisoformat(str(day))))}
+    def _slot_counts(self) -> dict[str, int]:
+        return {str(day): int(n) for day, n in self._slots.groupby("session").size().items()}
 
     def recorded_slots(self, session: dt.date) -> set[int]:
         return set(self._slots.loc[self._slots["session"] == str(session), "slot"].tolist())
-
-    def expected(
-        self,
-        session: dt.date,
-        slots: list[int],
-        max_sessions: int,
-        keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
-    ) -> dict[int, pd.DataFrame]:
-        """`expected_table` split by slot: each slot's EXPECTED_COLUMNS frame."""
-        return split_by_slot(self.expected_table(session, slots, max_sessions, keys), slots)
 
     def expected_table(
         self,
@@ -361,28 +374,39 @@ class ParquetBaseline:
         return frame
 
 
-#: Session files read in this process, by path, as (joint key, volume) arrays: a backtest worker
-#: reads each one for the 20 sessions after it. Keyed with the file's stamp, so a rewritten file
-#: is read again; the text keys are not kept (they were most of a worker's memory).
-_SESSION_FRAMES: dict[Path, tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = {}
-_SESSION_FRAMES_KEPT = 32
+#: Files read in this process, by path, with the stamp (size, mtime) they were read at, so a
+#: rewritten file is read again: a session's history (a backtest worker reads each one for the
+#: 20 sessions after it) and the index (every backtest task opens the store).
+_READ: dict[Path, tuple[tuple[int, int], object]] = {}
+_READ_KEPT = 40
 
 
-def _session_history(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_once(path: Path, read: Callable[[Path], T]) -> T | None:
+    """`read(path)`, or what it gave while the file is unchanged; None when there is no file."""
     try:
         stat = path.stat()
     except FileNotFoundError:
         return None
     stamp = (stat.st_size, stat.st_mtime_ns)
-    cached = _SESSION_FRAMES.get(path)
+    cached = _READ.get(path)
     if cached is not None and cached[0] == stamp:
-        return cached[1]
-    frame = pd.read_parquet(path)
-    history = (_joint(frame["level"], frame["key"], frame["slot"]), frame["volume"].to_numpy(dtype=float))
-    if len(_SESSION_FRAMES) >= _SESSION_FRAMES_KEPT:
-        _SESSION_FRAMES.pop(next(iter(_SESSION_FRAMES)))
-    _SESSION_FRAMES[path] = (stamp, history)
-    return history
+        return cast(T, cached[1])
+    value = read(path)
+    if len(_READ) >= _READ_KEPT:
+        _READ.pop(next(iter(_READ)))
+    _READ[path] = (stamp, value)
+    return value
+
+
+def _session_history(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A session file as (joint key, volume) arrays: the text keys are not kept (they were most
+    of a backtest worker's memory)."""
+
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        frame = pd.read_parquet(path)
+        return _joint(frame["level"], frame["key"], frame["slot"]), frame["volume"].to_numpy(dtype=float)
+
+    return _read_once(path, read)
 
 
 #: A number for each (level, key) this process has met, so keys join as integers.
@@ -416,21 +440,10 @@ def _day_numbers(days: pd.Series) -> np.ndarray:
 
 
 def _read_or(path: Path, columns: dict[str, object]) -> pd.DataFrame:
-    """An index file (read once per process while it is unchanged: every backtest task opens the
-    store), or an empty frame of its columns."""
+    """An index file, or an empty frame of its columns."""
     dtypes = {c: (object if t is str else t) for c, t in columns.items()}
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
-    stamp = (stat.st_size, stat.st_mtime_ns)
-    cached = _INDEX_FRAMES.get(path)
-    if cached is None or cached[0] != stamp:
-        cached = _INDEX_FRAMES[path] = (stamp, pd.read_parquet(path).astype(dtypes))
-    return cached[1]
-
-
-_INDEX_FRAMES: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = {}
+    frame = _read_once(path, lambda path: pd.read_parquet(path).astype(dtypes))
+    return frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
 
 
 def _write_beside(frame: pd.DataFrame, path: Path) -> None:
@@ -440,13 +453,6 @@ def _write_beside(frame: pd.DataFrame, path: Path) -> None:
 
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-
-
-def open_baseline(path: str | Path) -> BaselineStore | ParquetBaseline:
-    """The baseline store at `path`: a SQLite file (``.sqlite`` / ``.db``, the monitor's state
-    database among them) or a folder of Parquet files (anything else)."""
-    path = Path(path)
-    return BaselineStore(path) if path.suffix in SQLITE_SUFFIXES else ParquetBaseline(path)
 
 
 def wanted_keys(

@@ -390,6 +390,11 @@ def market_features(windows: Sequence[WindowData], config: Config) -> Features:
     )
 
 
+def no_expected_volumes() -> pd.DataFrame:
+    """An expected-volume frame of no windows (``window`` and EXPECTED_COLUMNS)."""
+    return pd.DataFrame({WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}})
+
+
 def with_expected(features: Features, expected: Sequence[pd.DataFrame | None] | pd.DataFrame) -> Features:
     """`features` with each window's expected volume and count-model moments on its volume rows
     (``history_sessions`` 0 and NaN moments where the slot has no history for a key). `expected`
@@ -400,13 +405,7 @@ def with_expected(features: Features, expected: Sequence[pd.DataFrame | None] | 
         if len(expected) != len(features):
             raise ValueError(f"{len(features)} windows but {len(expected)} expected-volume frames")
         frames = [e.assign(**{WINDOW: i}) for i, e in enumerate(expected) if e is not None and len(e)]
-        known = (
-            pd.concat(frames, ignore_index=True)
-            if frames
-            else pd.DataFrame(
-                {WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}}
-            )
-        )
+        known = pd.concat(frames, ignore_index=True) if frames else no_expected_volumes()
     volumes = features.volumes.drop(columns=[c for c in EXPECTED_COLUMNS[2:] if c in features.volumes])
     volumes = volumes.merge(known[[WINDOW, *EXPECTED_COLUMNS]], on=[WINDOW, "level", "key"], how="left")
     volumes["history_sessions"] = volumes["history_sessions"].fillna(0).astype("int64")

@@ -30,7 +30,6 @@ from nqflow.market.frames import (
     WindowData,
     classify_fills,
     load_window,
-    option_fills,
     window_from,
 )
 from nqflow.paths import REPO_ROOT, resolve  # noqa: F401  (re-exported for notebooks)
@@ -128,8 +127,8 @@ class SessionWindows:
     windows: list[WindowData]
     slots: list[int]
     keys: dict[int, pd.DataFrame]
-    #: the whole session's option fills (every product: what the baseline records), when loaded whole
-    option_fills: pd.DataFrame | None = None
+    #: the whole session's tidy fills (every product: what the baseline records), when loaded whole
+    trades: pd.DataFrame | None = None
 
     def expected(self, baseline: BaselineStore, max_sessions: int) -> list[pd.DataFrame]:
         """Each window's expected volume from `baseline` (one query for the session)."""
@@ -164,8 +163,7 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource, window
     ]
     slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
     keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))
-    whole = window_filter is None
-    return SessionWindows(trade_date, loaded, slots, keys, option_fills(trades) if whole else None)
+    return SessionWindows(trade_date, loaded, slots, keys, trades if window_filter is None else None)
 
 
 def run_session(

@@ -45,17 +45,17 @@ from nqflow.engine.features import (
     feature_params,
     features_root,
     market_features,
+    no_expected_volumes,
     read_features,
     stored_params,
     with_expected,
     write_features,
 )
-from nqflow.engine.levels import EXPECTED_COLUMNS
 from nqflow.engine.monitor import load_session
 from nqflow.errors import UsageError
 from nqflow.market import hours as cal
-from nqflow.market.frames import session_bounds
-from nqflow.sources.replay import ReplaySource
+from nqflow.market.frames import option_fills, session_bounds
+from nqflow.sources.replay import ReplaySource, files_digest
 
 log = logging.getLogger(__name__)
 WindowFilter = Callable[[pd.Timestamp, pd.Timestamp], bool]
@@ -91,12 +91,7 @@ def data_digest(source: ReplaySource, trade_date: dt.date) -> str:
     """A short digest of the DBN files holding one session (name, size, modification time):
     regenerated or re-downloaded data changes it, and with it the stored features' validity."""
     start, end = session_bounds(trade_date)
-    parts = sorted(
-        f"{f.path.name}:{f.path.stat().st_size}:{f.path.stat().st_mtime_ns}"
-        for f in source.files
-        if f.start < end and f.end > start
-    )
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return files_digest([f for f in source.files if f.start < end and f.end > start])
 
 
 def wanted_params(
@@ -125,7 +120,8 @@ def session_market(
     features = market_features(session.windows, config)
     features.params = {**params, "history": None}  # expected volumes not in yet
     write_features(features, root, trade_date)
-    return session_slot_volumes(source, trade_date, session.option_fills)
+    options = option_fills(session.trades) if session.trades is not None else None
+    return session_slot_volumes(source, trade_date, options)
 
 
 def session_alerts(
@@ -157,9 +153,7 @@ def expected_volumes(
     market_open = cal.sessions(trade_date, trade_date).iloc[0].market_open
     slots = np.array([cal.slot_of(start, market_open) for start in features.windows["window_start"]], dtype="int64")
     if not len(slots):
-        return pd.DataFrame(
-            {WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}}
-        )
+        return no_expected_volumes()
     volumes = features.volumes
     wanted = volumes[volumes["level"].isin(["instrument", "expiry"]).to_numpy()]
     keys = pd.DataFrame(

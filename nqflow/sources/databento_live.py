@@ -31,6 +31,7 @@ import pandas as pd
 import zstandard
 
 from nqflow.market import hours as cal
+from nqflow.sources.dbn import DECODED_FIELDS, frame_from_records
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +54,12 @@ TRADE_DTYPE = np.dtype(
         ("sequence", "<u4"),
     ]
 )
-PRICE_SCALE = 1e9  # DBN fixed-point prices: units of 1e-9
-UNDEF_PRICE = 2**63 - 1
 
 
 def trades_frame(records: bytes) -> pd.DataFrame:
-    """Trade records' bytes as the raw frame `nqflow.market.frames.tidy_trades` takes (what
-    ``DBNStore.to_df`` gives for those columns: prices in points, UTC times, side a letter)."""
-    array = np.frombuffer(records, dtype=TRADE_DTYPE)
-    price = array["price"].astype("float64") / PRICE_SCALE  # divided, as DBNStore does: the same floats
-    price[array["price"] == UNDEF_PRICE] = np.nan
-    return pd.DataFrame(
-        {
-            "ts_event": pd.to_datetime(array["ts_event"].astype("int64"), utc=True),
-            "instrument_id": array["instrument_id"].astype("int64"),
-            "price": price,
-            "size": array["size"].astype("int64"),
-            "side": array["side"].astype("U1"),
-        }
-    )
+    """Trade records' bytes as the raw frame `nqflow.market.frames.tidy_trades` takes: the columns
+    a trades file decodes to (`nqflow.sources.dbn.read_dbn`), so a live window is the recorded one."""
+    return frame_from_records(np.frombuffer(records, dtype=TRADE_DTYPE), DECODED_FIELDS["trades"])
 
 
 @dataclass

@@ -170,8 +170,7 @@ class ReplaySource:
         """Where the instrument table (chain and spread legs) built from these definition files
         is kept: named by their names, sizes and modification times, so a changed or added file
         (the live stream's, a top-up) names another table."""
-        stamps = "|".join(sorted(f"{f.path.name}:{f.path.stat().st_size}:{f.path.stat().st_mtime_ns}" for f in files))
-        return self.folder / INSTRUMENTS_DIR / hashlib.sha256(stamps.encode()).hexdigest()[:20]
+        return self.folder / INSTRUMENTS_DIR / files_digest(files)
 
     def _instrument_tables(self, files: list[DbnFile]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         """The instrument table a process built before from these files (every window's notebook
@@ -337,3 +336,11 @@ def _dbn_paths(folder: Path) -> list[Path]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found.extend(Path(root) / name for name in files if name.endswith((".dbn", ".dbn.zst")))
     return found
+
+
+def files_digest(files: list[DbnFile]) -> str:
+    """A short digest of some DBN files by name, size and modification time: a regenerated,
+    re-downloaded or topped-up file changes it (what stored features and instrument tables
+    were built from)."""
+    stamps = sorted(f"{f.path.name}:{f.path.stat().st_size}:{f.path.stat().st_mtime_ns}" for f in files)
+    return hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]

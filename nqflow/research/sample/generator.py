@@ -229,17 +229,17 @@ def _ns(ts: pd.Timestamp | dt.datetime) -> int:
     return int(pd.Timestamp(ts).value)
 
 
-#: Statistics reach the gateway this long after their event (ns).
-STATS_RECV_DELAY_NS = 150_000
+#: Records reach the gateway this long after their event (ns): 150 µs, like the real feed's ts_recv - ts_event.
+RECV_DELAY_NS = 150_000
 
 
 def _stat(iid: int, ts_event: int, ts_ref: int, price: int, quantity: int, stat_type, **extra) -> dbn.StatMsg:
-    """One statistics record as CME sends it (a new value, received `STATS_RECV_DELAY_NS` later)."""
+    """One statistics record as CME sends it (a new value, received `RECV_DELAY_NS` later)."""
     return dbn.StatMsg(
         PUBLISHER_ID,
         iid,
         ts_event,
-        ts_event + STATS_RECV_DELAY_NS,
+        ts_event + RECV_DELAY_NS,
         ts_ref,
         price,
         quantity,
@@ -1681,7 +1681,6 @@ class _Generator:
     def _trade_records(self, sess: _Session, frame: pd.DataFrame) -> list:
         """The session's fills as trade records, in time order, with the real feed's timing fields."""
         side_map = {"B": dbn.Side.BID, "A": dbn.Side.ASK, "N": dbn.Side.NONE}
-        recv_delay = 150_000  # 150 µs from match to receipt, like the real feed's ts_recv - ts_event
         flags = 0 if sess.index % NO_FLAGS_EVERY == NO_FLAGS_EVERY - 1 else 0x80  # F_LAST, or none at all
         in_delta = np.random.default_rng(self.spec.seed + sess.index).integers(*TS_IN_DELTA_NS, size=len(frame))
         return [
@@ -1694,7 +1693,7 @@ class _Generator:
                 dbn.Action.TRADE,
                 side_map[d],
                 0,
-                int(t) + recv_delay,
+                int(t) + RECV_DELAY_NS,
                 ts_in_delta=int(delta),
                 flags=flags,
                 sequence=k + 1,
