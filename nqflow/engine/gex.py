@@ -346,20 +346,25 @@ def gex_profile(options: pd.DataFrame, price: float, grid: np.ndarray = FLIP_GRI
     `grid`, and the prices where it changes sign (interpolated, ascending)."""
     if options.empty:
         return pd.DataFrame({"future_price": price * (1 + grid), "total_gex_usd": 0.0}), []
-    forward = options["future_price"].to_numpy(dtype=float)[None, :] * (1.0 + grid[:, None])
-    gamma = black76_gamma(
-        forward,
-        options["strike"].to_numpy(dtype=float)[None, :],
-        options["years"].to_numpy(dtype=float)[None, :],
-        options["implied_vol"].to_numpy(dtype=float)[None, :],
+    # gamma x F^2 = phi(d1) x F / sd: so each grid row's total is one product of the grid's
+    # phi(d1) x F with per-option weights (sign x OI x multiplier x 1% / sd), with no grid-sized
+    # temporaries for the multiplier, the sign or F^2 (the 401 x 12,000 grid is most of the cost)
+    future = options["future_price"].to_numpy(dtype=float)
+    strike = options["strike"].to_numpy(dtype=float)
+    sd = options["implied_vol"].to_numpy(dtype=float) * np.sqrt(
+        np.maximum(options["years"].to_numpy(dtype=float), 1e-9)
     )
-    total = option_gex(
-        gamma,
-        options["open_interest"].to_numpy(dtype=float)[None, :],
-        options["multiplier"].to_numpy(dtype=float)[None, :],
-        forward,
-        options["put_call"].to_numpy()[None, :],
-    ).sum(axis=1)
+    sign = np.where(options["put_call"].to_numpy() == "C", 1.0, -1.0)
+    weight = (
+        sign * options["open_interest"].to_numpy(dtype=float) * options["multiplier"].to_numpy(dtype=float) * 0.01 / sd
+    )
+    forward = future[None, :] * (1.0 + grid[:, None])
+    d1 = np.log(forward / strike[None, :])
+    d1 += 0.5 * (sd * sd)[None, :]
+    d1 /= sd[None, :]
+    density = np.exp(-0.5 * d1 * d1)
+    density *= forward
+    total = density @ (weight / np.sqrt(2.0 * np.pi))
     prices = price * (1.0 + grid)
     crossings = []
     for i in np.flatnonzero(np.sign(total[:-1]) * np.sign(total[1:]) < 0):
