@@ -69,9 +69,19 @@ CONVENTION = (
 def black76_gamma(forward, strike, years, vol) -> np.ndarray:
     """Black-76 gamma (undiscounted, r = 0 as nqflow's pricing): d2V/dF2, the same for calls and puts."""
     forward, strike, years, vol = (np.asarray(x, dtype=float) for x in (forward, strike, years, vol))
-    sd = vol * np.sqrt(np.maximum(years, 1e-9))
+    sd = _total_sd(years, vol)
+    return _density_at_d1(forward, strike, sd) / (forward * sd)
+
+
+def _total_sd(years, vol) -> np.ndarray:
+    """Black-76's total standard deviation of log F to expiry (a floor keeps an expiring option finite)."""
+    return np.asarray(vol, dtype=float) * np.sqrt(np.maximum(np.asarray(years, dtype=float), 1e-9))
+
+
+def _density_at_d1(forward, strike, sd) -> np.ndarray:
+    """The standard normal density at Black-76's d1: gamma x F x sd."""
     d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
-    return np.exp(-0.5 * d1 * d1) / np.sqrt(2.0 * np.pi) / (forward * sd)
+    return np.exp(-0.5 * d1 * d1) / np.sqrt(2.0 * np.pi)
 
 
 def option_gex(gamma, open_interest, multiplier, forward, put_call) -> np.ndarray:
@@ -346,25 +356,17 @@ def gex_profile(options: pd.DataFrame, price: float, grid: np.ndarray = FLIP_GRI
     `grid`, and the prices where it changes sign (interpolated, ascending)."""
     if options.empty:
         return pd.DataFrame({"future_price": price * (1 + grid), "total_gex_usd": 0.0}), []
-    # gamma x F^2 = phi(d1) x F / sd: so each grid row's total is one product of the grid's
-    # phi(d1) x F with per-option weights (sign x OI x multiplier x 1% / sd), with no grid-sized
-    # temporaries for the multiplier, the sign or F^2 (the 401 x 12,000 grid is most of the cost)
-    future = options["future_price"].to_numpy(dtype=float)
+    # gamma x F^2 = phi(d1) x F / sd: each grid row's total is phi(d1) x F times per-option
+    # weights (sign x OI x multiplier x 1% / sd), with no grid-sized temporaries for the
+    # multiplier, the sign or F^2 (the 401 x 12,000 grid is most of the cost)
     strike = options["strike"].to_numpy(dtype=float)
-    sd = options["implied_vol"].to_numpy(dtype=float) * np.sqrt(
-        np.maximum(options["years"].to_numpy(dtype=float), 1e-9)
-    )
+    sd = _total_sd(options["years"].to_numpy(dtype=float), options["implied_vol"].to_numpy(dtype=float))
     sign = np.where(options["put_call"].to_numpy() == "C", 1.0, -1.0)
     weight = (
         sign * options["open_interest"].to_numpy(dtype=float) * options["multiplier"].to_numpy(dtype=float) * 0.01 / sd
     )
-    forward = future[None, :] * (1.0 + grid[:, None])
-    d1 = np.log(forward / strike[None, :])
-    d1 += 0.5 * (sd * sd)[None, :]
-    d1 /= sd[None, :]
-    density = np.exp(-0.5 * d1 * d1)
-    density *= forward
-    total = density @ (weight / np.sqrt(2.0 * np.pi))
+    forward = options["future_price"].to_numpy(dtype=float)[None, :] * (1.0 + grid[:, None])
+    total = (_density_at_d1(forward, strike[None, :], sd[None, :]) * forward) @ weight
     prices = price * (1.0 + grid)
     crossings = []
     for i in np.flatnonzero(np.sign(total[:-1]) * np.sign(total[1:]) < 0):
