@@ -22,7 +22,10 @@ from nqflow.engine.gex import (
     flow_adjusted,
     gex_profile,
     option_gex,
+    session_walls,
+    wall_reason,
 )
+from nqflow.engine.monitor import run_window
 from nqflow.errors import DataNotYetAvailable
 from nqflow.paths import REPO_ROOT
 
@@ -103,6 +106,47 @@ def test_walls_sit_on_a_concentration_of_open_interest():
     positioning = DealerPositioning(dt.date(2026, 11, 25), "NQZ6", 20_000.0, options, {})
     assert (positioning.call_wall, positioning.put_wall) == (20_100.0, 19_800.0)
     assert positioning.abs_gamma_strike == 20_100.0
+
+
+def test_an_alerts_wall_reason_names_the_nearest_wall_and_its_distance():
+    walls = {"call wall": 21_000.0, "put wall": 20_500.0, "absolute-gamma strike": 21_000.0}
+    assert wall_reason(walls, 20_600.0, 20_900.0) == (
+        "strike 20,600.00 is 100.00 pts (0.49%) above the nearest wall, the put wall 20,500 "
+        "(settled dealer positioning)"
+    )
+    # a tie between the call wall and the absolute-gamma strike goes to the call wall; no strike: the future
+    assert wall_reason(walls, None, 21_042.5) == (
+        "future 21,042.50 is 42.50 pts (0.20%) above the nearest wall, the call wall 21,000 "
+        "(settled dealer positioning)"
+    )
+    assert (
+        wall_reason(walls, 21_000.0, None) == "strike 21,000.00 is at the call wall 21,000 (settled dealer positioning)"
+    )
+    assert wall_reason(walls, 20_740.0, None).startswith(
+        "strike 20,740.00 is 240.00 pts (1.17%) above the nearest wall, the put"
+    )
+    assert wall_reason(walls, 20_760.0, None).startswith(
+        "strike 20,760.00 is 240.00 pts (1.14%) below the nearest wall, the call"
+    )
+    assert wall_reason({}, 20_600.0, 20_900.0) is None and wall_reason(walls, None, None) is None
+
+
+def test_every_alert_of_a_sample_window_names_its_sessions_nearest_wall(source, truth, config):
+    sessions = truth["sessions"]
+    event = next(e for e in truth["events"] if e["session"] == sessions[2] and e["kind"] == "strategy")
+    day = dt.date.fromisoformat(event["session"])
+    walls = dealer_positioning(source, day).walls
+    assert session_walls(source, day) == walls and set(walls) == {"call wall", "put wall", "absolute-gamma strike"}
+    alerts = run_window(config, event["window_start"], event["window_end"], source, record_baseline=False).alerts
+    assert len(alerts)
+    for alert in alerts.to_dict("records"):
+        assert alert["reasons"][-1] == wall_reason(walls, alert["strike"], alert["underlying_price"])
+        assert "nearest wall" in alert["reasons"][-1] or " is at the " in alert["reasons"][-1]
+    # the first session has no previous settlement: no walls, and no alert claims one
+    first = next(e for e in truth["events"] if e["session"] == sessions[0])
+    assert session_walls(source, dt.date.fromisoformat(first["session"])) == {}
+    alerts = run_window(config, first["window_start"], first["window_end"], source, record_baseline=False).alerts
+    assert len(alerts) and not any("wall" in reason for reasons in alerts["reasons"] for reason in reasons)
 
 
 def test_a_session_of_the_sample_market_is_read_whole_with_no_nan(source, truth):

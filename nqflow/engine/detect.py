@@ -108,6 +108,7 @@ from nqflow.engine.features import (  # noqa: F401  (re-exported: the building b
     side_totals,
     window_volumes,
 )
+from nqflow.engine.gex import wall_reason
 from nqflow.engine.levels import (
     PRODUCT_KEY,
     SHORT_DATED_DAYS,
@@ -284,8 +285,10 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
         by_window.setdefault(candidate.window, []).append(candidate)
     rows: list[dict] = []
     windows: list[int] = []
+    walls = features.windows["walls"].to_numpy()
     for window in sorted(by_window):
         folded = sorted(_fold(by_window[window], config), key=lambda a: (-a.confidence, -a.premium_usd))
+        _name_nearest_walls(folded, json.loads(walls[window]))
         rows.extend(alert.to_json() for alert in folded)
         windows.extend([window] * len(folded))
     alerts = pd.DataFrame(rows, columns=ALERT_FIELDS) if rows else pd.DataFrame(columns=ALERT_FIELDS)
@@ -1143,6 +1146,16 @@ def _surge_alerts(context: _Context) -> list[_Candidate]:
             )
         )
     return alerts
+
+
+def _name_nearest_walls(alerts: list[Alert], walls: dict[str, float]) -> None:
+    """Each alert's last reason: the session's dealer wall nearest its strike (its future's price
+    without one), when the walls are known (`nqflow.engine.gex.wall_reason`). It does not move the
+    confidence: where dealers hedge is context for the flow, not evidence that it is institutional."""
+    for alert in alerts:
+        reason = wall_reason(walls, alert.strike, alert.underlying_price)
+        if reason is not None:
+            alert.reasons.append(reason)
 
 
 def _fold(candidates: list[_Candidate], config: Config) -> list[Alert]:

@@ -40,7 +40,7 @@ WINDOW = "window"  # column naming a window's position in a batch
 #: Thresholds that change the features (sweep grouping); all others apply in `nqflow.engine.detect`.
 FEATURE_THRESHOLDS = ("sweep_span_ms", "sweep_min_strikes")
 #: Bumped whenever what the feature stage computes changes: older stores are recomputed.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 #: Per-window columns of `Features.windows` (what a window summary needs beside its alerts).
 WINDOW_COLUMNS = [
     "window_start",
@@ -58,6 +58,7 @@ WINDOW_COLUMNS = [
     "packages",
     "packages_by_strategy",
     "zero_dte_contract_share",
+    "walls",
 ]
 
 
@@ -528,6 +529,7 @@ def _window_table(
             "zero_dte_contract_share": [
                 round(float(z / max(a, 1)), 4) for z, a in zip(zero.to_numpy(), all_size.to_numpy())
             ],
+            "walls": [json.dumps(w.walls) for w in windows],  # the session's dealer walls, name -> strike
         }
     )[[WINDOW, *WINDOW_COLUMNS]]
 

@@ -33,6 +33,7 @@ from nqflow.config import Config
 from nqflow.engine.baseline import BaselineStore, window_keys
 from nqflow.engine.detect import WINDOW, evaluate
 from nqflow.engine.features import Features, concat_features, market_features, with_expected
+from nqflow.engine.gex import session_walls
 from nqflow.engine.worked import lookback
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
@@ -219,6 +220,7 @@ class FlashMonitor:
     ) -> _Chunk:
         """Windows' features as of `until` in one feature-stage call, with each window's slot
         expected volume for the keys it has traded (one baseline query)."""
+        walls = session_walls(self.source, self.trade_date)  # type: ignore[arg-type]  # set by begin
         windows = [
             window_from(
                 start,
@@ -228,6 +230,7 @@ class FlashMonitor:
                 self.chain,
                 self.open_interest,
                 self.legs,
+                walls=walls,
             )
             for start, end in bounds
         ]

@@ -26,6 +26,8 @@ not trade takes the forward that put-call parity gives from the settlements of i
 from __future__ import annotations
 
 import datetime as dt
+import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,18 +160,16 @@ class DealerPositioning:
     def total_gex_usd(self) -> float:
         return float(self.options["gex_usd"].sum())
 
+    @property
+    def walls(self) -> dict[str, float]:
+        """The walls that exist, by name (`WALL_NAMES` order): what every window of the session
+        carries for its alerts' reasons."""
+        strikes = (self.call_wall, self.put_wall, self.abs_gamma_strike)
+        return {name: strike for name, strike in zip(WALL_NAMES, strikes) if strike is not None}
+
     def nearest_wall(self, price: float) -> tuple[str, float] | None:
         """The wall (call, put or absolute-gamma) nearest `price`: its name and strike."""
-        walls = [
-            (name, strike)
-            for name, strike in (
-                ("call wall", self.call_wall),
-                ("put wall", self.put_wall),
-                ("absolute-gamma strike", self.abs_gamma_strike),
-            )
-            if strike is not None
-        ]
-        return min(walls, key=lambda wall: abs(wall[1] - price)) if walls else None
+        return nearest_wall(self.walls, price)
 
     @property
     def summary(self) -> dict:
@@ -217,6 +217,61 @@ class DealerPositioning:
         }
 
 
+#: The walls' names, in the order a tie between equally near walls is settled.
+WALL_NAMES = ("call wall", "put wall", "absolute-gamma strike")
+
+
+def nearest_wall(walls: dict[str, float], price: float) -> tuple[str, float] | None:
+    """The wall in `walls` (name -> strike) nearest `price`, ties to the first in `WALL_NAMES`
+    order; None without walls."""
+    known = [(name, walls[name]) for name in WALL_NAMES if name in walls]
+    return min(known, key=lambda wall: abs(wall[1] - price)) if known else None
+
+
+def wall_reason(walls: dict[str, float], strike: float | None, underlying_price: float | None) -> str | None:
+    """An alert's reason naming the wall nearest its strike (its underlying's price when it has
+    no strike: a product surge), with the distance in index points and as a share of the wall;
+    None when the session's walls are not known or the alert has neither price."""
+    price, what = (strike, "strike") if strike is not None else (underlying_price, "future")
+    if price is None or not np.isfinite(price):
+        return None
+    nearest = nearest_wall(walls, price)
+    if nearest is None:
+        return None
+    name, wall = nearest
+    gap = price - wall
+    if gap == 0:
+        return f"{what} {price:,.2f} is at the {name} {wall:,.0f} (settled dealer positioning)"
+    side = "above" if gap > 0 else "below"
+    return (
+        f"{what} {price:,.2f} is {abs(gap):,.2f} pts ({abs(gap) / wall:.2%}) {side} the nearest wall, "
+        f"the {name} {wall:,.0f} (settled dealer positioning)"
+    )
+
+
+#: How long a session whose walls could not be computed yet waits before they are asked again
+#: (statistics are published the morning of the session; a long-running process keeps asking).
+WALLS_RETRY_SECONDS = 300.0
+_walls_memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def session_walls(source: DataSource, session: dt.date) -> dict[str, float]:
+    """The session's walls (`DealerPositioning.walls`), or {} while its statistics are not
+    published. Kept per source in this process: every window of a session reads the same walls,
+    and a session without them yet is asked again after `WALLS_RETRY_SECONDS`, not at every
+    window or print."""
+    known: dict[dt.date, tuple[dict[str, float], float]] = _walls_memo.setdefault(source, {})
+    walls, retry_at = known.get(session, ({}, 0.0))
+    if walls or time.monotonic() < retry_at:
+        return dict(walls)
+    try:
+        walls = dealer_positioning(source, session, profile=False).walls
+    except DataNotYetAvailable:
+        walls = {}
+    known[session] = (walls, time.monotonic() + WALLS_RETRY_SECONDS)
+    return dict(walls)
+
+
 def futures_prices(source: DataSource, session: dt.date) -> dict[str, float]:
     """Each future's last trade price before `session` opens (the previous session's close)."""
     previous = cal.previous_trading_day(session)
@@ -240,9 +295,10 @@ def parity_forwards(options: pd.DataFrame) -> pd.Series:
     return pd.Series((best["strike"] + best["C"] - best["P"]).to_numpy(), index=best["expiry"].to_numpy())
 
 
-def dealer_positioning(source: DataSource, session: dt.date) -> DealerPositioning:
+def dealer_positioning(source: DataSource, session: dt.date, profile: bool = True) -> DealerPositioning:
     """Session `session`'s dealer positioning from the morning's open interest and the previous
-    settlement (see the module doc). Raises DataNotYetAvailable while either is missing."""
+    settlement (see the module doc). Raises DataNotYetAvailable while either is missing.
+    `profile=False` leaves out the flip profile (most of the time): the walls need only GEX."""
     opens, _ = session_bounds(session)
     statistics = source.statistics(session)
     oi = statistics[statistics["stat_type"] == OPEN_INTEREST_STAT_TYPE]
@@ -310,7 +366,8 @@ def dealer_positioning(source: DataSource, session: dt.date) -> DealerPositionin
     positioning = DealerPositioning(
         session, front, float(front_price), kept[OPTION_COLUMNS].reset_index(drop=True), skipped
     )
-    positioning.profile, positioning.crossings = gex_profile(positioning.options, positioning.future_price)
+    if profile:
+        positioning.profile, positioning.crossings = gex_profile(positioning.options, positioning.future_price)
     return positioning
 
 

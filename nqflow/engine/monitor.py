@@ -22,6 +22,7 @@ from nqflow.engine.baseline import (
     window_keys_by,
 )
 from nqflow.engine.detect import Detection, detect_windows
+from nqflow.engine.gex import session_walls
 from nqflow.engine.worked import lookback
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
@@ -69,6 +70,8 @@ def run_window(
     The session's windows in the worked-order lookback before it are detected with it (their
     own alerts dropped), so a worked order crossing in this window is seen as a backtest sees it."""
     window = load_window(source, start, end, config.universe.products)
+    if window.trade_date is not None:
+        window.walls = session_walls(source, window.trade_date)
     if window.trade_date is not None and window.empty:
         raise DataError(
             f"no NQ option trades in {window.start:%Y-%m-%d %H:%M}Z-{window.end:%H:%M}Z while CME Globex "
@@ -113,7 +116,14 @@ def earlier_windows(config: Config, source: DataSource, window: WindowData) -> l
     fills = classify_fills(source.trades(bounds[0][0], bounds[-1][1]), config.universe.products)
     return [
         window_from(
-            start, end, window.trade_date, fills.between(start, end), window.chain, window.open_interest, window.legs
+            start,
+            end,
+            window.trade_date,
+            fills.between(start, end),
+            window.chain,
+            window.open_interest,
+            window.legs,
+            walls=window.walls,
         )
         for start, end in bounds
     ]
@@ -158,8 +168,10 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource, window
     trades = source.trades(row.market_open, row.market_close)
     session_fills = classify_fills(trades, config.universe.products)
     chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
+    walls = session_walls(source, trade_date)
     loaded = [
-        window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs) for start, end in bounds
+        window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs, walls=walls)
+        for start, end in bounds
     ]
     slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
     keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))

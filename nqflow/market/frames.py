@@ -194,6 +194,9 @@ class WindowData:
     spreads: pd.DataFrame = field(default_factory=lambda: empty_frame(TRADE_COLUMNS))
     legs: pd.DataFrame = field(default_factory=lambda: empty_frame(LEG_COLUMNS))
     futures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNDERLYING_COLUMNS))
+    #: the session's settled dealer-positioning walls, name -> strike (`nqflow.engine.gex.session_walls`);
+    #: empty while the session's statistics are not published
+    walls: dict[str, float] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -430,10 +433,11 @@ def window_from(
     oi: pd.DataFrame,
     legs: pd.DataFrame | None = None,
     watched: frozenset[str] | None = None,
+    walls: dict[str, float] | None = None,
 ) -> WindowData:
     """One open-market window from its fills (options, spreads and futures, [start, end) only)
-    and the session's chain, open interest and spread legs; `load_window` and the whole-session
-    path share it. `fills` may come classified already (the session path classifies a whole
+    and the session's chain, open interest, spread legs and walls; `load_window` and the
+    whole-session path share it. `fills` may come classified already (the session path classifies a whole
     session once and cuts it per window); `watched` applies to unclassified fills."""
     parts = fills if isinstance(fills, ClassifiedFills) else classify_fills(fills, watched)
     notes: list[str] = []
@@ -464,6 +468,7 @@ def window_from(
         parts.spreads,
         legs if legs is not None else empty_frame(LEG_COLUMNS),
         parts.futures,
+        dict(walls or {}),
     )
 
 
