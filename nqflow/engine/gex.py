@@ -240,12 +240,13 @@ def wall_reason(walls: dict[str, float], strike: float | None, underlying_price:
         return None
     name, wall = nearest
     gap = price - wall
+    strike_text = f"{wall:,.0f}" if float(wall).is_integer() else f"{wall:,.2f}"
     if gap == 0:
-        return f"{what} {price:,.2f} is at the {name} {wall:,.0f} (settled dealer positioning)"
+        return f"{what} {price:,.2f} is at the {name} {strike_text} (settled dealer positioning)"
     side = "above" if gap > 0 else "below"
     return (
         f"{what} {price:,.2f} is {abs(gap):,.2f} pts ({abs(gap) / wall:.2%}) {side} the nearest wall, "
-        f"the {name} {wall:,.0f} (settled dealer positioning)"
+        f"the {name} {strike_text} (settled dealer positioning)"
     )
 
 
