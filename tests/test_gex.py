@@ -149,6 +149,23 @@ def test_every_alert_of_a_sample_window_names_its_sessions_nearest_wall(source, 
     assert len(alerts) and not any("wall" in reason for reasons in alerts["reasons"] for reason in reasons)
 
 
+def test_the_walls_are_the_concentrations_planted_in_the_sample_market(source, truth):
+    planted = truth["dealer_walls"]
+    assert planted["expiry"] == "NQZ6" and planted["put_wall"] < planted["call_wall"]
+    read = 0
+    for day in truth["sessions"][1:]:  # the first session has no previous settlement
+        positioning = dealer_positioning(source, dt.date.fromisoformat(day), profile=False)
+        walls = positioning.walls
+        assert (walls["call wall"], walls["put wall"]) == (planted["call_wall"], planted["put_wall"]), day
+        assert walls["absolute-gamma strike"] in (planted["call_wall"], planted["put_wall"]), day
+        # the concentration is on the planted expiry: its strike's GEX is mostly that expiry's
+        at_wall = positioning.options[positioning.options["strike"] == planted["call_wall"]]
+        calls = at_wall[at_wall["put_call"] == "C"]
+        assert calls.loc[calls["expiry"] == planted["expiry"], "gex_usd"].sum() > 0.5 * calls["gex_usd"].sum()
+        read += 1
+    assert read == len(truth["sessions"]) - 1
+
+
 def test_a_session_of_the_sample_market_is_read_whole_with_no_nan(source, truth):
     day = dt.date.fromisoformat(truth["sessions"][-2])
     positioning = dealer_positioning(source, day)

@@ -75,7 +75,9 @@ FIXED = 1_000_000_000  # DBN fixed-point prices: 1e-9 units
 #: flags 0 on some days, worked orders and two-sided decoys, open interest that follows the
 #: trades (positions opened and closed, with ground truth), repeated statistics messages.
 #: 7: the front future rolls (NQZ6 to NQH7 on 10 December 2026, and on) and expired futures delist.
-GENERATOR_VERSION = 7
+#: 8: open interest at a tenth of the scale (about 1.5M contracts listed, not 15M), and planted
+#: dealer walls: a call and a put concentration on the quarterly options, with ground truth.
+GENERATOR_VERSION = 8
 #: Background orders stay below this premium so that only planted events cross $3M.
 BACKGROUND_MAX_PREMIUM_USD = 1_200_000.0
 #: Background spreads stay below this gross premium (sum over legs).
@@ -173,6 +175,12 @@ class SampleSpec:
     #: session index -> off-book trade planted in its next-day cleared volume: a "block" on one
     #: option, a "vertical" or "calendar" package, or a "small" block below the alert level.
     #: (The last session has no next day, so nothing is planted there.)
+    #: planted open-interest concentrations on the quarterly options that outlive the sample
+    #: (contracts on the call, on the put), at the 250-point strikes `wall_distance` (call, put)
+    #: or more above and below the first session's price: the dealer walls a desk would see
+    #: (ground truth ``dealer_walls``); carried and moved like any open interest once listed
+    wall_contracts: tuple[int, int] = (24_000, 30_000)
+    wall_distance: tuple[float, float] = (0.025, 0.005)
     off_book: dict[int, str] = field(
         default_factory=lambda: {
             6: "block",
@@ -543,6 +551,8 @@ class _Generator:
         self.position_change: dict[int, dict[int, int]] = {}
         #: per session index: instrument -> open interest it must hold at the open (a position closed that day)
         self.oi_floor: dict[int, dict[int, int]] = {}
+        #: the planted dealer walls (`SampleSpec.wall_contracts`), chosen at the first session
+        self.dealer_walls: dict | None = None
         self._chains: dict[tuple, dict[str, list[Instrument]]] = {}
 
     # ------------------------------------------------------------------ prices
@@ -1520,6 +1530,7 @@ class _Generator:
         and the figures written, for the next session to move."""
         fwd = sess.minute_forward[0]
         floor = self.oi_floor.get(sess.index, {})
+        walls = self._plant_dealer_walls(sess)
         ts_ref_today = _ns(pd.Timestamp(sess.trade_date, tz="UTC"))
         stats, written_oi = [], {}
         for o in sess.listed:
@@ -1529,7 +1540,9 @@ class _Generator:
             else:
                 years = max((o.expiration_ns - sess.open_ns) / (365.25 * 86400e9), 1 / 365)
                 z = math.log(o.strike / fwd) / (0.2 * math.sqrt(years) + 0.01)
-                oi = int(oi_rng.lognormal(math.log(40 + 3000 * math.exp(-0.5 * z * z) * min(years * 12, 1.5)), 0.5))
+                oi = int(oi_rng.lognormal(math.log(4 + 300 * math.exp(-0.5 * z * z) * min(years * 12, 1.5)), 0.5))
+                if o.listing.symbol_root == walls["expiry"] and o.strike == walls.get(f"{o.kind}_strike"):
+                    oi += walls[f"{o.kind}_contracts"]  # on the books before the sample begins
             oi = max(oi, floor.get(iid, 0))
             written_oi[iid] = oi
             if oi_rng.random() < REPEATED_STATISTICS_SHARE:  # a preliminary figure first: the last one counts
@@ -1538,6 +1551,27 @@ class _Generator:
                 stats.append(_stat(iid, early, ts_ref_today, dbn.UNDEF_PRICE, preliminary, dbn.StatType.OPEN_INTEREST))
             stats.append(_stat(iid, ts_stats, ts_ref_today, dbn.UNDEF_PRICE, oi, dbn.StatType.OPEN_INTEREST))
         return stats, written_oi
+
+    def _plant_dealer_walls(self, sess: _Session) -> dict:
+        """The planted walls, chosen once: on the first quarterly options expiring at least a week
+        after the sample's last session, the 250-point strikes nearest `wall_distance` above (the
+        call) and below (the put) the first session's opening price."""
+        if self.dealer_walls is None:
+            spec = self.spec
+            last = self.schedule.index[-1]
+            quarterly = min(
+                (e for e in self.universe.expiries if e.style == "quarterly" and e.expiry_date > last + dt.timedelta(7)),
+                key=lambda e: e.expiration,
+            )
+            fwd = float(sess.minute_forward[0]) * CARRY[quarterly.underlying]
+            self.dealer_walls = {
+                "expiry": quarterly.symbol_root,
+                "C_strike": float(math.ceil(fwd * (1 + spec.wall_distance[0]) / 250) * 250),
+                "P_strike": float(math.floor(fwd * (1 - spec.wall_distance[1]) / 250) * 250),
+                "C_contracts": spec.wall_contracts[0],
+                "P_contracts": spec.wall_contracts[1],
+            }
+        return self.dealer_walls
 
     def _settlement_stats(self, previous: _Session, off_book: dict[int, int], ts_stats: int) -> list:
         """The previous session's final settlement of every option still alive and its cleared
@@ -1775,6 +1809,17 @@ def generate_sample_market(folder: str | Path, spec: SampleSpec | None = None) -
         f"{spec.baseline_sessions} previous sessions since the key first traded; options "
         f"within {SHORT_DATED_DAYS} days of expiry counted by days to expiry",
         "session_stats": session_stats,
+        "dealer_walls": (
+            {
+                "expiry": gen.dealer_walls["expiry"],
+                "call_wall": gen.dealer_walls["C_strike"],
+                "put_wall": gen.dealer_walls["P_strike"],
+                "call_contracts": gen.dealer_walls["C_contracts"],
+                "put_contracts": gen.dealer_walls["P_contracts"],
+            }
+            if gen.dealer_walls
+            else None
+        ),
         "events": gen.events,
     }
     tmp = truth_path.with_suffix(".json.tmp")
