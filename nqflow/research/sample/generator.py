@@ -1558,9 +1558,9 @@ class _Generator:
         call) and below (the put) the first session's opening price."""
         if self.dealer_walls is None:
             spec = self.spec
-            last = self.schedule.index[-1]
+            after = self.schedule.index[-1] + dt.timedelta(days=7)
             quarterly = min(
-                (e for e in self.universe.expiries if e.style == "quarterly" and e.expiry_date > last + dt.timedelta(7)),
+                (e for e in self.universe.expiries if e.style == "quarterly" and e.expiry_date > after),
                 key=lambda e: e.expiration,
             )
             fwd = float(sess.minute_forward[0]) * CARRY[quarterly.underlying]
