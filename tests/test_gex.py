@@ -187,6 +187,25 @@ def test_a_session_without_its_statistics_waits(source, truth):
         dealer_positioning(source, after)
 
 
+class _PreliminaryOnly:
+    """The sample's source with every settlement as CME first sends it: preliminary."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def statistics(self, session):
+        return self._source.statistics(session).assign(stat_flags=0)
+
+
+def test_a_session_with_only_preliminary_settlements_waits(source, truth):
+    day = dt.date.fromisoformat(truth["sessions"][-2])
+    with pytest.raises(DataNotYetAvailable, match=r"final settlement prices \(only preliminary so far\)"):
+        dealer_positioning(_PreliminaryOnly(source), day)
+
+
 def test_gex_command_prints_one_json_object(sample_dir, truth, tmp_path):
     day = truth["sessions"][-2]
     done = subprocess.run(

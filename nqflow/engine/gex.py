@@ -35,10 +35,16 @@ import pandas as pd
 
 from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
-from nqflow.market.frames import OPEN_INTEREST_STAT_TYPE, DataSource, future_fills, session_bounds
+from nqflow.market.frames import (
+    OPEN_INTEREST_STAT_TYPE,
+    SETTLEMENT_FINAL,
+    SETTLEMENT_STAT_TYPE,
+    DataSource,
+    future_fills,
+    session_bounds,
+)
 from nqflow.market.pricing import implied_vol
 
-SETTLEMENT = 3
 YEAR_HOURS = 365.0 * 24.0
 #: The grid of hypothetical futures prices for zero gamma, as moves from the current price.
 FLIP_GRID = np.linspace(-0.10, 0.10, 401)
@@ -303,9 +309,15 @@ def dealer_positioning(source: DataSource, session: dt.date, profile: bool = Tru
     opens, _ = session_bounds(session)
     statistics = source.statistics(session)
     oi = statistics[statistics["stat_type"] == OPEN_INTEREST_STAT_TYPE]
-    settle = statistics[statistics["stat_type"] == SETTLEMENT]
+    settlements = statistics[statistics["stat_type"] == SETTLEMENT_STAT_TYPE]
+    settle = settlements[(settlements["stat_flags"] & SETTLEMENT_FINAL) != 0]  # a preliminary one is revised
     if oi.empty or settle.empty:
-        missing = "open interest" if oi.empty else "the previous session's settlement prices"
+        missing = (
+            "open interest"
+            if oi.empty
+            else "the previous session's final settlement prices"
+            + (" (only preliminary so far)" if len(settlements) else "")
+        )
         raise DataNotYetAvailable(
             f"dealer positioning for session {session} waits for {missing} (CME publishes "
             f"them the morning of the session): try again after its open"

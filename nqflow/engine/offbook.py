@@ -53,10 +53,9 @@ from nqflow.engine.positions import verdict_of
 from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
 from nqflow.market.contracts import CHICAGO
-from nqflow.market.frames import DataSource, classify_fills, session_bounds
+from nqflow.market.frames import SETTLEMENT_FINAL, DataSource, classify_fills, session_bounds
 
 SETTLEMENT, CLEARED_VOLUME, OPEN_INTEREST = 3, 6, 9  # databento_dbn.StatType
-SETTLEMENT_FINAL = 1  # stat_flags bit 0: final (else preliminary)
 
 OFF_BOOK_COLUMNS = [
     "instrument_id",

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: DBN's sentinel for an undefined 32-bit integer field (e.g. contract_multiplier).
 UNDEF_INT32 = 2_147_483_647
 OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
+SETTLEMENT_STAT_TYPE = 3  # databento_dbn.StatType.SETTLEMENT_PRICE
+SETTLEMENT_FINAL = 1  # stat_flags bit 0 of a settlement: final (else preliminary)
 STATISTICS_COLUMNS = {
     "instrument_id": "int64",
     "stat_type": "int64",
