@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
+from nqflow.engine.baseline import BaselineStore
 from nqflow.engine.gex import (
     FLOW_ASSUMPTION,
     DealerPositioning,
@@ -131,13 +132,14 @@ def test_an_alerts_wall_reason_names_the_nearest_wall_and_its_distance():
     assert wall_reason({}, 20_600.0, 20_900.0) is None and wall_reason(walls, None, None) is None
 
 
-def test_every_alert_of_a_sample_window_names_its_sessions_nearest_wall(source, truth, config):
+def test_every_alert_of_a_sample_window_names_its_sessions_nearest_wall(source, truth, config, tmp_path):
+    baseline = BaselineStore(tmp_path / "baseline.sqlite")  # never the checkout's state database
     sessions = truth["sessions"]
     event = next(e for e in truth["events"] if e["session"] == sessions[2] and e["kind"] == "strategy")
     day = dt.date.fromisoformat(event["session"])
     walls = dealer_positioning(source, day).walls
     assert session_walls(source, day) == walls and set(walls) == {"call wall", "put wall", "absolute-gamma strike"}
-    alerts = run_window(config, event["window_start"], event["window_end"], source, record_baseline=False).alerts
+    alerts = run_window(config, event["window_start"], event["window_end"], source, baseline, False).alerts
     assert len(alerts)
     for alert in alerts.to_dict("records"):
         assert alert["reasons"][-1] == wall_reason(walls, alert["strike"], alert["underlying_price"])
@@ -145,7 +147,7 @@ def test_every_alert_of_a_sample_window_names_its_sessions_nearest_wall(source, 
     # the first session has no previous settlement: no walls, and no alert claims one
     first = next(e for e in truth["events"] if e["session"] == sessions[0])
     assert session_walls(source, dt.date.fromisoformat(first["session"])) == {}
-    alerts = run_window(config, first["window_start"], first["window_end"], source, record_baseline=False).alerts
+    alerts = run_window(config, first["window_start"], first["window_end"], source, baseline, False).alerts
     assert len(alerts) and not any("wall" in reason for reasons in alerts["reasons"] for reason in reasons)
 
 
