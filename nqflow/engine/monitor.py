@@ -70,8 +70,6 @@ def run_window(
     The session's windows in the worked-order lookback before it are detected with it (their
     own alerts dropped), so a worked order crossing in this window is seen as a backtest sees it."""
     window = load_window(source, start, end, config.universe.products)
-    if window.trade_date is not None:
-        window.walls = session_walls(source, window.trade_date)
     if window.trade_date is not None and window.empty:
         raise DataError(
             f"no NQ option trades in {window.start:%Y-%m-%d %H:%M}Z-{window.end:%H:%M}Z while CME Globex "
@@ -85,6 +83,8 @@ def run_window(
         row = cal.sessions(window.trade_date, window.trade_date).iloc[0]
         slot = cal.slot_of(window.start, row.market_open)
         ensure_history(baseline, source, window.trade_date, config.thresholds.baseline_sessions, available)
+        # after the history: the walls read the previous session's close, which it has just cached
+        window.walls = session_walls(source, window.trade_date)
         expected = baseline.expected(
             window.trade_date, [slot], config.thresholds.baseline_sessions, {slot: window_keys(window.trades)}
         )[slot]
