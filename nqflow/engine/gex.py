@@ -37,9 +37,9 @@ from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
 from nqflow.market.frames import (
     OPEN_INTEREST_STAT_TYPE,
-    SETTLEMENT_FINAL,
     SETTLEMENT_STAT_TYPE,
     DataSource,
+    final_settlements,
     future_fills,
     session_bounds,
 )
@@ -310,7 +310,7 @@ def dealer_positioning(source: DataSource, session: dt.date, profile: bool = Tru
     statistics = source.statistics(session)
     oi = statistics[statistics["stat_type"] == OPEN_INTEREST_STAT_TYPE]
     settlements = statistics[statistics["stat_type"] == SETTLEMENT_STAT_TYPE]
-    settle = settlements[(settlements["stat_flags"] & SETTLEMENT_FINAL) != 0]  # a preliminary one is revised
+    settle = final_settlements(statistics)
     if oi.empty or settle.empty:
         missing = (
             "open interest"

@@ -53,9 +53,17 @@ from nqflow.engine.positions import verdict_of
 from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
 from nqflow.market.contracts import CHICAGO
-from nqflow.market.frames import SETTLEMENT_FINAL, DataSource, classify_fills, session_bounds
+from nqflow.market.frames import (
+    OPEN_INTEREST_STAT_TYPE,
+    SETTLEMENT_STAT_TYPE,
+    DataSource,
+    classify_fills,
+    final_settlements,
+    session_bounds,
+)
 
-SETTLEMENT, CLEARED_VOLUME, OPEN_INTEREST = 3, 6, 9  # databento_dbn.StatType
+SETTLEMENT, OPEN_INTEREST = SETTLEMENT_STAT_TYPE, OPEN_INTEREST_STAT_TYPE
+CLEARED_VOLUME = 6  # databento_dbn.StatType.CLEARED_VOLUME
 
 OFF_BOOK_COLUMNS = [
     "instrument_id",
@@ -141,8 +149,7 @@ def off_book_volumes(
     """
     published = about_session(statistics_next_day, trade_date)
     cleared = published[published["stat_type"] == CLEARED_VOLUME]
-    settlement = published[published["stat_type"] == SETTLEMENT]
-    final = settlement[(settlement["stat_flags"] & SETTLEMENT_FINAL) != 0]
+    final = final_settlements(published)
     if cleared.empty or final.empty:
         missing = "cleared volume" if cleared.empty else "final settlement prices (only preliminary so far)"
         raise DataNotYetAvailable(

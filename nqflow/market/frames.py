@@ -38,6 +38,14 @@ UNDEF_INT32 = 2_147_483_647
 OPEN_INTEREST_STAT_TYPE = 9  # databento_dbn.StatType.OPEN_INTEREST
 SETTLEMENT_STAT_TYPE = 3  # databento_dbn.StatType.SETTLEMENT_PRICE
 SETTLEMENT_FINAL = 1  # stat_flags bit 0 of a settlement: final (else preliminary)
+
+
+def final_settlements(statistics: pd.DataFrame) -> pd.DataFrame:
+    """The settlement records of `statistics` that are final: a preliminary one is revised."""
+    settlements = statistics[statistics["stat_type"] == SETTLEMENT_STAT_TYPE]
+    return settlements[(settlements["stat_flags"] & SETTLEMENT_FINAL) != 0]
+
+
 STATISTICS_COLUMNS = {
     "instrument_id": "int64",
     "stat_type": "int64",
