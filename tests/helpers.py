@@ -188,6 +188,8 @@ class Webhook:
     def __init__(self):
         self.bodies: list[dict] = []
         self.script: list[tuple[int, dict]] = []  # (status, headers) for the next requests
+        self.hold: threading.Event | None = None  # set: a message is taken, then its answer waits for it
+        self.received = threading.Event()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -199,6 +201,9 @@ class Webhook:
                 status, headers = hook.script.pop(0) if hook.script else (200, {})
                 if status == 200 and self.path == WEBHOOK_PATH:
                     hook.bodies.append(json.loads(body))
+                    hook.received.set()
+                    if hook.hold is not None:
+                        hook.hold.wait(60)
                 payload = b"ok" if status == 200 else b"rate_limited" if status == 429 else b"error"
                 self.send_response(status if self.path == WEBHOOK_PATH else 404)
                 for name, value in headers.items():

@@ -180,7 +180,7 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path, tls, env):
         hold.set()
         server.stop()
     assert process.returncode == -signal.SIGKILL
-    assert set(StateStore(tmp_path / "state.sqlite").deliveries()["status"]) == {"pending"}  # nothing marked sent
+    assert set(StateStore(tmp_path / "state.sqlite").deliveries()["status"]) == {"sending"}  # nothing marked sent
 
     inbox = Inbox()
     server = smtp_server(tls, inbox, port)
@@ -192,6 +192,58 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path, tls, env):
     finally:
         server.stop()
     assert sorted(ids_in_mail(inbox)) == sorted(a["alert_id"] for a in alerts)
+
+
+KILLED_SLACK = """
+import pandas as pd, sys
+from nqflow.config import load_config
+from nqflow.ops.notify import deliver_pending
+from nqflow.ops.store import StateStore
+config = load_config(overrides={{"notify.console.enabled": False, "notify.log.enabled": False,
+    "notify.slack.enabled": True, "notify.slack.min_confidence": 0, "notify.slack.timeout_seconds": 60}})
+deliver_pending(StateStore(sys.argv[1]), config, pd.Timestamp("{now}"))
+"""
+
+
+def test_a_slack_post_cut_short_by_a_kill_is_not_posted_again_but_named_in_one_notice(tmp_path, env):
+    """Killed after Slack took the message and before the send was recorded: Slack cannot say
+    what it has, so the alerts are in doubt. They are not posted again (an alert never reaches a
+    channel twice), and one notice on Slack repeats what each said, so none is lost unsaid."""
+    store = StateStore(tmp_path / "state.sqlite")
+    window = [make_alert(i) for i in range(2)]
+    later = [make_alert(i, window_start="2026-10-29T14:30:00+00:00") for i in range(2)]
+    store.record_alerts(window + later, ["slack"], T0.isoformat())
+    env.hold = threading.Event()
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SLACK.format(now=T0.isoformat()), str(tmp_path / "state.sqlite")],
+        env=os.environ.copy(),
+    )
+    try:
+        assert env.received.wait(60), "the first window's message never reached the webhook"
+        process.send_signal(signal.SIGKILL)  # killed while Slack holds its answer
+        process.wait(30)
+    finally:
+        env.hold.set()
+    env.hold = None
+    assert ids_in_slack(env) == [a["alert_id"] for a in window]  # it did arrive; nqflow cannot know that
+    status = store.deliveries().set_index("alert_id")["status"]
+    assert {status[a["alert_id"]] for a in window} == {"sending"}
+    assert {status[a["alert_id"]] for a in later} == {"pending"}
+
+    config = channel_config(tmp_path, free_port(), **{"notify.email.enabled": False})
+    assert deliver_pending(store, config, T0 + pd.Timedelta(minutes=1)) == {"log": 1, "slack": 3}  # the notice, 2 later
+    assert deliver_pending(store, config, T0 + pd.Timedelta(minutes=2)) == {}  # nothing again, no second notice
+    posted = ids_in_slack(env)
+    assert len(posted) == len(set(posted)) == 5
+    notices = [a for a in store.alerts(kind="health")]
+    assert len(notices) == 1 and notices[0]["alert_id"] in posted and "2 slack alert(s)" in notices[0]["symbol"]
+    named = " ".join(notices[0]["reasons"])
+    assert all(a["alert_id"] in named for a in window) and not any(a["alert_id"] in named for a in later)
+    notice_text = json.dumps(env.bodies[-2:])
+    assert all(a["alert_id"] in notice_text for a in window)  # the reader sees what each said
+    status = store.deliveries().query("channel == 'slack'").set_index("alert_id")["status"]
+    assert {status[a["alert_id"]] for a in window} == {"in_doubt"}
+    assert {status[a["alert_id"]] for a in later} == {"sent"} and status[notices[0]["alert_id"]] == "sent"
 
 
 def test_an_alert_logged_before_a_crash_is_not_logged_twice(tmp_path, env):

@@ -166,13 +166,21 @@ def test_each_alert_reaches_each_channel_once_through_a_drop_and_a_sigkill(gw, l
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
-    alerts = StateStore(tmp_path / "state.sqlite").alerts()
-    kinds = sorted(a["kind"] for a in alerts)
-    assert {"large_order", "worked_order"} <= set(kinds) and "health" not in kinds
+    store = StateStore(tmp_path / "state.sqlite")
+    every = store.alerts()
+    # a kill between a Slack post and its record leaves that post in doubt: one notice names it
+    notices = {a["alert_id"]: a for a in every if a["kind"] == "health"}
+    alerts = [a for a in every if a["kind"] != "health"]
+    assert {"large_order", "worked_order"} <= {a["kind"] for a in alerts}
+    assert all("may be missing" in n["symbol"] for n in notices.values()) and len(notices) <= 1
     ids = sorted(a["alert_id"] for a in alerts)
-    assert sorted(_logged_ids(log_path)) == ids
-    slack = sorted(b["block_id"] for body in webhook.bodies for b in body["blocks"] if b["type"] == "section")
-    assert slack == ids
+    assert sorted(_logged_ids(log_path)) == sorted([*ids, *notices])
+    slack = [b["block_id"] for body in webhook.bodies for b in body["blocks"] if b["type"] == "section"]
+    assert len(slack) == len(set(slack)), "an alert reached Slack twice"
+    deliveries = store.deliveries().query("channel == 'slack'").set_index("alert_id")["status"]
+    in_doubt = {a for a in ids if deliveries[a] == "in_doubt"}
+    assert set(slack) - set(notices) - in_doubt == set(ids) - in_doubt
+    assert set(notices) <= set(slack) and all(a in json.dumps(list(notices.values())) for a in in_doubt)
 
 
 @pytest.mark.slow

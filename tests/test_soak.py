@@ -157,8 +157,9 @@ def test_two_sessions_with_faults_end_with_every_window_ok_and_every_alert_sent_
 
     alerts = {a["alert_id"]: a for a in store.alerts()}
     deliveries = store.deliveries()
-    # nothing left pending: sent, or skipped by a channel's filters, or a repeated surge in cooldown
-    final = ["sent", "skipped", "suppressed"]
+    # nothing left pending: sent, or skipped by a channel's filters, or a repeated surge in cooldown,
+    # or a Slack post the SIGKILL cut short (in doubt: not posted again, named in one notice)
+    final = ["sent", "skipped", "suppressed", "in_doubt"]
     assert deliveries["status"].isin(final).all(), deliveries[~deliveries["status"].isin(final)]
     suppressed = set(deliveries.loc[deliveries["status"] == "suppressed", "alert_id"])
     sent = {
@@ -169,14 +170,17 @@ def test_two_sessions_with_faults_end_with_every_window_ok_and_every_alert_sent_
         i for m in inbox.messages for i in re.findall(r"id (\w{16})", m.get_body(("plain",)).get_content())
     )
     posted = Counter(block["block_id"] for body in hook.bodies for block in body["blocks"] if "block_id" in block)
+    in_doubt = set(deliveries.loc[deliveries["status"] == "in_doubt", "alert_id"])
+    notices = {i: a for i, a in alerts.items() if a["kind"] == "health" and "may be missing" in a["symbol"]}
+    assert all(i in json.dumps(list(notices.values())) for i in in_doubt) and len(notices) <= 1
     for channel, seen in (("log", logged), ("email", mailed), ("slack", posted)):
-        assert set(seen) == sent[channel] and set(seen.values()) == {1}, channel  # each once, and only those
+        assert set(seen) - in_doubt == sent[channel] and set(seen.values()) == {1}, channel  # each once, only those
     assert sent["log"] == set(alerts) - suppressed  # the log takes everything not held back as a repeat
     market = [a for a in alerts.values() if a["kind"] != "health"]
     assert len(market) >= 8 and {"large_order", "strategy"} <= {a["kind"] for a in market}
 
     health = Counter(a["symbol"].split(" for ")[0].split(" by ")[0] for a in alerts.values() if a["kind"] == "health")
-    raised = {s for s in health if not s.startswith("recovered: ")}
+    raised = {s for s in health if not s.startswith("recovered: ") and "may be missing" not in s}
     assert {"email channel down", "blind: no window done"} <= raised
     assert any(s.startswith("data lags real time") for s in raised)
     assert all(health[s] == 1 and health[f"recovered: {s}"] == 1 for s in raised), health

@@ -27,7 +27,7 @@ from enum import IntEnum
 
 import pandas as pd
 
-from nqflow.alerts import Alert, Direction, Kind, Label, Level, stable_id
+from nqflow.alerts import Alert, Direction, Kind, Label, Level, one_line, stable_id
 from nqflow.config import Config
 from nqflow.errors import ExitCode
 from nqflow.market import hours as cal
@@ -240,4 +240,31 @@ def health_alert(condition: Condition, raised_at: str, now: pd.Timestamp, cleare
         confidence=100.0,
         label=Label.LOW if cleared else (Label.HIGH if condition.verdict == Verdict.BLIND else Label.MEDIUM),
         reasons=[reason, f"condition {condition.key}, {condition.verdict.name.lower()}"],
+    )
+
+
+def in_doubt_notice(channel: str, alerts: list[dict], now: pd.Timestamp) -> Alert:
+    """The one notice a channel gets for alerts whose send to it was cut short by a stop: each
+    may or may not have arrived, and none is sent again (an alert never reaches a channel
+    twice), so the notice repeats what each said. Its id is fixed by the channel and the alerts."""
+    ids = sorted(a["alert_id"] for a in alerts)
+    return Alert(
+        alert_id=stable_id("health", "delivery_in_doubt", channel, *ids),
+        kind=Kind.HEALTH,
+        level=Level.SYSTEM,
+        window_start=now.isoformat(),
+        window_end=now.isoformat(),
+        event_time=now.isoformat(),
+        symbol=f"{len(ids)} {channel} alert(s) may be missing",
+        direction=Direction.MIXED,
+        volume=0,
+        premium_usd=0.0,
+        confidence=100.0,
+        label=Label.MEDIUM,
+        reasons=[
+            f"nqflow stopped while it sent {len(ids)} alert(s) to {channel}, before it recorded the send: "
+            f"each may or may not have arrived, and none is sent again so that none arrives twice; "
+            f"all are in the alert log and `scheduler.py alerts`",
+            *(f"{a['alert_id']}: {one_line(a)}" for a in alerts),
+        ],
     )

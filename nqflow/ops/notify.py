@@ -32,6 +32,7 @@ from filelock import FileLock
 from nqflow.alerts import one_line, usd
 from nqflow.config import Config
 from nqflow.errors import CredentialsError
+from nqflow.ops.health import in_doubt_notice
 from nqflow.ops.store import StateStore
 from nqflow.paths import resolve
 from nqflow.reports.pages import render
@@ -278,15 +279,20 @@ class Channel:
     name: str
     settings: Callable[[Config], Any]
     send: Callable[[list[dict], Config, dict[str, str]], None]
+    #: A send cut short by a crash may be made again: the channel tells what it already has (the
+    #: alert log is read back), the repeat is dropped downstream (a digest keeps its Message-ID,
+    #: which mail systems use to drop repeats) or costs nothing (a console line). Slack cannot
+    #: tell, so what a crash left in doubt is not posted again there (`in_doubt_notice`).
+    resends_in_doubt: bool = False
 
 
 #: Every channel, in delivery order; config sections, CLI and the outbox all come from here.
 CHANNELS: dict[str, Channel] = {
     channel.name: channel
     for channel in (
-        Channel("console", lambda config: config.notify.console, send_console),
-        Channel("log", lambda config: config.notify.log, send_log),
-        Channel("email", lambda config: config.notify.email, send_email),
+        Channel("console", lambda config: config.notify.console, send_console, resends_in_doubt=True),
+        Channel("log", lambda config: config.notify.log, send_log, resends_in_doubt=True),
+        Channel("email", lambda config: config.notify.email, send_email, resends_in_doubt=True),
         Channel("slack", lambda config: config.notify.slack, send_slack),
     )
 }
@@ -313,7 +319,10 @@ def deliver_pending(
 
 def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str]) -> dict[str, int]:
     sent: dict[str, int] = {}
-    for channel in enabled_channels(config):
+    channels = enabled_channels(config)
+    for channel in channels:  # first, so that a notice it records goes out in this pass
+        _settle_in_flight(store, channel, channels, now)
+    for channel in channels:
         settings = CHANNELS[channel].settings(config)
         due = store.due_deliveries(channel, now.isoformat(), config.notify.max_delivery_attempts)
         skipped = [a["alert_id"] for a in due if not _wanted(a, settings)]
@@ -330,6 +339,7 @@ def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, repor
             if failure is not None:  # not hammering a channel that is down: these wait with the rest
                 store.mark_failed(ids, channel, f"not tried: {failure[0]}", failure[1])
                 continue
+            store.mark_sending(ids, channel)
             try:
                 CHANNELS[channel].send(window_alerts, config, reports)
             except (DeliveryError, CredentialsError) as exc:
@@ -344,6 +354,26 @@ def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, repor
             store.mark_delivered(ids, channel, now.isoformat())
             sent[channel] = sent.get(channel, 0) + len(ids)
     return sent
+
+
+def _settle_in_flight(store: StateStore, channel: str, channels: list[str], now: pd.Timestamp) -> None:
+    """Deliveries a sender began and never recorded: it died between the send and its record
+    (we hold the sender's lock, so no live sender owns them). Where the channel may send again
+    they are pending once more; elsewhere they are in doubt, not sent again so that nothing
+    arrives twice, and one notice naming them goes to every channel (as health alerts do), so
+    that nothing is lost unsaid."""
+    in_flight = store.in_flight(channel)
+    if not in_flight:
+        return
+    ids = [a["alert_id"] for a in in_flight]
+    if CHANNELS[channel].resends_in_doubt:
+        store.mark_pending(ids, channel)
+        return
+    store.mark_in_doubt(ids, channel, "the sender stopped between sending and recording; not sent again")
+    store.record_alerts([in_doubt_notice(channel, in_flight, now)], channels, now.isoformat())
+    logging.getLogger("nqflow").warning(
+        "%d %s deliveries were cut short by a stop and are in doubt: not sent again", len(ids), channel
+    )
 
 
 def _attempts(store: StateStore, alert_id: str, channel: str) -> int:

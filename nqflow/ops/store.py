@@ -372,7 +372,7 @@ class StateStore:
         with self.connect() as conn:
             rows = conn.execute(
                 f"SELECT DISTINCT channel FROM deliveries WHERE alert_id IN ({marks}) "
-                "AND status IN ('sent', 'pending')",
+                "AND status IN ('sent', 'pending', 'sending', 'in_doubt')",
                 list(alert_ids),
             ).fetchall()
         return sorted(r[0] for r in rows)
@@ -426,6 +426,39 @@ class StateStore:
             ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def mark_sending(self, alert_ids: list[str], channel: str) -> None:
+        """Say, before a channel is asked to send these, that the send has begun: a row still
+        'sending' when the next sender takes the lock was cut short by a crash (`in_flight`)."""
+        with self.connect() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET status = 'sending' WHERE alert_id = ? AND channel = ?",
+                [(a, channel) for a in alert_ids],
+            )
+
+    def in_flight(self, channel: str) -> list[dict]:
+        """Alerts a sender began to send on `channel` and never recorded as sent or failed."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT a.payload FROM deliveries d JOIN alerts a USING (alert_id) WHERE d.channel = ? AND "
+                "d.status = 'sending' ORDER BY a.window_start, a.confidence DESC",
+                (channel,),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def mark_pending(self, alert_ids: list[str], channel: str) -> None:
+        with self.connect() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET status = 'pending' WHERE alert_id = ? AND channel = ?",
+                [(a, channel) for a in alert_ids],
+            )
+
+    def mark_in_doubt(self, alert_ids: list[str], channel: str, reason: str) -> None:
+        with self.connect() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET status = 'in_doubt', last_error = ? WHERE alert_id = ? AND channel = ?",
+                [(reason, a, channel) for a in alert_ids],
+            )
+
     def mark_delivered(self, alert_ids: list[str], channel: str, now: str) -> None:
         with self.connect() as conn:
             conn.executemany(
@@ -437,8 +470,8 @@ class StateStore:
     def mark_failed(self, alert_ids: list[str], channel: str, error: str, next_attempt_at: str) -> None:
         with self.connect() as conn:
             conn.executemany(
-                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-                "WHERE alert_id = ? AND channel = ?",
+                "UPDATE deliveries SET status = 'pending', attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = ? WHERE alert_id = ? AND channel = ?",
                 [(error, next_attempt_at, a, channel) for a in alert_ids],
             )
 
