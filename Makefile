@@ -32,7 +32,7 @@ test: $(STAMP) lint
 # The edit-test loop: everything but the tests marked slow, and no notebooks (under 2 minutes).
 test-fast: $(STAMP)
 	$(PY) scheduler.py sample
-	$(PY) -m pytest -n 2 -m "not slow" tests
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow" tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check nqflow tests bench scheduler.py

@@ -233,7 +233,7 @@ def _print_runs(scheduler: Scheduler, runs, args) -> int:
             f"{first.error} (notebook: {first.notebook_path})"
         )
     if getattr(args, "json", False):
-        args.emit_json(alerts)
+        args.emit_json([a.to_json() for a in alerts])
     return 0
 
 
@@ -400,7 +400,7 @@ def alerts_history(args, config) -> int:
     scheduler = _scheduler(args, config)
     rows = scheduler.store.alerts(since=since, kind=args.kind, min_confidence=args.min_confidence)
     if args.json:
-        args.emit_json(rows)
+        args.emit_json([a.to_json() for a in rows])
     else:
         from nqflow.alerts import one_line
 
@@ -474,7 +474,9 @@ def _daily(args, config, job: str, done, payload=None, command: str | None = Non
     if not run.ok:
         raise NqflowError(f"{job} {day} failed: {run.error} (notebook: {run.notebook_path})")
     if args.json:
-        args.emit_json(payload(run) if payload else run.alerts if job == "off_book" else run.summary)
+        args.emit_json(
+            payload(run) if payload else [a.to_json() for a in run.alerts] if job == "off_book" else run.summary
+        )
     print(f"session {day}: {done(run)}; report {run.html_path}")
     return 0
 

@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from nqflow.alerts import ALERT_FIELDS, to_records
+from nqflow.alerts import ALERT_FIELDS, to_alerts
 from nqflow.config import Config, load_config
 from nqflow.engine.monitor import run_window
 from nqflow.ops.runner import NotebookRun
@@ -249,4 +249,4 @@ class InProcessExecutor:
             self.fail_times -= 1
             return NotebookRun(path, None, error="DataError: injected failure")
         result = run_window(load_config(), start, end, self.source, self.baseline, record_baseline=False)
-        return NotebookRun(path, None, alerts=to_records(result.alerts), summary={"alerts": len(result.alerts)})
+        return NotebookRun(path, None, alerts=to_alerts(result.alerts), summary={"alerts": len(result.alerts)})

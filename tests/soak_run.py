@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from nqflow.alerts import plain, to_records
+from nqflow.alerts import plain, to_alerts
 from nqflow.config import load_config
 from nqflow.engine.baseline import BaselineStore
 from nqflow.engine.monitor import run_window
@@ -73,7 +73,7 @@ class SoakExecutor:
         return NotebookRun(
             path,
             None,
-            alerts=to_records(result.alerts),
+            alerts=to_alerts(result.alerts),
             summary=plain(result.summary),
             duration_s=time.monotonic() - began,
         )

@@ -180,8 +180,8 @@ def test_scheduler_waits_for_publication_then_runs_the_notebook_on_live_data(gw,
     gw.available_end = gw.market.end
     runs = scheduler.tick()
     assert [r.ok for r in runs] == [True], runs[0].error if runs else "no run"
-    large = [a for a in runs[0].alerts if a["kind"] == "large_order"]
-    assert any(a["instrument_ids"] == block["instrument_ids"] for a in large)
+    large = [a for a in runs[0].alerts if a.kind == "large_order"]
+    assert any(a.instrument_ids == block["instrument_ids"] for a in large)
     assert scheduler.store.windows()["status"].tolist() == ["ok"]
     # the window, the hour before it (a worked order's children count from there), three baseline sessions
     assert len(gw.requests("get_range", "trades")) == 1 + 1 + 3

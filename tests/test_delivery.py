@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from helpers import SMTP_PASSWORD, Inbox, free_port, make_alert, smtp_server
 
+from nqflow.alerts import Alert
 from nqflow.config import load_config
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.store import StateStore
@@ -235,15 +236,15 @@ def test_a_slack_post_cut_short_by_a_kill_is_not_posted_again_but_named_in_one_n
     assert deliver_pending(store, config, T0 + pd.Timedelta(minutes=2)) == {}  # nothing again, no second notice
     posted = ids_in_slack(env)
     assert len(posted) == len(set(posted)) == 5
-    notices = [a for a in store.alerts(kind="health")]
-    assert len(notices) == 1 and notices[0]["alert_id"] in posted and "2 slack alert(s)" in notices[0]["symbol"]
-    named = " ".join(notices[0]["reasons"])
+    notices = store.alerts(kind="health")
+    assert len(notices) == 1 and notices[0].alert_id in posted and "2 slack alert(s)" in notices[0].symbol
+    named = " ".join(notices[0].reasons)
     assert all(a["alert_id"] in named for a in window) and not any(a["alert_id"] in named for a in later)
     notice_text = json.dumps(env.bodies[-2:])
     assert all(a["alert_id"] in notice_text for a in window)  # the reader sees what each said
     status = store.deliveries().query("channel == 'slack'").set_index("alert_id")["status"]
     assert {status[a["alert_id"]] for a in window} == {"in_doubt"}
-    assert {status[a["alert_id"]] for a in later} == {"sent"} and status[notices[0]["alert_id"]] == "sent"
+    assert {status[a["alert_id"]] for a in later} == {"sent"} and status[notices[0].alert_id] == "sent"
 
 
 def test_an_alert_logged_before_a_crash_is_not_logged_twice(tmp_path, env):
@@ -255,7 +256,9 @@ def test_an_alert_logged_before_a_crash_is_not_logged_twice(tmp_path, env):
     store = StateStore(tmp_path / "state.sqlite")
     alerts = [make_alert(i) for i in range(3)]
     store.record_alerts(alerts, ["log"], T0.isoformat())
-    send_log(alerts[:2], config, {})  # what the killed process wrote; its delivery rows still pending
+    send_log(
+        [Alert.from_json(a) for a in alerts[:2]], config, {}
+    )  # what the killed process wrote; its delivery rows still pending
     assert set(store.deliveries()["status"]) == {"pending"}
     assert deliver_pending(store, config, T0) == {"log": 3}
     lines = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
@@ -265,7 +268,9 @@ def test_an_alert_logged_before_a_crash_is_not_logged_twice(tmp_path, env):
 
 def surge(n: int, minute: int, tier: float, confidence: float, symbol: str = "NQZ6 C21000") -> dict:
     start = (pd.Timestamp("2026-10-29T14:00Z") + pd.Timedelta(minutes=minute)).isoformat()
-    return make_alert(n, window_start=start, kind="volume_surge", confidence=confidence, tier=tier, symbol=symbol)
+    return Alert.from_json(
+        make_alert(n, window_start=start, kind="volume_surge", confidence=confidence, tier=tier, symbol=symbol)
+    )
 
 
 def test_a_repeated_surge_is_sent_again_only_when_it_escalates():
@@ -276,11 +281,11 @@ def test_a_repeated_surge_is_sent_again_only_when_it_escalates():
         surge(3, 45, 30, 69),  # +11 over the 30x one's 58: sent
         surge(4, 45, 10, 50, symbol="NQZ6 P20000"),  # another strike: sent
         surge(5, 150, 10, 40),  # after the 60-minute cooldown: sent
-        make_alert(6, window_start=sent[0]["window_start"]),
+        Alert.from_json(make_alert(6, window_start=sent[0].window_start)),
     ]  # an order is never a repeat
     suppressed = repeats_to_suppress(new, sent, cooldown_minutes=60, confidence_gain=10)
-    assert list(suppressed) == [new[0]["alert_id"]]
-    assert "already alerted at 10x / confidence 55 within 60 min" in suppressed[new[0]["alert_id"]]
+    assert list(suppressed) == [new[0].alert_id]
+    assert "already alerted at 10x / confidence 55 within 60 min" in suppressed[new[0].alert_id]
 
 
 def test_suppressed_repeats_stay_in_the_history_but_are_not_delivered(tmp_path, env):
@@ -288,14 +293,14 @@ def test_suppressed_repeats_stay_in_the_history_but_are_not_delivered(tmp_path, 
     store = StateStore(tmp_path / "state.sqlite")
     first, repeat = surge(0, 0, 10, 55), surge(1, 15, 10, 57)
     store.record_alerts([first], enabled_channels(config), T0.isoformat())
-    since = (pd.Timestamp(repeat["window_start"]) - pd.Timedelta(minutes=60)).isoformat()
+    since = (pd.Timestamp(repeat.window_start) - pd.Timedelta(minutes=60)).isoformat()
     suppressed = repeats_to_suppress([repeat], store.surges_sent_since(since), 60, 10)
     store.record_alerts([repeat], enabled_channels(config), T0.isoformat(), suppressed)
     deliver_pending(store, config, T0)
-    assert ids_in_slack(env) == [first["alert_id"]]
-    assert {a["alert_id"] for a in store.alerts()} == {first["alert_id"], repeat["alert_id"]}
+    assert ids_in_slack(env) == [first.alert_id]
+    assert {a.alert_id for a in store.alerts()} == {first.alert_id, repeat.alert_id}
     rows = store.deliveries().set_index(["alert_id", "channel"])
-    assert rows.loc[(repeat["alert_id"], "slack"), "status"] == "suppressed"
+    assert rows.loc[(repeat.alert_id, "slack"), "status"] == "suppressed"
     assert store.surges_sent_since(since) == [first]
 
 

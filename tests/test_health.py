@@ -56,10 +56,8 @@ def test_a_window_failed_for_good_is_raised_once_then_cleared_once(make_schedule
     scheduler.clock.current += pd.Timedelta(seconds=61)
     scheduler.tick()  # the last attempt fails
     (raised,) = scheduler.health_tick()
-    assert raised["kind"] == "health" and raised["symbol"] == "window 2026-10-30T14:45Z failed for good"
-    assert (
-        "injected failure" in raised["reasons"][0] and "scheduler.py window 2026-10-30T14:45Z" in raised["reasons"][0]
-    )
+    assert raised.kind == "health" and raised.symbol == "window 2026-10-30T14:45Z failed for good"
+    assert "injected failure" in raised.reasons[0] and "scheduler.py window 2026-10-30T14:45Z" in raised.reasons[0]
     assert scheduler.health_tick() == []  # once
     assert {c.key: c.verdict for c in scheduler.health_conditions()} == {
         "window_failed:2026-10-30T14:45:00+00:00": health.Verdict.DEGRADED,
@@ -69,10 +67,10 @@ def test_a_window_failed_for_good_is_raised_once_then_cleared_once(make_schedule
     assert restarted.health_tick() == []  # and once across restarts
     assert restarted.process(*window).ok  # the operator re-runs it
     (recovered,) = restarted.health_tick()
-    assert recovered["symbol"] == "recovered: window 2026-10-30T14:45Z failed for good" and recovered["label"] == "LOW"
+    assert recovered.symbol == "recovered: window 2026-10-30T14:45Z failed for good" and recovered.label == "LOW"
     assert health.verdict(restarted.health_conditions()) == health.Verdict.HEALTHY
     sent = [a for a in logged(tmp_path) if a["kind"] == "health"]
-    assert [a["alert_id"] for a in sent] == [raised["alert_id"], recovered["alert_id"]]
+    assert [a["alert_id"] for a in sent] == [raised.alert_id, recovered.alert_id]
 
 
 def test_blind_counts_open_market_minutes_only(make_scheduler):
@@ -88,7 +86,7 @@ def test_blind_counts_open_market_minutes_only(make_scheduler):
         blind.key == "blind" and blind.verdict == health.Verdict.BLIND and "45 minutes of open market" in blind.detail
     )
     (alert,) = scheduler.health_tick()
-    assert alert["label"] == "HIGH"
+    assert alert.label == "HIGH"
 
 
 def test_data_lagging_by_hours_says_real_time_licensing(tmp_path):
@@ -134,9 +132,9 @@ def test_a_channel_down_is_told_on_the_others_and_its_alerts_go_out_once_it_is_b
         raised = scheduler.health_tick()
         assert (raised == []) == (minutes == 30)  # raised once the channel has been down an hour
     (down,) = raised
-    assert down["symbol"] == "email channel down" and "SMTP 127.0.0.1" in down["reasons"][0]
+    assert down.symbol == "email channel down" and "SMTP 127.0.0.1" in down.reasons[0]
     deliveries = scheduler.store.deliveries().set_index(["alert_id", "channel"])["status"]
-    assert deliveries[(down["alert_id"], "email")] == "skipped" and deliveries[(down["alert_id"], "log")] == "sent"
+    assert deliveries[(down.alert_id, "email")] == "skipped" and deliveries[(down.alert_id, "log")] == "sent"
     inbox = Inbox()
     server = smtp_server(tls, inbox, port)
     try:
@@ -233,4 +231,4 @@ def test_health_alerts_are_listed_as_the_monitor_s_in_the_index(make_scheduler):
     )
     (alert,) = scheduler.health_tick()
     page = scheduler.refresh_index().read_text()
-    assert 'data-kind="health" data-label="HIGH" data-product="(monitor)"' in page and alert["symbol"] in page
+    assert 'data-kind="health" data-label="HIGH" data-product="(monitor)"' in page and alert.symbol in page

@@ -20,7 +20,7 @@ import pytest
 from helpers import KEY, make_config
 from standin_live_gateway import Behaviour, StandInLiveGateway, live_command
 
-from nqflow.alerts import Alert, to_records
+from nqflow.alerts import Alert, to_alerts
 from nqflow.engine.baseline import BaselineStore, ensure_history
 from nqflow.engine.flash import FLASH_KINDS
 from nqflow.engine.monitor import REPO_ROOT, run_window
@@ -97,7 +97,7 @@ def test_flash_alerts_equal_the_window_notebooks_and_the_windows_read_the_record
     ensure_history(baseline, source, DAY, config.thresholds.baseline_sessions)  # both judge with history
     lgw.behaviour = Behaviour(end=END + pd.Timedelta(seconds=5))
     runner = stream(config, END)
-    flash = {a["alert_id"]: a for a in StateStore(config.data.state_db).alerts()}
+    flash = {a.alert_id: a.to_json() for a in StateStore(config.data.state_db).alerts()}
     assert flash, "no flash alert"
 
     pulls_before = len([r for r in gw.log if r.endpoint == "get_range" and r.params.get("schema") == "trades"])
@@ -167,7 +167,7 @@ def test_each_alert_reaches_each_channel_once_through_a_drop_and_a_sigkill(gw, l
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
     store = StateStore(tmp_path / "state.sqlite")
-    every = store.alerts()
+    every = [a.to_json() for a in store.alerts()]
     # a kill between a Slack post and its record leaves that post in doubt: one notice names it
     notices = {a["alert_id"]: a for a in every if a["kind"] == "health"}
     alerts = [a for a in every if a["kind"] != "health"]
@@ -194,9 +194,9 @@ def test_a_feed_without_options_raises_health_and_leaves_the_windows_to_historic
     assert runner.stats.option_trades == 0 and runner.stats.trades > 0
     raised = store.health_states()
     assert NO_OPTIONS in raised and raised[NO_OPTIONS]["raised_at"]
-    health_alerts = [a for a in store.alerts(kind="health")]
-    assert [a["symbol"] for a in health_alerts] == ["live feed carries no options"]
-    assert "licence" in health_alerts[0]["reasons"][0]
+    health_alerts = store.alerts(kind="health")
+    assert [a.symbol for a in health_alerts] == ["live feed carries no options"]
+    assert "licence" in health_alerts[0].reasons[0]
     # nothing recorded for the silent windows: the window reads them from Historical
     assert not list((tmp_path / "cache" / "GLBX.MDP3" / "trades").rglob("2026102?T14*.dbn.zst"))
     pulls = len([r for r in gw.log if r.endpoint == "get_range" and r.params.get("schema") == "trades"])
@@ -208,7 +208,7 @@ def test_a_feed_without_options_raises_health_and_leaves_the_windows_to_historic
     lgw.behaviour = Behaviour(end=pd.Timestamp("2026-10-27T15:00Z"))
     stream(config, pd.Timestamp("2026-10-27T14:45Z"), start=silent_end)
     assert NO_OPTIONS not in store.health_states()
-    symbols = sorted(a["symbol"] for a in store.alerts(kind="health"))
+    symbols = sorted(a.symbol for a in store.alerts(kind="health"))
     assert symbols == ["live feed carries no options", "recovered: live feed carries no options"]
 
 
@@ -265,7 +265,7 @@ def test_run_streams_live_beside_the_window_loop(gw, lgw, tmp_path, monkeypatch)
     def executor(start, end, outputs_dir, parameters):  # the window notebook, in-process, a new source each run
         calls.append(start)
         result = run_window(config, start, end, DatabentoSource(config, tmp_path / "cache"))
-        return NotebookRun(Path(outputs_dir) / "w.ipynb", None, alerts=to_records(result.alerts), summary={})
+        return NotebookRun(Path(outputs_dir) / "w.ipynb", None, alerts=to_alerts(result.alerts), summary={})
 
     class UntilRecorded(SimulatedClock):
         passes = 0
@@ -300,10 +300,10 @@ def test_run_streams_live_beside_the_window_loop(gw, lgw, tmp_path, monkeypatch)
     assert pulled and not [p for p in pulled if p[0] < window[1] and p[1] > window[0]], (
         "the window came from Historical"
     )
-    flashed = [a for a in store.alerts() if a["kind"] == "large_order"]
-    assert flashed and all(a["window_start"] == window[0].isoformat() for a in flashed)
+    flashed = [a for a in store.alerts() if a.kind == "large_order"]
+    assert flashed and all(a.window_start == window[0].isoformat() for a in flashed)
     logged = _logged_ids(tmp_path / "alerts.log")
-    assert len(logged) == len(set(logged)) and {a["alert_id"] for a in flashed} <= set(logged)
+    assert len(logged) == len(set(logged)) and {a.alert_id for a in flashed} <= set(logged)
 
 
 def test_a_start_past_lives_replay_streams_from_within_it_and_leaves_the_gap_to_historical(

@@ -15,7 +15,7 @@ from nqflow.ops.store import RunOutcome, StateStore
 from nqflow.reports.index import write_index
 
 # Slow: make test-fast leaves it out.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebook")]  # one papermill run, not one per worker
 
 SECRETS = {
     "DATABENTO_API_KEY": "db-SECRETkey0123456789",
@@ -52,7 +52,7 @@ def executed(sample_dir, truth, tmp_path_factory):
 def test_papermill_run_glues_the_planted_block_as_an_alert(executed):
     block, run, _ = executed
     assert run.ok, run.error
-    large = [a for a in run.alerts if a["kind"] == "large_order"]
+    large = [a.to_json() for a in run.alerts if a.kind == "large_order"]
     assert any(a["instrument_ids"] == block["instrument_ids"] for a in large)
     alert = next(a for a in large if a["instrument_ids"] == block["instrument_ids"])
     assert alert["premium_usd"] == pytest.approx(block["premium_usd"], rel=1e-9)

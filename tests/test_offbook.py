@@ -123,14 +123,14 @@ def test_scheduler_reads_a_watched_session_once_after_publication(sample_dir, tr
     assert scheduler.daily_due("off_book", clock.now()) == [day]
     runs = {daily.notebook_path.stem: daily for daily in scheduler.daily_tick()}  # and that session's dealer gamma
     run = runs["offbook"]
-    assert run.ok and len(run.alerts) == 1 and run.alerts[0]["kind"] == "off_book"
+    assert run.ok and len(run.alerts) == 1 and run.alerts[0].kind == "off_book"
     assert scheduler.daily_tick() == []  # once
     again = Scheduler(
         config, clock=clock, source="replay", data_dir=str(sample_dir), outputs_dir=tmp_path / "out", state_db=state
     )
     assert again.daily_due("off_book", clock.now()) == []  # and once across restarts
     logged = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
-    assert [a["alert_id"] for a in logged] == [run.alerts[0]["alert_id"]]
+    assert [a["alert_id"] for a in logged] == [run.alerts[0].alert_id]
     index = (tmp_path / "out" / "index.html").read_text()
     assert "off the order book" in index and f'{day}/offbook.html">off-book report</a>' in index
 

@@ -247,16 +247,17 @@ def test_the_follow_up_goes_once_to_the_channels_that_carried_the_alerts(tmp_pat
         },
     ]
     scheduler.record_notes(day, {"confirmation": rows}, START.isoformat())
-    follow = [a for a in store.alerts() if a["kind"] == "confirmation"]
-    assert len(follow) == 1 and follow[0]["reasons"][0].endswith("1 opening, 1 closing")
-    assert any("open interest +390 (1,000 -> 1,390)" in r for r in follow[0]["reasons"])
-    channels = store.deliveries().query("alert_id == @follow[0]['alert_id']")["channel"].tolist()
+    follow = [a for a in store.alerts() if a.kind == "confirmation"]
+    assert len(follow) == 1 and follow[0].reasons[0].endswith("1 opening, 1 closing")
+    assert any("open interest +390 (1,000 -> 1,390)" in r for r in follow[0].reasons)
+    deliveries = store.deliveries()
+    channels = deliveries.loc[deliveries["alert_id"] == follow[0].alert_id, "channel"].tolist()
     assert channels == ["console"]  # the only channel that carried one of them
     scheduler.record_notes(day, {"confirmation": rows}, START.isoformat())  # read again: no second message
-    assert len([a for a in store.alerts() if a["kind"] == "confirmation"]) == 1
+    assert len([a for a in store.alerts() if a.kind == "confirmation"]) == 1
     assert store.notes("confirmation", day)[sent["alert_id"]]["verdict"] == "opening"
     message = confirmation_message(day, rows, Config().confidence)
-    assert message.alert_id == follow[0]["alert_id"] and message.confidence == 50.0
+    assert message.alert_id == follow[0].alert_id and message.confidence == 50.0
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from nqflow.market import hours as cal
 from nqflow.research.quality import evaluate
 
 # Slow: make test-fast leaves it out.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("quality")]  # one worker builds `runs`, not both
 
 #: Stated bound for false alerts on a quiet session (92 windows) with the default thresholds.
 MAX_QUIET_SESSION_ALERTS = 3

@@ -19,7 +19,7 @@ from nqflow.ops.scheduling import Scheduler, SimulatedClock
 from nqflow.paths import REPO_ROOT
 
 # Slow: make test-fast leaves it out.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reports")]  # one worker builds `reported`, not both
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,10 @@ def test_session_report_figures_come_from_the_session_data(reported, source, con
     assert summary["contracts"] == options["size"].sum()
     assert summary["zero_dte_share"] == pytest.approx(zero_dte / options["size"].sum())
     assert summary["put_call_premium_ratio"] == pytest.approx(puts / calls)
-    recorded = scheduler.store.alerts(since=row.market_open.isoformat(), until=row.market_close.isoformat())
+    recorded = [
+        a.to_json()
+        for a in scheduler.store.alerts(since=row.market_open.isoformat(), until=row.market_close.isoformat())
+    ]
     # The report is written at the close: the session's own off-book alert comes the next day (the
     # next session's report shows it as the previous session's off-book activity).
     at_close = [a for a in recorded if a["kind"] != "off_book"]
@@ -119,7 +122,7 @@ def test_window_reports_stay_under_one_megabyte(reported):
 
 def test_index_filters_sorts_and_links_in_headless_chromium(reported, tmp_path):
     scheduler, day, _, index = reported
-    alerts = [a for a in scheduler.store.alerts() if a["kind"] != "confirmation"]  # follow-ups are not rows
+    alerts = [a.to_json() for a in scheduler.store.alerts() if a.kind != "confirmation"]  # follow-ups are not rows
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

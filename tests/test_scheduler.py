@@ -97,7 +97,7 @@ def test_running_a_window_again_never_duplicates_alerts_or_deliveries(make_sched
     scheduler.process_windows(window)
     second = capsys.readouterr().out
     alerts = scheduler.store.alerts()
-    assert alerts and len({a["alert_id"] for a in alerts}) == len(alerts)
+    assert alerts and len({a.alert_id for a in alerts}) == len(alerts)
     assert "large_order" in first and second == ""
     deliveries = scheduler.store.deliveries()
     assert (deliveries["status"] == "sent").all() and (deliveries["attempts"] == 1).all()

@@ -155,7 +155,7 @@ def test_two_sessions_with_faults_end_with_every_window_ok_and_every_alert_sent_
     assert windows.loc[KILL_KERNEL_WINDOW.isoformat(), "attempts"] == 2  # so did the killed kernel
     assert "2026-11-26T17:00:00+00:00" in windows.index  # the held-back windows were caught up
 
-    alerts = {a["alert_id"]: a for a in store.alerts()}
+    alerts = {a.alert_id: a.to_json() for a in store.alerts()}
     deliveries = store.deliveries()
     # nothing left pending: sent, or skipped by a channel's filters, or a repeated surge in cooldown,
     # or a Slack post the SIGKILL cut short (in doubt: not posted again, named in one notice)

@@ -174,7 +174,7 @@ def check_email(scheduler, send_test: bool) -> list[Check]:
             )
         ]
         if send_test:
-            send_email([_test_alert(scheduler.clock.now(), "email").to_json()], scheduler.config, {})
+            send_email([_test_alert(scheduler.clock.now(), "email")], scheduler.config, {})
             checks.append(Check("email", "ok", f"test message sent to {', '.join(settings.recipients)}"))
         return checks
     except (DeliveryError, NqflowError) as exc:
@@ -198,7 +198,7 @@ def check_slack(scheduler, send_test: bool) -> list[Check]:
             pass
         checks = [Check("slack", "ok", f"the webhook's host {url.hostname}:{port} answers")]
         if send_test:
-            send_slack([_test_alert(scheduler.clock.now(), "slack").to_json()], scheduler.config, {})
+            send_slack([_test_alert(scheduler.clock.now(), "slack")], scheduler.config, {})
             checks.append(Check("slack", "ok", "test message posted"))
         return checks
     except OSError as exc:

@@ -243,11 +243,11 @@ def health_alert(condition: Condition, raised_at: str, now: pd.Timestamp, cleare
     )
 
 
-def in_doubt_notice(channel: str, alerts: list[dict], now: pd.Timestamp) -> Alert:
+def in_doubt_notice(channel: str, alerts: list[Alert], now: pd.Timestamp) -> Alert:
     """The one notice a channel gets for alerts whose send to it was cut short by a stop: each
     may or may not have arrived, and none is sent again (an alert never reaches a channel
     twice), so the notice repeats what each said. Its id is fixed by the channel and the alerts."""
-    ids = sorted(a["alert_id"] for a in alerts)
+    ids = sorted(a.alert_id for a in alerts)
     return Alert(
         alert_id=stable_id("health", "delivery_in_doubt", channel, *ids),
         kind=Kind.HEALTH,
@@ -265,6 +265,6 @@ def in_doubt_notice(channel: str, alerts: list[dict], now: pd.Timestamp) -> Aler
             f"nqflow stopped while it sent {len(ids)} alert(s) to {channel}, before it recorded the send: "
             f"each may or may not have arrived, and none is sent again so that none arrives twice; "
             f"all are in the alert log and `scheduler.py alerts`",
-            *(f"{a['alert_id']}: {one_line(a)}" for a in alerts),
+            *(f"{a.alert_id}: {one_line(a)}" for a in alerts),
         ],
     )

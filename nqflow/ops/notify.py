@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from nqflow.alerts import one_line, usd
+from nqflow.alerts import Alert, Kind, one_line, usd
 from nqflow.config import Config
 from nqflow.errors import CredentialsError
 from nqflow.ops.health import in_doubt_notice
@@ -51,34 +51,34 @@ def enabled_channels(config: Config) -> list[str]:
     return [name for name, channel in CHANNELS.items() if channel.settings(config).enabled]
 
 
-def _wanted(alert: dict, settings) -> bool:
-    if alert["kind"] == "health":  # the monitor's own state reaches every channel, whatever its filters
+def _wanted(alert: Alert, settings) -> bool:
+    if alert.kind == Kind.HEALTH:  # the monitor's own state reaches every channel, whatever its filters
         return True
-    if alert["kind"] == "confirmation":  # queued only on the channels that carried the alerts it follows up
+    if alert.kind == Kind.CONFIRMATION:  # queued only on the channels that carried the alerts it follows up
         return True
-    return alert["confidence"] >= settings.min_confidence and (not settings.kinds or alert["kind"] in settings.kinds)
+    return alert.confidence >= settings.min_confidence and (not settings.kinds or alert.kind in settings.kinds)
 
 
-def _report_link(alert: dict, config: Config, reports: dict[str, str]) -> str:
-    path = reports.get(alert["window_start"], "")
+def _report_link(alert: Alert, config: Config, reports: dict[str, str]) -> str:
+    path = reports.get(alert.window_start, "")
     base = config.notify.email.report_base_url
     if base and path:
         return base.rstrip("/") + "/" + Path(path).parent.name + "/" + Path(path).name
     return path
 
 
-def send_console(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+def send_console(alerts: list[Alert], config: Config, reports: dict[str, str]) -> None:
     colour = sys.stdout.isatty()
     codes = {"HIGH": "\033[1;31m", "MEDIUM": "\033[33m", "LOW": "\033[2m"}
     for alert in alerts:
         line = one_line(alert)
-        print(f"{codes[alert['label']]}{line}\033[0m" if colour else line, flush=True)
+        print(f"{codes[alert.label]}{line}\033[0m" if colour else line, flush=True)
 
 
 _log_handlers: dict[str, logging.Handler] = {}
 
 
-def send_log(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+def send_log(alerts: list[Alert], config: Config, reports: dict[str, str]) -> None:
     settings = config.notify.log
     path = resolve(settings.path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +90,11 @@ def send_log(alerts: list[dict], config: Config, reports: dict[str, str]) -> Non
         _log_handlers[str(path)] = handler
     logged = logged_alert_ids(path)
     for alert in alerts:
-        if alert["alert_id"] in logged:  # written before a crash cut the delivery's record short
+        if alert.alert_id in logged:  # written before a crash cut the delivery's record short
             continue
-        record = logging.LogRecord("nqflow.alerts", logging.INFO, "", 0, json.dumps(alert, sort_keys=True), None, None)
+        record = logging.LogRecord(
+            "nqflow.alerts", logging.INFO, "", 0, json.dumps(alert.to_json(), sort_keys=True), None, None
+        )
         handler.emit(record)
     handler.flush()
 
@@ -120,37 +122,35 @@ def logged_alert_ids(path: Path) -> set[str]:
     return ids
 
 
-def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -> tuple[str, str, str]:
-    ranked = sorted(alerts, key=lambda a: -a["confidence"])
-    window = ranked[0]["window_start"]
+def _email_bodies(alerts: list[Alert], config: Config, reports: dict[str, str]) -> tuple[str, str, str]:
+    ranked = sorted(alerts, key=lambda a: -a.confidence)
+    window = ranked[0].window_start
     top = ranked[0]
-    subject = (
-        f"nqflow: {len(ranked)} alert(s) in window {window[:16]}Z, top: {top['label']} {top['kind']} {top['symbol']}"
-    )
-    if all(a["kind"] == "health" for a in ranked):
-        subject = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"
-    if all(a["kind"] == "confirmation" for a in ranked):
-        subject = f"nqflow follow-up: {ranked[0]['symbol']}: {ranked[0]['reasons'][0]}"
+    subject = f"nqflow: {len(ranked)} alert(s) in window {window[:16]}Z, top: {top.label} {top.kind} {top.symbol}"
+    if all(a.kind == Kind.HEALTH for a in ranked):
+        subject = f"nqflow health: {'; '.join(a.symbol for a in ranked)}"
+    if all(a.kind == Kind.CONFIRMATION for a in ranked):
+        subject = f"nqflow follow-up: {ranked[0].symbol}: {ranked[0].reasons[0]}"
     link = _report_link(ranked[0], config, reports)
     text = [f"{len(ranked)} institutional-flow alert(s), strongest first.", f"Report: {link}", ""]
     for a in ranked:
         text.append(one_line(a))
-        text.extend(f"    - {r}" for r in a["reasons"])
-        text.append(f"    id {a['alert_id']}")
+        text.extend(f"    - {r}" for r in a.reasons)
+        text.append(f"    id {a.alert_id}")
     body_html = render(
         "alert_email.html.j2",
         link=link,
         alerts=[
             {
-                "label": a["label"],
-                "confidence": f"{a['confidence']:.0f}",
-                "kind": a["kind"],
-                "symbol": a["symbol"],
-                "direction": a["direction"],
-                "volume": f"{a['volume']:,}",
-                "premium": usd(a["premium_usd"]),
-                "reasons": a["reasons"],
-                "alert_id": a["alert_id"],
+                "label": str(a.label),
+                "confidence": f"{a.confidence:.0f}",
+                "kind": str(a.kind),
+                "symbol": a.symbol,
+                "direction": str(a.direction),
+                "volume": f"{a.volume:,}",
+                "premium": usd(a.premium_usd),
+                "reasons": a.reasons,
+                "alert_id": a.alert_id,
             }
             for a in ranked
         ],
@@ -158,7 +158,7 @@ def _email_bodies(alerts: list[dict], config: Config, reports: dict[str, str]) -
     return subject, "\n".join(text), body_html
 
 
-def send_email(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+def send_email(alerts: list[Alert], config: Config, reports: dict[str, str]) -> None:
     settings = config.notify.email
     if not settings.recipients:
         raise CredentialsError("notify.email.recipients is empty; list at least one address in config/monitoring.toml")
@@ -219,28 +219,28 @@ def smtp_session(settings, password: str):
         raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {exc}") from None
 
 
-def message_id(alerts: list[dict], sender: str) -> str:
+def message_id(alerts: list[Alert], sender: str) -> str:
     """The same digest gets the same Message-ID: if a crash between the server's acceptance and
     our record makes us send it again, mail systems that drop repeated Message-IDs drop it."""
-    digest = hashlib.sha1("|".join(sorted(a["alert_id"] for a in alerts)).encode()).hexdigest()[:24]
+    digest = hashlib.sha1("|".join(sorted(a.alert_id for a in alerts)).encode()).hexdigest()[:24]
     domain = parseaddr(sender)[1].rpartition("@")[2] or "nqflow.invalid"
     return f"<nqflow.{digest}@{domain}>"
 
 
-def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -> dict:
-    ranked = sorted(alerts, key=lambda a: -a["confidence"])
-    title = f"nqflow: {len(ranked)} alert(s), window {ranked[0]['window_start'][:16]}Z"
-    if all(a["kind"] == "health" for a in ranked):
-        title = f"nqflow health: {'; '.join(a['symbol'] for a in ranked)}"[:150]
-    if all(a["kind"] == "confirmation" for a in ranked):
-        title = f"nqflow follow-up: {ranked[0]['symbol']}, opened or closed"[:150]
+def slack_payload(alerts: list[Alert], config: Config, reports: dict[str, str]) -> dict:
+    ranked = sorted(alerts, key=lambda a: -a.confidence)
+    title = f"nqflow: {len(ranked)} alert(s), window {ranked[0].window_start[:16]}Z"
+    if all(a.kind == Kind.HEALTH for a in ranked):
+        title = f"nqflow health: {'; '.join(a.symbol for a in ranked)}"[:150]
+    if all(a.kind == Kind.CONFIRMATION for a in ranked):
+        title = f"nqflow follow-up: {ranked[0].symbol}, opened or closed"[:150]
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
-    for a in ranked[:20]:
+    for a in ranked:  # at most MAX_ALERTS_PER_MESSAGE (`_by_window`)
         blocks.append(
             {
                 "type": "section",
-                "block_id": a["alert_id"][:255],
-                "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a["reasons"])},
+                "block_id": a.alert_id[:255],
+                "text": {"type": "mrkdwn", "text": f"*{one_line(a)}*\n" + "\n".join(f"• {r}" for r in a.reasons)},
             }
         )
     link = _report_link(ranked[0], config, reports)
@@ -249,7 +249,7 @@ def slack_payload(alerts: list[dict], config: Config, reports: dict[str, str]) -
     return {"text": f"nqflow: {len(ranked)} alert(s)", "blocks": blocks}
 
 
-def send_slack(alerts: list[dict], config: Config, reports: dict[str, str]) -> None:
+def send_slack(alerts: list[Alert], config: Config, reports: dict[str, str]) -> None:
     settings = config.notify.slack
     url = slack_url(settings)
     for window_alerts in _by_window(alerts):
@@ -278,7 +278,7 @@ class Channel:
 
     name: str
     settings: Callable[[Config], Any]
-    send: Callable[[list[dict], Config, dict[str, str]], None]
+    send: Callable[[list[Alert], Config, dict[str, str]], None]
     #: A send cut short by a crash may be made again: the channel tells what it already has (the
     #: alert log is read back), the repeat is dropped downstream (a digest keeps its Message-ID,
     #: which mail systems use to drop repeats) or costs nothing (a console line). Slack cannot
@@ -298,11 +298,21 @@ CHANNELS: dict[str, Channel] = {
 }
 
 
-def _by_window(alerts: list[dict]) -> list[list[dict]]:
-    groups: dict[str, list[dict]] = {}
+#: A message carries at most this many alerts (a Slack message holds 50 blocks); a window with
+#: more goes out in several, each recorded as it is sent.
+MAX_ALERTS_PER_MESSAGE = 20
+
+
+def _by_window(alerts: list[Alert]) -> list[list[Alert]]:
+    """The alerts in messages: one per window, in their order, split at MAX_ALERTS_PER_MESSAGE."""
+    groups: dict[str, list[Alert]] = {}
     for alert in alerts:
-        groups.setdefault(alert["window_start"], []).append(alert)
-    return list(groups.values())
+        groups.setdefault(alert.window_start, []).append(alert)
+    return [
+        group[i : i + MAX_ALERTS_PER_MESSAGE]
+        for group in groups.values()
+        for i in range(0, len(group), MAX_ALERTS_PER_MESSAGE)
+    ]
 
 
 def deliver_pending(
@@ -325,7 +335,7 @@ def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, repor
     for channel in channels:
         settings = CHANNELS[channel].settings(config)
         due = store.due_deliveries(channel, now.isoformat(), config.notify.max_delivery_attempts)
-        skipped = [a["alert_id"] for a in due if not _wanted(a, settings)]
+        skipped = [a.alert_id for a in due if not _wanted(a, settings)]
         if skipped:
             store.mark_skipped(skipped, channel, "below the channel's min_confidence or not one of its kinds")
         wanted = [a for a in due if _wanted(a, settings)]
@@ -335,7 +345,7 @@ def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, repor
         # earlier ones stay delivered and are not sent again.
         failure: tuple[str, str] | None = None  # (error, retry at) once the channel failed in this pass
         for window_alerts in _by_window(wanted):
-            ids = [a["alert_id"] for a in window_alerts]
+            ids = [a.alert_id for a in window_alerts]
             if failure is not None:  # not hammering a channel that is down: these wait with the rest
                 store.mark_failed(ids, channel, f"not tried: {failure[0]}", failure[1])
                 continue
@@ -365,7 +375,7 @@ def _settle_in_flight(store: StateStore, channel: str, channels: list[str], now:
     in_flight = store.in_flight(channel)
     if not in_flight:
         return
-    ids = [a["alert_id"] for a in in_flight]
+    ids = [a.alert_id for a in in_flight]
     if CHANNELS[channel].resends_in_doubt:
         store.mark_pending(ids, channel)
         return

@@ -19,7 +19,7 @@ import scrapbook as sb
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
-from nqflow.alerts import check_summary, validate
+from nqflow.alerts import Alert, check_summary
 from nqflow.errors import DataNotYetAvailable
 from nqflow.paths import (
     GEX_NOTEBOOK,
@@ -42,7 +42,7 @@ KERNEL_NAME = "nqflow"
 class NotebookRun:
     notebook_path: Path
     html_path: Path | None
-    alerts: list[dict] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     error: str | None = None
     duration_s: float = 0.0
@@ -147,7 +147,7 @@ def execute_notebook(notebook: Path, notebook_path: Path, html_path: Path, param
         if error is None:
             try:
                 scraps = sb.read_notebook(str(notebook_path)).scraps
-                run.alerts = [validate(a) for a in scraps["alerts"].data]
+                run.alerts = [Alert.from_json(a) for a in scraps["alerts"].data]
                 run.summary = dict(check_summary(scraps["summary"].data))
                 if "notes" in scraps:
                     run.notes = check_notes(scraps["notes"].data)

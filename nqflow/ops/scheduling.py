@@ -18,6 +18,7 @@ from typing import Protocol
 import pandas as pd
 from filelock import FileLock
 
+from nqflow.alerts import Alert
 from nqflow.config import Config
 from nqflow.errors import DataNotYetAvailable, MarketClosed, NqflowError, UsageError
 from nqflow.market import hours as cal
@@ -456,7 +457,7 @@ class Scheduler:
             return {"measured_against": "data_end", "data_end": data_end.isoformat() if data_end else None}
         return {"measured_against": "clock", "data_end": data_end.isoformat() if data_end else None}
 
-    def health_tick(self) -> list[dict]:
+    def health_tick(self) -> list[Alert]:
         """Raise a health alert for each condition that starts, and a recovery for each that
         clears, through the outbox (exactly once each); returns the alerts recorded."""
         now = self.clock.now()

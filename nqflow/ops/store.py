@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from nqflow import sqlite
-from nqflow.alerts import ALERT_FIELDS, Alert
+from nqflow.alerts import ALERT_FIELDS, Alert, Kind
 from nqflow.errors import StorageError
 from nqflow.market.frames import session_bounds
 from nqflow.paths import resolve
@@ -289,16 +289,16 @@ class StateStore:
     # -- alerts and the outbox -------------------------------------------------------------
     def record_alerts(
         self, alerts: Sequence[Alert | dict], channels: list[str], now: str, suppressed: dict[str, str] | None = None
-    ) -> list[dict]:
+    ) -> list[Alert]:
         """Record alerts and queue a delivery per channel, in one transaction; returns only alerts
-        not seen before (as JSON dicts). Alerts in `suppressed` (id -> reason) are kept in the
+        not seen before. Alerts in `suppressed` (id -> reason) are kept in the
         history but their deliveries are recorded as 'suppressed' instead of queued. Every alert
         is checked and stored in its one JSON form (`Alert.to_json`)."""
         suppressed = suppressed or {}
-        new = []
-        records = [a.to_json() if isinstance(a, Alert) else Alert.from_json(a).to_json() for a in alerts]
+        new: list[Alert] = []
+        checked = [a if isinstance(a, Alert) else Alert.from_json(a) for a in alerts]
         with self.connect() as conn:
-            for alert in records:
+            for record, alert in ((a, a.to_json()) for a in checked):
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO alerts (alert_id, window_start, kind, level, symbol, confidence, label, "
                     "event_time, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -316,7 +316,7 @@ class StateStore:
                     ),
                 )
                 if cursor.rowcount:
-                    new.append(alert)
+                    new.append(record)
                     reason = suppressed.get(alert["alert_id"])
                     conn.executemany(
                         "INSERT OR IGNORE INTO deliveries (alert_id, channel, status, last_error) VALUES (?, ?, ?, ?)",
@@ -377,7 +377,7 @@ class StateStore:
             ).fetchall()
         return sorted(r[0] for r in rows)
 
-    def surges_sent_since(self, since: str) -> list[dict]:
+    def surges_sent_since(self, since: str) -> list[Alert]:
         """Volume-surge alerts from windows starting at or after `since` that were queued for
         delivery on some channel (not suppressed as repeats): what escalation compares against."""
         with self.connect() as conn:
@@ -387,7 +387,7 @@ class StateStore:
                 "ORDER BY a.window_start",
                 (since,),
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return _read_alerts(rows)
 
     def alerts(
         self,
@@ -396,7 +396,7 @@ class StateStore:
         min_confidence: float = 0.0,
         window_start: str | None = None,
         until: str | None = None,
-    ) -> list[dict]:
+    ) -> list[Alert]:
         """Recorded alerts, newest window first; `since` / `until` bound window_start ([since, until))."""
         query = "SELECT payload FROM alerts WHERE confidence >= ?"
         params: list[object] = [min_confidence]
@@ -414,9 +414,9 @@ class StateStore:
             params.append(window_start)
         with self.connect() as conn:
             rows = conn.execute(query + " ORDER BY window_start DESC, confidence DESC", params).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return _read_alerts(rows)
 
-    def due_deliveries(self, channel: str, now: str, max_attempts: int) -> list[dict]:
+    def due_deliveries(self, channel: str, now: str, max_attempts: int) -> list[Alert]:
         with self.connect() as conn:
             rows = conn.execute(
                 "SELECT a.payload FROM deliveries d JOIN alerts a USING (alert_id) WHERE d.channel = ? AND "
@@ -424,7 +424,7 @@ class StateStore:
                 "ORDER BY a.window_start, a.confidence DESC",
                 (channel, max_attempts, now),
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return _read_alerts(rows)
 
     def mark_sending(self, alert_ids: list[str], channel: str) -> None:
         """Say, before a channel is asked to send these, that the send has begun: a row still
@@ -435,7 +435,7 @@ class StateStore:
                 [(a, channel) for a in alert_ids],
             )
 
-    def in_flight(self, channel: str) -> list[dict]:
+    def in_flight(self, channel: str) -> list[Alert]:
         """Alerts a sender began to send on `channel` and never recorded as sent or failed."""
         with self.connect() as conn:
             rows = conn.execute(
@@ -443,7 +443,7 @@ class StateStore:
                 "d.status = 'sending' ORDER BY a.window_start, a.confidence DESC",
                 (channel,),
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return _read_alerts(rows)
 
     def mark_pending(self, alert_ids: list[str], channel: str) -> None:
         with self.connect() as conn:
@@ -487,6 +487,11 @@ class StateStore:
             return pd.read_sql_query("SELECT * FROM deliveries ORDER BY alert_id, channel", conn)
 
 
+def _read_alerts(rows: Sequence[tuple]) -> list[Alert]:
+    """Alerts from their stored JSON (the first column of each row)."""
+    return [Alert.from_json(json.loads(r[0])) for r in rows]
+
+
 def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
     """The market alerts recorded for session `trade_date` in the state database (ALERT_FIELDS),
     the off-book ones of that session included; none when there is no database yet."""
@@ -496,7 +501,8 @@ def recorded_alerts(config, state_db: str, trade_date: dt.date) -> pd.DataFrame:
     market_open, market_close = session_bounds(trade_date)
     rows = StateStore(path).alerts(since=market_open.isoformat(), until=market_close.isoformat())
     # the market's alerts: health alerts are about the monitor, and live in the index
-    return pd.DataFrame([r for r in rows if r["kind"] not in ("health", "confirmation")], columns=ALERT_FIELDS)
+    market = [a.to_json() for a in rows if a.kind not in (Kind.HEALTH, Kind.CONFIRMATION)]
+    return pd.DataFrame(market, columns=ALERT_FIELDS)
 
 
 def recorded_notes(config, state_db: str, note: str, trade_date: dt.date) -> dict[str, dict]:

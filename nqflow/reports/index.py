@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from nqflow.alerts import usd
+from nqflow.alerts import Alert, Kind, usd
 from nqflow.market import hours as cal
 from nqflow.reports.pages import render
 
@@ -25,12 +26,12 @@ from nqflow.reports.pages import render
 FILTERS = ("kind", "label", "product", "expiry", "direction", "verdict")
 
 
-def alert_product(alert: dict) -> str:
+def alert_product(alert: Alert) -> str:
     """The option product an alert is on: its expiry's root without the month-year code."""
-    if alert["kind"] == "health":
+    if alert.kind == Kind.HEALTH:
         return "(monitor)"
-    expiry = alert.get("expiry") or ""
-    return expiry[:-2] if len(expiry) > 2 else (str(alert.get("symbol") or "").split(" ")[0] or "all")
+    expiry = alert.expiry or ""
+    return expiry[:-2] if len(expiry) > 2 else (alert.symbol.split(" ")[0] or "all")
 
 
 def _text(value) -> str:
@@ -54,7 +55,7 @@ def write_index(
     outputs_dir: Path,
     windows: pd.DataFrame,
     daily_runs: pd.DataFrame | None = None,
-    alerts: list[dict] | None = None,
+    alerts: Sequence[Alert] | None = None,
     notes: dict[str, dict[str, dict]] | None = None,
 ) -> Path:
     """Write outputs/index.html (see the module doc) and return its path. `notes`: what was
@@ -100,7 +101,7 @@ class _Linker:
         return None
 
 
-def _session_counts(windows: pd.DataFrame, daily_runs: pd.DataFrame, alerts: list[dict]) -> dict[str, Counter]:
+def _session_counts(windows: pd.DataFrame, daily_runs: pd.DataFrame, alerts: Sequence[Alert]) -> dict[str, Counter]:
     """Every session the index knows (from windows, daily jobs and alerts) with its alerts by kind."""
     sessions: dict[str, Counter] = {}
     for w in windows.itertuples(index=False):
@@ -108,7 +109,7 @@ def _session_counts(windows: pd.DataFrame, daily_runs: pd.DataFrame, alerts: lis
     for day in daily_runs["trade_date"]:
         sessions.setdefault(day, Counter())
     for alert in alerts:
-        sessions.setdefault(_session_of(alert["window_start"]), Counter())[alert["kind"]] += 1
+        sessions.setdefault(_session_of(alert.window_start), Counter())[str(alert.kind)] += 1
     return sessions
 
 
@@ -136,53 +137,53 @@ def _session_rows(sessions: dict[str, Counter], windows: pd.DataFrame, daily: di
 
 
 def _alert_rows(
-    alerts: list[dict], windows: pd.DataFrame, daily: dict, notes: dict[str, dict[str, dict]], link: _Linker
+    alerts: Sequence[Alert], windows: pd.DataFrame, daily: dict, notes: dict[str, dict[str, dict]], link: _Linker
 ) -> tuple[list[dict], dict[str, set[str]]]:
     """The alert table's rows, newest first, and every value each filter offers."""
     verdicts, finals = notes.get("confirmation", {}), notes.get("worked_final", {})
     reports = {w.window_start: w.html_path for w in windows.itertuples(index=False)}
     rows: list[dict] = []
     options: dict[str, set[str]] = {key: set() for key in FILTERS}
-    for alert in sorted(alerts, key=lambda a: a.get("event_time") or a["window_start"], reverse=True):
-        if alert["kind"] == "confirmation":  # a follow-up message: its verdicts are on the alerts' rows
+    for alert in sorted(alerts, key=lambda a: a.event_time or a.window_start, reverse=True):
+        if alert.kind == Kind.CONFIRMATION:  # a follow-up message: its verdicts are on the alerts' rows
             continue
         values = {
-            "kind": alert["kind"],
-            "label": alert.get("label") or "",
+            "kind": str(alert.kind),
+            "label": str(alert.label),
             "product": alert_product(alert),
-            "expiry": alert.get("expiry") or "",
-            "direction": alert.get("direction") or "",
-            "verdict": (verdicts.get(alert["alert_id"]) or {}).get("verdict", ""),
+            "expiry": alert.expiry or "",
+            "direction": str(alert.direction),
+            "verdict": (verdicts.get(alert.alert_id) or {}).get("verdict", ""),
         }
         for key, value in values.items():
             if value:
                 options[key].add(value)
-        premium = float(alert.get("premium_usd") or 0.0)
-        if alert["kind"] == "off_book":
-            source = daily.get(("off_book", _session_of(alert["window_start"])))
+        premium = alert.premium_usd
+        if alert.kind == Kind.OFF_BOOK:
+            source = daily.get(("off_book", _session_of(alert.window_start)))
             where = link(source.html_path, "off-book report") if source is not None else None
         else:
-            where = link(reports.get(alert["window_start"]), "window report")
-        dte = alert.get("days_to_expiry")
-        confidence = alert.get("confidence") or 0
+            where = link(reports.get(alert.window_start), "window report")
+        dte = alert.days_to_expiry
+        confidence = alert.confidence
         rows.append(
             {
                 "data": list(values.items()),
                 "premium_value": f"{premium:.2f}",
-                "time": str(alert.get("event_time") or alert["window_start"])[:19],
+                "time": (alert.event_time or alert.window_start)[:19],
                 "kind": values["kind"],
                 "label": values["label"],
                 "confidence": confidence,
                 "confidence_text": f"{confidence:.0f}",
                 "product": values["product"],
-                "symbol": str(alert.get("symbol") or ""),
+                "symbol": alert.symbol,
                 "expiry": values["expiry"],
                 "dte": "" if dte is None else dte,
                 "direction": values["direction"],
-                "volume": alert.get("volume") or 0,
-                "volume_text": f"{alert.get('volume') or 0:,}",
+                "volume": alert.volume,
+                "volume_text": f"{alert.volume:,}",
                 "premium": usd(premium),
-                "final": _final(finals.get(alert["alert_id"])),
+                "final": _final(finals.get(alert.alert_id)),
                 "verdict": values["verdict"],
                 "report": where,
             }
