@@ -153,15 +153,21 @@ class SessionWindows:
         return [by_slot[slot] for slot in self.slots]
 
 
-def load_session(config: Config, trade_date: dt.date, source: DataSource, window_filter=None) -> SessionWindows:
-    """Every (selected) window of one session from one read of its data: the frames `load_window`
-    gives, window by window. `window_filter(start, end)` picks windows."""
-    row = cal.sessions(trade_date, trade_date).iloc[0]
-    bounds = [
+def _selected_windows(
+    config: Config, trade_date: dt.date, window_filter=None
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    return [
         (s, e)
         for s, e in cal.session_windows(trade_date, config.schedule.interval_minutes)
         if window_filter is None or window_filter(s, e)
     ]
+
+
+def load_session(config: Config, trade_date: dt.date, source: DataSource, window_filter=None) -> SessionWindows:
+    """Every (selected) window of one session from one read of its data: the frames `load_window`
+    gives, window by window. `window_filter(start, end)` picks windows."""
+    row = cal.sessions(trade_date, trade_date).iloc[0]
+    bounds = _selected_windows(config, trade_date, window_filter)
     if not bounds:
         return SessionWindows(trade_date, [], [], {})
     # Classified once for the session, then cut per window: the same frames `load_window` gives.
@@ -192,11 +198,13 @@ def run_session(
     (tests compare them), without re-reading the data and the baseline for each of the
     session's ~92 windows. `window_filter(start, end)` picks windows.
     """
-    session = load_session(config, trade_date, source, window_filter)
-    if not session.windows:
+    if not _selected_windows(config, trade_date, window_filter):
         return []
     n = config.thresholds.baseline_sessions
+    # The history first: it reads the previous sessions, whose close the session's walls need
+    # (`session_walls`), so a Databento source pulls that close once, not twice.
     ensure_history(baseline, source, trade_date, n, available)
+    session = load_session(config, trade_date, source, window_filter)
     detections = detect_windows(session.windows, session.expected(baseline, n), config)
     return [WindowResult(w, d) for w, d in zip(session.windows, detections)]
 

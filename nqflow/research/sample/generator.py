@@ -75,8 +75,9 @@ FIXED = 1_000_000_000  # DBN fixed-point prices: 1e-9 units
 #: flags 0 on some days, worked orders and two-sided decoys, open interest that follows the
 #: trades (positions opened and closed, with ground truth), repeated statistics messages.
 #: 7: the front future rolls (NQZ6 to NQH7 on 10 December 2026, and on) and expired futures delist.
-#: 8: open interest at a tenth of the scale (about 1.5M contracts listed, not 15M), and planted
-#: dealer walls: a call and a put concentration on the quarterly options, with ground truth.
+#: 8: open interest at a tenth of the scale (1.5M contracts at the first session and 4.2M by the
+#: last, not 15M and 40M), and planted dealer walls: a call and a put concentration on the
+#: quarterly options, with ground truth.
 GENERATOR_VERSION = 8
 #: Background orders stay below this premium so that only planted events cross $3M.
 BACKGROUND_MAX_PREMIUM_USD = 1_200_000.0
@@ -1541,8 +1542,9 @@ class _Generator:
                 years = max((o.expiration_ns - sess.open_ns) / (365.25 * 86400e9), 1 / 365)
                 z = math.log(o.strike / fwd) / (0.2 * math.sqrt(years) + 0.01)
                 oi = int(oi_rng.lognormal(math.log(4 + 300 * math.exp(-0.5 * z * z) * min(years * 12, 1.5)), 0.5))
-                if o.listing.symbol_root == walls["expiry"] and o.strike == walls.get(f"{o.kind}_strike"):
-                    oi += walls[f"{o.kind}_contracts"]  # on the books before the sample begins
+                side = "call" if o.kind == "C" else "put"
+                if o.listing.symbol_root == walls["expiry"] and o.strike == walls[f"{side}_wall"]:
+                    oi += walls[f"{side}_contracts"]  # on the books before the sample begins
             oi = max(oi, floor.get(iid, 0))
             written_oi[iid] = oi
             if oi_rng.random() < REPEATED_STATISTICS_SHARE:  # a preliminary figure first: the last one counts
@@ -1555,7 +1557,7 @@ class _Generator:
     def _plant_dealer_walls(self, sess: _Session) -> dict:
         """The planted walls, chosen once: on the first quarterly options expiring at least a week
         after the sample's last session, the 250-point strikes nearest `wall_distance` above (the
-        call) and below (the put) the first session's opening price."""
+        call) and below (the put) the first session's opening price; in ground truth's shape."""
         if self.dealer_walls is None:
             spec = self.spec
             after = self.schedule.index[-1] + dt.timedelta(days=7)
@@ -1566,10 +1568,10 @@ class _Generator:
             fwd = float(sess.minute_forward[0]) * CARRY[quarterly.underlying]
             self.dealer_walls = {
                 "expiry": quarterly.symbol_root,
-                "C_strike": float(math.ceil(fwd * (1 + spec.wall_distance[0]) / 250) * 250),
-                "P_strike": float(math.floor(fwd * (1 - spec.wall_distance[1]) / 250) * 250),
-                "C_contracts": spec.wall_contracts[0],
-                "P_contracts": spec.wall_contracts[1],
+                "call_wall": float(math.ceil(fwd * (1 + spec.wall_distance[0]) / 250) * 250),
+                "put_wall": float(math.floor(fwd * (1 - spec.wall_distance[1]) / 250) * 250),
+                "call_contracts": spec.wall_contracts[0],
+                "put_contracts": spec.wall_contracts[1],
             }
         return self.dealer_walls
 
@@ -1809,17 +1811,7 @@ def generate_sample_market(folder: str | Path, spec: SampleSpec | None = None) -
         f"{spec.baseline_sessions} previous sessions since the key first traded; options "
         f"within {SHORT_DATED_DAYS} days of expiry counted by days to expiry",
         "session_stats": session_stats,
-        "dealer_walls": (
-            {
-                "expiry": gen.dealer_walls["expiry"],
-                "call_wall": gen.dealer_walls["C_strike"],
-                "put_wall": gen.dealer_walls["P_strike"],
-                "call_contracts": gen.dealer_walls["C_contracts"],
-                "put_contracts": gen.dealer_walls["P_contracts"],
-            }
-            if gen.dealer_walls
-            else None
-        ),
+        "dealer_walls": gen.dealer_walls,
         "events": gen.events,
     }
     tmp = truth_path.with_suffix(".json.tmp")
