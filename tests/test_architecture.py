@@ -217,3 +217,13 @@ def test_no_import_circle():
         if module not in state:
             visit(module, [module])
     assert circles == []
+
+
+@pytest.mark.xdist_group("architecture")
+def test_xdist_groups_reach_the_scheduler(request):
+    """`make test` keeps each costly module fixture on one worker with ``--dist loadgroup``;
+    pytest 9.2 made the group mark a silent no-op (pytest-xdist#1386) and every such fixture
+    was built on both workers. This fails if that happens again."""
+    if not request.config.getoption("loadgroup", False):
+        pytest.skip("not run under --dist loadgroup")
+    assert request.node.nodeid.endswith("@architecture")
