@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from nqflow.alerts import ALERT_FIELDS, to_alerts
+from nqflow.alerts import ALERT_FIELDS, Alert, to_alerts
 from nqflow.config import Config, load_config
 from nqflow.engine.monitor import run_window
 from nqflow.ops.runner import NotebookRun
@@ -103,14 +103,17 @@ SMTP_PASSWORD = "smtp-SECRET-pw-7731"
 WEBHOOK_PATH = "/services/T000/B000/SECRET-hook-token"
 
 
-def make_alert(
-    n: int,
+def alert_json(
+    n: int = 0,
     window_start: str = "2026-10-29T14:15:00+00:00",
     kind: str = "large_order",
     confidence: float = 50.0,
     tier: float | None = None,
     symbol: str | None = None,
+    **changes,
 ) -> dict:
+    """The one alert factory, in the JSON form a notebook glues and the store keeps: alert `n` of
+    a window, any field set by `changes`. `make_alert` gives the same alert as an `Alert`."""
     alert = {field: None for field in ALERT_FIELDS}
     alert.update(
         alert_id=f"{kind}-{window_start[:16]}-{n:03d}",
@@ -130,7 +133,21 @@ def make_alert(
         ratio=tier,
         reasons=[f"reason one of alert {n}", "second reason"],
     )
+    alert.update(changes)
     return alert
+
+
+def make_alert(
+    n: int = 0,
+    window_start: str = "2026-10-29T14:15:00+00:00",
+    kind: str = "large_order",
+    confidence: float = 50.0,
+    tier: float | None = None,
+    symbol: str | None = None,
+    **changes,
+) -> Alert:
+    """`alert_json`'s alert as the `Alert` the process passes around."""
+    return Alert.from_json(alert_json(n, window_start, kind, confidence, tier, symbol, **changes))
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import alert_json as shared_alert_json
 
 from nqflow.alerts import (
     ALERT_FIELDS,
@@ -34,26 +35,22 @@ def test_the_scheduler_process_loads_neither_the_engine_nor_scipy():
 
 
 def alert_json(**changes) -> dict:
-    record = {field: None for field in ALERT_FIELDS}
-    record.update(
-        alert_id="a1",
-        kind="large_order",
-        level="instrument",
-        window_start="2026-11-02T15:00:00+00:00",
-        window_end="2026-11-02T15:15:00+00:00",
-        event_time="2026-11-02T15:03:00+00:00",
-        symbol="NQZ6 C21000",
-        direction="BUY",
-        sentiment="BULLISH",
-        volume=400,
-        premium_usd=3.2e6,
-        confidence=72.5,
-        label="HIGH",
-        reasons=["why"],
-        instrument_ids=[42],
-        open_interest=1500.0,
-    )
-    record.update(changes)
+    """The shared factory's alert with the values these tests read back."""
+    fixed = {
+        "alert_id": "a1",
+        "window_end": "2026-11-02T15:15:00+00:00",
+        "event_time": "2026-11-02T15:03:00+00:00",
+        "symbol": "NQZ6 C21000",
+        "volume": 400,
+        "premium_usd": 3.2e6,
+        "label": "HIGH",
+        "reasons": ["why"],
+        "instrument_ids": [42],
+        "open_interest": 1500.0,
+    }
+    record = shared_alert_json(0, "2026-11-02T15:00:00+00:00", confidence=72.5)
+    record.update(fixed)
+    record.update(changes)  # after the factory: a field set to None here stays None
     return record
 
 

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from helpers import SMTP_PASSWORD, Inbox, free_port, make_alert, smtp_server
 
-from nqflow.alerts import Alert
 from nqflow.config import load_config
 from nqflow.ops.notify import deliver_pending, enabled_channels
 from nqflow.ops.store import StateStore
@@ -77,7 +76,7 @@ def test_email_digest_and_slack_message_contents(tmp_path, tls, env):
         alerts = [make_alert(1, confidence=45), make_alert(2, confidence=88), make_alert(3, confidence=61)]
         store.record_alerts(alerts, enabled_channels(config), T0.isoformat())
         report = str(tmp_path / "out" / "2026-10-29" / "1415-1430Z.html")
-        sent = deliver_pending(store, config, T0, {alerts[0]["window_start"]: report})
+        sent = deliver_pending(store, config, T0, {alerts[0].window_start: report})
     finally:
         server.stop()
     assert sent == {"log": 3, "email": 3, "slack": 3}
@@ -87,9 +86,9 @@ def test_email_digest_and_slack_message_contents(tmp_path, tls, env):
     plain = message.get_body(("plain",)).get_content()
     html_part = message.get_body(("html",)).get_content()
     assert ids_in_mail(inbox) == [
-        alerts[1]["alert_id"],
-        alerts[2]["alert_id"],
-        alerts[0]["alert_id"],
+        alerts[1].alert_id,
+        alerts[2].alert_id,
+        alerts[0].alert_id,
     ]  # strongest first
     assert "https://reports.example.test/nqflow/2026-10-29/1415-1430Z.html" in plain
     assert "reason one of alert 2" in plain and "<table" in html_part and "reason one of alert 3" in html_part
@@ -98,14 +97,14 @@ def test_email_digest_and_slack_message_contents(tmp_path, tls, env):
     [body] = env.bodies
     sections = [b for b in body["blocks"] if b["type"] == "section"]
     assert body["blocks"][0]["type"] == "header" and "3 alert(s)" in body["blocks"][0]["text"]["text"]
-    assert [s["block_id"] for s in sections] == [alerts[1]["alert_id"], alerts[2]["alert_id"], alerts[0]["alert_id"]]
+    assert [s["block_id"] for s in sections] == [alerts[1].alert_id, alerts[2].alert_id, alerts[0].alert_id]
     assert (
         sections[0]["text"]["text"].startswith("*[HIGH 88] large_order")
         and "• reason one of alert 2" in sections[0]["text"]["text"]
     )
     assert body["blocks"][-1]["elements"][0]["text"].endswith("/2026-10-29/1415-1430Z.html")
     log_lines = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
-    assert sorted(a["alert_id"] for a in log_lines) == sorted(a["alert_id"] for a in alerts)
+    assert sorted(a["alert_id"] for a in log_lines) == sorted(a.alert_id for a in alerts)
 
 
 def test_outage_then_recovery_delivers_every_alert_exactly_once(tmp_path, tls, env, caplog):
@@ -139,7 +138,7 @@ def test_outage_then_recovery_delivers_every_alert_exactly_once(tmp_path, tls, e
         deliver_pending(restarted, config, now + pd.Timedelta(minutes=90))  # nothing left: sends nothing
     finally:
         server.stop()
-    every = sorted(a["alert_id"] for a in first + second)
+    every = sorted(a.alert_id for a in first + second)
     assert sorted(ids_in_mail(inbox)) == every and len(inbox.messages) == 2  # one digest per window
     assert sorted(ids_in_slack(env)) == every
     assert set(restarted.deliveries()["status"]) == {"sent"}
@@ -192,7 +191,7 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path, tls, env):
         }
     finally:
         server.stop()
-    assert sorted(ids_in_mail(inbox)) == sorted(a["alert_id"] for a in alerts)
+    assert sorted(ids_in_mail(inbox)) == sorted(a.alert_id for a in alerts)
 
 
 KILLED_SLACK = """
@@ -226,10 +225,10 @@ def test_a_slack_post_cut_short_by_a_kill_is_not_posted_again_but_named_in_one_n
     finally:
         env.hold.set()
     env.hold = None
-    assert ids_in_slack(env) == [a["alert_id"] for a in window]  # it did arrive; nqflow cannot know that
+    assert ids_in_slack(env) == [a.alert_id for a in window]  # it did arrive; nqflow cannot know that
     status = store.deliveries().set_index("alert_id")["status"]
-    assert {status[a["alert_id"]] for a in window} == {"sending"}
-    assert {status[a["alert_id"]] for a in later} == {"pending"}
+    assert {status[a.alert_id] for a in window} == {"sending"}
+    assert {status[a.alert_id] for a in later} == {"pending"}
 
     config = channel_config(tmp_path, free_port(), **{"notify.email.enabled": False})
     assert deliver_pending(store, config, T0 + pd.Timedelta(minutes=1)) == {"log": 1, "slack": 3}  # the notice, 2 later
@@ -239,12 +238,12 @@ def test_a_slack_post_cut_short_by_a_kill_is_not_posted_again_but_named_in_one_n
     notices = store.alerts(kind="health")
     assert len(notices) == 1 and notices[0].alert_id in posted and "2 slack alert(s)" in notices[0].symbol
     named = " ".join(notices[0].reasons)
-    assert all(a["alert_id"] in named for a in window) and not any(a["alert_id"] in named for a in later)
+    assert all(a.alert_id in named for a in window) and not any(a.alert_id in named for a in later)
     notice_text = json.dumps(env.bodies[-2:])
-    assert all(a["alert_id"] in notice_text for a in window)  # the reader sees what each said
+    assert all(a.alert_id in notice_text for a in window)  # the reader sees what each said
     status = store.deliveries().query("channel == 'slack'").set_index("alert_id")["status"]
-    assert {status[a["alert_id"]] for a in window} == {"in_doubt"}
-    assert {status[a["alert_id"]] for a in later} == {"sent"} and status[notices[0].alert_id] == "sent"
+    assert {status[a.alert_id] for a in window} == {"in_doubt"}
+    assert {status[a.alert_id] for a in later} == {"sent"} and status[notices[0].alert_id] == "sent"
 
 
 def test_an_alert_logged_before_a_crash_is_not_logged_twice(tmp_path, env):
@@ -256,21 +255,17 @@ def test_an_alert_logged_before_a_crash_is_not_logged_twice(tmp_path, env):
     store = StateStore(tmp_path / "state.sqlite")
     alerts = [make_alert(i) for i in range(3)]
     store.record_alerts(alerts, ["log"], T0.isoformat())
-    send_log(
-        [Alert.from_json(a) for a in alerts[:2]], config, {}
-    )  # what the killed process wrote; its delivery rows still pending
+    send_log(alerts[:2], config, {})  # what the killed process wrote; its delivery rows still pending
     assert set(store.deliveries()["status"]) == {"pending"}
     assert deliver_pending(store, config, T0) == {"log": 3}
     lines = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
-    assert sorted(a["alert_id"] for a in lines) == sorted(a["alert_id"] for a in alerts)
+    assert sorted(a["alert_id"] for a in lines) == sorted(a.alert_id for a in alerts)
     assert set(store.deliveries()["status"]) == {"sent"}
 
 
 def surge(n: int, minute: int, tier: float, confidence: float, symbol: str = "NQZ6 C21000") -> dict:
     start = (pd.Timestamp("2026-10-29T14:00Z") + pd.Timedelta(minutes=minute)).isoformat()
-    return Alert.from_json(
-        make_alert(n, window_start=start, kind="volume_surge", confidence=confidence, tier=tier, symbol=symbol)
-    )
+    return make_alert(n, window_start=start, kind="volume_surge", confidence=confidence, tier=tier, symbol=symbol)
 
 
 def test_a_repeated_surge_is_sent_again_only_when_it_escalates():
@@ -281,7 +276,7 @@ def test_a_repeated_surge_is_sent_again_only_when_it_escalates():
         surge(3, 45, 30, 69),  # +11 over the 30x one's 58: sent
         surge(4, 45, 10, 50, symbol="NQZ6 P20000"),  # another strike: sent
         surge(5, 150, 10, 40),  # after the 60-minute cooldown: sent
-        Alert.from_json(make_alert(6, window_start=sent[0].window_start)),
+        make_alert(6, window_start=sent[0].window_start),
     ]  # an order is never a repeat
     suppressed = repeats_to_suppress(new, sent, cooldown_minutes=60, confidence_gain=10)
     assert list(suppressed) == [new[0].alert_id]
@@ -315,9 +310,9 @@ def test_a_failure_on_a_later_window_does_not_resend_the_earlier_ones(tmp_path, 
     env.script = [(200, {}), (500, {})]
     assert deliver_pending(store, config, T0) == {"log": 4, "slack": 2}
     slack = store.deliveries().query("channel == 'slack'").set_index("alert_id")["status"]
-    assert all(slack[a["alert_id"]] == "sent" for a in early) and all(slack[a["alert_id"]] != "sent" for a in late)
+    assert all(slack[a.alert_id] == "sent" for a in early) and all(slack[a.alert_id] != "sent" for a in late)
     assert deliver_pending(store, config, T0 + pd.Timedelta(minutes=5)) == {"slack": 2}
-    assert sorted(ids_in_slack(env)) == sorted(a["alert_id"] for a in early + late)  # each once
+    assert sorted(ids_in_slack(env)) == sorted(a.alert_id for a in early + late)  # each once
     assert [len(body["blocks"]) for body in env.bodies] == [3, 3]  # one message per window: header, two alerts
 
 

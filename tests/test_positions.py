@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import alert_json, make_alert
 
 from nqflow.alerts import Alert
 from nqflow.config import Config, Thresholds, load_config
@@ -28,7 +29,6 @@ from nqflow.errors import DataNotYetAvailable
 from nqflow.ops.followups import confirmation_message
 from nqflow.ops.scheduling import Scheduler, SimulatedClock
 from nqflow.paths import REPO_ROOT
-from tests.helpers import make_alert
 
 T = Thresholds()
 START = pd.Timestamp("2026-11-18 15:00", tz="UTC")
@@ -145,7 +145,7 @@ def test_verdicts_from_the_open_interest_change():
     assert verdict_of(100, 60, 0.5) == "opening" and verdict_of(100, 50, 0.5) == "opening"
     assert verdict_of(100, -50, 0.5) == "closing" and verdict_of(100, 49, 0.5) == "mixed"
     assert verdict_of(100, None, 0.5) == "unknown" and verdict_of(0, 10, 0.5) == "unknown"
-    alerts = [Alert.from_json(make_alert(n)) for n in range(3)]
+    alerts = [make_alert(n) for n in range(3)]
     before = pd.Series({1: 1000, 2: 500, 3: 40})
     after = pd.Series({1: 1400, 2: 480})  # 3 expired: no next-morning figure
     table = confirm(
@@ -166,12 +166,12 @@ def test_planted_positions_are_confirmed_right_and_the_last_session_waits(source
     alerts = []
     for event in events:  # an alert on each planted trade, as the engine would raise it
         alerts.append(
-            Alert.from_json(
-                {
-                    **make_alert(len(alerts), window_start=event["window_start"], symbol=event["symbols"][0]),
-                    "instrument_ids": event["instrument_ids"],
-                    "volume": event["size"],
-                }
+            make_alert(
+                len(alerts),
+                window_start=event["window_start"],
+                symbol=event["symbols"][0],
+                instrument_ids=event["instrument_ids"],
+                volume=event["size"],
             )
         )
     confirmations = read_confirmations(source, day, alerts, config)
@@ -195,13 +195,13 @@ def test_a_covered_package_is_read_at_the_delta_both_sides_agreed():
 
 
 def test_alerts_recorded_before_the_worked_fields_read_back(tmp_path):
-    old = make_alert(1)
+    old = alert_json(1)
     for field in ("child_orders", "first_time", "last_time", "vwap", "price_drift"):
         old.pop(field)
     alert = Alert.from_json(old)
     assert alert.child_orders is None and alert.price_drift is None
     with pytest.raises(Exception, match="lacks fields"):
-        Alert.from_json({k: v for k, v in make_alert(1).items() if k != "volume"})
+        Alert.from_json({k: v for k, v in alert_json(1).items() if k != "volume"})
 
 
 def test_the_follow_up_goes_once_to_the_channels_that_carried_the_alerts(tmp_path):
@@ -218,15 +218,15 @@ def test_the_follow_up_goes_once_to_the_channels_that_carried_the_alerts(tmp_pat
     sent, skipped = make_alert(1, "2026-11-18T15:00:00+00:00"), make_alert(2, "2026-11-18T16:00:00+00:00")
     store.record_alerts([sent], ["console", "log"], START.isoformat())
     store.record_alerts(
-        [skipped], ["console", "log", "slack"], START.isoformat(), suppressed={skipped["alert_id"]: "repeat"}
+        [skipped], ["console", "log", "slack"], START.isoformat(), suppressed={skipped.alert_id: "repeat"}
     )
-    store.mark_delivered([sent["alert_id"]], "console", START.isoformat())
-    store.mark_skipped([sent["alert_id"]], "log", "below min_confidence")
+    store.mark_delivered([sent.alert_id], "console", START.isoformat())
+    store.mark_skipped([sent.alert_id], "log", "below min_confidence")
     rows = [
         {
-            "alert_id": sent["alert_id"],
+            "alert_id": sent.alert_id,
             "kind": "large_order",
-            "symbol": sent["symbol"],
+            "symbol": sent.symbol,
             "volume": 401,
             "oi_before": 1000,
             "oi_after": 1390,
@@ -235,9 +235,9 @@ def test_the_follow_up_goes_once_to_the_channels_that_carried_the_alerts(tmp_pat
             "confidence": 50.0,
         },
         {
-            "alert_id": skipped["alert_id"],
+            "alert_id": skipped.alert_id,
             "kind": "large_order",
-            "symbol": skipped["symbol"],
+            "symbol": skipped.symbol,
             "volume": 402,
             "oi_before": 900,
             "oi_after": 500,
@@ -255,7 +255,7 @@ def test_the_follow_up_goes_once_to_the_channels_that_carried_the_alerts(tmp_pat
     assert channels == ["console"]  # the only channel that carried one of them
     scheduler.record_notes(day, {"confirmation": rows}, START.isoformat())  # read again: no second message
     assert len([a for a in store.alerts() if a.kind == "confirmation"]) == 1
-    assert store.notes("confirmation", day)[sent["alert_id"]]["verdict"] == "opening"
+    assert store.notes("confirmation", day)[sent.alert_id]["verdict"] == "opening"
     message = confirmation_message(day, rows, Config().confidence)
     assert message.alert_id == follow[0].alert_id and message.confidence == 50.0
 

@@ -370,7 +370,7 @@ def test_alerts_since_honours_the_offset(tmp_path):
     store.record_alerts([early, late], [], "x")
     done = cli("alerts", "--since", "2026-10-30T14:00:00-04:00", "--json", tmp_path=tmp_path, timeout=60)
     # 14:00 EDT is 18:00Z: only the later window's alert
-    assert done.returncode == 0 and [a["alert_id"] for a in json.loads(done.stdout)] == [late["alert_id"]]
+    assert done.returncode == 0 and [a["alert_id"] for a in json.loads(done.stdout)] == [late.alert_id]
 
 
 def test_the_exit_codes_are_listed_in_the_help():

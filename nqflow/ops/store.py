@@ -288,7 +288,7 @@ class StateStore:
 
     # -- alerts and the outbox -------------------------------------------------------------
     def record_alerts(
-        self, alerts: Sequence[Alert | dict], channels: list[str], now: str, suppressed: dict[str, str] | None = None
+        self, alerts: Sequence[Alert], channels: list[str], now: str, suppressed: dict[str, str] | None = None
     ) -> list[Alert]:
         """Record alerts and queue a delivery per channel, in one transaction; returns only alerts
         not seen before. Alerts in `suppressed` (id -> reason) are kept in the
@@ -296,9 +296,8 @@ class StateStore:
         is checked and stored in its one JSON form (`Alert.to_json`)."""
         suppressed = suppressed or {}
         new: list[Alert] = []
-        checked = [a if isinstance(a, Alert) else Alert.from_json(a) for a in alerts]
         with self.connect() as conn:
-            for record, alert in ((a, a.to_json()) for a in checked):
+            for record, alert in ((a, a.to_json()) for a in alerts):
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO alerts (alert_id, window_start, kind, level, symbol, confidence, label, "
                     "event_time, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
