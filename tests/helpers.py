@@ -210,6 +210,8 @@ class Webhook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body are two writes (see standin_gateway._Handler)
+
             def log_message(self, *args):
                 pass
 

@@ -38,14 +38,16 @@ def oracle(source, recorded: dict, session, slot: int, max_sessions: int) -> pd.
     sessions = sorted((d for d, slots in recorded.items() if slot in slots and d < session), reverse=True)[
         :max_sessions
     ]
+    in_slot = {
+        day: frame[frame["slot"] == slot].groupby(["level", "key"], observed=True)["volume"].sum().to_dict()
+        for day, frame in volumes.items()
+    }
     rows = []
     for key, first in first_seen.items():
         for day in sessions:
             if day >= first:
-                here = volumes[day][
-                    (volumes[day]["slot"] == slot) & (volumes[day]["level"] == key[0]) & (volumes[day]["key"] == key[1])
-                ]["volume"]
-                rows.append({"level": key[0], "key": key[1], "session": str(day), "volume": int(here.sum())})
+                volume = int(in_slot[day].get(key, 0))
+                rows.append({"level": key[0], "key": key[1], "session": str(day), "volume": volume})
     return expected_volume(pd.DataFrame(rows, columns=["level", "key", "session", "volume"]), max_sessions)
 
 

@@ -191,3 +191,30 @@ def test_a_days_instrument_table_is_built_once_and_rebuilt_when_its_files_change
     changed = ReplaySource(folder)
     pdt.assert_frame_equal(changed.chain(day), built[0])
     assert len(list((folder / INSTRUMENTS_DIR).iterdir())) == len(tables) + 1
+
+
+def test_session_of_and_window_is_open_agree_with_the_exchange_calendar_at_every_instant():
+    from nqflow.market import hours as cal
+
+    # The definition: a frame of the CME_Equity sessions around New Year 2026 and Thanksgiving.
+    schedule = cal.sessions(dt.date(2025, 12, 15), dt.date(2027, 1, 15))
+    opens = schedule["market_open"].to_numpy(dtype="datetime64[ns]")
+    closes = schedule["market_close"].to_numpy(dtype="datetime64[ns]")
+    instants = [
+        *pd.date_range("2025-12-22", "2026-01-06", freq="7min", tz="UTC"),
+        *pd.date_range("2026-11-24", "2026-11-30", freq="7min", tz="UTC"),
+        *pd.date_range("2026-12-28", "2027-01-05", freq="7min", tz="UTC"),
+        *[t + pd.Timedelta(ns) for t in (*schedule["market_open"], *schedule["market_close"]) for ns in (-1, 0)],
+    ]
+    assert len(instants) > 7000
+    for ts in instants:
+        inside = (opens <= ts.tz_convert(None).to_datetime64()) & (ts.tz_convert(None).to_datetime64() < closes)
+        found = cal.session_of(ts)
+        if inside.any():
+            day = schedule.index[inside.argmax()]
+            assert found == (day, schedule.loc[day, "market_open"], schedule.loc[day, "market_close"]), ts
+        else:
+            assert found is None, ts
+        end = ts + pd.Timedelta(minutes=15)
+        overlaps = (opens < end.tz_convert(None).to_datetime64()) & (closes > ts.tz_convert(None).to_datetime64())
+        assert cal.window_is_open(ts, end) == bool(overlaps.any()), ts

@@ -73,6 +73,12 @@ def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_c
     assert sent == alerts + follow_ups
     index = (tmp_path / "outputs" / "index.html").read_text()
     assert index.count("<tr data-kind=") == alerts  # every alert in the index's alert table (follow-ups are not alerts)
+    # one dealer-positioning page, for the last session, with walls and a flip, linked from the index
+    gex_pages = sorted((tmp_path / "outputs").rglob("gex.html"))
+    assert len(gex_pages) == 1, gex_pages
+    positioning = re.search(r"call wall ([\d.]+), put wall ([\d.]+), zero gamma (\S+); report (\S+)", daily[-1])
+    assert positioning and positioning.group(4) == str(gex_pages[0])
+    assert f'href="{gex_pages[0].relative_to(tmp_path / "outputs").as_posix()}"' in index
     # every page the demo wrote, as a trader reads it in headless Chromium: no NaN, no Python list,
     # no raw UD: code in a headline column, nothing that scrolls sideways (screenshots kept)
     from helpers import SCREENSHOTS, chromium, reader_problems

@@ -290,7 +290,11 @@ def test_a_database_of_the_schema_before_versions_is_upgraded_and_loses_nothing(
     store = StateStore(path)
     with sqlite3.connect(path) as conn:
         after = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"alerts_window", "alert_notes_day", "deliveries_status"} <= indexes
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE status = 'pending'").fetchall()
+        assert "deliveries_status" in " ".join(str(step) for step in plan)  # found by status, not by a scan
     assert after == before
     assert store.window("2026-10-30T15:15:00+00:00", "2026-10-30T15:30:00+00:00")["last_error"] == "DataError: gone"
     StateStore(path)  # opening an upgraded file again changes nothing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 import pandas_market_calendars as mcal
 
@@ -59,22 +60,42 @@ def next_trading_day(trade_date: dt.date) -> dt.date:
     return trading_days(trade_date + dt.timedelta(days=1), trade_date + dt.timedelta(days=10))[0]
 
 
+@lru_cache(maxsize=16)
+def _bounds(year: int) -> tuple[list[dt.date], np.ndarray, np.ndarray, list[pd.Timestamp], list[pd.Timestamp]]:
+    """The sessions whose trade dates fall from 1 December of `year` - 1 to 31 January of
+    `year` + 1 (every session that can hold an instant of `year`), as sorted nanosecond bounds:
+    `session_of` is asked for every window a long-running scheduler has recorded, on every pass,
+    so it searches arrays instead of filtering a frame."""
+    frame = _schedule(dt.date(year - 1, 12, 1), dt.date(year + 1, 1, 31))
+    opens, closes = frame["market_open"], frame["market_close"]
+    return (
+        list(frame.index),
+        opens.to_numpy(dtype="datetime64[ns]").view("int64"),
+        closes.to_numpy(dtype="datetime64[ns]").view("int64"),
+        list(opens),
+        list(closes),
+    )
+
+
 def session_of(ts: pd.Timestamp) -> tuple[dt.date, pd.Timestamp, pd.Timestamp] | None:
     """The session containing instant `ts` as (trade_date, open, close), or None if the market is closed."""
     ts = to_utc(ts)
-    frame = _schedule(ts.date() - dt.timedelta(days=3), ts.date() + dt.timedelta(days=3))
-    hit = frame[(frame.market_open <= ts) & (ts < frame.market_close)]
-    if hit.empty:
+    days, opens, closes, open_times, close_times = _bounds(ts.year)
+    i = int(np.searchsorted(opens, ts.value, side="right")) - 1  # the last session opened at or before ts
+    if i < 0 or ts.value >= closes[i]:
         return None
-    row = hit.iloc[0]
-    return hit.index[0], row.market_open, row.market_close
+    return days[i], open_times[i], close_times[i]
 
 
 def window_is_open(start: pd.Timestamp, end: pd.Timestamp) -> bool:
     """True when any part of [start, end) lies inside a trading session."""
     start, end = to_utc(start), to_utc(end)
-    frame = _schedule(start.date() - dt.timedelta(days=3), end.date() + dt.timedelta(days=3))
-    return bool(((frame.market_open < end) & (frame.market_close > start)).any())
+    if end.year != start.year:  # a window across New Year: asked the slow way
+        frame = _schedule(start.date() - dt.timedelta(days=3), end.date() + dt.timedelta(days=3))
+        return bool(((frame.market_open < end) & (frame.market_close > start)).any())
+    _, opens, closes, _, _ = _bounds(start.year)
+    i = int(np.searchsorted(opens, end.value, side="left")) - 1  # the last session opened before end
+    return i >= 0 and bool(closes[i] > start.value)
 
 
 def slot_of(ts: pd.Timestamp, session_open: pd.Timestamp) -> int:

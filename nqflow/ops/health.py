@@ -82,7 +82,7 @@ def assess(
         *_failed_windows(windows, config),
         *_blind(windows, store.meta("first_started_at"), config, now, horizon),
         *_data_lag(config, now, data_end),
-        *_channels_down(store.deliveries(), config),
+        *_channels_down(store.pending_deliveries(), config),
     ]
 
 

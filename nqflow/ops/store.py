@@ -69,6 +69,11 @@ MIGRATIONS: tuple[str, ...] = (
         recorded_at TEXT NOT NULL, PRIMARY KEY (alert_id, note));
     CREATE INDEX IF NOT EXISTS alert_notes_day ON alert_notes (trade_date, note);
     """,
+    # 4: deliveries found by status: every pass of a monitor that runs for weeks asks for the
+    # pending and failing ones, which must not mean reading every delivery ever made.
+    """
+    CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, channel);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -484,6 +489,14 @@ class StateStore:
     def deliveries(self) -> pd.DataFrame:
         with self.connect() as conn:
             return pd.read_sql_query("SELECT * FROM deliveries ORDER BY alert_id, channel", conn)
+
+    def pending_deliveries(self) -> pd.DataFrame:
+        """The deliveries still to be made (`deliveries`' columns): a failed one stays pending with
+        its error until it is sent (`nqflow.ops.notify`)."""
+        with self.connect() as conn:
+            return pd.read_sql_query(
+                "SELECT * FROM deliveries WHERE status = 'pending' ORDER BY alert_id, channel", conn
+            )
 
 
 def _read_alerts(rows: Sequence[tuple]) -> list[Alert]:
