@@ -11,3 +11,7 @@ The layers are packages; each imports only from those above it in this list:
 - ``research``: backtest, lab, quality, demo, the sample market;
 - ``cli``: the command line.
 """
+
+from nqflow._deferred import defer_rfc3987_syntax
+
+defer_rfc3987_syntax()  # before nbformat is imported by anything: a second of every process's start

@@ -143,6 +143,7 @@ LAYERS = [
         "nqflow.sqlite",
         "nqflow.retry",
         "nqflow._exports",
+        "nqflow._deferred",
         "nqflow",
     },
     {"nqflow.market"},
@@ -224,3 +225,29 @@ def test_xdist_groups_reach_the_scheduler(request):
     if not request.config.getoption("loadgroup", False):
         pytest.skip("not run under --dist loadgroup")
     assert request.node.nodeid.endswith("@architecture")
+
+
+IRI_PROBE = """
+import sys, jsonschema
+check = jsonschema.Draft7Validator({"format": "iri"}, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+print([check.is_valid(text) for text in ("http://example.com/\\u00fc", "no scheme", "http://[::1", "urn:isbn:0451")])
+"""
+
+
+def test_nqflow_defers_the_iri_grammars_and_the_iri_check_still_answers_alike():
+    plain = subprocess.run([sys.executable, "-c", IRI_PROBE], capture_output=True, text=True, check=True).stdout
+    started = "import nqflow, scrapbook, sys\nassert 'lark' not in sys.modules, 'the grammars were compiled'\n"
+    deferred = subprocess.run(
+        [sys.executable, "-c", started + IRI_PROBE], capture_output=True, text=True, check=True
+    ).stdout
+    assert deferred == plain and "True" in plain and "False" in plain
+
+
+def test_every_notebook_imports_nqflow_before_scrapbook():
+    from nqflow.paths import REPO_ROOT
+
+    for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        code = "".join(
+            "".join(c["source"]) + "\n" for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"
+        )
+        assert code.index("import nqflow") < code.index("import scrapbook"), path.name
