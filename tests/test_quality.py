@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from nqflow.engine.baseline import BaselineStore
-from nqflow.engine.monitor import run_window
+from nqflow.engine.monitor import run_session
 from nqflow.engine.offbook import read_off_book_days
 from nqflow.market import hours as cal
 from nqflow.research.quality import evaluate
@@ -36,24 +36,26 @@ def runs(source, truth, tmp_path_factory):
         {e["window_start"] for e in truth["events"] if e["session"] in sessions and e["kind"] != "off_book"}
     )
     quiet = truth["quiet_sessions"][-1]
-    alerts = []
+    # Each session's event windows in one `run_session` call, which gives exactly what `run_window`
+    # gives window by window (test_backtest holds them equal), with the session read once.
+    by_session: dict[str, set[pd.Timestamp]] = {}
     for start in event_windows:
-        start = pd.Timestamp(start)
-        result = run_window(
+        found = cal.session_of(pd.Timestamp(start))
+        by_session.setdefault(str(found[0]), set()).add(pd.Timestamp(start))
+    alerts, ran = [], []
+    for day, starts in sorted(by_session.items()):
+        results = run_session(
             config,
-            start,
-            start + pd.Timedelta(minutes=15),
+            dt.date.fromisoformat(day),
             source,
             baseline,
-            record_baseline=False,
             available=available,
+            window_filter=lambda start, end, starts=starts: start in starts,
         )
-        alerts.append(result.alerts)
-    quiet_alerts = []
-    for start, end in cal.session_windows(dt.date.fromisoformat(quiet)):
-        quiet_alerts.append(
-            run_window(config, start, end, source, baseline, record_baseline=False, available=available).alerts
-        )
+        alerts += [r.alerts for r in results]
+        ran += [r.window.start for r in results]
+    assert sorted(ran) == sorted(pd.Timestamp(start) for start in event_windows)  # every event window, once
+    quiet_alerts = [r.alerts for r in run_session(config, dt.date.fromisoformat(quiet), source, baseline, available)]
     alerts.append(read_off_book_days(source, [dt.date.fromisoformat(s) for s in sessions], config))
     return config, sessions, pd.concat(alerts, ignore_index=True), pd.concat(quiet_alerts, ignore_index=True)
 

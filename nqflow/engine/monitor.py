@@ -196,7 +196,9 @@ def run_session(
 
     It gives exactly what `run_window(..., record_baseline=False)` gives window by window
     (tests compare them), without re-reading the data and the baseline for each of the
-    session's ~92 windows. `window_filter(start, end)` picks windows.
+    session's ~92 windows. `window_filter(start, end)` picks the windows returned; every window
+    is detected, as `run_window` detects the windows before its own: a worked order's children
+    in windows left out still count toward its total.
     """
     if not _selected_windows(config, trade_date, window_filter):
         return []
@@ -204,9 +206,13 @@ def run_session(
     # The history first: it reads the previous sessions, whose close the session's walls need
     # (`session_walls`), so a Databento source pulls that close once, not twice.
     ensure_history(baseline, source, trade_date, n, available)
-    session = load_session(config, trade_date, source, window_filter)
+    session = load_session(config, trade_date, source)
     detections = detect_windows(session.windows, session.expected(baseline, n), config)
-    return [WindowResult(w, d) for w, d in zip(session.windows, detections)]
+    return [
+        WindowResult(w, d)
+        for w, d in zip(session.windows, detections)
+        if window_filter is None or window_filter(w.start, w.end)
+    ]
 
 
 def _window_of(fills: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]], labels: list[int]) -> np.ndarray:
