@@ -219,7 +219,10 @@ def detect_window(window: WindowData, expected: pd.DataFrame | None, config: Con
 
 
 def detect_windows(
-    windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None], config: Config
+    windows: Sequence[WindowData],
+    expected: Sequence[pd.DataFrame | None],
+    config: Config,
+    keep: Sequence[int] | None = None,
 ) -> list[Detection]:
     """`detect_window` for many windows at once (a whole session, in a backtest), one Detection each.
 
@@ -228,10 +231,11 @@ def detect_windows(
     session in the batch (`nqflow.engine.monitor.run_window` gives a window its lookback for
     it); so each result equals what the window gives with the windows before it, and batching
     only saves pandas' per-call overhead, which dominates 15-minute windows. `expected[i]` is
-    window i's expected volume.
+    window i's expected volume. `keep`: the positions of the windows whose Detection is wanted
+    (all when None), in order; the others are still detected, for the worked orders they hold.
     """
     features = compute_features(windows, expected, config)
-    return split(features, evaluate(features, config, score_every_volume=True), config)
+    return split(features, evaluate(features, config, score_every_volume=True), config, keep)
 
 
 @dataclass
@@ -298,9 +302,11 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
     return Evaluation(alerts, sweep, context.volumes, rows)
 
 
-def split(features: Features, evaluation: Evaluation, config: Config) -> list[Detection]:
-    """One `Detection` per window of a batch, each as if its window had been detected alone
-    (sweep ids renumbered from 0 in each window)."""
+def split(
+    features: Features, evaluation: Evaluation, config: Config, keep: Sequence[int] | None = None
+) -> list[Detection]:
+    """One `Detection` per window of a batch (those at the positions `keep`, when given), each as
+    if its window had been detected alone (sweep ids renumbered from 0 in each window)."""
     orders = features.orders.assign(sweep_id=evaluation.sweep_id).drop(columns="expiry_key")
     volumes, packages, table = evaluation.volumes, features.packages, features.windows
     n = len(table)
@@ -312,7 +318,9 @@ def split(features: Features, evaluation: Evaluation, config: Config) -> list[De
     packages = packages.drop(columns=WINDOW)
     volume_columns = [c for c in volumes.columns if c not in ("open_interest", "instrument_id")]
     results = []
-    for i, row in enumerate(table.itertuples(index=False)):
+    rows = list(table.itertuples(index=False))
+    for i in range(n) if keep is None else keep:
+        row = rows[i]
         summary = window_summary(row)
         if row.empty:
             results.append(

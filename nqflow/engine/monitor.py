@@ -89,7 +89,7 @@ def run_window(
             window.trade_date, [slot], config.thresholds.baseline_sessions, {slot: window_keys(window.trades)}
         )[slot]
     earlier = earlier_windows(config, source, window)
-    detection = detect_windows([*earlier, window], [None] * len(earlier) + [expected], config)[-1]
+    detection = detect_windows([*earlier, window], [None] * len(earlier) + [expected], config, keep=[len(earlier)])[0]
     if record_baseline and window.trade_date is not None and not window.empty:
         whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
         if whole_slot:
