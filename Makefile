@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-year quality lab sample clean-outputs venv
+.PHONY: demo test test-fast lint bench bench-year quality lab sample chromium clean-outputs venv
 
 venv: $(STAMP)
 
@@ -21,11 +21,11 @@ demo: $(STAMP)
 
 NOTEBOOKS := notebooks/monitor.ipynb notebooks/threshold_lab.ipynb notebooks/offbook.ipynb notebooks/session.ipynb notebooks/gex.ipynb
 
-# The tests on both cores (pytest-xdist), after the type checker and ruff; then the notebooks
+# The tests on both cores (pytest-xdist), after the type checker and ruff (run beside the sample's
+# generation and Chromium's install on a fresh clone); then the notebooks
 # with nbval in one process (a notebook's cells share one kernel, so they must not be split).
-test: $(STAMP) lint
-	bash .ci/ensure-chromium
-	$(PY) scheduler.py sample
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j3 lint sample chromium
 	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 	$(PY) -m pytest $(NOTEBOOKS) --nbval-lax
 
@@ -56,6 +56,10 @@ quality: $(STAMP)
 # The sample market is an explicit step (about a minute, ~35 MB); demo, test and bench make it too.
 sample: $(STAMP)
 	$(PY) scheduler.py sample
+
+# Debian's chromium for the report tests (installed when missing, as root).
+chromium:
+	bash .ci/ensure-chromium
 
 lab: $(STAMP) sample
 	$(VENV)/bin/jupyter lab notebooks/
