@@ -163,11 +163,11 @@ def _selected_windows(
     ]
 
 
-def load_session(config: Config, trade_date: dt.date, source: DataSource, window_filter=None) -> SessionWindows:
-    """Every (selected) window of one session from one read of its data: the frames `load_window`
-    gives, window by window. `window_filter(start, end)` picks windows."""
+def load_session(config: Config, trade_date: dt.date, source: DataSource) -> SessionWindows:
+    """Every window of one session from one read of its data: the frames `load_window` gives,
+    window by window. All of them: a window's worked orders read the windows before it."""
     row = cal.sessions(trade_date, trade_date).iloc[0]
-    bounds = _selected_windows(config, trade_date, window_filter)
+    bounds = _selected_windows(config, trade_date)
     if not bounds:
         return SessionWindows(trade_date, [], [], {})
     # Classified once for the session, then cut per window: the same frames `load_window` gives.
@@ -181,7 +181,7 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource, window
     ]
     slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
     keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))
-    return SessionWindows(trade_date, loaded, slots, keys, trades if window_filter is None else None)
+    return SessionWindows(trade_date, loaded, slots, keys, trades)
 
 
 def run_session(
