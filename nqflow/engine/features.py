@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from nqflow.config import Config
-from nqflow.engine.levels import EXPECTED_COLUMNS, days_to_expiry, expiry_key, expiry_level_key, level_keys
+from nqflow.engine.levels import EXPECTED_COLUMNS, PRODUCT_KEY, days_to_expiry, expiry_key, expiry_level_key
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
 from nqflow.errors import DataError
 from nqflow.market.frames import WindowData
@@ -88,7 +88,7 @@ def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataF
     # Grouped with NumPy on one integer per key tuple, in order of first appearance (pandas'
     # groupby with sort=False): its named aggregations cost more than the sums themselves.
     group = _by_codes(trades, tuple(keys))
-    first = np.unique(group, return_index=True)[1]
+    first = _first_rows(group)
     n = len(first)
     size = trades["size"].to_numpy(dtype="int64")
     package_max = np.full(n, np.iinfo("int64").min)
@@ -150,24 +150,26 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
     return pd.Series(sweep, index=orders.index)
 
 
-def side_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-row buyer/seller volume and premium, and bullish/bearish premium, as columns to sum."""
-    buy = (frame["side"] == "B").to_numpy()
-    sell = (frame["side"] == "A").to_numpy()
-    call = (frame["put_call"] == "C").to_numpy()
+def side_weights(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-row buyer/seller volume and premium, and bullish/bearish premium, as arrays to sum."""
+    side = frame["side"].to_numpy(dtype=object)
+    buy, sell = side == "B", side == "A"
+    call = frame["put_call"].to_numpy(dtype=object) == "C"
     size = frame["size"].to_numpy(dtype=float)
     prem = frame["premium_usd"].to_numpy(dtype=float)
-    return pd.DataFrame(
-        {
-            "buy_volume": size * buy,
-            "sell_volume": size * sell,
-            "buy_premium_usd": prem * buy,
-            "sell_premium_usd": prem * sell,
-            "bullish_premium_usd": prem * ((buy & call) | (sell & ~call)),
-            "bearish_premium_usd": prem * ((sell & call) | (buy & ~call)),
-        },
-        index=frame.index,
-    )
+    return {
+        "buy_volume": size * buy,
+        "sell_volume": size * sell,
+        "buy_premium_usd": prem * buy,
+        "sell_premium_usd": prem * sell,
+        "bullish_premium_usd": prem * ((buy & call) | (sell & ~call)),
+        "bearish_premium_usd": prem * ((sell & call) | (buy & ~call)),
+    }
+
+
+def side_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """`side_weights` as the columns of a frame on `frame`'s index."""
+    return pd.DataFrame(side_weights(frame), index=frame.index)
 
 
 SIDE_COLUMNS = [
@@ -185,69 +187,115 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
     share of the volume; ``instrument_id`` on instrument rows (-1 on the others). Rows come by
     `by`, then level (instrument, expiry, product), then first trade.
 
-    Grouped with NumPy on integer group numbers (`_groups`): the live window path pays pandas'
-    per-groupby overhead on a few hundred orders, which was most of its time."""
+    Grouped with NumPy on integer group numbers (`_groups`), every column built once for all
+    three levels and the frame constructed once: the live window path pays pandas' per-groupby
+    and per-column overhead on a few hundred orders, which was most of its time. The keys are
+    `nqflow.engine.levels.level_keys`' (the orders' ``expiry_key`` when they carry it)."""
     if orders.empty:
         return pd.DataFrame(columns=["level", *by, "key", "volume"])
-    sides = side_columns(orders)
+    n_orders = len(orders)
     size = orders["size"].to_numpy(dtype="int64")
+    premium = orders["premium_usd"].to_numpy(dtype=float)
+    sides = side_weights(orders)
     ts_ns = orders["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
     iid = orders["instrument_id"].to_numpy(dtype="int64")
-    dte = orders["days_to_expiry"].to_numpy()
-    keys = level_keys(orders)
+    dte = orders["days_to_expiry"].to_numpy().astype(float)
+    expiry_keys = (orders["expiry_key"] if "expiry_key" in orders else expiry_level_key(orders)).to_numpy(dtype=object)
     by_codes = _by_codes(orders, by)
-    frames = []
-    for level, key in keys.items():
-        group, first, key_values = _groups(by_codes, key.to_numpy(dtype=object))
+    levels = {
+        "instrument": _groups(by_codes, iid),
+        "expiry": _groups(by_codes, expiry_keys),
+        "product": _groups(by_codes, np.zeros(n_orders, dtype="int64")),
+    }
+    columns: dict[str, list] = {}
+
+    def add(name: str, values) -> None:
+        columns.setdefault(name, []).append(np.asarray(values))
+
+    firsts, level_sizes = [], []
+    for level, (group, first, key_values) in levels.items():
         n = len(first)
+        firsts.append(first)
+        level_sizes.append(n)
         volume = np.bincount(group, weights=size, minlength=n)
         top = np.zeros(n, dtype="int64")
         np.maximum.at(top, group, size)
         first_ns = np.full(n, np.iinfo("int64").max)
         np.minimum.at(first_ns, group, ts_ns)
-        out = {
-            "level": level,
-            **{b: orders[b].array.take(first) for b in by},
-            "key": key_values,
-            "volume": volume.astype("int64"),
-            "premium_usd": np.bincount(group, weights=orders["premium_usd"].to_numpy(dtype=float), minlength=n),
-            **{c: np.bincount(group, weights=sides[c].to_numpy(dtype=float), minlength=n) for c in SIDE_COLUMNS},
-            "top_order_share": top / np.maximum(volume, 1),
-        }
         if level == "instrument":
-            out["instruments"] = np.ones(n, dtype="int64")
+            keys = iid[first].astype(str).astype(object)
+            instruments = np.ones(n, dtype="int64")
         else:
-            span = int(iid.max()) + 1 if len(iid) else 1
-            pairs = np.unique(group * span + iid) // span  # one entry per (group, instrument)
-            out["instruments"] = np.bincount(pairs, minlength=n).astype("int64")
-        out["first_ts"] = pd.DatetimeIndex(first_ns.view("datetime64[ns]"), tz="UTC")
+            keys = key_values if level == "expiry" else np.full(n, PRODUCT_KEY, dtype=object)
+            pairs, _ = pd.factorize(group * (int(iid.max()) + 1) + iid)  # one number per (group, instrument)
+            instruments = np.bincount(group[_first_rows(pairs)], minlength=n)
+        add("key", keys)
+        add("volume", volume.astype("int64"))
+        add("premium_usd", np.bincount(group, weights=premium, minlength=n))
+        for column, weights in sides.items():
+            add(column, np.bincount(group, weights=weights, minlength=n))
+        add("top_order_share", top / np.maximum(volume, 1))
+        add("instruments", instruments.astype("int64"))
+        add("first_ts", first_ns)
         if level == "instrument":
-            for column in ("symbol", "expiry", "expiration", "strike", "put_call", "days_to_expiry"):
-                out[column] = orders[column].array.take(first)  # the column's own dtype
-            out["expiry_key"] = keys["expiry"].to_numpy(dtype=object)[first]
-            out["instrument_id"] = iid[first]
+            add("symbol", orders["symbol"].to_numpy(dtype=object)[first])
+            add("strike", orders["strike"].to_numpy(dtype=float)[first])
+            add("put_call", orders["put_call"].to_numpy(dtype=object)[first])
+            add("days_to_expiry", dte[first])
+            add("expiry_key", expiry_keys[first])
+            add("instrument_id", iid[first])
         else:
-            out["symbol"] = key_values
-            out["expiry"] = orders["expiry"].array.take(first) if level == "expiry" else ""
-            out["expiration"] = orders["expiration"].array.take(
-                first if level == "expiry" else np.full(n, -1), allow_fill=True
-            )  # NaT beyond the expiry level, in the column's own dtype
+            add("symbol", keys)
+            add("strike", np.full(n, np.nan))
+            add("put_call", np.full(n, "", dtype=object))
             if level == "expiry":
                 shortest = np.full(n, np.inf)
-                np.minimum.at(shortest, group, dte.astype(float))
-                out["days_to_expiry"] = shortest
+                np.minimum.at(shortest, group, dte)
+                add("days_to_expiry", shortest)
             else:
-                out["days_to_expiry"] = np.full(n, np.nan)
-            out["expiry_key"] = key_values if level == "expiry" else ""
-            out["strike"] = np.full(n, np.nan)
-            out["put_call"] = ""
-            out["instrument_id"] = np.full(n, -1, dtype="int64")
-        frames.append(pd.DataFrame(out))
-    volumes = pd.concat(frames, ignore_index=True)
-    volumes["expiry"] = volumes["expiry"].astype(object)  # as the orders hold it
-    if by:
-        volumes = volumes.sort_values(list(by), kind="stable", ignore_index=True)
-    return volumes
+                add("days_to_expiry", np.full(n, np.nan))
+            add("expiry_key", keys if level == "expiry" else np.full(n, "", dtype=object))
+            add("instrument_id", np.full(n, -1, dtype="int64"))
+    # Where each row's by values, expiry and expiration come from: its group's first order
+    # (none for expiry/expiration beyond the levels that have them).
+    first_rows = np.concatenate(firsts)
+    n_product = level_sizes[2]
+    expiry_rows = np.concatenate([firsts[0], firsts[1], np.full(n_product, -1)])
+    stacked = {name: np.concatenate(parts) for name, parts in columns.items()}
+    order = np.arange(len(first_rows))
+    if by:  # by `by` (stable), as the rows of each level come
+        order = np.lexsort([_by_codes_sorted(orders, b, first_rows) for b in reversed(by)])
+    expiry_rows, first_rows = expiry_rows[order], first_rows[order]
+    row_level = np.repeat(np.array(list(levels), dtype=object), level_sizes)[order]
+    expiry = orders["expiry"].to_numpy(dtype=object)[np.maximum(expiry_rows, 0)]
+    expiry[expiry_rows < 0] = ""
+    return pd.DataFrame(
+        {
+            "level": row_level,
+            **{b: orders[b].array.take(first_rows) for b in by},
+            "key": stacked["key"][order],
+            "volume": stacked["volume"][order],
+            "premium_usd": stacked["premium_usd"][order],
+            **{c: stacked[c][order] for c in SIDE_COLUMNS},
+            "top_order_share": stacked["top_order_share"][order],
+            "instruments": stacked["instruments"][order],
+            "first_ts": pd.DatetimeIndex(stacked["first_ts"][order].view("datetime64[ns]"), tz="UTC"),
+            "symbol": pd.array(stacked["symbol"][order], dtype=orders["symbol"].dtype),
+            "expiry": pd.Series(expiry, dtype=object),  # as the orders hold it
+            "expiration": orders["expiration"].array.take(expiry_rows, allow_fill=True),
+            "strike": stacked["strike"][order],
+            "put_call": pd.array(stacked["put_call"][order], dtype=orders["put_call"].dtype),
+            "days_to_expiry": stacked["days_to_expiry"][order],
+            "expiry_key": stacked["expiry_key"][order],
+            "instrument_id": stacked["instrument_id"][order],
+        }
+    )
+
+
+def _by_codes_sorted(orders: pd.DataFrame, column: str, rows: np.ndarray) -> np.ndarray:
+    """Codes of a `by` column at `rows` whose order is the column's sort order (pandas' sort_values)."""
+    codes, _ = pd.factorize(orders[column].to_numpy()[rows], sort=True)
+    return codes
 
 
 def _by_codes(orders: pd.DataFrame, by: tuple[str, ...]) -> np.ndarray:
@@ -264,8 +312,27 @@ def _groups(by_codes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndar
     pandas groupby with ``sort=False``), each group's first row and its key."""
     key_codes, distinct = pd.factorize(keys)
     group, _ = pd.factorize(by_codes * max(len(distinct), 1) + key_codes)
-    first = np.unique(group, return_index=True)[1]
+    first = _first_rows(group)
     return group, first, distinct[key_codes[first]]
+
+
+def _first_rows(group: np.ndarray) -> np.ndarray:
+    """Each group's first row, for group numbers given in order of first appearance (factorize):
+    a group starts where the running maximum rises."""
+    if not len(group):
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, np.diff(np.maximum.accumulate(group)) > 0])
+
+
+def _cumcount(group: np.ndarray) -> np.ndarray:
+    """Each row's position among the earlier rows of its group (pandas' ``groupby().cumcount()``)."""
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    rank = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
+    out = np.empty(len(group), dtype=np.int64)
+    out[order] = rank
+    return out
 
 
 def instrument_ids(volumes: pd.DataFrame) -> list[list[int]]:
@@ -306,7 +373,7 @@ def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.Da
         trades, futures, spreads, legs, underlying, trades[WINDOW], spread_window, futures_window
     )
     # Numbered from 0 in each window, as if the window were detected alone.
-    local = packages.groupby("window").cumcount().to_numpy() if len(packages) else np.empty(0, dtype=np.int64)
+    local = _cumcount(packages[WINDOW].to_numpy(dtype="int64")) if len(packages) else np.empty(0, dtype=np.int64)
     package_of = np.where(package_of >= 0, local[np.maximum(package_of, 0)] if len(local) else -1, -1)
     packages = packages.assign(package_id=local)
     packages.attrs["package_of"] = package_of
@@ -475,24 +542,19 @@ def _window_table(
     windows: Sequence[WindowData], trades: pd.DataFrame, orders: pd.DataFrame, packages: pd.DataFrame
 ) -> pd.DataFrame:
     n = len(windows)
-    sides = (
-        side_columns(trades)[["buy_premium_usd", "sell_premium_usd"]]
-        if len(trades)
-        else pd.DataFrame(columns=["buy_premium_usd", "sell_premium_usd"])
-    )
-    totals = (
-        pd.concat([trades[["size", "premium_usd"]], sides], axis=1)
-        .groupby(trades[WINDOW])
-        .sum()
-        .reindex(range(n), fill_value=0)
-    )
-    fills = trades.groupby(WINDOW).size().reindex(range(n), fill_value=0)
-    order_count = orders.groupby(WINDOW).size().reindex(range(n), fill_value=0)
-    size = orders["size"].astype(float)
-    zero = (
-        size.where(orders["days_to_expiry"] == 0, 0.0).groupby(orders[WINDOW]).sum().reindex(range(n), fill_value=0.0)
-    )
-    all_size = size.groupby(orders[WINDOW]).sum().reindex(range(n), fill_value=0.0)
+    # Per-window sums with np.bincount: pandas' groupby/reindex per total cost more than the sums.
+    fill_window = trades[WINDOW].to_numpy(dtype="int64")
+    buy = (trades["side"] == "B").to_numpy(dtype=bool)
+    sell = (trades["side"] == "A").to_numpy(dtype=bool)
+    premium = trades["premium_usd"].to_numpy(dtype=float)
+
+    def per_window(group: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(group, weights=weights, minlength=n)[:n]
+
+    order_window = orders[WINDOW].to_numpy(dtype="int64")
+    size = orders["size"].to_numpy(dtype=float)
+    zero = per_window(order_window, size * (orders["days_to_expiry"].to_numpy() == 0))
+    all_size = per_window(order_window, size)
     by_strategy: dict[int, dict[str, int]] = {}
     if len(packages):
         counts = packages.groupby([WINDOW, "strategy"], sort=False).size()
@@ -502,11 +564,7 @@ def _window_table(
     strategies_json = {
         w: json.dumps(dict(sorted(c.items(), key=lambda item: -item[1]))) for w, c in by_strategy.items()
     }
-    package_count = (
-        packages.groupby(WINDOW).size().reindex(range(n), fill_value=0)
-        if len(packages)
-        else pd.Series(0, index=range(n))
-    )
+    package_window = packages[WINDOW].to_numpy(dtype="int64") if len(packages) else np.empty(0, dtype="int64")
     return pd.DataFrame(
         {
             WINDOW: np.arange(n, dtype="int64"),
@@ -518,17 +576,15 @@ def _window_table(
             "underlying_last": [
                 float(w.underlying["price"].iloc[-1]) if len(w.underlying) else np.nan for w in windows
             ],
-            "option_trades": fills.to_numpy(dtype="int64"),
-            "orders": order_count.to_numpy(dtype="int64"),
-            "contracts": totals["size"].to_numpy(dtype="int64"),
-            "premium_usd": totals["premium_usd"].to_numpy(dtype=float),
-            "buy_premium_usd": totals["buy_premium_usd"].to_numpy(dtype=float),
-            "sell_premium_usd": totals["sell_premium_usd"].to_numpy(dtype=float),
-            "packages": package_count.to_numpy(dtype="int64"),
+            "option_trades": per_window(fill_window).astype("int64"),
+            "orders": per_window(order_window).astype("int64"),
+            "contracts": per_window(fill_window, trades["size"].to_numpy(dtype=float)).astype("int64"),
+            "premium_usd": per_window(fill_window, premium),
+            "buy_premium_usd": per_window(fill_window, premium * buy),
+            "sell_premium_usd": per_window(fill_window, premium * sell),
+            "packages": per_window(package_window).astype("int64"),
             "packages_by_strategy": [strategies_json.get(i, "{}") for i in range(n)],
-            "zero_dte_contract_share": [
-                round(float(z / max(a, 1)), 4) for z, a in zip(zero.to_numpy(), all_size.to_numpy())
-            ],
+            "zero_dte_contract_share": [round(float(z / max(a, 1)), 4) for z, a in zip(zero, all_size)],
             "walls": [json.dumps(w.walls) for w in windows],  # the session's dealer walls, name -> strike
         }
     )[[WINDOW, *WINDOW_COLUMNS]]

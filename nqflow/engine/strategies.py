@@ -370,13 +370,17 @@ def _option_instants(opts: _OptionPrints, spread_ts: set[tuple[int, int]]) -> di
     order = np.lexsort((opts.iid, opts.ts, opts.window))
     w_s, t_s, i_s = opts.window[order], opts.ts[order], opts.iid[order]
     boundaries = np.flatnonzero((np.diff(w_s) != 0) | (np.diff(t_s) != 0)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(order)]))
-    multi = i_s[starts] != i_s[ends - 1]  # two instruments at one instant
-    for a, b, is_multi in zip(starts, ends, multi):
-        key = (int(w_s[a]), int(t_s[a]))
-        if is_multi or key in spread_ts:
-            by_instant[key] = order[a:b].tolist()
+    starts = np.concatenate(([0], boundaries)).astype(np.int64)
+    ends = np.concatenate((boundaries, [len(order)])).astype(np.int64)
+    # Most instants hold one instrument and no spread: found with arrays, so only the few that
+    # can hold a package are visited one by one (a spread's time first, then its window).
+    keep = i_s[starts] != i_s[ends - 1]  # two instruments at one instant
+    if spread_ts:
+        spread_times = np.fromiter((t for _, t in spread_ts), dtype=np.int64, count=len(spread_ts))
+        maybe = np.flatnonzero(~keep & np.isin(t_s[starts], spread_times))
+        keep[maybe] = [(int(w), int(t)) in spread_ts for w, t in zip(w_s[starts[maybe]], t_s[starts[maybe]])]
+    for a, b in zip(starts[keep].tolist(), ends[keep].tolist()):
+        by_instant[(int(w_s[a]), int(t_s[a]))] = order[a:b].tolist()
     return by_instant
 
 
@@ -423,21 +427,7 @@ def _from_spread_prints(
     """Step 1: prints on spread instruments, one order per spread, instant and side."""
     opts, futs = found.options, found.futures
     sw = (spread_window.to_numpy() if spread_window is not None else np.zeros(len(spreads))).astype(np.int64)
-    frame = spreads.assign(_window=sw, _ts=spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-    grouped = (
-        frame.groupby(["_window", "_ts", "instrument_id", "side"], sort=True)
-        .agg(quantity=("size", "sum"), price=("price", "first"), symbol=("symbol", "first"))
-        .reset_index()
-    )
-    for w, ts, sid, side, quantity, spread_price, spread_symbol in zip(
-        grouped["_window"].tolist(),
-        grouped["_ts"].tolist(),
-        grouped["instrument_id"].tolist(),
-        grouped["side"].tolist(),
-        grouped["quantity"].tolist(),
-        grouped["price"].tolist(),
-        grouped["symbol"].tolist(),
-    ):
+    for w, ts, sid, side, quantity, spread_price, spread_symbol in zip(*_spread_orders(spreads, sw)):
         key = (int(w), int(ts))
         here = [r for r in by_instant.get(key, []) if not claimed[r]]
         futures_here = [r for r in futures_by_instant.get(key, []) if not futs.claimed[r]]
@@ -465,6 +455,44 @@ def _from_spread_prints(
             key, int(sid), str(spread_symbol), str(side), int(quantity), float(spread_price), source
         )  # fmt: skip
         found.add(order, package)
+
+
+def _spread_orders(spreads: pd.DataFrame, window: np.ndarray) -> tuple[list, ...]:
+    """Spread prints as orders, sorted by (window, ts_event, instrument_id, side): each one's
+    summed size and its first print's price and symbol, as columns of lists.
+
+    What ``groupby(sort=True).agg(sum, first, first)`` gives, with NumPy on the sort keys: the
+    named aggregations cost more than the search itself. Prints with a missing key, price or
+    symbol (which pandas' grouping drops or skips) take the pandas path."""
+    ts = spreads["ts_event"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    columns = ("instrument_id", "side", "size", "price", "symbol")
+    if len(spreads) == 0 or any(spreads[c].isna().any() for c in columns):
+        grouped = (
+            spreads.assign(_window=window, _ts=ts)
+            .groupby(["_window", "_ts", "instrument_id", "side"], sort=True)
+            .agg(quantity=("size", "sum"), price=("price", "first"), symbol=("symbol", "first"))
+            .reset_index()
+        )
+        names = ("_window", "_ts", "instrument_id", "side", "quantity", "price", "symbol")
+        return tuple(grouped[c].tolist() for c in names)
+    iid = spreads["instrument_id"].to_numpy(dtype=np.int64)
+    side_code, sides = pd.factorize(spreads["side"].to_numpy(dtype=object), sort=True)
+    order = np.lexsort((side_code, iid, ts, window))
+    w_o, t_o, i_o, s_o = window[order], ts[order], iid[order], side_code[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (np.diff(w_o) != 0) | (np.diff(t_o) != 0) | (np.diff(i_o) != 0) | (np.diff(s_o) != 0)
+    starts = np.flatnonzero(new)
+    first = order[starts]
+    quantity = np.add.reduceat(spreads["size"].to_numpy(dtype=np.int64)[order], starts)
+    return (
+        w_o[starts].tolist(),
+        t_o[starts].tolist(),
+        i_o[starts].tolist(),
+        np.asarray(sides, dtype=object)[s_o[starts]].tolist(),
+        quantity.tolist(),
+        spreads["price"].to_numpy(dtype=float)[first].tolist(),
+        spreads["symbol"].to_numpy(dtype=object)[first].tolist(),
+    )
 
 
 def _legs_from_prints(
