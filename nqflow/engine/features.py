@@ -83,31 +83,51 @@ def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataF
                 "days_to_expiry",
             ]
         )
-    if "package_id" not in trades:
-        trades = trades.assign(package_id=-1)
     # Grouped with NumPy on one integer per key tuple, in order of first appearance (pandas'
-    # groupby with sort=False): its named aggregations cost more than the sums themselves.
+    # groupby with sort=False): its named aggregations cost more than the sums themselves. The
+    # orders are put in their final order before the frame is built, so it is built once.
     group = _by_codes(trades, tuple(keys))
     first = _first_rows(group)
     n = len(first)
-    size = trades["size"].to_numpy(dtype="int64")
-    package_max = np.full(n, np.iinfo("int64").min)
-    np.maximum.at(package_max, group, trades["package_id"].to_numpy(dtype="int64"))
-    orders = pd.DataFrame(
+    ts = trades["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    iid = trades["instrument_id"].to_numpy(dtype="int64")
+    order = np.lexsort([iid[first], ts[first], *[_sort_codes(trades[b].to_numpy()[first]) for b in reversed(by)]])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    group, first = rank[group], first[order]  # groups renumbered in the final order
+    size = np.bincount(group, weights=trades["size"].to_numpy(dtype="int64"), minlength=n).astype("int64")
+    premium = np.bincount(group, weights=trades["premium_usd"].to_numpy(dtype=float), minlength=n)
+    package_max = np.full(n, -1 if "package_id" not in trades else np.iinfo("int64").min, dtype="int64")
+    if "package_id" in trades:
+        np.maximum.at(package_max, group, trades["package_id"].to_numpy(dtype="int64"))
+    multiplier = trades["multiplier"].array.take(first)
+    ts_event = pd.Series(trades["ts_event"].array.take(first))
+    expiration = pd.Series(trades["expiration"].array.take(first))
+    symbol = pd.Series(trades["symbol"].array.take(first))
+    return pd.DataFrame(
         {
-            **{k: trades[k].array.take(first) for k in keys},
-            **{c: trades[c].array.take(first) for c in ("symbol", "expiration", "strike", "put_call")},
-            "size": np.bincount(group, weights=size, minlength=n).astype("int64"),
-            "premium_usd": np.bincount(group, weights=trades["premium_usd"].to_numpy(dtype=float), minlength=n),
+            **{k: trades[k].array.take(first) for k in keys if k != "ts_event"},
+            "ts_event": ts_event,
+            "symbol": symbol,
+            "expiration": expiration,
+            **{c: trades[c].array.take(first) for c in ("strike", "put_call")},
+            "size": size,
+            "premium_usd": premium,
             "fills": np.bincount(group, minlength=n).astype("int64"),
-            "multiplier": trades["multiplier"].array.take(first),
+            "multiplier": multiplier,
             "package_id": package_max,
+            "vwap": premium / (size * np.asarray(multiplier, dtype=float)),
+            "expiry": expiry_key(symbol),
+            "days_to_expiry": days_to_expiry(ts_event, expiration).to_numpy(dtype="int64"),
         }
-    )
-    orders["vwap"] = orders["premium_usd"] / (orders["size"] * orders["multiplier"])
-    orders["expiry"] = expiry_key(orders["symbol"])
-    orders["days_to_expiry"] = days_to_expiry(orders["ts_event"], orders["expiration"]).astype("int64")
-    return orders.sort_values([*by, "ts_event", "instrument_id"], kind="stable").reset_index(drop=True)
+    )[[*keys, "symbol", "expiration", "strike", "put_call", "size", "premium_usd", "fills", "multiplier",
+       "package_id", "vwap", "expiry", "days_to_expiry"]]  # fmt: skip
+
+
+def _sort_codes(values: np.ndarray) -> np.ndarray:
+    """Codes that order as `values` sort (missing last, as sort_values puts them)."""
+    codes, distinct = pd.factorize(values, sort=True)
+    return np.where(codes < 0, len(distinct), codes)
 
 
 def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tuple[str, ...] = ()) -> pd.Series:
@@ -125,7 +145,7 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
     if len(aggressive) < min_strikes:
         return pd.Series(sweep, index=orders.index)
     candidates = orders.iloc[aggressive]
-    group = candidates.groupby([*by, "expiry", "put_call", "side"], sort=False).ngroup().to_numpy()
+    group = _by_codes(candidates, (*by, "expiry", "put_call", "side"))  # numbered as groupby(sort=False)
     in_groups = np.argsort(group, kind="stable")  # each group contiguous, still in time order
     group, rows = group[in_groups], aggressive[in_groups]
     times = candidates["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")[in_groups]
@@ -137,17 +157,33 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
     starts = np.flatnonzero(
         (group[reach:] == group[: len(group) - reach]) & (times[reach:] - times[: len(group) - reach] <= span)
     )
-    group_ends = np.append(np.flatnonzero(np.diff(group)) + 1, len(group))
+    stops = _span_ends(group, times, starts, span)
     next_id, resume = 0, 0
-    for start in starts:
+    strike_list = strikes.tolist()  # a set of a few floats beats np.unique on a tiny slice
+    for start, stop in zip(starts.tolist(), stops.tolist()):
         if start < resume:
             continue
-        end = group_ends[np.searchsorted(group_ends, start, side="right")]
-        stop = start + int(np.searchsorted(times[start:end], times[start] + span, side="right"))
-        if np.unique(strikes[start:stop]).size >= min_strikes:
+        if len(set(strike_list[start:stop])) >= min_strikes:
             sweep[rows[start:stop]] = next_id
-            next_id, resume = next_id + 1, int(stop)
+            next_id, resume = next_id + 1, stop
     return pd.Series(sweep, index=orders.index)
+
+
+def _span_ends(group: np.ndarray, times: np.ndarray, starts: np.ndarray, span: int) -> np.ndarray:
+    """For each start, the end of the run of rows in its group within `span` of it (rows sorted by
+    group, then time): one search over a key that orders by group, then time."""
+    if not len(starts):
+        return np.empty(0, dtype=np.int64)
+    origin = int(times.min())
+    width = int(times.max()) - origin + span + 1  # a group's times and their span fit in one width
+    if (int(group.max()) + 1) * width < np.iinfo(np.int64).max:
+        key = group.astype(np.int64) * width + (times - origin)
+        return np.searchsorted(key, key[starts] + span, side="right").astype(np.int64)
+    group_ends = np.append(np.flatnonzero(np.diff(group)) + 1, len(group))  # too wide for one key
+    ends = group_ends[np.searchsorted(group_ends, starts, side="right")]
+    return np.array(
+        [a + np.searchsorted(times[a:e], times[a] + span, side="right") for a, e in zip(starts, ends)], dtype=np.int64
+    )
 
 
 def side_weights(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -466,20 +502,40 @@ def no_expected_volumes() -> pd.DataFrame:
 def with_expected(features: Features, expected: Sequence[pd.DataFrame | None] | pd.DataFrame) -> Features:
     """`features` with each window's expected volume and count-model moments on its volume rows
     (``history_sessions`` 0 and NaN moments where the slot has no history for a key). `expected`
-    holds one frame per window, or is one frame of all windows with a ``window`` column."""
+    holds one frame per window, or is one frame of all windows with a ``window`` column.
+
+    Looked up on one integer per (window, level, key), not merged on text: a session's 92
+    per-window frames are stacked as arrays, never as frames."""
     if isinstance(expected, pd.DataFrame):
-        known = expected
+        known_window = expected[WINDOW].to_numpy(dtype="int64")
+        known = {c: expected[c].to_numpy() for c in EXPECTED_COLUMNS}
     else:
         if len(expected) != len(features):
             raise ValueError(f"{len(features)} windows but {len(expected)} expected-volume frames")
-        frames = [e.assign(**{WINDOW: i}) for i, e in enumerate(expected) if e is not None and len(e)]
-        known = pd.concat(frames, ignore_index=True) if frames else no_expected_volumes()
+        parts = [(i, e) for i, e in enumerate(expected) if e is not None and len(e)]
+        known_window = np.repeat([i for i, _ in parts], [len(e) for _, e in parts]).astype("int64")
+        known = {
+            c: np.concatenate([e[c].to_numpy() for _, e in parts]) if parts else np.empty(0, dtype=object)
+            for c in EXPECTED_COLUMNS
+        }
     volumes = features.volumes.drop(columns=[c for c in EXPECTED_COLUMNS[2:] if c in features.volumes])
-    volumes = volumes.merge(known[[WINDOW, *EXPECTED_COLUMNS]], on=[WINDOW, "level", "key"], how="left")
-    volumes["history_sessions"] = volumes["history_sessions"].fillna(0).astype("int64")
-    for column in ("expected", "mean", "variance"):
-        volumes[column] = volumes[column].astype(float)
-    return dataclasses.replace(features, volumes=volumes)
+    n = len(volumes)
+    history, moments = np.zeros(n, dtype="int64"), {c: np.full(n, np.nan) for c in ("expected", "mean", "variance")}
+    if n and len(known_window):
+        level_codes, levels = pd.factorize(np.concatenate([volumes["level"].to_numpy(dtype=object), known["level"]]))
+        key_codes, keys = pd.factorize(np.concatenate([volumes["key"].to_numpy(dtype=object), known["key"]]))
+        window = np.concatenate([volumes[WINDOW].to_numpy(dtype="int64"), known_window])
+        joint = (window * max(len(levels), 1) + level_codes) * max(len(keys), 1) + key_codes
+        index = pd.Index(joint[n:])
+        if not index.is_unique:
+            raise ValueError("expected volumes hold a (window, level, key) twice; the baseline store repeats a key")
+        position = index.get_indexer(joint[:n])
+        hit = np.flatnonzero(position >= 0)
+        found = pd.Series(known["history_sessions"][position[hit]]).fillna(0)
+        history[hit] = found.to_numpy(dtype="int64")
+        for column in moments:
+            moments[column][hit] = known[column][position[hit]].astype(float)
+    return dataclasses.replace(features, volumes=volumes.assign(history_sessions=history, **moments))
 
 
 def _no_trades(windows: Sequence[WindowData], config: Config) -> Features:

@@ -27,9 +27,13 @@ EXPECTED_COLUMNS = ["level", "key", "history_sessions", "expected", "mean", "var
 
 def expiry_key(symbol: pd.Series) -> pd.Series:
     """Option symbol root, e.g. 'Q2NV6 C21000' -> 'Q2NV6' (one product + expiration)."""
-    # Split each distinct symbol once: a session repeats a few thousand symbols over ~40k fills.
-    codes, distinct = pd.factorize(symbol.astype(object), use_na_sentinel=False)
-    roots = np.array([text.split(" ", 1)[0] if isinstance(text, str) else text for text in distinct], dtype=object)
+    # Split each distinct symbol once (a session repeats a few thousand symbols over ~40k fills),
+    # found on the column's own array: converting every symbol to a Python object costs more.
+    codes, distinct = pd.factorize(symbol.array, use_na_sentinel=False)
+    roots = np.array(
+        [text.split(" ", 1)[0] if isinstance(text, str) else np.nan for text in np.asarray(distinct, dtype=object)],
+        dtype=object,
+    )  # a missing symbol has no root: NaN
     return pd.Series(roots[codes] if len(roots) else np.empty(0, dtype=object), index=symbol.index, dtype=object)
 
 
