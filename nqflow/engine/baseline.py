@@ -22,7 +22,7 @@ is left is the expected volume, and the spread feeds the count model in `nqflow.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -36,6 +36,7 @@ from nqflow.engine.levels import (  # noqa: F401  (re-exported: the store's keys
     NO_KEYS,
     PRODUCT_KEY,
     SHORT_DATED_DAYS,
+    keys_by,
     level_keys,
     slot_volumes,
     window_keys,
@@ -135,6 +136,22 @@ class _SlotHistory:
     ) -> dict[int, pd.DataFrame]:
         """`expected_table` split by slot: each slot's EXPECTED_COLUMNS frame."""
         return split_by_slot(self.expected_table(session, slots, max_sessions, keys), slots)
+
+    def expected_by_window(
+        self, session: dt.date, window_slots: Sequence[int] | np.ndarray, max_sessions: int, keys: pd.DataFrame
+    ) -> pd.DataFrame:
+        """Every window's expected volumes as one frame (``window``, its position in
+        `window_slots`, and EXPECTED_COLUMNS): one `expected_table` for the windows' slots, with
+        `keys` one frame of slot, level and key, joined to each window by its slot. What
+        `nqflow.engine.features.with_expected` takes whole, never split into per-window frames."""
+        slots = np.asarray(window_slots, dtype="int64")
+        if not len(slots):
+            return pd.DataFrame(
+                {"window": pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}}
+            )
+        table = self.expected_table(session, sorted(set(slots.tolist())), max_sessions, keys)
+        windows = pd.DataFrame({"window": np.arange(len(slots), dtype="int64"), "slot": slots})
+        return windows.merge(table, on="slot")[["window", *EXPECTED_COLUMNS]]
 
     def complete_sessions(self) -> set[str]:
         """Sessions whose every slot is recorded."""

@@ -220,7 +220,7 @@ def detect_window(window: WindowData, expected: pd.DataFrame | None, config: Con
 
 def detect_windows(
     windows: Sequence[WindowData],
-    expected: Sequence[pd.DataFrame | None],
+    expected: Sequence[pd.DataFrame | None] | pd.DataFrame,
     config: Config,
     keep: Sequence[int] | None = None,
 ) -> list[Detection]:
@@ -231,7 +231,8 @@ def detect_windows(
     session in the batch (`nqflow.engine.monitor.run_window` gives a window its lookback for
     it); so each result equals what the window gives with the windows before it, and batching
     only saves pandas' per-call overhead, which dominates 15-minute windows. `expected[i]` is
-    window i's expected volume. `keep`: the positions of the windows whose Detection is wanted
+    window i's expected volume, or `expected` is one frame of all windows with ``window``
+    (`nqflow.engine.monitor.SessionWindows.expected`). `keep`: the positions of the windows whose Detection is wanted
     (all when None), in order; the others are still detected, for the worked orders they hold.
     """
     features = compute_features(windows, expected, config)

@@ -457,13 +457,14 @@ def feature_params(config: Config) -> dict:
 
 
 def compute_features(
-    windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None], config: Config
+    windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None] | pd.DataFrame, config: Config
 ) -> Features:
     """The feature stage for a batch of windows (a whole session in a backtest, one window live).
 
     Windows are independent: orders, sweeps, packages and volumes never cross windows (every
     grouping is also by window). `expected[i]` is window i's expected volume per (level, key)
-    (`nqflow.engine.baseline.BaselineStore.expected`), None or empty without history.
+    (`nqflow.engine.baseline.BaselineStore.expected`), None or empty without history; or
+    `expected` is one frame of all windows with ``window`` (`BaselineStore.expected_by_window`).
     """
     return with_expected(market_features(windows, config), expected)
 

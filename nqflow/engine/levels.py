@@ -107,14 +107,20 @@ def window_keys(trades: pd.DataFrame) -> pd.DataFrame:
 def window_keys_by(trades: pd.DataFrame, group: np.ndarray) -> dict[int, pd.DataFrame]:
     """`window_keys` of every group of fills at once (a session's windows); fills in group -1 are
     ignored. Keys are mapped once for all fills, instead of once per window."""
+    pairs = keys_by(trades, group)
+    return {int(g): frame[["level", "key"]].reset_index(drop=True) for g, frame in pairs.groupby("group", sort=False)}
+
+
+def keys_by(trades: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
+    """The (group, level, key) triples some fills touch, once each, as one frame (what
+    `window_keys_by` splits by group); fills in group -1 are ignored."""
     keep = np.asarray(group) >= 0
     trades, group = trades[keep], np.asarray(group)[keep]
     keys = level_keys(trades)
-    pairs = pd.concat(
+    return pd.concat(
         [
             pd.DataFrame({"group": group, "level": level, "key": keys[level].to_numpy(dtype=object)})
             for level in ("instrument", "expiry")
         ],
         ignore_index=True,
-    ).drop_duplicates()
-    return {int(g): frame[["level", "key"]].reset_index(drop=True) for g, frame in pairs.groupby("group", sort=False)}
+    ).drop_duplicates(ignore_index=True)

@@ -17,9 +17,9 @@ from nqflow.engine.baseline import (
     NO_KEYS,
     BaselineStore,
     ensure_history,
+    keys_by,
     slot_volumes,
     window_keys,
-    window_keys_by,
 )
 from nqflow.engine.detect import Detection, detect_windows
 from nqflow.engine.gex import session_walls
@@ -131,26 +131,26 @@ def earlier_windows(config: Config, source: DataSource, window: WindowData) -> l
 
 @dataclass
 class SessionWindows:
-    """A session's windows loaded at once, with each window's baseline slot and wanted keys."""
+    """A session's windows loaded at once, with each window's baseline slot; `options` are the
+    session's option fills, from which `expected` takes the keys each window wants."""
 
     trade_date: dt.date
     windows: list[WindowData]
     slots: list[int]
-    keys: dict[int, pd.DataFrame]
+    options: pd.DataFrame | None = None
     #: the whole session's tidy fills (every product: what the baseline records), when loaded whole
     trades: pd.DataFrame | None = None
 
-    def expected(self, baseline: BaselineStore, max_sessions: int) -> list[pd.DataFrame]:
-        """Each window's expected volume from `baseline` (one query for the session)."""
-        if not self.windows:
-            return []
-        by_slot = baseline.expected(
-            self.trade_date,
-            sorted(set(self.slots)),
-            max_sessions,
-            {slot: self.keys.get(slot, NO_KEYS) for slot in self.slots},
-        )
-        return [by_slot[slot] for slot in self.slots]
+    def expected(self, baseline: BaselineStore, max_sessions: int) -> pd.DataFrame:
+        """Every window's expected volume from `baseline` (one query for the session), as one frame
+        with ``window`` (`BaselineStore.expected_by_window`): the keys are mapped only here, so a
+        backtest that loads a session for its features never pays for them."""
+        bounds = [(w.start, w.end) for w in self.windows]
+        if self.options is None or not bounds:
+            keys = NO_KEYS.assign(slot=pd.Series(dtype="int64"))
+        else:
+            keys = keys_by(self.options, _window_of(self.options, bounds, self.slots)).rename(columns={"group": "slot"})
+        return baseline.expected_by_window(self.trade_date, self.slots, max_sessions, keys)
 
 
 def _selected_windows(
@@ -169,7 +169,7 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource) -> Ses
     row = cal.sessions(trade_date, trade_date).iloc[0]
     bounds = _selected_windows(config, trade_date)
     if not bounds:
-        return SessionWindows(trade_date, [], [], {})
+        return SessionWindows(trade_date, [], [])
     # Classified once for the session, then cut per window: the same frames `load_window` gives.
     trades = source.trades(row.market_open, row.market_close)
     session_fills = classify_fills(trades, config.universe.products)
@@ -180,8 +180,7 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource) -> Ses
         for start, end in bounds
     ]
     slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
-    keys = window_keys_by(session_fills.options, _window_of(session_fills.options, bounds, slots))
-    return SessionWindows(trade_date, loaded, slots, keys, trades)
+    return SessionWindows(trade_date, loaded, slots, session_fills.options, trades)
 
 
 def run_session(

@@ -558,18 +558,28 @@ def _deltas(packages: pd.DataFrame, underlying: pd.DataFrame, batched: bool) -> 
         leg["delta"] = float(d)
     unit, gross = [], []
     for legs, source in zip(packages["legs"], packages["source"]):
-        option_delta = float(
-            np.nansum([leg["sign"] * leg["ratio"] * leg["delta"] for leg in legs if leg["put_call"] != "F"])
-        )
+        option_delta = _nansum([leg["sign"] * leg["ratio"] * leg["delta"] for leg in legs if leg["put_call"] != "F"])
         for leg in legs:
             if leg["put_call"] == "F":
                 leg["delta"] = 1.0
                 if source == "prints":  # no definition: a futures leg hedges the options, so it takes the other side
                     leg["sign"] = -1 if option_delta > 0 else 1
-        unit.append(float(np.nansum([leg["sign"] * leg["ratio"] * leg["delta"] for leg in legs])))
-        gross.append(float(np.nansum([leg["ratio"] * abs(leg["delta"]) for leg in legs])))
+        unit.append(_nansum([leg["sign"] * leg["ratio"] * leg["delta"] for leg in legs]))
+        gross.append(_nansum([leg["ratio"] * abs(leg["delta"]) for leg in legs]))
     packages["unit_delta"] = unit
     packages["unit_gross_delta"] = gross
+
+
+def _nansum(values: list[float]) -> float:
+    """``np.nansum`` of a package's few legs without its per-call cost: below eight values NumPy
+    adds in order, as this does; longer lists go to NumPy's pairwise sum."""
+    if len(values) >= 8:
+        return float(np.nansum(values))
+    total = 0.0
+    for value in values:
+        if value == value:  # not NaN
+            total += value
+    return total
 
 
 def package_headline(strategy: str, legs: list[dict]) -> str:

@@ -163,9 +163,7 @@ def expected_volumes(
             "key": wanted["key"].to_numpy(dtype=object),
         }
     ).drop_duplicates()
-    table = baseline.expected_table(trade_date, sorted(set(slots.tolist())), config.thresholds.baseline_sessions, keys)
-    windows = pd.DataFrame({WINDOW: np.arange(len(slots), dtype="int64"), "slot": slots})
-    return windows.merge(table, on="slot").drop(columns="slot")
+    return baseline.expected_by_window(trade_date, slots, config.thresholds.baseline_sessions, keys)
 
 
 def baseline_folder(path: str | Path) -> Path:
