@@ -308,16 +308,19 @@ def split(
 ) -> list[Detection]:
     """One `Detection` per window of a batch (those at the positions `keep`, when given), each as
     if its window had been detected alone (sweep ids renumbered from 0 in each window)."""
-    orders = features.orders.assign(sweep_id=evaluation.sweep_id).drop(columns="expiry_key")
-    volumes, packages, table = evaluation.volumes, features.packages, features.windows
+    # Only the windows kept are cut, column by column selection once per window: copying the
+    # whole batch's frames to drop a column costs the live path (one window kept of many) more.
+    orders, volumes, packages, table = features.orders, evaluation.volumes, features.packages, features.windows
     n = len(table)
     order_bounds = _bounds(orders[WINDOW], list(range(n)))
     volume_bounds = _bounds(volumes[WINDOW], list(range(n)))
     alert_bounds = _bounds(evaluation.alerts[WINDOW], list(range(n)))
     package_rows = packages.groupby(WINDOW).indices if len(packages) else {}
-    orders, volumes = orders.drop(columns=WINDOW), volumes.drop(columns=WINDOW)
-    packages = packages.drop(columns=WINDOW)
-    volume_columns = [c for c in volumes.columns if c not in ("open_interest", "instrument_id")]
+    order_columns = [c for c in orders.columns if c not in (WINDOW, "expiry_key")]
+    package_columns = [c for c in packages.columns if c != WINDOW]
+    volume_columns = [c for c in volumes.columns if c not in (WINDOW, "open_interest", "instrument_id")]
+    feature_sweep = orders["sweep_id"].to_numpy(dtype="int64") if len(orders) else np.empty(0, dtype="int64")
+    final_sweep = np.asarray(evaluation.sweep_id, dtype="int64")
     results = []
     rows = list(table.itertuples(index=False))
     for i in range(n) if keep is None else keep:
@@ -335,19 +338,21 @@ def split(
                 )
             )
             continue
-        own_orders = orders.iloc[slice(*order_bounds[i])].reset_index(drop=True)
-        in_sweep = own_orders["sweep_id"] >= 0
-        if in_sweep.any():
-            own_orders.loc[in_sweep, "sweep_id"] -= int(
-                features.orders["sweep_id"].iloc[slice(*order_bounds[i])].pipe(lambda s: s[s >= 0]).min()
-            )
+        lo, hi = order_bounds[i]
+        own_orders = orders.iloc[lo:hi][order_columns].reset_index(drop=True)
+        sweep = final_sweep[lo:hi].copy()
+        in_sweep = sweep >= 0
+        if in_sweep.any():  # numbered from the window's first sweep candidate
+            candidates = feature_sweep[lo:hi]
+            sweep[in_sweep] -= int(candidates[candidates >= 0].min())
+        own_orders["sweep_id"] = sweep
         own_volumes = volumes.iloc[slice(*volume_bounds[i])]
         ids = instrument_ids(own_volumes)
         own_volumes = own_volumes[volume_columns].reset_index(drop=True)
         own_volumes.insert(volume_columns.index("expiry_key") + 1, "instrument_ids", ids)
         # Built from the window's own records, so its dtypes are what the window alone gives.
         frame = pd.DataFrame(evaluation.records[slice(*alert_bounds[i])], columns=ALERT_FIELDS)
-        own_packages = packages.take(package_rows.get(i, [])).reset_index(drop=True)
+        own_packages = packages.take(package_rows.get(i, []))[package_columns].reset_index(drop=True)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
