@@ -33,7 +33,7 @@ from nqflow.config import Config
 from nqflow.engine.levels import EXPECTED_COLUMNS, PRODUCT_KEY, days_to_expiry, expiry_key, expiry_level_key
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
 from nqflow.errors import DataError
-from nqflow.market.frames import WindowData
+from nqflow.market.frames import WindowData, stack_cut
 
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
 WINDOW = "window"  # column naming a window's position in a batch
@@ -385,20 +385,31 @@ def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.Da
     """Strategy packages of a batch of windows (`nqflow.engine.strategies.find_packages`); the package id of
     every option fill rides along in ``attrs["package_of"]``."""
 
-    def stacked(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.Series]:
+    def stacked(name: str, part: str) -> tuple[pd.DataFrame, pd.Series]:
+        frames = [(i, getattr(windows[i], name)) for i in busy]
         frames = [(i, f) for i, f in frames if len(f)]
         if not frames:
             return pd.DataFrame(columns=["ts_event", "instrument_id", "price", "size", "side", "symbol"]), pd.Series(
                 dtype="int64"
             )
+        cut = stack_cut([(windows[i].origin, f) for i, f in frames], part) if part else None
         return (
-            pd.concat([f for _, f in frames], ignore_index=True),
+            cut if cut is not None else pd.concat([f for _, f in frames], ignore_index=True),
             pd.Series(np.repeat([i for i, _ in frames], [len(f) for _, f in frames])),
         )
 
-    spreads, spread_window = stacked([(i, windows[i].spreads) for i in busy])
-    futures, futures_window = stacked([(i, windows[i].futures) for i in busy])
-    underlying, _ = stacked([(i, windows[i].underlying) for i in busy])
+    spreads, spread_window = stacked("spreads", "spreads")
+    futures, futures_window = stacked("futures", "futures")
+    underlying = None
+    if all(windows[i].origin is not None for i in busy):  # cut by window_from: front_future of its futures
+        underlying = _front_futures(futures, futures_window.to_numpy(dtype="int64"))
+        counts = np.bincount(underlying[WINDOW].to_numpy(), minlength=len(windows)) if len(underlying) else None
+        if counts is None or any(counts[i] != len(windows[i].underlying) for i in busy):
+            underlying = None
+    if underlying is None:
+        underlying, _ = stacked("underlying", "")
+    else:
+        underlying = underlying.drop(columns=WINDOW)
     legs_frames = {id(windows[i].legs): windows[i].legs for i in busy if len(windows[i].legs)}
     legs = (
         pd.concat(legs_frames.values(), ignore_index=True).drop_duplicates(["spread_id", "leg_index"])
@@ -414,6 +425,23 @@ def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.Da
     packages = packages.assign(package_id=local)
     packages.attrs["package_of"] = package_of
     return packages
+
+
+def _front_futures(futures: pd.DataFrame, window: np.ndarray) -> pd.DataFrame:
+    """Each window's front-future fills from a batch's futures fills (what
+    `nqflow.market.frames.front_future` keeps of each window's, stacked), with their ``window``:
+    the most traded future of the window, the lowest id on a tie."""
+    if not len(futures):
+        return futures
+    ids = futures["instrument_id"].to_numpy(dtype="int64")
+    pair, distinct = pd.factorize(window * (int(ids.max()) + 1) + ids, sort=True)  # by window, then id
+    volume = np.bincount(pair, weights=futures["size"].to_numpy(dtype=float))
+    pair_window, pair_id = distinct // (int(ids.max()) + 1), distinct % (int(ids.max()) + 1)
+    best = np.lexsort((pair_id, -volume, pair_window))  # per window: most traded, then lowest id
+    first = best[np.r_[True, pair_window[best][1:] != pair_window[best][:-1]]]
+    front = dict(zip(pair_window[first].tolist(), pair_id[first].tolist()))
+    mine = ids == np.array([front[w] for w in window.tolist()], dtype="int64")
+    return futures[mine].assign(**{WINDOW: window[mine]}).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- the feature stage
@@ -477,7 +505,9 @@ def market_features(windows: Sequence[WindowData], config: Config) -> Features:
     busy = [i for i, w in enumerate(windows) if not w.trades.empty]
     if not busy:
         return _no_trades(windows, config)
-    trades = pd.concat([windows[i].trades for i in busy], ignore_index=True)
+    trades = stack_cut([(windows[i].origin, windows[i].trades) for i in busy], "options")
+    if trades is None:  # windows not cut from one stretch
+        trades = pd.concat([windows[i].trades for i in busy], ignore_index=True)
     trades[WINDOW] = np.repeat(busy, [len(windows[i].trades) for i in busy])
     packages = batch_packages(windows, busy, trades)
     trades["package_id"] = packages.attrs.pop("package_of")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -207,6 +208,9 @@ class WindowData:
     #: the session's settled dealer-positioning walls, name -> strike (`nqflow.engine.gex.session_walls`);
     #: empty while the session's statistics are not published
     walls: dict[str, float] = field(default_factory=dict)
+    #: where `trades`, `spreads` and `futures` were cut from, when cut from a longer stretch
+    #: (`ClassifiedFills.between`): a batch of windows cut from one stretch is stacked with one take
+    origin: FillsOrigin | None = field(default=None, repr=False, compare=False)
 
     @property
     def empty(self) -> bool:
@@ -406,20 +410,53 @@ class ClassifiedFills:
     spreads: pd.DataFrame
     futures: pd.DataFrame
     undefined: pd.DataFrame
+    #: set on a part cut by `between`: the stretch it was cut from and its rows there
+    origin: FillsOrigin | None = field(default=None, repr=False, compare=False)
 
     def between(self, start: pd.Timestamp, end: pd.Timestamp) -> ClassifiedFills:
         """The fills in [start, end): a binary search per part, no copy of the rest."""
         bounds = np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]")
+        rows: dict[str, tuple[int, int]] = {}
 
-        def cut(frame: pd.DataFrame) -> pd.DataFrame:
-            lo, hi = frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(bounds)
+        def cut(name: str) -> pd.DataFrame:
+            frame = getattr(self, name)
+            lo, hi = (int(b) for b in frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(bounds))
+            rows[name] = (lo, hi)
             if lo == hi and frame.empty:  # most windows have no spread or undefined prints
                 return frame
             part = frame.iloc[lo:hi]
             part.index = pd.RangeIndex(hi - lo)  # a new index on the slice: no copy of its data
             return part
 
-        return ClassifiedFills(cut(self.options), cut(self.spreads), cut(self.futures), cut(self.undefined))
+        options, spreads, futures, undefined = (cut(name) for name in ("options", "spreads", "futures", "undefined"))
+        return ClassifiedFills(options, spreads, futures, undefined, origin=FillsOrigin(self, rows))
+
+
+@dataclass(frozen=True)
+class FillsOrigin:
+    """Where a window's fills were cut from: the stretch and each part's rows [lo, hi) in it."""
+
+    stretch: ClassifiedFills
+    rows: dict[str, tuple[int, int]]
+
+
+def stack_cut(parts: Sequence[tuple[FillsOrigin | None, pd.DataFrame]], name: str) -> pd.DataFrame | None:
+    """The frames of part `name` of many windows stacked in order (as ``pd.concat`` with
+    ``ignore_index`` gives them), taken from their stretch in one take when every one was cut
+    from the same stretch and still holds its rows; None when they were not (concatenate them).
+    A session's windows each pay pandas' per-frame cost in a concat of 92 small frames."""
+    if not parts or any(origin is None for origin, _ in parts):
+        return None
+    stretch = parts[0][0].stretch  # type: ignore[union-attr]
+    ranges = []
+    for origin, frame in parts:
+        assert origin is not None
+        lo, hi = origin.rows[name]
+        if origin.stretch is not stretch or hi - lo != len(frame):
+            return None
+        ranges.append(np.arange(lo, hi))
+    rows = np.concatenate(ranges) if ranges else np.empty(0, dtype=np.int64)
+    return getattr(stretch, name).take(rows).reset_index(drop=True)
 
 
 def classify_fills(fills: pd.DataFrame, watched: frozenset[str] | None = None) -> ClassifiedFills:
@@ -483,6 +520,7 @@ def window_from(
         legs if legs is not None else empty_frame(LEG_COLUMNS),
         parts.futures,
         dict(walls or {}),
+        parts.origin,
     )
 
 
