@@ -9,11 +9,14 @@ import databento_dbn as dbn
 import pandas as pd
 import pytest
 
+from nqflow.engine.monitor import load_session
 from nqflow.errors import DataError, NqflowError
 from nqflow.market.frames import (
+    front_future,
     future_fills,
     load_window,
     option_fills,
+    stack_cut,
     tidy_trades,
     window_from,
 )
@@ -218,3 +221,22 @@ def test_session_of_and_window_is_open_agree_with_the_exchange_calendar_at_every
         end = ts + pd.Timedelta(minutes=15)
         overlaps = (opens < end.tz_convert(None).to_datetime64()) & (closes > ts.tz_convert(None).to_datetime64())
         assert cal.window_is_open(ts, end) == bool(overlaps.any()), ts
+
+
+def test_a_sessions_windows_stack_from_their_stretch_as_concatenation_gives(source, config):
+    """The feature stage stacks a session's windows with one take from the stretch they were cut
+    from (`stack_cut`); it must give what pd.concat of the windows' own frames gives, and refuse
+    (None) windows cut from another stretch or whose frame no longer holds its rows."""
+    day = source.sessions_available()[-1]
+    windows = [w for w in load_session(config, day, source).windows if len(w.trades)]
+    for name, part in (("trades", "options"), ("spreads", "spreads"), ("futures", "futures")):
+        frames = [(w.origin, getattr(w, name)) for w in windows if len(getattr(w, name))]
+        stacked = stack_cut(frames, part)
+        assert stacked is not None and len(stacked) == sum(len(f) for _, f in frames) > 0
+        pd.testing.assert_frame_equal(stacked, pd.concat([f for _, f in frames], ignore_index=True))
+    first, second = windows[0], windows[1]
+    assert stack_cut([(first.origin, first.trades), (second.origin, second.trades.iloc[:1])], "options") is None
+    assert stack_cut([(first.origin, first.trades), (None, second.trades)], "options") is None
+    # the front future: the most traded, the lowest id on a tie (what groupby's idxmax gave)
+    futures = pd.DataFrame({"instrument_id": [7, 3, 7, 3], "size": [2, 1, 1, 2], "price": [1.0, 2.0, 3.0, 4.0]})
+    assert front_future(futures)["instrument_id"].tolist() == [3, 3]

@@ -445,18 +445,17 @@ def stack_cut(parts: Sequence[tuple[FillsOrigin | None, pd.DataFrame]], name: st
     ``ignore_index`` gives them), taken from their stretch in one take when every one was cut
     from the same stretch and still holds its rows; None when they were not (concatenate them).
     A session's windows each pay pandas' per-frame cost in a concat of 92 small frames."""
-    if not parts or any(origin is None for origin, _ in parts):
+    origins = [origin for origin, _ in parts if origin is not None]
+    if not parts or len(origins) < len(parts):
         return None
-    stretch = parts[0][0].stretch  # type: ignore[union-attr]
+    stretch = origins[0].stretch
     ranges = []
-    for origin, frame in parts:
-        assert origin is not None
+    for origin, (_, frame) in zip(origins, parts):
         lo, hi = origin.rows[name]
-        if origin.stretch is not stretch or hi - lo != len(frame):
+        if origin.stretch is not stretch or hi - lo != len(frame):  # another stretch, or changed since
             return None
         ranges.append(np.arange(lo, hi))
-    rows = np.concatenate(ranges) if ranges else np.empty(0, dtype=np.int64)
-    return getattr(stretch, name).take(rows).reset_index(drop=True)
+    return getattr(stretch, name).take(np.concatenate(ranges)).reset_index(drop=True)
 
 
 def classify_fills(fills: pd.DataFrame, watched: frozenset[str] | None = None) -> ClassifiedFills:
