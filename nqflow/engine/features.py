@@ -300,7 +300,7 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
     stacked = {name: np.concatenate(parts) for name, parts in columns.items()}
     order = np.arange(len(first_rows))
     if by:  # by `by` (stable), as the rows of each level come
-        order = np.lexsort([_by_codes_sorted(orders, b, first_rows) for b in reversed(by)])
+        order = np.lexsort([_sort_codes(orders[b].to_numpy()[first_rows]) for b in reversed(by)])
     expiry_rows, first_rows = expiry_rows[order], first_rows[order]
     row_level = np.repeat(np.array(list(levels), dtype=object), level_sizes)[order]
     expiry = orders["expiry"].to_numpy(dtype=object)[np.maximum(expiry_rows, 0)]
@@ -326,12 +326,6 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
             "instrument_id": stacked["instrument_id"][order],
         }
     )
-
-
-def _by_codes_sorted(orders: pd.DataFrame, column: str, rows: np.ndarray) -> np.ndarray:
-    """Codes of a `by` column at `rows` whose order is the column's sort order (pandas' sort_values)."""
-    codes, _ = pd.factorize(orders[column].to_numpy()[rows], sort=True)
-    return codes
 
 
 def _by_codes(orders: pd.DataFrame, by: tuple[str, ...]) -> np.ndarray:
