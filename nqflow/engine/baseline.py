@@ -38,6 +38,7 @@ from nqflow.engine.levels import (  # noqa: F401  (re-exported: the store's keys
     SHORT_DATED_DAYS,
     keys_by,
     level_keys,
+    no_expected_volumes,
     slot_volumes,
     window_keys,
     window_keys_by,
@@ -146,9 +147,7 @@ class _SlotHistory:
         `nqflow.engine.features.with_expected` takes whole, never split into per-window frames."""
         slots = np.asarray(window_slots, dtype="int64")
         if not len(slots):
-            return pd.DataFrame(
-                {"window": pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}}
-            )
+            return no_expected_volumes()
         table = self.expected_table(session, sorted(set(slots.tolist())), max_sessions, keys)
         windows = pd.DataFrame({"window": np.arange(len(slots), dtype="int64"), "slot": slots})
         return windows.merge(table, on="slot")[["window", *EXPECTED_COLUMNS]]

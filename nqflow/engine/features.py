@@ -33,7 +33,7 @@ from nqflow.config import Config
 from nqflow.engine.levels import EXPECTED_COLUMNS, PRODUCT_KEY, days_to_expiry, expiry_key, expiry_level_key
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
 from nqflow.errors import DataError
-from nqflow.market.frames import WindowData, stack_cut
+from nqflow.market.frames import WindowData, front_rows, stack_cut
 
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
 WINDOW = "window"  # column naming a window's position in a batch
@@ -106,8 +106,7 @@ def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataF
     symbol = pd.Series(trades["symbol"].array.take(first))
     return pd.DataFrame(
         {
-            **{k: trades[k].array.take(first) for k in keys if k != "ts_event"},
-            "ts_event": ts_event,
+            **{k: ts_event if k == "ts_event" else trades[k].array.take(first) for k in keys},
             "symbol": symbol,
             "expiration": expiration,
             **{c: trades[c].array.take(first) for c in ("strike", "put_call")},
@@ -120,8 +119,7 @@ def aggregate_orders(trades: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataF
             "expiry": expiry_key(symbol),
             "days_to_expiry": days_to_expiry(ts_event, expiration).to_numpy(dtype="int64"),
         }
-    )[[*keys, "symbol", "expiration", "strike", "put_call", "size", "premium_usd", "fills", "multiplier",
-       "package_id", "vwap", "expiry", "days_to_expiry"]]  # fmt: skip
+    )
 
 
 def _sort_codes(values: np.ndarray) -> np.ndarray:
@@ -171,19 +169,13 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
 
 def _span_ends(group: np.ndarray, times: np.ndarray, starts: np.ndarray, span: int) -> np.ndarray:
     """For each start, the end of the run of rows in its group within `span` of it (rows sorted by
-    group, then time): one search over a key that orders by group, then time."""
-    if not len(starts):
-        return np.empty(0, dtype=np.int64)
-    origin = int(times.min())
-    width = int(times.max()) - origin + span + 1  # a group's times and their span fit in one width
-    if (int(group.max()) + 1) * width < np.iinfo(np.int64).max:
-        key = group.astype(np.int64) * width + (times - origin)
-        return np.searchsorted(key, key[starts] + span, side="right").astype(np.int64)
-    group_ends = np.append(np.flatnonzero(np.diff(group)) + 1, len(group))  # too wide for one key
-    ends = group_ends[np.searchsorted(group_ends, starts, side="right")]
-    return np.array(
-        [a + np.searchsorted(times[a:e], times[a] + span, side="right") for a, e in zip(starts, ends)], dtype=np.int64
-    )
+    group, then time): one search over a key that orders by group, then time's rank among the
+    distinct times (ranks, not nanoseconds, so the key never overflows)."""
+    distinct = np.unique(times)
+    width = len(distinct) + 1
+    key = group.astype(np.int64) * width + np.searchsorted(distinct, times)
+    within = np.searchsorted(distinct, times[starts] + span, side="right")  # distinct times in reach
+    return np.searchsorted(key, group[starts].astype(np.int64) * width + within, side="left").astype(np.int64)
 
 
 def side_weights(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -379,14 +371,14 @@ def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.Da
     """Strategy packages of a batch of windows (`nqflow.engine.strategies.find_packages`); the package id of
     every option fill rides along in ``attrs["package_of"]``."""
 
-    def stacked(name: str, part: str) -> tuple[pd.DataFrame, pd.Series]:
+    def stacked(name: str, part: str | None) -> tuple[pd.DataFrame, pd.Series]:
         frames = [(i, getattr(windows[i], name)) for i in busy]
         frames = [(i, f) for i, f in frames if len(f)]
         if not frames:
             return pd.DataFrame(columns=["ts_event", "instrument_id", "price", "size", "side", "symbol"]), pd.Series(
                 dtype="int64"
             )
-        cut = stack_cut([(windows[i].origin, f) for i, f in frames], part) if part else None
+        cut = stack_cut([(windows[i].origin, f) for i, f in frames], part) if part is not None else None
         return (
             cut if cut is not None else pd.concat([f for _, f in frames], ignore_index=True),
             pd.Series(np.repeat([i for i, _ in frames], [len(f) for _, f in frames])),
@@ -401,7 +393,7 @@ def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.Da
         if counts is None or any(counts[i] != len(windows[i].underlying) for i in busy):
             underlying = None
     if underlying is None:
-        underlying, _ = stacked("underlying", "")
+        underlying, _ = stacked("underlying", None)  # not a part of the stretch: concatenated
     else:
         underlying = underlying.drop(columns=WINDOW)
     legs_frames = {id(windows[i].legs): windows[i].legs for i in busy if len(windows[i].legs)}
@@ -422,19 +414,11 @@ def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.Da
 
 
 def _front_futures(futures: pd.DataFrame, window: np.ndarray) -> pd.DataFrame:
-    """Each window's front-future fills from a batch's futures fills (what
-    `nqflow.market.frames.front_future` keeps of each window's, stacked), with their ``window``:
-    the most traded future of the window, the lowest id on a tie."""
+    """Each window's front-future fills from a batch's futures fills, with their ``window``: what
+    `nqflow.market.frames.front_future` keeps of each window's, stacked (`front_rows`)."""
     if not len(futures):
         return futures
-    ids = futures["instrument_id"].to_numpy(dtype="int64")
-    pair, distinct = pd.factorize(window * (int(ids.max()) + 1) + ids, sort=True)  # by window, then id
-    volume = np.bincount(pair, weights=futures["size"].to_numpy(dtype=float))
-    pair_window, pair_id = distinct // (int(ids.max()) + 1), distinct % (int(ids.max()) + 1)
-    best = np.lexsort((pair_id, -volume, pair_window))  # per window: most traded, then lowest id
-    first = best[np.r_[True, pair_window[best][1:] != pair_window[best][:-1]]]
-    front = dict(zip(pair_window[first].tolist(), pair_id[first].tolist()))
-    mine = ids == np.array([front[w] for w in window.tolist()], dtype="int64")
+    mine = front_rows(futures, window)
     return futures[mine].assign(**{WINDOW: window[mine]}).reset_index(drop=True)
 
 
@@ -517,11 +501,6 @@ def market_features(windows: Sequence[WindowData], config: Config) -> Features:
         _price_path(windows),
         feature_params(config),
     )
-
-
-def no_expected_volumes() -> pd.DataFrame:
-    """An expected-volume frame of no windows (``window`` and EXPECTED_COLUMNS)."""
-    return pd.DataFrame({WINDOW: pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}})
 
 
 def with_expected(features: Features, expected: Sequence[pd.DataFrame | None] | pd.DataFrame) -> Features:
@@ -625,9 +604,8 @@ def _window_table(
     n = len(windows)
     # Per-window sums with np.bincount: pandas' groupby/reindex per total cost more than the sums.
     fill_window = trades[WINDOW].to_numpy(dtype="int64")
-    buy = (trades["side"] == "B").to_numpy(dtype=bool)
-    sell = (trades["side"] == "A").to_numpy(dtype=bool)
     premium = trades["premium_usd"].to_numpy(dtype=float)
+    sides = side_weights(trades)
 
     def per_window(group: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(group, weights=weights, minlength=n)[:n]
@@ -661,8 +639,8 @@ def _window_table(
             "orders": per_window(order_window).astype("int64"),
             "contracts": per_window(fill_window, trades["size"].to_numpy(dtype=float)).astype("int64"),
             "premium_usd": per_window(fill_window, premium),
-            "buy_premium_usd": per_window(fill_window, premium * buy),
-            "sell_premium_usd": per_window(fill_window, premium * sell),
+            "buy_premium_usd": per_window(fill_window, sides["buy_premium_usd"]),
+            "sell_premium_usd": per_window(fill_window, sides["sell_premium_usd"]),
             "packages": per_window(package_window).astype("int64"),
             "packages_by_strategy": [strategies_json.get(i, "{}") for i in range(n)],
             "zero_dte_contract_share": [round(float(z / max(a, 1)), 4) for z, a in zip(zero, all_size)],

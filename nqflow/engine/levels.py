@@ -25,6 +25,11 @@ SHORT_DATED_DAYS = 4
 EXPECTED_COLUMNS = ["level", "key", "history_sessions", "expected", "mean", "variance"]
 
 
+def no_expected_volumes() -> pd.DataFrame:
+    """An expected-volume frame of no windows (``window`` and EXPECTED_COLUMNS)."""
+    return pd.DataFrame({"window": pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS}})
+
+
 def expiry_key(symbol: pd.Series) -> pd.Series:
     """Option symbol root, e.g. 'Q2NV6 C21000' -> 'Q2NV6' (one product + expiration)."""
     # Split each distinct symbol once (a session repeats a few thousand symbols over ~40k fills),

@@ -527,12 +527,23 @@ def front_future(futures: pd.DataFrame) -> pd.DataFrame:
     """Fills of the most traded future in the window: the one whose price the options track."""
     if futures.empty:
         return futures
-    # Summed with NumPy on sorted codes (the lowest id wins a tie, as groupby's idxmax): a
-    # session's 92 windows each pay pandas' groupby overhead otherwise.
-    ids = futures["instrument_id"].to_numpy(dtype="int64")
-    codes, distinct = pd.factorize(ids, sort=True)
-    front = distinct[int(np.argmax(np.bincount(codes, weights=futures["size"].to_numpy(dtype=float))))]
-    mine = ids == front
+    mine = front_rows(futures, np.zeros(len(futures), dtype=np.int64))
     if mine.all():
         return futures
     return futures[mine].reset_index(drop=True)
+
+
+def front_rows(futures: pd.DataFrame, window: np.ndarray) -> np.ndarray:
+    """Which futures fills are of their window's front future: the most traded (summed size) in
+    the window, the lowest id on a tie. One rule for a window (`front_future`) and for a batch of
+    windows (`window` numbers each fill's window), summed with NumPy on sorted codes: a session's
+    92 windows each pay pandas' groupby overhead otherwise."""
+    ids = futures["instrument_id"].to_numpy(dtype="int64")
+    span = int(ids.max()) + 1
+    pair, distinct = pd.factorize(window * span + ids, sort=True)  # by window, then id
+    volume = np.bincount(pair, weights=futures["size"].to_numpy(dtype=float))
+    pair_window, pair_id = distinct // span, distinct % span
+    best = np.lexsort((pair_id, -volume, pair_window))  # per window: most traded, then lowest id
+    first = best[np.r_[True, pair_window[best][1:] != pair_window[best][:-1]]]
+    front = dict(zip(pair_window[first].tolist(), pair_id[first].tolist()))
+    return ids == np.array([front[w] for w in window.tolist()], dtype="int64")

@@ -45,7 +45,6 @@ from nqflow.engine.features import (
     feature_params,
     features_root,
     market_features,
-    no_expected_volumes,
     read_features,
     stored_params,
     with_expected,
@@ -152,8 +151,6 @@ def expected_volumes(
     instead of the fills."""
     market_open = cal.sessions(trade_date, trade_date).iloc[0].market_open
     slots = np.array([cal.slot_of(start, market_open) for start in features.windows["window_start"]], dtype="int64")
-    if not len(slots):
-        return no_expected_volumes()
     volumes = features.volumes
     wanted = volumes[volumes["level"].isin(["instrument", "expiry"]).to_numpy()]
     keys = pd.DataFrame(
