@@ -345,18 +345,12 @@ class ParquetBaseline(_SlotHistory):
             joint = np.concatenate([h[0] for h in history])
             day_number = np.repeat([_day_number(d) for d in days], [len(h[0]) for h in history])
             volume = np.concatenate([h[1] for h in history])
-            wanted_joint = _joint(wanted["level"], wanted["key"], wanted["slot"])
-            joined = pd.DataFrame({"joint": joint, "day": day_number, "v": volume}).merge(
-                pd.DataFrame(
-                    {"joint": wanted_joint, "row": np.arange(len(wanted)), "since": _day_numbers(wanted["since"])}
-                ),
-                on="joint",
-            )
-            joined = joined[joined["day"].to_numpy() >= joined["since"].to_numpy()]
-            sums = (
-                joined.assign(v2=joined["v"] ** 2)
-                .groupby("row")
-                .agg(total=("v", "sum"), total2=("v2", "sum"), top=("v", "max"))
+            sums = _sums_by_row(
+                _joint(wanted["level"], wanted["key"], wanted["slot"]),
+                _day_numbers(wanted["since"]),
+                joint,
+                day_number,
+                volume,
             )
         return expected_rows(wanted, sums)
 
@@ -445,6 +439,32 @@ def _joint(level: pd.Series, key: pd.Series, slot: pd.Series) -> np.ndarray:
         dtype="int64",
     )
     return numbers[inverse] * _SLOTS_PER_KEY + slot.to_numpy(dtype="int64")
+
+
+def _sums_by_row(
+    wanted_joint: np.ndarray, since: np.ndarray, joint: np.ndarray, day: np.ndarray, volume: np.ndarray
+) -> pd.DataFrame:
+    """Each wanted row's total, sum of squares and largest volume (columns total, total2, top,
+    indexed by row) over the history rows of its (level, key, slot) from its `since` day on.
+    The wanted keys are unique, so a history row finds its wanted row by a search on the sorted
+    keys, and the sums are bincounts: slot volumes are whole numbers, so every sum is exact in
+    any order. A row with no history sums to 0 (volumes are never negative)."""
+    order = np.argsort(wanted_joint, kind="stable")
+    ordered = wanted_joint[order]
+    at = np.minimum(np.searchsorted(ordered, joint), max(len(ordered) - 1, 0))
+    hit = ordered[at] == joint if len(ordered) else np.zeros(len(joint), dtype=bool)
+    row = order[at[hit]]
+    counted = day[hit] >= since[row]
+    row, volume = row[counted], volume[hit][counted]
+    top = np.zeros(len(wanted_joint))
+    np.maximum.at(top, row, volume)
+    return pd.DataFrame(
+        {
+            "total": np.bincount(row, weights=volume, minlength=len(wanted_joint)),
+            "total2": np.bincount(row, weights=volume * volume, minlength=len(wanted_joint)),
+            "top": top,
+        }
+    )
 
 
 def _day_number(day: str) -> int:
