@@ -11,8 +11,9 @@ Run: make bench   (the bundled 26 sessions: a quick look)
    on a session's loaded windows), and loading those windows (decode, join, cut) beside it;
 3. re-thresholding 20 sessions: their stored features in memory, `nqflow.engine.detect.evaluate` at
    the configured and at loose thresholds (the lab's work per slider move);
-4. a first-run backtest of the range with 2 workers: a fresh feature folder and baseline, so
-   every session is decoded, featured and evaluated, and the history built; then the same
+4. a first-run backtest of the range with 2 workers: a fresh feature folder and baseline and no
+   instrument tables kept beside the data, so every session is decoded, featured and evaluated,
+   every day's instrument table built, and the history built; then the same
    range again with the features kept (a re-threshold through the backtest);
 5. the same DBN files decoded in one process to arrays (`nqflow.sources.dbn.read_dbn`, what the
    engine reads) and to DataFrames (`DBNStore.to_df`), and the backtest's ratio to the first;
@@ -158,9 +159,15 @@ def rethreshold(config, folder: Path, client, count: int = 20) -> None:
 
 
 def first_run(config, folder: Path, client, sessions) -> None:
+    import shutil
+
+    from nqflow.sources.replay import INSTRUMENTS_DIR
+
     arrays, frames = decode_seconds(folder, sessions)
     with tempfile.TemporaryDirectory() as tmp:
         for label in ("first run: features, history and alerts", "features kept: re-threshold only"):
+            if label.startswith("first"):  # as on data never read before: every day's instrument table built
+                shutil.rmtree(folder / INSTRUMENTS_DIR, ignore_errors=True)
             t0 = time.perf_counter()
             result = backtest(
                 config,

@@ -186,7 +186,7 @@ def test_a_days_instrument_table_is_built_once_and_rebuilt_when_its_files_change
     assert len(tables) >= 1 and all((t / "chain.parquet").exists() for t in tables)
     assert len(built[0]) > 10_000 and len(built[1]) > 100
     again = ReplaySource(folder)
-    again._records = None  # a kept table is read, not built: decoding the definitions would fail here
+    again._decoded = None  # a kept table is read, not built: decoding the definitions would fail here
     pdt.assert_frame_equal(again.chain(day), built[0])
     pdt.assert_frame_equal(again.spread_legs(day), built[1])
     definition = folder / "glbx-mdp3-20261027.definition.dbn.zst"
@@ -194,6 +194,34 @@ def test_a_days_instrument_table_is_built_once_and_rebuilt_when_its_files_change
     changed = ReplaySource(folder)
     pdt.assert_frame_equal(changed.chain(day), built[0])
     assert len(list((folder / INSTRUMENTS_DIR).iterdir())) == len(tables) + 1
+
+
+def test_several_days_instrument_tables_combine_as_their_definitions_would(sample_dir):
+    """A session's trades are joined with the chain of two days' definition files: built from each
+    file's kept table, it equals the chain and legs built from both files' records at once, with
+    an instrument redefined on the second day taking that day's fields (latest definition wins)."""
+    import pandas.testing as pdt
+
+    from nqflow.market.frames import chain_from_definitions, legs_from_definitions
+    from nqflow.sources.dbn import read_dbn
+    from nqflow.sources.replay import combine_instrument_tables, instrument_tables
+
+    paths = sorted(sample_dir.glob("glbx-mdp3-2026102[67].definition.dbn.zst"))
+    first, second = (read_dbn(p) for p in paths)
+    # Redefine one option on the second day, later than any record of the first: its new strike wins.
+    redefined = second[second["instrument_class"].astype(str) == "C"].head(1).copy()
+    redefined["strike_price"] = 12_345.0
+    redefined["ts_recv"] = first["ts_recv"].max() + pd.Timedelta(hours=30)
+    second = pd.concat([second, redefined], ignore_index=True)
+    records = pd.concat([first, second], ignore_index=True)
+    chain, legs = combine_instrument_tables([instrument_tables(first), instrument_tables(second)])
+    pdt.assert_frame_equal(chain, chain_from_definitions(records))
+    pdt.assert_frame_equal(legs, legs_from_definitions(records))
+    assert chain.loc[chain["instrument_id"] == redefined["instrument_id"].iloc[0], "strike"].item() == 12_345.0
+    assert len(chain) > len(chain_from_definitions(first)) and len(legs) > 100
+    one = combine_instrument_tables([instrument_tables(first)])
+    pdt.assert_frame_equal(one[0], chain_from_definitions(first))
+    pdt.assert_frame_equal(one[1], legs_from_definitions(first))
 
 
 def test_session_of_and_window_is_open_agree_with_the_exchange_calendar_at_every_instant():

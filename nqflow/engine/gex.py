@@ -290,6 +290,16 @@ def futures_prices(source: DataSource, session: dt.date) -> dict[str, float]:
     return {str(symbol): float(price) for symbol, price in last.items()}
 
 
+def expiry_codes(symbols: pd.Series) -> pd.Series:
+    """Each option symbol's expiry code, its first word (``Q3AZ6`` of ``Q3AZ6 C21000``): split by
+    Arrow in one pass, not symbol by symbol."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    words = pc.split_pattern(pa.array(symbols.astype(str).array), " ", max_splits=1)
+    return pd.Series(pc.list_element(words, 0), index=symbols.index, dtype=str, name=symbols.name)
+
+
 def parity_forwards(options: pd.DataFrame) -> pd.Series:
     """Per expiry, the forward put-call parity gives (F = K + C - P at the strike where |C - P| is
     least): the price of a future that did not trade, from its own options' settlements."""
@@ -330,7 +340,7 @@ def dealer_positioning(source: DataSource, session: dt.date, profile: bool = Tru
     options["settlement"] = options["instrument_id"].map(
         settle.sort_values("ts_event").groupby("instrument_id")["price"].last()
     )
-    options["expiry"] = options["symbol"].astype(str).str.split(" ", n=1).str[0]
+    options["expiry"] = expiry_codes(options["symbol"])
     traded = futures_prices(source, session)
     parity = parity_forwards(options)
     options["future_price"] = options["underlying"].astype(str).map(traded)

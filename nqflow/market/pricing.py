@@ -14,15 +14,26 @@ def black76(
     forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray, is_call: np.ndarray, rate: float = 0.0
 ) -> np.ndarray:
     """Black-76 price of European options on a future, in the future's price units."""
+    return np.where(
+        is_call, _black76(forward, strike, years, vol, True, rate), _black76(forward, strike, years, vol, False, rate)
+    )
+
+
+def _black76(forward, strike, years, vol, call: bool, rate: float = 0.0) -> np.ndarray:
+    """Black-76 price of calls (`call`) or of puts."""
     forward, strike, years, vol = map(np.asarray, (forward, strike, years, vol))
     years = np.maximum(years, 1e-6)
-    sd = vol * np.sqrt(years)
-    d1 = (np.log(forward / strike) + 0.5 * sd * sd) / sd
+    return _priced(forward, strike, np.log(forward / strike), np.sqrt(years), np.exp(-rate * years), vol, call)
+
+
+def _priced(forward, strike, log_moneyness, root_years, discount, vol, call: bool) -> np.ndarray:
+    """`_black76` from the parts that do not depend on the volatility (a bisection computes them once)."""
+    sd = vol * root_years
+    d1 = (log_moneyness + 0.5 * sd * sd) / sd
     d2 = d1 - sd
-    discount = np.exp(-rate * years)
-    call = discount * (forward * ndtr(d1) - strike * ndtr(d2))
-    put = discount * (strike * ndtr(-d2) - forward * ndtr(-d1))
-    return np.where(is_call, call, put)
+    if call:
+        return discount * (forward * ndtr(d1) - strike * ndtr(d2))
+    return discount * (strike * ndtr(-d2) - forward * ndtr(-d1))
 
 
 def smile_vol(forward: np.ndarray, strike: np.ndarray, years: np.ndarray) -> np.ndarray:
@@ -47,12 +58,25 @@ def implied_vol(
     """Black-76 implied volatility by bisection, vectorised. A price at or below intrinsic value
     gives `low` (the option is all intrinsic: its delta is then about 1 or 0, which is right)."""
     price, forward, strike, years = (np.asarray(x, dtype=float) for x in (price, forward, strike, years))
-    is_call = np.asarray(is_call, dtype=bool)
-    lo = np.full(np.broadcast(price, forward).shape, low)
+    price, forward, strike, years, is_call = np.broadcast_arrays(
+        price, forward, strike, years, np.asarray(is_call, dtype=bool)
+    )
+    lo = np.full(price.shape, low)
     hi = np.full_like(lo, high)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        too_high = black76(forward, strike, years, mid, is_call) > price
-        hi = np.where(too_high, mid, hi)
-        lo = np.where(too_high, lo, mid)
+    # Calls and puts bisected apart: each step prices one side only, half the normal CDFs of
+    # pricing both and choosing (the same arithmetic, so the same volatilities).
+    for call in (True, False):
+        at = is_call == call
+        if not at.any():
+            continue
+        side_lo, side_hi = lo[at], hi[at]
+        side_price, side_forward, side_strike = price[at], forward[at], strike[at]
+        side_years = np.maximum(years[at], 1e-6)
+        parts = (np.log(side_forward / side_strike), np.sqrt(side_years), np.exp(-0.0 * side_years))
+        for _ in range(iterations):
+            mid = 0.5 * (side_lo + side_hi)
+            too_high = _priced(side_forward, side_strike, *parts, mid, call) > side_price
+            side_hi = np.where(too_high, mid, side_hi)
+            side_lo = np.where(too_high, side_lo, mid)
+        lo[at], hi[at] = side_lo, side_hi
     return 0.5 * (lo + hi)

@@ -246,7 +246,10 @@ def dask_client(workers: int, scheduler_address: str | None):
     # slower than in a plain process here, at the same peak memory. The thread limits are kept.
     # Their statistical profiler (a sample of every thread's stack each 10 ms, for the dashboard
     # this cluster does not serve) cost another 8%.
-    quiet = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None, "distributed.worker.profile.enabled": False}
+    quiet = {
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        "distributed.worker.profile.enabled": False,
+    }
     with (
         dask.config.set(quiet),
         LocalCluster(

@@ -43,10 +43,14 @@ log = logging.getLogger(__name__)
 
 #: What the folder scan learned of each file (see `ReplaySource._scan`).
 INDEX_NAME = ".nqflow-dbn-index.json"
-#: Instrument tables built from each day's definitions, kept beside the data (`ReplaySource._instrument_tables`).
+#: Instrument tables built from each definition file, kept beside the data (`ReplaySource._instrument_tables`).
 INSTRUMENTS_DIR = ".nqflow-instruments"
-#: The newest tables kept (a backtest walks forward; the live path wants today's and yesterday's).
-KEPT_INSTRUMENT_TABLES = 16
+#: The newest tables kept: a year of daily definition files (about 250 KB each), so a backtest
+#: of a year builds each day's once; the live path wants today's and yesterday's.
+KEPT_INSTRUMENT_TABLES = 300
+#: Each instrument table row's definition time, so several files' tables combine as their
+#: records would (`combine_instrument_tables`).
+RECEIVED, RECEIVED_DTYPE = "ts_recv", "datetime64[ns, UTC]"
 
 
 class ReplaySource:
@@ -73,6 +77,7 @@ class ReplaySource:
         self._cache_files = cache_files
         # Built chains are kept for the few latest days only: a backtest walks forward in time.
         self._chains: OrderedDict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
+        self._tables: OrderedDict[Path, tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
         self._chain_days = 4
 
     def _scan(self) -> list[DbnFile]:
@@ -126,6 +131,7 @@ class ReplaySource:
         what it needs: the live stream keeps its session's chain itself)."""
         self._cache.clear()
         self._chains.clear()
+        self._tables.clear()
 
     def add(self, path: Path) -> None:
         """Take in a file written after the folder was scanned (the Databento cache does this)."""
@@ -151,44 +157,57 @@ class ReplaySource:
         return self._chain_and_legs(start, end)[0]
 
     def _chain_and_legs(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Chain and spread legs from the definition files overlapping [start, end): each file's
+        table (`_file_tables`: built once, kept beside the data), combined as their records would
+        be (the latest definition of each instrument wins), kept for the last few sets of files."""
         files = self._overlapping("definition", start, end)
         key = tuple(f.path for f in files)
         if key in self._chains:
             self._chains.move_to_end(key)
             return self._chains[key]
-        tables = self._instrument_tables(files)
-        if tables is None:
-            definitions = self._records("definition", start, end)
-            tables = (chain_from_definitions(definitions), legs_from_definitions(definitions))
-            self._keep_instrument_tables(files, tables)
-        self._chains[key] = tables
+        self._chains[key] = combine_instrument_tables([self._file_tables(f) for f in files])
         if len(self._chains) > self._chain_days:
             self._chains.popitem(last=False)
         return self._chains[key]
 
-    def _instrument_table_path(self, files: list[DbnFile]) -> Path:
-        """Where the instrument table (chain and spread legs) built from these definition files
-        is kept: named by their names, sizes and modification times, so a changed or added file
-        (the live stream's, a top-up) names another table."""
-        return self.folder / INSTRUMENTS_DIR / files_digest(files)
+    def _file_tables(self, entry: DbnFile) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """One definition file's instrument table (chain and legs, each row with the time of the
+        definition it came from: `instrument_tables`): read back when a process built it before
+        (every window's notebook is a new process; a backtest reads each day for two sessions),
+        else built from the decoded records and kept."""
+        if entry.path in self._tables:
+            self._tables.move_to_end(entry.path)
+            return self._tables[entry.path]
+        tables = self._instrument_tables(entry)
+        if tables is None:
+            tables = instrument_tables(self._decoded(entry))
+            self._keep_instrument_tables(entry, tables)
+        self._tables[entry.path] = tables
+        if len(self._tables) > self._chain_days:
+            self._tables.popitem(last=False)
+        return tables
 
-    def _instrument_tables(self, files: list[DbnFile]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-        """The instrument table a process built before from these files (every window's notebook
-        is a new process), or None. Read back in the tidy frames' own dtypes."""
-        if not files:
-            return None
-        folder = self._instrument_table_path(files)
+    def _instrument_table_path(self, entry: DbnFile) -> Path:
+        """Where the instrument table built from a definition file is kept: named by the file's
+        name, size and modification time, so a changed file (the live stream's, a top-up) names
+        another table."""
+        return self.folder / INSTRUMENTS_DIR / files_digest([entry])
+
+    def _instrument_tables(self, entry: DbnFile) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """The instrument table a process built before from this file, or None. Read back in the
+        tidy frames' own dtypes; a table of an older layout (no definition times) is built again."""
+        folder = self._instrument_table_path(entry)
         try:
-            chain = pd.read_parquet(folder / "chain.parquet").astype(CHAIN_COLUMNS)
-            legs = pd.read_parquet(folder / "legs.parquet").astype(LEG_COLUMNS)
-        except (OSError, ValueError):  # never written, half gone or unreadable: built again
+            chain = pd.read_parquet(folder / "chain.parquet")
+            legs = pd.read_parquet(folder / "legs.parquet")
+            chain = chain.astype({**CHAIN_COLUMNS, RECEIVED: RECEIVED_DTYPE})[[*CHAIN_COLUMNS, RECEIVED]]
+            legs = legs.astype({**LEG_COLUMNS, RECEIVED: RECEIVED_DTYPE})[[*LEG_COLUMNS, RECEIVED]]
+        except (OSError, ValueError, KeyError):  # never written, half gone, unreadable or older: built again
             return None
         return chain, legs
 
-    def _keep_instrument_tables(self, files: list[DbnFile], tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-        if not files:
-            return
-        folder = self._instrument_table_path(files)
+    def _keep_instrument_tables(self, entry: DbnFile, tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        folder = self._instrument_table_path(entry)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for name, frame in (("legs", tables[1]), ("chain", tables[0])):  # chain last: read first
@@ -316,6 +335,59 @@ def _without_overlap(pairs: list[tuple[DbnFile, pd.DataFrame]]) -> list[tuple[Db
         kept.append((entry, frame))
         covered = entry.end if covered is None else max(covered, entry.end)
     return kept
+
+
+def instrument_tables(definitions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One definition file's chain and spread legs (`chain_from_definitions`,
+    `legs_from_definitions`), each row with the time (`RECEIVED`) of the latest definition it
+    was taken from."""
+    chain, legs = chain_from_definitions(definitions), legs_from_definitions(definitions)
+    if definitions.empty:
+        return chain.assign(**{RECEIVED: pd.Series(dtype=RECEIVED_DTYPE)}), legs.assign(
+            **{RECEIVED: pd.Series(dtype=RECEIVED_DTYPE)}
+        )
+    received = pd.to_datetime(definitions[RECEIVED], utc=True)
+    by_instrument = received.groupby(definitions["instrument_id"].to_numpy(dtype="int64")).max()
+    chain[RECEIVED] = chain["instrument_id"].map(by_instrument).astype(RECEIVED_DTYPE)
+    if len(legs):
+        with_legs = pd.to_numeric(definitions["leg_count"], errors="coerce").fillna(0).to_numpy() > 0
+        by_leg = (
+            received[with_legs]
+            .groupby(
+                [
+                    definitions["instrument_id"].to_numpy(dtype="int64")[with_legs],
+                    definitions["leg_index"].to_numpy(dtype="int64")[with_legs],
+                ]
+            )
+            .max()
+        )
+        at = pd.MultiIndex.from_arrays([legs["spread_id"], legs["leg_index"]])
+        legs[RECEIVED] = by_leg.reindex(at).to_numpy()
+    else:
+        legs[RECEIVED] = pd.Series(dtype=RECEIVED_DTYPE)
+    return chain, legs
+
+
+def combine_instrument_tables(tables: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The chain and legs of several definition files from each file's table (`instrument_tables`):
+    what `chain_from_definitions` and `legs_from_definitions` give for all their records at once,
+    the latest definition of each instrument (each spread leg) winning, without the times."""
+    if not tables:
+        return empty_frame(CHAIN_COLUMNS), empty_frame(LEG_COLUMNS)
+    if len(tables) == 1:
+        chain, legs = tables[0]
+        return chain.drop(columns=RECEIVED), legs.drop(columns=RECEIVED)
+
+    def latest(frames: list[pd.DataFrame], key: list[str], order: list[str]) -> pd.DataFrame:
+        frames = [f for f in frames if len(f)] or frames[:1]
+        stacked = pd.concat(frames, ignore_index=True).sort_values(RECEIVED, kind="stable")
+        return (
+            stacked.drop_duplicates(key, keep="last").drop(columns=RECEIVED).sort_values(order).reset_index(drop=True)
+        )
+
+    chain = latest([c for c, _ in tables], ["instrument_id"], ["instrument_id"])
+    legs = latest([g for _, g in tables], ["spread_id", "leg_index"], ["spread_id", "leg_index"])
+    return chain, legs
 
 
 def _prune(folder: Path, keep: int) -> None:
