@@ -162,3 +162,26 @@ def test_a_batch_of_a_whole_session_equals_its_windows_one_at_a_time(source, tmp
         pdt.assert_frame_equal(together.orders, alone.orders)
         pdt.assert_frame_equal(together.volumes, alone.volumes)
         assert together.summary == alone.summary
+
+
+def test_each_worker_gets_one_run_of_consecutive_sessions_in_date_order(feature_store):
+    """A session's dealer walls read the day before's trades and its expected volumes the days
+    before's baseline files: each worker is given one run of consecutive days, of about equal
+    work, run in date order; a history session (slot volumes only) weighs less."""
+    from nqflow.research.backtest import consecutive_runs
+
+    client, _, _ = feature_store
+    workers = sorted(client.scheduler_info()["workers"])
+    days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(30)]
+    weights = {d: (0.3 if i < 10 else 1.0) for i, d in enumerate(days)}
+    placed = consecutive_runs(client, dict(reversed(weights.items())))  # in any order given
+    assert set(placed) == set(days) and len(workers) == 2
+    runs = [placed[d]["workers"] for d in days]
+    assert all(len(r) == 1 for r in runs) and runs == sorted(runs, key=lambda r: workers.index(r[0]))
+    assert {r[0] for r in runs} == set(workers)  # two runs, one each, each unbroken
+    first = [d for d in days if placed[d]["workers"] == [workers[0]]]
+    work = sum(weights[d] for d in first)
+    assert abs(work - sum(weights.values()) / 2) <= 1.0 and len(first) > 15  # the history's 10 days count 0.3 each
+    priorities = [placed[d]["priority"] for d in days]
+    assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == len(days)
+    assert all(placed[d]["allow_other_workers"] for d in days)

@@ -271,7 +271,9 @@ class ParquetBaseline(_SlotHistory):
     (`wanted_keys` and `summarise` serve both stores, and a test compares them).
 
     Files are written beside and renamed into place, a session's file before the index that
-    names it, so a reader never sees half a session. One writer at a time (the backtest's driver).
+    names it, so a reader never sees half a session. A session's file has one writer (in a
+    backtest, the worker task that decoded the session: `write_session_volumes`), the index
+    one writer at a time (the backtest's driver, which names each session once its file is in).
     """
 
     SLOTS, FIRST_SEEN = "index-slots.parquet", "index-first-seen.parquet"
@@ -281,47 +283,52 @@ class ParquetBaseline(_SlotHistory):
         self.folder.mkdir(parents=True, exist_ok=True)
         self._slots = _read_or(self.folder / self.SLOTS, {"session": str, "slot": "int64"})
         self._first_seen = _read_or(self.folder / self.FIRST_SEEN, {"level": str, "key": str, "first_session": str})
+        self._pending: list[tuple[str, list[int], pd.DataFrame]] = []
 
     def record(self, session: dt.date, slots: list[int], volumes: pd.DataFrame, flush: bool = True) -> None:
         """Record the volumes of whole slots of a session (replacing what it held for them);
         `flush=False` leaves the index to `flush` (a backtest records many sessions, then flushes)."""
-        day = str(session)
-        volumes = volumes[volumes["slot"].isin(slots)]
-        path = self._session_path(day)
-        kept = pd.read_parquet(path).astype({"level": object, "key": object}) if path.exists() else None
-        kept = kept[~kept["slot"].isin(slots)] if kept is not None else None
-        frame = pd.DataFrame(
-            {
-                "level": volumes["level"].astype(str).to_numpy(dtype=object),
-                "key": volumes["key"].astype(str).to_numpy(dtype=object),
-                "slot": volumes["slot"].to_numpy(dtype="int64"),
-                "volume": volumes["volume"].to_numpy(dtype="int64"),
-            }
-        )
-        if kept is not None and len(kept):
-            frame = pd.concat([kept, frame], ignore_index=True)
-        _write_beside(frame, path)
-        self._slots = pd.concat(
-            [self._slots, pd.DataFrame({"session": day, "slot": pd.Series(slots, dtype="int64")})], ignore_index=True
-        ).drop_duplicates(ignore_index=True)
-        seen = pd.DataFrame({"level": frame["level"], "key": frame["key"], "first_session": day}).drop_duplicates()
-        self._first_seen = (
-            pd.concat([self._first_seen, seen], ignore_index=True)
-            .sort_values("first_session", kind="stable")
-            .drop_duplicates(["level", "key"], ignore_index=True)
-        )
+        self.index_session(session, *write_session_volumes(self.folder, session, slots, volumes), flush=flush)
+
+    def index_session(self, session: dt.date, slots: list[int], seen: pd.DataFrame, flush: bool = True) -> None:
+        """Name in the index a session whose file `write_session_volumes` wrote (a backtest's
+        worker writes it, the driver indexes it): its slots and the (level, key) pairs it traded.
+        Taken in at the next read or `flush`, all at once (one sort, not one per session)."""
+        self._pending.append((str(session), list(slots), seen))
         if flush:
             self.flush()
 
+    def _take_pending(self) -> None:
+        # The same frames as taking each session in as it came: rows in arrival order, each
+        # slot once, each key with its earliest session (stable sort, first kept).
+        if not self._pending:
+            return
+        days = [day for day, _, _ in self._pending]
+        slots = [pd.DataFrame({"session": day, "slot": pd.Series(s, dtype="int64")}) for day, s, _ in self._pending]
+        self._slots = pd.concat([self._slots, *slots], ignore_index=True).drop_duplicates(ignore_index=True)
+        seen = [
+            pd.DataFrame({"level": keys["level"], "key": keys["key"], "first_session": day})
+            for day, (_, _, keys) in zip(days, self._pending)
+        ]
+        self._first_seen = (
+            pd.concat([self._first_seen, *seen], ignore_index=True)
+            .sort_values("first_session", kind="stable")
+            .drop_duplicates(["level", "key"], ignore_index=True)
+        )
+        self._pending = []
+
     def flush(self) -> None:
         """Write the index (after the session files it names)."""
+        self._take_pending()
         _write_beside(self._slots, self.folder / self.SLOTS)
         _write_beside(self._first_seen, self.folder / self.FIRST_SEEN)
 
     def _slot_counts(self) -> dict[str, int]:
+        self._take_pending()
         return {str(day): int(n) for day, n in self._slots.groupby("session").size().items()}
 
     def recorded_slots(self, session: dt.date) -> set[int]:
+        self._take_pending()
         return set(self._slots.loc[self._slots["session"] == str(session), "slot"].tolist())
 
     def expected_table(
@@ -332,6 +339,7 @@ class ParquetBaseline(_SlotHistory):
         keys: dict[int, pd.DataFrame] | pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """`BaselineStore.expected`, summed in memory over the chosen sessions' files."""
+        self._take_pending()
         day = str(session)
         recorded = self._slots[self._slots["session"] < day]
         first_seen = self._first_seen[self._first_seen["first_session"] < day]
@@ -367,12 +375,13 @@ class ParquetBaseline(_SlotHistory):
         for day, day_slots in slots.groupby("session"):
             rows = by_day.get_group(day) if day in by_day.groups else volumes.iloc[:0]
             store.record(dt.date.fromisoformat(str(day)), day_slots["slot"].tolist(), rows, flush=False)
+        store._take_pending()
         store._first_seen = first_seen.astype(str).sort_values("first_session", kind="stable", ignore_index=True)
         store.flush()
         return store
 
     def _session_path(self, day: str) -> Path:
-        return self.folder / f"session={day}.parquet"
+        return _session_file(self.folder, day)
 
     def _recorded(self, day: str) -> tuple[np.ndarray, np.ndarray]:
         frame = _session_history(self._session_path(day))
@@ -480,6 +489,35 @@ def _read_or(path: Path, columns: dict[str, object]) -> pd.DataFrame:
     dtypes = {c: (object if t is str else t) for c, t in columns.items()}
     frame = _read_once(path, lambda path: pd.read_parquet(path).astype(dtypes))
     return frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+
+
+def _session_file(folder: Path, day: str) -> Path:
+    return folder / f"session={day}.parquet"
+
+
+def write_session_volumes(
+    folder: str | Path, session: dt.date, slots: list[int], volumes: pd.DataFrame
+) -> tuple[list[int], pd.DataFrame]:
+    """Write a session's file of a Parquet baseline folder (`ParquetBaseline`): the volumes of
+    whole slots, replacing what the file held for them. Returns what the index is to name
+    (`ParquetBaseline.index_session`): the slots and the (level, key) pairs of the file. Safe
+    on any process: a session's file has one writer, the task that decoded the session."""
+    path = _session_file(Path(folder), str(session))
+    volumes = volumes[volumes["slot"].isin(slots)]
+    kept = pd.read_parquet(path).astype({"level": object, "key": object}) if path.exists() else None
+    kept = kept[~kept["slot"].isin(slots)] if kept is not None else None
+    frame = pd.DataFrame(
+        {
+            "level": volumes["level"].astype(str).to_numpy(dtype=object),
+            "key": volumes["key"].astype(str).to_numpy(dtype=object),
+            "slot": volumes["slot"].to_numpy(dtype="int64"),
+            "volume": volumes["volume"].to_numpy(dtype="int64"),
+        }
+    )
+    if kept is not None and len(kept):
+        frame = pd.concat([kept, frame], ignore_index=True)
+    _write_beside(frame, path)
+    return list(slots), frame[["level", "key"]].drop_duplicates(ignore_index=True)
 
 
 def _write_beside(frame: pd.DataFrame, path: Path) -> None:

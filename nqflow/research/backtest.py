@@ -8,9 +8,10 @@ backtest of the same range with other thresholds only re-reads the features:
 
 1. each session of the range is decoded once on a worker: its slot volumes go to the volume
    baseline and its market features (everything but the expected volumes) to Parquet; the
-   ``baseline_sessions`` before the range only give slot volumes. The driver writes the
-   baseline, one Parquet file per session (`nqflow.engine.baseline.ParquetBaseline`), so no
-   task ever writes to it; a SQLite baseline named instead is copied into one once (`baseline_folder`);
+   ``baseline_sessions`` before the range only give slot volumes. The baseline is one Parquet
+   file per session (`nqflow.engine.baseline.ParquetBaseline`), written by the task that
+   decoded the session, and an index that only the driver writes, naming each session once its
+   file is in; a SQLite baseline named instead is copied into one once (`baseline_folder`);
 2. each session's task then adds the expected volumes from that file, stores the complete
    features and applies the thresholds.
 
@@ -37,7 +38,13 @@ import pandas as pd
 
 from nqflow.alerts import ALERT_FIELDS
 from nqflow.config import Config
-from nqflow.engine.baseline import SQLITE_SUFFIXES, BaselineStore, ParquetBaseline, session_slot_volumes
+from nqflow.engine.baseline import (
+    SQLITE_SUFFIXES,
+    BaselineStore,
+    ParquetBaseline,
+    session_slot_volumes,
+    write_session_volumes,
+)
 from nqflow.engine.features import (
     WINDOW,
     Features,
@@ -105,22 +112,26 @@ def wanted_params(
 
 
 # --------------------------------------------------------------------------- tasks (run on workers)
-def session_volumes(data_dir: str, trade_date: dt.date) -> tuple[list[int], pd.DataFrame]:
-    """A whole session's slots and volumes, computed on a worker; the driver records them."""
-    return session_slot_volumes(_source(data_dir), trade_date)
+def session_volumes(data_dir: str, baseline_dir: str, trade_date: dt.date) -> tuple[list[int], pd.DataFrame]:
+    """Write a whole session's slot volumes into the baseline folder, on a worker; returns what
+    the driver then names in the baseline's index (`ParquetBaseline.index_session`)."""
+    return write_session_volumes(baseline_dir, trade_date, *session_slot_volumes(_source(data_dir), trade_date))
 
 
 def session_market(
-    config: Config, data_dir: str, root: str, trade_date: dt.date, params: dict
-) -> tuple[list[int], pd.DataFrame]:
-    """Decode one session once: store its market features, return its slot volumes for the baseline."""
+    config: Config, data_dir: str, root: str, trade_date: dt.date, params: dict, baseline_dir: str | None
+) -> tuple[list[int], pd.DataFrame] | None:
+    """Decode one session once: store its market features and, given a baseline folder, its slot
+    volumes there (returning what the driver names in the baseline's index, as `session_volumes`)."""
     source = _source(data_dir)
     session = load_session(config, trade_date, source)
     features = market_features(session.windows, config)
     features.params = {**params, "history": None}  # expected volumes not in yet
     write_features(features, root, trade_date)
+    if baseline_dir is None:  # the baseline holds the session already
+        return None
     options = option_fills(session.trades) if session.trades is not None else None
-    return session_slot_volumes(source, trade_date, options)
+    return write_session_volumes(baseline_dir, trade_date, *session_slot_volumes(source, trade_date, options))
 
 
 def session_alerts(
@@ -361,17 +372,26 @@ def build_features(
             placed = consecutive_runs(client, weights)
             order = sorted(weights)
             tasks = [
-                client.submit(session_market, config, data_dir, root, d, wanted[d][0], pure=False, **placed[d])
+                client.submit(
+                    session_market,
+                    config,
+                    data_dir,
+                    root,
+                    d,
+                    wanted[d][0],
+                    None if str(d) in complete else baseline_file,
+                    pure=False,
+                    **placed[d],
+                )
                 if d in stale
-                else client.submit(session_volumes, data_dir, d, pure=False, **placed[d])
+                else client.submit(session_volumes, data_dir, baseline_file, d, pure=False, **placed[d])
                 for d in order
             ]
             days = dict(zip((t.key for t in tasks), order))
 
             def record(key, value) -> None:  # while the workers go on with the other sessions
-                if str(days[key]) not in complete:
-                    slots, volumes = value
-                    store.record(days[key], slots, volumes, flush=False)
+                if value is not None:
+                    store.index_session(days[key], *value, flush=False)
 
             _gather(client, tasks, "features", progress, record)
             store.flush()
