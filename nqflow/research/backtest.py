@@ -391,7 +391,8 @@ def build_features(
 
             def record(key, value) -> None:  # while the workers go on with the other sessions
                 if value is not None:
-                    store.index_session(days[key], *value, flush=False)
+                    slots, seen = value
+                    store.index_session(days[key], slots, seen, flush=False)
 
             _gather(client, tasks, "features", progress, record)
             store.flush()
