@@ -493,7 +493,9 @@ class _Context:
         self.window_end = list(features.windows["window_end"])
         self.packages = features.packages
         self.orders = features.orders
-        self._prints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (codes, times, cumulative sizes)
+        self._prints: tuple[np.ndarray, ...] | None = (
+            None  # orders' (window, time, instrument, size), by window and time
+        )
         # (sorted window-and-instrument codes, their volume rows), built on first use
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         path = features.underlying
@@ -530,18 +532,29 @@ class _Context:
         rows = np.asarray(rows, dtype="int64")
         if self._prints is None:
             orders = self.orders
-            codes = orders[WINDOW].to_numpy(dtype="int64") * _ID_SPAN + orders["instrument_id"].to_numpy(dtype="int64")
+            window = orders[WINDOW].to_numpy(dtype="int64")
             ts = orders["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
-            order = np.lexsort((ts, codes))
-            self._prints = (codes[order], ts[order], np.cumsum(orders["size"].to_numpy(dtype="int64")[order]))
-        codes, ts, cum = self._prints
+            columns = (
+                window,
+                ts,
+                orders["instrument_id"].to_numpy(dtype="int64"),
+                orders["size"].to_numpy(dtype="int64"),
+            )
+            # Orders come by window and time (`aggregate_orders`): each window's are then one
+            # slice, searched by its number, never the whole batch sorted for a few rows.
+            if not bool(np.all((np.diff(window) > 0) | ((np.diff(window) == 0) & (np.diff(ts) >= 0)))):
+                order = np.lexsort((ts, window))
+                columns = tuple(c[order] for c in columns)
+            self._prints = columns
+        window, ts, instrument, size = self._prints
         v = self.volumes
-        wanted = v[WINDOW].to_numpy(dtype="int64")[rows] * _ID_SPAN + v["instrument_id"].to_numpy(dtype="int64")[rows]
+        wanted_window = v[WINDOW].to_numpy(dtype="int64")[rows]
+        wanted_id = v["instrument_id"].to_numpy(dtype="int64")[rows]
         volume = np.zeros(len(rows), dtype="int64")
-        for k, code in enumerate(wanted):
-            lo, hi = np.searchsorted(codes, [code, code + 1])
-            at = lo + int(np.searchsorted(ts[lo:hi], until.value, side="right"))
-            volume[k] = (cum[at - 1] if at > 0 else 0) - (cum[lo - 1] if lo > 0 else 0)
+        for k, (w, option) in enumerate(zip(wanted_window, wanted_id)):
+            lo, hi = np.searchsorted(window, [w, w + 1])
+            mine = (instrument[lo:hi] == option) & (ts[lo:hi] <= until.value)
+            volume[k] = size[lo:hi][mine].sum()
         history = v["history_sessions"].to_numpy()[rows]
         baseline = v["baseline"].to_numpy(dtype=float)[rows]
         variance = np.maximum(
@@ -1068,21 +1081,20 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
         else pd.Series(np.nan, index=volumes.index)
     )
     short_dated = instrument & (dte.to_numpy() <= SHORT_DATED_DAYS)
-    return pd.Series(
-        np.select(
-            [
-                volumes["ratio"].to_numpy() < t.surge_tiers[0],
-                volumes["volume"].to_numpy() < minimum,
-                volumes["history_sessions"].to_numpy() < t.min_history_sessions,
-                volumes["top_order_share"].to_numpy() > t.surge_max_order_share,
-                short_dated,
-            ],
-            [BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED],
-            default="",
-        ),
-        index=volumes.index,
-        dtype=object,
+    # Chosen as codes, then named: np.select over text builds a fixed-width text array per row.
+    reasons = np.array(["", BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], dtype=object)
+    code = np.select(
+        [
+            volumes["ratio"].to_numpy() < t.surge_tiers[0],
+            volumes["volume"].to_numpy() < minimum,
+            volumes["history_sessions"].to_numpy() < t.min_history_sessions,
+            volumes["top_order_share"].to_numpy() > t.surge_max_order_share,
+            short_dated,
+        ],
+        [1, 2, 3, 4, 5],
+        default=0,
     )
+    return pd.Series(reasons[code], index=volumes.index, dtype=object)
 
 
 def _surge_alerts(context: _Context) -> list[_Candidate]:

@@ -72,9 +72,14 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
 
     # Sorted by session, option, side, time and row with NumPy (a lexsort of integer columns is
     # several times a DataFrame sort on a session's 30,000 orders); groups are then contiguous.
+    # Session, option and side in one integer key, and no row key: the sort is stable and the
+    # rows come in order, so ties in time keep it (the same order, in two keys, not five).
     buyer = (side == "B").astype("int64")
-    order = np.lexsort((rows, ts[rows], buyer[rows], instrument[rows], session_code[rows]))
-    k_rows = rows[order]
+    span = int(instrument.max()) + 1 if len(instrument) else 1
+    in_time = _in_time(session_code, ts)
+    k_rows = _by_key_then_time(
+        rows, ((session_code.astype("int64") * span + instrument) * 2 + buyer)[rows], ts, in_time
+    )
     k_ts = ts[k_rows]
     new_group = np.ones(len(k_rows), dtype=bool)
     new_group[1:] = (
@@ -95,7 +100,7 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     run_starts = np.flatnonzero(breaks)
     run_ends = np.append(run_starts[1:], len(k_rows))
-    book = _SideBook.of(np.flatnonzero(aggressive), session_code, instrument, ts, premium, side)
+    book = _SideBook.of(np.flatnonzero(aggressive), session_code, instrument, ts, premium, side, in_time)
     found = []
     for r in hopeful:
         c_rows, c_ts = k_rows[run_starts[r] : run_ends[r]], k_ts[run_starts[r] : run_ends[r]]
@@ -103,6 +108,20 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
     if not found:
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     return pd.DataFrame(found, columns=CROSSING_COLUMNS).sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def _in_time(session_code: np.ndarray, ts: np.ndarray) -> bool:
+    """Whether the orders come by session, then time (a batch of features does: by window and
+    time, `nqflow.engine.features.aggregate_orders`)."""
+    step = np.diff(session_code)
+    return bool(np.all((step > 0) | ((step == 0) & (np.diff(ts) >= 0))))
+
+
+def _by_key_then_time(rows: np.ndarray, keys: np.ndarray, ts: np.ndarray, in_time: bool) -> np.ndarray:
+    """`rows` (ascending) ordered by their `keys` (each key within one session), then time, then
+    row. Orders already in time within each session (`in_time`) need only a stable sort on the
+    keys; else a two-key sort (both stable, so ties keep the rows' order)."""
+    return rows[np.argsort(keys, kind="stable") if in_time else np.lexsort((ts[rows], keys))]
 
 
 @dataclass(frozen=True)
@@ -117,13 +136,16 @@ class _SideBook:
     cum_sell: np.ndarray
 
     @classmethod
-    def of(cls, rows: np.ndarray, session_code: np.ndarray, instrument: np.ndarray, ts, premium, side) -> _SideBook:
+    def of(
+        cls, rows: np.ndarray, session_code: np.ndarray, instrument: np.ndarray, ts, premium, side, in_time: bool
+    ) -> _SideBook:
         span = int(instrument.max()) + 1 if len(instrument) else 1
-        b_rows = rows[np.lexsort((rows, ts[rows], instrument[rows], session_code[rows]))]
+        keys = session_code.astype("int64") * span + instrument
+        b_rows = _by_key_then_time(rows, keys[rows], ts, in_time)
         is_buy = side[b_rows] == "B"
         return cls(
             ts[b_rows],
-            session_code[b_rows].astype("int64") * span + instrument[b_rows],
+            keys[b_rows],
             span,
             np.concatenate([[0.0], np.cumsum(premium[b_rows] * is_buy)]),
             np.concatenate([[0.0], np.cumsum(premium[b_rows] * ~is_buy)]),
