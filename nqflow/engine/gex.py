@@ -302,14 +302,34 @@ def expiry_codes(symbols: pd.Series) -> pd.Series:
 
 def parity_forwards(options: pd.DataFrame) -> pd.Series:
     """Per expiry, the forward put-call parity gives (F = K + C - P at the strike where |C - P| is
-    least): the price of a future that did not trade, from its own options' settlements."""
-    pairs = options.pivot_table(index=["expiry", "strike"], columns="put_call", values="settlement", aggfunc="last")
-    pairs = pairs.dropna(subset=[c for c in ("C", "P") if c in pairs])
-    if pairs.empty or "C" not in pairs or "P" not in pairs:
+    least, the lowest such strike on a tie): the price of a future that did not trade, from its
+    own options' settlements (each option's last settlement; strikes without both a call and a
+    put are left out). Sorted by expiry; with arrays, a pivot table cost more than the rest."""
+    right = options["put_call"].to_numpy(dtype=object)
+    price = options["settlement"].to_numpy(dtype=float)
+    strike = options["strike"].to_numpy(dtype=float)
+    keep = np.isin(right, ["C", "P"]) & ~np.isnan(price) & ~np.isnan(strike)
+    if not keep.any():
         return pd.Series(dtype=float)
-    pairs = pairs.assign(gap=(pairs["C"] - pairs["P"]).abs()).reset_index()
-    best = pairs.loc[pairs.groupby("expiry")["gap"].idxmin()]
-    return pd.Series((best["strike"] + best["C"] - best["P"]).to_numpy(), index=best["expiry"].to_numpy())
+    expiries, expiry = np.unique(options["expiry"].to_numpy(dtype=object)[keep].astype(str), return_inverse=True)
+    strike, price, is_call = strike[keep], price[keep], right[keep] == "C"
+    order = np.lexsort((np.arange(len(price)), is_call, strike, expiry))
+    expiry, strike, is_call, price = expiry[order], strike[order], is_call[order], price[order]
+    last = np.ones(len(price), dtype=bool)  # each (expiry, strike, right)'s last settlement
+    last[:-1] = (expiry[1:] != expiry[:-1]) | (strike[1:] != strike[:-1]) | (is_call[1:] != is_call[:-1])
+    expiry, strike, is_call, price = expiry[last], strike[last], is_call[last], price[last]
+    # A strike's put then its call (puts sort first): a pair where a put is followed by its call.
+    put = np.flatnonzero(~is_call[:-1] & is_call[1:] & (expiry[1:] == expiry[:-1]) & (strike[1:] == strike[:-1]))
+    if not len(put):
+        return pd.Series(dtype=float)
+    gap = np.abs(price[put + 1] - price[put])
+    best = np.lexsort((np.arange(len(put)), gap, expiry[put]))
+    first = np.ones(len(best), dtype=bool)
+    first[1:] = expiry[put][best][1:] != expiry[put][best][:-1]
+    at = put[best[first]]
+    return pd.Series(
+        strike[at] + price[at + 1] - price[at], index=np.array([str(e) for e in expiries[expiry[at]]], dtype=object)
+    )
 
 
 def dealer_positioning(source: DataSource, session: dt.date, profile: bool = True) -> DealerPositioning:

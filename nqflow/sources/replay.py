@@ -75,10 +75,12 @@ class ReplaySource:
             )
         self._cache: OrderedDict[Path, pd.DataFrame] = OrderedDict()
         self._cache_files = cache_files
-        # Built chains are kept for the few latest days only: a backtest walks forward in time.
+        # Built chains are kept for the few latest days only: a backtest walks forward in time,
+        # and a session reads three sets of files (its trades' two days, its own for the walls,
+        # the two days before for the futures' close), the last of which the session before read.
         self._chains: OrderedDict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
         self._tables: OrderedDict[Path, tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
-        self._chain_days = 4
+        self._chain_days = 6
 
     def _scan(self) -> list[DbnFile]:
         """Every DBN file's schema and time range. Reading a file's metadata means opening its zstd
