@@ -277,3 +277,33 @@ def test_the_flow_adjusted_view_moves_dealer_positions_by_the_aggressor():
     assert adjusted.skipped == {"flow on options without a settled gamma (contracts)": 11}
     assert settled.options["gex_usd"].sum() == pytest.approx(1_593_776 - 3_048_184 + 782_562, abs=150)  # untouched
     assert "estimate" in FLOW_ASSUMPTION.lower()
+
+
+def test_parity_forwards_by_hand():
+    """F = K + C - P at each expiry's strike where |C - P| is least (the lower strike on a tie),
+    from each option's last settlement; a strike with only a call, or a put with no settlement,
+    gives no pair."""
+    from nqflow.engine.gex import parity_forwards
+
+    rows = [
+        # expiry, strike, right, settlement
+        ("NQZ6", 20000.0, "C", 700.0),
+        ("NQZ6", 20000.0, "P", 300.0),  # gap 400
+        ("NQZ6", 20500.0, "C", 410.0),
+        ("NQZ6", 20500.0, "P", 500.0),  # gap 90
+        ("NQZ6", 20500.0, "P", 480.0),  # the same put settled again later: its last counts, gap 70
+        ("NQZ6", 21000.0, "C", 150.0),  # no put: no pair
+        ("Q3AZ6", 20400.0, "C", 120.0),
+        ("Q3AZ6", 20400.0, "P", 100.0),  # gap 20
+        ("Q3AZ6", 20600.0, "C", 60.0),
+        ("Q3AZ6", 20600.0, "P", 40.0),  # gap 20, a tie: the lower strike wins
+        ("Q3AZ6", 20800.0, "C", 30.0),
+        ("Q3AZ6", 20800.0, "P", np.nan),  # no settlement: no pair
+        ("QNEZ6", 20000.0, "C", 500.0),  # calls only: no forward for the expiry
+    ]
+    options = pd.DataFrame(rows, columns=["expiry", "strike", "put_call", "settlement"])
+    forwards = parity_forwards(options)
+    assert forwards.index.tolist() == ["NQZ6", "Q3AZ6"]
+    assert forwards["NQZ6"] == 20500.0 + 410.0 - 480.0
+    assert forwards["Q3AZ6"] == 20400.0 + 120.0 - 100.0
+    assert parity_forwards(options[options["put_call"] == "C"]).empty
