@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from nqflow.engine.levels import expiry_key
 from nqflow.errors import DataNotYetAvailable
 from nqflow.market import hours as cal
 from nqflow.market.frames import (
@@ -290,16 +291,6 @@ def futures_prices(source: DataSource, session: dt.date) -> dict[str, float]:
     return {str(symbol): float(price) for symbol, price in last.items()}
 
 
-def expiry_codes(symbols: pd.Series) -> pd.Series:
-    """Each option symbol's expiry code, its first word (``Q3AZ6`` of ``Q3AZ6 C21000``): split by
-    Arrow in one pass, not symbol by symbol."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    words = pc.split_pattern(pa.array(symbols.astype(str).array), " ", max_splits=1)
-    return pd.Series(pc.list_element(words, 0), index=symbols.index, dtype=str, name=symbols.name)
-
-
 def parity_forwards(options: pd.DataFrame) -> pd.Series:
     """Per expiry, the forward put-call parity gives (F = K + C - P at the strike where |C - P| is
     least, the lowest such strike on a tie): the price of a future that did not trade, from its
@@ -308,10 +299,11 @@ def parity_forwards(options: pd.DataFrame) -> pd.Series:
     right = options["put_call"].to_numpy(dtype=object)
     price = options["settlement"].to_numpy(dtype=float)
     strike = options["strike"].to_numpy(dtype=float)
-    keep = np.isin(right, ["C", "P"]) & ~np.isnan(price) & ~np.isnan(strike)
+    expiry_text = options["expiry"].to_numpy(dtype=object)
+    keep = np.isin(right, ["C", "P"]) & ~np.isnan(price) & ~np.isnan(strike) & ~pd.isna(expiry_text)
     if not keep.any():
         return pd.Series(dtype=float)
-    expiries, expiry = np.unique(options["expiry"].to_numpy(dtype=object)[keep].astype(str), return_inverse=True)
+    expiries, expiry = np.unique(expiry_text[keep].astype(str), return_inverse=True)
     strike, price, is_call = strike[keep], price[keep], right[keep] == "C"
     order = np.lexsort((np.arange(len(price)), is_call, strike, expiry))
     expiry, strike, is_call, price = expiry[order], strike[order], is_call[order], price[order]
@@ -360,7 +352,7 @@ def dealer_positioning(source: DataSource, session: dt.date, profile: bool = Tru
     options["settlement"] = options["instrument_id"].map(
         settle.sort_values("ts_event").groupby("instrument_id")["price"].last()
     )
-    options["expiry"] = expiry_codes(options["symbol"])
+    options["expiry"] = expiry_key(options["symbol"])
     traded = futures_prices(source, session)
     parity = parity_forwards(options)
     options["future_price"] = options["underlying"].astype(str).map(traded)

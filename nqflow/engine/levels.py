@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from nqflow.market import hours as cal
 from nqflow.market.contracts import CHICAGO
@@ -31,15 +33,19 @@ def no_expected_volumes() -> pd.DataFrame:
 
 
 def expiry_key(symbol: pd.Series) -> pd.Series:
-    """Option symbol root, e.g. 'Q2NV6 C21000' -> 'Q2NV6' (one product + expiration)."""
-    # Split each distinct symbol once (a session repeats a few thousand symbols over ~40k fills),
-    # found on the column's own array: converting every symbol to a Python object costs more.
+    """Option symbol root, e.g. 'Q2NV6 C21000' -> 'Q2NV6' (one product + expiration), as Python
+    strings (NaN for a missing symbol)."""
+    # Each distinct symbol split once (a session repeats a few thousand symbols over ~40k fills),
+    # found on the column's own array, and split by Arrow in one pass, not symbol by symbol.
     codes, distinct = pd.factorize(symbol.array, use_na_sentinel=False)
-    roots = np.array(
-        [text.split(" ", 1)[0] if isinstance(text, str) else np.nan for text in np.asarray(distinct, dtype=object)],
-        dtype=object,
-    )  # a missing symbol has no root: NaN
-    return pd.Series(roots[codes] if len(roots) else np.empty(0, dtype=object), index=symbol.index, dtype=object)
+    if not len(distinct):
+        return pd.Series(np.empty(0, dtype=object), index=symbol.index, dtype=object)
+    arrow = hasattr(distinct, "__arrow_array__")  # Arrow-backed text: handed over as it is, no copy
+    text = pa.array(distinct if arrow else np.asarray(distinct, dtype=object), type=pa.string(), from_pandas=True)
+    roots = pc.list_element(pc.split_pattern(text, " ", max_splits=1), 0).to_numpy(zero_copy_only=False)
+    roots = np.asarray(roots, dtype=object)
+    roots[pd.isna(roots)] = np.nan  # a missing symbol has no root
+    return pd.Series(roots[codes], index=symbol.index, dtype=object)
 
 
 def days_to_expiry(ts_event: pd.Series, expiration: pd.Series) -> pd.Series:
