@@ -14,6 +14,7 @@ loading detection or scipy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -173,8 +174,8 @@ class Alert:
 
     def __post_init__(self) -> None:
         name = self.alert_id if isinstance(self.alert_id, str) else "<no id>"
-        for spec in dataclasses.fields(self):
-            setattr(self, spec.name, _checked(name, spec.name, getattr(self, spec.name)))
+        for key in _FIELD_NAMES:
+            setattr(self, key, _checked(name, key, getattr(self, key)))
         if not 0 <= self.confidence <= 100:
             raise DataError(f"alert {name} confidence {self.confidence} is outside [0, 100]")
 
@@ -207,6 +208,9 @@ class Alert:
         """An order, sweep or package (one trading event), not a surge."""
         return self.kind in EVENT_KINDS
 
+
+#: Every field of an alert, in the dataclass's order (what `Alert.__post_init__` checks).
+_FIELD_NAMES = tuple(spec.name for spec in dataclasses.fields(Alert))
 
 # The record's column order, as tables show it (the dataclass must list required fields first).
 ALERT_FIELDS: list[str] = [
@@ -271,11 +275,17 @@ _TYPES: dict[str, type] = {
 }
 
 
+@functools.cache
+def _field_type(key: str) -> tuple[bool, str]:
+    """(optional, base type name) of an `Alert` field, from its annotation (read once per field:
+    every alert checks every field, hundreds of alerts a lab re-evaluation)."""
+    annotation = Alert.__dataclass_fields__[key].type
+    return annotation.endswith("| None"), annotation.removesuffix(" | None")
+
+
 def _checked(name: str, key: str, value: Any) -> Any:
     """`value` normalised to field `key`'s type (numpy scalars to Python, text to enums), or a one-line error."""
-    annotation = Alert.__dataclass_fields__[key].type
-    optional = annotation.endswith("| None")
-    base = annotation.removesuffix(" | None")
+    optional, base = _field_type(key)
     value = _plain(value)
     if value is None:
         if optional:
