@@ -142,8 +142,9 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
     aggressive = np.flatnonzero(orders["side"].isin(["B", "A"]).to_numpy() & free)
     if len(aggressive) < min_strikes:
         return pd.Series(sweep, index=orders.index)
-    candidates = orders.iloc[aggressive]
-    group = _by_codes(candidates, (*by, "expiry", "put_call", "side"))  # numbered as groupby(sort=False)
+    keys = (*by, "expiry", "put_call", "side")
+    candidates = orders[[*keys, "ts_event", "strike"]].iloc[aggressive]  # the columns read, not all 18
+    group = _by_codes(candidates, keys)  # numbered as groupby(sort=False)
     in_groups = np.argsort(group, kind="stable")  # each group contiguous, still in time order
     group, rows = group[in_groups], aggressive[in_groups]
     times = candidates["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")[in_groups]
