@@ -218,15 +218,22 @@ class WindowData:
         return self.trades.empty
 
 
-def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
-    """Tidy option chain from raw definition records: the latest definition per instrument.
+#: A tidy instrument table row's definition time (`chain_from_definitions` and
+#: `legs_from_definitions` with ``received``): what several files' tables combine by.
+RECEIVED, RECEIVED_DTYPE = "ts_recv", "datetime64[ns, UTC]"
+
+
+def chain_from_definitions(definitions: pd.DataFrame, received: bool = False) -> pd.DataFrame:
+    """Tidy option chain from raw definition records: the latest definition per instrument
+    (with `received`, its time in a last column, `RECEIVED`).
 
     The dollar multiplier comes from ``unit_of_measure_qty`` (dollars per index point on CME
     equity-index products), else ``contract_multiplier``, else the product's known value with
     a warning: never a silent constant.
     """
+    columns = {**CHAIN_COLUMNS, RECEIVED: RECEIVED_DTYPE} if received else CHAIN_COLUMNS
     if definitions.empty:
-        return empty_frame(CHAIN_COLUMNS)
+        return empty_frame(columns)
     # A spread has one record per leg: any of them gives the spread's own fields.
     latest = definitions.sort_values("ts_recv").drop_duplicates("instrument_id", keep="last")
     uom = pd.to_numeric(latest["unit_of_measure_qty"], errors="coerce")
@@ -265,20 +272,24 @@ def chain_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
             "multiplier_source": pd.array(source, dtype="string"),
         }
     )
+    if received:
+        chain[RECEIVED] = pd.to_datetime(latest[RECEIVED], utc=True)
     return chain.sort_values("instrument_id").reset_index(drop=True)
 
 
-def legs_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
+def legs_from_definitions(definitions: pd.DataFrame, received: bool = False) -> pd.DataFrame:
     """The legs of every spread whose definition lists them (``leg_count`` > 0): one row per leg
     with the leg's instrument, its sign when the spread is bought (+1 bought, -1 sold; from
-    ``leg_side``), its ratio, and the price and delta the definition carries. Spreads whose
-    definitions carry no legs are absent: their legs are inferred from the prints."""
+    ``leg_side``), its ratio, and the price and delta the definition carries (with `received`,
+    the definition's time in a last column, `RECEIVED`). Spreads whose definitions carry no legs
+    are absent: their legs are inferred from the prints."""
+    columns = {**LEG_COLUMNS, RECEIVED: RECEIVED_DTYPE} if received else LEG_COLUMNS
     if definitions.empty or "leg_count" not in definitions:
-        return empty_frame(LEG_COLUMNS)
+        return empty_frame(columns)
     rows = definitions[pd.to_numeric(definitions["leg_count"], errors="coerce").fillna(0) > 0]
     rows = rows.sort_values("ts_recv").drop_duplicates(["instrument_id", "leg_index"], keep="last")
     if rows.empty:
-        return empty_frame(LEG_COLUMNS)
+        return empty_frame(columns)
     ratio = pd.to_numeric(rows["leg_ratio_qty_numerator"], errors="coerce").fillna(1)
     denominator = pd.to_numeric(rows["leg_ratio_qty_denominator"], errors="coerce").fillna(1).replace(0, 1)
     legs = pd.DataFrame(
@@ -292,6 +303,8 @@ def legs_from_definitions(definitions: pd.DataFrame) -> pd.DataFrame:
             "leg_delta": pd.to_numeric(rows["leg_delta"], errors="coerce").astype("float64"),
         }
     )
+    if received:
+        legs[RECEIVED] = pd.to_datetime(rows[RECEIVED], utc=True)
     return legs.sort_values(["spread_id", "leg_index"]).reset_index(drop=True)
 
 

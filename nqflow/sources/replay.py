@@ -26,6 +26,8 @@ from nqflow.market.frames import (
     CHAIN_COLUMNS,
     LEG_COLUMNS,
     OPEN_INTEREST_STAT_TYPE,
+    RECEIVED,
+    RECEIVED_DTYPE,
     TRADE_COLUMNS,
     chain_from_definitions,
     empty_frame,
@@ -48,9 +50,6 @@ INSTRUMENTS_DIR = ".nqflow-instruments"
 #: The newest tables kept: a year of daily definition files (about 250 KB each), so a backtest
 #: of a year builds each day's once; the live path wants today's and yesterday's.
 KEPT_INSTRUMENT_TABLES = 300
-#: Each instrument table row's definition time, so several files' tables combine as their
-#: records would (`combine_instrument_tables`).
-RECEIVED, RECEIVED_DTYPE = "ts_recv", "datetime64[ns, UTC]"
 
 
 class ReplaySource:
@@ -340,34 +339,9 @@ def _without_overlap(pairs: list[tuple[DbnFile, pd.DataFrame]]) -> list[tuple[Db
 
 
 def instrument_tables(definitions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One definition file's chain and spread legs (`chain_from_definitions`,
-    `legs_from_definitions`), each row with the time (`RECEIVED`) of the latest definition it
-    was taken from."""
-    chain, legs = chain_from_definitions(definitions), legs_from_definitions(definitions)
-    if definitions.empty:
-        return chain.assign(**{RECEIVED: pd.Series(dtype=RECEIVED_DTYPE)}), legs.assign(
-            **{RECEIVED: pd.Series(dtype=RECEIVED_DTYPE)}
-        )
-    received = pd.to_datetime(definitions[RECEIVED], utc=True)
-    by_instrument = received.groupby(definitions["instrument_id"].to_numpy(dtype="int64")).max()
-    chain[RECEIVED] = chain["instrument_id"].map(by_instrument).astype(RECEIVED_DTYPE)
-    if len(legs):
-        with_legs = pd.to_numeric(definitions["leg_count"], errors="coerce").fillna(0).to_numpy() > 0
-        by_leg = (
-            received[with_legs]
-            .groupby(
-                [
-                    definitions["instrument_id"].to_numpy(dtype="int64")[with_legs],
-                    definitions["leg_index"].to_numpy(dtype="int64")[with_legs],
-                ]
-            )
-            .max()
-        )
-        at = pd.MultiIndex.from_arrays([legs["spread_id"], legs["leg_index"]])
-        legs[RECEIVED] = by_leg.reindex(at).to_numpy()
-    else:
-        legs[RECEIVED] = pd.Series(dtype=RECEIVED_DTYPE)
-    return chain, legs
+    """One definition file's chain and spread legs, each row with the time (`RECEIVED`) of the
+    definition it was taken from (`chain_from_definitions`, `legs_from_definitions`)."""
+    return chain_from_definitions(definitions, received=True), legs_from_definitions(definitions, received=True)
 
 
 def combine_instrument_tables(tables: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -380,16 +354,12 @@ def combine_instrument_tables(tables: list[tuple[pd.DataFrame, pd.DataFrame]]) -
         chain, legs = tables[0]
         return chain.drop(columns=RECEIVED), legs.drop(columns=RECEIVED)
 
-    def latest(frames: list[pd.DataFrame], key: list[str], order: list[str]) -> pd.DataFrame:
+    def latest(frames: list[pd.DataFrame], key: list[str]) -> pd.DataFrame:
         frames = [f for f in frames if len(f)] or frames[:1]
         stacked = pd.concat(frames, ignore_index=True).sort_values(RECEIVED, kind="stable")
-        return (
-            stacked.drop_duplicates(key, keep="last").drop(columns=RECEIVED).sort_values(order).reset_index(drop=True)
-        )
+        return stacked.drop_duplicates(key, keep="last").drop(columns=RECEIVED).sort_values(key).reset_index(drop=True)
 
-    chain = latest([c for c, _ in tables], ["instrument_id"], ["instrument_id"])
-    legs = latest([g for _, g in tables], ["spread_id", "leg_index"], ["spread_id", "leg_index"])
-    return chain, legs
+    return latest([c for c, _ in tables], ["instrument_id"]), latest([g for _, g in tables], ["spread_id", "leg_index"])
 
 
 def _prune(folder: Path, keep: int) -> None:
