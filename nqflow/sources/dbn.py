@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,26 +105,29 @@ def open_dbn(path: Path, expected_schema: str | None = None, data: bytes | None 
 
 def check_complete_dbn(path: Path) -> None:
     """A truncated zstd DBN file decodes silently to fewer records: refuse it instead. Known by
-    its magic number, not its name: a download is checked while it is still a ``.part`` file."""
+    its magic number, not its name: a download is checked while it is still a ``.part`` file.
+    Streamed: a large download is never held in memory whole."""
     with path.open("rb") as handle:
         if handle.read(4) != ZSTD_MAGIC:
             return
     with path.open("rb") as handle:
-        _decompressed(path, iter(lambda: handle.read(1 << 20), b""))
+        for _ in _decompressed(path, iter(lambda: handle.read(1 << 20), b"")):
+            pass
 
 
-def _decompressed(path: Path, chunks) -> bytes:
-    """A zstd stream's bytes, whole; a corrupt or truncated stream is a one-line error naming `path`."""
+def _decompressed(path: Path, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A zstd stream's bytes, chunk by chunk; a corrupt or truncated stream is a one-line error
+    naming `path` (the truncation is known at the end)."""
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
-        data = b"".join(decompressor.decompress(chunk) for chunk in chunks)
+        for chunk in chunks:
+            yield decompressor.decompress(chunk)
     except zstandard.ZstdError as exc:
         raise DataError(f"corrupt DBN file {path} (zstd: {exc}); delete it and re-download or regenerate it") from None
     if not decompressor.eof:
         raise DataError(
             f"truncated DBN file {path} (the zstd stream ends early); delete it and re-download or regenerate it"
         )
-    return data
 
 
 def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
@@ -134,7 +138,7 @@ def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"DBN file {path} does not exist; check the replay folder path") from None
-    data = _decompressed(path, [raw]) if raw[:4] == ZSTD_MAGIC else raw
+    data = b"".join(_decompressed(path, [raw])) if raw[:4] == ZSTD_MAGIC else raw
     store = open_dbn(path, expected_schema, data)
     schema = str(store.schema)
     try:
