@@ -114,7 +114,7 @@ from nqflow.engine.levels import (
     SHORT_DATED_DAYS,
 )
 from nqflow.engine.strategies import covered_reading, package_headline, read_package
-from nqflow.engine.worked import eligible_children, price_drift, worked_crossings
+from nqflow.engine.worked import eligible_children, in_time, price_drift, worked_crossings
 from nqflow.market.contracts import CHICAGO
 from nqflow.market.frames import WindowData
 
@@ -493,9 +493,8 @@ class _Context:
         self.window_end = list(features.windows["window_end"])
         self.packages = features.packages
         self.orders = features.orders
-        self._prints: tuple[np.ndarray, ...] | None = (
-            None  # orders' (window, time, instrument, size), by window and time
-        )
+        # the orders' (window, time, instrument, size), by window and time, on first use
+        self._prints: tuple[np.ndarray, ...] | None = None
         # (sorted window-and-instrument codes, their volume rows), built on first use
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         path = features.underlying
@@ -551,7 +550,7 @@ class _Context:
             )
             # Orders come by window and time (`aggregate_orders`): each window's are then one
             # slice, searched by its number, never the whole batch sorted for a few rows.
-            if not bool(np.all((np.diff(window) > 0) | ((np.diff(window) == 0) & (np.diff(ts) >= 0)))):
+            if not in_time(window, ts):
                 order = np.lexsort((ts, window))
                 columns = tuple(c[order] for c in columns)
             self._prints = columns

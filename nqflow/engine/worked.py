@@ -76,9 +76,9 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
     # rows come in order, so ties in time keep it (the same order, in two keys, not five).
     buyer = (side == "B").astype("int64")
     span = int(instrument.max()) + 1 if len(instrument) else 1
-    in_time = _in_time(session_code, ts)
+    by_time = in_time(session_code, ts)
     k_rows = _by_key_then_time(
-        rows, ((session_code.astype("int64") * span + instrument) * 2 + buyer)[rows], ts, in_time
+        rows, ((session_code.astype("int64") * span + instrument) * 2 + buyer)[rows], ts, by_time
     )
     k_ts = ts[k_rows]
     new_group = np.ones(len(k_rows), dtype=bool)
@@ -100,7 +100,7 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     run_starts = np.flatnonzero(breaks)
     run_ends = np.append(run_starts[1:], len(k_rows))
-    book = _SideBook.of(np.flatnonzero(aggressive), session_code, instrument, ts, premium, side, in_time)
+    book = _SideBook.of(np.flatnonzero(aggressive), session_code, instrument, ts, premium, side, by_time)
     found = []
     for r in hopeful:
         c_rows, c_ts = k_rows[run_starts[r] : run_ends[r]], k_ts[run_starts[r] : run_ends[r]]
@@ -110,18 +110,18 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
     return pd.DataFrame(found, columns=CROSSING_COLUMNS).sort_values("row", kind="stable").reset_index(drop=True)
 
 
-def _in_time(session_code: np.ndarray, ts: np.ndarray) -> bool:
-    """Whether the orders come by session, then time (a batch of features does: by window and
-    time, `nqflow.engine.features.aggregate_orders`)."""
-    step = np.diff(session_code)
+def in_time(group: np.ndarray, ts: np.ndarray) -> bool:
+    """Whether rows come by group (ascending), then time: a batch of features' orders do, by
+    window and time (`nqflow.engine.features.aggregate_orders`), and so by session and time."""
+    step = np.diff(group)
     return bool(np.all((step > 0) | ((step == 0) & (np.diff(ts) >= 0))))
 
 
-def _by_key_then_time(rows: np.ndarray, keys: np.ndarray, ts: np.ndarray, in_time: bool) -> np.ndarray:
+def _by_key_then_time(rows: np.ndarray, keys: np.ndarray, ts: np.ndarray, by_time: bool) -> np.ndarray:
     """`rows` (ascending) ordered by their `keys` (each key within one session), then time, then
-    row. Orders already in time within each session (`in_time`) need only a stable sort on the
-    keys; else a two-key sort (both stable, so ties keep the rows' order)."""
-    return rows[np.argsort(keys, kind="stable") if in_time else np.lexsort((ts[rows], keys))]
+    row. Orders already in time within each session (`by_time`, `in_time`) need only a stable
+    sort on the keys; else a two-key sort (both stable, so ties keep the rows' order)."""
+    return rows[np.argsort(keys, kind="stable") if by_time else np.lexsort((ts[rows], keys))]
 
 
 @dataclass(frozen=True)
@@ -137,11 +137,11 @@ class _SideBook:
 
     @classmethod
     def of(
-        cls, rows: np.ndarray, session_code: np.ndarray, instrument: np.ndarray, ts, premium, side, in_time: bool
+        cls, rows: np.ndarray, session_code: np.ndarray, instrument: np.ndarray, ts, premium, side, by_time: bool
     ) -> _SideBook:
         span = int(instrument.max()) + 1 if len(instrument) else 1
         keys = session_code.astype("int64") * span + instrument
-        b_rows = _by_key_then_time(rows, keys[rows], ts, in_time)
+        b_rows = _by_key_then_time(rows, keys[rows], ts, by_time)
         is_buy = side[b_rows] == "B"
         return cls(
             ts[b_rows],

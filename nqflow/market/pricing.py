@@ -22,8 +22,14 @@ def black76(
 def _black76(forward, strike, years, vol, call: bool, rate: float = 0.0) -> np.ndarray:
     """Black-76 price of calls (`call`) or of puts."""
     forward, strike, years, vol = map(np.asarray, (forward, strike, years, vol))
+    return _priced(forward, strike, *_volatility_free(forward, strike, years, rate), vol, call)
+
+
+def _volatility_free(forward, strike, years, rate: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parts of a Black-76 price that do not depend on the volatility: log-moneyness, the
+    root of the time to expiry (at least a microsecond of a year) and the discount factor."""
     years = np.maximum(years, 1e-6)
-    return _priced(forward, strike, np.log(forward / strike), np.sqrt(years), np.exp(-rate * years), vol, call)
+    return np.log(forward / strike), np.sqrt(years), np.exp(-rate * years)
 
 
 def _priced(forward, strike, log_moneyness, root_years, discount, vol, call: bool) -> np.ndarray:
@@ -71,8 +77,7 @@ def implied_vol(
             continue
         side_lo, side_hi = lo[at], hi[at]
         side_price, side_forward, side_strike = price[at], forward[at], strike[at]
-        side_years = np.maximum(years[at], 1e-6)
-        parts = (np.log(side_forward / side_strike), np.sqrt(side_years), np.exp(-0.0 * side_years))
+        parts = _volatility_free(side_forward, side_strike, years[at])
         for _ in range(iterations):
             mid = 0.5 * (side_lo + side_hi)
             too_high = _priced(side_forward, side_strike, *parts, mid, call) > side_price
