@@ -303,13 +303,9 @@ class ParquetBaseline(_SlotHistory):
         # slot once, each key with its earliest session (stable sort, first kept).
         if not self._pending:
             return
-        days = [day for day, _, _ in self._pending]
         slots = [pd.DataFrame({"session": day, "slot": pd.Series(s, dtype="int64")}) for day, s, _ in self._pending]
         self._slots = pd.concat([self._slots, *slots], ignore_index=True).drop_duplicates(ignore_index=True)
-        seen = [
-            pd.DataFrame({"level": keys["level"], "key": keys["key"], "first_session": day})
-            for day, (_, _, keys) in zip(days, self._pending)
-        ]
+        seen = [keys[["level", "key"]].assign(first_session=day) for day, _, keys in self._pending]
         self._first_seen = (
             pd.concat([self._first_seen, *seen], ignore_index=True)
             .sort_values("first_session", kind="stable")
