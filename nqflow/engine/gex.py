@@ -137,24 +137,35 @@ class DealerPositioning:
         frame["net_gex_usd"] = frame["call_gex_usd"] + frame["put_gex_usd"]
         return frame.reset_index().sort_values("expiration").drop(columns="expiration").reset_index(drop=True)
 
-    def _strike_of_max(self, values: pd.Series) -> float | None:
-        table = self.by_strike
-        if table.empty or not (values.abs() > 0).any():
-            return None
-        return float(table.loc[values.abs().idxmax(), "strike"])
-
     @property
     def call_wall(self) -> float | None:
-        return self._strike_of_max(self.by_strike["call_gex_usd"].clip(lower=0.0))
+        return self._strikes()[0]
 
     @property
     def put_wall(self) -> float | None:
-        return self._strike_of_max(self.by_strike["put_gex_usd"])
+        return self._strikes()[1]
 
     @property
     def abs_gamma_strike(self) -> float | None:
+        return self._strikes()[2]
+
+    def _strikes(self) -> tuple[float | None, float | None, float | None]:
+        """The call wall, put wall and absolute-gamma strike (`WALL_NAMES` order) from one
+        `by_strike` table: the strike of the largest positive call GEX, of the largest |put GEX|,
+        of the largest call plus put |GEX|, the first on a tie; None where all are zero."""
         table = self.by_strike
-        return self._strike_of_max(table["call_gex_usd"].abs() + table["put_gex_usd"].abs())
+        strikes = table["strike"].to_numpy(dtype=float)
+        calls, puts = table["call_gex_usd"].to_numpy(dtype=float), table["put_gex_usd"].to_numpy(dtype=float)
+
+        def strike_of_max(values: np.ndarray) -> float | None:
+            magnitude = np.abs(values)
+            return float(strikes[int(np.argmax(magnitude))]) if (magnitude > 0).any() else None
+
+        return (
+            strike_of_max(np.clip(calls, 0.0, None)),
+            strike_of_max(puts),
+            strike_of_max(np.abs(calls) + np.abs(puts)),
+        )
 
     @property
     def zero_gamma(self) -> float | None:
@@ -171,8 +182,7 @@ class DealerPositioning:
     def walls(self) -> dict[str, float]:
         """The walls that exist, by name (`WALL_NAMES` order): what every window of the session
         carries for its alerts' reasons."""
-        strikes = (self.call_wall, self.put_wall, self.abs_gamma_strike)
-        return {name: strike for name, strike in zip(WALL_NAMES, strikes) if strike is not None}
+        return {name: strike for name, strike in zip(WALL_NAMES, self._strikes()) if strike is not None}
 
     def nearest_wall(self, price: float) -> tuple[str, float] | None:
         """The wall (call, put or absolute-gamma) nearest `price`: its name and strike."""
@@ -207,9 +217,7 @@ class DealerPositioning:
             "session": str(self.session),
             "future": self.future,
             "future_price": number(self.future_price),
-            "call_wall": number(self.call_wall),
-            "put_wall": number(self.put_wall),
-            "abs_gamma_strike": number(self.abs_gamma_strike),
+            **{name: number(strike) for name, strike in zip(_WALL_FIELDS, self._strikes())},
             "zero_gamma": number(self.zero_gamma),
             "zero_gamma_crossings": [number(c) for c in self.crossings],
             "total_gex_usd": number(self.total_gex_usd),
@@ -226,6 +234,8 @@ class DealerPositioning:
 
 #: The walls' names, in the order a tie between equally near walls is settled.
 WALL_NAMES = ("call wall", "put wall", "absolute-gamma strike")
+#: Their fields in `DealerPositioning.to_json`, in the same order.
+_WALL_FIELDS = ("call_wall", "put_wall", "abs_gamma_strike")
 
 
 def nearest_wall(walls: dict[str, float], price: float) -> tuple[str, float] | None:
