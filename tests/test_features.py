@@ -20,7 +20,13 @@ from nqflow.alerts import ALERT_FIELDS, to_records
 from nqflow.config import load_config
 from nqflow.engine.baseline import ParquetBaseline, ensure_history
 from nqflow.engine.detect import detect_windows, evaluate
-from nqflow.engine.features import read_features, session_folder, stored_params
+from nqflow.engine.features import (
+    EXPECTED_PART,
+    read_features,
+    session_folder,
+    stored_params,
+    write_features,
+)
 from nqflow.engine.monitor import load_session
 from nqflow.errors import DataError
 from nqflow.research.backtest import backtest, load_features
@@ -139,6 +145,42 @@ def test_stored_features_record_what_they_depend_on(every_window):
     features = read_features(features_dir, available[-1])
     assert features.volumes["history_sessions"].max() == config.thresholds.baseline_sessions
     assert features.volumes.loc[features.volumes["level"] == "instrument", "open_interest"].notna().mean() > 0.9
+
+
+def test_the_expected_columns_file_joins_its_volume_rows_and_older_layouts_still_read(every_window, tmp_path):
+    """The expected volumes are stored beside the volumes (`EXPECTED_PART`), row for row: read
+    back the same frame; a session stored with them inside volumes.parquet reads the same; new
+    volumes without them drop the stale file; a file of other rows is a one-line error."""
+    available, _, _, _, features_dir, _ = every_window
+    day = available[-1]
+    features = read_features(features_dir, day)
+    folder = session_folder(features_dir, day)
+    assert (folder / f"{EXPECTED_PART}.parquet").exists()
+    assert "expected" not in pd.read_parquet(folder / "volumes.parquet")
+    assert features.volumes["expected"].notna().any()
+
+    older = session_folder(tmp_path, day)
+    write_features(features, tmp_path, day)
+    (older / f"{EXPECTED_PART}.parquet").unlink()
+    features.volumes.to_parquet(older / "volumes.parquet", index=False)  # the layout before the split
+    pdt.assert_frame_equal(read_features(tmp_path, day).volumes, features.volumes)
+    write_features(features, tmp_path, day, frames=(EXPECTED_PART,))  # an older session given new expected volumes
+    pdt.assert_frame_equal(read_features(tmp_path, day).volumes, features.volumes)
+
+    market_only = dataclasses.replace(
+        features, volumes=features.volumes.drop(columns=["history_sessions", "expected", "mean", "variance"])
+    )
+    write_features(market_only, tmp_path, day, frames=("volumes",))
+    assert not (older / f"{EXPECTED_PART}.parquet").exists()
+    assert "expected" not in read_features(tmp_path, day).volumes
+
+    write_features(features, tmp_path, day)
+    features.volumes.iloc[:-1][["history_sessions", "expected", "mean", "variance"]].to_parquet(
+        older / f"{EXPECTED_PART}.parquet", index=False
+    )
+    with pytest.raises(DataError, match="delete") as error:
+        read_features(tmp_path, day)
+    assert "\n" not in str(error.value) and f"{EXPECTED_PART}.parquet" in str(error.value)
 
 
 def test_changed_sweep_settings_or_a_half_written_session_are_recomputed(sample_dir, source, cluster, tmp_path):

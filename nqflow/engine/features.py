@@ -719,6 +719,11 @@ def concat_features(parts: Sequence[Features]) -> Features:
 FRAMES = ("windows", "orders", "packages", "volumes", "underlying")
 #: Package columns that hold lists of dicts: stored as JSON text (Arrow wants one struct type).
 _JSON_COLUMNS = {"packages": ("legs",)}
+#: The volume rows' expected-volume columns (`with_expected`), kept in a file of their own beside
+#: ``volumes.parquet``, row for row: a backtest adds them once the history is in, and rewriting a
+#: session's 20,000 volume rows for four numeric columns cost more than computing them.
+EXPECTED_PART = "expected"
+_MOMENTS = EXPECTED_COLUMNS[2:]
 
 
 def features_root(data_dir: str | Path) -> Path:
@@ -732,25 +737,39 @@ def session_folder(root: str | Path, trade_date) -> Path:
 
 def write_features(features: Features, root: str | Path, trade_date, frames: Sequence[str] = FRAMES) -> Path:
     """Store one session's features as Parquet (one file per frame; only `frames` when the others
-    are stored already) in its partition folder.
+    are stored already: `EXPECTED_PART` names the volumes' expected columns alone) in its
+    partition folder.
 
     Files are written beside and renamed into place, ``params.json`` last, so a reader never
-    sees a half-written session: without a matching params.json the session is recomputed."""
+    sees a half-written session: without a matching params.json the session is recomputed.
+    Volumes written without expected columns remove the expected file: it described other rows."""
     folder = session_folder(root, trade_date)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.json").unlink(missing_ok=True)
-    for name in frames:
-        frame = getattr(features, name)
+    volumes = features.volumes
+    moments = [c for c in _MOMENTS if c in volumes]
+    parts = {name: getattr(features, name) for name in frames if name in FRAMES}
+    if "volumes" in parts:
+        parts["volumes"] = volumes.drop(columns=moments)
+        if not moments:
+            (folder / f"{EXPECTED_PART}.parquet").unlink(missing_ok=True)
+    if moments and ("volumes" in frames or EXPECTED_PART in frames):
+        parts[EXPECTED_PART] = volumes[moments]
+    for name, frame in parts.items():
         for column in _JSON_COLUMNS.get(name, ()):
             if column in frame:
                 frame = frame.assign(**{column: frame[column].map(json.dumps)})
-        part = folder / f"{name}.parquet.part"
-        frame.to_parquet(part, index=False)
-        part.replace(folder / f"{name}.parquet")
+        _write_part(frame, folder / f"{name}.parquet")
     part = folder / "params.json.part"
     part.write_text(json.dumps(features.params, sort_keys=True))
     part.replace(folder / "params.json")
     return folder
+
+
+def _write_part(frame: pd.DataFrame, path: Path) -> None:
+    part = path.with_name(path.name + ".part")
+    frame.to_parquet(part, index=False)
+    part.replace(path)
 
 
 def stored_params(root: str | Path, trade_date) -> dict | None:
@@ -779,20 +798,33 @@ def read_features(root: str | Path, trade_date, config: Config | None = None) ->
             f"{ {k: params.get(k) for k in wanted} }, not {wanted}; "
             f"recompute them (scheduler.py backtest ... --refresh-features)"
         )
-    frames = {}
-    for name in FRAMES:
-        try:
-            frame = pd.read_parquet(folder / f"{name}.parquet")
-        except (OSError, ValueError) as error:
+    frames = {name: _read_part(folder, name) for name in FRAMES}
+    if (folder / f"{EXPECTED_PART}.parquet").exists():
+        expected = _read_part(folder, EXPECTED_PART)
+        volumes = frames["volumes"]
+        if len(expected) != len(volumes):
             raise DataError(
-                f"features file {folder / (name + '.parquet')} is unreadable ({error}); delete {folder} "
-                f"to have it recomputed"
-            ) from error
-        for column in _JSON_COLUMNS.get(name, ()):
-            if column in frame:
-                frame[column] = frame[column].map(json.loads)
-        frames[name] = _restore(name, frame)
+                f"features file {folder / (EXPECTED_PART + '.parquet')} holds {len(expected)} rows for "
+                f"{len(volumes)} volume rows; delete {folder} to have it recomputed"
+            )
+        # (features stored before the expected columns had a file of their own held them in volumes)
+        volumes = volumes.drop(columns=[c for c in expected if c in volumes])
+        frames["volumes"] = pd.concat([volumes, expected.set_axis(volumes.index)], axis=1)
     return Features(**frames, params=params)
+
+
+def _read_part(folder: Path, name: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(folder / f"{name}.parquet")
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"features file {folder / (name + '.parquet')} is unreadable ({error}); delete {folder} "
+            f"to have it recomputed"
+        ) from error
+    for column in _JSON_COLUMNS.get(name, ()):
+        if column in frame:
+            frame[column] = frame[column].map(json.loads)
+    return _restore(name, frame)
 
 
 def _restore(name: str, frame: pd.DataFrame) -> pd.DataFrame:

@@ -46,6 +46,7 @@ from nqflow.engine.baseline import (
     write_session_volumes,
 )
 from nqflow.engine.features import (
+    EXPECTED_PART,
     WINDOW,
     Features,
     concat_features,
@@ -150,7 +151,7 @@ def session_alerts(
             features, expected_volumes(config, features, ParquetBaseline(baseline_path), trade_date)
         )
         features.params = {**features.params, "history": history}
-        write_features(features, root, trade_date, frames=("volumes",))  # the only frame that changed
+        write_features(features, root, trade_date, frames=(EXPECTED_PART,))  # all that changed
     return alerts_of(features, config, trade_date, window_filter)
 
 
