@@ -167,3 +167,37 @@ def test_a_sqlite_baseline_is_copied_once_and_left_as_it_was(source, both_stores
     assert baseline_folder(sqlite_file) == folder  # once: the second call finds the copy
     assert (folder / ParquetBaseline.SLOTS).stat().st_mtime_ns == stamp
     assert sqlite_file.read_bytes() == before
+
+
+def test_slot_volumes_by_hand():
+    """Contracts per level, key and 15-minute slot, keys in text order (instrument 10 before 9),
+    an expiry at most SHORT_DATED_DAYS away keyed by its days to expiry."""
+    opens = pd.Timestamp("2026-11-15 23:00", tz="UTC")  # 17:00 Chicago: trade date Nov 16
+    far, near = pd.Timestamp("2026-12-18 21:00", tz="UTC"), pd.Timestamp("2026-11-17 21:00", tz="UTC")
+    fills = pd.DataFrame(
+        {
+            "ts_event": opens + pd.to_timedelta([1, 14, 16, 20, 31], unit="min"),
+            "instrument_id": [9, 10, 9, 10, 42],
+            "symbol": ["Q1AZ6 C21000", "Q1AZ6 P20000", "Q1AZ6 C21000", "Q1AZ6 P20000", "Q1AX6 C21000"],
+            "expiration": [far, far, far, far, near],
+            "size": [5, 7, 11, 2, 3],
+        }
+    )
+    got = slot_volumes(fills, opens)
+    want = pd.DataFrame(
+        [
+            ("instrument", "10", 0, 7),
+            ("instrument", "10", 1, 2),
+            ("instrument", "42", 2, 3),
+            ("instrument", "9", 0, 5),
+            ("instrument", "9", 1, 11),
+            ("expiry", "1DTE", 2, 3),
+            ("expiry", "Q1AZ6", 0, 12),
+            ("expiry", "Q1AZ6", 1, 13),
+            ("product", "NQ", 0, 12),
+            ("product", "NQ", 1, 13),
+            ("product", "NQ", 2, 3),
+        ],
+        columns=["level", "key", "slot", "volume"],
+    )
+    pdt.assert_frame_equal(got, want.astype({"level": str, "key": str}))

@@ -85,8 +85,32 @@ def level_keys(fills: pd.DataFrame) -> dict[str, pd.Series]:
     }
 
 
+def level_codes(fills: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`level_keys` as integer codes: per level, each fill's code and the distinct keys' text
+    (an object array, in text order, so codes order as the keys do). Fills are counted by the
+    codes; only the distinct keys are turned into text (a session has ~40,000 fills and a few
+    thousand keys)."""
+    ids, distinct_ids = pd.factorize(fills["instrument_id"].to_numpy(dtype="int64"))
+    expiry_codes, expiries = pd.factorize(expiry_level_key(fills).to_numpy(dtype=object), sort=True)
+    return {
+        "instrument": _text_ordered(ids, distinct_ids.astype(str).astype(object)),
+        "expiry": (expiry_codes, np.asarray(expiries, dtype=object).astype(str).astype(object)),
+        "product": (np.zeros(len(fills), dtype="int64"), np.array([PRODUCT_KEY], dtype=object)),
+    }
+
+
+def _text_ordered(codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and names renumbered so the names come in text order."""
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(order), dtype="int64")
+    rank[order] = np.arange(len(order))
+    return rank[codes], names[order]
+
+
 def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFrame:
-    """Contracts traded per level, key and slot: columns level, key, slot, volume."""
+    """Contracts traded per level, key and slot: columns level, key, slot, volume; by level
+    (`LEVELS` order), then key in text order, then slot. Summed on integer codes
+    (`level_codes`): a groupby on text keys cost twice as much."""
     if trades.empty:
         return pd.DataFrame(
             {
@@ -96,15 +120,36 @@ def slot_volumes(trades: pd.DataFrame, session_open: pd.Timestamp) -> pd.DataFra
                 "volume": pd.Series(dtype="int64"),
             }
         )
-    slot = ((trades["ts_event"] - session_open) // pd.Timedelta(minutes=cal.SLOT_MINUTES)).astype("int64")
-    frames = []
-    for level, key in level_keys(trades).items():
-        grouped = trades["size"].groupby([key.rename("key"), slot.rename("slot")]).sum().rename("volume").reset_index()
-        grouped.insert(0, "level", level)
-        frames.append(grouped)
-    out = pd.concat(frames, ignore_index=True)
-    out["volume"] = out["volume"].astype("int64")
-    return out
+    since_open = trades["ts_event"].to_numpy(dtype="datetime64[ns]") - session_open.tz_convert(None).to_datetime64()
+    slot = since_open // np.timedelta64(cal.SLOT_MINUTES, "m")
+    slot = slot.astype("int64")
+    first_slot = int(slot.min())
+    span = int(slot.max()) - first_slot + 1
+    size = trades["size"].to_numpy(dtype="float64")
+    levels: list[np.ndarray] = []
+    names: list[np.ndarray] = []
+    keys: list[np.ndarray] = []
+    slots: list[np.ndarray] = []
+    volumes: list[np.ndarray] = []
+    coded, offset = level_codes(trades), 0
+    for number, level in enumerate(LEVELS):
+        codes, level_names = coded[level]
+        pairs, inverse = np.unique(codes * span + (slot - first_slot), return_inverse=True)  # key, then slot
+        levels.append(np.full(len(pairs), number))
+        keys.append(pairs // span + offset)
+        names.append(level_names)
+        offset += len(level_names)
+        slots.append(pairs % span + first_slot)
+        volumes.append(np.bincount(inverse, weights=size, minlength=len(pairs)))  # whole numbers: exact
+    # Text columns taken from their few distinct values, not built from 20,000 Python strings.
+    return pd.DataFrame(
+        {
+            "level": pd.array(list(LEVELS), dtype=str).take(np.concatenate(levels)),
+            "key": pd.array(np.concatenate(names), dtype=str).take(np.concatenate(keys)),
+            "slot": np.concatenate(slots),
+            "volume": np.concatenate(volumes).astype("int64"),
+        }
+    )
 
 
 NO_KEYS = pd.DataFrame({"level": pd.Series(dtype=object), "key": pd.Series(dtype=object)})
