@@ -11,8 +11,11 @@ import pytest
 
 from nqflow.engine.monitor import load_session
 from nqflow.errors import DataError, NqflowError
+from nqflow.market import hours as cal
 from nqflow.market.frames import (
+    classify_fills,
     front_future,
+    front_futures,
     future_fills,
     load_window,
     option_fills,
@@ -268,3 +271,24 @@ def test_a_sessions_windows_stack_from_their_stretch_as_concatenation_gives(sour
     # the front future: the most traded, the lowest id on a tie (what groupby's idxmax gave)
     futures = pd.DataFrame({"instrument_id": [7, 3, 7, 3], "size": [2, 1, 1, 2], "price": [1.0, 2.0, 3.0, 4.0]})
     assert front_future(futures)["instrument_id"].tolist() == [3, 3]
+
+
+def test_a_session_cut_into_windows_at_once_gives_each_window_as_cut_alone(source, config):
+    """`ClassifiedFills.split` (one search per part for all windows) and `front_futures` (one
+    count for all windows) give each window what a mask on its own bounds and `front_future` give."""
+    day = source.sessions_available()[-1]
+    row = cal.sessions(day, day).iloc[0]
+    fills = classify_fills(source.trades(row.market_open, row.market_close), config.universe.products)
+    bounds = cal.session_windows(day)
+    cut = fills.split(bounds)
+    fronts = front_futures(cut)
+    assert len(cut) == len(fronts) == len(bounds)
+    mixed = 0
+    for (start, end), part, front in zip(bounds, cut, fronts):
+        for name in ("options", "spreads", "futures", "undefined"):
+            whole = getattr(fills, name)
+            alone = whole[(whole["ts_event"] >= start) & (whole["ts_event"] < end)].reset_index(drop=True)
+            pd.testing.assert_frame_equal(getattr(part, name), alone)
+        pd.testing.assert_frame_equal(front, front_future(part.futures))
+        mixed += front["instrument_id"].nunique() < part.futures["instrument_id"].nunique()
+    assert mixed > 0  # some windows trade more than one future, so the front one is chosen

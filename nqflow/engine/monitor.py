@@ -30,6 +30,7 @@ from nqflow.market.frames import (
     DataSource,
     WindowData,
     classify_fills,
+    front_futures,
     load_window,
     window_from,
 )
@@ -175,9 +176,10 @@ def load_session(config: Config, trade_date: dt.date, source: DataSource) -> Ses
     session_fills = classify_fills(trades, config.universe.products)
     chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
     walls = session_walls(source, trade_date)
+    cut = session_fills.split(bounds)
     loaded = [
-        window_from(start, end, trade_date, session_fills.between(start, end), chain, oi, legs, walls=walls)
-        for start, end in bounds
+        window_from(start, end, trade_date, fills, chain, oi, legs, walls=walls, underlying=front)
+        for (start, end), fills, front in zip(bounds, cut, front_futures(cut))
     ]
     slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
     return SessionWindows(trade_date, loaded, slots, session_fills.options, trades)

@@ -41,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "STATISTICS_COLUMNS",
         "classify_fills",
         "front_future",
+        "front_futures",
         "load_window",
         "option_fills",
         "session_bounds",

@@ -428,21 +428,38 @@ class ClassifiedFills:
 
     def between(self, start: pd.Timestamp, end: pd.Timestamp) -> ClassifiedFills:
         """The fills in [start, end): a binary search per part, no copy of the rest."""
-        bounds = np.array([start.tz_convert(None), end.tz_convert(None)], dtype="datetime64[ns]")
-        rows: dict[str, tuple[int, int]] = {}
+        return self.split([(start, end)])[0]
 
-        def cut(name: str) -> pd.DataFrame:
+    def split(self, bounds: Sequence[tuple[pd.Timestamp, pd.Timestamp]]) -> list[ClassifiedFills]:
+        """`between` for each of many windows ([start, end) each), with one binary search per
+        part for all of them: a session's 92 windows each paid the search's own set-up."""
+        edges = np.array([t.tz_convert(None) for window in bounds for t in window], dtype="datetime64[ns]").reshape(
+            -1, 2
+        )
+        cuts = {}
+        for name in _PARTS:
             frame = getattr(self, name)
-            lo, hi = (int(b) for b in frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(bounds))
-            rows[name] = (lo, hi)
-            if lo == hi and frame.empty:  # most windows have no spread or undefined prints
-                return frame
-            part = frame.iloc[lo:hi]
-            part.index = pd.RangeIndex(hi - lo)  # a new index on the slice: no copy of its data
-            return part
+            at = frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(edges).tolist()
+            cuts[name] = [(frame, int(lo), int(hi)) for lo, hi in at]
+        return [
+            ClassifiedFills(
+                *(_rows(*cuts[name][i]) for name in _PARTS),
+                origin=FillsOrigin(self, {name: cuts[name][i][1:] for name in _PARTS}),
+            )
+            for i in range(len(edges))
+        ]
 
-        options, spreads, futures, undefined = (cut(name) for name in ("options", "spreads", "futures", "undefined"))
-        return ClassifiedFills(options, spreads, futures, undefined, origin=FillsOrigin(self, rows))
+
+_PARTS = ("options", "spreads", "futures", "undefined")
+
+
+def _rows(frame: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
+    """Rows [lo, hi) of `frame` on a new index: no copy of its data."""
+    if lo == hi and frame.empty:  # most windows have no spread or undefined prints
+        return frame
+    part = frame.iloc[lo:hi]
+    part.index = pd.RangeIndex(hi - lo)
+    return part
 
 
 @dataclass(frozen=True)
@@ -497,11 +514,13 @@ def window_from(
     legs: pd.DataFrame | None = None,
     watched: frozenset[str] | None = None,
     walls: dict[str, float] | None = None,
+    underlying: pd.DataFrame | None = None,
 ) -> WindowData:
     """One open-market window from its fills (options, spreads and futures, [start, end) only)
     and the session's chain, open interest, spread legs and walls; `load_window` and the
     whole-session path share it. `fills` may come classified already (the session path classifies a whole
-    session once and cuts it per window); `watched` applies to unclassified fills."""
+    session once and cuts it per window); `watched` applies to unclassified fills. `underlying`
+    is the front future's fills when known already (`front_futures` of a session's windows)."""
     parts = fills if isinstance(fills, ClassifiedFills) else classify_fills(fills, watched)
     notes: list[str] = []
     unknown = parts.undefined
@@ -526,7 +545,7 @@ def window_from(
         parts.options,
         chain,
         oi,
-        front_future(parts.futures),
+        front_future(parts.futures) if underlying is None else underlying,
         notes,
         parts.spreads,
         legs if legs is not None else empty_frame(LEG_COLUMNS),
@@ -544,6 +563,26 @@ def front_future(futures: pd.DataFrame) -> pd.DataFrame:
     if mine.all():
         return futures
     return futures[mine].reset_index(drop=True)
+
+
+def front_futures(windows: Sequence[ClassifiedFills]) -> list[pd.DataFrame]:
+    """`front_future` of each window's futures, with one `front_rows` for them all."""
+    sizes = [len(w.futures) for w in windows]
+    if not sum(sizes):
+        return [w.futures for w in windows]
+    stacked = pd.DataFrame(
+        {
+            column: np.concatenate([w.futures[column].to_numpy(dtype=dtype) for w in windows])
+            for column, dtype in (("instrument_id", "int64"), ("size", float))
+        }
+    )
+    mine = front_rows(stacked, np.repeat(np.arange(len(windows), dtype=np.int64), sizes))
+    ends = np.cumsum(sizes).tolist()
+    fronts = []
+    for w, lo, hi in zip(windows, [0, *ends[:-1]], ends):
+        rows = mine[lo:hi]
+        fronts.append(w.futures if rows.all() else w.futures[rows].reset_index(drop=True))
+    return fronts
 
 
 def front_rows(futures: pd.DataFrame, window: np.ndarray) -> np.ndarray:
