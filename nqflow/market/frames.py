@@ -433,20 +433,20 @@ class ClassifiedFills:
     def split(self, bounds: Sequence[tuple[pd.Timestamp, pd.Timestamp]]) -> list[ClassifiedFills]:
         """`between` for each of many windows ([start, end) each), with one binary search per
         part for all of them: a session's 92 windows each paid the search's own set-up."""
-        edges = np.array([t.tz_convert(None) for window in bounds for t in window], dtype="datetime64[ns]").reshape(
-            -1, 2
-        )
-        cuts = {}
+        edges = np.array([t.tz_convert(None) for window in bounds for t in window], dtype="datetime64[ns]")
+        rows: dict[str, list[tuple[int, int]]] = {}
         for name in _PARTS:
-            frame = getattr(self, name)
-            at = frame["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(edges).tolist()
-            cuts[name] = [(frame, int(lo), int(hi)) for lo, hi in at]
+            at = getattr(self, name)["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(edges).tolist()
+            rows[name] = list(zip(at[::2], at[1::2]))
         return [
             ClassifiedFills(
-                *(_rows(*cuts[name][i]) for name in _PARTS),
-                origin=FillsOrigin(self, {name: cuts[name][i][1:] for name in _PARTS}),
+                _rows(self.options, *rows["options"][i]),
+                _rows(self.spreads, *rows["spreads"][i]),
+                _rows(self.futures, *rows["futures"][i]),
+                _rows(self.undefined, *rows["undefined"][i]),
+                origin=FillsOrigin(self, {name: rows[name][i] for name in _PARTS}),
             )
-            for i in range(len(edges))
+            for i in range(len(bounds))
         ]
 
 
