@@ -457,14 +457,13 @@ def _sums_by_row(
 ) -> pd.DataFrame:
     """Each wanted row's total, sum of squares and largest volume (columns total, total2, top,
     indexed by row) over the history rows of its (level, key, slot) from its `since` day on.
-    The wanted keys are unique, so a history row finds its wanted row by a search on the sorted
-    keys, and the sums are bincounts: slot volumes are whole numbers, so every sum is exact in
-    any order. A row with no history sums to 0 (volumes are never negative)."""
-    order = np.argsort(wanted_joint, kind="stable")
-    ordered = wanted_joint[order]
-    at = np.minimum(np.searchsorted(ordered, joint), max(len(ordered) - 1, 0))
-    hit = ordered[at] == joint if len(ordered) else np.zeros(len(joint), dtype=bool)
-    row = order[at[hit]]
+    The wanted keys are unique, so a history row finds its wanted row in a hash table of them
+    (a binary search of 20 sessions' 400,000 rows cost twice the rest), and the sums are
+    bincounts: slot volumes are whole numbers, so every sum is exact in any order. A row with
+    no history sums to 0 (volumes are never negative)."""
+    at = pd.Index(wanted_joint).get_indexer(joint)
+    hit = at >= 0
+    row = at[hit]
     counted = day[hit] >= since[row]
     row, volume = row[counted], volume[hit][counted]
     top = np.zeros(len(wanted_joint))
