@@ -148,6 +148,14 @@ def test_the_columnar_store_gives_the_sqlite_numbers_in_every_slot(source, both_
     # read again from the folder by a new process's store: the index names what was written
     reopened = ParquetBaseline(stores["parquet"].folder)
     _assert_same(_every_slot(reopened, session), _every_slot(stores["sqlite"], session))
+    # a session with later sessions recorded (a backtest's alerts stage): only the keys traded
+    # before it count, though the index (numbered once, `seen_keys`) also holds the later ones
+    earlier = sorted(recorded)[3]
+    assert len(stores["parquet"].expected_table(earlier, [40], MAX_SESSIONS)) < len(
+        stores["parquet"].expected_table(session, [40], MAX_SESSIONS)
+    )
+    _assert_same(_every_slot(reopened, earlier), _every_slot(stores["sqlite"], earlier))
+    _assert_same(_every_slot(reopened, earlier, keys), _every_slot(stores["sqlite"], earlier, keys))
 
 
 def test_a_sqlite_baseline_is_copied_once_and_left_as_it_was(source, both_stores, tmp_path):

@@ -339,8 +339,7 @@ class ParquetBaseline(_SlotHistory):
         self._take_pending()
         day = str(session)
         recorded = self._slots[self._slots["session"] < day]
-        first_seen = self._first_seen[self._first_seen["first_session"] < day]
-        wanted = wanted_keys(recorded, first_seen, slots, max_sessions, keys)
+        wanted = wanted_keys(recorded, seen_keys(self._first_seen), slots, max_sessions, keys, before=day)
         sums = pd.DataFrame(columns=["total", "total2", "top"])
         if len(wanted):
             days = sorted(set(recorded.loc[recorded["session"] >= wanted["since"].min(), "session"]))
@@ -351,7 +350,7 @@ class ParquetBaseline(_SlotHistory):
             day_number = np.repeat([_day_number(d) for d in days], [len(h[0]) for h in history])
             volume = np.concatenate([h[1] for h in history])
             sums = _sums_by_row(
-                _joint(wanted["level"], wanted["key"], wanted["slot"]),
+                wanted["number"].to_numpy(dtype="int64") * _SLOTS_PER_KEY + wanted["slot"].to_numpy(dtype="int64"),
                 _day_numbers(wanted["since"]),
                 joint,
                 day_number,
@@ -432,9 +431,14 @@ _SLOTS_PER_KEY = 1 << 12  # more than any session's 15-minute slots
 
 
 def _joint(level: pd.Series, key: pd.Series, slot: pd.Series) -> np.ndarray:
-    """One integer per (level, key, slot): the key's number times `_SLOTS_PER_KEY` plus the slot.
-    Each distinct key of a level is looked up once, in a plain dict (the numbers of a
-    session's 20,000 rows are mostly known already)."""
+    """One integer per (level, key, slot): the key's number (`_key_numbers`) times
+    `_SLOTS_PER_KEY` plus the slot."""
+    return _key_numbers(level, key) * _SLOTS_PER_KEY + slot.to_numpy(dtype="int64")
+
+
+def _key_numbers(level: pd.Series, key: pd.Series) -> np.ndarray:
+    """This process's number of each (level, key). Each distinct key of a level is looked up
+    once, in a plain dict (the numbers of a session's 20,000 rows are mostly known already)."""
     if not len(key):
         return np.empty(0, dtype="int64")
     numbers = np.empty(len(key), dtype="int64")
@@ -449,7 +453,54 @@ def _joint(level: pd.Series, key: pd.Series, slot: pd.Series) -> np.ndarray:
         for i in [i for i, number in enumerate(found) if number < 0]:  # keys never met: numbered now
             found[i] = known[texts[i]] = next(_NEXT_KEY_NUMBER)
         numbers[rows] = np.asarray(found, dtype="int64")[key_codes]
-    return numbers * _SLOTS_PER_KEY + slot.to_numpy(dtype="int64")
+    return numbers
+
+
+class SeenKeys:
+    """Every (level, key) a baseline recorded and the session it first traded in (`frame`:
+    level, key, first_session; one row per key), looked up by key number (`_key_numbers`). A
+    year records 300,000 keys: they are numbered once per index read (`seen_keys`), and a
+    session's 13,000 wanted keys are found in a hash table of the numbers, where a merge on the
+    two text columns hashed every recorded key again for every session."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self._numbers = pd.Index(_key_numbers(frame["level"], frame["key"]))
+        self._first_day = _day_numbers(frame["first_session"])
+        self._first_session = frame["first_session"].to_numpy(dtype=object)
+
+    def first_rows(self, numbers: np.ndarray, before: str | None = None) -> np.ndarray:
+        """For each key number, its row of `frame` (-1: not recorded, or first traded on or
+        after the session `before`)."""
+        rows = self._numbers.get_indexer(numbers)
+        if before is not None:
+            rows[(rows >= 0) & (self._first_day[np.maximum(rows, 0)] >= _day_number(before))] = -1
+        return rows
+
+    def before(self, day: str | None) -> pd.DataFrame:
+        """`frame`'s keys first traded before the session `day` (all of them without one)."""
+        return self.frame if day is None else self.frame[self._first_day < _day_number(day)]
+
+    def first_sessions(self, rows: np.ndarray) -> np.ndarray:
+        """The first session (ISO text) of each of `frame`'s `rows`."""
+        return self._first_session[rows]
+
+
+#: The `SeenKeys` of the index frames this process read last, by the frame's identity: every
+#: task of a backtest opens the store, and the index read once (`_read_once`) is numbered once.
+_SEEN: dict[int, SeenKeys] = {}
+
+
+def seen_keys(first_seen: pd.DataFrame) -> SeenKeys:
+    """The `SeenKeys` of a first-seen frame, numbered once while the frame is the one read."""
+    cached = _SEEN.get(id(first_seen))
+    if cached is not None and cached.frame is first_seen:
+        return cached
+    made = SeenKeys(first_seen)
+    if len(_SEEN) >= 4:
+        _SEEN.pop(next(iter(_SEEN)))
+    _SEEN[id(first_seen)] = made  # it holds the frame, so the identity is not reused meanwhile
+    return made
 
 
 def _sums_by_row(
@@ -536,15 +587,18 @@ SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 def wanted_keys(
     recorded: pd.DataFrame,
-    first_seen: pd.DataFrame,
+    first_seen: pd.DataFrame | SeenKeys,
     slots: list[int],
     max_sessions: int,
     keys: dict[int, pd.DataFrame] | pd.DataFrame | None,
+    before: str | None = None,
 ) -> pd.DataFrame:
-    """The (slot, level, key) pairs whose history is summed, each with ``n`` (sessions it counts,
-    zeros included) and ``since`` (the oldest session summed for its slot), from the earlier
-    sessions' recorded slots (columns slot, session) and each key's first session (level, key,
-    first_session). Every baseline store chooses its history here (`BaselineStore.expected`)."""
+    """The (slot, level, key) pairs whose history is summed, each with ``first_session``, ``n``
+    (sessions it counts, zeros included), ``since`` (the oldest session summed for its slot) and
+    ``number`` (`_key_numbers`), from the earlier sessions' recorded slots (columns slot, session)
+    and each key's first session (level, key, first_session: a frame or its `SeenKeys`; with
+    `before`, keys first traded on or after that session are left out). Every baseline store
+    chooses its history here (`BaselineStore.expected`)."""
     chosen = (
         recorded[recorded["slot"].isin(slots)]
         .sort_values("session", ascending=False)
@@ -566,10 +620,27 @@ def wanted_keys(
     wanted.append(pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keyed]}))
     every_key = [slot for slot in slots if slot not in keyed]
     if every_key:
-        wanted.append(first_seen[["level", "key"]].merge(pd.DataFrame({"slot": every_key}), how="cross"))
+        earlier = first_seen.before(before) if isinstance(first_seen, SeenKeys) else first_seen
+        wanted.append(earlier[["level", "key"]].merge(pd.DataFrame({"slot": every_key}), how="cross"))
     frame = pd.concat(wanted, ignore_index=True).drop_duplicates()
-    frame = frame[frame["slot"].isin(chosen["slot"])].merge(first_seen, on=["level", "key"])
+    frame = frame[frame["slot"].isin(chosen["slot"])]
+    numbers = _key_numbers(frame["level"], frame["key"])
+    # Only keys traded before, in the wanted order (what an inner merge keeps): a store's kept
+    # index is looked up by number; a frame read for this call alone (SQLite's) is merged, not
+    # numbered whole.
+    if isinstance(first_seen, SeenKeys):
+        rows = first_seen.first_rows(numbers, before)
+        found = rows >= 0
+        frame = frame[found].reset_index(drop=True)
+        frame["first_session"] = first_seen.first_sessions(rows[found])
+        numbers = numbers[found]
+    else:
+        if before is not None:
+            first_seen = first_seen[first_seen["first_session"] < before]
+        frame = frame.assign(number=numbers).merge(first_seen[["level", "key", "first_session"]], on=["level", "key"])
+        numbers = frame.pop("number").to_numpy(dtype="int64")
     frame["n"] = _sessions_since(chosen, frame)
+    frame["number"] = numbers
     frame = frame[frame["n"] > 0].reset_index(drop=True)
     # A slot's chosen sessions are its latest recorded ones, so they are exactly the recorded
     # sessions from the oldest chosen one on: one range per wanted key.
