@@ -2,7 +2,7 @@
 
 The layers are packages; each imports only from those above it in this list:
 
-- ``alerts``, ``config``, ``errors``, ``paths``, ``sqlite``, ``retry``: the shared vocabulary;
+- ``alerts``, ``config``, ``errors``, ``paths``, ``sqlite``, ``parquet``, ``retry``: the shared vocabulary;
 - ``market``: contracts, market hours, pricing, the tidy frames every source gives;
 - ``sources``: replay, Databento Historical, DBN decoding;
 - ``engine``: levels, baseline, strategies, features, detection, off-book, session flow, monitor;

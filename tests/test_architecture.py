@@ -141,6 +141,7 @@ LAYERS = [
         "nqflow.errors",
         "nqflow.paths",
         "nqflow.sqlite",
+        "nqflow.parquet",
         "nqflow.retry",
         "nqflow._exports",
         "nqflow._deferred",

@@ -292,3 +292,30 @@ def test_a_session_cut_into_windows_at_once_gives_each_window_as_cut_alone(sourc
         pd.testing.assert_frame_equal(front, front_future(part.futures))
         mixed += front["instrument_id"].nunique() < part.futures["instrument_id"].nunique()
     assert mixed > 0  # some windows trade more than one future, so the front one is chosen
+
+
+def test_nqflows_parquet_files_read_back_as_pandas_wrote_them(tmp_path):
+    """`write_parquet` (one thread, no statistics, renamed into place) reads back frame for frame
+    and dtype for dtype as `DataFrame.to_parquet` wrote it, and leaves no part file behind."""
+    from nqflow.parquet import write_parquet
+
+    frame = pd.DataFrame(
+        {
+            "window": pd.Series([0, 0, 3], dtype="int64"),
+            "ts_event": pd.to_datetime([1, 2, 3], unit="s", utc=True),
+            "symbol": pd.array(["NQZ6 C21000", None, "QN4V6 P20500"], dtype="string"),
+            "key": pd.Series(["100192", "NQZ6", "0DTE"], dtype="str"),
+            "expiry": pd.Series(["NQZ6", "", None], dtype=object),
+            "premium_usd": [1.5e6, float("nan"), -2.0e5],
+            "ids": [[1, 2], [], [3]],
+        }
+    )
+    frame.to_parquet(tmp_path / "pandas.parquet", index=False)
+    assert write_parquet(frame, tmp_path / "nqflow.parquet") == tmp_path / "nqflow.parquet"
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "nqflow.parquet"), pd.read_parquet(tmp_path / "pandas.parquet")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nqflow.parquet", "pandas.parquet"]
+    import pyarrow.parquet as pq
+
+    assert not pq.ParquetFile(tmp_path / "nqflow.parquet").metadata.row_group(0).column(0).is_stats_set

@@ -47,6 +47,7 @@ from nqflow.engine.levels import (  # noqa: F401  (re-exported: the store's keys
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.frames import option_fills
+from nqflow.parquet import write_parquet
 
 T = TypeVar("T")
 
@@ -577,9 +578,7 @@ def write_session_volumes(
 
 
 def _write_beside(frame: pd.DataFrame, path: Path) -> None:
-    part = path.with_name(path.name + ".part")
-    frame.to_parquet(part, index=False)
-    part.replace(path)
+    write_parquet(frame, path)
 
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")

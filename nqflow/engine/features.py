@@ -34,6 +34,7 @@ from nqflow.engine.levels import EXPECTED_COLUMNS, PRODUCT_KEY, days_to_expiry, 
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
 from nqflow.errors import DataError
 from nqflow.market.frames import WindowData, front_rows, stack_cut
+from nqflow.parquet import write_parquet
 
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
 WINDOW = "window"  # column naming a window's position in a batch
@@ -767,9 +768,7 @@ def write_features(features: Features, root: str | Path, trade_date, frames: Seq
 
 
 def _write_part(frame: pd.DataFrame, path: Path) -> None:
-    part = path.with_name(path.name + ".part")
-    frame.to_parquet(part, index=False)
-    part.replace(path)
+    write_parquet(frame, path)
 
 
 def stored_params(root: str | Path, trade_date) -> dict | None:

@@ -39,6 +39,7 @@ from nqflow.market.frames import (
     tidy_trades,
     time_range,
 )
+from nqflow.parquet import write_parquet
 from nqflow.sources.dbn import SCHEMAS, DbnFile, describe_dbn, read_dbn
 
 log = logging.getLogger(__name__)
@@ -212,9 +213,7 @@ class ReplaySource:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for name, frame in (("legs", tables[1]), ("chain", tables[0])):  # chain last: read first
-                part = folder / f"{name}.parquet.{os.getpid()}.part"
-                frame.to_parquet(part, index=False)
-                part.replace(folder / f"{name}.parquet")
+                write_parquet(frame, folder / f"{name}.parquet")
         except OSError:  # an unwritable folder just goes without
             return
         _prune(folder.parent, KEPT_INSTRUMENT_TABLES)
