@@ -185,3 +185,16 @@ def test_each_worker_gets_one_run_of_consecutive_sessions_in_date_order(feature_
     priorities = [placed[d]["priority"] for d in days]
     assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == len(days)
     assert all(placed[d]["allow_other_workers"] for d in days)
+
+
+def test_the_backtests_own_workers_run_its_set_up_and_the_driver_is_left_alone(feature_store):
+    """Each worker of the backtest's own cluster runs `nqflow.research.worker` at its start (the
+    garbage collector's batch thresholds); the process that asked for the cluster keeps its own."""
+    import gc
+
+    from nqflow.research.worker import BATCH_GC_THRESHOLDS
+
+    client, _, _ = feature_store
+    thresholds = client.run(gc.get_threshold)
+    assert len(thresholds) == 2 and set(thresholds.values()) == {BATCH_GC_THRESHOLDS}
+    assert gc.get_threshold() != BATCH_GC_THRESHOLDS
