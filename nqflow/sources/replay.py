@@ -18,6 +18,7 @@ import shutil
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nqflow.errors import DataError
@@ -315,11 +316,15 @@ class ReplaySource:
         if last > pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=366):  # an open-ended file: up to now
             last = pd.Timestamp.now(tz="UTC")
         last = last.date() + dt.timedelta(days=1)
-        dates = []
-        for day, row in cal.sessions(first, last).iterrows():
-            if any(f.start < row.market_close and f.end > row.market_open for f in trade_files):
-                dates.append(day)
-        return dates
+        sessions = cal.sessions(first, last)
+        # Every session against every file at once: a year's 250 sessions and files row by row
+        # took 0.45 s, before a backtest's first task.
+        starts = np.array([f.start.value for f in trade_files], dtype="int64")
+        ends = np.array([f.end.value for f in trade_files], dtype="int64")
+        opens = sessions["market_open"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        closes = sessions["market_close"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        covered = ((starts[None, :] < closes[:, None]) & (ends[None, :] > opens[:, None])).any(axis=1)
+        return [day for day, hit in zip(sessions.index, covered.tolist()) if hit]
 
 
 def _without_overlap(pairs: list[tuple[DbnFile, pd.DataFrame]]) -> list[tuple[DbnFile, pd.DataFrame]]:
