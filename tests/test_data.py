@@ -168,6 +168,28 @@ def test_fills_without_a_definition_are_left_out_and_said(source):
     assert f"{dropped:,} fills on 1 instrument(s)" in note and str(busiest) in note and "2026-10-30" in note
 
 
+def test_fills_come_out_in_time_then_instrument_order_whatever_order_they_arrive_in(source):
+    """A DBN file's trades arrive in time order and are kept as they are; trades from elsewhere (a
+    live batch, a merged range) in any order are put in the same order, ties kept as they came."""
+    import pandas.testing as pdt
+
+    start, end = pd.Timestamp("2026-10-30T15:00Z"), pd.Timestamp("2026-10-30T15:15Z")
+    raw = source.trades(start, end)[["ts_event", "instrument_id", "price", "size", "side"]].reset_index(drop=True)
+    chain = source.chain(dt.date(2026, 10, 30))
+    in_order = tidy_trades(raw, chain)
+    times = in_order["ts_event"]
+    assert len(in_order) > 100 and times.is_monotonic_increasing
+    assert in_order.duplicated(["ts_event", "instrument_id"]).any()  # ties, whose order must hold
+    shuffled = raw.sample(frac=1.0, random_state=7)
+    out_of_order = tidy_trades(shuffled, chain)
+    expected = tidy_trades(shuffled.sort_values(["ts_event", "instrument_id"], kind="stable"), chain)
+    pdt.assert_frame_equal(out_of_order, expected)
+    pdt.assert_frame_equal(
+        out_of_order.drop(columns=["price", "size", "side", "premium_usd"]),
+        in_order.drop(columns=["price", "size", "side", "premium_usd"]),
+    )
+
+
 def test_a_days_instrument_table_is_built_once_and_rebuilt_when_its_files_change(sample_dir, tmp_path):
     """Every window's notebook is a new process: the chain and spread legs a process builds from a
     day's definitions are kept beside the data and read back equal, dtype for dtype; a changed
