@@ -41,7 +41,7 @@ from nqflow.engine.features import compute_features
 from nqflow.engine.monitor import REPO_ROOT, load_session
 from nqflow.research.backtest import backtest, dask_client
 from nqflow.research.lab import LOOSE, Lab
-from nqflow.research.sample.generator import SampleSpec, generate_sample_market, load_ground_truth
+from nqflow.research.sample.generator import SampleSpec, generate_sample_market, load_ground_truth, sample_folder
 from nqflow.sources.replay import ReplaySource
 
 
@@ -206,11 +206,8 @@ def main() -> None:
     sample = generate_sample_market(REPO_ROOT / "data" / "sample")
     live_window(config, sample)
     features_per_session(config, sample)
-    year = (
-        generate_sample_market(REPO_ROOT / "data" / f"sample-{count}", SampleSpec(n_sessions=count))
-        if count != SampleSpec().n_sessions
-        else sample
-    )
+    spec = SampleSpec(n_sessions=count)
+    year = generate_sample_market(sample_folder(REPO_ROOT / "data" / "sample", spec), spec)
     with dask_client(2, None) as client:
         rethreshold(config, sample, client)
         first_run(config, year, client, ReplaySource(year).sessions_available())

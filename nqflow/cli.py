@@ -145,7 +145,11 @@ def _tool_commands(sub) -> None:
         help="how many sessions (deterministic; default: the bundled 26); "
         "e.g. 250 to benchmark a year without checking it in",
     )
-    sample.add_argument("--out", help="folder to write (default: --data-dir or data.replay_dir)")
+    sample.add_argument(
+        "--out",
+        help="folder to write (default: --data-dir or data.replay_dir; with --sessions N other than "
+        "the bundled count, that folder's name with -N, e.g. data/sample-250)",
+    )
     demo = sub.add_parser("demo", help="replay the bundled sample market through several windows")
     demo.add_argument("--windows", type=int, default=6, help="how many windows to replay")
     doctor = sub.add_parser(
@@ -552,14 +556,16 @@ def demo(args, config) -> int:
 
 
 def sample(args, config) -> int:
-    from nqflow.research.sample.generator import SampleSpec, generate_sample_market
+    from nqflow.research.sample.generator import SampleSpec, generate_sample_market, sample_folder
 
     if args.sessions is not None and args.sessions < 2:
         raise UsageError(
             f"--sessions must be at least 2 (a session and the next day's statistics), not {args.sessions}"
         )
     spec = SampleSpec(n_sessions=args.sessions) if args.sessions else SampleSpec()
-    folder = generate_sample_market(resolve(args.out or args.data_dir or config.data.replay_dir), spec)
+    # Another session count never lands in the replay folder: it would replace the bundled sample.
+    folder = resolve(args.out) if args.out else sample_folder(resolve(args.data_dir or config.data.replay_dir), spec)
+    folder = generate_sample_market(folder, spec)
     print(f"sample market ready in {folder}")
     return 0
 

@@ -242,3 +242,51 @@ def test_products_listed_but_not_watched_are_named_once_a_day(gw, tmp_path, capl
     assert len(gw.requests("get_range")) == pulls and not caplog.records
     everything = DatabentoSource(make_config(gw), tmp_path / "all")
     assert everything.check_universe(day, *everything._day_pull("definition", day)[1:]) == []
+
+
+def test_a_parent_that_resolves_to_nothing_is_logged_once_and_leaves_the_warnings_state_alone(gw, tmp_path, caplog):
+    """The gateway warns of a parent that resolves to nothing: nqflow names it once in its log,
+    read from the answer's own metadata, and drops the client's `BentoWarning` (even under an
+    "always" filter). It never swaps the process's warning handlers: a per-call
+    `catch_warnings` here, interleaved with another thread's (pandas enters them), left that
+    thread's exit restoring this one's recorder, and every later warning went nowhere."""
+    import threading
+    import time
+    import warnings
+
+    from databento.common.error import BentoWarning
+
+    base = make_config(gw)
+    parents = (*base.universe.option_parents, "MNQ.OPT")  # the sample lists no micro options
+    config = dataclasses.replace(base, universe=dataclasses.replace(base.universe, option_parents=parents))
+    source = DatabentoSource(config, tmp_path)
+    later = (WINDOW[1], WINDOW[1] + pd.Timedelta(minutes=15))
+    done = threading.Event()
+
+    def churn() -> None:  # another thread's own filters, entered and left for as long as the pull takes
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                time.sleep(0.0005)
+
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        caplog.at_level("WARNING", logger="nqflow.sources.databento_historical"),
+    ):
+        warnings.simplefilter("always")
+        first = source.trades(*WINDOW)
+        assert [str(w.message) for w in caught if issubclass(w.category, BentoWarning)] == []
+        other = threading.Thread(target=churn)
+        other.start()
+        try:
+            second = source.trades(*later)
+        finally:
+            done.set()
+            other.join()
+        warnings.warn("still heard", UserWarning, stacklevel=1)  # this thread's recorder is still the one in place
+    assert len(first) and len(second)
+    assert "still heard" in [str(w.message) for w in caught]
+    lines = [r.getMessage() for r in caplog.records if "symbols not found" in r.getMessage()]
+    assert len(lines) == 1 and "MNQ.OPT" in lines[0] and "universe.option_parents" in lines[0]
+    assert any("MNQ.OPT" in r.params["symbols"] for r in gw.requests("get_range", "trades"))

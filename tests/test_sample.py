@@ -345,6 +345,31 @@ def test_any_number_of_sessions_is_generated_deterministically(tmp_path):
 
 
 @pytest.mark.slow
+def test_another_session_count_never_replaces_the_replay_folder(tmp_path):
+    """`scheduler.py sample --sessions N` without --out writes beside the replay folder
+    (``<replay_dir>-N``): the bundled sample the demo and the tests read is left as it was."""
+    import subprocess
+    import sys
+
+    from nqflow.paths import REPO_ROOT
+
+    replay = tmp_path / "sample"
+    replay.mkdir()
+    (replay / "keep.txt").write_text("the bundled sample")
+    done = subprocess.run(
+        [sys.executable, "scheduler.py", "--data-dir", str(replay), "sample", "--sessions", "2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"sample market ready in {tmp_path / 'sample-2'}"
+    assert sorted(p.name for p in replay.iterdir()) == ["keep.txt"]
+    assert len(list((tmp_path / "sample-2").glob("*.dbn.zst"))) == 2 * 3
+
+
+@pytest.mark.slow
 def test_the_front_future_rolls_and_options_list_on_their_own_quarterly(tmp_path):
     """A range across the December 2026 roll: NQZ6 is the front until its roll date (10 December),
     NQH7 from then, at its carry over NQZ6; NQZ6 delists after its 18 December expiry; every option

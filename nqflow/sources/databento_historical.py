@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import time
 import uuid
 import warnings
@@ -66,10 +67,23 @@ from nqflow.market.frames import (
 )
 from nqflow.products import MICRO_NQ_OPTION_PRODUCTS, NQ_OPTION_PRODUCTS
 from nqflow.retry import backoff_seconds, honour_retry_after, retry_after_seconds
-from nqflow.sources.dbn import check_complete_dbn, read_dbn
+from nqflow.sources.dbn import check_complete_dbn, open_dbn, read_dbn
 from nqflow.sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
+
+
+def _drop_client_warnings() -> None:
+    """Drop the `BentoWarning`s the Historical client raises at this module's calls.
+
+    The client turns its gateway's warning header into `warnings.warn`. Catching them per call
+    (`warnings.catch_warnings`) is process-wide and not thread-safe: beside the live stream's
+    thread, one thread's exit restored the other's filters and the warning reached stderr. The
+    one such warning nqflow acts on, parents that resolve to nothing, is read from the DBN
+    answer's metadata instead (`_pull`). The filter is put back before every call, since a
+    `catch_warnings` elsewhere (pytest's own, for one) restores the filters it found."""
+    warnings.filterwarnings("ignore", category=BentoWarning, module=rf"{re.escape(__name__)}\Z")
+
 
 KEYS_URL = "https://databento.com/portal/keys"
 
@@ -152,9 +166,8 @@ class DatabentoSource:
         server = retry_after_seconds(headers.get("Retry-After")) if headers else None
         return honour_retry_after(backoff, server, self.settings.retry_max_seconds)
 
-    def _call(self, what: str, func: Callable, *args, server_warnings: bool = True, **kwargs):
-        """One API call with retries; every failure leaves as a one-line nqflow error. Server
-        warnings go to the log unless `server_warnings` is off (an answer expected to warn)."""
+    def _call(self, what: str, func: Callable, *args, **kwargs):
+        """One API call with retries; every failure leaves as a one-line nqflow error."""
 
         def before_sleep(state: RetryCallState) -> None:
             log.warning(
@@ -168,12 +181,8 @@ class DatabentoSource:
 
         def attempt():
             self.requests += 1
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", BentoWarning)
-                result = func(*args, **kwargs)
-            for warning in caught if server_warnings else ():
-                self._warn_once(f"Databento {what}: {warning.message}")
-            return result
+            _drop_client_warnings()
+            return func(*args, **kwargs)
 
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
@@ -202,7 +211,7 @@ class DatabentoSource:
             ) from None
 
     def _warn_once(self, message: str) -> None:
-        """Server warnings (e.g. a parent symbol that resolves to nothing) go to the log once each."""
+        """A server's word (a parent symbol that resolves to nothing) goes to the log once."""
         key = message.split(": ", 1)[-1]
         if key not in self._warned:
             self._warned.add(key)
@@ -335,8 +344,16 @@ class DatabentoSource:
             )
 
         try:
-            self._call(what, pull, server_warnings=server_warnings)
+            self._call(what, pull)
             check_complete_dbn(partial)
+            # The parents that resolved to nothing, from the answer's own metadata (the gateway's
+            # warning header says the same through `warnings`, which this module leaves aside).
+            missing = open_dbn(partial).metadata.not_found if server_warnings else []
+            if missing:
+                self._warn_once(
+                    f"Databento {what}: symbols not found: {', '.join(missing)}; "
+                    f"check universe.option_parents in config/monitoring.toml"
+                )
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from nqflow import _exports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "generator": ("GENERATOR_VERSION", "SampleSpec", "generate_sample_market", "load_ground_truth"),
+    "generator": ("GENERATOR_VERSION", "SampleSpec", "generate_sample_market", "load_ground_truth", "sample_folder"),
 }
 __all__ = _exports.names_of(_EXPORTS)
 

@@ -1774,6 +1774,16 @@ def _drift(prices: np.ndarray, sizes: np.ndarray, flat_share: float = 0.002) -> 
     return "ascending" if change > flat_share else "descending" if change < -flat_share else "flat"
 
 
+def sample_folder(replay_dir: str | Path, spec: SampleSpec) -> Path:
+    """Where a market of `spec` goes by default: the replay folder itself for the bundled
+    session count, ``<replay_dir>-N`` beside it for any other N (``data/sample-250``), so a
+    generated year never replaces the sample the demo and the tests read."""
+    replay_dir = Path(replay_dir)
+    if spec.n_sessions == SampleSpec().n_sessions:
+        return replay_dir
+    return replay_dir.with_name(f"{replay_dir.name}-{spec.n_sessions}")
+
+
 def generate_sample_market(folder: str | Path, spec: SampleSpec | None = None) -> Path:
     """Write the sample market into `folder` (created if needed) and return the folder.
 
