@@ -209,3 +209,38 @@ def test_slot_volumes_by_hand():
         columns=["level", "key", "slot", "volume"],
     )
     pdt.assert_frame_equal(got, want.astype({"level": str, "key": str}))
+
+
+def test_a_window_records_every_product_as_the_history_does_whatever_the_universe_watches(source, tmp_path):
+    """The monitor's window records its slot from every product's fills, as `ensure_history` and
+    a backtest record whole sessions: a universe that leaves a product out detects without it but
+    never writes a slot of history that means something else than the slots around it."""
+    import dataclasses
+
+    from nqflow.config import Config
+    from nqflow.engine.monitor import run_window
+    from nqflow.sqlite import connect
+
+    day = source.sessions_available()[1]
+    row = cal.sessions(day, day).iloc[0]
+    start = row.market_open + pd.Timedelta(hours=16)
+    end = start + pd.Timedelta(minutes=cal.SLOT_MINUTES)
+    fills = option_fills(source.trades(start, end))
+    busiest = fills.groupby("product")["size"].sum().idxmax()  # left out: the product trading most here
+    base = Config()
+    watched = tuple(p for p in base.universe.option_parents if p != f"{busiest}.OPT")
+    config = dataclasses.replace(base, universe=dataclasses.replace(base.universe, option_parents=watched))
+    store = BaselineStore(tmp_path / "baseline.sqlite")
+    result = run_window(config, start, end, source, store)
+    assert busiest not in set(result.window.trades["product"]) and len(result.window.trades)
+    slot = cal.slot_of(start, row.market_open)
+    with connect(store.path) as conn:
+        recorded = pd.read_sql_query(
+            "SELECT level, key, slot, volume FROM baseline_volume WHERE session = ? AND slot = ?",
+            conn,
+            params=(str(day), slot),
+        )
+    whole = slot_volumes(fills, row.market_open)
+    pdt.assert_frame_equal(_sorted(recorded), _sorted(whole[whole["slot"] == slot]), check_dtype=False)
+    product = recorded.loc[recorded["level"] == "product", "volume"].item()
+    assert product == int(fills["size"].sum()) > int(result.window.trades["size"].sum())

@@ -32,9 +32,11 @@ from nqflow.market.frames import (
     classify_fills,
     front_futures,
     load_window,
+    option_fills,
     window_from,
 )
 from nqflow.paths import REPO_ROOT, resolve  # noqa: F401  (re-exported for notebooks)
+from nqflow.products import NQ_OPTION_PRODUCTS
 from nqflow.sources import make_source  # noqa: F401  (re-exported for notebooks)
 
 
@@ -94,8 +96,19 @@ def run_window(
     if record_baseline and window.trade_date is not None and not window.empty:
         whole_slot = (window.end - window.start) == pd.Timedelta(minutes=cal.SLOT_MINUTES)
         if whole_slot:
-            baseline.record(window.trade_date, [slot], slot_volumes(window.trades, row.market_open))
+            recorded = slot_volumes(recorded_fills(config, source, window), row.market_open)
+            baseline.record(window.trade_date, [slot], recorded)
     return WindowResult(window, detection)
+
+
+def recorded_fills(config: Config, source: DataSource, window: WindowData) -> pd.DataFrame:
+    """The option fills a window records into the baseline: every product's, as the history
+    (`ensure_history`) and a backtest record whole sessions, so one slot's history never mixes
+    two definitions. With every NQ option product watched (the default) those are the window's
+    own fills; a universe that leaves products out reads the window's trades again, unfiltered."""
+    if set(NQ_OPTION_PRODUCTS) <= set(config.universe.products):
+        return window.trades
+    return option_fills(source.trades(window.start, window.end))
 
 
 def earlier_windows(config: Config, source: DataSource, window: WindowData) -> list[WindowData]:

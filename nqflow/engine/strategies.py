@@ -139,7 +139,10 @@ def _reduced(sizes: list[int]) -> tuple[list[int], int]:
 
 def infer_signs(prices: list[float], ratios: list[int], is_option: list[bool], spread_price: float) -> list[int]:
     """Signs (+1 bought, -1 sold when the package is bought) whose net option price best matches
-    the spread's price; ties go to the first leg bought, as CME lists spreads."""
+    the spread's price; ties go to the first leg bought, as CME lists spreads. No legs, no signs
+    (a spread print whose leg prints all left with a product the universe does not watch)."""
+    if not prices:
+        return []
     best, best_gap = None, math.inf
     for signs in itertools.product((1, -1), repeat=len(prices)):
         net = sum(s * r * p for s, r, p, o in zip(signs, ratios, prices, is_option) if o)
