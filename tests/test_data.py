@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import databento_dbn as dbn
@@ -341,3 +342,39 @@ def test_nqflows_parquet_files_read_back_as_pandas_wrote_them(tmp_path):
     import pyarrow.parquet as pq
 
     assert not pq.ParquetFile(tmp_path / "nqflow.parquet").metadata.row_group(0).column(0).is_stats_set
+
+
+def test_a_sessions_batch_gives_the_features_of_its_windows_cut_one_by_one(source, config):
+    """The feature stage reads a session straight from its fills and window bounds
+    (`SessionWindows.batch`, no frame per window): every feature frame equals, value for value
+    and dtype for dtype, what the session's windows cut one by one give; for a session whose
+    busiest option has lost its definition too (its fills left out and named in the notes), and
+    for a session whose windows hold some with no option trades at all."""
+    from nqflow.engine.features import market_features
+    from nqflow.engine.monitor import SessionWindows
+
+    days = source.sessions_available()
+    sessions = [load_session(config, day, source) for day in (days[0], days[12], days[-1])]
+    last = sessions[-1]
+    busiest = int(last.options["instrument_id"].value_counts().idxmax())
+    chain = last.chain[last.chain["instrument_id"] != busiest]
+    trades = tidy_trades(last.trades[["ts_event", "instrument_id", "price", "size", "side"]], chain)
+    undefined = classify_fills(trades, config.universe.products)
+    sessions.append(
+        SessionWindows(
+            last.trade_date, last.bounds, last.slots, undefined, chain, last.open_interest, last.legs, last.walls
+        )
+    )
+    quiet = classify_fills(last.trades[last.trades["ts_event"].dt.hour.between(14, 15)], config.universe.products)
+    sessions.append(
+        SessionWindows(last.trade_date, last.bounds, last.slots, quiet, last.chain, last.open_interest, last.legs)
+    )
+    for session in sessions:
+        batched, one_by_one = market_features(session.batch(), config), market_features(session.windows, config)
+        for name in ("windows", "orders", "packages", "volumes", "underlying"):
+            pd.testing.assert_frame_equal(getattr(batched, name), getattr(one_by_one, name), obj=name)
+        assert batched.params == one_by_one.params
+    notes = [json.loads(n) for n in market_features(sessions[3].batch(), config).windows["notes"]]
+    assert any("without a definition" in note and str(busiest) in note for window in notes for note in window)
+    table = market_features(sessions[4].batch(), config).windows
+    assert table["empty"].any() and not table["empty"].all()

@@ -21,6 +21,7 @@ block share, confidence) is applied in the threshold stage.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from nqflow.config import Config
 from nqflow.engine.levels import EXPECTED_COLUMNS, PRODUCT_KEY, days_to_expiry, expiry_key, expiry_level_key
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
 from nqflow.errors import DataError
-from nqflow.market.frames import WindowData, front_rows, stack_cut
+from nqflow.market.frames import ClassifiedFills, WindowData, front_rows, stack_cut, window_notes
 from nqflow.parquet import write_parquet
 
 ORDER_KEYS = ["instrument_id", "ts_event", "side"]
@@ -369,23 +370,64 @@ def side_totals(frame: pd.DataFrame) -> dict[str, float]:
     return {k: float(v) for k, v in side_columns(frame).sum().items()}
 
 
-def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.DataFrame) -> pd.DataFrame:
-    """Strategy packages of a batch of windows (`nqflow.engine.strategies.find_packages`); the package id of
-    every option fill rides along in ``attrs["package_of"]``."""
+#: A part with no prints in any busy window: what the package finder is given instead.
+_NO_PRINTS = ["ts_event", "instrument_id", "price", "size", "side", "symbol"]
+
+
+@dataclass
+class WindowBatch:
+    """A batch of windows as the feature stage reads them: each window's own scalars in lists,
+    each kind of print stacked in window order (and time order within a window), its windows in
+    an array beside it. Built from loaded windows (`batch_of_windows`) or, with no frame per
+    window at all, from a session's fills and its windows' bounds (`batch_of_session`).
+
+    `options`, `spreads` and `futures` hold the `busy` windows' prints only (those with option
+    fills: packages and orders come from them); the front future's prints (`front_*`) are every
+    window's, for its price path and last price; `package_underlying` is the busy windows' front
+    future as a frame, for the packages' implied volatilities."""
+
+    starts: list[pd.Timestamp]
+    ends: list[pd.Timestamp]
+    trade_dates: list[dt.date | None]
+    notes: list[list[str]]
+    walls: list[dict[str, float]]
+    busy: list[int]
+    options: pd.DataFrame
+    spreads: pd.DataFrame
+    spread_window: pd.Series
+    futures: pd.DataFrame
+    futures_window: pd.Series
+    front_window: np.ndarray
+    front_ts: np.ndarray
+    front_price: np.ndarray
+    package_underlying: pd.DataFrame
+    legs: pd.DataFrame
+    #: each distinct open-interest frame and the busy windows that read it
+    open_interest: list[tuple[pd.DataFrame, list[int]]]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def batch_of_windows(windows: Sequence[WindowData]) -> WindowBatch:
+    """The batch of loaded windows: frames cut from one stretch are stacked with one take
+    (`stack_cut`), others concatenated."""
+    busy = [i for i, w in enumerate(windows) if not w.trades.empty]
 
     def stacked(name: str, part: str | None) -> tuple[pd.DataFrame, pd.Series]:
         frames = [(i, getattr(windows[i], name)) for i in busy]
         frames = [(i, f) for i, f in frames if len(f)]
         if not frames:
-            return pd.DataFrame(columns=["ts_event", "instrument_id", "price", "size", "side", "symbol"]), pd.Series(
-                dtype="int64"
-            )
+            return pd.DataFrame(columns=_NO_PRINTS), pd.Series(dtype="int64")
         cut = stack_cut([(windows[i].origin, f) for i, f in frames], part) if part is not None else None
         return (
             cut if cut is not None else pd.concat([f for _, f in frames], ignore_index=True),
             pd.Series(np.repeat([i for i, _ in frames], [len(f) for _, f in frames])),
         )
 
+    options, _ = stacked("trades", "options") if busy else (pd.DataFrame(), None)
+    if busy:
+        options[WINDOW] = np.repeat(busy, [len(windows[i].trades) for i in busy])
     spreads, spread_window = stacked("spreads", "spreads")
     futures, futures_window = stacked("futures", "futures")
     underlying = None
@@ -398,14 +440,144 @@ def batch_packages(windows: Sequence[WindowData], busy: list[int], trades: pd.Da
         underlying, _ = stacked("underlying", None)  # not a part of the stretch: concatenated
     else:
         underlying = underlying.drop(columns=WINDOW)
-    legs_frames = {id(windows[i].legs): windows[i].legs for i in busy if len(windows[i].legs)}
-    legs = (
-        pd.concat(legs_frames.values(), ignore_index=True).drop_duplicates(["spread_id", "leg_index"])
-        if legs_frames
-        else pd.DataFrame(columns=["spread_id"])
+    fronts = [(i, w.underlying) for i, w in enumerate(windows) if len(w.underlying)]
+    oi: dict[int, tuple[pd.DataFrame, list[int]]] = {}
+    for i in busy:  # indexed once per distinct frame, not once per window
+        if not windows[i].open_interest.empty:
+            oi.setdefault(id(windows[i].open_interest), (windows[i].open_interest, []))[1].append(i)
+    return WindowBatch(
+        [w.start for w in windows],
+        [w.end for w in windows],
+        [w.trade_date for w in windows],
+        [list(w.notes) for w in windows],
+        [w.walls for w in windows],
+        busy,
+        options,
+        spreads,
+        spread_window,
+        futures,
+        futures_window,
+        np.repeat([i for i, _ in fronts], [len(u) for _, u in fronts]).astype("int64"),
+        _concatenated([u["ts_event"].to_numpy(dtype="datetime64[ns]") for _, u in fronts], "datetime64[ns]"),
+        _concatenated([u["price"].to_numpy(dtype=float) for _, u in fronts], float),
+        underlying,
+        _session_legs({id(windows[i].legs): windows[i].legs for i in busy if len(windows[i].legs)}.values()),
+        list(oi.values()),
     )
+
+
+def batch_of_session(
+    fills: ClassifiedFills,
+    bounds: Sequence[tuple[pd.Timestamp, pd.Timestamp]],
+    trade_date: dt.date,
+    chain: pd.DataFrame,
+    open_interest: pd.DataFrame,
+    legs: pd.DataFrame,
+    walls: dict[str, float],
+) -> WindowBatch:
+    """The batch of a session's windows straight from its classified fills: what `batch_of_windows`
+    gives for the windows `window_from` would cut (`ClassifiedFills.split`), field for field,
+    with row ranges and one take per kind of print instead of a frame per window and part."""
+    rows = fills.ranges(bounds)
+    n = len(bounds)
+    counts = {name: (at[:, 1] - at[:, 0]).astype("int64") for name, at in rows.items()}
+    busy = np.flatnonzero(counts["options"] > 0)
+
+    def taken(name: str, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of part `name` in `windows` (in order), and the window of each."""
+        at, sizes = rows[name][windows], counts[name][windows]
+        if not sizes.sum():
+            return np.empty(0, dtype="int64"), np.empty(0, dtype="int64")
+        starts = np.repeat(at[:, 0] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+        return starts + np.arange(sizes.sum()), np.repeat(windows, sizes)
+
+    def stacked(name: str) -> tuple[pd.DataFrame, pd.Series]:
+        taken_rows, window = taken(name, busy)
+        if not len(taken_rows):
+            return pd.DataFrame(columns=_NO_PRINTS), pd.Series(dtype="int64")
+        return getattr(fills, name).take(taken_rows).reset_index(drop=True), pd.Series(window)
+
+    option_rows, option_window = taken("options", busy)
+    options = fills.options.take(option_rows).reset_index(drop=True) if len(busy) else pd.DataFrame()
+    if len(busy):
+        options[WINDOW] = option_window
+    spreads, spread_window = stacked("spreads")
+    futures, futures_window = stacked("futures")
+    # The front future of every window (the most traded in it, `front_rows`), and of the busy ones
+    # as a frame: what `front_futures` keeps of each window's futures.
+    future_rows, future_window = taken("futures", np.arange(n))
+    if len(future_rows):
+        every = pd.DataFrame({c: fills.futures[c].to_numpy()[future_rows] for c in ("instrument_id", "size")})
+        front = front_rows(every, future_window)
+        front_rows_taken, front_window = future_rows[front], future_window[front]
+    else:
+        front_rows_taken, front_window = future_rows, future_window
+    in_busy = np.isin(front_window, busy)
+    package_underlying = (
+        fills.futures.take(front_rows_taken[in_busy]).reset_index(drop=True)
+        if in_busy.any()
+        else pd.DataFrame(columns=_NO_PRINTS)
+    )
+    undefined = counts["undefined"]
+    notes = [
+        window_notes(
+            start,
+            end,
+            trade_date,
+            fills.undefined.iloc[rows["undefined"][i, 0] : rows["undefined"][i, 1]]
+            if undefined[i]
+            else fills.undefined.iloc[:0],
+            not counts["options"][i],
+            chain.empty,
+        )
+        for i, (start, end) in enumerate(bounds)
+    ]
+    busy_list = busy.tolist()
+    return WindowBatch(
+        [start for start, _ in bounds],
+        [end for _, end in bounds],
+        [trade_date] * n,
+        notes,
+        [dict(walls) for _ in range(n)],
+        busy_list,
+        options,
+        spreads,
+        spread_window,
+        futures,
+        futures_window,
+        front_window.astype("int64"),
+        fills.futures["ts_event"].to_numpy(dtype="datetime64[ns]")[front_rows_taken],
+        fills.futures["price"].to_numpy(dtype=float)[front_rows_taken],
+        package_underlying,
+        _session_legs([legs] if busy_list and len(legs) else []),
+        [(open_interest, busy_list)] if busy_list and not open_interest.empty else [],
+    )
+
+
+def _concatenated(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
+
+
+def _session_legs(frames) -> pd.DataFrame:
+    """The spread legs of a batch's windows, each (spread, leg) once."""
+    frames = list(frames)
+    if not frames:
+        return pd.DataFrame(columns=["spread_id"])
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["spread_id", "leg_index"])
+
+
+def batch_packages(batch: WindowBatch, trades: pd.DataFrame) -> pd.DataFrame:
+    """Strategy packages of a batch of windows (`nqflow.engine.strategies.find_packages`); the package id of
+    every option fill rides along in ``attrs["package_of"]``."""
     packages, package_of = find_packages(
-        trades, futures, spreads, legs, underlying, trades[WINDOW], spread_window, futures_window
+        trades,
+        batch.futures,
+        batch.spreads,
+        batch.legs,
+        batch.package_underlying,
+        trades[WINDOW],
+        batch.spread_window,
+        batch.futures_window,
     )
     # Numbered from 0 in each window, as if the window were detected alone.
     local = _cumcount(packages[WINDOW].to_numpy(dtype="int64")) if len(packages) else np.empty(0, dtype=np.int64)
@@ -477,30 +649,28 @@ def compute_features(
     return with_expected(market_features(windows, config), expected)
 
 
-def market_features(windows: Sequence[WindowData], config: Config) -> Features:
+def market_features(windows: Sequence[WindowData] | WindowBatch, config: Config) -> Features:
     """The features that come from the windows' own data: everything but the expected volumes
-    (`with_expected` adds those), so a backtest can compute them while the history is still built."""
+    (`with_expected` adds those), so a backtest can compute them while the history is still built.
+    `windows` are loaded windows or a batch of them (`batch_of_session`: a session, no frame per window)."""
     t = config.thresholds
     by = (WINDOW,)
-    busy = [i for i, w in enumerate(windows) if not w.trades.empty]
-    if not busy:
-        return _no_trades(windows, config)
-    trades = stack_cut([(windows[i].origin, windows[i].trades) for i in busy], "options")
-    if trades is None:  # windows not cut from one stretch
-        trades = pd.concat([windows[i].trades for i in busy], ignore_index=True)
-    trades[WINDOW] = np.repeat(busy, [len(windows[i].trades) for i in busy])
-    packages = batch_packages(windows, busy, trades)
+    batch = windows if isinstance(windows, WindowBatch) else batch_of_windows(windows)
+    if not batch.busy:
+        return _no_trades(batch, config)
+    trades = batch.options
+    packages = batch_packages(batch, trades)
     trades["package_id"] = packages.attrs.pop("package_of")
     orders = aggregate_orders(trades, by)
     orders["sweep_id"] = assign_sweeps(orders, t.sweep_span_ms, t.sweep_min_strikes, by)
     orders["expiry_key"] = expiry_level_key(orders)
-    volumes = _with_open_interest(window_volumes(orders, by), windows, busy)
+    volumes = _with_open_interest(window_volumes(orders, by), batch)
     return Features(
-        _window_table(windows, trades, orders, packages),
+        _window_table(batch, trades, orders, packages),
         orders,
         packages,
         volumes,
-        _price_path(windows),
+        _price_path(batch),
         feature_params(config),
     )
 
@@ -544,7 +714,7 @@ def with_expected(features: Features, expected: Sequence[pd.DataFrame | None] | 
     return dataclasses.replace(features, volumes=volumes.assign(history_sessions=history, **moments))
 
 
-def _no_trades(windows: Sequence[WindowData], config: Config) -> Features:
+def _no_trades(batch: WindowBatch, config: Config) -> Features:
     orders = aggregate_orders(pd.DataFrame(), (WINDOW,)).assign(
         sweep_id=pd.Series(dtype="int64"), expiry_key=pd.Series(dtype=object)
     )
@@ -561,7 +731,7 @@ def _no_trades(windows: Sequence[WindowData], config: Config) -> Features:
     packages = pd.DataFrame(columns=PACKAGE_COLUMNS)
     return Features(
         _window_table(
-            windows,
+            batch,
             pd.DataFrame({WINDOW: pd.Series(dtype="int64"), "size": [], "premium_usd": [], "side": [], "put_call": []}),
             orders,
             packages,
@@ -569,12 +739,12 @@ def _no_trades(windows: Sequence[WindowData], config: Config) -> Features:
         orders,
         packages,
         volumes,
-        _price_path(windows),
+        _price_path(batch),
         feature_params(config),
     )
 
 
-def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], busy: list[int]) -> pd.DataFrame:
+def _with_open_interest(volumes: pd.DataFrame, batch: WindowBatch) -> pd.DataFrame:
     """Each instrument row's open interest (NaN when unknown); a session's windows share one frame,
     so each distinct frame is indexed once."""
     column = np.full(len(volumes), np.nan)
@@ -583,27 +753,17 @@ def _with_open_interest(volumes: pd.DataFrame, windows: Sequence[WindowData], bu
     instrument = np.flatnonzero(volumes["instrument_id"].to_numpy() >= 0)
     ids = volumes["instrument_id"].to_numpy()[instrument]
     window = volumes[WINDOW].to_numpy()[instrument]
-    by_frame: dict[int, tuple[pd.Series, list[int]]] = {}
-    for i in busy:
-        oi = windows[i].open_interest
-        if oi.empty:
-            continue
-        if id(oi) not in by_frame:  # indexed once per frame, not once per window
-            by_frame[id(oi)] = (
-                oi.drop_duplicates("instrument_id").set_index("instrument_id")["open_interest"].astype(float),
-                [],
-            )
-        by_frame[id(oi)][1].append(i)
-    for series, members in by_frame.values():
+    for oi, members in batch.open_interest:
+        series = oi.drop_duplicates("instrument_id").set_index("instrument_id")["open_interest"].astype(float)
         rows = np.isin(window, members)
         column[instrument[rows]] = series.reindex(ids[rows]).to_numpy(dtype=float)
     return volumes.assign(open_interest=column)
 
 
 def _window_table(
-    windows: Sequence[WindowData], trades: pd.DataFrame, orders: pd.DataFrame, packages: pd.DataFrame
+    batch: WindowBatch, trades: pd.DataFrame, orders: pd.DataFrame, packages: pd.DataFrame
 ) -> pd.DataFrame:
-    n = len(windows)
+    n = len(batch)
     # Per-window sums with np.bincount: pandas' groupby/reindex per total cost more than the sums.
     fill_window = trades[WINDOW].to_numpy(dtype="int64")
     premium = trades["premium_usd"].to_numpy(dtype=float)
@@ -626,17 +786,22 @@ def _window_table(
         w: json.dumps(dict(sorted(c.items(), key=lambda item: -item[1]))) for w, c in by_strategy.items()
     }
     package_window = packages[WINDOW].to_numpy(dtype="int64") if len(packages) else np.empty(0, dtype="int64")
+    # Each window's last front-future price: its prints come in window order, then as they printed.
+    underlying_last = np.full(n, np.nan)
+    if len(batch.front_window):
+        last = np.r_[batch.front_window[1:] != batch.front_window[:-1], True]
+        underlying_last[batch.front_window[last]] = batch.front_price[last]
+    empty = np.ones(n, dtype=bool)
+    empty[batch.busy] = False
     return pd.DataFrame(
         {
             WINDOW: np.arange(n, dtype="int64"),
-            "window_start": pd.to_datetime([w.start for w in windows], utc=True),
-            "window_end": pd.to_datetime([w.end for w in windows], utc=True),
-            "trade_date": [str(w.trade_date) if w.trade_date else None for w in windows],
-            "empty": [bool(w.empty) for w in windows],
-            "notes": [json.dumps(list(w.notes)) for w in windows],
-            "underlying_last": [
-                float(w.underlying["price"].iloc[-1]) if len(w.underlying) else np.nan for w in windows
-            ],
+            "window_start": pd.to_datetime(batch.starts, utc=True),
+            "window_end": pd.to_datetime(batch.ends, utc=True),
+            "trade_date": [str(d) if d else None for d in batch.trade_dates],
+            "empty": empty.tolist(),
+            "notes": [json.dumps(notes) for notes in batch.notes],
+            "underlying_last": underlying_last.tolist(),
             "option_trades": per_window(fill_window).astype("int64"),
             "orders": per_window(order_window).astype("int64"),
             "contracts": per_window(fill_window, trades["size"].to_numpy(dtype=float)).astype("int64"),
@@ -646,16 +811,15 @@ def _window_table(
             "packages": per_window(package_window).astype("int64"),
             "packages_by_strategy": [strategies_json.get(i, "{}") for i in range(n)],
             "zero_dte_contract_share": [round(float(z / max(a, 1)), 4) for z, a in zip(zero, all_size)],
-            "walls": [json.dumps(w.walls) for w in windows],  # the session's dealer walls, name -> strike
+            "walls": [json.dumps(w) for w in batch.walls],  # the session's dealer walls, name -> strike
         }
     )[[WINDOW, *WINDOW_COLUMNS]]
 
 
-def _price_path(windows: Sequence[WindowData]) -> pd.DataFrame:
+def _price_path(batch: WindowBatch) -> pd.DataFrame:
     """The front future's prints per window, keeping only those that change the price: the last
     price at or before any instant is unchanged."""
-    frames = [(i, w.underlying) for i, w in enumerate(windows) if len(w.underlying)]
-    if not frames:
+    if not len(batch.front_window):
         return pd.DataFrame(
             {
                 WINDOW: pd.Series(dtype="int64"),
@@ -663,9 +827,7 @@ def _price_path(windows: Sequence[WindowData]) -> pd.DataFrame:
                 "price": pd.Series(dtype=float),
             }
         )
-    window = np.repeat([i for i, _ in frames], [len(u) for _, u in frames]).astype("int64")
-    ts = np.concatenate([u["ts_event"].to_numpy(dtype="datetime64[ns]") for _, u in frames])
-    price = np.concatenate([u["price"].to_numpy(dtype=float) for _, u in frames])
+    window, ts, price = batch.front_window, batch.front_ts, batch.front_price
     order = np.lexsort((ts, window))  # stable: by window, then time
     window, ts, price = window[order], ts[order], price[order]
     keep = np.ones(len(price), dtype=bool)

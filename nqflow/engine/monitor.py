@@ -7,7 +7,8 @@ the notebook, it reads them back from the notebook's scraps.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -22,11 +23,13 @@ from nqflow.engine.baseline import (
     window_keys,
 )
 from nqflow.engine.detect import Detection, detect_windows
+from nqflow.engine.features import WindowBatch, batch_of_session, batch_of_windows
 from nqflow.engine.gex import session_walls
 from nqflow.engine.worked import lookback
 from nqflow.errors import DataError
 from nqflow.market import hours as cal
 from nqflow.market.frames import (
+    ClassifiedFills,
     DataSource,
     WindowData,
     classify_fills,
@@ -145,21 +148,61 @@ def earlier_windows(config: Config, source: DataSource, window: WindowData) -> l
 
 @dataclass
 class SessionWindows:
-    """A session's windows loaded at once, with each window's baseline slot; `options` are the
-    session's option fills, from which `expected` takes the keys each window wants."""
+    """A session's windows from one read of its data, with each window's baseline slot: its
+    classified fills (`fills`), the windows' bounds and the session's chain, open interest,
+    spread legs and walls. `windows` cuts a frame per window on first use (what `load_window`
+    gives, window by window); `batch` hands the feature stage the session without them."""
 
     trade_date: dt.date
-    windows: list[WindowData]
+    bounds: list[tuple[pd.Timestamp, pd.Timestamp]]
     slots: list[int]
-    options: pd.DataFrame | None = None
+    fills: ClassifiedFills | None = None
+    chain: pd.DataFrame | None = None
+    open_interest: pd.DataFrame | None = None
+    legs: pd.DataFrame | None = None
+    walls: dict[str, float] = field(default_factory=dict)
     #: the whole session's tidy fills (every product: what the baseline records), when loaded whole
     trades: pd.DataFrame | None = None
+
+    @property
+    def options(self) -> pd.DataFrame | None:
+        """The session's watched option fills, from which `expected` takes the keys each window wants."""
+        return self.fills.options if self.fills is not None else None
+
+    @cached_property
+    def windows(self) -> list[WindowData]:
+        if self.fills is None or not self.bounds:
+            return []
+        cut = self.fills.split(self.bounds)
+        return [
+            window_from(
+                start,
+                end,
+                self.trade_date,
+                fills,
+                self.chain,
+                self.open_interest,
+                self.legs,
+                walls=self.walls,
+                underlying=front,
+            )  # fmt: skip
+            for (start, end), fills, front in zip(self.bounds, cut, front_futures(cut))
+        ]
+
+    def batch(self) -> WindowBatch:
+        """The session's windows for `nqflow.engine.features.market_features`, with no frame per
+        window (`batch_of_session`): the features `windows` give, field for field."""
+        if self.fills is None or not self.bounds:
+            return batch_of_windows(self.windows)
+        return batch_of_session(
+            self.fills, self.bounds, self.trade_date, self.chain, self.open_interest, self.legs, self.walls
+        )
 
     def expected(self, baseline: BaselineStore, max_sessions: int) -> pd.DataFrame:
         """Every window's expected volume from `baseline` (one query for the session), as one frame
         with ``window`` (`BaselineStore.expected_by_window`): the keys are mapped only here, so a
         backtest that loads a session for its features never pays for them."""
-        bounds = [(w.start, w.end) for w in self.windows]
+        bounds = self.bounds
         if self.options is None or not bounds:
             keys = NO_KEYS.assign(slot=pd.Series(dtype="int64"))
         else:
@@ -179,23 +222,25 @@ def _selected_windows(
 
 def load_session(config: Config, trade_date: dt.date, source: DataSource) -> SessionWindows:
     """Every window of one session from one read of its data: the frames `load_window` gives,
-    window by window. All of them: a window's worked orders read the windows before it."""
+    window by window (`SessionWindows.windows`, cut on first use). All of them: a window's
+    worked orders read the windows before it."""
     row = cal.sessions(trade_date, trade_date).iloc[0]
     bounds = _selected_windows(config, trade_date)
     if not bounds:
         return SessionWindows(trade_date, [], [])
     # Classified once for the session, then cut per window: the same frames `load_window` gives.
     trades = source.trades(row.market_open, row.market_close)
-    session_fills = classify_fills(trades, config.universe.products)
-    chain, oi, legs = source.chain(trade_date), source.open_interest(trade_date), source.spread_legs(trade_date)
-    walls = session_walls(source, trade_date)
-    cut = session_fills.split(bounds)
-    loaded = [
-        window_from(start, end, trade_date, fills, chain, oi, legs, walls=walls, underlying=front)
-        for (start, end), fills, front in zip(bounds, cut, front_futures(cut))
-    ]
-    slots = [cal.slot_of(start, row.market_open) for start, _ in bounds]
-    return SessionWindows(trade_date, loaded, slots, session_fills.options, trades)
+    return SessionWindows(
+        trade_date,
+        bounds,
+        [cal.slot_of(start, row.market_open) for start, _ in bounds],
+        classify_fills(trades, config.universe.products),
+        source.chain(trade_date),
+        source.open_interest(trade_date),
+        source.spread_legs(trade_date),
+        session_walls(source, trade_date),
+        trades,
+    )
 
 
 def run_session(

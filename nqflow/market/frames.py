@@ -445,14 +445,19 @@ class ClassifiedFills:
         """The fills in [start, end): a binary search per part, no copy of the rest."""
         return self.split([(start, end)])[0]
 
+    def ranges(self, bounds: Sequence[tuple[pd.Timestamp, pd.Timestamp]]) -> dict[str, np.ndarray]:
+        """Each part's rows [lo, hi) in each of many windows ([start, end) each, in time order):
+        per part, an array of one (lo, hi) row per window, from one binary search for them all."""
+        edges = np.array([t.tz_convert(None) for window in bounds for t in window], dtype="datetime64[ns]")
+        return {
+            name: getattr(self, name)["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(edges).reshape(-1, 2)
+            for name in _PARTS
+        }
+
     def split(self, bounds: Sequence[tuple[pd.Timestamp, pd.Timestamp]]) -> list[ClassifiedFills]:
         """`between` for each of many windows ([start, end) each), with one binary search per
         part for all of them: a session's 92 windows each paid the search's own set-up."""
-        edges = np.array([t.tz_convert(None) for window in bounds for t in window], dtype="datetime64[ns]")
-        rows: dict[str, list[tuple[int, int]]] = {}
-        for name in _PARTS:
-            at = getattr(self, name)["ts_event"].to_numpy(dtype="datetime64[ns]").searchsorted(edges).tolist()
-            rows[name] = list(zip(at[::2], at[1::2]))
+        rows = {name: [(lo, hi) for lo, hi in at.tolist()] for name, at in self.ranges(bounds).items()}
         return [
             ClassifiedFills(
                 _rows(self.options, *rows["options"][i]),
@@ -537,22 +542,6 @@ def window_from(
     session once and cuts it per window); `watched` applies to unclassified fills. `underlying`
     is the front future's fills when known already (`front_futures` of a session's windows)."""
     parts = fills if isinstance(fills, ClassifiedFills) else classify_fills(fills, watched)
-    notes: list[str] = []
-    unknown = parts.undefined
-    if len(unknown):
-        ids = sorted(unknown["instrument_id"].unique())
-        notes.append(
-            f"{len(unknown):,} fills on {len(ids)} instrument(s) without a definition were left out "
-            f"(instrument_id {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''}); "
-            f"add the definition records for session {trade_date} to the data folder"
-        )
-    if parts.options.empty:
-        notes.append(
-            f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
-            f"check that the data source covers this window"
-        )
-    if chain.empty:
-        notes.append(f"no instrument definitions for session {trade_date}")
     return WindowData(
         start,
         end,
@@ -561,13 +550,41 @@ def window_from(
         chain,
         oi,
         front_future(parts.futures) if underlying is None else underlying,
-        notes,
+        window_notes(start, end, trade_date, parts.undefined, parts.options.empty, chain.empty),
         parts.spreads,
         legs if legs is not None else empty_frame(LEG_COLUMNS),
         parts.futures,
         dict(walls or {}),
         parts.origin,
     )
+
+
+def window_notes(
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    trade_date: dt.date,
+    undefined: pd.DataFrame,
+    no_options: bool,
+    no_definitions: bool,
+) -> list[str]:
+    """What was wrong with an open-market window: fills without a definition (`undefined`, left
+    out), no option trades, no instrument definitions for its session."""
+    notes: list[str] = []
+    if len(undefined):
+        ids = sorted(undefined["instrument_id"].unique())
+        notes.append(
+            f"{len(undefined):,} fills on {len(ids)} instrument(s) without a definition were left out "
+            f"(instrument_id {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''}); "
+            f"add the definition records for session {trade_date} to the data folder"
+        )
+    if no_options:
+        notes.append(
+            f"no option trades in {start:%Y-%m-%d %H:%M}Z-{end:%H:%M}Z while the market was open; "
+            f"check that the data source covers this window"
+        )
+    if no_definitions:
+        notes.append(f"no instrument definitions for session {trade_date}")
+    return notes
 
 
 def front_future(futures: pd.DataFrame) -> pd.DataFrame:

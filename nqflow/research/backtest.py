@@ -126,7 +126,7 @@ def session_market(
     volumes there (returning what the driver names in the baseline's index, as `session_volumes`)."""
     source = _source(data_dir)
     session = load_session(config, trade_date, source)
-    features = market_features(session.windows, config)
+    features = market_features(session.batch(), config)
     features.params = {**params, "history": None}  # expected volumes not in yet
     write_features(features, root, trade_date)
     if baseline_dir is None:  # the baseline holds the session already
