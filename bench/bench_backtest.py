@@ -8,7 +8,8 @@ Run: make bench   (the bundled 26 sessions: a quick look)
 1. one live window through the engine (`nqflow.engine.detect.detect_window` on a loaded window
    and its expected volumes: what every scheduled notebook runs), median over an afternoon;
 2. features for one session: the feature stage alone (`nqflow.engine.features.compute_features`
-   on a session's loaded windows), and loading those windows (decode, join, cut) beside it;
+   on a session's batch, as a backtest gives it: no frame per window), and loading the session
+   (decode, join, classify, walls) and its expected volumes beside it;
 3. re-thresholding 20 sessions: their stored features in memory, `nqflow.engine.detect.evaluate` at
    the configured and at loose thresholds (the lab's work per slider move);
 4. a first-run backtest of the range with 2 workers: a fresh feature folder and baseline and no
@@ -108,12 +109,12 @@ def features_per_session(config, folder: Path, count: int = 6) -> None:
         session = load_session(config, day, source)
         expected = session.expected(store, config.thresholds.baseline_sessions)
         t1 = time.perf_counter()
-        compute_features(session.windows, expected, config)
+        compute_features(session.batch(), expected, config)
         feature_s.append(time.perf_counter() - t1)
         load_s.append(t1 - t0)
     print(
         f"features, one session:   median {statistics.median(feature_s):.3f}s (range {min(feature_s):.3f}-"
-        f"{max(feature_s):.3f}s over {len(days)} sessions; target <= 0.1 s); loading its windows and "
+        f"{max(feature_s):.3f}s over {len(days)} sessions; target <= 0.1 s); loading the session and its "
         f"expected volumes beside it: median {statistics.median(load_s):.3f}s"
     )
 

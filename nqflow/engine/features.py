@@ -637,7 +637,9 @@ def feature_params(config: Config) -> dict:
 
 
 def compute_features(
-    windows: Sequence[WindowData], expected: Sequence[pd.DataFrame | None] | pd.DataFrame, config: Config
+    windows: Sequence[WindowData] | WindowBatch,
+    expected: Sequence[pd.DataFrame | None] | pd.DataFrame,
+    config: Config,
 ) -> Features:
     """The feature stage for a batch of windows (a whole session in a backtest, one window live).
 

@@ -235,7 +235,7 @@ def chain_from_definitions(definitions: pd.DataFrame, received: bool = False) ->
     if definitions.empty:
         return empty_frame(columns)
     # A spread has one record per leg: any of them gives the spread's own fields.
-    latest = definitions.sort_values("ts_recv").drop_duplicates("instrument_id", keep="last")
+    latest = definitions.take(latest_rows(definitions, ["instrument_id"]))
     uom = pd.to_numeric(latest["unit_of_measure_qty"], errors="coerce")
     cm = pd.to_numeric(latest["contract_multiplier"], errors="coerce")
     uom_ok = uom.notna() & (uom > 0) & (uom < 1e9)
@@ -274,7 +274,7 @@ def chain_from_definitions(definitions: pd.DataFrame, received: bool = False) ->
     )
     if received:
         chain[RECEIVED] = pd.to_datetime(latest[RECEIVED], utc=True)
-    return chain.sort_values("instrument_id").reset_index(drop=True)
+    return chain.reset_index(drop=True)  # in instrument_id order already (`latest_rows`)
 
 
 def legs_from_definitions(definitions: pd.DataFrame, received: bool = False) -> pd.DataFrame:
@@ -287,7 +287,7 @@ def legs_from_definitions(definitions: pd.DataFrame, received: bool = False) -> 
     if definitions.empty or "leg_count" not in definitions:
         return empty_frame(columns)
     rows = definitions[pd.to_numeric(definitions["leg_count"], errors="coerce").fillna(0) > 0]
-    rows = rows.sort_values("ts_recv").drop_duplicates(["instrument_id", "leg_index"], keep="last")
+    rows = rows.take(latest_rows(rows, ["instrument_id", "leg_index"]))
     if rows.empty:
         return empty_frame(columns)
     ratio = pd.to_numeric(rows["leg_ratio_qty_numerator"], errors="coerce").fillna(1)
@@ -305,7 +305,23 @@ def legs_from_definitions(definitions: pd.DataFrame, received: bool = False) -> 
     )
     if received:
         legs[RECEIVED] = pd.to_datetime(rows[RECEIVED], utc=True)
-    return legs.sort_values(["spread_id", "leg_index"]).reset_index(drop=True)
+    return legs.reset_index(drop=True)  # in (spread_id, leg_index) order already (`latest_rows`)
+
+
+def latest_rows(definitions: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """The position of each key's latest definition record (the greatest ``ts_recv``, undefined
+    counting as latest; the later record on a tie), in key order: what a sort on ``ts_recv``, a
+    ``drop_duplicates(keys, keep="last")`` and a sort on the keys give, with one NumPy sort of
+    integers instead of three sorts and takes of every field (a day lists ~13,000 instruments)."""
+    if definitions.empty:
+        return np.empty(0, dtype="int64")
+    received = definitions["ts_recv"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    received = np.where(received == np.iinfo("int64").min, np.iinfo("int64").max, received)  # NaT sorts last
+    columns = [definitions[k].to_numpy(dtype="int64") for k in keys]
+    order = np.lexsort((np.arange(len(received)), received, *reversed(columns)))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = np.logical_or.reduce([c[order][1:] != c[order][:-1] for c in columns])
+    return order[last]
 
 
 def tidy_trades(raw: pd.DataFrame, chain: pd.DataFrame) -> pd.DataFrame:
