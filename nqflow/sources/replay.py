@@ -33,6 +33,7 @@ from nqflow.market.frames import (
     chain_from_definitions,
     empty_frame,
     future_fills,
+    latest_rows,
     legs_from_definitions,
     option_fills,
     session_bounds,
@@ -360,8 +361,8 @@ def combine_instrument_tables(tables: list[tuple[pd.DataFrame, pd.DataFrame]]) -
 
     def latest(frames: list[pd.DataFrame], key: list[str]) -> pd.DataFrame:
         frames = [f for f in frames if len(f)] or frames[:1]
-        stacked = pd.concat(frames, ignore_index=True).sort_values(RECEIVED, kind="stable")
-        return stacked.drop_duplicates(key, keep="last").drop(columns=RECEIVED).sort_values(key).reset_index(drop=True)
+        stacked = pd.concat(frames, ignore_index=True)  # the files in time order: the later wins a tie
+        return stacked.take(latest_rows(stacked, key)).drop(columns=RECEIVED).reset_index(drop=True)
 
     return latest([c for c, _ in tables], ["instrument_id"]), latest([g for _, g in tables], ["spread_id", "leg_index"])
 
