@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -554,16 +554,16 @@ def batch_of_session(
     )
 
 
-def _concatenated(arrays: list[np.ndarray], dtype) -> np.ndarray:
+def _concatenated(arrays: list[np.ndarray], dtype: str | type) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
 
 
-def _session_legs(frames) -> pd.DataFrame:
-    """The spread legs of a batch's windows, each (spread, leg) once."""
-    frames = list(frames)
-    if not frames:
+def _session_legs(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """The spread legs of a batch's windows (each distinct frame once), each (spread, leg) once."""
+    legs = list(frames)
+    if not legs:
         return pd.DataFrame(columns=["spread_id"])
-    return pd.concat(frames, ignore_index=True).drop_duplicates(["spread_id", "leg_index"])
+    return pd.concat(legs, ignore_index=True).drop_duplicates(["spread_id", "leg_index"])
 
 
 def batch_packages(batch: WindowBatch, trades: pd.DataFrame) -> pd.DataFrame:

@@ -185,7 +185,7 @@ class SessionWindows:
                 self.legs,
                 walls=self.walls,
                 underlying=front,
-            )  # fmt: skip
+            )
             for (start, end), fills, front in zip(self.bounds, cut, front_futures(cut))
         ]
 
