@@ -80,8 +80,10 @@ def _drop_client_warnings() -> None:
     (`warnings.catch_warnings`) is process-wide and not thread-safe: beside the live stream's
     thread, one thread's exit restored the other's filters and the warning reached stderr. The
     one such warning nqflow acts on, parents that resolve to nothing, is read from the DBN
-    answer's metadata instead (`_pull`). The filter is put back before every call, since a
-    `catch_warnings` elsewhere (pytest's own, for one) restores the filters it found."""
+    answer's metadata instead (`_pull`), so nothing rests on the warning. The filter is put back
+    before every call, since a `catch_warnings` elsewhere (pytest's own, for one) restores the
+    filters it found; a thread inside its own `catch_warnings` at that instant can still let one
+    through to stderr, but never swaps this thread's handlers (the per-call catch did)."""
     warnings.filterwarnings("ignore", category=BentoWarning, module=rf"{re.escape(__name__)}\Z")
 
 
