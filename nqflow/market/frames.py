@@ -309,10 +309,11 @@ def legs_from_definitions(definitions: pd.DataFrame, received: bool = False) -> 
 
 
 def latest_rows(definitions: pd.DataFrame, keys: list[str]) -> np.ndarray:
-    """The position of each key's latest definition record (the greatest ``ts_recv``, undefined
-    counting as latest; the later record on a tie), in key order: what a sort on ``ts_recv``, a
+    """The position of each key's latest record (the greatest ``ts_recv``, undefined counting as
+    latest; the later record on a tie), in key order: what a sort on ``ts_recv``, a
     ``drop_duplicates(keys, keep="last")`` and a sort on the keys give, with one NumPy sort of
-    integers instead of three sorts and takes of every field (a day lists ~13,000 instruments)."""
+    integers instead of three sorts and takes of every field (a day defines ~13,000 instruments).
+    For definition records and the instrument tables built from them alike."""
     if definitions.empty:
         return np.empty(0, dtype="int64")
     received = definitions["ts_recv"].to_numpy(dtype="datetime64[ns]").astype("int64")
