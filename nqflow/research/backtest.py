@@ -171,7 +171,7 @@ def expected_volumes(
             "level": wanted["level"].to_numpy(dtype=object),
             "key": wanted["key"].to_numpy(dtype=object),
         }
-    ).drop_duplicates()
+    )  # a slot's key once: `wanted_keys` drops the repeats (windows shorter than a slot repeat them)
     return baseline.expected_by_window(trade_date, slots, config.thresholds.baseline_sessions, keys)
 
 
