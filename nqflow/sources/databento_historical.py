@@ -353,8 +353,9 @@ class DatabentoSource:
             missing = open_dbn(partial).metadata.not_found if server_warnings else []
             if missing:
                 self._warn_once(
-                    f"Databento {what}: symbols not found: {', '.join(missing)}; "
-                    f"check universe.option_parents in config/monitoring.toml"
+                    f"Databento {what}: symbols not found: {', '.join(missing)} (nothing listed under them "
+                    f"in this range, as a fifth-week product outside a fifth week; a misspelt parent in "
+                    f"universe.option_parents looks the same)"
                 )
             partial.replace(path)
         finally:
