@@ -538,7 +538,7 @@ def batch_of_session(
         [end for _, end in bounds],
         [trade_date] * n,
         notes,
-        [dict(walls) for _ in range(n)],
+        [walls] * n,  # one session's walls, read only (each window's row dumps them)
         busy_list,
         options,
         spreads,

@@ -104,12 +104,18 @@ def run_window(
     return WindowResult(window, detection)
 
 
+def watches_every_product(config: Config) -> bool:
+    """Whether the universe watches every NQ option product (the default): the watched option
+    fills are then every product's, which is what the baseline records (`recorded_fills`)."""
+    return set(NQ_OPTION_PRODUCTS) <= set(config.universe.products)
+
+
 def recorded_fills(config: Config, source: DataSource, window: WindowData) -> pd.DataFrame:
     """The option fills a window records into the baseline: every product's, as the history
     (`ensure_history`) and a backtest record whole sessions, so one slot's history never mixes
-    two definitions. With every NQ option product watched (the default) those are the window's
-    own fills; a universe that leaves products out reads the window's trades again, unfiltered."""
-    if set(NQ_OPTION_PRODUCTS) <= set(config.universe.products):
+    two definitions. With every NQ option product watched those are the window's own fills; a
+    universe that leaves products out reads the window's trades again, unfiltered."""
+    if watches_every_product(config):
         return window.trades
     return option_fills(source.trades(window.start, window.end))
 

@@ -58,7 +58,7 @@ from nqflow.engine.features import (
     with_expected,
     write_features,
 )
-from nqflow.engine.monitor import load_session
+from nqflow.engine.monitor import load_session, watches_every_product
 from nqflow.errors import UsageError
 from nqflow.market import hours as cal
 from nqflow.market.frames import option_fills, session_bounds
@@ -131,7 +131,10 @@ def session_market(
     write_features(features, root, trade_date)
     if baseline_dir is None:  # the baseline holds the session already
         return None
-    options = option_fills(session.trades) if session.trades is not None else None
+    # Every product's option fills, as the live window records them (`recorded_fills`): the
+    # session's watched ones already when the universe watches every product.
+    every = watches_every_product(config) or session.trades is None
+    options = session.options if every else option_fills(session.trades)
     return write_session_volumes(baseline_dir, trade_date, *session_slot_volumes(source, trade_date, options))
 
 
