@@ -643,7 +643,10 @@ def wanted_keys(
     frame = frame[frame["n"] > 0].reset_index(drop=True)
     # A slot's chosen sessions are its latest recorded ones, so they are exactly the recorded
     # sessions from the oldest chosen one on: one range per wanted key.
-    frame["since"] = frame["slot"].map(chosen.groupby("slot")["session"].min())
+    # chosen is newest first, so a slot's last row is its oldest (a groupby's min over the text
+    # of the sessions cost a tenth of a backtest session's expected volumes).
+    oldest = chosen.drop_duplicates("slot", keep="last")
+    frame["since"] = frame["slot"].map(pd.Series(oldest["session"].to_numpy(), index=oldest["slot"].to_numpy()))
     return frame
 
 
