@@ -7,6 +7,7 @@ import json
 import shutil
 
 import databento_dbn as dbn
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -248,6 +249,40 @@ def test_several_days_instrument_tables_combine_as_their_definitions_would(sampl
     one = combine_instrument_tables([instrument_tables(first)])
     pdt.assert_frame_equal(one[0], chain_from_definitions(first))
     pdt.assert_frame_equal(one[1], legs_from_definitions(first))
+
+
+def test_a_days_instrument_tables_reuse_the_day_befores_rows_and_equal_tables_built_whole(sample_dir):
+    """Each day's tables built from the day before's (#26: only new or changed definitions built)
+    equal the tables built from all of the day's records, dtype for dtype, over consecutive days;
+    a definition changed overnight is built again, and an instrument no longer sent is gone."""
+    import pandas.testing as pdt
+
+    from nqflow.sources.dbn import DECODED_FIELDS, frame_from_records, read_dbn, read_dbn_records
+    from nqflow.sources.replay import instrument_tables, instrument_tables_from_records
+
+    paths = sorted(sample_dir.glob("*.definition.dbn.zst"))[:5]
+    previous, reused = None, []
+    for path in paths:
+        built = instrument_tables_from_records(read_dbn_records(path, "definition")[0], previous)
+        chain, legs = instrument_tables(read_dbn(path))
+        pdt.assert_frame_equal(built.chain, chain)
+        pdt.assert_frame_equal(built.legs, legs)
+        reused.append(built.reused / (len(chain) + len(legs)))
+        previous = built
+    assert reused[0] == 0 and min(reused[1:]) > 0.5, reused  # most of a day is the day before's
+
+    # The next day with one option's strike changed and another option no longer sent.
+    records = read_dbn_records(paths[-1], "definition")[0].copy()
+    options = np.flatnonzero(records["instrument_class"] == b"C")
+    changed, dropped = records["instrument_id"][options[0]], records["instrument_id"][options[1]]
+    records["strike_price"][records["instrument_id"] == changed] = 12_345 * 10**9
+    records = records[records["instrument_id"] != dropped]
+    built = instrument_tables_from_records(records, previous)
+    chain, legs = instrument_tables(frame_from_records(records, DECODED_FIELDS["definition"]))
+    pdt.assert_frame_equal(built.chain, chain)
+    pdt.assert_frame_equal(built.legs, legs)
+    assert built.chain.loc[built.chain["instrument_id"] == changed, "strike"].item() == 12_345.0
+    assert dropped not in set(built.chain["instrument_id"]) and dropped in set(previous.chain["instrument_id"])
 
 
 def test_session_of_and_window_is_open_agree_with_the_exchange_calendar_at_every_instant():

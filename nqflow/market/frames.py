@@ -318,7 +318,14 @@ def latest_rows(definitions: pd.DataFrame, keys: list[str]) -> np.ndarray:
         return np.empty(0, dtype="int64")
     received = definitions["ts_recv"].to_numpy(dtype="datetime64[ns]").astype("int64")
     received = np.where(received == np.iinfo("int64").min, np.iinfo("int64").max, received)  # NaT sorts last
-    columns = [definitions[k].to_numpy(dtype="int64") for k in keys]
+    return latest_positions(received, [definitions[k].to_numpy(dtype="int64") for k in keys])
+
+
+def latest_positions(received: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """`latest_rows` of arrays: each key's (`columns`) latest position by `received` (integers,
+    an undefined time already the greatest), the later position on a tie, in key order."""
+    if not len(received):
+        return np.empty(0, dtype="int64")
     order = np.lexsort((np.arange(len(received)), received, *reversed(columns)))
     last = np.ones(len(order), dtype=bool)
     last[:-1] = np.logical_or.reduce([c[order][1:] != c[order][:-1] for c in columns])

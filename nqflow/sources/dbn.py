@@ -132,15 +132,21 @@ def _decompressed(path: Path, chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
     """Decode a whole DBN file to a DataFrame of the schema's `DECODED_FIELDS` (fields an older
-    DBN version lacks are left out; legs, for one, are only in version 2 definitions on). A zstd
-    file is decompressed once, checked whole (`check_complete_dbn`) and handed to DBNStore as bytes."""
+    DBN version lacks are left out; legs, for one, are only in version 2 definitions on)."""
+    records, schema = read_dbn_records(path, expected_schema)
+    return frame_from_records(records, DECODED_FIELDS.get(schema, {}))
+
+
+def read_dbn_records(path: Path, expected_schema: str | None = None) -> tuple[np.ndarray, str]:
+    """A whole DBN file's records as one structured array (`DBNStore.to_ndarray`), and its schema.
+    A zstd file is decompressed once, checked whole (`check_complete_dbn`) and handed to DBNStore
+    as bytes."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"DBN file {path} does not exist; check the replay folder path") from None
     data = b"".join(_decompressed(path, [raw])) if raw[:4] == ZSTD_MAGIC else raw
     store = open_dbn(path, expected_schema, data)
-    schema = str(store.schema)
     try:
         records = store.to_ndarray()
     except Exception as exc:
@@ -148,8 +154,8 @@ def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
             f"corrupt or truncated DBN file {path} ({type(exc).__name__}: {exc}); "
             f"delete it and re-download or regenerate it"
         ) from None
-    # A file without records decodes to an empty array of shape (0, 1): flattened, it is a frame of no rows.
-    return frame_from_records(records.reshape(-1), DECODED_FIELDS.get(schema, {}))
+    # A file without records decodes to an empty array of shape (0, 1): flattened, no records.
+    return records.reshape(-1), str(store.schema)
 
 
 def frame_from_records(records: np.ndarray, fields: dict[str, str]) -> pd.DataFrame:

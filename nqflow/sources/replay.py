@@ -16,6 +16,8 @@ import logging
 import os
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ from nqflow.market.frames import (
     chain_from_definitions,
     empty_frame,
     future_fills,
+    latest_positions,
     latest_rows,
     legs_from_definitions,
     option_fills,
@@ -42,7 +45,16 @@ from nqflow.market.frames import (
     time_range,
 )
 from nqflow.parquet import write_parquet
-from nqflow.sources.dbn import SCHEMAS, DbnFile, describe_dbn, read_dbn
+from nqflow.sources.dbn import (
+    DECODED_FIELDS,
+    SCHEMAS,
+    UNDEF_TIMESTAMP,
+    DbnFile,
+    describe_dbn,
+    frame_from_records,
+    read_dbn,
+    read_dbn_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +95,7 @@ class ReplaySource:
         self._chains: OrderedDict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
         self._tables: OrderedDict[Path, tuple[pd.DataFrame, pd.DataFrame]] = OrderedDict()
         self._chain_days = 6
+        self._last_built: BuiltTables | None = None  # what the next definition file's tables reuse
 
     def _scan(self) -> list[DbnFile]:
         """Every DBN file's schema and time range. Reading a file's metadata means opening its zstd
@@ -136,6 +149,7 @@ class ReplaySource:
         self._cache.clear()
         self._chains.clear()
         self._tables.clear()
+        self._last_built = None
 
     def add(self, path: Path) -> None:
         """Take in a file written after the folder was scanned (the Databento cache does this)."""
@@ -184,7 +198,12 @@ class ReplaySource:
             return self._tables[entry.path]
         tables = self._instrument_tables(entry)
         if tables is None:
-            tables = instrument_tables(self._decoded(entry))
+            # The last file built in this process is usually the day before (a backtest's worker
+            # walks its days in order; the live path builds today's after yesterday's).
+            self._last_built = instrument_tables_from_records(
+                read_dbn_records(entry.path, "definition")[0], self._last_built
+            )
+            tables = self._last_built.tables
             self._keep_instrument_tables(entry, tables)
         self._tables[entry.path] = tables
         if len(self._tables) > self._chain_days:
@@ -347,6 +366,125 @@ def instrument_tables(definitions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataF
     """One definition file's chain and spread legs, each row with the time (`RECEIVED`) of the
     definition it was taken from (`chain_from_definitions`, `legs_from_definitions`)."""
     return chain_from_definitions(definitions, received=True), legs_from_definitions(definitions, received=True)
+
+
+#: A definition record's fields that say when it was sent, not what it defines: a day's file
+#: sends every instrument again, with new times.
+_SENT_AT = ("ts_recv", "ts_event")
+_DEFINITION_FIELDS = DECODED_FIELDS["definition"]
+
+
+@dataclass(frozen=True)
+class BuiltTables:
+    """A definition file's instrument tables (`instrument_tables`) and, row for row, the key and
+    the contents (`_contents`) of the record each row was built from (the latest of its key): what
+    another day's file reuses (`instrument_tables_from_records`). `reused` counts the rows taken
+    from another day's tables."""
+
+    chain: pd.DataFrame
+    legs: pd.DataFrame
+    chain_keys: np.ndarray
+    chain_contents: np.ndarray
+    leg_keys: np.ndarray
+    leg_contents: np.ndarray
+    reused: int = 0
+
+    @property
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return self.chain, self.legs
+
+
+def instrument_tables_from_records(records: np.ndarray, previous: BuiltTables | None = None) -> BuiltTables:
+    """`instrument_tables` of a definition file's records (`read_dbn_records`), with every row whose
+    record defines what its row in `previous` (another day's file) was built from taken from
+    there, its time renewed: a day's file sends the day before's 13,000 definitions again, a few
+    new or changed. Equal to the tables built from every record (tests/test_data.py). Records
+    are picked by position and only the fields compared are copied (taking whole 520-byte
+    records cost more than building the rows)."""
+    names = records.dtype.names or ()
+    received = _received(records)
+    ids = records["instrument_id"].astype("int64")
+    contents = _contents(records)
+    chain_at = latest_positions(received, [ids])
+    chain, chain_reused = _reusing(
+        records,
+        chain_at,
+        ids[chain_at],
+        contents[chain_at],
+        None if previous is None else (previous.chain, previous.chain_keys, previous.chain_contents),
+        lambda chosen: chain_from_definitions(_definitions(chosen), received=True),
+    )
+    if "leg_count" in names:
+        spreads = np.flatnonzero(records["leg_count"] > 0)
+        leg_index = records["leg_index"].astype("int64")
+        leg_at = spreads[latest_positions(received[spreads], [ids[spreads], leg_index[spreads]])]
+        leg_keys = (ids[leg_at] << 8) + leg_index[leg_at]  # a leg index is one byte: keys in (id, leg) order
+    else:  # an older DBN version's definitions list no legs
+        leg_at = leg_keys = np.empty(0, dtype="int64")
+    legs, legs_reused = _reusing(
+        records,
+        leg_at,
+        leg_keys,
+        contents[leg_at],
+        None if previous is None else (previous.legs, previous.leg_keys, previous.leg_contents),
+        lambda chosen: legs_from_definitions(_definitions(chosen), received=True),
+    )
+    return BuiltTables(
+        chain, legs, ids[chain_at], contents[chain_at], leg_keys, contents[leg_at], chain_reused + legs_reused
+    )
+
+
+def _received(records: np.ndarray) -> np.ndarray:
+    """Records' ``ts_recv`` as `latest_positions` orders them: an undefined time the greatest."""
+    stamps = records["ts_recv"]
+    return np.where(stamps == UNDEF_TIMESTAMP, np.iinfo("int64").max, stamps.astype("int64"))
+
+
+def _definitions(records: np.ndarray) -> pd.DataFrame:
+    return frame_from_records(records, _DEFINITION_FIELDS)
+
+
+def _contents(records: np.ndarray) -> np.ndarray:
+    """What each record defines, as a row of 64-bit words: its decoded fields but the times it was
+    sent (`_SENT_AT`), packed, so two records compare in one pass of integers."""
+    names = [n for n in _DEFINITION_FIELDS if n not in _SENT_AT and n in (records.dtype.names or ())]
+    size = sum(records.dtype[n].itemsize for n in names)
+    packed = np.zeros(
+        len(records),
+        dtype=np.dtype({"names": names, "formats": [records.dtype[n] for n in names], "itemsize": -(-size // 8) * 8}),
+    )
+    for name in names:
+        packed[name] = records[name]
+    return packed.view("uint64").reshape(len(records), -1)
+
+
+def _reusing(
+    records: np.ndarray,
+    at: np.ndarray,
+    keys: np.ndarray,
+    contents: np.ndarray,
+    previous: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None,
+    build: Callable[[np.ndarray], pd.DataFrame],
+) -> tuple[pd.DataFrame, int]:
+    """A table of the `records` `at` (one per key, in key order; `keys` and `contents` theirs): the
+    rows of `previous` (a table and, row for row, its records' keys and contents) whose records
+    define the same, their times renewed, and the rest built (`build`), in key order. With the
+    number of rows reused."""
+    if previous is None or not len(previous[1]) or not len(at):
+        return build(records[at]), 0
+    table, known, known_contents = previous
+    found = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+    same = (known[found] == keys) & (known_contents[found] == contents).all(axis=1)
+    if not same.any():
+        return build(records[at]), 0
+    reused = table.take(found[same]).reset_index(drop=True)
+    times = frame_from_records(records["ts_recv"][at[same]].view([("ts_recv", "uint64")]), {RECEIVED: "time"})
+    reused[RECEIVED] = times[RECEIVED].array
+    if same.all():
+        return reused, len(reused)
+    built = build(records[at[~same]])
+    order = np.argsort(np.concatenate([keys[same], keys[~same]]), kind="stable")
+    return pd.concat([reused, built], ignore_index=True).take(order).reset_index(drop=True), int(same.sum())
 
 
 def combine_instrument_tables(tables: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
