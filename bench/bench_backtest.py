@@ -18,7 +18,9 @@ Run: make bench   (the bundled 26 sessions: a quick look)
    range again with the features kept (a re-threshold through the backtest);
 5. the same DBN files decoded in one process to arrays (`nqflow.sources.dbn.read_dbn`, what the
    engine reads) and to DataFrames (`DBNStore.to_df`), and the backtest's ratio to the first;
-6. peak memory (resident set) of each worker after the first run.
+6. peak memory (resident set) and CPU seconds of each worker after the first run;
+7. one worker's work on 30 sessions in one process, in CPU seconds a session: a figure a busy
+   machine disturbs less than the wall clock of the run.
 
 The generated market (``scheduler.py sample --sessions N``) is written once to data/sample-N;
 a year takes several minutes to generate the first time.
@@ -189,14 +191,62 @@ def first_run(config, folder: Path, client, sessions) -> None:
                 f"{len(result.alerts):,} alerts, {elapsed / arrays:.1f}x the array decode{target}"
             )
             if first:
-                workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                workers = client.run(_peak_mb_and_cpu_seconds)
                 print(
-                    f"  peak RSS per worker: {', '.join(f'{mb:.0f} MB' for mb in workers.values())} (target <= 600 MB)"
+                    f"  peak RSS per worker: {', '.join(f'{mb:.0f} MB' for mb, _ in workers.values())} "
+                    f"(target <= 600 MB); CPU per worker since it started: "
+                    f"{', '.join(f'{cpu:.0f} s' for _, cpu in workers.values())} "
+                    f"({sum(cpu for _, cpu in workers.values()) / len(sessions) * 1000:.0f} ms a session)"
                 )
     print(
         f"decode only, the same {len(sessions)} sessions' DBN files in one process: to arrays {arrays:6.1f}s "
         f"({len(sessions) / arrays:.1f} sessions/s), to DataFrames (DBNStore.to_df) {frames:6.1f}s "
         f"({frames / arrays:.1f}x the arrays)"
+    )
+
+
+def _peak_mb_and_cpu_seconds() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def one_worker_in_process(config, folder: Path, sessions, count: int = 30) -> None:
+    """One worker's work on `count` consecutive sessions in this process, in CPU seconds (what a
+    busy machine's neighbours disturb least): each session decoded, featured and stored with its
+    slot volumes (`session_market`), then evaluated with its expected volumes (`session_alerts`),
+    from no instrument tables, with the workers' garbage-collector thresholds."""
+    import gc
+    import shutil
+
+    from nqflow.engine.baseline import ParquetBaseline
+    from nqflow.research import backtest as bt
+    from nqflow.research.worker import BATCH_GC_THRESHOLDS
+    from nqflow.sources.replay import INSTRUMENTS_DIR
+
+    available = ReplaySource(folder).sessions_available()
+    days = sessions[len(sessions) // 2 : len(sessions) // 2 + count]  # past the baseline's first sessions
+    digests = {d: bt.data_digest(ReplaySource(folder), d) for d in available}
+    wanted = {d: bt.wanted_params(config, digests, available, d) for d in days}
+    shutil.rmtree(folder / INSTRUMENTS_DIR, ignore_errors=True)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*BATCH_GC_THRESHOLDS)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root, baseline = str(Path(tmp) / "features"), str(Path(tmp) / "baseline")
+            store = ParquetBaseline(baseline)
+            c0 = time.process_time()
+            for day in days:
+                store.index_session(day, *bt.session_market(config, str(folder), root, day, wanted[day][0], baseline))
+            c1 = time.process_time()
+            for day in days:
+                bt.session_alerts(config, root, baseline, day, wanted[day][1])
+            c2 = time.process_time()
+    finally:
+        gc.set_threshold(*thresholds)
+    print(
+        f"one worker's work in one process, {len(days)} sessions from {days[0]} (CPU): "
+        f"{(c1 - c0) / len(days) * 1000:.0f} ms a session to decode, feature and store, "
+        f"{(c2 - c1) / len(days) * 1000:.0f} ms to evaluate with its expected volumes"
     )
 
 
@@ -212,6 +262,7 @@ def main() -> None:
     with dask_client(2, None) as client:
         rethreshold(config, sample, client)
         first_run(config, year, client, ReplaySource(year).sessions_available())
+    one_worker_in_process(config, year, ReplaySource(year).sessions_available())
 
 
 if __name__ == "__main__":
