@@ -171,6 +171,7 @@ def first_run(config, folder: Path, client, sessions) -> None:
         for label in ("first run: features, history and alerts", "features kept: re-threshold only"):
             if label.startswith("first"):  # as on data never read before: every day's instrument table built
                 shutil.rmtree(folder / INSTRUMENTS_DIR, ignore_errors=True)
+            before = client.run(_peak_mb_and_cpu_seconds)  # the workers ran the re-threshold's sessions before
             t0 = time.perf_counter()
             result = backtest(
                 config,
@@ -192,11 +193,11 @@ def first_run(config, folder: Path, client, sessions) -> None:
             )
             if first:
                 workers = client.run(_peak_mb_and_cpu_seconds)
+                cpu = [workers[w][1] - before.get(w, (0.0, 0.0))[1] for w in workers]
                 print(
                     f"  peak RSS per worker: {', '.join(f'{mb:.0f} MB' for mb, _ in workers.values())} "
-                    f"(target <= 600 MB); CPU per worker since it started: "
-                    f"{', '.join(f'{cpu:.0f} s' for _, cpu in workers.values())} "
-                    f"({sum(cpu for _, cpu in workers.values()) / len(sessions) * 1000:.0f} ms a session)"
+                    f"(target <= 600 MB); CPU per worker in the run: {', '.join(f'{c:.0f} s' for c in cpu)} "
+                    f"({sum(cpu) / len(sessions) * 1000:.0f} ms a session)"
                 )
     print(
         f"decode only, the same {len(sessions)} sessions' DBN files in one process: to arrays {arrays:6.1f}s "
