@@ -19,10 +19,13 @@ from nqflow.research.sample.generator import SampleSpec, generate_sample_market
 warnings.filterwarnings("ignore")
 
 
-def _df(path) -> pd.DataFrame:
+def _df(path, symbols: bool = False) -> pd.DataFrame:
+    """A DBN file read by databento's own `to_df`, as an oracle independent of nqflow's decoder;
+    with `symbols`, its symbol column mapped from the file's metadata (nine tenths of the read, a
+    second a definition file: only where a test reads that column)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return db.DBNStore.from_file(path).to_df().reset_index()
+        return db.DBNStore.from_file(path).to_df(map_symbols=symbols).reset_index()
 
 
 def test_same_seed_gives_identical_files(tmp_path):
@@ -56,7 +59,7 @@ def test_market_has_enough_sessions_and_realistic_size(truth):
 def test_planted_block_premium_matches_the_fills_in_the_file(sample_dir, truth):
     block = next(e for e in truth["events"] if e["kind"] == "block" and e["premium_usd"] > 3e6)
     day = block["session"].replace("-", "")
-    trades = _df(sample_dir / f"glbx-mdp3-{day}.trades.dbn.zst")
+    trades = _df(sample_dir / f"glbx-mdp3-{day}.trades.dbn.zst", symbols=True)
     ts = pd.Timestamp(block["ts_event"])
     fills = trades[(trades["ts_event"] == ts) & (trades["instrument_id"] == block["instrument_ids"][0])]
     assert len(fills) == block["fills"]
@@ -69,7 +72,7 @@ def test_planted_block_premium_matches_the_fills_in_the_file(sample_dir, truth):
 
 def test_symbols_expiries_strikes_and_multiplier_in_definitions(sample_dir, truth):
     day = truth["sessions"][-1].replace("-", "")
-    defs = _df(sample_dir / f"glbx-mdp3-{day}.definition.dbn.zst")
+    defs = _df(sample_dir / f"glbx-mdp3-{day}.definition.dbn.zst", symbols=True)
     options = defs[defs["instrument_class"].isin(["C", "P"])]
     row = options[options["raw_symbol"] == "NQZ6 C21000"].iloc[0]
     assert row["strike_price"] == 21000.0 and row["instrument_class"] == "C" and row["underlying"] == "NQZ6"
@@ -230,7 +233,7 @@ def test_trade_records_look_like_the_real_feed(sample_dir, truth):
 
 def test_known_strike_volume_matches_trades_file(sample_dir, truth, source):
     day = dt.date.fromisoformat(truth["sessions"][-1])
-    raw = _df(sample_dir / f"glbx-mdp3-{day:%Y%m%d}.trades.dbn.zst")
+    raw = _df(sample_dir / f"glbx-mdp3-{day:%Y%m%d}.trades.dbn.zst", symbols=True)
     symbol = raw["symbol"].value_counts().index[1]  # a busy option (index 0 is the future)
     expected = int(raw.loc[raw["symbol"] == symbol, "size"].sum())
     from nqflow.market import hours as cal
