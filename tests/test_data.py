@@ -283,6 +283,12 @@ def test_a_days_instrument_tables_reuse_the_day_befores_rows_and_equal_tables_bu
     pdt.assert_frame_equal(built.legs, legs)
     assert built.chain.loc[built.chain["instrument_id"] == changed, "strike"].item() == 12_345.0
     assert dropped not in set(built.chain["instrument_id"]) and dropped in set(previous.chain["instrument_id"])
+    # A file of no records (a day with nothing defined yet) after it, and a day after that one.
+    nothing = instrument_tables_from_records(records[:0], built)
+    empty_chain, empty_legs = instrument_tables(frame_from_records(records[:0], DECODED_FIELDS["definition"]))
+    pdt.assert_frame_equal(nothing.chain, empty_chain)
+    pdt.assert_frame_equal(nothing.legs, empty_legs)
+    pdt.assert_frame_equal(instrument_tables_from_records(records, nothing).chain, chain)
 
 
 def test_session_of_and_window_is_open_agree_with_the_exchange_calendar_at_every_instant():

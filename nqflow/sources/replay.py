@@ -448,14 +448,14 @@ def _contents(records: np.ndarray) -> np.ndarray:
     """What each record defines, as a row of 64-bit words: its decoded fields but the times it was
     sent (`_SENT_AT`), packed, so two records compare in one pass of integers."""
     names = [n for n in _DEFINITION_FIELDS if n not in _SENT_AT and n in (records.dtype.names or ())]
-    size = sum(records.dtype[n].itemsize for n in names)
+    words = -(-sum(records.dtype[n].itemsize for n in names) // 8)
     packed = np.zeros(
         len(records),
-        dtype=np.dtype({"names": names, "formats": [records.dtype[n] for n in names], "itemsize": -(-size // 8) * 8}),
+        dtype=np.dtype({"names": names, "formats": [records.dtype[n] for n in names], "itemsize": words * 8}),
     )
     for name in names:
         packed[name] = records[name]
-    return packed.view("uint64").reshape(len(records), -1)
+    return packed.view("uint64").reshape(len(records), words)  # (a file of no records: no rows)
 
 
 def _reusing(
