@@ -63,11 +63,12 @@ def implied_vol(
 ) -> np.ndarray:
     """Black-76 implied volatility, vectorised: Newton's method on the price, kept inside a bracket
     that every step narrows (a step that would leave it bisects it instead), until a step moves
-    the volatility less than `tolerance`. Nine options in ten settle within eight steps (a few far
-    from the money take up to fifty), where bisection took sixty for every option: a session's
-    14,000 settled options solve in 12 ms, not 41, to within 1e-12 of the bisection. A price at or below
-    the price at `low` gives `low` (all intrinsic value: its delta is then about 1 or 0, which is
-    right), one at or above the price at `high` gives `high`, and one not known gives NaN."""
+    the volatility less than `tolerance`. Three options in four settle within eight steps and nine
+    in ten within twelve (a few far from the money take up to fifty), where bisection took sixty
+    for every option: a session's 14,000 settled options solve in 12 ms, not 41, to within 1e-12
+    of the bisection. A price at or below the price at `low` gives `low` (all intrinsic value: its
+    delta is then about 1 or 0, which is right), one at or above the price at `high` gives
+    `high`, and one not known gives NaN."""
     price, forward, strike, years = (np.asarray(x, dtype=float) for x in (price, forward, strike, years))
     price, forward, strike, years, is_call = np.broadcast_arrays(
         price, forward, strike, years, np.asarray(is_call, dtype=bool)
