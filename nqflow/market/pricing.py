@@ -33,9 +33,13 @@ def _volatility_free(forward, strike, years, rate: float = 0.0) -> tuple[np.ndar
 
 
 def _priced(forward, strike, log_moneyness, root_years, discount, vol, call: bool) -> np.ndarray:
-    """`_black76` from the parts that do not depend on the volatility (a bisection computes them once)."""
+    """`_black76` from the parts that do not depend on the volatility (a solver computes them once)."""
     sd = vol * root_years
-    d1 = (log_moneyness + 0.5 * sd * sd) / sd
+    return _priced_at(forward, strike, (log_moneyness + 0.5 * sd * sd) / sd, sd, discount, call)
+
+
+def _priced_at(forward, strike, d1, sd, discount, call: bool) -> np.ndarray:
+    """`_priced` from d1 and the total standard deviation (the solver needs d1 for vega too)."""
     d2 = d1 - sd
     if call:
         return discount * (forward * ndtr(d1) - strike * ndtr(d2))
@@ -117,7 +121,7 @@ def _side_implied_vol(price, forward, strike, years, call: bool, low, high, tole
             break
         sd = current * root_years
         d1 = (moneyness + 0.5 * sd * sd) / sd
-        error = _priced(f, k, moneyness, root_years, discount, current, call) - target
+        error = _priced_at(f, k, d1, sd, discount, call) - target
         vega = discount * f * np.exp(-0.5 * d1 * d1) * root_years / np.sqrt(2.0 * np.pi)
         over = error > 0
         hi, lo = np.where(over, current, hi), np.where(over, lo, current)

@@ -364,7 +364,8 @@ def _without_overlap(pairs: list[tuple[DbnFile, pd.DataFrame]]) -> list[tuple[Db
 
 def instrument_tables(definitions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One definition file's chain and spread legs, each row with the time (`RECEIVED`) of the
-    definition it was taken from (`chain_from_definitions`, `legs_from_definitions`)."""
+    definition it was taken from (`chain_from_definitions`, `legs_from_definitions`): the
+    definition that `instrument_tables_from_records`, which builds them, is held to."""
     return chain_from_definitions(definitions, received=True), legs_from_definitions(definitions, received=True)
 
 
