@@ -224,9 +224,10 @@ def one_worker_in_process(config, folder: Path, sessions, count: int = 30) -> No
     from nqflow.research.worker import BATCH_GC_THRESHOLDS
     from nqflow.sources.replay import INSTRUMENTS_DIR
 
-    available = ReplaySource(folder).sessions_available()
+    source = ReplaySource(folder)
+    available = source.sessions_available()
     days = sessions[len(sessions) // 2 : len(sessions) // 2 + count]  # past the baseline's first sessions
-    digests = {d: bt.data_digest(ReplaySource(folder), d) for d in available}
+    digests = {d: bt.data_digest(source, d) for d in available}
     wanted = {d: bt.wanted_params(config, digests, available, d) for d in days}
     shutil.rmtree(folder / INSTRUMENTS_DIR, ignore_errors=True)
     thresholds = gc.get_threshold()

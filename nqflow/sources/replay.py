@@ -407,11 +407,12 @@ def instrument_tables_from_records(records: np.ndarray, previous: BuiltTables | 
     ids = records["instrument_id"].astype("int64")
     contents = _contents(records)
     chain_at = latest_positions(received, [ids])
+    chain_keys, chain_contents = ids[chain_at], contents[chain_at]
     chain, chain_reused = _reusing(
         records,
         chain_at,
-        ids[chain_at],
-        contents[chain_at],
+        chain_keys,
+        chain_contents,
         None if previous is None else (previous.chain, previous.chain_keys, previous.chain_contents),
         lambda chosen: chain_from_definitions(_definitions(chosen), received=True),
     )
@@ -422,17 +423,16 @@ def instrument_tables_from_records(records: np.ndarray, previous: BuiltTables | 
         leg_keys = (ids[leg_at] << 8) + leg_index[leg_at]  # a leg index is one byte: keys in (id, leg) order
     else:  # an older DBN version's definitions list no legs
         leg_at = leg_keys = np.empty(0, dtype="int64")
+    leg_contents = contents[leg_at]
     legs, legs_reused = _reusing(
         records,
         leg_at,
         leg_keys,
-        contents[leg_at],
+        leg_contents,
         None if previous is None else (previous.legs, previous.leg_keys, previous.leg_contents),
         lambda chosen: legs_from_definitions(_definitions(chosen), received=True),
     )
-    return BuiltTables(
-        chain, legs, ids[chain_at], contents[chain_at], leg_keys, contents[leg_at], chain_reused + legs_reused
-    )
+    return BuiltTables(chain, legs, chain_keys, chain_contents, leg_keys, leg_contents, chain_reused + legs_reused)
 
 
 def _received(records: np.ndarray) -> np.ndarray:
