@@ -34,6 +34,17 @@ def test_the_scheduler_process_loads_neither_the_engine_nor_scipy():
     assert loaded == "[]"
 
 
+def test_a_window_notebooks_imports_leave_scipy_stats_unloaded():
+    """scipy.stats took 0.8 s of every window kernel's start for two survival functions; the
+    engine builds them from scipy.special (`detect.tail_probability`)."""
+    code = (
+        "import sys, nqflow.engine.monitor, nqflow.reports.charts, nqflow.engine.gex; "
+        "print(sorted(m for m in sys.modules if m.startswith('scipy.stats')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
 def alert_json(**changes) -> dict:
     """The shared factory's alert with the values these tests read back."""
     fixed = {

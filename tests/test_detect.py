@@ -164,6 +164,22 @@ def test_overdispersed_history_gives_a_fatter_tail_than_poisson():
     assert tail_probability([0], [10.0], [10.0])[0] == 1.0
 
 
+def test_the_tail_is_scipy_stats_survival_function_of_the_count_models():
+    """The engine's tails are built from `scipy.special` (it never imports `scipy.stats`); they are
+    the negative binomial's and Poisson's survival functions at volume - 1."""
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    mean = np.exp(rng.uniform(-4, 8, 5000))
+    variance = mean * np.exp(rng.uniform(0, 4, 5000)) * (rng.uniform(size=5000) < 0.8) + mean * 0.5
+    volume = np.floor(np.exp(rng.uniform(0, 10, 5000)))
+    over = variance > mean * 1.0001
+    r = np.where(over, mean * mean / np.where(over, variance - mean, 1.0), 1.0)
+    reference = np.where(over, stats.nbinom.sf(volume - 1, r, r / (r + mean)), stats.poisson.sf(volume - 1, mean))
+    assert over.any() and (~over).any()
+    np.testing.assert_allclose(tail_probability(volume, mean, variance), reference, rtol=1e-10, atol=1e-300)
+
+
 def test_empty_window_gives_no_alerts_and_an_empty_summary():
     detection = detect_window(window_of([]), None, Config())
     assert detection.alerts.empty and detection.summary["option_trades"] == 0 and detection.summary["empty"]

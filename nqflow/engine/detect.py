@@ -91,7 +91,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from nqflow.alerts import ALERT_FIELDS, Alert, Direction, Kind, Label, Level, stable_id, usd
 from nqflow.config import Config
@@ -169,15 +169,20 @@ def tier_of(ratio: float, tiers: tuple[float, ...]) -> float:
 def tail_probability(volume, mean, variance) -> np.ndarray:
     """P(X >= volume) under a negative binomial (over-dispersed, var > mean) or Poisson count model.
 
-    Vectorised over arrays of volumes, means and variances."""
-    volume = np.asarray(volume, dtype=float)
+    Vectorised over arrays of volumes, means and variances. The tails are the special functions
+    `scipy.stats`' survival functions are made of (for a count k >= 1, P(X >= k) is the regularised
+    incomplete beta I_{1-p}(k, r) and Poisson's `pdtrc(k - 1, mean)`), so the engine never imports
+    `scipy.stats`, which took 0.8 s of every window notebook's start; they agree with
+    `stats.nbinom.sf` to 1e-12 relatively and with `stats.poisson.sf` exactly."""
+    volume = np.floor(np.asarray(volume, dtype=float))
     mean = np.maximum(np.asarray(mean, dtype=float), 1e-9)
     variance = np.asarray(variance, dtype=float)
     over = variance > mean * 1.0001
     r = np.where(over, mean * mean / np.where(over, variance - mean, 1.0), 1.0)
     p = r / (r + mean)
-    nb = stats.nbinom.sf(volume - 1, r, p)
-    poisson = stats.poisson.sf(volume - 1, mean)
+    count = np.maximum(volume, 1.0)  # P(X >= 0) = 1 is the `where` below; the functions want k >= 1
+    nb = special.betainc(count, r, 1.0 - p)
+    poisson = special.pdtrc(count - 1.0, mean)
     return np.where(volume <= 0, 1.0, np.where(over, nb, poisson))
 
 
