@@ -17,7 +17,7 @@ from helpers import SMTP_PASSWORD, Inbox, free_port, make_alert, smtp_server
 
 from nqflow.config import load_config
 from nqflow.ops.notify import deliver_pending, enabled_channels
-from nqflow.ops.store import StateStore
+from nqflow.ops.store import RunOutcome, StateStore
 from nqflow.ops.suppression import repeats_to_suppress
 
 T0 = pd.Timestamp("2026-10-29T14:32:00Z")
@@ -76,7 +76,10 @@ def test_email_digest_and_slack_message_contents(tmp_path, tls, env):
         alerts = [make_alert(1, confidence=45), make_alert(2, confidence=88), make_alert(3, confidence=61)]
         store.record_alerts(alerts, enabled_channels(config), T0.isoformat())
         report = str(tmp_path / "out" / "2026-10-29" / "1415-1430Z.html")
-        sent = deliver_pending(store, config, T0, {alerts[0].window_start: report})
+        start, end = alerts[0].window_start, alerts[0].window_end
+        store.start_attempt(start, end, T0.isoformat())
+        store.finish_window(start, end, RunOutcome("ok", T0.isoformat(), 1.0, None, report, len(alerts), {}))
+        sent = deliver_pending(store, config, T0)  # the link is the report the window recorded
     finally:
         server.stop()
     assert sent == {"log": 3, "email": 3, "slack": 3}
@@ -151,7 +154,7 @@ KILLED_DELIVERY = """
 import pandas as pd, sys
 from nqflow.config import load_config
 from nqflow.ops.notify import deliver_pending
-from nqflow.ops.store import StateStore
+from nqflow.ops.store import RunOutcome, StateStore
 config = load_config(overrides={{"notify.console.enabled": False, "notify.log.enabled": False,
     "notify.email.enabled": True, "notify.email.host": "127.0.0.1", "notify.email.port": {port},
     "notify.email.user": "desk", "notify.email.recipients": ["desk@example.test"],
@@ -198,7 +201,7 @@ KILLED_SLACK = """
 import pandas as pd, sys
 from nqflow.config import load_config
 from nqflow.ops.notify import deliver_pending
-from nqflow.ops.store import StateStore
+from nqflow.ops.store import RunOutcome, StateStore
 config = load_config(overrides={{"notify.console.enabled": False, "notify.log.enabled": False,
     "notify.slack.enabled": True, "notify.slack.min_confidence": 0, "notify.slack.timeout_seconds": 60}})
 deliver_pending(StateStore(sys.argv[1]), config, pd.Timestamp("{now}"))

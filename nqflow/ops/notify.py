@@ -315,24 +315,31 @@ def _by_window(alerts: list[Alert]) -> list[list[Alert]]:
     ]
 
 
-def deliver_pending(
-    store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str] | None = None
-) -> dict[str, int]:
+def deliver_pending(store: StateStore, config: Config, now: pd.Timestamp) -> dict[str, int]:
     """Send every due delivery of every enabled channel; returns how many were sent per channel.
+    Each message links its window's report as the state database records it, whichever sender
+    (the window loop or the live stream) sends it.
 
     One sender at a time per state database (a file lock beside it): the window loop and the
     live stream deliver from the same outbox, and two senders reading the same pending row
     would send it twice."""
     with FileLock(str(store.path) + ".deliver.lock"):
-        return _deliver_pending(store, config, now, reports or {})
+        return _deliver_pending(store, config, now)
 
 
-def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, reports: dict[str, str]) -> dict[str, int]:
+def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp) -> dict[str, int]:
     sent: dict[str, int] = {}
     channels = enabled_channels(config)
+    busy = store.channels_with_outbox()  # most passes of a long run: none, and nothing more is asked
+    if not busy:
+        return sent
     for channel in channels:  # first, so that a notice it records goes out in this pass
-        _settle_in_flight(store, channel, channels, now)
+        if channel in busy:
+            _settle_in_flight(store, channel, channels, now)
+    busy = store.channels_with_outbox()  # a notice recorded just now is pending on every channel
     for channel in channels:
+        if channel not in busy:
+            continue
         settings = CHANNELS[channel].settings(config)
         due = store.due_deliveries(channel, now.isoformat(), config.notify.max_delivery_attempts)
         skipped = [a.alert_id for a in due if not _wanted(a, settings)]
@@ -341,6 +348,7 @@ def _deliver_pending(store: StateStore, config: Config, now: pd.Timestamp, repor
         wanted = [a for a in due if _wanted(a, settings)]
         if not wanted:
             continue
+        reports = store.report_paths([a.window_start for a in wanted])
         # One message per window, recorded as it goes: when a later window's message fails, the
         # earlier ones stay delivered and are not sent again.
         failure: tuple[str, str] | None = None  # (error, retry at) once the channel failed in this pass

@@ -125,12 +125,12 @@ class Scheduler:
         """Open-market windows not yet done, oldest first: new ones since the last run (bounded
         catch-up) and failed ones whose retry time has come."""
         _, last_end = self.latest_complete_window(now)
-        windows = self.store.windows(limit=1)
+        latest = self.store.window_starts(limit=1)
         s = self.config.schedule
-        if windows.empty:
+        if not latest:
             first_start = last_end - self.interval
         else:
-            first_start = pd.Timestamp(windows["window_start"].iloc[0]) + self.interval
+            first_start = pd.Timestamp(latest[0]) + self.interval
         first_start = max(first_start, last_end - s.max_catchup_windows * self.interval)
         due = []
         start = first_start
@@ -138,14 +138,10 @@ class Scheduler:
             if cal.window_is_open(start, start + self.interval):
                 due.append((start, start + self.interval))
             start += self.interval
-        retry = self.store.windows(limit=s.max_catchup_windows * 4)
-        retry = retry[
-            (retry["status"] == "failed")
-            & (retry["attempts"] < s.max_attempts)
-            & (retry["next_attempt_at"].fillna("") <= now.isoformat())
-        ]
-        for row in retry.itertuples(index=False):
-            pair = (pd.Timestamp(row.window_start), pd.Timestamp(row.window_end))
+        for start_text, end_text in self.store.windows_to_retry(
+            now.isoformat(), s.max_attempts, among=s.max_catchup_windows * 4
+        ):
+            pair = (pd.Timestamp(start_text), pd.Timestamp(end_text))
             if pair not in due:
                 due.append(pair)
         return sorted(due)
@@ -381,13 +377,9 @@ class Scheduler:
         """Watched sessions (windows recorded) whose `job` is not done and may run now
         (`ready_at`, and any retry time has come), oldest first."""
         s = self.config.schedule
-        windows = self.store.windows(limit=s.max_catchup_windows * 8)
+        starts = set(self.store.window_starts(limit=s.max_catchup_windows * 8))
         sessions = sorted(
-            {
-                found[0]
-                for found in (cal.session_of(pd.Timestamp(w)) for w in windows["window_start"])
-                if found is not None
-            }
+            {found[0] for found in (cal.session_of(pd.Timestamp(w)) for w in starts) if found is not None}
         )[-s.daily_lookback_sessions :]
         due = []
         for day in sessions:
@@ -492,9 +484,7 @@ class Scheduler:
         return removed
 
     def deliver(self) -> dict[str, int]:
-        windows = self.store.windows(limit=500)
-        reports = {w.window_start: w.html_path for w in windows.itertuples(index=False) if w.html_path}
-        return deliver_pending(self.store, self.config, self.clock.now(), reports)
+        return deliver_pending(self.store, self.config, self.clock.now())
 
     def refresh_index(self) -> Path:
         return write_index(

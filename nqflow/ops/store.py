@@ -213,6 +213,42 @@ class StateStore:
         with self.connect() as conn:
             return pd.read_sql_query("SELECT * FROM windows ORDER BY window_start DESC LIMIT ?", conn, params=[limit])
 
+    # The scheduler asks the next three on every pass of a run that lasts weeks: plain rows of the
+    # columns it needs, not a frame of every column (a frame of 500 windows is 2-3 ms a pass).
+    def window_starts(self, limit: int) -> list[str]:
+        """The starts of the latest `limit` windows recorded, newest first."""
+        with self.connect() as conn:
+            return [
+                r[0]
+                for r in conn.execute("SELECT window_start FROM windows ORDER BY window_start DESC LIMIT ?", (limit,))
+            ]
+
+    def windows_to_retry(self, now: str, max_attempts: int, among: int) -> list[tuple[str, str]]:
+        """(start, end) of the failed windows among the latest `among` that have attempts left and
+        whose retry time has come by `now`."""
+        with self.connect() as conn:
+            return [
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT window_start, window_end FROM (SELECT * FROM windows ORDER BY window_start DESC LIMIT ?) "
+                    "WHERE status = 'failed' AND attempts < ? AND coalesce(next_attempt_at, '') <= ?",
+                    (among, max_attempts, now),
+                )
+            ]
+
+    def report_paths(self, window_starts: Sequence[str]) -> dict[str, str]:
+        """window_start -> its HTML report, for those of `window_starts` that have one."""
+        starts = sorted(set(window_starts))
+        if not starts:
+            return {}
+        with self.connect() as conn:
+            rows = conn.execute(
+                f"SELECT window_start, html_path FROM windows WHERE html_path IS NOT NULL AND window_start IN "
+                f"({', '.join('?' * len(starts))})",
+                starts,
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
     # -- daily runs: one notebook per session and job (off_book, session), see scheduling.DAILY_JOBS --
     def daily_run(self, job: str, trade_date: str) -> dict | None:
         with self.connect() as conn:
@@ -419,6 +455,15 @@ class StateStore:
         with self.connect() as conn:
             rows = conn.execute(query + " ORDER BY window_start DESC, confidence DESC", params).fetchall()
         return _read_alerts(rows)
+
+    def channels_with_outbox(self) -> set[str]:
+        """The channels with a delivery pending or begun (`sending`): the others have nothing to
+        send or to settle, and a sender's pass asks no more of them."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT channel FROM deliveries WHERE status IN ('pending', 'sending')"
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def due_deliveries(self, channel: str, now: str, max_attempts: int) -> list[Alert]:
         with self.connect() as conn:
