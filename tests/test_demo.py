@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from nqflow.engine.monitor import REPO_ROOT
+from nqflow.ops.store import RunOutcome, StateStore
 
 # Slow: make test-fast leaves it out.
 pytestmark = pytest.mark.slow
@@ -17,6 +18,11 @@ pytestmark = pytest.mark.slow
 
 def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_cleanly(sample_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABENTO", "NQFLOW_"))}
+    # Pointed at a state database a demo did not create: it is used as it is, never deleted.
+    state = StateStore(tmp_path / "state.sqlite")
+    theirs = ("2026-10-30T15:00:00+00:00", "2026-10-30T15:15:00+00:00")
+    state.start_attempt(*theirs, theirs[0])
+    state.finish_window(*theirs, RunOutcome("ok", theirs[0], 1.0, None, None, 0, {}))
     run = subprocess.run(
         [
             sys.executable,
@@ -38,6 +44,9 @@ def test_demo_finds_in_each_window_what_it_says_was_planted_and_its_pages_read_c
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "not created by a demo, so nothing in it is deleted" in run.stdout.splitlines()[0]
+    kept = state.windows(limit=100)
+    assert theirs[0] in set(kept["window_start"]) and len(kept) == 1 + 3  # theirs, and the demo's three
     window_part, *daily = run.stdout.split("\n== session ")
     windows = window_part.split("\n== window ")[1:]
     assert len(windows) == 3

@@ -171,39 +171,31 @@ def make_scheduler_at(tmp_path, sample_dir):
 # -- never losing state ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_demo_never_deletes_a_state_database_it_did_not_create(sample_dir, tmp_path):
+def test_demo_never_deletes_a_state_database_it_did_not_create(tmp_path):
+    """`fresh_state`, the demo's whole policy on the database it is pointed at (test_demo runs the
+    demo on one it did not create, end to end): a new one is marked as the demo's, an earlier
+    demo's is replaced, anybody else's is used as it is."""
+    from nqflow.research.demo import fresh_state
+
+    new = tmp_path / "new.sqlite"
+    assert fresh_state(new).startswith("a new demo state database") and windows_in(new) == []
+    record_window(new, "2026-10-30T15:00:00+00:00")
+    assert "the last demo's was replaced" in fresh_state(new) and windows_in(new) == []
+
     mine = tmp_path / "mine.sqlite"
-    store = StateStore(mine)
     for minute in ("00", "15"):
-        start, end = f"2026-10-30T15:{minute}:00+00:00", f"2026-10-30T15:{int(minute) + 15:02d}:00+00:00"
-        store.start_attempt(start, end, start)
-        store.finish_window(start, end, RunOutcome("ok", start, 1.0, None, None, 0, {}))
+        record_window(mine, f"2026-10-30T15:{minute}:00+00:00")
     before = windows_in(mine)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "scheduler.py",
-            "--state-db",
-            str(mine),
-            "--outputs",
-            str(tmp_path / "out"),
-            "--set",
-            f"notify.log.path={tmp_path / 'alerts.log'}",
-            *QUIET,
-            "demo",
-            "--windows",
-            "1",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "not created by a demo, so nothing in it is deleted" in done.stdout
-    after = windows_in(mine)
-    assert set(before) <= set(after) and len(after) == len(before) + 1  # kept, and the demo's window added
+    said = fresh_state(mine)
+    assert "not created by a demo, so nothing in it is deleted" in said and windows_in(mine) == before
+    assert StateStore(mine).meta("created_by") is None  # and it is not marked as the demo's either
+
+
+def record_window(path: Path, start: str) -> None:
+    end = (pd.Timestamp(start) + pd.Timedelta(minutes=15)).isoformat()
+    store = StateStore(path)
+    store.start_attempt(start, end, start)
+    store.finish_window(start, end, RunOutcome("ok", start, 1.0, None, None, 0, {}))
 
 
 def test_an_unwritable_outputs_or_state_folder_is_one_line_before_any_work(sample_dir, tmp_path, read_only_dir):
