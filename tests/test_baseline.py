@@ -120,16 +120,20 @@ def test_store_with_no_earlier_session_expects_nothing(source, store_and_record)
     assert list(got) == [0, 1] and all(frame.empty for frame in got.values())
 
 
-def _every_slot(store, session, keys=None) -> dict:
+def _every_slot(store, session, keys=None) -> tuple[list[int], pd.DataFrame]:
+    """The slots a store answers for, and its expected volumes in all of them as one frame with a
+    `slot` column (compared in one go: a comparison per slot was most of this module's time)."""
     slots = list(range(len(cal.session_windows(session))))
-    return {slot: _sorted(frame) for slot, frame in store.expected(session, slots, MAX_SESSIONS, keys).items()}
+    expected = store.expected(session, slots, MAX_SESSIONS, keys)
+    frame = pd.concat([frame.assign(slot=slot) for slot, frame in expected.items()], ignore_index=True)
+    frame = frame.astype({"level": str, "key": str}).sort_values(["slot", "level", "key"], ignore_index=True)
+    return list(expected), frame
 
 
-def _assert_same(got: dict, want: dict) -> None:
-    assert list(got) == list(want)
-    assert sum(len(frame) for frame in want.values()) > 1000
-    for slot in want:
-        pdt.assert_frame_equal(got[slot], want[slot], check_dtype=False, obj=f"slot {slot}")
+def _assert_same(got: tuple[list[int], pd.DataFrame], want: tuple[list[int], pd.DataFrame]) -> None:
+    assert got[0] == want[0]
+    assert len(want[1]) > 1000
+    pdt.assert_frame_equal(got[1], want[1], check_dtype=False)
 
 
 def test_the_columnar_store_gives_the_sqlite_numbers_in_every_slot(source, both_stores):
