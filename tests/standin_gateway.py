@@ -15,6 +15,7 @@ answer, or a connection dropped half-way through the body. Every request is logg
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import ssl
 import struct
@@ -61,13 +62,23 @@ class _Schema:
 
 
 def _read_records(path: Path) -> tuple[str, np.ndarray]:
+    """A sample file's schema (from its name, glbx-mdp3-YYYYMMDD.SCHEMA.dbn.zst) and its records as
+    rows of bytes; the metadata is skipped, not decoded (its symbol mappings are most of a file)."""
     raw = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
     meta_len = struct.unpack_from("<I", raw, 4)[0]
     body = raw[8 + meta_len :]
+    schema = path.name.split(".")[-3]
     if not body:
-        return "", np.empty((0, 0), np.uint8)
+        return schema, np.empty((0, 0), np.uint8)
     size = body[0] * 4
-    return str(db.DBNStore.from_file(path).schema), np.frombuffer(body, np.uint8).reshape(-1, size)
+    return schema, np.frombuffer(body, np.uint8).reshape(-1, size)
+
+
+@functools.lru_cache(maxsize=4)
+def sample_market(folder: Path) -> SampleMarket:
+    """One `SampleMarket` per folder in a process: the gateways of every test module that uses
+    one (Historical and Live) serve the same records, read once."""
+    return SampleMarket(folder)
 
 
 class SampleMarket:
@@ -75,14 +86,10 @@ class SampleMarket:
 
     def __init__(self, folder: Path):
         by_schema: dict[str, list[np.ndarray]] = {}
-        mappings: dict[int, str] = {}
         for path in sorted(folder.glob("*.dbn.zst")):
             schema, records = _read_records(path)
             if len(records):
                 by_schema.setdefault(schema, []).append(records)
-            for symbol, intervals in db.DBNStore.from_file(path).metadata.mappings.items():
-                for interval in intervals:
-                    mappings[int(interval["symbol"])] = symbol
         self.schemas: dict[str, _Schema] = {}
         for schema, chunks in by_schema.items():
             records = np.concatenate(chunks)
@@ -90,12 +97,17 @@ class SampleMarket:
             ts = np.ascontiguousarray(records[:, off : off + 8]).view("<u8").ravel()
             iid = np.ascontiguousarray(records[:, 4:8]).view("<u4").ravel()
             order = np.argsort(ts, kind="stable")
-            self.schemas[schema] = _Schema(records[order], ts[order], iid[order], mappings)
-        # the array decode nqflow uses (to_df maps every record's symbol: 16 s more per gateway)
-        definitions = db.DBNStore.from_bytes(self._dbn("definition", 0, 2**63 - 1, None)).to_ndarray()
+            self.schemas[schema] = _Schema(records[order], ts[order], iid[order], {})
+        # the array decode nqflow uses (to_df maps every record's symbol: 16 s more per gateway),
+        # of a file without symbol mappings: each instrument's symbol is its latest definition's
+        definitions = db.DBNStore.from_bytes(self._dbn("definition", 0, 2**63 - 1, None, mapped=False)).to_ndarray()
+        ids = definitions["instrument_id"].astype(int).tolist()
+        symbols = dict(zip(ids, definitions["raw_symbol"].astype("U").tolist()))  # later records win
+        for data in self.schemas.values():
+            data.mappings.update(symbols)
         kind = np.where(definitions["instrument_class"] == b"F", "FUT", "OPT")  # spreads live under the options parent
         parents = np.char.add(np.char.add(definitions["asset"].astype("U"), "."), kind)
-        self.parent_of = dict(zip(definitions["instrument_id"].astype(int).tolist(), parents.tolist()))
+        self.parent_of = dict(zip(ids, parents.tolist()))
         self.start = pd.Timestamp(int(min(s.ts_recv.min() for s in self.schemas.values())), tz="UTC")
         self.end = pd.Timestamp(int(max(s.ts_recv.max() for s in self.schemas.values())) + 1, tz="UTC")
 
@@ -108,10 +120,10 @@ class SampleMarket:
             rows = rows[np.isin(data.instrument_id[lo:hi], wanted)]
         return rows
 
-    def _dbn(self, schema: str, start_ns: int, end_ns: int, parents: list[str] | None) -> bytes:
+    def _dbn(self, schema: str, start_ns: int, end_ns: int, parents: list[str] | None, mapped: bool = True) -> bytes:
         data = self.schemas[schema]
         rows = self.select(schema, start_ns, end_ns, parents)
-        ids = sorted(set(data.instrument_id[rows].tolist()))
+        ids = sorted(set(data.instrument_id[rows].tolist())) if mapped else []
         day = pd.Timestamp(min(start_ns, 2**62), tz="UTC").date()
         known = set(self.parent_of.values()) if hasattr(self, "parent_of") else set()
         not_found = [p for p in parents or [] if p not in known]
@@ -170,7 +182,7 @@ class StandInGateway:
         available_end: pd.Timestamp | None = None,
         cost_multiplier: float = 1.0,
     ):
-        self.market = SampleMarket(Path(folder))
+        self.market = sample_market(Path(folder))
         self.key = key
         self.available_end = available_end or self.market.end
         self.cost_multiplier = cost_multiplier

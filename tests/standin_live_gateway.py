@@ -34,7 +34,7 @@ import databento_dbn as dbn
 import numpy as np
 import pandas as pd
 from databento.common.cram import get_challenge_response
-from standin_gateway import SampleMarket
+from standin_gateway import SampleMarket, sample_market
 
 LIVE_KEY = "db-LiveStandInKey0000000000000"
 ERRORS = {
@@ -76,7 +76,7 @@ class StandInLiveGateway:
     ):
         if market is None and folder is None:
             raise ValueError("give the sample folder, or the market another stand-in loaded from it")
-        self.market = market or SampleMarket(Path(folder))  # type: ignore[arg-type]
+        self.market = market or sample_market(Path(folder))  # type: ignore[arg-type]
         self.key = key
         self.behaviour = behaviour or Behaviour()
         self.sessions: list[_Session] = []
