@@ -313,10 +313,9 @@ def split(
 ) -> list[Detection]:
     """One `Detection` per window of a batch (those at the positions `keep`, when given), each as
     if its window had been detected alone (sweep ids renumbered from 0 in each window)."""
-    # Only the windows kept are cut, column by column selection once per window: copying the
-    # whole batch's frames to drop a column costs the live path (one window kept of many) more.
     orders, volumes, packages, table = features.orders, evaluation.volumes, features.packages, features.windows
     n = len(table)
+    kept = list(range(n)) if keep is None else list(keep)
     order_bounds = _bounds(orders[WINDOW], list(range(n)))
     volume_bounds = _bounds(volumes[WINDOW], list(range(n)))
     alert_bounds = _bounds(evaluation.alerts[WINDOW], list(range(n)))
@@ -326,9 +325,16 @@ def split(
     volume_columns = [c for c in volumes.columns if c not in (WINDOW, "open_interest", "instrument_id")]
     feature_sweep = orders["sweep_id"].to_numpy(dtype="int64") if len(orders) else np.empty(0, dtype="int64")
     final_sweep = np.asarray(evaluation.sweep_id, dtype="int64")
+    volume_ids = volumes["instrument_id"].to_numpy()
+    # Selecting the columns costs the same for a window as for the batch: for a few windows of a
+    # batch (the live path keeps one) each window's rows are selected; for many (a session), the
+    # batch's once, then each window is a slice of it.
+    if len(kept) > BATCH_SELECT_FROM:
+        orders, volumes, packages = orders[order_columns], volumes[volume_columns], packages[package_columns]
+        order_columns, volume_columns, package_columns = list(orders.columns), list(volumes.columns), []
     results = []
     rows = list(table.itertuples(index=False))
-    for i in range(n) if keep is None else keep:
+    for i in kept:
         row = rows[i]
         summary = window_summary(row)
         if row.empty:
@@ -344,20 +350,22 @@ def split(
             )
             continue
         lo, hi = order_bounds[i]
-        own_orders = orders.iloc[lo:hi][order_columns].reset_index(drop=True)
+        own_orders = _rows(orders, lo, hi, order_columns)
         sweep = final_sweep[lo:hi].copy()
         in_sweep = sweep >= 0
         if in_sweep.any():  # numbered from the window's first sweep candidate
             candidates = feature_sweep[lo:hi]
             sweep[in_sweep] -= int(candidates[candidates >= 0].min())
         own_orders["sweep_id"] = sweep
-        own_volumes = volumes.iloc[slice(*volume_bounds[i])]
-        ids = instrument_ids(own_volumes)
-        own_volumes = own_volumes[volume_columns].reset_index(drop=True)
-        own_volumes.insert(volume_columns.index("expiry_key") + 1, "instrument_ids", ids)
+        v_lo, v_hi = volume_bounds[i]
+        own_volumes = _rows(volumes, v_lo, v_hi, volume_columns)
+        own_volumes.insert(
+            volume_columns.index("expiry_key") + 1, "instrument_ids", instrument_ids(volume_ids[v_lo:v_hi])
+        )
         # Built from the window's own records, so its dtypes are what the window alone gives.
         frame = pd.DataFrame(evaluation.records[slice(*alert_bounds[i])], columns=ALERT_FIELDS)
-        own_packages = packages.take(package_rows.get(i, []))[package_columns].reset_index(drop=True)
+        own_packages = packages.take(package_rows.get(i, []))
+        own_packages = (own_packages[package_columns] if package_columns else own_packages).reset_index(drop=True)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
@@ -368,6 +376,16 @@ def split(
             summary["history_sessions"] = int(product["history_sessions"].iloc[0])
         results.append(Detection(frame, own_orders, own_volumes, summary, own_packages, config))
     return results
+
+
+#: `split` selects the columns of the batch's frames once when it keeps more windows than this.
+BATCH_SELECT_FROM = 4
+
+
+def _rows(frame: pd.DataFrame, lo: int, hi: int, columns: list[str]) -> pd.DataFrame:
+    """Rows [lo, hi) of `frame` in `columns`, numbered from 0 (`frame` already in `columns`: a slice)."""
+    part = frame.iloc[lo:hi]
+    return (part if list(frame.columns) == columns else part[columns]).reset_index(drop=True)
 
 
 def window_summary(row) -> dict:

@@ -360,9 +360,11 @@ def _cumcount(group: np.ndarray) -> np.ndarray:
     return out
 
 
-def instrument_ids(volumes: pd.DataFrame) -> list[list[int]]:
-    """Each volume row's instruments as a list (an alert's ``instrument_ids``): [id] or []."""
-    return [[int(i)] if i >= 0 else [] for i in volumes["instrument_id"].to_numpy()]
+def instrument_ids(volumes: pd.DataFrame | np.ndarray) -> list[list[int]]:
+    """Each volume row's instruments as a list (an alert's ``instrument_ids``): [id] or []; of a
+    volumes frame or of its ``instrument_id`` column as an array."""
+    ids = volumes["instrument_id"].to_numpy() if isinstance(volumes, pd.DataFrame) else volumes
+    return [[int(i)] if i >= 0 else [] for i in ids]
 
 
 def side_totals(frame: pd.DataFrame) -> dict[str, float]:
