@@ -484,6 +484,29 @@ def _spread_definitions(spread: Spread, ts_ns: int) -> list[dbn.InstrumentDefMsg
 
 
 # --------------------------------------------------------------------------- generator state
+@dataclass(frozen=True)
+class _Listed:
+    """A session's listed options as columns, in their listed order (what `_weights` reads)."""
+
+    instrument_id: np.ndarray
+    strike: np.ndarray
+    expiration_ns: np.ndarray
+    carry: np.ndarray
+    is_put: np.ndarray
+    root: np.ndarray
+
+    @classmethod
+    def of(cls, listed: list[Instrument]) -> _Listed:
+        return cls(
+            np.array([o.instrument_id for o in listed]),
+            np.array([o.strike for o in listed]),
+            np.array([o.expiration_ns for o in listed], dtype=np.int64),
+            np.array([CARRY[o.underlying] for o in listed]),
+            np.array([o.kind == "P" for o in listed]),
+            np.array([o.listing.symbol_root for o in listed]),
+        )
+
+
 @dataclass
 class _Session:
     index: int
@@ -555,6 +578,7 @@ class _Generator:
         #: the planted dealer walls (`SampleSpec.wall_contracts`), chosen at the first session
         self.dealer_walls: dict | None = None
         self._chains: dict[tuple, dict[str, list[Instrument]]] = {}
+        self._expirations: dict[int, np.ndarray] = {}  # each session's options' expirations, sorted
 
     # ------------------------------------------------------------------ prices
     def option_prices(self, iids: np.ndarray, ts_ns: np.ndarray, sess: _Session) -> np.ndarray:
@@ -596,14 +620,16 @@ class _Generator:
         live = [f for f in self.futures.values() if roll_date(_chicago_date(f.expiration_ns)) > trade_date]
         return min(live, key=lambda f: f.expiration_ns)
 
-    def _weights(self, sess: _Session, t_ns: int, listed: list[Instrument]) -> np.ndarray:
+    def _weights(self, sess: _Session, t_ns: int, listed: _Listed) -> np.ndarray:
         """Where volume goes at instant t: by expiry (0DTE and 1DTE most), then by moneyness
         within the expiry (near the money, puts a little more, round strikes a little more)."""
-        strikes = np.array([o.strike for o in listed])
-        exp_ns = np.array([o.expiration_ns for o in listed], dtype=np.int64)
-        carry = np.array([CARRY[o.underlying] for o in listed])
-        is_put = np.array([o.kind == "P" for o in listed])
-        roots = np.array([o.listing.symbol_root for o in listed])
+        strikes, exp_ns, carry, is_put, roots = (
+            listed.strike,
+            listed.expiration_ns,
+            listed.carry,
+            listed.is_put,
+            listed.root,
+        )
         alive = exp_ns > t_ns + 30 * 60_000_000_000
         fwd = sess.forward_at(np.array([t_ns]))[0] * carry
         years = years_between(t_ns, exp_ns)
@@ -629,9 +655,9 @@ class _Generator:
         ts.sort()
         minute_of = (ts - sess.open_ns) // 60_000_000_000
 
-        listed = sess.listed
+        listed = _Listed.of(sess.listed)  # the session's options as columns, once (not per half hour)
         iids = np.empty(ts.size, dtype=np.int64)
-        listed_ids = np.array([o.instrument_id for o in listed])
+        listed_ids = listed.instrument_id
         for hour_start in range(0, minutes, 30):
             mask = (minute_of >= hour_start) & (minute_of < hour_start + 30)
             if not mask.any():
@@ -693,9 +719,15 @@ class _Generator:
     def _chain(self, sess: _Session, t_ns: int, min_hours: float = 1.0) -> dict[str, list[Instrument]]:
         """Live options by expiry root at t (at least `min_hours` before expiry); looked up per
         quarter hour, since only an expiry reaching its last hour changes it."""
-        key = (sess.index, (t_ns - sess.open_ns) // (15 * 60_000_000_000), min_hours)
+        quarter = (t_ns - sess.open_ns) // (15 * 60_000_000_000)
+        cutoff = sess.open_ns + (quarter + 1) * 15 * 60_000_000_000 + min_hours * 3600e9
+        # Kept by how many options have expired by the cutoff (which decides the set): rebuilt when
+        # an expiry passes, not every quarter hour (12,000 options a session, 92 quarter hours).
+        expirations = self._expirations.get(sess.index)
+        if expirations is None:
+            expirations = self._expirations[sess.index] = np.sort([o.expiration_ns for o in sess.listed])
+        key = (sess.index, int(np.searchsorted(expirations, cutoff, side="left")))
         if key not in self._chains:
-            cutoff = sess.open_ns + (key[1] + 1) * 15 * 60_000_000_000 + min_hours * 3600e9
             chains: dict[str, list[Instrument]] = {}
             for o in sess.listed:
                 if o.expiration_ns >= cutoff:
