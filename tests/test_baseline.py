@@ -111,6 +111,9 @@ def test_store_limits_to_the_keys_a_window_trades_and_always_has_the_product(sou
     assert ("product", "NQ") in set(zip(limited["level"], limited["key"]))
     pdt.assert_frame_equal(limited, everything.merge(limited[["level", "key"]], on=["level", "key"]), check_dtype=False)
     assert len(got[41]) > len(limited)  # a slot without keys gets every key seen before
+    # every slot asked with its keys: the store reads only those keys' first sessions, same numbers
+    alone = _sorted(store.expected(session, [slot], MAX_SESSIONS, {slot: keys})[slot])
+    pdt.assert_frame_equal(alone, limited)
 
 
 def test_store_with_no_earlier_session_expects_nothing(source, store_and_record):

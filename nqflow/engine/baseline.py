@@ -231,11 +231,22 @@ class BaselineStore(_SlotHistory):
             recorded = pd.read_sql_query(
                 "SELECT slot, session FROM baseline_slot WHERE session < ?", conn, params=[day]
             )
-            first_seen = pd.read_sql_query(
-                "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session < ?",
-                conn,
-                params=[day],
-            )
+            pairs = asked_pairs(slots, keys)
+            if pairs is None:  # a slot wants every key seen before
+                first_seen = pd.read_sql_query(
+                    "SELECT level, key, session AS first_session FROM baseline_first_seen WHERE session < ?",
+                    conn,
+                    params=[day],
+                )
+            else:  # a window's few hundred keys, not every key ever seen (22,000 after 20 sessions)
+                conn.execute("CREATE TEMP TABLE asked (level TEXT, key TEXT)")
+                conn.executemany("INSERT INTO asked VALUES (?, ?)", zip(pairs["level"].tolist(), pairs["key"].tolist()))
+                first_seen = pd.read_sql_query(
+                    "SELECT f.level, f.key, f.session AS first_session FROM asked a JOIN baseline_first_seen f "
+                    "ON f.level = a.level AND f.key = a.key WHERE f.session < ?",
+                    conn,
+                    params=[day],
+                )
             wanted = wanted_keys(recorded, first_seen, slots, max_sessions, keys)
             conn.execute(
                 "CREATE TEMP TABLE wanted (row INTEGER PRIMARY KEY, slot INTEGER, level TEXT, key TEXT, since TEXT)"
@@ -582,6 +593,21 @@ def _write_beside(frame: pd.DataFrame, path: Path) -> None:
 
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+
+
+def asked_pairs(slots: list[int], keys: dict[int, pd.DataFrame] | pd.DataFrame | None) -> pd.DataFrame | None:
+    """The distinct (level, key) pairs `keys` asks for in `slots`, the product's included (as
+    `wanted_keys` reads `keys`); None when a slot wants every key seen before."""
+    if keys is None:
+        return None
+    if isinstance(keys, pd.DataFrame):
+        asked = [keys[["level", "key"]]]
+    elif all(slot in keys for slot in slots):
+        asked = [keys[slot][["level", "key"]] for slot in slots]
+    else:
+        return None
+    product = pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})
+    return pd.concat([*asked, product], ignore_index=True).astype({"level": str, "key": str}).drop_duplicates()
 
 
 def wanted_keys(
