@@ -239,15 +239,18 @@ class StateStore:
     def report_paths(self, window_starts: Sequence[str]) -> dict[str, str]:
         """window_start -> its HTML report, for those of `window_starts` that have one."""
         starts = sorted(set(window_starts))
-        if not starts:
-            return {}
+        paths: dict[str, str] = {}
         with self.connect() as conn:
-            rows = conn.execute(
-                f"SELECT window_start, html_path FROM windows WHERE html_path IS NOT NULL AND window_start IN "
-                f"({', '.join('?' * len(starts))})",
-                starts,
-            ).fetchall()
-        return {r[0]: r[1] for r in rows}
+            for i in range(0, len(starts), 500):  # within SQLite's oldest limit on bound variables (999)
+                chunk = starts[i : i + 500]
+                paths.update(
+                    conn.execute(
+                        f"SELECT window_start, html_path FROM windows WHERE html_path IS NOT NULL AND window_start IN "
+                        f"({', '.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
+        return paths
 
     # -- daily runs: one notebook per session and job (off_book, session), see scheduling.DAILY_JOBS --
     def daily_run(self, job: str, trade_date: str) -> dict | None:
