@@ -89,6 +89,8 @@ def assess(
 def _failed_windows(windows: pd.DataFrame, config: Config) -> list[Condition]:
     s = config.schedule
     failed = windows[(windows["status"] == "failed") & (windows["attempts"] >= s.max_attempts)]
+    if failed.empty:  # nearly every pass of a long run: itertuples costs a frame's columns even on no rows
+        return []
     return [
         Condition(
             f"window_failed:{w.window_start}",
