@@ -597,17 +597,30 @@ SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 def asked_pairs(slots: list[int], keys: dict[int, pd.DataFrame] | pd.DataFrame | None) -> pd.DataFrame | None:
     """The distinct (level, key) pairs `keys` asks for in `slots`, the product's included (as
-    `wanted_keys` reads `keys`); None when a slot wants every key seen before."""
-    if keys is None:
-        return None
-    if isinstance(keys, pd.DataFrame):
-        asked = [keys[["level", "key"]]]
-    elif all(slot in keys for slot in slots):
-        asked = [keys[slot][["level", "key"]] for slot in slots]
+    `wanted_keys` reads them, `_asked`); None when a slot wants every key seen before."""
+    asked, every_key = _asked(slots, keys)
+    return None if every_key else pd.concat(asked, ignore_index=True)[["level", "key"]].drop_duplicates()
+
+
+def _asked(
+    slots: list[int], keys: dict[int, pd.DataFrame] | pd.DataFrame | None
+) -> tuple[list[pd.DataFrame], list[int]]:
+    """What `keys` asks for in `slots` (`wanted_keys`): frames of (level, key, slot), the product in
+    every slot it keys, and the slots it leaves out, which want every key seen before."""
+    if isinstance(keys, pd.DataFrame):  # one frame of (slot, level, key); a slot it lacks wants none
+        keyed = set(slots)
+        asked = [keys[["level", "key", "slot"]].astype({"level": str, "key": str})]
     else:
-        return None
-    product = pd.DataFrame({"level": ["product"], "key": [PRODUCT_KEY]})
-    return pd.concat([*asked, product], ignore_index=True).astype({"level": str, "key": str}).drop_duplicates()
+        keys = keys or {}
+        keyed = set(keys)
+        present = [slot for slot in slots if slot in keys]
+        asked = []
+        if present:  # one frame for all slots, converted once
+            frame = pd.concat([keys[slot][["level", "key"]] for slot in present], ignore_index=True)
+            frame["slot"] = np.repeat(present, [len(keys[slot]) for slot in present]).astype("int64")
+            asked.append(frame.astype({"level": str, "key": str}))
+    asked.append(pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keyed]}))
+    return asked, [slot for slot in slots if slot not in keyed]
 
 
 def wanted_keys(
@@ -630,20 +643,7 @@ def wanted_keys(
         .groupby("slot")
         .head(max_sessions)
     )
-    if isinstance(keys, pd.DataFrame):  # one frame of (slot, level, key); a slot it lacks wants none
-        keyed = set(slots)
-        wanted = [keys[["level", "key", "slot"]].astype({"level": str, "key": str})]
-    else:
-        keys = keys or {}
-        keyed = set(keys)
-        present = [slot for slot in slots if slot in keys]
-        wanted = []
-        if present:  # one frame for all slots, converted once
-            frame = pd.concat([keys[slot][["level", "key"]] for slot in present], ignore_index=True)
-            frame["slot"] = np.repeat(present, [len(keys[slot]) for slot in present]).astype("int64")
-            wanted.append(frame.astype({"level": str, "key": str}))
-    wanted.append(pd.DataFrame({"level": "product", "key": PRODUCT_KEY, "slot": [s for s in slots if s in keyed]}))
-    every_key = [slot for slot in slots if slot not in keyed]
+    wanted, every_key = _asked(slots, keys)
     if every_key:
         earlier = first_seen.before(before) if isinstance(first_seen, SeenKeys) else first_seen
         wanted.append(earlier[["level", "key"]].merge(pd.DataFrame({"slot": every_key}), how="cross"))

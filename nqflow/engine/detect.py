@@ -329,9 +329,8 @@ def split(
     # Selecting the columns costs the same for a window as for the batch: for a few windows of a
     # batch (the live path keeps one) each window's rows are selected; for many (a session), the
     # batch's once, then each window is a slice of it.
-    if len(kept) > BATCH_SELECT_FROM:
+    if len(kept) > BATCH_SELECT_FROM:  # each window's selection (`_in`) is then a slice
         orders, volumes, packages = orders[order_columns], volumes[volume_columns], packages[package_columns]
-        order_columns, volume_columns, package_columns = list(orders.columns), list(volumes.columns), []
     results = []
     rows = list(table.itertuples(index=False))
     for i in kept:
@@ -364,8 +363,7 @@ def split(
         )
         # Built from the window's own records, so its dtypes are what the window alone gives.
         frame = pd.DataFrame(evaluation.records[slice(*alert_bounds[i])], columns=ALERT_FIELDS)
-        own_packages = packages.take(package_rows.get(i, []))
-        own_packages = (own_packages[package_columns] if package_columns else own_packages).reset_index(drop=True)
+        own_packages = _in(packages.take(package_rows.get(i, [])), package_columns).reset_index(drop=True)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
@@ -383,9 +381,13 @@ BATCH_SELECT_FROM = 4
 
 
 def _rows(frame: pd.DataFrame, lo: int, hi: int, columns: list[str]) -> pd.DataFrame:
-    """Rows [lo, hi) of `frame` in `columns`, numbered from 0 (`frame` already in `columns`: a slice)."""
-    part = frame.iloc[lo:hi]
-    return (part if list(frame.columns) == columns else part[columns]).reset_index(drop=True)
+    """Rows [lo, hi) of `frame` in `columns`, numbered from 0."""
+    return _in(frame.iloc[lo:hi], columns).reset_index(drop=True)
+
+
+def _in(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`frame` in `columns`: itself when it holds just those, in order (no copy of each column)."""
+    return frame if list(frame.columns) == columns else frame[columns]
 
 
 def window_summary(row) -> dict:
