@@ -251,3 +251,33 @@ def test_a_window_records_every_product_as_the_history_does_whatever_the_univers
     pdt.assert_frame_equal(_sorted(recorded), _sorted(whole[whole["slot"] == slot]), check_dtype=False)
     product = recorded.loc[recorded["level"] == "product", "volume"].item()
     assert product == int(fills["size"].sum()) > int(result.window.trades["size"].sum())
+
+
+def test_a_file_asked_for_again_and_again_stays_read_while_others_come_and_go(tmp_path, monkeypatch):
+    """The read cache lets go of the least recently used file: a backtest worker asks for the
+    index every session while each session's history is read once, and the index read first
+    must not be read (and its keys numbered) again when 40 histories have come after it."""
+    from nqflow.engine import baseline
+
+    monkeypatch.setattr(baseline, "_READ", {})
+    monkeypatch.setattr(baseline, "_READ_KEPT", 3)
+    reads: list[str] = []
+
+    def read(path):
+        reads.append(path.name)
+        return path.read_text()
+
+    files = []
+    for name in ("index", "a", "b", "c", "d", "e"):
+        (tmp_path / name).write_text(name)
+        files.append(tmp_path / name)
+    index, histories = files[0], files[1:]
+    for history in histories:
+        assert baseline._read_once(index, read) == "index"
+        assert baseline._read_once(history, read) == history.name
+    assert reads == ["index", "a", "b", "c", "d", "e"]  # the index once, though 5 others passed a cache of 3
+    assert baseline._read_once(tmp_path / "a", read) == "a"  # the oldest history had to go
+    assert reads[-1] == "a" and len(baseline._READ) == 3
+    index.write_text("index, rewritten")  # a changed file is read again
+    assert baseline._read_once(index, read) == "index, rewritten"
+    assert baseline._read_once(tmp_path / "missing", read) is None

@@ -403,7 +403,10 @@ class ParquetBaseline(_SlotHistory):
 
 #: Files read in this process, by path, with the stamp (size, mtime) they were read at, so a
 #: rewritten file is read again: a session's history (a backtest worker reads each one for the
-#: 20 sessions after it) and the index (every backtest task opens the store).
+#: 20 sessions after it) and the index (every backtest task opens the store). The least recently
+#: used goes first: the index, asked by every session, stays while the histories come and go
+#: (let go in the order they came, a year's index of 300,000 keys was read and numbered again
+#: every 40 sessions, and each worker kept the old copies numbered in `_SEEN`).
 _READ: dict[Path, tuple[tuple[int, int], object]] = {}
 _READ_KEPT = 40
 
@@ -415,11 +418,12 @@ def _read_once(path: Path, read: Callable[[Path], T]) -> T | None:
     except FileNotFoundError:
         return None
     stamp = (stat.st_size, stat.st_mtime_ns)
-    cached = _READ.get(path)
+    cached = _READ.pop(path, None)
     if cached is not None and cached[0] == stamp:
+        _READ[path] = cached  # now the most recently used
         return cast(T, cached[1])
     value = read(path)
-    if len(_READ) >= _READ_KEPT:
+    while len(_READ) >= _READ_KEPT:
         _READ.pop(next(iter(_READ)))
     _READ[path] = (stamp, value)
     return value
@@ -500,16 +504,19 @@ class SeenKeys:
 
 #: The `SeenKeys` of the index frames this process read last, by the frame's identity: every
 #: task of a backtest opens the store, and the index read once (`_read_once`) is numbered once.
+#: Two are kept (a year's is 300,000 keys): the index now and the one before it, or two stores'.
 _SEEN: dict[int, SeenKeys] = {}
+_SEEN_KEPT = 2
 
 
 def seen_keys(first_seen: pd.DataFrame) -> SeenKeys:
     """The `SeenKeys` of a first-seen frame, numbered once while the frame is the one read."""
-    cached = _SEEN.get(id(first_seen))
+    cached = _SEEN.pop(id(first_seen), None)
     if cached is not None and cached.frame is first_seen:
+        _SEEN[id(first_seen)] = cached  # now the most recently used
         return cached
     made = SeenKeys(first_seen)
-    if len(_SEEN) >= 4:
+    while len(_SEEN) >= _SEEN_KEPT:
         _SEEN.pop(next(iter(_SEEN)))
     _SEEN[id(first_seen)] = made  # it holds the frame, so the identity is not reused meanwhile
     return made
