@@ -31,7 +31,14 @@ import numpy as np
 import pandas as pd
 
 from nqflow.config import Config
-from nqflow.engine.levels import EXPECTED_COLUMNS, PRODUCT_KEY, days_to_expiry, expiry_key, expiry_level_key
+from nqflow.engine.levels import (
+    EXPECTED_COLUMNS,
+    PRODUCT_KEY,
+    days_to_expiry,
+    expiry_key,
+    expiry_level_key,
+    instrument_keys,
+)
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
 from nqflow.errors import DataError
 from nqflow.market.frames import ClassifiedFills, WindowData, front_rows, stack_cut, window_notes
@@ -254,7 +261,7 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
         first_ns = np.full(n, np.iinfo("int64").max)
         np.minimum.at(first_ns, group, ts_ns)
         if level == "instrument":
-            keys = iid[first].astype(str).astype(object)
+            keys = instrument_keys(iid[first])
             instruments = np.ones(n, dtype="int64")
         else:
             keys = key_values if level == "expiry" else np.full(n, PRODUCT_KEY, dtype=object)
