@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
@@ -24,6 +25,7 @@ from nqflow.engine.features import (
     EXPECTED_PART,
     read_features,
     session_folder,
+    stable_argsort,
     stored_params,
     write_features,
 )
@@ -226,3 +228,19 @@ def test_a_corrupt_features_file_is_a_one_line_error_naming_it(sample_dir, sourc
     message = str(error.value)
     assert "\n" not in message and str(path) in message and "delete" in message
     assert json.loads((session_folder(tmp_path, day) / "params.json").read_text())["version"] >= 1
+
+
+@pytest.mark.parametrize(
+    "low, high, n",
+    [
+        (0, 3, 100_000),  # few keys, many ties: the rows' own order must hold within each key
+        (-7, 7, 1_000),  # negative keys
+        (0, 1 << 40, 5_000),  # window * 2**32 + instrument id, as the engine packs them
+        (-(1 << 62), 1 << 62, 500),  # no room for the positions: NumPy's stable sort itself
+        (5, 6, 1),
+        (0, 1, 0),
+    ],
+)
+def test_stable_argsort_is_numpys_stable_argsort(low, high, n):
+    keys = np.random.default_rng(n).integers(low, high, n)
+    np.testing.assert_array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))

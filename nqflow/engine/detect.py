@@ -106,6 +106,7 @@ from nqflow.engine.features import (  # noqa: F401  (re-exported: the building b
     instrument_ids,
     side_columns,
     side_totals,
+    stable_argsort,
     window_volumes,
 )
 from nqflow.engine.gex import wall_reason
@@ -286,7 +287,7 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
     orders = orders.assign(sweep_id=sweep)
     candidates = (
         _order_alerts(context, orders)
-        + _worked_alerts(context, orders, features.windows["trade_date"].to_numpy()[orders[WINDOW].to_numpy()])
+        + _worked_alerts(context, orders, pd.factorize(features.windows["trade_date"])[0][orders[WINDOW].to_numpy()])
         + _strategy_alerts(context)
         + _surge_alerts(context)
     )
@@ -600,7 +601,7 @@ class _Context:
             ids = self.volumes["instrument_id"].to_numpy(dtype="int64")
             rows = np.flatnonzero(ids >= 0)
             codes = self.volumes[WINDOW].to_numpy(dtype="int64")[rows] * _ID_SPAN + ids[rows]
-            order = np.argsort(codes, kind="stable")
+            order = stable_argsort(codes)
             self._lookup = (codes[order], rows[order])
         codes, rows = self._lookup
         wanted = np.asarray(windows, dtype="int64") * _ID_SPAN + np.asarray(instrument_ids, dtype="int64")
@@ -870,7 +871,7 @@ def alerted_orders(orders: pd.DataFrame, t) -> np.ndarray:
 
 def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray) -> list[_Candidate]:
     """Worked orders (`nqflow.engine.worked`): one alert at the child order where each crosses
-    ``large_premium_usd``, in that child's window."""
+    ``large_premium_usd``, in that child's window. `session` numbers each order's session."""
     t = context.config.thresholds
     if orders.empty:
         return []

@@ -154,7 +154,7 @@ def assign_sweeps(orders: pd.DataFrame, span_ms: int, min_strikes: int, by: tupl
     keys = (*by, "expiry", "put_call", "side")
     candidates = orders[[*keys, "ts_event", "strike"]].iloc[aggressive]  # the columns read, not all 18
     group = _by_codes(candidates, keys)  # numbered as groupby(sort=False)
-    in_groups = np.argsort(group, kind="stable")  # each group contiguous, still in time order
+    in_groups = stable_argsort(group)  # each group contiguous, still in time order
     group, rows = group[in_groups], aggressive[in_groups]
     times = candidates["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")[in_groups]
     strikes = candidates["strike"].to_numpy(dtype=float)[in_groups]
@@ -356,9 +356,25 @@ def _first_rows(group: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, np.diff(np.maximum.accumulate(group)) > 0])
 
 
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` of integer keys: each key and its position packed
+    in one 64-bit integer and sorted as plain numbers (distinct, so any sort is stable), which
+    is several times faster than NumPy's stable sort (a year's 600,000 orders: 8 against 60 ms).
+    Keys whose range leaves no room for the positions take the stable sort itself."""
+    n = len(keys)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    low = int(keys.min())
+    position_bits = (n - 1).bit_length()
+    if (int(keys.max()) - low).bit_length() + position_bits > 63:
+        return np.argsort(keys, kind="stable")
+    packed = ((keys.astype(np.int64) - low) << position_bits) | np.arange(n, dtype=np.int64)
+    return np.sort(packed) & ((1 << position_bits) - 1)
+
+
 def _cumcount(group: np.ndarray) -> np.ndarray:
     """Each row's position among the earlier rows of its group (pandas' ``groupby().cumcount()``)."""
-    order = np.argsort(group, kind="stable")
+    order = stable_argsort(group)
     sorted_group = group[order]
     starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
     rank = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))

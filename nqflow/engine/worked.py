@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from nqflow.config import Thresholds
+from nqflow.engine.features import stable_argsort
 
 CROSSING_COLUMNS = [
     "row",  # the crossing child's position in the orders frame
@@ -47,26 +48,39 @@ def lookback(thresholds: Thresholds) -> pd.Timedelta:
 
 def eligible_children(orders: pd.DataFrame, alerted: np.ndarray) -> np.ndarray:
     """Which orders may be a worked order's child: an aggressor order, no package leg, no alert of its own."""
+    return _aggressive(orders) & ~alerted
+
+
+def _sides(orders: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(bought, sold) per order, as booleans: compared on the side column's own Arrow text (a
+    year's 600,000 orders turned into Python strings first cost three times as much)."""
+    side = orders["side"]
+    return (side == "B").to_numpy(dtype=bool, na_value=False), (side == "A").to_numpy(dtype=bool, na_value=False)
+
+
+def _aggressive(orders: pd.DataFrame, sides: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Aggressor orders (side B or A) that are no package leg."""
+    bought, sold = sides if sides is not None else _sides(orders)
     free = orders["package_id"].to_numpy() < 0 if "package_id" in orders else np.ones(len(orders), dtype=bool)
-    return orders["side"].isin(["B", "A"]).to_numpy() & free & ~alerted
+    return (bought | sold) & free
 
 
 def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.ndarray, t: Thresholds) -> pd.DataFrame:
     """The crossing child of every worked order in `orders` (one batch, any number of sessions).
 
-    `session` names each order's session (chains never cross sessions); `eligible` marks the
-    children (`eligible_children`). Returns `CROSSING_COLUMNS`, in the order of the crossings' rows.
+    `session` names each order's session (chains never cross sessions: a name or a number per
+    session, numbers being the cheaper to group); `eligible` marks the children
+    (`eligible_children`). Returns `CROSSING_COLUMNS`, in the order of the crossings' rows.
     """
-    aggressive = orders["side"].isin(["B", "A"]).to_numpy().copy()
-    if "package_id" in orders:
-        aggressive &= orders["package_id"].to_numpy() < 0
+    sides = _sides(orders)
+    aggressive = _aggressive(orders, sides)
     rows = np.flatnonzero(eligible)
     if len(rows) < t.worked_min_orders:
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     ts = orders["ts_event"].to_numpy(dtype="datetime64[ns]").astype("int64")
     premium = orders["premium_usd"].to_numpy(dtype=float)
     size = orders["size"].to_numpy(dtype="int64")
-    side = orders["side"].to_numpy()
+    bought = sides[0]
     instrument = orders["instrument_id"].to_numpy(dtype="int64")
     session_code = pd.factorize(session)[0]
 
@@ -74,7 +88,7 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
     # several times a DataFrame sort on a session's 30,000 orders); groups are then contiguous.
     # Session, option and side in one integer key, and no row key: the sort is stable and the
     # rows come in order, so ties in time keep it (the same order, in two keys, not five).
-    buyer = (side == "B").astype("int64")
+    buyer = bought.astype("int64")
     span = int(instrument.max()) + 1 if len(instrument) else 1
     by_time = in_time(session_code, ts)
     k_rows = _by_key_then_time(
@@ -100,11 +114,11 @@ def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.nda
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     run_starts = np.flatnonzero(breaks)
     run_ends = np.append(run_starts[1:], len(k_rows))
-    book = _SideBook.of(np.flatnonzero(aggressive), session_code, instrument, ts, premium, side, by_time)
+    book = _SideBook.of(np.flatnonzero(aggressive), session_code, instrument, ts, premium, bought, by_time)
     found = []
     for r in hopeful:
         c_rows, c_ts = k_rows[run_starts[r] : run_ends[r]], k_ts[run_starts[r] : run_ends[r]]
-        found.extend(_run_crossings(c_rows, c_ts, premium, size, side, book, (session_code, instrument), span_ns, t))
+        found.extend(_run_crossings(c_rows, c_ts, premium, size, bought, book, (session_code, instrument), span_ns, t))
     if not found:
         return pd.DataFrame(columns=CROSSING_COLUMNS)
     return pd.DataFrame(found, columns=CROSSING_COLUMNS).sort_values("row", kind="stable").reset_index(drop=True)
@@ -121,7 +135,7 @@ def _by_key_then_time(rows: np.ndarray, keys: np.ndarray, ts: np.ndarray, by_tim
     """`rows` (ascending) ordered by their `keys` (each key within one session), then time, then
     row. Orders already in time within each session (`by_time`, `in_time`) need only a stable
     sort on the keys; else a two-key sort (both stable, so ties keep the rows' order)."""
-    return rows[np.argsort(keys, kind="stable") if by_time else np.lexsort((ts[rows], keys))]
+    return rows[stable_argsort(keys) if by_time else np.lexsort((ts[rows], keys))]
 
 
 @dataclass(frozen=True)
@@ -137,12 +151,12 @@ class _SideBook:
 
     @classmethod
     def of(
-        cls, rows: np.ndarray, session_code: np.ndarray, instrument: np.ndarray, ts, premium, side, by_time: bool
+        cls, rows: np.ndarray, session_code: np.ndarray, instrument: np.ndarray, ts, premium, bought, by_time: bool
     ) -> _SideBook:
         span = int(instrument.max()) + 1 if len(instrument) else 1
         keys = session_code.astype("int64") * span + instrument
         b_rows = _by_key_then_time(rows, keys[rows], ts, by_time)
-        is_buy = side[b_rows] == "B"
+        is_buy = bought[b_rows]
         return cls(
             ts[b_rows],
             keys[b_rows],
@@ -163,7 +177,7 @@ class _SideBook:
         return (buy if buyer else sell) / np.maximum(buy + sell, 1e-9)
 
 
-def _run_crossings(c_rows, c_ts, premium, size, side, book: _SideBook, codes, span_ns: int, t: Thresholds) -> list:
+def _run_crossings(c_rows, c_ts, premium, size, bought, book: _SideBook, codes, span_ns: int, t: Thresholds) -> list:
     """The crossings in one gap-run of children (`c_rows`, times `c_ts`) of one option and side."""
     session_code, instrument = codes
     cum = np.concatenate([[0.0], np.cumsum(premium[c_rows])])
@@ -171,7 +185,7 @@ def _run_crossings(c_rows, c_ts, premium, size, side, book: _SideBook, codes, sp
     count = np.arange(len(c_rows)) - start + 1
     chain_premium = cum[1:] - cum[start]
     key = (session_code[c_rows[0]], instrument[c_rows[0]])
-    share = book.share(key, side[c_rows[0]] == "B", c_ts[start], c_ts)
+    share = book.share(key, bool(bought[c_rows[0]]), c_ts[start], c_ts)
     qualifies = (count >= t.worked_min_orders) & (chain_premium >= t.large_premium_usd) & (share >= t.direction_share)
     earlier = np.concatenate([[0], np.cumsum(qualifies)])
     crossing = qualifies & (earlier[np.arange(len(c_rows))] - earlier[start] == 0)
