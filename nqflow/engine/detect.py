@@ -282,8 +282,11 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
         dominated = grouped.max() >= t.sweep_block_share * grouped.sum()
         sweep[np.isin(sweep, dominated.index[dominated.to_numpy()])] = -1
     volumes = _scored_volumes(features.volumes, config)
-    volumes["gate"] = surge_gate(volumes, config)  # "" where a surge may alert, else why not (charts show it)
+    gate = _surge_gate_codes(volumes, config)
+    # "" where a surge may alert, else why not (charts show it)
+    volumes["gate"] = pd.Series(_GATE_REASONS[gate], index=volumes.index, dtype=object)
     context = _Context(features, volumes, config, score_every_volume)
+    context.surge_rows = np.flatnonzero(gate == 0)
     orders = orders.assign(sweep_id=sweep)
     candidates = (
         _order_alerts(context, orders)
@@ -514,9 +517,12 @@ class _Context:
     def __init__(self, features: Features, volumes: pd.DataFrame, config: Config, every_volume: bool):
         self.config = config
         self.volumes = volumes
-        self.starts = [ts.isoformat() for ts in features.windows["window_start"]]
-        self.ends = [ts.isoformat() for ts in features.windows["window_end"]]
-        self.window_end = list(features.windows["window_end"])
+        # Each window's bounds as text only for the windows that get a candidate: a year has
+        # 22,825 windows and a Timestamp's isoformat costs more than most of a threshold pass.
+        self._window_start, self._window_end = features.windows["window_start"], features.windows["window_end"]
+        self._window_texts: dict[int, tuple[str, str]] = {}
+        # the rows where a surge may alert (gate ""): set by `evaluate` with the gate
+        self.surge_rows = np.empty(0, dtype=np.int64)
         self.packages = features.packages
         self.orders = features.orders
         # the orders' (window, time, instrument, size), by window and time, on first use
@@ -529,6 +535,19 @@ class _Context:
         self._path_price = path["price"].to_numpy(dtype=float)
         self._scored = np.zeros(len(volumes), dtype=bool)
         self._model: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # `count_model`, on first use
+
+    def window_text(self, window: int) -> tuple[str, str]:
+        """The window's start and end in ISO text (made once per window that has a candidate)."""
+        text = self._window_texts.get(window)
+        if text is None:
+            text = self._window_texts[window] = (
+                self._window_start.iloc[window].isoformat(),
+                self._window_end.iloc[window].isoformat(),
+            )
+        return text
+
+    def window_end(self, window: int) -> pd.Timestamp:
+        return self._window_end.iloc[window]
 
     def p_values(self, rows: np.ndarray | None = None) -> None:
         """Fill ``p_value`` for these volume rows (all when None): P(X >= volume) under the slot's
@@ -626,7 +645,8 @@ class _Context:
         expiry_keys: set[str] | None = None,
         **values,
     ) -> _Candidate:
-        alert = Alert(window_start=self.starts[window], window_end=self.ends[window], **values)
+        start, end = self.window_text(window)
+        alert = Alert(window_start=start, window_end=end, **values)
         return _Candidate(alert, window, owns, expiry_key, set(expiry_keys or ()))
 
 
@@ -1102,6 +1122,16 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
     `nqflow.engine.baseline.SHORT_DATED_DAYS` of expiry: its own history grows toward expiry, so it is
     judged at its days-to-expiry level, e.g. 0DTE). Rows that pass may still be folded into another alert.
     """
+    return pd.Series(_GATE_REASONS[_surge_gate_codes(volumes, config)], index=volumes.index, dtype=object)
+
+
+#: `surge_gate`'s reasons by code (0: none, the row may alert); named from codes, as np.select
+#: over text builds a fixed-width text array per row.
+_GATE_REASONS = np.array(["", BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], dtype=object)
+
+
+def _surge_gate_codes(volumes: pd.DataFrame, config: Config) -> np.ndarray:
+    """`surge_gate` as codes into `_GATE_REASONS` (0 where a surge may alert)."""
     t = config.thresholds
     instrument, expiry = _level_masks(volumes)
     minimum = np.where(instrument, t.instrument_min_volume, np.where(expiry, t.expiry_min_volume, t.product_min_volume))
@@ -1111,9 +1141,7 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
         else pd.Series(np.nan, index=volumes.index)
     )
     short_dated = instrument & (dte.to_numpy() <= SHORT_DATED_DAYS)
-    # Chosen as codes, then named: np.select over text builds a fixed-width text array per row.
-    reasons = np.array(["", BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], dtype=object)
-    code = np.select(
+    return np.select(
         [
             volumes["ratio"].to_numpy() < t.surge_tiers[0],
             volumes["volume"].to_numpy() < minimum,
@@ -1124,13 +1152,12 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
         [1, 2, 3, 4, 5],
         default=0,
     )
-    return pd.Series(reasons[code], index=volumes.index, dtype=object)
 
 
 def _surge_alerts(context: _Context) -> list[_Candidate]:
     config = context.config
     t = config.thresholds
-    passing = np.flatnonzero((context.volumes["gate"] == "").to_numpy())
+    passing = context.surge_rows
     context.p_values(passing)
     surging = context.volumes.iloc[passing]
     alerts = []
@@ -1166,7 +1193,7 @@ def _surge_alerts(context: _Context) -> list[_Candidate]:
                 index,
                 [(row.level, str(row.key))],
                 expiry_key=row.expiry_key,
-                alert_id=stable_id("volume_surge", row.level, row.key, context.starts[index]),
+                alert_id=stable_id("volume_surge", row.level, row.key, context.window_text(index)[0]),
                 kind="volume_surge",
                 level=row.level,
                 event_time=row.first_ts.isoformat(),
@@ -1191,7 +1218,7 @@ def _surge_alerts(context: _Context) -> list[_Candidate]:
                 buy_premium_usd=row.buy_premium_usd,
                 sell_premium_usd=row.sell_premium_usd,
                 imbalance=round(imbalance, 4),
-                underlying_price=context.underlying_at(index, context.window_end[index]),
+                underlying_price=context.underlying_at(index, context.window_end(index)),
                 open_interest=open_interest,
                 volume_oi=round(row.volume / open_interest, 4) if open_interest else None,
                 confidence=confidence,
