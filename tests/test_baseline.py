@@ -3,6 +3,7 @@ and the columnar store (`ParquetBaseline`) gives the SQLite store's numbers, als
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
@@ -281,3 +282,31 @@ def test_a_file_asked_for_again_and_again_stays_read_while_others_come_and_go(tm
     index.write_text("index, rewritten")  # a changed file is read again
     assert baseline._read_once(index, read) == "index, rewritten"
     assert baseline._read_once(tmp_path / "missing", read) is None
+
+
+def test_expected_of_rows_gives_the_expected_table_row_for_row(source, both_stores):
+    """The backtest's way (`ParquetBaseline.expected_of_rows`: every asked row by key number)
+    gives what `expected_table` gives the same keys, and the SQLite store too: slots recorded in
+    every session and slots recorded in fewer (the last session was cut short), a session with
+    later sessions recorded (keys first traded after it have no history), rows asked twice (two
+    windows of one slot) and keys never recorded (no history: 0 sessions, NaN)."""
+    stores, recorded, session = both_stores
+    row = cal.sessions(session, session).iloc[0]
+    asked = slot_volumes(option_fills(source.trades(row.market_open, row.market_close)), row.market_open)
+    asked = asked[asked["slot"].isin([0, PARTIAL_SLOTS[-1], 40, 41])][["slot", "level", "key"]]
+    never = pd.DataFrame({"slot": [40, 40], "level": ["instrument", "expiry"], "key": ["999999999", "Q9ZZ9"]})
+    asked = pd.concat([asked, never, asked.head(50)], ignore_index=True).astype({"level": "str", "key": "str"})
+    for day in (session, sorted(recorded)[3]):
+        rows = stores["parquet"].expected_of_rows(
+            day, asked["slot"].to_numpy(), asked["level"], asked["key"], MAX_SESSIONS
+        )
+        slots = sorted(set(asked["slot"]))
+        keys = asked[asked["level"] != "product"]
+        for store in stores.values():
+            table = store.expected_table(day, slots, MAX_SESSIONS, keys).astype({"level": str, "key": str})
+            merged = asked.merge(table, on=["slot", "level", "key"], how="left")
+            assert (rows["history_sessions"] == merged["history_sessions"].fillna(0).to_numpy(dtype="int64")).all()
+            for column in ("expected", "mean", "variance"):
+                np.testing.assert_array_equal(rows[column], merged[column].to_numpy(dtype=float))
+        assert (rows["history_sessions"] > 0).sum() > 100  # most keys have history
+        assert (rows["history_sessions"][len(asked) - 52 : len(asked) - 50] == 0).all()  # the keys never recorded

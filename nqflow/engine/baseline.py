@@ -95,23 +95,30 @@ def summarise(moments: pd.DataFrame) -> pd.DataFrame:
     if moments.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in EXPECTED_COLUMNS})
     n = moments["n"].to_numpy(dtype=float)
-    total, total2, top = (moments[c].to_numpy(dtype=float) for c in ("total", "total2", "top"))
-    trim = n >= 5
-    kept_n = n - trim
-    kept_sum = total - np.where(trim, top, 0.0)
-    kept_sum2 = total2 - np.where(trim, top**2, 0.0)
-    expected = kept_sum / kept_n
-    variance = np.where(kept_n > 1, (kept_sum2 - kept_n * expected**2) / np.maximum(kept_n - 1, 1), expected)
+    expected, mean, variance = _summarised(n, *(moments[c].to_numpy(dtype=float) for c in ("total", "total2", "top")))
     return pd.DataFrame(
         {
             "level": moments["level"].to_numpy(),
             "key": moments["key"].to_numpy(),
             "history_sessions": n.astype(int),
             "expected": expected,
-            "mean": total / n,
-            "variance": np.maximum(variance, 0.0),
+            "mean": mean,
+            "variance": variance,
         }
     )
+
+
+def _summarised(
+    n: np.ndarray, total: np.ndarray, total2: np.ndarray, top: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`summarise`'s expected, mean and variance from the moments as float arrays."""
+    trim = n >= 5
+    kept_n = n - trim
+    kept_sum = total - np.where(trim, top, 0.0)
+    kept_sum2 = total2 - np.where(trim, top**2, 0.0)
+    expected = kept_sum / kept_n
+    variance = np.where(kept_n > 1, (kept_sum2 - kept_n * expected**2) / np.maximum(kept_n - 1, 1), expected)
+    return expected, total / n, np.maximum(variance, 0.0)
 
 
 class _SlotHistory:
@@ -370,6 +377,58 @@ class ParquetBaseline(_SlotHistory):
             )
         return expected_rows(wanted, sums)
 
+    def expected_of_rows(
+        self, session: dt.date, slot: np.ndarray, level: pd.Series, key: pd.Series, max_sessions: int
+    ) -> dict[str, np.ndarray]:
+        """The expected volume of each asked (slot, level, key), row for row: ``history_sessions``
+        (0 without history) and ``expected``, ``mean`` and ``variance`` (NaN without): what
+        `expected_table` gives those keys (a test holds them equal), found by key number instead
+        of through frames of text. A backtest asks it for every volume row of a session's
+        features (`nqflow.engine.features.with_expected_rows`)."""
+        self._take_pending()
+        day = str(session)
+        rows = len(slot)
+        found = {"history_sessions": np.zeros(rows, dtype="int64")}
+        found.update({c: np.full(rows, np.nan) for c in ("expected", "mean", "variance")})
+        if not rows:
+            return found
+        slot = np.asarray(slot, dtype="int64")
+        recorded = self._slots[self._slots["session"] < day]
+        chosen = _chosen_sessions(recorded, sorted(set(slot.tolist())), max_sessions)
+        # Each distinct (key, slot) once: windows shorter than a slot ask for it twice.
+        asked, joint = pd.factorize(_key_numbers(level, key) * _SLOTS_PER_KEY + slot)
+        joint = np.asarray(joint, dtype="int64")
+        asked_slot = joint % _SLOTS_PER_KEY
+        seen = seen_keys(self._first_seen)
+        first = seen.first_rows(joint // _SLOTS_PER_KEY, day)  # traded before this session only
+        count = np.zeros(len(joint), dtype="int64")
+        has_first = first >= 0
+        count[has_first] = _sessions_since(chosen, asked_slot[has_first], seen.first_days(first[has_first]))
+        oldest = _oldest_chosen(chosen)
+        kept = np.flatnonzero(count > 0)  # no chosen session of its slot counts it: no history
+        if not len(kept):
+            return found
+        since_text = oldest.reindex(asked_slot[kept]).to_numpy(dtype=object)  # each key's slot's oldest session
+        days = sorted(set(recorded.loc[recorded["session"] >= min(since_text), "session"]))
+        since = _day_numbers(pd.Series(since_text, dtype=object))
+        history = [self._recorded(d) for d in days]
+        sums = _sums_by_row(
+            joint[kept],
+            since,
+            np.concatenate([h[0] for h in history]),
+            np.repeat([_day_number(d) for d in days], [len(h[0]) for h in history]),
+            np.concatenate([h[1] for h in history]),
+        )
+        n = count[kept].astype(float)
+        moments = _summarised(n, *(sums[c].to_numpy(dtype=float) for c in ("total", "total2", "top")))
+        at = np.full(len(joint), -1, dtype="int64")
+        at[kept] = np.arange(len(kept))
+        hit = np.flatnonzero(at[asked] >= 0)
+        found["history_sessions"][hit] = count[kept].astype("int64")[at[asked[hit]]]
+        for name, values in zip(("expected", "mean", "variance"), moments):
+            found[name][hit] = values[at[asked[hit]]]
+        return found
+
     @classmethod
     def from_sqlite(cls, sqlite_path: str | Path, folder: str | Path) -> ParquetBaseline:
         """Copy a SQLite baseline (`BaselineStore`) into a new Parquet folder, once: every session's
@@ -496,6 +555,10 @@ class SeenKeys:
     def before(self, day: str | None) -> pd.DataFrame:
         """`frame`'s keys first traded before the session `day` (all of them without one)."""
         return self.frame if day is None else self.frame[self._first_day < _day_number(day)]
+
+    def first_days(self, rows: np.ndarray) -> np.ndarray:
+        """The first session (a day number, `_day_number`) of each of `frame`'s `rows`."""
+        return self._first_day[rows]
 
     def first_sessions(self, rows: np.ndarray) -> np.ndarray:
         """The first session (ISO text) of each of `frame`'s `rows`."""
@@ -644,12 +707,7 @@ def wanted_keys(
     and each key's first session (level, key, first_session: a frame or its `SeenKeys`; with
     `before`, keys first traded on or after that session are left out). Every baseline store
     chooses its history here (`BaselineStore.expected`)."""
-    chosen = (
-        recorded[recorded["slot"].isin(slots)]
-        .sort_values("session", ascending=False)
-        .groupby("slot")
-        .head(max_sessions)
-    )
+    chosen = _chosen_sessions(recorded, slots, max_sessions)
     wanted, every_key = _asked(slots, keys)
     if every_key:
         earlier = first_seen.before(before) if isinstance(first_seen, SeenKeys) else first_seen
@@ -671,16 +729,31 @@ def wanted_keys(
             first_seen = first_seen[first_seen["first_session"] < before]
         frame = frame.assign(number=numbers).merge(first_seen[["level", "key", "first_session"]], on=["level", "key"])
         numbers = frame.pop("number").to_numpy(dtype="int64")
-    frame["n"] = _sessions_since(chosen, frame)
+    frame["n"] = _sessions_since(chosen, frame["slot"].to_numpy(dtype="int64"), _day_numbers(frame["first_session"]))
     frame["number"] = numbers
     frame = frame[frame["n"] > 0].reset_index(drop=True)
-    # A slot's chosen sessions are its latest recorded ones, so they are exactly the recorded
-    # sessions from the oldest chosen one on: one range per wanted key.
-    # chosen is newest first, so a slot's last row is its oldest (a groupby's min over the text
-    # of the sessions cost a tenth of a backtest session's expected volumes).
-    oldest = chosen.drop_duplicates("slot", keep="last")
-    frame["since"] = frame["slot"].map(pd.Series(oldest["session"].to_numpy(), index=oldest["slot"].to_numpy()))
+    frame["since"] = frame["slot"].map(_oldest_chosen(chosen))
     return frame
+
+
+def _chosen_sessions(recorded: pd.DataFrame, slots: Sequence[int], max_sessions: int) -> pd.DataFrame:
+    """Each slot's latest `max_sessions` recorded sessions (rows of `recorded`: slot, session),
+    newest first."""
+    return (
+        recorded[recorded["slot"].isin(slots)]
+        .sort_values("session", ascending=False)
+        .groupby("slot")
+        .head(max_sessions)
+    )
+
+
+def _oldest_chosen(chosen: pd.DataFrame) -> pd.Series:
+    """Each slot's oldest chosen session (ISO text), by slot. A slot's chosen sessions are its
+    latest recorded ones, so they are exactly the recorded sessions from that one on: one range
+    per wanted key. `chosen` is newest first, so a slot's last row is its oldest (a groupby's min
+    over the text of the sessions cost a tenth of a backtest session's expected volumes)."""
+    oldest = chosen.drop_duplicates("slot", keep="last")
+    return pd.Series(oldest["session"].to_numpy(), index=oldest["slot"].to_numpy())
 
 
 def expected_rows(wanted: pd.DataFrame, sums: pd.DataFrame) -> pd.DataFrame:
@@ -696,14 +769,14 @@ def split_by_slot(table: pd.DataFrame, slots: list[int]) -> dict[int, pd.DataFra
     return {slot: table.take(rows.get(slot, []))[EXPECTED_COLUMNS].reset_index(drop=True) for slot in slots}
 
 
-def _sessions_since(chosen: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:
-    """For each wanted (slot, first_session): how many of the slot's chosen sessions are on or after it."""
+def _sessions_since(chosen: pd.DataFrame, slot: np.ndarray, first_day: np.ndarray) -> np.ndarray:
+    """For each wanted key's slot and first session (a day number): how many of the slot's
+    chosen sessions are on or after it."""
 
     span = 1_000_000  # > any day number, so slot * span + day orders by slot, then day
     marks = np.sort(chosen["slot"].to_numpy(dtype="int64") * span + _day_numbers(chosen["session"]))
-    slot = wanted["slot"].to_numpy(dtype="int64")
     return np.searchsorted(marks, slot * span + span - 1, side="right") - np.searchsorted(
-        marks, slot * span + _day_numbers(wanted["first_session"]), side="left"
+        marks, slot * span + first_day, side="left"
     )
 
 

@@ -738,7 +738,18 @@ def with_expected(features: Features, expected: Sequence[pd.DataFrame | None] | 
         history[hit] = found.to_numpy(dtype="int64")
         for column in moments:
             moments[column][hit] = known[column][position[hit]].astype(float)
-    return dataclasses.replace(features, volumes=volumes.assign(history_sessions=history, **moments))
+    return with_expected_rows(features, {"history_sessions": history, **moments})
+
+
+def with_expected_rows(features: Features, expected: dict[str, np.ndarray]) -> Features:
+    """`features` with its volume rows' ``history_sessions``, ``expected``, ``mean`` and
+    ``variance`` given row for row (`nqflow.engine.baseline.ParquetBaseline.expected_of_rows`;
+    `with_expected` looks them up first)."""
+    volumes = features.volumes.drop(columns=[c for c in EXPECTED_COLUMNS[2:] if c in features.volumes])
+    return dataclasses.replace(
+        features,
+        volumes=volumes.assign(**{c: np.asarray(expected[c]) for c in EXPECTED_COLUMNS[2:]}),
+    )
 
 
 def _no_trades(batch: WindowBatch, config: Config) -> Features:

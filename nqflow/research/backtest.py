@@ -40,7 +40,6 @@ from nqflow.alerts import ALERT_FIELDS
 from nqflow.config import Config
 from nqflow.engine.baseline import (
     SQLITE_SUFFIXES,
-    BaselineStore,
     ParquetBaseline,
     session_slot_volumes,
     write_session_volumes,
@@ -55,7 +54,7 @@ from nqflow.engine.features import (
     market_features,
     read_features,
     stored_params,
-    with_expected,
+    with_expected_rows,
     write_features,
 )
 from nqflow.engine.monitor import load_session, watches_every_product
@@ -150,7 +149,7 @@ def session_alerts(
     when the stored ones are missing or come from another history."""
     features = read_features(root, trade_date)
     if features.params.get("history") != history:
-        features = with_expected(
+        features = with_expected_rows(
             features, expected_volumes(config, features, ParquetBaseline(baseline_path), trade_date)
         )
         features.params = {**features.params, "history": history}
@@ -159,23 +158,20 @@ def session_alerts(
 
 
 def expected_volumes(
-    config: Config, features: Features, baseline: BaselineStore | ParquetBaseline, trade_date: dt.date
-) -> pd.DataFrame:
-    """Each window's expected volume for the (level, key) pairs it traded (one frame, ``window``
-    and EXPECTED_COLUMNS): what `nqflow.engine.monitor` asks the baseline for, from the features
-    instead of the fills."""
+    config: Config, features: Features, baseline: ParquetBaseline, trade_date: dt.date
+) -> dict[str, np.ndarray]:
+    """Each volume row's expected volume and count-model moments (`ParquetBaseline.expected_of_rows`):
+    what `nqflow.engine.monitor` asks the baseline for, from the features instead of the fills."""
     market_open = cal.sessions(trade_date, trade_date).iloc[0].market_open
     slots = np.array([cal.slot_of(start, market_open) for start in features.windows["window_start"]], dtype="int64")
     volumes = features.volumes
-    wanted = volumes[volumes["level"].isin(["instrument", "expiry"]).to_numpy()]
-    keys = pd.DataFrame(
-        {
-            "slot": slots[wanted[WINDOW].to_numpy(dtype="int64")],
-            "level": wanted["level"].to_numpy(dtype=object),
-            "key": wanted["key"].to_numpy(dtype=object),
-        }
-    )  # a slot's key once: `wanted_keys` drops the repeats (windows shorter than a slot repeat them)
-    return baseline.expected_by_window(trade_date, slots, config.thresholds.baseline_sessions, keys)
+    return baseline.expected_of_rows(
+        trade_date,
+        slots[volumes[WINDOW].to_numpy(dtype="int64")],
+        volumes["level"],
+        volumes["key"],
+        config.thresholds.baseline_sessions,
+    )
 
 
 def baseline_folder(path: str | Path) -> Path:
