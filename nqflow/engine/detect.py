@@ -336,7 +336,7 @@ def split(
     if len(kept) > BATCH_SELECT_FROM:  # each window's selection (`_in`) is then a slice
         orders, volumes, packages = orders[order_columns], volumes[volume_columns], packages[package_columns]
     results = []
-    rows = list(table.itertuples(index=False))
+    rows = dict(zip(kept, table.iloc[kept].itertuples(index=False)))  # the kept windows' rows only
     for i in kept:
         row = rows[i]
         summary = window_summary(row)
@@ -365,17 +365,22 @@ def split(
         own_volumes.insert(
             volume_columns.index("expiry_key") + 1, "instrument_ids", instrument_ids(volume_ids[v_lo:v_hi])
         )
-        # Built from the window's own records, so its dtypes are what the window alone gives.
-        frame = pd.DataFrame(evaluation.records[slice(*alert_bounds[i])], columns=ALERT_FIELDS)
+        # Built from the window's own records, so its dtypes are what the window alone gives:
+        # the batch's own frame when the batch is this window (the live path's one window).
+        a_lo, a_hi = alert_bounds[i]
+        if n == 1 and len(evaluation.alerts) == len(evaluation.records):
+            frame = evaluation.alerts.drop(columns=WINDOW)
+        else:
+            frame = pd.DataFrame(evaluation.records[a_lo:a_hi], columns=ALERT_FIELDS)
         own_packages = _in(packages.take(package_rows.get(i, [])), package_columns).reset_index(drop=True)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
         summary["max_confidence"] = float(frame["confidence"].max()) if len(frame) else 0.0
-        product = own_volumes[own_volumes["level"] == "product"]
-        if len(product):
-            summary["product_expected_volume"] = float(product["baseline"].iloc[0])
-            summary["product_ratio"] = round(float(product["ratio"].iloc[0]), 3)
-            summary["history_sessions"] = int(product["history_sessions"].iloc[0])
+        product = np.flatnonzero((own_volumes["level"] == "product").to_numpy(dtype=bool, na_value=False))
+        if len(product):  # the window's product row, read in place (not a frame of it)
+            summary["product_expected_volume"] = float(own_volumes["baseline"].iat[product[0]])
+            summary["product_ratio"] = round(float(own_volumes["ratio"].iat[product[0]]), 3)
+            summary["history_sessions"] = int(own_volumes["history_sessions"].iat[product[0]])
         results.append(Detection(frame, own_orders, own_volumes, summary, own_packages, config))
     return results
 

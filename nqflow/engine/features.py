@@ -721,7 +721,7 @@ def with_expected(features: Features, expected: Sequence[pd.DataFrame | None] | 
             c: np.concatenate([e[c].to_numpy() for _, e in parts]) if parts else np.empty(0, dtype=object)
             for c in EXPECTED_COLUMNS
         }
-    volumes = features.volumes.drop(columns=[c for c in EXPECTED_COLUMNS[2:] if c in features.volumes])
+    volumes = features.volumes  # its window, level and key; `with_expected_rows` replaces the rest
     n = len(volumes)
     history, moments = np.zeros(n, dtype="int64"), {c: np.full(n, np.nan) for c in ("expected", "mean", "variance")}
     if n and len(known_window):
