@@ -815,10 +815,10 @@ def _window_table(
     zero = per_window(order_window, size * (orders["days_to_expiry"].to_numpy() == 0))
     all_size = per_window(order_window, size)
     by_strategy: dict[int, dict[str, int]] = {}
-    if len(packages):
-        counts = packages.groupby([WINDOW, "strategy"], sort=False).size()
-        for (w, strategy), count in counts.items():
-            by_strategy.setdefault(int(w), {})[strategy] = int(count)
+    if len(packages):  # counted in order of appearance (a few hundred a session: no groupby)
+        for w, strategy in zip(packages[WINDOW].tolist(), packages["strategy"].tolist()):
+            counts = by_strategy.setdefault(int(w), {})
+            counts[strategy] = counts.get(strategy, 0) + 1
     # Most frequent first, ties in order of appearance: what value_counts gives.
     strategies_json = {
         w: json.dumps(dict(sorted(c.items(), key=lambda item: -item[1]))) for w, c in by_strategy.items()
