@@ -924,8 +924,8 @@ def _one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
     whole = {}
     for name in frame.columns:
         values = frame[name].array
-        if hasattr(values, "__arrow_array__"):
-            arrow = pa.array(values)
+        if isinstance(values, pd.arrays.ArrowExtensionArray):  # text: NumPy-backed columns are whole
+            arrow = pa.array(values)  # the column's own chunks, not a copy
             if isinstance(arrow, pa.ChunkedArray) and arrow.num_chunks > 1:
                 whole[name] = pd.array(arrow.combine_chunks(), dtype=frame[name].dtype)
     return frame.assign(**whole) if whole else frame
