@@ -283,8 +283,7 @@ def evaluate(features: Features, config: Config, score_every_volume: bool = Fals
         sweep[np.isin(sweep, dominated.index[dominated.to_numpy()])] = -1
     volumes = _scored_volumes(features.volumes, config)
     gate = _surge_gate_codes(volumes, config)
-    # "" where a surge may alert, else why not (charts show it)
-    volumes["gate"] = pd.Series(_GATE_REASONS[gate], index=volumes.index, dtype=object)
+    volumes["gate"] = _gate_reasons(gate, volumes.index)  # "" where a surge may alert, else why not (charts show it)
     context = _Context(features, volumes, config, score_every_volume)
     context.surge_rows = np.flatnonzero(gate == 0)
     orders = orders.assign(sweep_id=sweep)
@@ -367,11 +366,10 @@ def split(
         )
         # Built from the window's own records, so its dtypes are what the window alone gives:
         # the batch's own frame when the batch is this window (the live path's one window).
-        a_lo, a_hi = alert_bounds[i]
-        if n == 1 and len(evaluation.alerts) == len(evaluation.records):
+        if n == 1:
             frame = evaluation.alerts.drop(columns=WINDOW)
         else:
-            frame = pd.DataFrame(evaluation.records[a_lo:a_hi], columns=ALERT_FIELDS)
+            frame = pd.DataFrame(evaluation.records[slice(*alert_bounds[i])], columns=ALERT_FIELDS)
         own_packages = _in(packages.take(package_rows.get(i, [])), package_columns).reset_index(drop=True)
         summary["alerts"] = int(len(frame))
         summary["alerts_by_kind"] = frame["kind"].value_counts().to_dict() if len(frame) else {}
@@ -1127,12 +1125,17 @@ def surge_gate(volumes: pd.DataFrame, config: Config) -> pd.Series:
     `nqflow.engine.baseline.SHORT_DATED_DAYS` of expiry: its own history grows toward expiry, so it is
     judged at its days-to-expiry level, e.g. 0DTE). Rows that pass may still be folded into another alert.
     """
-    return pd.Series(_GATE_REASONS[_surge_gate_codes(volumes, config)], index=volumes.index, dtype=object)
+    return _gate_reasons(_surge_gate_codes(volumes, config), volumes.index)
 
 
 #: `surge_gate`'s reasons by code (0: none, the row may alert); named from codes, as np.select
 #: over text builds a fixed-width text array per row.
 _GATE_REASONS = np.array(["", BELOW_FIRST_TIER, "thin", "short history", "one order", SHORT_DATED], dtype=object)
+
+
+def _gate_reasons(codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """The gate's codes named (`_GATE_REASONS`), as the object column the charts read."""
+    return pd.Series(_GATE_REASONS[codes], index=index, dtype=object)
 
 
 def _surge_gate_codes(volumes: pd.DataFrame, config: Config) -> np.ndarray:
