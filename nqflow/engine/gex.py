@@ -306,10 +306,16 @@ def parity_forwards(options: pd.DataFrame) -> pd.Series:
     least, the lowest such strike on a tie): the price of a future that did not trade, from its
     own options' settlements (each option's last settlement; strikes without both a call and a
     put are left out). Sorted by expiry; with arrays, a pivot table cost more than the rest."""
-    right = options["put_call"].to_numpy(dtype=object)
-    price = options["settlement"].to_numpy(dtype=float)
-    strike = options["strike"].to_numpy(dtype=float)
-    expiry_text = options["expiry"].to_numpy(dtype=object)
+    return _parity_forwards(
+        options["put_call"].to_numpy(dtype=object),
+        options["settlement"].to_numpy(dtype=float),
+        options["strike"].to_numpy(dtype=float),
+        options["expiry"].to_numpy(dtype=object),
+    )
+
+
+def _parity_forwards(right: np.ndarray, price: np.ndarray, strike: np.ndarray, expiry_text: np.ndarray) -> pd.Series:
+    """`parity_forwards` of arrays: each option's right, settlement, strike and expiry."""
     keep = np.isin(right, ["C", "P"]) & ~np.isnan(price) & ~np.isnan(strike) & ~pd.isna(expiry_text)
     if not keep.any():
         return pd.Series(dtype=float)
@@ -334,6 +340,42 @@ def parity_forwards(options: pd.DataFrame) -> pd.Series:
     )
 
 
+def _latest_by_instrument(records: pd.DataFrame, column: str, ids: np.ndarray) -> np.ndarray:
+    """Each of `ids`' last known `column` value in `records` (by ``ts_event``, the later record on
+    a tie; a missing value skipped, as a groupby's ``last`` skips it), NaN for an id without one:
+    with NumPy, where a sort, a groupby and a map of a 12,000-option chain cost more."""
+    values = records[column].to_numpy(dtype=float)
+    known = ~np.isnan(values)
+    record_ids = records["instrument_id"].to_numpy(dtype="int64")[known]
+    times = records["ts_event"].to_numpy(dtype="datetime64[ns]").view("int64")[known]
+    values = values[known]
+    order = np.lexsort((np.arange(len(values)), times, record_ids))
+    record_ids, values = record_ids[order], values[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = record_ids[1:] != record_ids[:-1]
+    record_ids, values = record_ids[last], values[last]
+    at = np.minimum(np.searchsorted(record_ids, ids), max(len(record_ids) - 1, 0))
+    found = (record_ids[at] == ids) if len(record_ids) else np.zeros(len(ids), dtype=bool)
+    return np.where(found, values[at] if len(values) else np.nan, np.nan)
+
+
+def _mapped(codes: np.ndarray, distinct, values: dict) -> np.ndarray:
+    """What ``Series.map(values)`` gives for factorized values (code -1: missing), as floats."""
+    looked_up = np.array([values.get(key, np.nan) for key in distinct] + [np.nan], dtype=float)
+    return looked_up[codes]  # code -1 reads the NaN at the end
+
+
+def _hours_from(times: pd.Series, start: pd.Timestamp) -> np.ndarray:
+    """Hours from `start` to each of `times` (NaN where a time is missing)."""
+    return ((times - start).dt.total_seconds() / 3600.0).to_numpy(dtype=float)
+
+
+def _most_common(names: np.ndarray, counts: np.ndarray) -> str:
+    """The name counted most, the first in text order on a tie (what ``Series.mode().iloc[0]`` gives)."""
+    most = counts.max()
+    return str(min(name for name, count in zip(names, counts) if count == most))
+
+
 def dealer_positioning(source: DataSource, session: dt.date, profile: bool = True) -> DealerPositioning:
     """Session `session`'s dealer positioning from the morning's open interest and the previous
     settlement (see the module doc). Raises DataNotYetAvailable while either is missing.
@@ -355,33 +397,35 @@ def dealer_positioning(source: DataSource, session: dt.date, profile: bool = Tru
             f"them the morning of the session): try again after its open"
         )
     chain = source.chain(session)
-    options = chain[chain["put_call"].isin(["C", "P"])].copy()
-    options["open_interest"] = options["instrument_id"].map(
-        oi.sort_values("ts_event").groupby("instrument_id")["quantity"].last()
-    )
-    options["settlement"] = options["instrument_id"].map(
-        settle.sort_values("ts_event").groupby("instrument_id")["price"].last()
-    )
-    options["expiry"] = expiry_key(options["symbol"])
+    rows = np.flatnonzero(chain["put_call"].isin(["C", "P"]).to_numpy(dtype=bool))
+    ids = chain["instrument_id"].to_numpy(dtype="int64")[rows]
+    open_interest = _latest_by_instrument(oi, "quantity", ids)
+    settlement = _latest_by_instrument(settle, "price", ids)
+    expiry = expiry_key(chain["symbol"].take(rows)).to_numpy(dtype=object)
+    strike = chain["strike"].to_numpy(dtype=float)[rows]
+    right = chain["put_call"].to_numpy(dtype=object)[rows]
+    is_call = right == "C"
     traded = futures_prices(source, session)
-    parity = parity_forwards(options)
-    options["future_price"] = options["underlying"].astype(str).map(traded)
-    options["future_price"] = options["future_price"].fillna(options["expiry"].map(parity))
+    parity = _parity_forwards(right, settlement, strike, expiry)
+    underlying_codes, underlyings = pd.factorize(chain["underlying"].to_numpy(dtype=object)[rows])
+    forward = _mapped(underlying_codes, [str(u) for u in underlyings], traded)
+    unpriced = np.isnan(forward)
+    if unpriced.any():  # a future that did not trade: its options' parity forward
+        expiry_codes, expiries = pd.factorize(expiry[unpriced])
+        forward[unpriced] = _mapped(expiry_codes, expiries, parity.to_dict())
     settled_at = session_bounds(cal.previous_trading_day(session))[1]
-    expiration_hours = (options["expiration"] - settled_at).dt.total_seconds() / 3600.0
-    options["years"] = ((options["expiration"] - opens).dt.total_seconds() / 3600.0 / YEAR_HOURS).clip(lower=0.0)
+    expiration = chain["expiration"].take(rows)
+    expiration_hours = _hours_from(expiration, settled_at)
+    years = np.maximum(_hours_from(expiration, opens) / YEAR_HOURS, 0.0)  # NaN stays NaN, as clip keeps it
 
-    is_call = (options["put_call"] == "C").to_numpy()
-    strike, forward = options["strike"].to_numpy(dtype=float), options["future_price"].to_numpy(dtype=float)
     intrinsic = np.where(is_call, np.maximum(forward - strike, 0.0), np.maximum(strike - forward, 0.0))
-    price = options["settlement"].to_numpy(dtype=float)
     reasons = np.select(
         [
-            np.isnan(options["open_interest"].to_numpy(dtype=float)),
-            np.isnan(price),
+            np.isnan(open_interest),
+            np.isnan(settlement),
             np.isnan(forward),
-            (options["years"] <= 0).to_numpy() | (expiration_hours <= 0).to_numpy(),
-            price <= intrinsic + 1e-9,
+            (years <= 0) | (expiration_hours <= 0),
+            settlement <= intrinsic + 1e-9,
         ],
         [
             "no open interest published",
@@ -392,25 +436,28 @@ def dealer_positioning(source: DataSource, session: dt.date, profile: bool = Tru
         ],
         default="",
     )
-    kept = options[reasons == ""].copy()
-    settle_years = (expiration_hours[reasons == ""] / YEAR_HOURS).to_numpy()
-    kept["implied_vol"] = implied_vol(
-        kept["settlement"], kept["future_price"], kept["strike"], settle_years, kept["put_call"] == "C"
+    keep = reasons == ""
+    implied = implied_vol(
+        settlement[keep], forward[keep], strike[keep], expiration_hours[keep] / YEAR_HOURS, is_call[keep]
     )
-    kept["gamma"] = black76_gamma(kept["future_price"], kept["strike"], kept["years"], kept["implied_vol"])
-    kept["gex_usd"] = option_gex(
-        kept["gamma"], kept["open_interest"], kept["multiplier"], kept["future_price"], kept["put_call"]
-    )
-    skipped = {str(k): int(v) for k, v in pd.Series(reasons[reasons != ""]).value_counts().items()}
-    front = (
-        max(traded, key=lambda s: (options["underlying"] == s).sum())
-        if traded
-        else str(options["underlying"].mode().iloc[0])
-    )
+    gamma = black76_gamma(forward[keep], strike[keep], years[keep], implied)
+    multiplier = chain["multiplier"].to_numpy(dtype=float)[rows][keep]
+    described = [c for c in OPTION_COLUMNS[:8] if c != "expiry"]  # as the chain holds them
+    kept = chain[described].take(rows[keep]).reset_index(drop=True)
+    kept.insert(OPTION_COLUMNS.index("expiry"), "expiry", pd.Series(expiry[keep], dtype=object))
+    kept["open_interest"] = open_interest[keep]
+    kept["settlement"] = settlement[keep]
+    kept["future_price"] = forward[keep]
+    kept["years"] = years[keep]
+    kept["implied_vol"] = implied
+    kept["gamma"] = gamma
+    kept["gex_usd"] = option_gex(gamma, open_interest[keep], multiplier, forward[keep], right[keep])
+    skipped = {str(k): int(v) for k, v in pd.Series(reasons[~keep]).value_counts().items()}
+    counts = np.bincount(underlying_codes[underlying_codes >= 0], minlength=len(underlyings))
+    options_of = dict(zip(underlyings, counts.tolist()))
+    front = max(traded, key=lambda s: options_of.get(s, 0)) if traded else _most_common(underlyings, counts)
     front_price = traded.get(front, float(kept.loc[kept["underlying"] == front, "future_price"].median()))
-    positioning = DealerPositioning(
-        session, front, float(front_price), kept[OPTION_COLUMNS].reset_index(drop=True), skipped
-    )
+    positioning = DealerPositioning(session, front, float(front_price), kept, skipped)
     if profile:
         positioning.profile, positioning.crossings = gex_profile(positioning.options, positioning.future_price)
     return positioning
