@@ -12,6 +12,7 @@ read them before.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,11 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write `frame` (without its index) to `path`, beside it first and renamed into place."""
+def write_parquet(frame: pd.DataFrame, path: str | Path, python_columns: Sequence[str] = ()) -> Path:
+    """Write `frame` (without its index) to `path`, beside it first and renamed into place.
+    `python_columns` (of Python lists, of dicts) are converted as Python values: pandas'
+    conversion would read a NaN inside them as missing. They read back as Arrow lists."""
     path = Path(path)
     part = path.with_name(f"{path.name}.{os.getpid()}.part")
-    table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+    table = pa.Table.from_pandas(frame.drop(columns=list(python_columns)), preserve_index=False, nthreads=1)
+    for column in python_columns:
+        values = pa.array(frame[column].tolist(), from_pandas=False)
+        table = table.add_column(list(frame.columns).index(column), column, values)
     pq.write_table(table, part, write_statistics=False)
     part.replace(path)
     return path

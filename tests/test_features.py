@@ -185,6 +185,37 @@ def test_the_expected_columns_file_joins_its_volume_rows_and_older_layouts_still
     assert "\n" not in str(error.value) and f"{EXPECTED_PART}.parquet" in str(error.value)
 
 
+def _legs_text(packages: pd.DataFrame) -> list[str]:
+    """Each package's legs as JSON text: a NaN and a float's type show (26200.0, not 26200)."""
+    return [json.dumps(legs) for legs in packages["legs"]]
+
+
+def test_package_legs_read_back_as_computed_from_arrow_lists_and_older_json_text(source, tmp_path):
+    """A package's legs (dicts) and leg ids (lists) are stored as Arrow lists and read back as the
+    Python values the feature stage made: a futures leg's NaN strike stays NaN, an integer stays
+    an integer. Features stored before, with the legs as JSON text, read the same."""
+    from nqflow.engine.features import market_features
+
+    config = load_config()
+    day = source.sessions_available()[-1]
+    computed = market_features(load_session(config, day, source).batch(), config)
+    packages = computed.packages
+    assert any(leg["put_call"] == "F" for legs in packages["legs"] for leg in legs)  # a covered package
+    write_features(computed, tmp_path, day)
+    back = read_features(tmp_path, day).packages
+    flat = [c for c in packages if c not in ("legs", "leg_instrument_ids", "option_leg_ids")]
+    pdt.assert_frame_equal(back[flat], packages[flat])
+    assert list(back.columns) == list(packages.columns)
+    assert _legs_text(back) == _legs_text(packages)
+    for column in ("leg_instrument_ids", "option_leg_ids"):
+        assert back[column].tolist() == packages[column].tolist()
+        assert all(type(i) is int for ids in back[column] for i in ids)
+
+    older = packages.assign(legs=packages["legs"].map(json.dumps))  # the layout before Arrow lists
+    older.to_parquet(session_folder(tmp_path, day) / "packages.parquet", index=False)
+    assert _legs_text(read_features(tmp_path, day).packages) == _legs_text(packages)
+
+
 def test_changed_sweep_settings_or_a_half_written_session_are_recomputed(sample_dir, source, cluster, tmp_path):
     """Features depend on the sweep grouping: other settings recompute them (and may give other
     sweeps), while a session without params.json (a write cut short) is recomputed, not read."""
