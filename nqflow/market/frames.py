@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -384,7 +385,10 @@ def time_range(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
     return start, end
 
 
+@lru_cache(maxsize=512)
 def session_bounds(trade_date: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """A session's (open, close) in UTC. Kept per date: the calendar's answer never changes, and a
+    session's load asks for its own and its neighbours' bounds a dozen times."""
     frame = cal.sessions(trade_date, trade_date)
     if frame.empty:
         raise DataError(f"{trade_date} is not a CME Globex trading day; pick a weekday that is not an exchange holiday")
@@ -430,9 +434,12 @@ _reported_unwatched: set[str] = set()
 
 
 def unwatched_products(fills: pd.DataFrame, watched: frozenset[str]) -> list[str]:
-    """Products of option fills (on NQ futures) that the universe does not watch."""
-    options = fills[fills["put_call"].isin(["C", "P"])]
-    return sorted(set(options["product"].dropna().unique()) - set(watched))
+    """Products of option fills (on NQ futures) that the universe does not watch. Found by the
+    product column's codes: a session's option rows taken whole only to name a few products cost
+    more than the rest of the split."""
+    codes, products = pd.factorize(fills["product"])
+    options = codes[fills["put_call"].isin(["C", "P"]).to_numpy(dtype=bool) & (codes >= 0)]
+    return sorted({str(p) for p in np.asarray(products, dtype=object)[np.unique(options)]} - set(watched))
 
 
 def unwatched_message(products: list[str], what: str) -> str:

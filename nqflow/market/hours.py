@@ -59,11 +59,13 @@ def trading_days(first: dt.date, last: dt.date) -> list[dt.date]:
     return list(sessions(first, last).index)
 
 
+@lru_cache(maxsize=512)
 def previous_trading_day(trade_date: dt.date) -> dt.date:
     """The trading day before `trade_date` (a Monday's is the Friday before)."""
     return trading_days(trade_date - dt.timedelta(days=10), trade_date - dt.timedelta(days=1))[-1]
 
 
+@lru_cache(maxsize=512)
 def next_trading_day(trade_date: dt.date) -> dt.date:
     """The trading day after `trade_date` (a Friday's is Monday, whose session opens on Sunday evening)."""
     return trading_days(trade_date + dt.timedelta(days=1), trade_date + dt.timedelta(days=10))[0]
