@@ -39,7 +39,7 @@ from nqflow.engine.levels import (
     days_to_expiry,
     expiry_key,
     expiry_level_key,
-    instrument_keys,
+    instrument_key_text,
 )
 from nqflow.engine.strategies import PACKAGE_COLUMNS, find_packages
 from nqflow.errors import DataError
@@ -227,6 +227,12 @@ def _stacked_text(parts: list) -> pd.api.extensions.ExtensionArray:
     return pd.concat([pd.Series(part) for part in parts], ignore_index=True).array
 
 
+def _arrow_text(parts: list[pa.Array], order: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """Arrow text arrays one after another, rows taken in `order`, as the text a frame built from
+    Python strings infers (``str``)."""
+    return pd.array(pa.concat_arrays(parts).take(order), dtype="str")
+
+
 def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per level and key (and `by` values): volume, premium, side totals and the largest order's
     share of the volume; ``instrument_id`` on instrument rows (-1 on the others). Rows come by
@@ -253,9 +259,10 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
         "product": _groups(by_codes, np.zeros(n_orders, dtype="int64")),
     }
     columns: dict[str, list] = {}
-    # The instrument rows' text taken from the orders' own arrays (Arrow: no Python string per
-    # row); made from Python strings, a session's 20,000 symbols cost 8 ms.
+    # Text is built as Arrow arrays (the instrument rows' symbol and right taken from the orders'
+    # own): a frame made from 20,000 Python strings a column converts each of them, 2 ms a column.
     text: dict[str, list] = {"symbol": [], "put_call": []}
+    arrow_text: dict[str, list[pa.Array]] = {"key": [], "expiry_key": []}
 
     def add(name: str, values) -> None:
         columns.setdefault(name, []).append(np.asarray(values))
@@ -271,13 +278,13 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
         first_ns = np.full(n, np.iinfo("int64").max)
         np.minimum.at(first_ns, group, ts_ns)
         if level == "instrument":
-            keys = instrument_keys(iid[first])
+            arrow_text["key"].append(instrument_key_text(iid[first]))
             instruments = np.ones(n, dtype="int64")
         else:
             keys = key_values if level == "expiry" else np.full(n, PRODUCT_KEY, dtype=object)
+            arrow_text["key"].append(pa.array(keys, type=pa.string()))
             pairs, _ = pd.factorize(group * (int(iid.max()) + 1) + iid)  # one number per (group, instrument)
             instruments = np.bincount(group[_first_rows(pairs)], minlength=n)
-        add("key", keys)
         add("volume", volume.astype("int64"))
         add("premium_usd", np.bincount(group, weights=premium, minlength=n))
         for column, weights in sides.items():
@@ -290,7 +297,7 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
             add("strike", orders["strike"].to_numpy(dtype=float)[first])
             text["put_call"].append(orders["put_call"].array.take(first))
             add("days_to_expiry", dte[first])
-            add("expiry_key", expiry_keys[first])
+            arrow_text["expiry_key"].append(pa.array(expiry_keys[first], type=pa.string()))
             add("instrument_id", iid[first])
         else:
             text["symbol"].append(pd.array(keys, dtype=orders["symbol"].dtype))
@@ -302,7 +309,7 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
                 add("days_to_expiry", shortest)
             else:
                 add("days_to_expiry", np.full(n, np.nan))
-            add("expiry_key", keys if level == "expiry" else np.full(n, "", dtype=object))
+            arrow_text["expiry_key"].append(pa.array(keys if level == "expiry" else [""] * n, type=pa.string()))
             add("instrument_id", np.full(n, -1, dtype="int64"))
     # Where each row's by values, expiry and expiration come from: its group's first order
     # (none for expiry/expiration beyond the levels that have them).
@@ -314,14 +321,14 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
     if by:  # by `by` (stable), as the rows of each level come
         order = np.lexsort([_sort_codes(orders[b].to_numpy()[first_rows]) for b in reversed(by)])
     expiry_rows, first_rows = expiry_rows[order], first_rows[order]
-    row_level = np.repeat(np.array(list(levels), dtype=object), level_sizes)[order]
+    row_level = pa.array(list(levels)).take(np.repeat(np.arange(len(levels)), level_sizes)[order])
     expiry = orders["expiry"].to_numpy(dtype=object)[np.maximum(expiry_rows, 0)]
     expiry[expiry_rows < 0] = ""
     return pd.DataFrame(
         {
-            "level": row_level,
+            "level": pd.array(row_level, dtype="str"),
             **{b: orders[b].array.take(first_rows) for b in by},
-            "key": stacked["key"][order],
+            "key": _arrow_text(arrow_text["key"], order),
             "volume": stacked["volume"][order],
             "premium_usd": stacked["premium_usd"][order],
             **{c: stacked[c][order] for c in SIDE_COLUMNS},
@@ -334,7 +341,7 @@ def window_volumes(orders: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFra
             "strike": stacked["strike"][order],
             "put_call": _stacked_text(text["put_call"]).take(order),
             "days_to_expiry": stacked["days_to_expiry"][order],
-            "expiry_key": stacked["expiry_key"][order],
+            "expiry_key": _arrow_text(arrow_text["expiry_key"], order),
             "instrument_id": stacked["instrument_id"][order],
         }
     )

@@ -68,7 +68,10 @@ def expiry_level_key(fills: pd.DataFrame) -> pd.Series:
     )
     dte_values = dte.to_numpy()
     short = dte_values <= SHORT_DATED_DAYS
-    keys = root.astype(str).to_numpy(dtype=object)
+    # The roots are text already: taken as they are, not through astype(str)'s Arrow text and back.
+    keys = root.to_numpy(dtype=object, copy=True)
+    if pd.api.types.infer_dtype(keys, skipna=True) != "string":
+        keys = root.astype(str).to_numpy(dtype=object)
     if short.any():  # each distinct day count formatted once, not once per fill
         codes, distinct = pd.factorize(dte_values[short])
         keys[short] = (pd.Series(distinct).astype(str).to_numpy(dtype=object) + "DTE")[codes]
@@ -81,8 +84,12 @@ def instrument_keys(instrument_ids: np.ndarray) -> np.ndarray:
     ``astype(str).astype(object)`` makes fixed-width text first, then strings: 7.5 ms)."""
     if not len(instrument_ids):
         return np.empty(0, dtype=object)
-    text = pc.cast(pa.array(np.asarray(instrument_ids, dtype="int64")), pa.string())
-    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+    return np.asarray(instrument_key_text(instrument_ids).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def instrument_key_text(instrument_ids: np.ndarray) -> pa.Array:
+    """`instrument_keys` as Arrow text, for a frame's column (no Python string per row)."""
+    return pc.cast(pa.array(np.asarray(instrument_ids, dtype="int64")), pa.string())
 
 
 def level_keys(fills: pd.DataFrame) -> dict[str, pd.Series]:
