@@ -642,12 +642,14 @@ def write_session_volumes(
     on any process: a session's file has one writer, the task that decoded the session."""
     path = _session_file(Path(folder), str(session))
     volumes = volumes[volumes["slot"].isin(slots)]
-    kept = pd.read_parquet(path).astype({"level": object, "key": object}) if path.exists() else None
+    kept = pd.read_parquet(path).astype({"level": "str", "key": "str"}) if path.exists() else None
     kept = kept[~kept["slot"].isin(slots)] if kept is not None else None
+    # The text stays Arrow text (`slot_volumes` makes it so): made into Python strings and back,
+    # a session's 60,000 rows cost more than the rest of the write.
     frame = pd.DataFrame(
         {
-            "level": volumes["level"].astype(str).to_numpy(dtype=object),
-            "key": volumes["key"].astype(str).to_numpy(dtype=object),
+            "level": volumes["level"].astype("str").array,
+            "key": volumes["key"].astype("str").array,
             "slot": volumes["slot"].to_numpy(dtype="int64"),
             "volume": volumes["volume"].to_numpy(dtype="int64"),
         }
