@@ -110,6 +110,50 @@ def test_corrupt_and_truncated_files_are_named(sample_dir, tmp_path):
         ReplaySource(folder)
 
 
+def test_dbn_records_are_read_past_the_symbology_as_dbnstore_reads_them(sample_dir, tmp_path):
+    """A DBN file's records are read after its fixed metadata fields, its symbology mappings never
+    decoded (DBNStore makes Python objects of 3.9 MB of them a day, 11 ms a file): the same
+    records as `DBNStore.to_ndarray`, byte for byte, for each schema the sample holds and each
+    DBN version; a stream of records with their send times still reads through DBNStore."""
+    import io
+
+    import databento as db
+
+    from nqflow.sources.dbn import _decompressed, _fixed_header, read_dbn_records
+
+    def dbnstore(data: bytes):
+        return db.DBNStore.from_bytes(io.BytesIO(data)).to_ndarray().reshape(-1)
+
+    paths = sorted(sample_dir.glob("glbx-mdp3-20261030.*.dbn.zst"))
+    assert len(paths) == 3  # trades, definitions, statistics
+    for path in paths:
+        records, schema = read_dbn_records(path)
+        data = b"".join(_decompressed(path, [path.read_bytes()]))
+        assert _fixed_header(data) is not None and schema in path.name
+        assert records.dtype == dbnstore(data).dtype and records.tobytes() == dbnstore(data).tobytes()
+    trades = [dbn.TradeMsg(1, 42 + i, 1_000 + i, 21_000_250_000_000, 3, dbn.Action.TRADE, dbn.Side.BID, 0, 1_001 + i)
+              for i in range(3)]  # fmt: skip
+    for version, ts_out in ((1, False), (2, False), (3, False), (3, True)):
+        meta = dbn.Metadata(
+            dataset="GLBX.MDP3",
+            start=0,
+            end=60_000_000_000,
+            stype_in=dbn.SType.RAW_SYMBOL,
+            stype_out=dbn.SType.INSTRUMENT_ID,
+            schema=dbn.Schema.TRADES,
+            symbols=["NQZ6"],
+            mappings=[],
+            ts_out=ts_out,
+            version=version,
+        )
+        data = bytes(meta) + b"".join(bytes(t) for t in trades)
+        path = tmp_path / f"v{version}-{ts_out}.trades.dbn"
+        path.write_bytes(data)
+        assert (_fixed_header(data) is None) == ts_out  # DBNStore reads what this does not
+        records, schema = read_dbn_records(path, "trades")
+        assert schema == "trades" and records.tobytes() == dbnstore(data).tobytes() and len(records) == 3
+
+
 def test_unexpected_schema_is_a_clear_error(tmp_path):
     meta = dbn.Metadata(
         dataset="GLBX.MDP3",
