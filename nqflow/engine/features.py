@@ -537,10 +537,10 @@ def batch_of_session(
         taken_rows, window = taken(name, busy)
         if not len(taken_rows):
             return pd.DataFrame(columns=_NO_PRINTS), pd.Series(dtype="int64")
-        return getattr(fills, name).take(taken_rows).reset_index(drop=True), pd.Series(window)
+        return _rows_of(getattr(fills, name), taken_rows), pd.Series(window)
 
     option_rows, option_window = taken("options", busy)
-    options = fills.options.take(option_rows).reset_index(drop=True) if len(busy) else pd.DataFrame()
+    options = _rows_of(fills.options, option_rows) if len(busy) else pd.DataFrame()
     if len(busy):
         options[WINDOW] = option_window
     spreads, spread_window = stacked("spreads")
@@ -561,14 +561,13 @@ def batch_of_session(
         else pd.DataFrame(columns=_NO_PRINTS)
     )
     undefined = counts["undefined"]
+    none_undefined = fills.undefined.iloc[:0]  # one empty frame for the windows without (most)
     notes = [
         window_notes(
             start,
             end,
             trade_date,
-            fills.undefined.iloc[rows["undefined"][i, 0] : rows["undefined"][i, 1]]
-            if undefined[i]
-            else fills.undefined.iloc[:0],
+            fills.undefined.iloc[rows["undefined"][i, 0] : rows["undefined"][i, 1]] if undefined[i] else none_undefined,
             not counts["options"][i],
             chain.empty,
         )
@@ -594,6 +593,15 @@ def batch_of_session(
         _session_legs([legs] if busy_list and len(legs) else []),
         [(open_interest, busy_list)] if busy_list and not open_interest.empty else [],
     )
+
+
+def _rows_of(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """`rows` of `frame`, numbered from 0: the frame itself (a shallow copy) when they are all of
+    its rows in order, as a session's windows usually cover its fills (a take copied them all)."""
+    whole = len(rows) == len(frame) and frame.index.equals(pd.RangeIndex(len(frame)))
+    if whole and (not len(rows) or (rows[0] == 0 and (np.diff(rows) == 1).all())):
+        return frame.copy(deep=False)
+    return frame.take(rows).reset_index(drop=True)
 
 
 def _concatenated(arrays: list[np.ndarray], dtype: str | type) -> np.ndarray:
