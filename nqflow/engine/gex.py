@@ -121,7 +121,7 @@ class DealerPositioning:
     @property
     def by_strike(self) -> pd.DataFrame:
         """Call, put and net GEX per strike (all expiries summed), strikes ascending."""
-        o = self.options
+        o = self.options[["put_call", "strike", "gex_usd"]]  # the columns summed: a mask of all 15 copied each
         calls = o[o["put_call"] == "C"].groupby("strike")["gex_usd"].sum()
         puts = o[o["put_call"] == "P"].groupby("strike")["gex_usd"].sum()
         frame = pd.DataFrame({"call_gex_usd": calls, "put_gex_usd": puts}).fillna(0.0).sort_index()
@@ -319,7 +319,8 @@ def _parity_forwards(right: np.ndarray, price: np.ndarray, strike: np.ndarray, e
     keep = np.isin(right, ["C", "P"]) & ~np.isnan(price) & ~np.isnan(strike) & ~pd.isna(expiry_text)
     if not keep.any():
         return pd.Series(dtype=float)
-    expiries, expiry = np.unique(expiry_text[keep].astype(str), return_inverse=True)
+    # Numbered in text order by hashing (np.unique sorted 11,000 fixed-width texts)
+    expiry, expiries = pd.factorize(np.asarray([str(e) for e in expiry_text[keep]], dtype=object), sort=True)
     strike, price, is_call = strike[keep], price[keep], right[keep] == "C"
     order = np.lexsort((np.arange(len(price)), is_call, strike, expiry))
     expiry, strike, is_call, price = expiry[order], strike[order], is_call[order], price[order]
