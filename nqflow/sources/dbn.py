@@ -1,5 +1,6 @@
-"""DBN files: opening, checking and decoding them with `databento.DBNStore`, with every failure
-turned into one line that names the file and the fix."""
+"""DBN files: opening, checking and decoding them as `databento.DBNStore` does (its metadata and
+record layouts; a file's records taken past the symbology mappings nqflow never reads), with
+every failure turned into one line that names the file and the fix."""
 
 from __future__ import annotations
 
@@ -169,9 +170,10 @@ def read_dbn(path: Path, expected_schema: str | None = None) -> pd.DataFrame:
 
 
 def read_dbn_records(path: Path, expected_schema: str | None = None) -> tuple[np.ndarray, str]:
-    """A whole DBN file's records as one structured array (`DBNStore.to_ndarray`), and its schema.
-    A zstd file is decompressed once, checked whole (`check_complete_dbn`) and handed to DBNStore
-    as bytes."""
+    """A whole DBN file's records as one structured array (what `DBNStore.to_ndarray` gives), and
+    its schema. A zstd file is decompressed once and checked whole (`check_complete_dbn`); the
+    records are taken past the fixed metadata fields (`_fixed_header`), or by DBNStore from the
+    bytes when the stream is of another shape."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

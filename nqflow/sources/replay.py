@@ -1,5 +1,6 @@
-"""The replay source: a folder of DBN files (any names, ``.dbn`` or ``.dbn.zst``) read with
-``databento.DBNStore``, exactly as live data is.
+"""The replay source: a folder of DBN files (any names, ``.dbn`` or ``.dbn.zst``) read as
+``databento.DBNStore`` reads them, exactly as live data is (`nqflow.sources.dbn`: the records in
+databento's own layouts, the symbology mappings left undecoded).
 
 Schema and time range come from each file's own metadata, symbols from the definition records
 (fills of an instrument without one are left out, and said). Only the files that overlap a
@@ -68,7 +69,7 @@ KEPT_INSTRUMENT_TABLES = 300
 
 
 class ReplaySource:
-    """A folder of DBN files, read with databento.DBNStore exactly as live data is."""
+    """A folder of DBN files, read as databento.DBNStore reads them, exactly as live data is."""
 
     name = "replay"
 
