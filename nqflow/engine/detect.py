@@ -198,7 +198,9 @@ def score(components: dict[str, float], config: Config) -> tuple[float, str]:
         "volume_oi": c.weight_volume_oi,
     }
     total = sum(weights.values())
-    value = 100.0 * sum(weights[k] * float(np.clip(components.get(k, 0.0), 0, 1)) for k in weights) / total
+    # min and max of Python floats, as np.clip gives (NaN kept): np.clip's per-call cost was a
+    # tenth of a loose threshold pass's order alerts
+    value = 100.0 * sum(weights[k] * min(max(float(components.get(k, 0.0)), 0.0), 1.0) for k in weights) / total
     return round(value, 1), str(Label.of(value, c.medium, c.high))
 
 
@@ -539,13 +541,29 @@ class _Context:
         self._scored = np.zeros(len(volumes), dtype=bool)
         self._model: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # `count_model`, on first use
 
+    @cached_property
+    def _volume_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each volume row's window and instrument id (-1 off the instrument level)."""
+        return self.volumes[WINDOW].to_numpy(dtype="int64"), self.volumes["instrument_id"].to_numpy(dtype="int64")
+
+    @cached_property
+    def evidence_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The volumes' history sessions, open interest and expected volume as arrays: every
+        event candidate reads its instrument rows of them (taken once, not once a candidate)."""
+        v = self.volumes
+        return (
+            v["history_sessions"].to_numpy(),
+            v["open_interest"].to_numpy(dtype=float),
+            v["baseline"].to_numpy(dtype=float),
+        )
+
     def window_text(self, window: int) -> tuple[str, str]:
         """The window's start and end in ISO text (made once per window that has a candidate)."""
         text = self._window_texts.get(window)
         if text is None:
             text = self._window_texts[window] = (
-                self._window_start.iloc[window].isoformat(),
-                self._window_end.iloc[window].isoformat(),
+                self._window_start.array[window].isoformat(),
+                self._window_end.array[window].isoformat(),
             )
         return text
 
@@ -603,12 +621,13 @@ class _Context:
                 columns = tuple(c[order] for c in columns)
             self._prints = columns
         window, ts, instrument, size = self._prints
-        v = self.volumes
-        wanted_window = v[WINDOW].to_numpy(dtype="int64")[rows]
-        wanted_id = v["instrument_id"].to_numpy(dtype="int64")[rows]
+        volume_window, volume_instrument = self._volume_keys
+        wanted_window = volume_window[rows]
+        wanted_id = volume_instrument[rows]
         volume = np.zeros(len(rows), dtype="int64")
-        for k, (w, option) in enumerate(zip(wanted_window, wanted_id)):
-            lo, hi = np.searchsorted(window, [w, w + 1])
+        bounds = np.searchsorted(window, np.concatenate([wanted_window, wanted_window + 1])).tolist()
+        for k, option in enumerate(wanted_id.tolist()):
+            lo, hi = bounds[k], bounds[k + len(rows)]
             mine = (instrument[lo:hi] == option) & (ts[lo:hi] <= until.value)
             volume[k] = size[lo:hi][mine].sum()
         history, baseline, variance = self.count_model(rows)
@@ -721,15 +740,15 @@ def _instrument_evidence(
     rows = rows[rows >= 0]
     if not len(rows):
         return float(volume), 0, 1.0, None, None
-    v = context.volumes
+    history_sessions, open_interest, baseline = context.evidence_columns
     so_far, so_far_p = context.so_far(rows, until)
-    history = int(v["history_sessions"].to_numpy()[rows].max())
-    oi = v["open_interest"].to_numpy(dtype=float)[rows]
+    history = int(history_sessions[rows].max())
+    oi = open_interest[rows]
     return (
         float(so_far.sum()),
         history,
         float(so_far_p.min()) if history else 1.0,
-        float(v["baseline"].to_numpy(dtype=float)[rows].sum()),
+        float(baseline[rows].sum()),
         int(oi.sum()) if every_row and not np.isnan(oi).any() else None,
     )
 
