@@ -115,7 +115,7 @@ from nqflow.engine.levels import (
     SHORT_DATED_DAYS,
 )
 from nqflow.engine.strategies import covered_reading, package_headline, read_package
-from nqflow.engine.worked import eligible_children, in_time, price_drift, worked_crossings
+from nqflow.engine.worked import eligible_children, in_time, order_sides, price_drift, worked_crossings
 from nqflow.market.contracts import CHICAGO
 from nqflow.market.frames import WindowData
 
@@ -917,8 +917,9 @@ def _worked_alerts(context: _Context, orders: pd.DataFrame, session: np.ndarray)
     t = context.config.thresholds
     if orders.empty:
         return []
-    eligible = eligible_children(orders, alerted_orders(orders, t))
-    crossings = worked_crossings(orders, session, eligible, t)
+    sides = order_sides(orders)
+    eligible = eligible_children(orders, alerted_orders(orders, t), sides)
+    crossings = worked_crossings(orders, session, eligible, t, sides)
     if crossings.empty:
         return []
     rows = crossings["row"].to_numpy(dtype="int64")

@@ -46,12 +46,15 @@ def lookback(thresholds: Thresholds) -> pd.Timedelta:
     return pd.Timedelta(minutes=2 * thresholds.worked_max_span_minutes)
 
 
-def eligible_children(orders: pd.DataFrame, alerted: np.ndarray) -> np.ndarray:
-    """Which orders may be a worked order's child: an aggressor order, no package leg, no alert of its own."""
-    return _aggressive(orders) & ~alerted
+def eligible_children(
+    orders: pd.DataFrame, alerted: np.ndarray, sides: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Which orders may be a worked order's child: an aggressor order, no package leg, no alert of
+    its own. `sides`: the orders' `order_sides`, when known already."""
+    return _aggressive(orders, sides) & ~alerted
 
 
-def _sides(orders: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def order_sides(orders: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(bought, sold) per order, as booleans: compared on the side column's own Arrow text (a
     year's 600,000 orders turned into Python strings first cost three times as much)."""
     side = orders["side"]
@@ -60,19 +63,27 @@ def _sides(orders: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _aggressive(orders: pd.DataFrame, sides: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Aggressor orders (side B or A) that are no package leg."""
-    bought, sold = sides if sides is not None else _sides(orders)
+    bought, sold = sides if sides is not None else order_sides(orders)
     free = orders["package_id"].to_numpy() < 0 if "package_id" in orders else np.ones(len(orders), dtype=bool)
     return (bought | sold) & free
 
 
-def worked_crossings(orders: pd.DataFrame, session: np.ndarray, eligible: np.ndarray, t: Thresholds) -> pd.DataFrame:
+def worked_crossings(
+    orders: pd.DataFrame,
+    session: np.ndarray,
+    eligible: np.ndarray,
+    t: Thresholds,
+    sides: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """The crossing child of every worked order in `orders` (one batch, any number of sessions).
 
     `session` names each order's session (chains never cross sessions: a name or a number per
     session, numbers being the cheaper to group); `eligible` marks the children
-    (`eligible_children`). Returns `CROSSING_COLUMNS`, in the order of the crossings' rows.
+    (`eligible_children`); `sides`, the orders' `order_sides` when known already (a threshold pass
+    compares 600,000 sides once, not twice). Returns `CROSSING_COLUMNS`, in the order of the
+    crossings' rows.
     """
-    sides = _sides(orders)
+    sides = sides if sides is not None else order_sides(orders)
     aggressive = _aggressive(orders, sides)
     rows = np.flatnonzero(eligible)
     if len(rows) < t.worked_min_orders:
