@@ -110,6 +110,21 @@ def test_corrupt_and_truncated_files_are_named(sample_dir, tmp_path):
         ReplaySource(folder)
 
 
+def _dbn_metadata(schema, **fields) -> dbn.Metadata:
+    """A DBN stream's metadata for a minute of GLBX.MDP3 in `schema` (raw symbols in, instrument
+    ids out, no symbols or mappings unless `fields` give them)."""
+    base = dict(symbols=[], partial=[], not_found=[], mappings=[])
+    return dbn.Metadata(
+        dataset="GLBX.MDP3",
+        start=0,
+        end=60_000_000_000,
+        stype_in=dbn.SType.RAW_SYMBOL,
+        stype_out=dbn.SType.INSTRUMENT_ID,
+        schema=schema,
+        **{**base, **fields},
+    )
+
+
 def test_dbn_records_are_read_past_the_symbology_as_dbnstore_reads_them(sample_dir, tmp_path):
     """A DBN file's records are read after its fixed metadata fields, its symbology mappings never
     decoded (DBNStore makes Python objects of 3.9 MB of them a day, 11 ms a file): the same
@@ -134,18 +149,7 @@ def test_dbn_records_are_read_past_the_symbology_as_dbnstore_reads_them(sample_d
     trades = [dbn.TradeMsg(1, 42 + i, 1_000 + i, 21_000_250_000_000, 3, dbn.Action.TRADE, dbn.Side.BID, 0, 1_001 + i)
               for i in range(3)]  # fmt: skip
     for version, ts_out in ((1, False), (2, False), (3, False), (3, True)):
-        meta = dbn.Metadata(
-            dataset="GLBX.MDP3",
-            start=0,
-            end=60_000_000_000,
-            stype_in=dbn.SType.RAW_SYMBOL,
-            stype_out=dbn.SType.INSTRUMENT_ID,
-            schema=dbn.Schema.TRADES,
-            symbols=["NQZ6"],
-            mappings=[],
-            ts_out=ts_out,
-            version=version,
-        )
+        meta = _dbn_metadata(dbn.Schema.TRADES, symbols=["NQZ6"], ts_out=ts_out, version=version)
         data = bytes(meta) + b"".join(bytes(t) for t in trades)
         path = tmp_path / f"v{version}-{ts_out}.trades.dbn"
         path.write_bytes(data)
@@ -155,18 +159,7 @@ def test_dbn_records_are_read_past_the_symbology_as_dbnstore_reads_them(sample_d
 
 
 def test_unexpected_schema_is_a_clear_error(tmp_path):
-    meta = dbn.Metadata(
-        dataset="GLBX.MDP3",
-        start=0,
-        end=60_000_000_000,
-        stype_in=dbn.SType.RAW_SYMBOL,
-        stype_out=dbn.SType.INSTRUMENT_ID,
-        schema=dbn.Schema.OHLCV_1M,
-        symbols=[],
-        partial=[],
-        not_found=[],
-        mappings=[],
-    )
+    meta = _dbn_metadata(dbn.Schema.OHLCV_1M)
     bar = dbn.OHLCVMsg(0x21, 1, 1, 0, 0, 0, 0, 0, 0)
     path = tmp_path / "bars.dbn"
     path.write_bytes(bytes(meta) + bytes(bar))
