@@ -957,12 +957,10 @@ def _one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- storage
 FRAMES = ("windows", "orders", "packages", "volumes", "underlying")
-#: Package columns that features stored before nqflow kept lists natively hold as JSON text
-#: (read back still). Lists (a package's legs as dicts, its leg ids) are stored as Arrow lists:
-#: a session's 350 packages' legs took 13 ms to write and read as JSON text, 2 ms as Arrow lists.
-_JSON_COLUMNS = {"packages": ("legs",)}
-#: The columns of Python lists of dicts: stored as Arrow lists of structs (`write_parquet`'s
-#: ``python_columns``: their values as Python holds them, a NaN strike or delta no missing value).
+#: The columns of Python lists of dicts (a package's legs): stored as Arrow lists of structs
+#: (`write_parquet`'s ``python_columns``: their values as Python holds them, a NaN strike or delta
+#: no missing value), read back as lists; features stored before hold them as JSON text, still
+#: read. A session's 350 packages' legs took 13 ms to write and read as JSON text, 2 ms as lists.
 _NESTED_COLUMNS = {"packages": ("legs",)}
 #: The volume rows' expected-volume columns (`with_expected`), kept in a file of their own beside
 #: ``volumes.parquet``, row for row: a backtest adds them once the history is in, and rewriting a
@@ -1071,7 +1069,7 @@ def _read_part(folder: Path, name: str) -> pd.DataFrame:
         raise DataError(
             f"features file {path} is unreadable ({error}); delete {folder} to have it recomputed"
         ) from error
-    for column in _JSON_COLUMNS.get(name, ()):
+    for column in _NESTED_COLUMNS.get(name, ()):
         if column in frame and not frame.empty and isinstance(frame[column].iloc[0], str):
             frame[column] = [json.loads(text) for text in frame[column]]  # stored as JSON text
     return frame
