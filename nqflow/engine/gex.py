@@ -42,6 +42,7 @@ from nqflow.market.frames import (
     DataSource,
     final_settlements,
     future_fills,
+    latest_positions,
     session_bounds,
 )
 from nqflow.market.pricing import implied_vol
@@ -349,12 +350,8 @@ def _latest_by_instrument(records: pd.DataFrame, column: str, ids: np.ndarray) -
     known = ~np.isnan(values)
     record_ids = records["instrument_id"].to_numpy(dtype="int64")[known]
     times = records["ts_event"].to_numpy(dtype="datetime64[ns]").view("int64")[known]
-    values = values[known]
-    order = np.lexsort((np.arange(len(values)), times, record_ids))
-    record_ids, values = record_ids[order], values[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = record_ids[1:] != record_ids[:-1]
-    record_ids, values = record_ids[last], values[last]
+    latest = latest_positions(times, [record_ids])  # in id order, the later record on a tie
+    record_ids, values = record_ids[latest], values[known][latest]
     at = np.minimum(np.searchsorted(record_ids, ids), max(len(record_ids) - 1, 0))
     found = (record_ids[at] == ids) if len(record_ids) else np.zeros(len(ids), dtype=bool)
     return np.where(found, values[at] if len(values) else np.nan, np.nan)
